@@ -1,0 +1,92 @@
+//! The `hsm-node` command: runs one HSM node from its directory until SIGINT or SIGTERM.
+//! The same code runs behind `hsmkms hsm-node`, which is what the launcher spawns in
+//! `--hsm-processes` mode.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Parser, ValueEnum};
+use hsmkms_common::clock::SystemClock;
+
+use crate::config::{self, CONFIG_FILE};
+use crate::handle::NodeHandle;
+use crate::node::NodeOptions;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Runs one HSM node of an hsmkms cluster.
+#[derive(Debug, Parser)]
+#[command(name = "hsm-node", version)]
+pub struct NodeArgs {
+    /// The node's directory, as provisioned by `hsmkms` (or `hsmkms add-hsm`).
+    #[arg(long, env = "HSMKMS_NODE_DIR")]
+    pub node_dir: PathBuf,
+    /// Addresses of running nodes to join (added to the node's join list).
+    #[arg(long, env = "HSMKMS_JOIN", value_delimiter = ',')]
+    pub join: Vec<String>,
+    /// Log format.
+    #[arg(long, env = "HSMKMS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Sets up logging to stderr; `RUST_LOG` filters (default `info`).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Runs the node until a termination signal.
+pub fn run(args: NodeArgs) -> Result<()> {
+    init_logging(args.log_format);
+    if !args.join.is_empty() {
+        // Record the join targets in the node's config, so a restart rejoins the same way.
+        let path = args.node_dir.join(CONFIG_FILE);
+        let mut node_config: config::NodeConfig = serde_json::from_str(
+            &std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?,
+        )?;
+        for address in &args.join {
+            if !node_config.join.contains(address) {
+                node_config.join.push(address.clone());
+            }
+        }
+        std::fs::write(&path, serde_json::to_string_pretty(&node_config)?)?;
+    }
+    let node = NodeHandle::start(
+        &args.node_dir,
+        NodeOptions::default(),
+        Arc::new(SystemClock),
+    )?;
+    tracing::info!(hsm_id = %node.hsm_id(), address = %node.address(), "hsm-node serving");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(wait_for_termination())?;
+    tracing::info!(hsm_id = %node.hsm_id(), "hsm-node stopping");
+    node.shutdown();
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn wait_for_termination() -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,152 @@
+//! A node's directory: its configuration, its certificates and keys, and its store. Everything
+//! a node needs to start is in that one directory, so a node can be provisioned on one machine
+//! and copied to another.
+//!
+//! ```text
+//! node.json     cluster id, HSM id, Availability Zone, addresses, node number, join list
+//! ca.crt        the cluster's trust anchor
+//! node.crt      this node's certificate (server and peer-client)
+//! node.key      its private key                                   (mode 0600)
+//! sync.key      the cluster's synchronisation key (wire wrapping)  (mode 0600)
+//! storage.key   this node's storage key (wrapping at rest)         (mode 0600)
+//! node.redb     the store
+//! ```
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use hsmkms_common::aead::Sealer;
+use hsmkms_common::keyfile;
+use hsmkms_common::secret::KeyMaterial;
+use hsmkms_common::tls::{self, CertKind, ClusterCa, Identity};
+use hsmkms_common::wire::MemberRecord;
+use serde::{Deserialize, Serialize};
+
+use crate::core::Stored;
+use crate::store::Store;
+
+pub const CONFIG_FILE: &str = "node.json";
+pub const CA_FILE: &str = "ca.crt";
+pub const CERT_FILE: &str = "node.crt";
+pub const KEY_FILE: &str = "node.key";
+pub const SYNC_KEY_FILE: &str = "sync.key";
+pub const STORAGE_KEY_FILE: &str = "storage.key";
+pub const STORE_FILE: &str = "node.redb";
+
+/// A node's settings, as kept in `node.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeConfig {
+    pub cluster_id: String,
+    pub hsm_id: String,
+    pub availability_zone: String,
+    /// Address the node's TLS listener binds.
+    pub listen: String,
+    /// Address peers and clients use to reach it (defaults to `listen`).
+    pub advertise: String,
+    /// Unique in the cluster; prefixes the handles of keys this node generates.
+    pub node_number: u32,
+    /// Addresses of nodes to introduce itself to at start (for a node joining by address).
+    #[serde(default)]
+    pub join: Vec<String>,
+}
+
+impl NodeConfig {
+    /// The member record this node announces.
+    pub fn member(&self) -> MemberRecord {
+        MemberRecord {
+            hsm_id: self.hsm_id.clone(),
+            availability_zone: self.availability_zone.clone(),
+            address: self.advertise.clone(),
+            node_number: self.node_number,
+        }
+    }
+}
+
+/// Everything loaded from a node directory that the node needs to run.
+pub struct LoadedNode {
+    pub dir: PathBuf,
+    pub config: NodeConfig,
+    pub ca_pem: String,
+    pub identity: Identity,
+    pub sync: Arc<Sealer>,
+    pub storage: Arc<Sealer>,
+}
+
+impl std::fmt::Debug for LoadedNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedNode")
+            .field("dir", &self.dir)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads a node directory.
+pub fn load(dir: &Path) -> Result<LoadedNode> {
+    let read = |name: &str| {
+        fs::read_to_string(dir.join(name))
+            .with_context(|| format!("reading {}", dir.join(name).display()))
+    };
+    let config: NodeConfig = serde_json::from_str(&read(CONFIG_FILE)?)
+        .with_context(|| format!("parsing {}", dir.join(CONFIG_FILE).display()))?;
+    let identity = Identity {
+        cert_pem: read(CERT_FILE)?,
+        key_pem: keyfile::read_secret_text(&dir.join(KEY_FILE))
+            .with_context(|| format!("reading {}", dir.join(KEY_FILE).display()))?,
+    };
+    let sync = keyfile::read_key(&dir.join(SYNC_KEY_FILE)).context("reading the sync key")?;
+    let storage =
+        keyfile::read_key(&dir.join(STORAGE_KEY_FILE)).context("reading the storage key")?;
+    Ok(LoadedNode {
+        dir: dir.to_path_buf(),
+        ca_pem: read(CA_FILE)?,
+        config,
+        identity,
+        sync: Arc::new(Sealer::new(&sync)),
+        storage: Arc::new(Sealer::new(&storage)),
+    })
+}
+
+/// Creates a node directory: certificate from the cluster CA, fresh storage key, the cluster's
+/// sync key, and a store holding `seeds` (the cluster's users and members, for the founding
+/// nodes; nothing for a node that will catch up from its peers).
+pub async fn provision(
+    dir: &Path,
+    config: &NodeConfig,
+    ca: &ClusterCa,
+    sync_key: &KeyMaterial,
+    seeds: Vec<Stored>,
+) -> Result<()> {
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let identity = ca.issue(CertKind::Node, &config.hsm_id)?;
+    fs::write(dir.join(CA_FILE), &ca.identity.cert_pem)?;
+    fs::write(dir.join(CERT_FILE), &identity.cert_pem)?;
+    keyfile::write_secret(&dir.join(KEY_FILE), identity.key_pem.expose().as_bytes())?;
+    keyfile::write_secret(&dir.join(SYNC_KEY_FILE), sync_key.expose())?;
+    let storage = KeyMaterial::generate();
+    keyfile::write_secret(&dir.join(STORAGE_KEY_FILE), storage.expose())?;
+    let (store, _, thread) = Store::open(
+        &dir.join(STORE_FILE),
+        Arc::new(Sealer::new(&storage)),
+        &config.cluster_id,
+    )?;
+    store.commit(seeds).await?;
+    drop(store);
+    // The storage thread ends once its handle is gone; wait so the file is closed.
+    let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    // The config goes last: a directory without it is an unfinished provisioning.
+    fs::write(dir.join(CONFIG_FILE), serde_json::to_string_pretty(config)?)?;
+    Ok(())
+}
+
+/// The TLS configurations of a node: its server side and its client side (for peer links).
+pub fn tls_configs(
+    node: &LoadedNode,
+) -> Result<(Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>)> {
+    Ok((
+        tls::server_config(&node.ca_pem, &node.identity)?,
+        tls::client_config(&node.ca_pem, &node.identity)?,
+    ))
+}

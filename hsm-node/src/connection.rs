@@ -1,0 +1,189 @@
+//! The node's listener and its connection actors. Each accepted connection completes a mutual
+//! TLS handshake (a certificate from the cluster CA is required; the certificate tells a peer
+//! from a client), then becomes a [`Connection`] actor that decodes frames into calls on the
+//! node actor and writes the answers back. Anything malformed closes the connection; nothing a
+//! connection sends can panic the node or change its state before it is understood.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use bytes::{Bytes, BytesMut};
+use futures::SinkExt;
+use hsmkms_common::frame;
+use hsmkms_common::tls::is_peer_certificate;
+use hsmkms_common::wire::{ErrorCode, Request, Response, WireError};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+use crate::core::ConnId;
+use crate::node::{Call, ConnClosed, NodeActor, NodeOptions};
+
+/// Calls one connection may have in flight; more get an error answer at once.
+pub const MAX_IN_FLIGHT_PER_CONNECTION: usize = 1_024;
+
+/// Accepts connections until the node stops.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    node: Addr<NodeActor>,
+    options: NodeOptions,
+) {
+    let acceptor = TlsAcceptor::from(tls);
+    let permits = Arc::new(Semaphore::new(options.max_connections));
+    let mut next_conn: ConnId = 1;
+    loop {
+        let (tcp, remote) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::warn!(%remote, "connection limit reached; refusing connection");
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let conn = next_conn;
+        next_conn += 1;
+        let acceptor = acceptor.clone();
+        let node = node.clone();
+        let handshake_timeout = options.handshake_timeout;
+        actix::spawn(async move {
+            let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    tracing::warn!(%remote, error = %e, "TLS handshake refused");
+                    return;
+                }
+                Err(_) => {
+                    tracing::warn!(%remote, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let peer = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|certs| certs.first())
+                .is_some_and(is_peer_certificate);
+            tracing::debug!(%remote, conn, peer, "connection accepted");
+            let (read, write) = tokio::io::split(stream);
+            let (out, mut outgoing) = mpsc::channel::<Bytes>(MAX_IN_FLIGHT_PER_CONNECTION);
+            actix::spawn(async move {
+                let mut sink = FramedWrite::new(write, frame::codec());
+                while let Some(bytes) = outgoing.recv().await {
+                    if sink.send(bytes).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            Connection::create(move |ctx| {
+                ctx.add_stream(FramedRead::new(read, frame::codec()));
+                Connection {
+                    conn,
+                    peer,
+                    node,
+                    out,
+                    in_flight: 0,
+                    _permit: permit,
+                }
+            });
+        });
+    }
+}
+
+/// One client or peer connection.
+pub struct Connection {
+    conn: ConnId,
+    peer: bool,
+    node: Addr<NodeActor>,
+    out: mpsc::Sender<Bytes>,
+    in_flight: usize,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("conn", &self.conn)
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Actor for Connection {
+    type Context = Context<Self>;
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        // A notification that needs no answer: the session of this connection ends.
+        self.node.do_send(ConnClosed(self.conn));
+    }
+}
+
+impl StreamHandler<Result<BytesMut, std::io::Error>> for Connection {
+    fn handle(&mut self, item: Result<BytesMut, std::io::Error>, ctx: &mut Context<Self>) {
+        let payload = match item {
+            Ok(payload) => payload,
+            Err(e) => {
+                tracing::warn!(conn = self.conn, error = %e, "unreadable frame; closing connection");
+                ctx.stop();
+                return;
+            }
+        };
+        let envelope = match frame::decode::<Request>(&payload) {
+            Ok(envelope) => envelope,
+            Err(e) => {
+                tracing::warn!(conn = self.conn, error = %e, "malformed frame; closing connection");
+                ctx.stop();
+                return;
+            }
+        };
+        let id = envelope.id;
+        let out = self.out.clone();
+        if self.in_flight >= MAX_IN_FLIGHT_PER_CONNECTION {
+            let busy = Response::Error(WireError::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "more than {MAX_IN_FLIGHT_PER_CONNECTION} calls in flight on one connection"
+                ),
+            ));
+            if let Ok(bytes) = frame::encode(id, &busy) {
+                let _ = out.try_send(bytes);
+            }
+            return;
+        }
+        self.in_flight += 1;
+        let call = self.node.send(Call {
+            conn: self.conn,
+            peer: self.peer,
+            request: envelope.body,
+        });
+        let answer = async move {
+            let response = call.await.unwrap_or_else(|_| {
+                Response::Error(WireError::new(ErrorCode::Internal, "the node is stopping"))
+            });
+            let bytes = frame::encode(id, &response).or_else(|e| {
+                frame::encode(
+                    id,
+                    &Response::Error(WireError::new(
+                        ErrorCode::InvalidRequest,
+                        format!("the answer does not fit in a frame ({e}); narrow the request"),
+                    )),
+                )
+            });
+            if let Ok(bytes) = bytes {
+                let _ = out.send(bytes).await;
+            }
+        };
+        ctx.spawn(answer.into_actor(self).map(|(), act, _| act.in_flight -= 1));
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}

@@ -1,0 +1,763 @@
+//! The node core: everything an HSM node knows and decides, as a plain struct with no I/O.
+//!
+//! It holds the replicated objects (members, users, keys and their tombstones), the versions
+//! that decide which copy wins, the anti-entropy digest, and the open sessions. Every change
+//! returns the [`Stored`] objects that must be made durable (and pushed to peers) before the
+//! caller may acknowledge it; the actor around the core does that I/O.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use hsmkms_common::aead::Sealer;
+use hsmkms_common::secret::{KeyMaterial, KEY_LEN};
+use hsmkms_common::wire::{
+    ErrorCode, KeyAttributes, KeyClass, KeyHandle, KeyType, MemberRecord, ObjectId, Role, UserInfo,
+    UserRecord, Version, WireError, DIGEST_BUCKETS,
+};
+use sha2::{Digest, Sha256};
+
+/// Consecutive failed logins after which a user is locked out, as on CloudHSM.
+pub const MAX_FAILED_LOGINS: u32 = 5;
+/// Longest label a key may carry (KMS labels its backing keys with key ARNs, under 128 bytes).
+pub const MAX_LABEL_LEN: usize = 256;
+/// Longest user name CloudHSM allows.
+pub const MAX_USERNAME_LEN: usize = 31;
+/// Password length bounds of CloudHSM.
+pub const PASSWORD_LEN: std::ops::RangeInclusive<usize> = 7..=32;
+
+/// Identifies one client connection (and so one session) on this node.
+pub type ConnId = u64;
+
+/// A key object as the node holds it in memory: attributes, material, and a cipher ready to use.
+pub struct KeyEntry {
+    pub attributes: KeyAttributes,
+    material: KeyMaterial,
+    sealer: Sealer,
+}
+
+impl std::fmt::Debug for KeyEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyEntry")
+            .field("attributes", &self.attributes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyEntry {
+    pub fn new(attributes: KeyAttributes, material: KeyMaterial) -> Self {
+        let sealer = Sealer::new(&material);
+        Self {
+            attributes,
+            material,
+            sealer,
+        }
+    }
+
+    /// The plaintext material, for wrapping (storage, replication) only.
+    pub fn material(&self) -> &KeyMaterial {
+        &self.material
+    }
+
+    /// The key's cipher, for the HSM's encrypt and decrypt operations.
+    pub fn sealer(&self) -> &Sealer {
+        &self.sealer
+    }
+}
+
+/// The content of an object as held in memory.
+#[derive(Debug, Clone)]
+pub enum Entry {
+    Member(MemberRecord),
+    User(UserRecord),
+    Key(Arc<KeyEntry>),
+    Tombstone,
+}
+
+/// An object at a version.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub id: ObjectId,
+    pub version: Version,
+    pub entry: Entry,
+}
+
+/// A logged-in session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub username: String,
+    pub role: Role,
+}
+
+/// What a login attempt needs checked outside the core (the password hash is slow on purpose).
+#[derive(Debug)]
+pub struct LoginCheck {
+    pub password_hash: String,
+}
+
+fn err(code: ErrorCode, message: impl Into<String>) -> WireError {
+    WireError::new(code, message)
+}
+
+/// Which digest bucket an object id falls in.
+pub fn bucket_of(id: &ObjectId) -> usize {
+    let encoded = postcard::to_stdvec(id).unwrap_or_default();
+    Sha256::digest(&encoded)[0] as usize % DIGEST_BUCKETS
+}
+
+fn entry_hash(id: &ObjectId, version: Version) -> u64 {
+    let mut h = Sha256::new();
+    h.update(postcard::to_stdvec(id).unwrap_or_default());
+    h.update(version.counter.to_be_bytes());
+    h.update(version.node.to_be_bytes());
+    let d = h.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&d[..8]);
+    u64::from_be_bytes(first)
+}
+
+/// The state of one HSM node.
+#[derive(Debug)]
+pub struct NodeCore {
+    me: MemberRecord,
+    cluster_id: String,
+    objects: BTreeMap<ObjectId, Stored>,
+    buckets: Vec<u64>,
+    lamport: u64,
+    next_handle_seq: u64,
+    sessions: HashMap<ConnId, Session>,
+}
+
+impl NodeCore {
+    /// A core for the node `me`, holding `objects` (as loaded from its store).
+    pub fn new(me: MemberRecord, cluster_id: String, objects: Vec<Stored>) -> Self {
+        let mut core = Self {
+            me,
+            cluster_id,
+            objects: BTreeMap::new(),
+            buckets: vec![0; DIGEST_BUCKETS],
+            lamport: 0,
+            next_handle_seq: 1,
+            sessions: HashMap::new(),
+        };
+        for stored in objects {
+            core.install(stored);
+        }
+        core
+    }
+
+    pub fn me(&self) -> &MemberRecord {
+        &self.me
+    }
+
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    /// Puts an object in place, keeping the digest, the Lamport clock and the handle counter
+    /// in step.
+    fn install(&mut self, stored: Stored) {
+        let bucket = bucket_of(&stored.id);
+        if let Some(old) = self.objects.get(&stored.id) {
+            self.buckets[bucket] ^= entry_hash(&old.id, old.version);
+        }
+        self.buckets[bucket] ^= entry_hash(&stored.id, stored.version);
+        self.lamport = self.lamport.max(stored.version.counter);
+        if let ObjectId::Key(handle) = stored.id {
+            if handle >> 32 == u64::from(self.me.node_number) {
+                self.next_handle_seq = self.next_handle_seq.max((handle & 0xffff_ffff) + 1);
+            }
+        }
+        self.objects.insert(stored.id.clone(), stored);
+    }
+
+    /// Records a change made on this node, at a version newer than any it has seen.
+    fn change(&mut self, id: ObjectId, entry: Entry) -> Stored {
+        self.lamport += 1;
+        let stored = Stored {
+            id,
+            version: Version {
+                counter: self.lamport,
+                node: self.me.node_number,
+            },
+            entry,
+        };
+        self.install(stored.clone());
+        stored
+    }
+
+    /// Merges objects from a peer: the higher version wins, and for keys a tombstone always
+    /// wins, so a deleted key never comes back. Returns what changed here.
+    pub fn apply_remote(&mut self, incoming: Vec<Stored>) -> Vec<Stored> {
+        let mut changed = Vec::new();
+        for stored in incoming {
+            let wins = match self.objects.get(&stored.id) {
+                None => true,
+                Some(local) => {
+                    let key_resurrection = matches!(stored.id, ObjectId::Key(_))
+                        && matches!(local.entry, Entry::Tombstone)
+                        && !matches!(stored.entry, Entry::Tombstone);
+                    let key_deletion = matches!(stored.id, ObjectId::Key(_))
+                        && matches!(stored.entry, Entry::Tombstone)
+                        && !matches!(local.entry, Entry::Tombstone);
+                    !key_resurrection && (key_deletion || stored.version > local.version)
+                }
+            };
+            if wins {
+                self.install(stored.clone());
+                changed.push(stored);
+            }
+        }
+        changed
+    }
+
+    /// Makes sure this node's own member record is present (a node started by hand on another
+    /// host brings it along). Returns it if it had to be written.
+    pub fn ensure_self_member(&mut self) -> Option<Stored> {
+        let id = ObjectId::Member(self.me.hsm_id.clone());
+        match self.objects.get(&id) {
+            Some(Stored {
+                entry: Entry::Member(m),
+                ..
+            }) if *m == self.me => None,
+            _ => Some(self.change(id, Entry::Member(self.me.clone()))),
+        }
+    }
+
+    // ---- membership -------------------------------------------------------------------
+
+    /// Every current member of the cluster, this node included.
+    pub fn members(&self) -> Vec<MemberRecord> {
+        self.objects
+            .values()
+            .filter_map(|s| match &s.entry {
+                Entry::Member(m) => Some(m.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// How many HSMs must hold a new key before it is acknowledged: two, or one in a cluster
+    /// of one (CloudHSM's key availability quorum).
+    pub fn quorum(&self) -> usize {
+        self.members().len().clamp(1, 2)
+    }
+
+    // ---- digest and anti-entropy ------------------------------------------------------
+
+    /// The per-bucket digests of everything this node holds.
+    pub fn digest(&self) -> Vec<u64> {
+        self.buckets.clone()
+    }
+
+    /// Ids and versions of every object in the given buckets.
+    pub fn entries(&self, buckets: &[u16]) -> Vec<(ObjectId, Version)> {
+        let wanted: std::collections::HashSet<usize> =
+            buckets.iter().map(|b| *b as usize).collect();
+        self.objects
+            .values()
+            .filter(|s| wanted.contains(&bucket_of(&s.id)))
+            .map(|s| (s.id.clone(), s.version))
+            .collect()
+    }
+
+    /// Of a peer's entries, the ids whose copy there would win here: what to fetch.
+    pub fn wanted_from(&self, theirs: &[(ObjectId, Version)]) -> Vec<ObjectId> {
+        theirs
+            .iter()
+            .filter(|(id, version)| match self.objects.get(id) {
+                None => true,
+                Some(local) => {
+                    *version > local.version
+                        && !(matches!(id, ObjectId::Key(_))
+                            && matches!(local.entry, Entry::Tombstone))
+                }
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// The objects with the given ids that this node holds.
+    pub fn get_objects(&self, ids: &[ObjectId]) -> Vec<Stored> {
+        ids.iter()
+            .filter_map(|id| self.objects.get(id).cloned())
+            .collect()
+    }
+
+    // ---- users and sessions -----------------------------------------------------------
+
+    fn user(&self, username: &str) -> Option<&UserRecord> {
+        match self.objects.get(&ObjectId::User(username.to_string())) {
+            Some(Stored {
+                entry: Entry::User(u),
+                ..
+            }) => Some(u),
+            _ => None,
+        }
+    }
+
+    pub fn session(&self, conn: ConnId) -> Option<&Session> {
+        self.sessions.get(&conn)
+    }
+
+    fn require_session(&self, conn: ConnId) -> Result<&Session, WireError> {
+        self.sessions.get(&conn).ok_or_else(|| {
+            err(
+                ErrorCode::NotLoggedIn,
+                "this call needs a logged-in session",
+            )
+        })
+    }
+
+    fn require_officer(&self, conn: ConnId) -> Result<&Session, WireError> {
+        let session = self.require_session(conn)?;
+        if session.role != Role::CryptoOfficer {
+            return Err(err(
+                ErrorCode::AccessDenied,
+                "only a crypto officer (admin) may manage users",
+            ));
+        }
+        Ok(session)
+    }
+
+    /// First half of a login: everything but the password check. Returns the hash to verify.
+    pub fn begin_login(
+        &self,
+        conn: ConnId,
+        username: &str,
+        role: Role,
+    ) -> Result<LoginCheck, WireError> {
+        if self.sessions.contains_key(&conn) {
+            return Err(err(
+                ErrorCode::AlreadyLoggedIn,
+                "this session is already logged in; log out first",
+            ));
+        }
+        let user = self.user(username).ok_or_else(|| {
+            err(
+                ErrorCode::UserNotFound,
+                format!("user {username} does not exist"),
+            )
+        })?;
+        if user.locked {
+            return Err(err(
+                ErrorCode::UserLockedOut,
+                format!(
+                    "user {username} is locked out after {MAX_FAILED_LOGINS} failed logins; \
+                     a crypto officer must change its password"
+                ),
+            ));
+        }
+        if user.role != role {
+            return Err(err(
+                ErrorCode::InvalidCredentials,
+                format!("invalid user name, role or password for {username}"),
+            ));
+        }
+        Ok(LoginCheck {
+            password_hash: user.password_hash.clone(),
+        })
+    }
+
+    /// Second half of a login, once the password was checked. Returns the session, or the
+    /// error to answer, and the user record to persist if its failure count changed.
+    pub fn finish_login(
+        &mut self,
+        conn: ConnId,
+        username: &str,
+        role: Role,
+        password_ok: bool,
+    ) -> (Result<Session, WireError>, Option<Stored>) {
+        let Some(mut user) = self.user(username).cloned() else {
+            return (
+                Err(err(
+                    ErrorCode::UserNotFound,
+                    format!("user {username} does not exist"),
+                )),
+                None,
+            );
+        };
+        if user.locked {
+            return (
+                Err(err(
+                    ErrorCode::UserLockedOut,
+                    format!("user {username} is locked out"),
+                )),
+                None,
+            );
+        }
+        if password_ok {
+            let changed = if user.failed_logins != 0 {
+                user.failed_logins = 0;
+                Some(self.change(ObjectId::User(username.to_string()), Entry::User(user)))
+            } else {
+                None
+            };
+            let session = Session {
+                username: username.to_string(),
+                role,
+            };
+            self.sessions.insert(conn, session.clone());
+            return (Ok(session), changed);
+        }
+        user.failed_logins += 1;
+        let message = if user.failed_logins >= MAX_FAILED_LOGINS {
+            user.locked = true;
+            format!(
+                "invalid user name, role or password for {username}; the user is now locked \
+                 out after {MAX_FAILED_LOGINS} failed logins"
+            )
+        } else {
+            format!("invalid user name, role or password for {username}")
+        };
+        let stored = self.change(ObjectId::User(username.to_string()), Entry::User(user));
+        (
+            Err(err(ErrorCode::InvalidCredentials, message)),
+            Some(stored),
+        )
+    }
+
+    /// Ends the session of a connection (logout or disconnect).
+    pub fn logout(&mut self, conn: ConnId) -> Result<(), WireError> {
+        self.sessions
+            .remove(&conn)
+            .map(|_| ())
+            .ok_or_else(|| err(ErrorCode::NotLoggedIn, "this session is not logged in"))
+    }
+
+    /// Every user, with the sessions it has open on this node.
+    pub fn list_users(&self, conn: ConnId) -> Result<Vec<UserInfo>, WireError> {
+        self.require_session(conn)?;
+        Ok(self
+            .objects
+            .values()
+            .filter_map(|s| match &s.entry {
+                Entry::User(u) => Some(UserInfo {
+                    username: u.username.clone(),
+                    role: u.role,
+                    locked: u.locked,
+                    sessions: self
+                        .sessions
+                        .values()
+                        .filter(|s| s.username == u.username)
+                        .count() as u32,
+                }),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Checks that a password change is allowed and well-formed, before the slow hash.
+    pub fn check_change_password(
+        &self,
+        conn: ConnId,
+        username: &str,
+        role: Role,
+        new_password_len: usize,
+    ) -> Result<(), WireError> {
+        let session = self.require_session(conn)?;
+        if session.role != Role::CryptoOfficer && session.username != username {
+            return Err(err(
+                ErrorCode::AccessDenied,
+                "a crypto user may change only its own password",
+            ));
+        }
+        let user = self.user(username).ok_or_else(|| {
+            err(
+                ErrorCode::UserNotFound,
+                format!("user {username} does not exist"),
+            )
+        })?;
+        if user.role != role {
+            return Err(err(
+                ErrorCode::UserNotFound,
+                format!("user {username} does not have the role {}", role.cli_name()),
+            ));
+        }
+        check_password_len(new_password_len)
+    }
+
+    /// Sets a user's password hash; this also unlocks it.
+    pub fn set_password(
+        &mut self,
+        username: &str,
+        password_hash: String,
+    ) -> Result<Stored, WireError> {
+        let mut user = self.user(username).cloned().ok_or_else(|| {
+            err(
+                ErrorCode::UserNotFound,
+                format!("user {username} does not exist"),
+            )
+        })?;
+        user.password_hash = password_hash;
+        user.failed_logins = 0;
+        user.locked = false;
+        Ok(self.change(ObjectId::User(username.to_string()), Entry::User(user)))
+    }
+
+    /// Checks that a user may be created, before the slow hash.
+    pub fn check_create_user(
+        &self,
+        conn: ConnId,
+        username: &str,
+        password_len: usize,
+    ) -> Result<(), WireError> {
+        self.require_officer(conn)?;
+        check_username(username)?;
+        if self.user(username).is_some() {
+            return Err(err(
+                ErrorCode::UserExists,
+                format!("user {username} already exists"),
+            ));
+        }
+        check_password_len(password_len)
+    }
+
+    /// Adds a user (the caller has checked with [`NodeCore::check_create_user`]).
+    pub fn create_user(&mut self, username: &str, role: Role, password_hash: String) -> Stored {
+        self.change(
+            ObjectId::User(username.to_string()),
+            Entry::User(UserRecord {
+                username: username.to_string(),
+                role,
+                password_hash,
+                failed_logins: 0,
+                locked: false,
+            }),
+        )
+    }
+
+    /// Removes a user that owns no keys.
+    pub fn delete_user(&mut self, conn: ConnId, username: &str) -> Result<Stored, WireError> {
+        let session = self.require_officer(conn)?;
+        if session.username == username {
+            return Err(err(
+                ErrorCode::InvalidRequest,
+                "a user cannot delete itself",
+            ));
+        }
+        if self.user(username).is_none() {
+            return Err(err(
+                ErrorCode::UserNotFound,
+                format!("user {username} does not exist"),
+            ));
+        }
+        let owned = self
+            .keys()
+            .filter(|k| k.attributes.owner == username)
+            .count();
+        if owned > 0 {
+            return Err(err(
+                ErrorCode::InvalidRequest,
+                format!("user {username} owns {owned} keys; delete them first"),
+            ));
+        }
+        Ok(self.change(ObjectId::User(username.to_string()), Entry::Tombstone))
+    }
+
+    /// Open sessions on this node, by user name.
+    pub fn sessions_of(&self, username: &str) -> usize {
+        self.sessions
+            .values()
+            .filter(|s| s.username == username)
+            .count()
+    }
+
+    // ---- keys -------------------------------------------------------------------------
+
+    fn keys(&self) -> impl Iterator<Item = &Arc<KeyEntry>> {
+        self.objects.values().filter_map(|s| match &s.entry {
+            Entry::Key(k) => Some(k),
+            _ => None,
+        })
+    }
+
+    /// A live key by handle.
+    pub fn key(&self, handle: KeyHandle) -> Option<&Arc<KeyEntry>> {
+        match self.objects.get(&ObjectId::Key(handle)) {
+            Some(Stored {
+                entry: Entry::Key(k),
+                ..
+            }) => Some(k),
+            _ => None,
+        }
+    }
+
+    /// Generates an AES-256 token key owned by the session's crypto user.
+    pub fn generate_key(
+        &mut self,
+        conn: ConnId,
+        label: &str,
+        length_bytes: u32,
+        now_millis: u64,
+    ) -> Result<Stored, WireError> {
+        let session = self.require_session(conn)?;
+        if session.role != Role::CryptoUser {
+            return Err(err(
+                ErrorCode::AccessDenied,
+                "only a crypto user may generate keys",
+            ));
+        }
+        if length_bytes as usize != KEY_LEN {
+            return Err(err(
+                ErrorCode::InvalidRequest,
+                format!("key length must be {KEY_LEN} bytes (AES-256), got {length_bytes}"),
+            ));
+        }
+        if label.is_empty() || label.len() > MAX_LABEL_LEN {
+            return Err(err(
+                ErrorCode::InvalidRequest,
+                format!("label must be 1 to {MAX_LABEL_LEN} bytes"),
+            ));
+        }
+        let owner = session.username.clone();
+        let handle = (u64::from(self.me.node_number) << 32) | self.next_handle_seq;
+        self.next_handle_seq += 1;
+        let attributes = KeyAttributes {
+            handle,
+            label: label.to_string(),
+            owner,
+            class: KeyClass::SecretKey,
+            key_type: KeyType::Aes,
+            length_bytes,
+            extractable: false,
+            token: true,
+            created_at_millis: now_millis,
+        };
+        let entry = KeyEntry::new(attributes, KeyMaterial::generate());
+        Ok(self.change(ObjectId::Key(handle), Entry::Key(Arc::new(entry))))
+    }
+
+    /// Keys matching the filters that the session's user may see: its own keys (a crypto
+    /// officer sees every key, as `key list` does for admins).
+    pub fn find_keys(
+        &self,
+        conn: ConnId,
+        label: Option<&str>,
+        owner: Option<&str>,
+    ) -> Result<Vec<KeyAttributes>, WireError> {
+        let session = self.require_session(conn)?;
+        Ok(self
+            .keys()
+            .filter(|k| {
+                session.role == Role::CryptoOfficer || k.attributes.owner == session.username
+            })
+            .filter(|k| label.is_none_or(|l| k.attributes.label == l))
+            .filter(|k| owner.is_none_or(|o| k.attributes.owner == o))
+            .map(|k| k.attributes.clone())
+            .collect())
+    }
+
+    /// A key the session may use or see.
+    pub fn visible_key(
+        &self,
+        conn: ConnId,
+        handle: KeyHandle,
+    ) -> Result<&Arc<KeyEntry>, WireError> {
+        let session = self.require_session(conn)?;
+        let key = self.key(handle).ok_or_else(|| {
+            err(
+                ErrorCode::KeyNotFound,
+                format!("no key with handle {handle}"),
+            )
+        })?;
+        if session.role != Role::CryptoOfficer && key.attributes.owner != session.username {
+            // Like CloudHSM, a key the user neither owns nor shares does not exist for it.
+            return Err(err(
+                ErrorCode::KeyNotFound,
+                format!("no key with handle {handle}"),
+            ));
+        }
+        Ok(key)
+    }
+
+    /// A key the session's crypto user may encrypt and decrypt with.
+    pub fn usable_key(&self, conn: ConnId, handle: KeyHandle) -> Result<Arc<KeyEntry>, WireError> {
+        let key = self.visible_key(conn, handle)?;
+        if key.attributes.owner != self.require_session(conn)?.username {
+            return Err(err(
+                ErrorCode::AccessDenied,
+                "only the key's owner may use it",
+            ));
+        }
+        Ok(key.clone())
+    }
+
+    /// Deletes a key: only its owner may. The tombstone is what replicates.
+    pub fn delete_key(&mut self, conn: ConnId, handle: KeyHandle) -> Result<Stored, WireError> {
+        let session = self.require_session(conn)?.clone();
+        let key = self.key(handle).ok_or_else(|| {
+            err(
+                ErrorCode::KeyNotFound,
+                format!("no key with handle {handle}"),
+            )
+        })?;
+        if key.attributes.owner != session.username {
+            return Err(err(
+                ErrorCode::AccessDenied,
+                format!(
+                    "only the owner of key {handle} ({}) may delete it",
+                    key.attributes.owner
+                ),
+            ));
+        }
+        Ok(self.change(ObjectId::Key(handle), Entry::Tombstone))
+    }
+
+    /// Takes back a key whose creation did not reach its quorum: a tombstone, so no copy that
+    /// did get out can come back.
+    pub fn roll_back_key(&mut self, handle: KeyHandle) -> Stored {
+        self.change(ObjectId::Key(handle), Entry::Tombstone)
+    }
+
+    pub fn key_count(&self) -> u64 {
+        self.keys().count() as u64
+    }
+
+    pub fn user_count(&self) -> u64 {
+        self.objects
+            .values()
+            .filter(|s| matches!(s.entry, Entry::User(_)))
+            .count() as u64
+    }
+
+    /// The plaintext material of a key, for tests that prove it never leaks.
+    #[cfg(feature = "test-util")]
+    pub fn material_for_test(&self, handle: KeyHandle) -> Option<[u8; KEY_LEN]> {
+        self.key(handle).map(|k| *k.material().expose())
+    }
+}
+
+/// Checks a user name against CloudHSM's rules.
+pub fn check_username(username: &str) -> Result<(), WireError> {
+    let ok = !username.is_empty()
+        && username.len() <= MAX_USERNAME_LEN
+        && username
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(err(
+            ErrorCode::InvalidRequest,
+            format!("user name must be 1 to {MAX_USERNAME_LEN} letters, digits, '-' or '_'"),
+        ))
+    }
+}
+
+fn check_password_len(len: usize) -> Result<(), WireError> {
+    if PASSWORD_LEN.contains(&len) {
+        Ok(())
+    } else {
+        Err(err(
+            ErrorCode::InvalidRequest,
+            format!(
+                "password must be {} to {} characters",
+                PASSWORD_LEN.start(),
+                PASSWORD_LEN.end()
+            ),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,148 @@
+//! Running a node: [`NodeHandle::start`] opens a node directory, binds its listener and runs
+//! the node's actors on a thread of its own (its own actix system), whether the node lives in
+//! the launcher's process or in an `hsm-node` process of its own.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use actix::prelude::*;
+use anyhow::{anyhow, Context as _, Result};
+use hsmkms_common::clock::Clock;
+use tokio::sync::oneshot;
+
+use crate::config::{self, STORE_FILE};
+use crate::connection::serve;
+use crate::core::NodeCore;
+use crate::node::{NodeActor, NodeOptions};
+use crate::store::Store;
+
+/// A running node. Dropping it stops the node and waits until its store is closed.
+pub struct NodeHandle {
+    hsm_id: String,
+    address: SocketAddr,
+    actor: Addr<NodeActor>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for NodeHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeHandle")
+            .field("hsm_id", &self.hsm_id)
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeHandle {
+    /// Starts the node kept in `dir`. Returns once it accepts connections.
+    pub fn start(dir: &Path, options: NodeOptions, clock: Arc<dyn Clock>) -> Result<Self> {
+        let node = config::load(dir)?;
+        let (server_tls, client_tls) = config::tls_configs(&node)?;
+        let listener = std::net::TcpListener::bind(&node.config.listen)
+            .with_context(|| format!("binding {}", node.config.listen))?;
+        listener.set_nonblocking(true)?;
+        let address = listener.local_addr()?;
+        let (store, objects, store_thread) = Store::open(
+            &dir.join(STORE_FILE),
+            node.storage.clone(),
+            &node.config.cluster_id,
+        )
+        .with_context(|| format!("opening the store in {}", dir.display()))?;
+        let hsm_id = node.config.hsm_id.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name(hsm_id.clone())
+            .spawn(move || {
+                let system = actix::System::new();
+                system.block_on(async move {
+                    let listener = match tokio::net::TcpListener::from_std(listener) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(anyhow!(e)));
+                            return;
+                        }
+                    };
+                    let core = NodeCore::new(
+                        node.config.member(),
+                        node.config.cluster_id.clone(),
+                        objects,
+                    );
+                    let actor = NodeActor::new(
+                        core,
+                        store,
+                        node.sync.clone(),
+                        clock,
+                        client_tls,
+                        options.clone(),
+                        node.config.join.clone(),
+                    )
+                    .start();
+                    actix::spawn(serve(listener, server_tls, actor.clone(), options));
+                    let _ = ready_tx.send(Ok(actor));
+                    let _ = stop_rx.await;
+                });
+                // Dropping the system drops every actor and task, and with them the last
+                // handles on the store: its thread finishes pending commits and closes the file.
+                drop(system);
+                let _ = store_thread.join();
+            })?;
+        let actor = ready_rx
+            .recv()
+            .map_err(|_| anyhow!("node thread ended during start"))??;
+        Ok(Self {
+            hsm_id,
+            address,
+            actor,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// The node actor, for in-process callers that want to talk to it without a connection.
+    pub fn actor(&self) -> &Addr<NodeActor> {
+        &self.actor
+    }
+
+    pub fn hsm_id(&self) -> &str {
+        &self.hsm_id
+    }
+
+    /// Where the node listens.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Stops the node and waits until its store is closed.
+    pub fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+
+    /// Tests only: a key's plaintext material, read in-process.
+    #[cfg(feature = "test-util")]
+    pub async fn material_for_test(&self, handle: u64) -> Option<[u8; 32]> {
+        self.actor
+            .send(crate::node::MaterialForTest(handle))
+            .await
+            .ok()
+            .flatten()
+    }
+}
+
+impl Drop for NodeHandle {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}

@@ -1,0 +1,30 @@
+//! An HSM node of an hsmkms cluster, modelled on a CloudHSM HSM: users (crypto officers and
+//! crypto users such as `kmsuser`) with sessions and lockout, non-extractable AES-256 key
+//! objects, and replication of both to every other node of the cluster.
+//!
+//! # Layout
+//!
+//! - [`core`]: the sans-IO node core: objects, versions, digests, sessions, every decision.
+//! - [`material`]: wrapping objects for the wire (sync key) and for the disk (storage key).
+//! - [`password`]: argon2 password hashing.
+//! - [`store`]: the redb store behind a group-committing storage thread.
+//! - [`config`]: the node directory: configuration, certificates, keys; provisioning.
+//! - [`node`]: the node actor, the shell that does the core's I/O.
+//! - [`peer`]: one actor per peer: pushes, reconnects, anti-entropy pulls.
+//! - [`connection`]: the TLS listener and one actor per client or peer connection.
+//! - [`handle`]: starting and stopping a node on a thread of its own.
+//! - [`cli`]: the `hsm-node` command.
+
+pub mod cli;
+pub mod config;
+pub mod connection;
+pub mod core;
+pub mod handle;
+pub mod material;
+pub mod node;
+pub mod password;
+pub mod peer;
+pub mod store;
+
+pub use handle::NodeHandle;
+pub use node::NodeOptions;

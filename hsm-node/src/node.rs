@@ -1,0 +1,727 @@
+//! The node actor: the thin shell around [`NodeCore`]. It routes calls into the core, sends the
+//! changes the core returns to the store and to the peer links, and answers once they are
+//! durable (on the quorum of HSMs, for new keys). Slow work (password hashing, fsync, peer
+//! round trips) runs off the actor's thread; the actor only waits for its results.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use futures::stream::{FuturesUnordered, StreamExt};
+use hsmkms_common::aead::Sealer;
+use hsmkms_common::clock::Clock;
+use hsmkms_common::secret::{SecretBytes, SecretString};
+use hsmkms_common::wire::{
+    ErrorCode, KeyHandle, NodeOutcome, NodeStatus, Object, ObjectId, Request, Response, Role,
+    Version, WireError, DIGEST_BUCKETS, MAX_CRYPTO_BYTES, MAX_OBJECTS_PER_CALL, MAX_RANDOM_BYTES,
+};
+use rand::RngCore;
+use rustls::ClientConfig;
+
+use crate::core::{ConnId, NodeCore, Stored};
+use crate::material::{self, Place};
+use crate::password;
+use crate::peer::{PeerLink, Push};
+use crate::store::Store;
+
+/// Messages the node actor queues before senders wait.
+pub const MAILBOX_CAPACITY: usize = 4_096;
+
+/// Tunables of a node; every cross-node wait has a deadline here.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// How long a new key may take to reach its quorum, and any peer call may take.
+    pub call_deadline: Duration,
+    /// How often each peer link compares digests with its peer.
+    pub anti_entropy_interval: Duration,
+    /// How often a broken peer link tries to reconnect.
+    pub reconnect_interval: Duration,
+    /// How long a TLS handshake may take before the connection is dropped.
+    pub handshake_timeout: Duration,
+    /// Most client and peer connections served at once.
+    pub max_connections: usize,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        Self {
+            call_deadline: Duration::from_secs(5),
+            anti_entropy_interval: Duration::from_secs(1),
+            reconnect_interval: Duration::from_millis(250),
+            handshake_timeout: Duration::from_secs(5),
+            max_connections: 1_024,
+        }
+    }
+}
+
+/// A call from a client or peer connection.
+#[derive(Debug, Message)]
+#[rtype(result = "Response")]
+pub struct Call {
+    pub conn: ConnId,
+    /// Whether the connection holds a node certificate.
+    pub peer: bool,
+    pub request: Request,
+}
+
+/// A connection closed: its session ends.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ConnClosed(pub ConnId);
+
+/// From a peer link: our digest, for comparison with the peer's.
+#[derive(Debug, Message)]
+#[rtype(result = "Vec<u64>")]
+pub struct LocalDigest;
+
+/// From a peer link: which of the peer's entries we should fetch.
+#[derive(Debug, Message)]
+#[rtype(result = "Vec<ObjectId>")]
+pub struct Wanted(pub Vec<(ObjectId, Version)>);
+
+/// From a peer link: objects pulled from the peer, to merge and persist.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<usize, WireError>")]
+pub struct ApplyPulled(pub Vec<Object>);
+
+/// From a peer link: it is connected to the peer `hsm_id`, or (None) it lost its connection.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct LinkState {
+    pub address: String,
+    pub hsm_id: Option<String>,
+}
+
+/// Tests only: the plaintext material of a key.
+#[cfg(feature = "test-util")]
+#[derive(Debug, Message)]
+#[rtype(result = "Option<[u8; 32]>")]
+pub struct MaterialForTest(pub KeyHandle);
+
+/// The actor holding one HSM node's state.
+pub struct NodeActor {
+    core: NodeCore,
+    store: Store,
+    sync: Arc<Sealer>,
+    clock: Arc<dyn Clock>,
+    tls: Arc<ClientConfig>,
+    options: NodeOptions,
+    /// Peer links by address.
+    links: HashMap<String, Addr<PeerLink>>,
+    /// Which links are up, and to which HSM.
+    linked: HashMap<String, String>,
+    /// Addresses to link to that are not (yet) known members: join targets, and nodes that
+    /// said Hello.
+    seeds: HashSet<String>,
+}
+
+impl std::fmt::Debug for NodeActor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeActor")
+            .field("hsm_id", &self.core.me().hsm_id)
+            .finish_non_exhaustive()
+    }
+}
+
+type Reply = ResponseActFuture<NodeActor, Response>;
+
+fn reply(result: Result<Response, WireError>) -> Reply {
+    Box::pin(fut::ready(result.unwrap_or_else(Response::Error)))
+}
+
+fn internal(e: impl std::fmt::Display) -> WireError {
+    WireError::new(ErrorCode::Internal, e.to_string())
+}
+
+impl NodeActor {
+    pub fn new(
+        core: NodeCore,
+        store: Store,
+        sync: Arc<Sealer>,
+        clock: Arc<dyn Clock>,
+        tls: Arc<ClientConfig>,
+        options: NodeOptions,
+        join: Vec<String>,
+    ) -> Self {
+        Self {
+            core,
+            store,
+            sync,
+            clock,
+            tls,
+            options,
+            links: HashMap::new(),
+            linked: HashMap::new(),
+            seeds: join.into_iter().collect(),
+        }
+    }
+
+    /// Starts links to every member and seed we have none to, stops links to addresses that
+    /// are neither any more.
+    fn sync_links(&mut self, ctx: &mut Context<Self>) {
+        let me = self.core.me().clone();
+        let mut wanted: HashSet<String> =
+            self.core.members().into_iter().map(|m| m.address).collect();
+        wanted.extend(self.seeds.iter().cloned());
+        wanted.remove(&me.address);
+        self.links.retain(|address, link| {
+            let keep = wanted.contains(address);
+            if !keep {
+                link.do_send(crate::peer::Stop);
+            }
+            keep
+        });
+        self.linked.retain(|address, _| wanted.contains(address));
+        for address in wanted {
+            if !self.links.contains_key(&address) {
+                let link = PeerLink::new(
+                    address.clone(),
+                    ctx.address(),
+                    me.clone(),
+                    self.tls.clone(),
+                    self.options.clone(),
+                )
+                .start();
+                self.links.insert(address, link);
+            }
+        }
+    }
+
+    fn wire(&self, stored: &[Stored]) -> Vec<Object> {
+        stored
+            .iter()
+            .map(|s| material::wrap(s, &self.sync, Place::Wire, self.core.cluster_id()))
+            .collect()
+    }
+
+    /// Pushes objects to every peer link; resolves to each link's address and outcome.
+    fn push_all(
+        &self,
+        stored: &[Stored],
+    ) -> FuturesUnordered<impl std::future::Future<Output = (String, Result<(), String>)>> {
+        let objects = self.wire(stored);
+        let deadline = self.options.call_deadline;
+        self.links
+            .iter()
+            .map(|(address, link)| {
+                let send = link.send(Push(objects.clone()));
+                let address = address.clone();
+                async move {
+                    let outcome = match tokio::time::timeout(deadline, send).await {
+                        Ok(Ok(result)) => result,
+                        Ok(Err(_)) => Err("peer link stopped".to_string()),
+                        Err(_) => Err(format!("no answer within {deadline:?}")),
+                    };
+                    (address, outcome)
+                }
+            })
+            .collect()
+    }
+
+    /// Persists changes and pushes them to peers (best effort), answering `ok` once they are
+    /// durable here.
+    fn commit_then(&mut self, changed: Vec<Stored>, ok: Response) -> Reply {
+        let touches_members = changed.iter().any(|s| matches!(s.id, ObjectId::Member(_)));
+        let store = self.store.clone();
+        let mut pushes = self.push_all(&changed);
+        // Let peer pushes finish on their own; anti-entropy covers any that fail.
+        actix::spawn(async move { while pushes.next().await.is_some() {} });
+        Box::pin(
+            async move { store.commit(changed).await }
+                .into_actor(self)
+                .map(move |result, act, ctx| {
+                    if touches_members {
+                        act.sync_links(ctx);
+                    }
+                    match result {
+                        Ok(()) => ok,
+                        Err(e) => Response::Error(internal(e)),
+                    }
+                }),
+        )
+    }
+
+    fn hsm_id_of(&self, address: &str) -> String {
+        self.core
+            .members()
+            .into_iter()
+            .find(|m| m.address == address)
+            .map(|m| m.hsm_id)
+            .or_else(|| self.linked.get(address).cloned())
+            .unwrap_or_else(|| address.to_string())
+    }
+
+    fn login(
+        &mut self,
+        conn: ConnId,
+        username: String,
+        role: Role,
+        password: SecretString,
+    ) -> Reply {
+        let check = match self.core.begin_login(conn, &username, role) {
+            Ok(check) => check,
+            Err(e) => return reply(Err(e)),
+        };
+        let verify = tokio::task::spawn_blocking(move || {
+            password::verify(&check.password_hash, password.expose())
+        });
+        Box::pin(
+            async move { verify.await.unwrap_or(false) }
+                .into_actor(self)
+                .then(move |ok, act, _| {
+                    let (result, changed) = act.core.finish_login(conn, &username, role, ok);
+                    let answer = match result {
+                        Ok(s) => Response::LoggedIn {
+                            username: s.username,
+                            role: s.role,
+                        },
+                        Err(e) => Response::Error(e),
+                    };
+                    match changed {
+                        Some(changed) => act.commit_then(vec![changed], answer),
+                        None => reply(Ok(answer)),
+                    }
+                }),
+        )
+    }
+
+    /// Hashes a password off the actor, then applies `then` to the hash.
+    fn with_hash(
+        &mut self,
+        password: SecretString,
+        then: impl FnOnce(&mut NodeActor, String) -> Result<Stored, WireError> + 'static,
+    ) -> Reply {
+        let hashing = tokio::task::spawn_blocking(move || password::hash(password.expose()));
+        Box::pin(
+            async move {
+                hashing
+                    .await
+                    .map_err(internal)
+                    .and_then(|r| r.map_err(internal))
+            }
+            .into_actor(self)
+            .then(move |hash, act, _| match hash.and_then(|h| then(act, h)) {
+                Ok(changed) => act.commit_then(vec![changed], Response::Ok),
+                Err(e) => reply(Err(e)),
+            }),
+        )
+    }
+
+    fn generate(&mut self, conn: ConnId, label: String, length_bytes: u32) -> Reply {
+        let now = self.clock.now_millis();
+        let stored = match self.core.generate_key(conn, &label, length_bytes, now) {
+            Ok(s) => s,
+            Err(e) => return reply(Err(e)),
+        };
+        let ObjectId::Key(handle) = stored.id else {
+            return reply(Err(internal("generated object is not a key")));
+        };
+        let attributes = match self.core.key(handle) {
+            Some(k) => k.attributes.clone(),
+            None => return reply(Err(internal("generated key vanished"))),
+        };
+        let quorum = self.core.quorum();
+        let store = self.store.clone();
+        let local = store.commit(vec![stored.clone()]);
+        let mut pushes = self.push_all(&[stored]);
+        let need_remote = quorum.saturating_sub(1);
+        let remote = async move {
+            let mut acked = Vec::new();
+            while acked.len() < need_remote {
+                match pushes.next().await {
+                    Some((address, Ok(()))) => acked.push(address),
+                    Some((address, Err(e))) => {
+                        tracing::debug!(peer = %address, error = %e, "key push not acknowledged")
+                    }
+                    None => break,
+                }
+            }
+            // The other peers still get the key; nobody waits for them.
+            actix::spawn(async move { while pushes.next().await.is_some() {} });
+            acked
+        };
+        Box::pin(
+            async move { futures::join!(local, remote) }
+                .into_actor(self)
+                .then(move |(local, acked), act, _| {
+                    let me = act.core.me().hsm_id.clone();
+                    if local.is_ok() && acked.len() + 1 >= quorum {
+                        let mut durable_on = vec![me];
+                        durable_on.extend(acked.iter().map(|a| act.hsm_id_of(a)));
+                        return reply(Ok(Response::KeyCreated {
+                            key: attributes,
+                            durable_on,
+                        }));
+                    }
+                    let why = match &local {
+                        Err(e) => format!("it could not be stored on this HSM ({e})"),
+                        Ok(()) => format!(
+                            "it reached {} of the {quorum} HSMs it must be on",
+                            acked.len() + 1
+                        ),
+                    };
+                    tracing::warn!(handle, "key generation failed: {why}; rolling back");
+                    let tombstone = act.core.roll_back_key(handle);
+                    let error = Response::Error(WireError::new(
+                        ErrorCode::QuorumNotReached,
+                        format!(
+                            "key generation failed and was rolled back: {why} within {:?}",
+                            act.options.call_deadline
+                        ),
+                    ));
+                    act.commit_then(vec![tombstone], error)
+                }),
+        )
+    }
+
+    fn delete(&mut self, conn: ConnId, handle: KeyHandle) -> Reply {
+        let stored = match self.core.delete_key(conn, handle) {
+            Ok(s) => s,
+            Err(e) => return reply(Err(e)),
+        };
+        let local = self.store.commit(vec![stored.clone()]);
+        let pushes = self.push_all(&[stored]);
+        let me = self.core.me().clone();
+        Box::pin(
+            async move { futures::join!(local, pushes.collect::<Vec<_>>()) }
+                .into_actor(self)
+                .map(move |(local, pushed), act, _| {
+                    if let Err(e) = local {
+                        return Response::Error(internal(e));
+                    }
+                    let mut outcomes = vec![NodeOutcome {
+                        hsm_id: me.hsm_id.clone(),
+                        success: true,
+                        detail: "deleted".into(),
+                    }];
+                    let pushed: HashMap<String, Result<(), String>> = pushed.into_iter().collect();
+                    for member in act.core.members() {
+                        if member.hsm_id == me.hsm_id {
+                            continue;
+                        }
+                        let outcome = match pushed.get(&member.address) {
+                            Some(Ok(())) => NodeOutcome {
+                                hsm_id: member.hsm_id,
+                                success: true,
+                                detail: "deleted".into(),
+                            },
+                            Some(Err(e)) => NodeOutcome {
+                                hsm_id: member.hsm_id,
+                                success: false,
+                                detail: format!(
+                                    "not reached ({e}); it will sync the deletion when it rejoins"
+                                ),
+                            },
+                            None => NodeOutcome {
+                                hsm_id: member.hsm_id,
+                                success: false,
+                                detail: "not connected; it will sync the deletion when it rejoins"
+                                    .into(),
+                            },
+                        };
+                        outcomes.push(outcome);
+                    }
+                    Response::KeyDeleted { handle, outcomes }
+                }),
+        )
+    }
+
+    fn apply_objects(
+        &mut self,
+        objects: Vec<Object>,
+    ) -> ResponseActFuture<Self, Result<usize, WireError>> {
+        if objects.len() > MAX_OBJECTS_PER_CALL {
+            return Box::pin(fut::ready(Err(WireError::new(
+                ErrorCode::InvalidRequest,
+                format!("at most {MAX_OBJECTS_PER_CALL} objects per call"),
+            ))));
+        }
+        // Unwrap everything first: one bad object rejects the whole batch, changing nothing.
+        let cluster_id = self.core.cluster_id().to_string();
+        let unwrapped: Result<Vec<Stored>, WireError> = objects
+            .into_iter()
+            .map(|o| material::unwrap(o, &self.sync, Place::Wire, &cluster_id))
+            .collect();
+        let incoming = match unwrapped {
+            Ok(v) => v,
+            Err(e) => return Box::pin(fut::ready(Err(e))),
+        };
+        let changed = self.core.apply_remote(incoming);
+        let count = changed.len();
+        let touches_members = changed.iter().any(|s| matches!(s.id, ObjectId::Member(_)));
+        let store = self.store.clone();
+        Box::pin(
+            async move { store.commit(changed).await }
+                .into_actor(self)
+                .map(move |result, act, ctx| {
+                    if touches_members {
+                        act.sync_links(ctx);
+                    }
+                    result.map(|()| count).map_err(internal)
+                }),
+        )
+    }
+
+    fn status(&self) -> NodeStatus {
+        let me = self.core.me();
+        let mut connected_peers: Vec<String> = self.linked.values().cloned().collect();
+        connected_peers.sort();
+        connected_peers.dedup();
+        NodeStatus {
+            hsm_id: me.hsm_id.clone(),
+            cluster_id: self.core.cluster_id().to_string(),
+            availability_zone: me.availability_zone.clone(),
+            members: self.core.members(),
+            connected_peers,
+            key_count: self.core.key_count(),
+            user_count: self.core.user_count(),
+        }
+    }
+}
+
+impl Actor for NodeActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        if let Some(me) = self.core.ensure_self_member() {
+            let store = self.store.clone();
+            ctx.spawn(
+                async move {
+                    if let Err(e) = store.commit(vec![me]).await {
+                        tracing::error!(error = %e, "cannot persist this node's member record");
+                    }
+                }
+                .into_actor(self),
+            );
+        }
+        self.sync_links(ctx);
+        tracing::info!(
+            hsm_id = %self.core.me().hsm_id,
+            keys = self.core.key_count(),
+            members = self.core.members().len(),
+            "HSM node started"
+        );
+    }
+}
+
+impl Handler<Call> for NodeActor {
+    type Result = Reply;
+
+    fn handle(&mut self, msg: Call, ctx: &mut Context<Self>) -> Reply {
+        let Call {
+            conn,
+            peer,
+            request,
+        } = msg;
+        if request.is_peer_only() && !peer {
+            return reply(Err(WireError::new(
+                ErrorCode::PeerOnly,
+                format!("{} is for HSM peers only", request.name()),
+            )));
+        }
+        let core = &mut self.core;
+        match request {
+            Request::Login {
+                username,
+                role,
+                password,
+            } => self.login(conn, username, role, password),
+            Request::Logout => reply(core.logout(conn).map(|()| Response::Ok)),
+            Request::ListUsers => reply(core.list_users(conn).map(Response::Users)),
+            Request::CreateUser {
+                username,
+                role,
+                password,
+            } => {
+                if let Err(e) = core.check_create_user(conn, &username, password.expose().len()) {
+                    return reply(Err(e));
+                }
+                self.with_hash(password, move |act, hash| {
+                    // Checked again: another session may have created it meanwhile.
+                    act.core.check_create_user(conn, &username, 7)?;
+                    Ok(act.core.create_user(&username, role, hash))
+                })
+            }
+            Request::DeleteUser { username } => match core.delete_user(conn, &username) {
+                Ok(changed) => self.commit_then(vec![changed], Response::Ok),
+                Err(e) => reply(Err(e)),
+            },
+            Request::ChangePassword {
+                username,
+                role,
+                new_password,
+            } => {
+                let len = new_password.expose().len();
+                if let Err(e) = core.check_change_password(conn, &username, role, len) {
+                    return reply(Err(e));
+                }
+                self.with_hash(new_password, move |act, hash| {
+                    act.core.set_password(&username, hash)
+                })
+            }
+            Request::GenerateAesKey {
+                label,
+                length_bytes,
+            } => self.generate(conn, label, length_bytes),
+            Request::FindKeys { label, owner } => reply(
+                core.find_keys(conn, label.as_deref(), owner.as_deref())
+                    .map(Response::Keys),
+            ),
+            Request::GetKeyAttributes { handle } => reply(
+                core.visible_key(conn, handle)
+                    .map(|k| Response::Key(k.attributes.clone())),
+            ),
+            Request::DeleteKey { handle } => self.delete(conn, handle),
+            Request::Encrypt {
+                handle,
+                plaintext,
+                aad,
+            } => reply(check_size(plaintext.len()).and_then(|()| {
+                core.usable_key(conn, handle)
+                    .map(|k| Response::Ciphertext(k.sealer().seal(plaintext.expose(), &aad)))
+            })),
+            Request::Decrypt {
+                handle,
+                ciphertext,
+                aad,
+            } => reply(check_size(ciphertext.len()).and_then(|()| {
+                let key = core.usable_key(conn, handle)?;
+                key.sealer()
+                    .open(&ciphertext, &aad)
+                    .map(Response::Plaintext)
+                    .map_err(|e| WireError::new(ErrorCode::DecryptionFailed, e.to_string()))
+            })),
+            Request::GenerateRandom { length } => reply(random(core, conn, length)),
+            Request::Status => reply(Ok(Response::Status(self.status()))),
+            Request::Hello { member } => {
+                let me = core.me().clone();
+                if member.address != me.address && !self.links.contains_key(&member.address) {
+                    self.seeds.insert(member.address);
+                    self.sync_links(ctx);
+                }
+                reply(Ok(Response::Hello { member: me }))
+            }
+            Request::Replicate { objects } => {
+                Box::pin(self.apply_objects(objects).map(|r, _, _| {
+                    r.map(|count| Response::Applied {
+                        count: count as u32,
+                    })
+                    .unwrap_or_else(Response::Error)
+                }))
+            }
+            Request::Digest => reply(Ok(Response::Digest {
+                buckets: core.digest(),
+            })),
+            Request::ListEntries { buckets } => {
+                if buckets.len() > DIGEST_BUCKETS
+                    || buckets.iter().any(|b| *b as usize >= DIGEST_BUCKETS)
+                {
+                    return reply(Err(WireError::new(
+                        ErrorCode::InvalidRequest,
+                        "bucket out of range",
+                    )));
+                }
+                reply(Ok(Response::Entries(core.entries(&buckets))))
+            }
+            Request::Fetch { ids } => {
+                if ids.len() > MAX_OBJECTS_PER_CALL {
+                    return reply(Err(WireError::new(
+                        ErrorCode::InvalidRequest,
+                        format!("at most {MAX_OBJECTS_PER_CALL} objects per call"),
+                    )));
+                }
+                let objects = core.get_objects(&ids);
+                reply(Ok(Response::Objects(self.wire(&objects))))
+            }
+        }
+    }
+}
+
+fn check_size(len: usize) -> Result<(), WireError> {
+    if len > MAX_CRYPTO_BYTES {
+        return Err(WireError::new(
+            ErrorCode::InvalidRequest,
+            format!("at most {MAX_CRYPTO_BYTES} bytes per call"),
+        ));
+    }
+    Ok(())
+}
+
+fn random(core: &NodeCore, conn: ConnId, length: u32) -> Result<Response, WireError> {
+    if core.session(conn).is_none() {
+        return Err(WireError::new(
+            ErrorCode::NotLoggedIn,
+            "this call needs a logged-in session",
+        ));
+    }
+    if length == 0 || length > MAX_RANDOM_BYTES {
+        return Err(WireError::new(
+            ErrorCode::InvalidRequest,
+            format!("length must be 1 to {MAX_RANDOM_BYTES} bytes"),
+        ));
+    }
+    let mut bytes = vec![0u8; length as usize];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    Ok(Response::Random(SecretBytes::new(bytes)))
+}
+
+impl Handler<ConnClosed> for NodeActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ConnClosed, _: &mut Context<Self>) {
+        let _ = self.core.logout(msg.0);
+    }
+}
+
+impl Handler<LocalDigest> for NodeActor {
+    type Result = MessageResult<LocalDigest>;
+
+    fn handle(&mut self, _: LocalDigest, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.core.digest())
+    }
+}
+
+impl Handler<Wanted> for NodeActor {
+    type Result = MessageResult<Wanted>;
+
+    fn handle(&mut self, msg: Wanted, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.core.wanted_from(&msg.0))
+    }
+}
+
+impl Handler<ApplyPulled> for NodeActor {
+    type Result = ResponseActFuture<Self, Result<usize, WireError>>;
+
+    fn handle(&mut self, msg: ApplyPulled, _: &mut Context<Self>) -> Self::Result {
+        self.apply_objects(msg.0)
+    }
+}
+
+impl Handler<LinkState> for NodeActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: LinkState, _: &mut Context<Self>) {
+        match msg.hsm_id {
+            Some(hsm_id) => {
+                tracing::info!(peer = %hsm_id, address = %msg.address, "peer link up");
+                self.linked.insert(msg.address, hsm_id);
+            }
+            None => {
+                if let Some(hsm_id) = self.linked.remove(&msg.address) {
+                    tracing::info!(peer = %hsm_id, address = %msg.address, "peer link down");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(feature = "test-util")]
+impl Handler<MaterialForTest> for NodeActor {
+    type Result = Option<[u8; 32]>;
+
+    fn handle(&mut self, msg: MaterialForTest, _: &mut Context<Self>) -> Self::Result {
+        self.core.material_for_test(msg.0)
+    }
+}

@@ -1,0 +1,243 @@
+//! A peer link: one actor per peer node. It keeps a connection to the peer (reconnecting when
+//! it breaks), pushes new objects to it, and regularly pulls what it is missing by comparing
+//! digests (anti-entropy): bucket digests first, then the entries of differing buckets, then
+//! only the objects whose copy on the peer would win here.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use hsmkms_common::client::{ClientError, NodeClient};
+use hsmkms_common::wire::{
+    MemberRecord, Object, Request, Response, DIGEST_BUCKETS, MAX_OBJECTS_PER_CALL,
+};
+use rustls::ClientConfig;
+
+use crate::node::{ApplyPulled, LinkState, LocalDigest, NodeActor, NodeOptions, Wanted};
+
+/// Buckets asked for in one `ListEntries` call.
+const BUCKETS_PER_CALL: usize = 32;
+
+/// Push objects to the peer; resolves once the peer has them durably.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct Push(pub Vec<Object>);
+
+/// Stop the link (the peer left the cluster).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Stop;
+
+/// The link to one peer.
+pub struct PeerLink {
+    address: String,
+    node: Addr<NodeActor>,
+    me: MemberRecord,
+    tls: Arc<ClientConfig>,
+    options: NodeOptions,
+    client: Option<Arc<NodeClient>>,
+    connecting: bool,
+    syncing: bool,
+    failures: u32,
+}
+
+impl std::fmt::Debug for PeerLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerLink")
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PeerLink {
+    pub fn new(
+        address: String,
+        node: Addr<NodeActor>,
+        me: MemberRecord,
+        tls: Arc<ClientConfig>,
+        options: NodeOptions,
+    ) -> Self {
+        Self {
+            address,
+            node,
+            me,
+            tls,
+            options,
+            client: None,
+            connecting: false,
+            syncing: false,
+            failures: 0,
+        }
+    }
+
+    fn live_client(&mut self) -> Option<Arc<NodeClient>> {
+        if self.client.as_ref().is_some_and(|c| c.is_closed()) {
+            self.client = None;
+            self.node.do_send(LinkState {
+                address: self.address.clone(),
+                hsm_id: None,
+            });
+        }
+        self.client.clone()
+    }
+
+    fn ensure_connected(&mut self, ctx: &mut Context<Self>) {
+        if self.connecting || self.live_client().is_some() {
+            return;
+        }
+        self.connecting = true;
+        let address = self.address.clone();
+        let tls = self.tls.clone();
+        let me = self.me.clone();
+        let deadline = self.options.call_deadline;
+        let connect = async move {
+            let client = NodeClient::connect(&address, tls, deadline).await?;
+            match client.call(Request::Hello { member: me }, deadline).await? {
+                Response::Hello { member } => Ok((client, member)),
+                other => Err(ClientError::Connect {
+                    addr: address,
+                    reason: format!("unexpected answer to Hello: {other:?}"),
+                }),
+            }
+        };
+        ctx.spawn(connect.into_actor(self).map(|result, act, ctx| {
+            act.connecting = false;
+            match result {
+                Ok((client, member)) => {
+                    act.failures = 0;
+                    act.client = Some(Arc::new(client));
+                    act.node.do_send(LinkState {
+                        address: act.address.clone(),
+                        hsm_id: Some(member.hsm_id),
+                    });
+                    // Catch up at once: this is how a node that was down rejoins.
+                    act.sync(ctx);
+                }
+                Err(e) => {
+                    act.failures += 1;
+                    if act.failures == 1 {
+                        tracing::warn!(peer = %act.address, error = %e, "cannot reach peer; retrying");
+                    }
+                }
+            }
+        }));
+    }
+
+    fn sync(&mut self, ctx: &mut Context<Self>) {
+        if self.syncing {
+            return;
+        }
+        let Some(client) = self.live_client() else {
+            return;
+        };
+        self.syncing = true;
+        let node = self.node.clone();
+        let deadline = self.options.call_deadline;
+        ctx.spawn(pull(client, node, deadline).into_actor(self).map(|result, act, _| {
+            act.syncing = false;
+            match result {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(peer = %act.address, objects = n, "caught up from peer"),
+                Err(e) => tracing::debug!(peer = %act.address, error = %e, "anti-entropy round failed"),
+            }
+        }));
+    }
+}
+
+/// One anti-entropy round: pull from the peer everything that would win here.
+async fn pull(
+    client: Arc<NodeClient>,
+    node: Addr<NodeActor>,
+    deadline: std::time::Duration,
+) -> Result<usize, String> {
+    let theirs = match client
+        .call(Request::Digest, deadline)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        Response::Digest { buckets } if buckets.len() == DIGEST_BUCKETS => buckets,
+        other => return Err(format!("unexpected answer to Digest: {other:?}")),
+    };
+    let ours = node.send(LocalDigest).await.map_err(|e| e.to_string())?;
+    let differing: Vec<u16> = (0..DIGEST_BUCKETS)
+        .filter(|&i| ours.get(i) != theirs.get(i))
+        .map(|i| i as u16)
+        .collect();
+    let mut pulled = 0;
+    for buckets in differing.chunks(BUCKETS_PER_CALL) {
+        let entries = match client
+            .call(
+                Request::ListEntries {
+                    buckets: buckets.to_vec(),
+                },
+                deadline,
+            )
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            Response::Entries(entries) => entries,
+            other => return Err(format!("unexpected answer to ListEntries: {other:?}")),
+        };
+        let wanted = node
+            .send(Wanted(entries))
+            .await
+            .map_err(|e| e.to_string())?;
+        for ids in wanted.chunks(MAX_OBJECTS_PER_CALL) {
+            let objects = match client
+                .call(Request::Fetch { ids: ids.to_vec() }, deadline)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                Response::Objects(objects) => objects,
+                other => return Err(format!("unexpected answer to Fetch: {other:?}")),
+            };
+            pulled += node
+                .send(ApplyPulled(objects))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(pulled)
+}
+
+impl Actor for PeerLink {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(crate::node::MAILBOX_CAPACITY);
+        self.ensure_connected(ctx);
+        ctx.run_interval(self.options.reconnect_interval, |act, ctx| {
+            act.ensure_connected(ctx)
+        });
+        ctx.run_interval(self.options.anti_entropy_interval, |act, ctx| act.sync(ctx));
+    }
+}
+
+impl Handler<Push> for PeerLink {
+    type Result = ResponseFuture<Result<(), String>>;
+
+    fn handle(&mut self, msg: Push, _: &mut Context<Self>) -> Self::Result {
+        let Some(client) = self.live_client() else {
+            return Box::pin(async { Err("not connected".to_string()) });
+        };
+        let deadline = self.options.call_deadline;
+        Box::pin(async move {
+            match client
+                .call(Request::Replicate { objects: msg.0 }, deadline)
+                .await
+            {
+                Ok(Response::Applied { .. }) => Ok(()),
+                Ok(other) => Err(format!("unexpected answer to Replicate: {other:?}")),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    }
+}
+
+impl Handler<Stop> for PeerLink {
+    type Result = ();
+
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}

@@ -1,0 +1,174 @@
+//! The node's durable store: a redb file, written by one storage thread that commits whole
+//! batches (group commit), so many acknowledged writes share one fsync and no actor ever waits
+//! on the disk. Key material is wrapped under the node's storage key before it is written; the
+//! file alone never reveals it.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use hsmkms_common::aead::Sealer;
+use hsmkms_common::wire::Object;
+use redb::{Database, ReadableTable, TableDefinition};
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::core::Stored;
+use crate::material::{self, Place};
+
+const OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("objects");
+
+/// Commits waiting for the storage thread before `commit` callers wait for room.
+pub const MAX_QUEUED_COMMITS: usize = 4_096;
+/// Most commits folded into one transaction.
+pub const MAX_BATCH: usize = 1_024;
+
+/// Why the store failed. Storage failures are fatal to the call that met them.
+#[derive(Debug, Error, Clone)]
+pub enum StoreError {
+    #[error("storage failed: {0}")]
+    Storage(String),
+    #[error("stored object is unreadable: {0}")]
+    Corrupt(String),
+    #[error("the storage thread has stopped")]
+    Stopped,
+}
+
+impl From<redb::Error> for StoreError {
+    fn from(e: redb::Error) -> Self {
+        StoreError::Storage(e.to_string())
+    }
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self { StoreError::Storage(e.to_string()) }
+        }
+    )*};
+}
+from_redb!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+struct Job {
+    objects: Vec<Stored>,
+    done: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// A handle to the storage thread; cheap to clone. The thread stops when the last handle goes.
+#[derive(Clone)]
+pub struct Store {
+    tx: mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+/// What opening a store yields: the handle, every object it holds, and the thread to join on
+/// shutdown (it ends once every handle is dropped, after its last commit).
+pub type Opened = (Store, Vec<Stored>, JoinHandle<()>);
+
+impl Store {
+    /// Opens (or creates) the store at `path` and loads everything in it.
+    pub fn open(
+        path: &Path,
+        storage_key: Arc<Sealer>,
+        cluster_id: &str,
+    ) -> Result<Opened, StoreError> {
+        let db = Database::create(path)?;
+        {
+            // Make sure the table exists, so reads of a fresh store see an empty table.
+            let txn = db.begin_write()?;
+            txn.open_table(OBJECTS)?;
+            txn.commit()?;
+        }
+        let mut loaded = Vec::new();
+        {
+            let txn = db.begin_read()?;
+            let table = txn.open_table(OBJECTS)?;
+            for item in table.iter()? {
+                let (_, value) = item?;
+                let object: Object = postcard::from_bytes(value.value())
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let stored = material::unwrap(object, &storage_key, Place::Disk, cluster_id)
+                    .map_err(|e| StoreError::Corrupt(e.message))?;
+                loaded.push(stored);
+            }
+        }
+        let (tx, rx) = mpsc::channel::<Job>(MAX_QUEUED_COMMITS);
+        let cluster_id = cluster_id.to_string();
+        let thread = std::thread::Builder::new()
+            .name("hsm-store".into())
+            .spawn(move || run(db, rx, storage_key, cluster_id))
+            .map_err(|e| StoreError::Storage(e.to_string()))?;
+        Ok((Store { tx }, loaded, thread))
+    }
+
+    /// Makes `objects` durable; resolves once they are on disk (fsync'd). The future does not
+    /// borrow the store, so it can outlive the caller's borrow of its actor.
+    pub fn commit(
+        &self,
+        objects: Vec<Stored>,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + 'static {
+        let tx = self.tx.clone();
+        async move {
+            if objects.is_empty() {
+                return Ok(());
+            }
+            let (done, wait) = oneshot::channel();
+            tx.send(Job { objects, done })
+                .await
+                .map_err(|_| StoreError::Stopped)?;
+            wait.await.map_err(|_| StoreError::Stopped)?
+        }
+    }
+}
+
+fn run(db: Database, mut rx: mpsc::Receiver<Job>, storage_key: Arc<Sealer>, cluster_id: String) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let result = write_batch(&db, &batch, &storage_key, &cluster_id);
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "durable commit failed");
+        }
+        for job in batch {
+            let _ = job.done.send(result.clone());
+        }
+    }
+}
+
+fn write_batch(
+    db: &Database,
+    batch: &[Job],
+    storage_key: &Sealer,
+    cluster_id: &str,
+) -> Result<(), StoreError> {
+    let txn = db.begin_write()?;
+    {
+        let mut table = txn.open_table(OBJECTS)?;
+        for stored in batch.iter().flat_map(|job| job.objects.iter()) {
+            let key =
+                postcard::to_stdvec(&stored.id).map_err(|e| StoreError::Storage(e.to_string()))?;
+            let object = material::wrap(stored, storage_key, Place::Disk, cluster_id);
+            let value =
+                postcard::to_stdvec(&object).map_err(|e| StoreError::Storage(e.to_string()))?;
+            table.insert(key.as_slice(), value.as_slice())?;
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}
