@@ -173,6 +173,12 @@ async fn run_connection<S>(
             }
         }
     }
-    // Wake every caller still waiting; they see `Closed`.
+    // Wake every caller still waiting; they see `Closed`. Then hang up cleanly (TLS
+    // close_notify), so the node sees an orderly close.
     drop(pending);
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        SinkExt::<Bytes>::close(&mut framed),
+    )
+    .await;
 }

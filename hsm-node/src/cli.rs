@@ -30,6 +30,10 @@ pub struct NodeArgs {
     /// Addresses of running nodes to join (added to the node's join list).
     #[arg(long, env = "HSMKMS_JOIN", value_delimiter = ',')]
     pub join: Vec<String>,
+    /// Stop (cleanly, as on SIGTERM) when the process that started this one exits: set by the
+    /// launcher, so no HSM process outlives it even if it is killed.
+    #[arg(long)]
+    pub exit_with_parent: bool,
     /// Log format.
     #[arg(long, env = "HSMKMS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -74,7 +78,16 @@ pub fn run(args: NodeArgs) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(wait_for_termination())?;
+    runtime.block_on(async {
+        if args.exit_with_parent {
+            tokio::select! {
+                r = wait_for_termination() => r,
+                () = parent_exit() => Ok(()),
+            }
+        } else {
+            wait_for_termination().await
+        }
+    })?;
     tracing::info!(hsm_id = %node.hsm_id(), "hsm-node stopping");
     node.shutdown();
     Ok(())
@@ -89,4 +102,16 @@ pub async fn wait_for_termination() -> Result<()> {
         _ = term.recv() => {}
     }
     Ok(())
+}
+
+/// Resolves once the parent process is gone (this process was re-parented).
+async fn parent_exit() {
+    let parent = nix::unistd::getppid();
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        if nix::unistd::getppid() != parent {
+            tracing::warn!("the launcher is gone; stopping");
+            return;
+        }
+    }
 }

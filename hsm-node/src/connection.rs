@@ -129,6 +129,12 @@ impl StreamHandler<Result<BytesMut, std::io::Error>> for Connection {
     fn handle(&mut self, item: Result<BytesMut, std::io::Error>, ctx: &mut Context<Self>) {
         let payload = match item {
             Ok(payload) => payload,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                // The other side went away without a TLS close_notify: an ordinary hang-up.
+                tracing::debug!(conn = self.conn, "connection closed by the other side");
+                ctx.stop();
+                return;
+            }
             Err(e) => {
                 tracing::warn!(conn = self.conn, error = %e, "unreadable frame; closing connection");
                 ctx.stop();

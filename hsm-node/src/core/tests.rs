@@ -257,7 +257,11 @@ fn handle_counter_resumes_after_reload() {
     let first = a
         .generate_key(2, "k", 32, 0)
         .unwrap_or_else(|e| panic!("{e}"));
-    let reloaded = NodeCore::new(member(1), "c".into(), a.get_objects(&[first.id.clone()]));
+    let reloaded = NodeCore::new(
+        member(1),
+        "c".into(),
+        a.get_objects(std::slice::from_ref(&first.id)),
+    );
     let mut reloaded = reloaded;
     reloaded.apply_remote(a.get_objects(&[ObjectId::User("kmsuser".into())]));
     let (r, _) = reloaded.finish_login(2, "kmsuser", Role::CryptoUser, true);

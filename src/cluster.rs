@@ -1,0 +1,330 @@
+//! The launcher's cluster: created once in the data directory, reopened on every later start.
+//!
+//! ```text
+//! <data-dir>/cluster.json       the cluster's description: id, region, HSMs and their homes
+//! <data-dir>/customerCA.crt     the cluster's trust anchor (what KMS and clients check)
+//! <data-dir>/cluster/ca.key     the CA's private key                     (mode 0600)
+//! <data-dir>/cluster/sync.key   the key that wraps material between HSMs  (mode 0600)
+//! <data-dir>/cluster/client.*   the client identity of the frontend and the CLI
+//! <data-dir>/hsms/<hsm-id>/     one node directory per HSM
+//! ```
+
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use hsm_node::config::{self as node_config, NodeConfig};
+use hsm_node::core::{Entry, Stored};
+use hsmkms_common::clock::Clock;
+use hsmkms_common::ids;
+use hsmkms_common::keyfile;
+use hsmkms_common::secret::{KeyMaterial, SecretString};
+use hsmkms_common::tls::{self, CertKind, ClusterCa, Identity};
+use hsmkms_common::wire::{MemberRecord, ObjectId, Role, UserRecord, Version};
+use serde::{Deserialize, Serialize};
+
+pub const CLUSTER_FILE: &str = "cluster.json";
+pub const TRUST_ANCHOR_FILE: &str = "customerCA.crt";
+const CA_KEY_FILE: &str = "cluster/ca.key";
+const SYNC_KEY_FILE: &str = "cluster/sync.key";
+const CLIENT_CERT_FILE: &str = "cluster/client.crt";
+const CLIENT_KEY_FILE: &str = "cluster/client.key";
+
+/// One HSM of the cluster, as the launcher records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HsmEntry {
+    pub hsm_id: String,
+    pub availability_zone: String,
+    pub address: String,
+    pub node_number: u32,
+    /// The node directory, relative to the data directory.
+    pub dir: PathBuf,
+    /// Provisioned for another host (`hsmkms add-hsm`); the launcher does not start it.
+    #[serde(default)]
+    pub external: bool,
+}
+
+/// The cluster's description, kept in `cluster.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    pub cluster_id: String,
+    pub region: String,
+    pub account_id: String,
+    pub state: String,
+    pub created_at_millis: u64,
+    pub hsms: Vec<HsmEntry>,
+}
+
+/// What a new cluster is made with.
+#[derive(Debug)]
+pub struct ClusterSpec {
+    pub region: String,
+    pub account_id: String,
+    pub hsms: usize,
+    pub admin_password: SecretString,
+    pub kmsuser_password: SecretString,
+    /// Host the HSM listeners bind (loopback by default).
+    pub host: String,
+}
+
+/// An opened cluster directory.
+#[derive(Debug)]
+pub struct ClusterDir {
+    pub root: PathBuf,
+    pub info: ClusterInfo,
+}
+
+/// The Availability Zone of the `i`-th HSM: `a`, `b`, `c`, ... of the region, round robin.
+pub fn availability_zone(region: &str, i: usize) -> String {
+    let letters = b"abcdef";
+    format!("{region}{}", letters[i % letters.len()] as char)
+}
+
+/// A free loopback port, for an HSM's listener. The port is recorded in the cluster's
+/// description, so the HSM keeps it across restarts.
+fn free_port(host: &str) -> Result<u16> {
+    Ok(TcpListener::bind((host, 0))?.local_addr()?.port())
+}
+
+fn check_password(what: &str, password: &SecretString, alphanumeric: bool) -> Result<()> {
+    let p = password.expose();
+    if !(7..=32).contains(&p.len()) {
+        bail!("the {what} password must be 7 to 32 characters");
+    }
+    if alphanumeric && !p.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        bail!("the {what} password must be letters and digits only, as KMS requires of kmsuser");
+    }
+    Ok(())
+}
+
+fn seed(id: ObjectId, entry: Entry) -> Stored {
+    // Founding objects carry the lowest version, so any later change wins over them.
+    Stored {
+        id,
+        version: Version {
+            counter: 1,
+            node: 0,
+        },
+        entry,
+    }
+}
+
+impl ClusterDir {
+    /// Opens the cluster in `root`, creating it first if there is none.
+    pub async fn open_or_create(
+        root: &Path,
+        spec: &ClusterSpec,
+        clock: &dyn Clock,
+    ) -> Result<Self> {
+        if root.join(CLUSTER_FILE).exists() {
+            return Self::open(root);
+        }
+        Self::create(root, spec, clock).await
+    }
+
+    /// Opens an existing cluster directory.
+    pub fn open(root: &Path) -> Result<Self> {
+        let path = root.join(CLUSTER_FILE);
+        let info: ClusterInfo = serde_json::from_str(
+            &fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,
+        )
+        .with_context(|| format!("parsing {}", path.display()))?;
+        Ok(Self {
+            root: root.to_path_buf(),
+            info,
+        })
+    }
+
+    /// Creates an initialized, ACTIVE cluster: CA, sync key, client identity, users `admin`
+    /// and `kmsuser`, and `spec.hsms` node directories.
+    pub async fn create(root: &Path, spec: &ClusterSpec, clock: &dyn Clock) -> Result<Self> {
+        check_password("admin", &spec.admin_password, false)?;
+        check_password("kmsuser", &spec.kmsuser_password, true)?;
+        if spec.hsms == 0 || spec.hsms > 28 {
+            bail!("a cluster holds 1 to 28 HSMs, not {}", spec.hsms);
+        }
+        fs::create_dir_all(root.join("cluster"))
+            .with_context(|| format!("creating {}", root.display()))?;
+        let mut rng = rand::thread_rng();
+        let cluster_id = ids::new_cluster_id(&mut rng);
+        let ca = ClusterCa::generate(&cluster_id)?;
+        fs::write(root.join(TRUST_ANCHOR_FILE), &ca.identity.cert_pem)?;
+        keyfile::write_secret(
+            &root.join(CA_KEY_FILE),
+            ca.identity.key_pem.expose().as_bytes(),
+        )?;
+        let sync_key = KeyMaterial::generate();
+        keyfile::write_secret(&root.join(SYNC_KEY_FILE), sync_key.expose())?;
+        let client = ca.issue(CertKind::Client, "hsmkms-client")?;
+        fs::write(root.join(CLIENT_CERT_FILE), &client.cert_pem)?;
+        keyfile::write_secret(
+            &root.join(CLIENT_KEY_FILE),
+            client.key_pem.expose().as_bytes(),
+        )?;
+
+        let hsms: Vec<HsmEntry> = (0..spec.hsms)
+            .map(|i| {
+                let hsm_id = ids::new_hsm_id(&mut rng);
+                Ok(HsmEntry {
+                    address: format!("{}:{}", spec.host, free_port(&spec.host)?),
+                    availability_zone: availability_zone(&spec.region, i),
+                    node_number: i as u32 + 1,
+                    dir: PathBuf::from("hsms").join(&hsm_id),
+                    hsm_id,
+                    external: false,
+                })
+            })
+            .collect::<Result<_>>()?;
+
+        let admin_hash =
+            hsm_node::password::hash(spec.admin_password.expose()).map_err(anyhow::Error::msg)?;
+        let kmsuser_hash =
+            hsm_node::password::hash(spec.kmsuser_password.expose()).map_err(anyhow::Error::msg)?;
+        let mut seeds = vec![
+            seed(
+                ObjectId::User("admin".into()),
+                Entry::User(UserRecord {
+                    username: "admin".into(),
+                    role: Role::CryptoOfficer,
+                    password_hash: admin_hash,
+                    failed_logins: 0,
+                    locked: false,
+                }),
+            ),
+            seed(
+                ObjectId::User("kmsuser".into()),
+                Entry::User(UserRecord {
+                    username: "kmsuser".into(),
+                    role: Role::CryptoUser,
+                    password_hash: kmsuser_hash,
+                    failed_logins: 0,
+                    locked: false,
+                }),
+            ),
+        ];
+        seeds.extend(
+            hsms.iter()
+                .map(|h| seed(ObjectId::Member(h.hsm_id.clone()), Entry::Member(member(h)))),
+        );
+        for hsm in &hsms {
+            let config = NodeConfig {
+                cluster_id: cluster_id.clone(),
+                hsm_id: hsm.hsm_id.clone(),
+                availability_zone: hsm.availability_zone.clone(),
+                listen: hsm.address.clone(),
+                advertise: hsm.address.clone(),
+                node_number: hsm.node_number,
+                join: vec![],
+            };
+            node_config::provision(&root.join(&hsm.dir), &config, &ca, &sync_key, seeds.clone())
+                .await?;
+        }
+        let info = ClusterInfo {
+            cluster_id,
+            region: spec.region.clone(),
+            account_id: spec.account_id.clone(),
+            state: "ACTIVE".into(),
+            created_at_millis: clock.now_millis(),
+            hsms,
+        };
+        let dir = Self {
+            root: root.to_path_buf(),
+            info,
+        };
+        // Written last: a directory without it holds no cluster, and the next start recreates.
+        dir.save()?;
+        Ok(dir)
+    }
+
+    /// Writes `cluster.json` (atomically, through a temporary file).
+    pub fn save(&self) -> Result<()> {
+        let tmp = self.root.join(format!("{CLUSTER_FILE}.tmp"));
+        fs::write(&tmp, serde_json::to_string_pretty(&self.info)?)?;
+        fs::rename(&tmp, self.root.join(CLUSTER_FILE))?;
+        Ok(())
+    }
+
+    /// The node directory of an HSM.
+    pub fn node_dir(&self, hsm: &HsmEntry) -> PathBuf {
+        self.root.join(&hsm.dir)
+    }
+
+    /// The cluster's trust anchor certificate, in PEM.
+    pub fn trust_anchor(&self) -> Result<String> {
+        Ok(fs::read_to_string(self.root.join(TRUST_ANCHOR_FILE))?)
+    }
+
+    /// The client identity (frontend, CLI) and its TLS configuration.
+    pub fn client_tls(&self) -> Result<Arc<rustls::ClientConfig>> {
+        let identity = Identity {
+            cert_pem: fs::read_to_string(self.root.join(CLIENT_CERT_FILE))?,
+            key_pem: keyfile::read_secret_text(&self.root.join(CLIENT_KEY_FILE))?,
+        };
+        Ok(tls::client_config(&self.trust_anchor()?, &identity)?)
+    }
+
+    /// Provisions a node directory for a new HSM that joins the running cluster by address
+    /// (on this host or another), and records it.
+    pub async fn add_hsm(
+        &mut self,
+        availability_zone: &str,
+        listen: &str,
+        advertise: Option<&str>,
+        out: &Path,
+    ) -> Result<HsmEntry> {
+        if out.join(node_config::CONFIG_FILE).exists() {
+            bail!("{} already holds a node", out.display());
+        }
+        let ca = ClusterCa {
+            identity: Identity {
+                cert_pem: self.trust_anchor()?,
+                key_pem: keyfile::read_secret_text(&self.root.join(CA_KEY_FILE))?,
+            },
+        };
+        let sync_key = keyfile::read_key(&self.root.join(SYNC_KEY_FILE))?;
+        let hsm_id = ids::new_hsm_id(&mut rand::thread_rng());
+        let advertise = advertise.unwrap_or(listen).to_string();
+        let node_number = self
+            .info
+            .hsms
+            .iter()
+            .map(|h| h.node_number)
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let config = NodeConfig {
+            cluster_id: self.info.cluster_id.clone(),
+            hsm_id: hsm_id.clone(),
+            availability_zone: availability_zone.to_string(),
+            listen: listen.to_string(),
+            advertise: advertise.clone(),
+            node_number,
+            join: self.info.hsms.iter().map(|h| h.address.clone()).collect(),
+        };
+        // It starts empty and catches up from its peers: users, members and keys.
+        node_config::provision(out, &config, &ca, &sync_key, vec![]).await?;
+        let entry = HsmEntry {
+            hsm_id,
+            availability_zone: availability_zone.to_string(),
+            address: advertise,
+            node_number,
+            dir: std::path::absolute(out)?,
+            external: true,
+        };
+        self.info.hsms.push(entry.clone());
+        self.save()?;
+        Ok(entry)
+    }
+}
+
+/// The member record of an HSM entry.
+pub fn member(h: &HsmEntry) -> MemberRecord {
+    MemberRecord {
+        hsm_id: h.hsm_id.clone(),
+        availability_zone: h.availability_zone.clone(),
+        address: h.address.clone(),
+        node_number: h.node_number,
+    }
+}

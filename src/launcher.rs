@@ -1,0 +1,206 @@
+//! `hsmkms` (no subcommand): creates or reopens the cluster in the data directory, starts its
+//! HSMs (in-process, or as supervised `hsm-node` processes), waits until they serve and are
+//! linked to each other, prints `Ready.`, and runs until Ctrl-C or SIGTERM.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use hsm_node::cli::{wait_for_termination, LogFormat};
+use hsm_node::{NodeHandle, NodeOptions};
+use hsmkms_common::client::NodeClient;
+use hsmkms_common::clock::{Clock, SystemClock};
+use hsmkms_common::secret::SecretString;
+use hsmkms_common::wire::{Request, Response};
+
+use crate::cluster::{ClusterDir, ClusterSpec};
+use crate::supervisor::{NodeProcess, Supervisor};
+
+/// How long the cluster may take to serve before start-up fails.
+const READY_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Options of the emulator; each has an `HSMKMS_*` environment variable.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Where keys, key stores, the cluster and its HSMs live.
+    #[arg(long, env = "HSMKMS_DATA_DIR", default_value = "./hsmkms-data")]
+    pub data_dir: PathBuf,
+    /// Port of the KMS and CloudHSMv2 frontend, on 127.0.0.1.
+    #[arg(long, env = "HSMKMS_PORT", default_value_t = 4599)]
+    pub port: u16,
+    /// HSMs in the cluster created on first start (later starts keep the cluster's HSMs).
+    #[arg(long, env = "HSMKMS_HSMS", default_value_t = 2)]
+    pub hsms: usize,
+    /// Run each HSM as a separate `hsm-node` process, supervised and restarted if it dies.
+    #[arg(long, env = "HSMKMS_HSM_PROCESSES")]
+    pub hsm_processes: bool,
+    /// AWS Region the emulator reports (and whose Availability Zones hold the HSMs).
+    #[arg(long, env = "HSMKMS_REGION", default_value = "us-east-1")]
+    pub region: String,
+    /// AWS account id in ARNs.
+    #[arg(long, env = "HSMKMS_ACCOUNT_ID", default_value = "111122223333")]
+    pub account_id: String,
+    /// Initial password of the cluster's `kmsuser` crypto user (7-32 letters and digits).
+    #[arg(
+        long,
+        env = "HSMKMS_KMSUSER_PASSWORD",
+        default_value = "kmsPassword1",
+        hide_env_values = true
+    )]
+    pub kmsuser_password: String,
+    /// Initial password of the cluster's `admin` crypto officer (7-32 characters).
+    #[arg(
+        long,
+        env = "HSMKMS_ADMIN_PASSWORD",
+        default_value = "adminPassword1",
+        hide_env_values = true
+    )]
+    pub admin_password: String,
+    /// Log format.
+    #[arg(long, env = "HSMKMS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+enum Nodes {
+    InProcess(Vec<NodeHandle>),
+    Processes(Supervisor),
+}
+
+/// Runs the emulator until a termination signal.
+pub async fn run(args: RunArgs) -> Result<()> {
+    hsm_node::cli::init_logging(args.log_format);
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let spec = ClusterSpec {
+        region: args.region.clone(),
+        account_id: args.account_id.clone(),
+        hsms: args.hsms,
+        admin_password: SecretString::new(args.admin_password.clone()),
+        kmsuser_password: SecretString::new(args.kmsuser_password.clone()),
+        host: "127.0.0.1".into(),
+    };
+    let cluster = ClusterDir::open_or_create(&args.data_dir, &spec, clock.as_ref()).await?;
+    let local: Vec<_> = cluster
+        .info
+        .hsms
+        .iter()
+        .filter(|h| !h.external)
+        .cloned()
+        .collect();
+    if local.len() != args.hsms {
+        tracing::info!(
+            hsms = local.len(),
+            "the cluster in {} already has its HSMs; --hsms applies when a cluster is created",
+            args.data_dir.display()
+        );
+    }
+    tracing::info!(
+        cluster_id = %cluster.info.cluster_id,
+        trust_anchor = %args.data_dir.join(crate::cluster::TRUST_ANCHOR_FILE).display(),
+        "cluster ACTIVE"
+    );
+
+    let nodes = if args.hsm_processes {
+        let exe = std::env::current_exe().context("finding the hsmkms executable")?;
+        let processes = local
+            .iter()
+            .map(|h| NodeProcess {
+                hsm_id: h.hsm_id.clone(),
+                node_dir: cluster.node_dir(h),
+            })
+            .collect();
+        Nodes::Processes(Supervisor::start(exe, processes, args.log_format))
+    } else {
+        let mut handles = Vec::new();
+        for h in &local {
+            handles.push(NodeHandle::start(
+                &cluster.node_dir(h),
+                NodeOptions::default(),
+                clock.clone(),
+            )?);
+        }
+        Nodes::InProcess(handles)
+    };
+
+    let serving = wait_until_serving(&cluster).await;
+    if let Err(e) = serving {
+        stop(nodes).await;
+        return Err(e);
+    }
+    for h in &local {
+        tracing::info!(hsm_id = %h.hsm_id, availability_zone = %h.availability_zone, address = %h.address, "HSM ACTIVE");
+    }
+    println!("Ready.");
+    let _ = std::io::stdout().flush();
+
+    wait_for_termination().await?;
+    tracing::info!("shutting down");
+    stop(nodes).await;
+    Ok(())
+}
+
+async fn stop(nodes: Nodes) {
+    match nodes {
+        Nodes::InProcess(handles) => {
+            for h in handles {
+                let _ = tokio::task::spawn_blocking(move || h.shutdown()).await;
+            }
+        }
+        Nodes::Processes(supervisor) => supervisor.shutdown().await,
+    }
+}
+
+/// Waits until every local HSM answers and is linked to every other local HSM.
+pub async fn wait_until_serving(cluster: &ClusterDir) -> Result<()> {
+    let tls = cluster.client_tls()?;
+    let local: Vec<_> = cluster.info.hsms.iter().filter(|h| !h.external).collect();
+    let ids: BTreeSet<String> = local.iter().map(|h| h.hsm_id.clone()).collect();
+    let started = Instant::now();
+    let mut waiting: Vec<String> = ids.iter().cloned().collect();
+    while !waiting.is_empty() {
+        if started.elapsed() > READY_DEADLINE {
+            bail!(
+                "HSMs not serving after {READY_DEADLINE:?}: {}",
+                waiting.join(", ")
+            );
+        }
+        let mut still = Vec::new();
+        for h in &local {
+            if !waiting.contains(&h.hsm_id) {
+                continue;
+            }
+            let ok = async {
+                let client = NodeClient::connect(&h.address, tls.clone(), Duration::from_secs(2))
+                    .await
+                    .ok()?;
+                match client
+                    .call(Request::Status, Duration::from_secs(2))
+                    .await
+                    .ok()?
+                {
+                    Response::Status(s) => {
+                        let linked: BTreeSet<String> =
+                            s.connected_peers.into_iter().chain([s.hsm_id]).collect();
+                        Some(ids.is_subset(&linked))
+                    }
+                    _ => Some(false),
+                }
+            }
+            .await
+            .unwrap_or(false);
+            if !ok {
+                still.push(h.hsm_id.clone());
+            }
+        }
+        waiting = still;
+        if !waiting.is_empty() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}
