@@ -66,7 +66,8 @@ impl Role {
 /// A key object's handle: unique in the cluster, the same on every HSM.
 pub type KeyHandle = u64;
 
-/// What a replicated object is, and its identity across the cluster.
+/// What a replicated object is, and its identity across the cluster. The variant order is
+/// relied on: members sort before users, users before keys.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum ObjectId {
     /// A cluster member (an HSM), by HSM id.

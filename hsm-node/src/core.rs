@@ -227,8 +227,10 @@ impl NodeCore {
 
     /// Every current member of the cluster, this node included.
     pub fn members(&self) -> Vec<MemberRecord> {
+        // Members sort first (`ObjectId`'s variant order), so this never walks the keys.
         self.objects
-            .values()
+            .range(..ObjectId::User(String::new()))
+            .map(|(_, s)| s)
             .filter_map(|s| match &s.entry {
                 Entry::Member(m) => Some(m.clone()),
                 _ => None,
@@ -429,8 +431,8 @@ impl NodeCore {
         self.require_session(conn)?;
         Ok(self
             .objects
-            .values()
-            .filter_map(|s| match &s.entry {
+            .range(ObjectId::User(String::new())..ObjectId::Key(0))
+            .filter_map(|(_, s)| match &s.entry {
                 Entry::User(u) => Some(UserInfo {
                     username: u.username.clone(),
                     role: u.role,
@@ -565,10 +567,13 @@ impl NodeCore {
     // ---- keys -------------------------------------------------------------------------
 
     fn keys(&self) -> impl Iterator<Item = &Arc<KeyEntry>> {
-        self.objects.values().filter_map(|s| match &s.entry {
-            Entry::Key(k) => Some(k),
-            _ => None,
-        })
+        // Keys sort last (`ObjectId`'s variant order).
+        self.objects
+            .range(ObjectId::Key(0)..)
+            .filter_map(|(_, s)| match &s.entry {
+                Entry::Key(k) => Some(k),
+                _ => None,
+            })
     }
 
     /// A live key by handle.
@@ -715,8 +720,8 @@ impl NodeCore {
 
     pub fn user_count(&self) -> u64 {
         self.objects
-            .values()
-            .filter(|s| matches!(s.entry, Entry::User(_)))
+            .range(ObjectId::User(String::new())..ObjectId::Key(0))
+            .filter(|(_, s)| matches!(s.entry, Entry::User(_)))
             .count() as u64
     }
 

@@ -271,3 +271,14 @@ fn handle_counter_resumes_after_reload() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_ne!(handle_of(&first), handle_of(&second));
 }
+
+#[test]
+fn object_ids_sort_members_then_users_then_keys() {
+    // members(), list_users() and keys() read ranges of the object map and rely on this.
+    assert!(ObjectId::Member("~~~~".into()) < ObjectId::User(String::new()));
+    assert!(ObjectId::User("~~~~".into()) < ObjectId::Key(0));
+    let a = node(1);
+    assert_eq!(a.members().len(), 1);
+    assert_eq!(a.user_count(), 2);
+    assert_eq!(a.list_users(1).map(|u| u.len()).ok(), Some(2));
+}

@@ -1,0 +1,324 @@
+//! The launcher as a newcomer uses it: `hsmkms` prints `Ready.`, `hsmkms hsm-cli` manages users
+//! and keys on either HSM, a restart finds everything, Ctrl-C/SIGTERM stop it cleanly; with
+//! `--hsm-processes` a killed HSM process is restarted, and none outlives the launcher.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::hsmkms_exe;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// Starts `hsmkms` on `data_dir` with extra args and waits for `Ready.`.
+fn start_launcher(data_dir: &Path, extra: &[&str]) -> Child {
+    let mut child = Command::new(hsmkms_exe())
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if line == "Ready." {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(90))
+        .expect("hsmkms printed Ready.");
+    child
+}
+
+fn stop_launcher(mut child: Child) {
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(
+                status.success(),
+                "hsmkms exits cleanly on SIGTERM: {status}"
+            );
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "hsmkms did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs `hsmkms hsm-cli --data-dir D <args>` (stdin from `input`); returns stdout, or panics
+/// with stderr.
+fn cli(data_dir: &Path, args: &[&str], input: Option<&str>) -> String {
+    let mut child = Command::new(hsmkms_exe())
+        .arg("hsm-cli")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    if let Some(input) = input {
+        stdin.write_all(input.as_bytes()).unwrap();
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "hsm-cli {args:?} failed: {}{}",
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+const AS_ADMIN: [&str; 6] = [
+    "--username",
+    "admin",
+    "--role",
+    "admin",
+    "--password",
+    "adminPassword1",
+];
+const AS_KMSUSER: [&str; 6] = [
+    "--username",
+    "kmsuser",
+    "--role",
+    "crypto-user",
+    "--password",
+    "kmsPassword1",
+];
+
+fn with<'a>(a: &[&'a str], b: &[&'a str]) -> Vec<&'a str> {
+    a.iter().chain(b).copied().collect()
+}
+
+fn hsm_ids(data_dir: &Path) -> Vec<String> {
+    hsmkms::cluster::ClusterDir::open(data_dir)
+        .unwrap()
+        .info
+        .hsms
+        .iter()
+        .map(|h| h.hsm_id.clone())
+        .collect()
+}
+
+#[test]
+fn the_walkthrough_works_and_a_restart_finds_every_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let launcher = start_launcher(&data, &[]);
+    let info = hsmkms::cluster::ClusterDir::open(&data).unwrap().info;
+    assert_eq!(info.state, "ACTIVE");
+    assert!(hsmkms_common::ids::is_valid_id(
+        "cluster-",
+        &info.cluster_id
+    ));
+    let azs: Vec<_> = info
+        .hsms
+        .iter()
+        .map(|h| h.availability_zone.as_str())
+        .collect();
+    assert_eq!(azs, ["us-east-1a", "us-east-1b"]);
+    assert!(data.join("customerCA.crt").exists());
+    let hsms = hsm_ids(&data);
+
+    // Log in as admin: both users are there.
+    let users = cli(&data, &with(&AS_ADMIN, &["user", "list"]), None);
+    assert!(
+        users.contains("admin") && users.contains("kmsuser"),
+        "{users}"
+    );
+
+    // Generate a key as kmsuser; it is listed on both HSMs.
+    let out = cli(
+        &data,
+        &with(
+            &AS_KMSUSER,
+            &["--json", "key", "generate-aes", "--label", "walkthrough"],
+        ),
+        None,
+    );
+    let created: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let handle = created["key"]["handle"].as_u64().unwrap();
+    assert_eq!(created["durable-on"].as_array().unwrap().len(), 2);
+    for hsm in &hsms {
+        let listed = cli(
+            &data,
+            &with(
+                &AS_KMSUSER,
+                &["--hsm", hsm, "key", "list", "--label", "walkthrough"],
+            ),
+            None,
+        );
+        assert!(listed.contains(&handle.to_string()), "on {hsm}: {listed}");
+    }
+
+    // Delete it in interactive mode on the second HSM: it is gone from both.
+    let script = format!(
+        "login --username kmsuser --role crypto-user --password kmsPassword1\nkey delete --handle {handle}\nlogout\n"
+    );
+    let out = cli(&data, &["--hsm", &hsms[1]], Some(&script));
+    assert!(out.contains(&format!("deleted key {handle}")), "{out}");
+    for hsm in &hsms {
+        let listed = cli(
+            &data,
+            &with(&AS_KMSUSER, &["--hsm", hsm, "--json", "key", "list"]),
+            None,
+        );
+        let keys: serde_json::Value = serde_json::from_str(&listed).unwrap();
+        assert!(
+            keys["keys"].as_array().unwrap().is_empty(),
+            "on {hsm}: {listed}"
+        );
+    }
+
+    // A key made now is still there after a restart, in the same cluster.
+    let out = cli(
+        &data,
+        &with(
+            &AS_KMSUSER,
+            &["--json", "key", "generate-aes", "--label", "kept"],
+        ),
+        None,
+    );
+    let kept: serde_json::Value = serde_json::from_str(&out).unwrap();
+    stop_launcher(launcher);
+    let launcher = start_launcher(&data, &[]);
+    assert_eq!(
+        hsmkms::cluster::ClusterDir::open(&data)
+            .unwrap()
+            .info
+            .cluster_id,
+        info.cluster_id
+    );
+    for hsm in &hsms {
+        let listed = cli(
+            &data,
+            &with(
+                &AS_KMSUSER,
+                &["--hsm", hsm, "key", "list", "--label", "kept"],
+            ),
+            None,
+        );
+        assert!(
+            listed.contains(&kept["key"]["handle"].to_string()),
+            "{listed}"
+        );
+    }
+    stop_launcher(launcher);
+}
+
+/// Pids of running `hsm-node` processes serving a node directory under `data_dir`.
+fn node_pids(data_dir: &Path) -> Vec<(i32, String)> {
+    let needle = data_dir.to_string_lossy().to_string();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).to_string())
+            .collect();
+        if args.iter().any(|a| a == "hsm-node") {
+            if let Some(dir) = args
+                .iter()
+                .find(|a| a.contains(&needle) && a.contains("hsms"))
+            {
+                // Zombies (exited, not yet reaped) do not count.
+                let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+                if !stat.contains(") Z ") {
+                    found.push((pid, dir.clone()));
+                }
+            }
+        }
+    }
+    found
+}
+
+fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < limit, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn hsm_processes_are_restarted_when_killed_and_stop_with_the_launcher() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let launcher = start_launcher(&data, &["--hsm-processes", "--hsms", "3"]);
+    let hsms = hsm_ids(&data);
+    assert_eq!(hsms.len(), 3);
+    let before = node_pids(&data);
+    assert_eq!(before.len(), 3, "one process per HSM: {before:?}");
+
+    // SIGKILL one HSM process: the supervisor starts it again, and it serves.
+    let (victim, dir) = before[0].clone();
+    kill(Pid::from_raw(victim), Signal::SIGKILL).unwrap();
+    wait_for(
+        "the killed HSM is running again",
+        Duration::from_secs(30),
+        || {
+            node_pids(&data)
+                .iter()
+                .any(|(pid, d)| *d == dir && *pid != victim)
+        },
+    );
+    let hsm = hsms.iter().find(|h| dir.contains(h.as_str())).unwrap();
+    wait_for("the restarted HSM serves", Duration::from_secs(30), || {
+        let out = Command::new(hsmkms_exe())
+            .args(["hsm-cli", "--data-dir"])
+            .arg(&data)
+            .args(["--hsm", hsm])
+            .args(AS_KMSUSER)
+            .args(["key", "list"])
+            .output()
+            .unwrap();
+        out.status.success()
+    });
+    let out = cli(
+        &data,
+        &with(
+            &AS_KMSUSER,
+            &[
+                "--hsm",
+                hsm,
+                "key",
+                "generate-aes",
+                "--label",
+                "after-restart",
+            ],
+        ),
+        None,
+    );
+    assert!(out.contains("durable on"), "{out}");
+
+    // SIGTERM the launcher: every HSM process stops with it.
+    stop_launcher(launcher);
+    wait_for("no HSM process is left", Duration::from_secs(15), || {
+        node_pids(&data).is_empty()
+    });
+}
