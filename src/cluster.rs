@@ -145,6 +145,15 @@ impl ClusterDir {
         if spec.hsms == 0 || spec.hsms > 28 {
             bail!("a cluster holds 1 to 28 HSMs, not {}", spec.hsms);
         }
+        // Leftovers of a creation that was interrupted before `cluster.json` was written: no
+        // HSM ever served from them, so nothing acknowledged is lost by starting afresh.
+        for leftover in ["cluster", "hsms"] {
+            let path = root.join(leftover);
+            if path.exists() {
+                tracing::warn!(path = %path.display(), "removing an unfinished cluster");
+                fs::remove_dir_all(&path)?;
+            }
+        }
         fs::create_dir_all(root.join("cluster"))
             .with_context(|| format!("creating {}", root.display()))?;
         let mut rng = rand::thread_rng();

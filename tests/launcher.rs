@@ -321,4 +321,157 @@ fn hsm_processes_are_restarted_when_killed_and_stop_with_the_launcher() {
     wait_for("no HSM process is left", Duration::from_secs(15), || {
         node_pids(&data).is_empty()
     });
+
+    // Even a launcher killed with SIGKILL leaves no HSM process behind.
+    let mut launcher = start_launcher(&data, &["--hsm-processes"]);
+    assert_eq!(node_pids(&data).len(), 3);
+    launcher.kill().unwrap();
+    launcher.wait().unwrap();
+    wait_for(
+        "orphaned HSM processes stopped",
+        Duration::from_secs(15),
+        || node_pids(&data).is_empty(),
+    );
+}
+
+#[test]
+fn an_hsm_provisioned_by_hand_joins_by_address_and_catches_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let launcher = start_launcher(&data, &[]);
+    let out = cli(
+        &data,
+        &with(
+            &AS_KMSUSER,
+            &["--json", "key", "generate-aes", "--label", "before-join"],
+        ),
+        None,
+    );
+    let before: serde_json::Value = serde_json::from_str(&out).unwrap();
+
+    // Provision a third HSM as for another host, and start it by hand.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let node_dir = tmp.path().join("hsm-c");
+    let status = Command::new(hsmkms_exe())
+        .args(["add-hsm", "--data-dir"])
+        .arg(&data)
+        .args([
+            "--availability-zone",
+            "us-east-1c",
+            "--listen",
+            &address,
+            "--out",
+        ])
+        .arg(&node_dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let new_id = hsm_ids(&data).pop().unwrap();
+    let mut node = Command::new(hsmkms_exe())
+        .args(["hsm-node", "--node-dir"])
+        .arg(&node_dir)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    // It learns the users and the key made before it joined...
+    wait_for("the new HSM caught up", Duration::from_secs(30), || {
+        let out = Command::new(hsmkms_exe())
+            .args(["hsm-cli", "--data-dir"])
+            .arg(&data)
+            .args(["--hsm", &new_id])
+            .args(AS_KMSUSER)
+            .args(["key", "list", "--label", "before-join"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains(&before["key"]["handle"].to_string())
+    });
+    // ...the others count it as a member, and a key made on it reaches them.
+    wait_for(
+        "the first HSM links to the new one",
+        Duration::from_secs(30),
+        || {
+            cli(&data, &["cluster", "status"], None)
+                .contains(&format!("{new_id} us-east-1c {address} (connected)"))
+        },
+    );
+    let out = cli(
+        &data,
+        &with(
+            &AS_KMSUSER,
+            &[
+                "--hsm",
+                &new_id,
+                "--json",
+                "key",
+                "generate-aes",
+                "--label",
+                "made-on-c",
+            ],
+        ),
+        None,
+    );
+    let made: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(made["durable-on"].as_array().unwrap().len(), 2);
+    let first = hsm_ids(&data).remove(0);
+    wait_for(
+        "the key made on the new HSM replicated",
+        Duration::from_secs(30),
+        || {
+            cli(
+                &data,
+                &with(
+                    &AS_KMSUSER,
+                    &["--hsm", &first, "key", "list", "--label", "made-on-c"],
+                ),
+                None,
+            )
+            .contains(&made["key"]["handle"].to_string())
+        },
+    );
+
+    kill(Pid::from_raw(node.id() as i32), Signal::SIGTERM).unwrap();
+    assert!(node.wait().unwrap().success());
+    stop_launcher(launcher);
+}
+
+#[test]
+fn a_first_start_interrupted_before_the_cluster_was_recorded_starts_afresh() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let spec = hsmkms::cluster::ClusterSpec {
+        region: "us-east-1".into(),
+        account_id: "111122223333".into(),
+        hsms: 2,
+        admin_password: "adminPassword1".into(),
+        kmsuser_password: "kmsPassword1".into(),
+        host: "127.0.0.1".into(),
+    };
+    let clock = hsmkms_common::clock::SystemClock;
+    let first = runtime
+        .block_on(hsmkms::cluster::ClusterDir::create(
+            tmp.path(),
+            &spec,
+            &clock,
+        ))
+        .unwrap();
+    // As if killed just before cluster.json was written: keys files and node directories exist.
+    std::fs::remove_file(tmp.path().join("cluster.json")).unwrap();
+    let again = runtime
+        .block_on(hsmkms::cluster::ClusterDir::open_or_create(
+            tmp.path(),
+            &spec,
+            &clock,
+        ))
+        .unwrap();
+    assert_ne!(again.info.cluster_id, first.info.cluster_id);
+    let dirs: Vec<_> = std::fs::read_dir(tmp.path().join("hsms"))
+        .unwrap()
+        .collect();
+    assert_eq!(dirs.len(), 2, "the unfinished HSMs were cleared away");
 }
