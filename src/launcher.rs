@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use actix::Actor;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use hsm_node::cli::{wait_for_termination, LogFormat};
@@ -135,13 +136,55 @@ pub async fn run(args: RunArgs) -> Result<()> {
     for h in &local {
         tracing::info!(hsm_id = %h.hsm_id, availability_zone = %h.availability_zone, address = %h.address, "HSM ACTIVE");
     }
+
+    // The KMS frontend, in front of the cluster.
+    let started = start_frontend(&args, &cluster, clock.clone());
+    let (frontend, server, store_thread) = match started {
+        Ok(s) => s,
+        Err(e) => {
+            stop(nodes).await;
+            return Err(e);
+        }
+    };
+    let scheduler = kms_frontend::scheduler::DeletionScheduler::new(frontend.clone()).start();
+    tracing::info!(endpoint = %format!("http://127.0.0.1:{}", args.port), "KMS and CloudHSMv2 serving");
     println!("Ready.");
     let _ = std::io::stdout().flush();
 
     wait_for_termination().await?;
     tracing::info!("shutting down");
+    server.stop(true).await;
+    // Every acknowledged change was fsync'd before it was acknowledged, so the frontend's store
+    // needs no flushing; its thread ends with the process.
+    drop((scheduler, frontend, store_thread));
     stop(nodes).await;
     Ok(())
+}
+
+type StartedFrontend = (
+    Arc<kms_frontend::Frontend>,
+    actix_web::dev::ServerHandle,
+    std::thread::JoinHandle<()>,
+);
+
+fn start_frontend(
+    args: &RunArgs,
+    cluster: &ClusterDir,
+    clock: Arc<dyn Clock>,
+) -> Result<StartedFrontend> {
+    let (frontend, store_thread) = kms_frontend::Frontend::open(kms_frontend::FrontendOptions {
+        dir: args.data_dir.join("kms"),
+        region: args.region.clone(),
+        account_id: args.account_id.clone(),
+        clusters: Arc::new(crate::directory::LauncherClusters::new(cluster)?),
+        base_clock: clock,
+    })?;
+    let bind = std::net::SocketAddr::from(([127, 0, 0, 1], args.port));
+    let server = kms_frontend::serve(frontend.clone(), bind, 2)
+        .with_context(|| format!("binding the KMS endpoint on {bind}"))?;
+    let handle = server.handle();
+    actix_rt::spawn(server);
+    Ok((frontend, handle, store_thread))
 }
 
 async fn stop(nodes: Nodes) {

@@ -17,9 +17,16 @@ use nix::unistd::Pid;
 
 /// Starts `hsmkms` on `data_dir` with extra args and waits for `Ready.`.
 fn start_launcher(data_dir: &Path, extra: &[&str]) -> Child {
+    // Each test's emulator gets its own free port for the KMS endpoint.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut child = Command::new(hsmkms_exe())
         .arg("--data-dir")
         .arg(data_dir)
+        .args(["--port", &port.to_string()])
         .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())

@@ -1,10 +1,48 @@
 //! The KMS frontend of hsmkms: AWS KMS's JSON API (with CloudHSM key stores and the whole
-//! deletion lifecycle), the CloudHSMv2 API and the emulator's control API, served over HTTP in
-//! front of the HSM cluster.
+//! deletion lifecycle), CloudHSMv2's DescribeClusters and the emulator's control API, served
+//! over HTTP in front of the HSM cluster, which it reaches only through the node protocol.
 //!
 //! # Layout
 //!
-//! Empty for now: the next milestone fills it with `api/` (actix-web routes and AWS's JSON
-//! shapes), `service/` (the domain logic: key registry, key states, key store connections,
-//! deletion schedule) and `actors/` (one per key store connection, the deletion scheduler).
-//! It meets the HSM nodes only through the node protocol and client in `hsmkms-common`.
+//! - [`api`]: actix-web routes, AWS's JSON shapes, one dispatcher per service, `/_hsmkms/`.
+//! - [`service`]: the domain: key states, key store connection states, the ciphertext format,
+//!   the registry of keys, aliases and key stores, the emulator clock, errors.
+//! - [`frontend`]: the shared state of the handlers and the deletion flow.
+//! - [`hsm`]: one actor per custom key store holding its kmsuser sessions; the gateway to them.
+//! - [`cluster`]: the cluster directory the launcher provides.
+//! - [`store`]: the redb store with group commit.
+//! - [`audit`]: the CloudTrail-like audit trail, metrics and events.
+//! - [`scheduler`]: the deletion scheduler.
+
+pub mod api;
+pub mod audit;
+pub mod cluster;
+pub mod frontend;
+pub mod hsm;
+pub mod scheduler;
+pub mod service;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use actix_web::{web, App, HttpServer};
+
+pub use frontend::{Frontend, FrontendOptions};
+
+/// Starts the HTTP server on `bind`. Run it on an actix system; it stops when dropped or
+/// stopped through its handle.
+pub fn serve(
+    frontend: Arc<Frontend>,
+    bind: SocketAddr,
+    workers: usize,
+) -> std::io::Result<actix_web::dev::Server> {
+    let data = web::Data::new(frontend);
+    Ok(
+        HttpServer::new(move || App::new().app_data(data.clone()).configure(api::configure))
+            .workers(workers)
+            .disable_signals()
+            .bind(bind)?
+            .run(),
+    )
+}

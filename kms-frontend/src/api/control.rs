@@ -1,0 +1,116 @@
+//! The emulator's control API under `/_hsmkms/`: health, the clock (read it, move it forward;
+//! deletions that fall due run before the answer), the audit trail, metrics and events.
+
+use std::sync::Arc;
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::error_response;
+use crate::frontend::{epoch_seconds, iso8601, Frontend};
+use crate::service::error::KmsError;
+
+/// Longest a single clock advance may be: ten years, far past any waiting period.
+const MAX_ADVANCE_SECONDS: u64 = 10 * 366 * 24 * 3600;
+
+fn bad(message: String) -> HttpResponse {
+    error_response(
+        &KmsError::Validation(message),
+        &uuid::Uuid::new_v4().to_string(),
+    )
+}
+
+async fn health(fe: web::Data<Arc<Frontend>>) -> HttpResponse {
+    let clusters = fe.clusters.clusters();
+    let serving = clusters.iter().all(|c| !c.active_hsms().is_empty());
+    let body = json!({
+        "status": if serving { "ok" } else { "degraded" },
+        "clusters": clusters.iter().map(|c| json!({
+            "clusterId": c.cluster_id,
+            "state": c.state,
+            "activeHsms": c.active_hsms().len(),
+        })).collect::<Vec<_>>(),
+    });
+    if serving {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+fn clock_body(fe: &Frontend) -> serde_json::Value {
+    let now = fe.now();
+    json!({
+        "now": iso8601(now),
+        "epochSeconds": epoch_seconds(now),
+        "offsetSeconds": fe.clock.offset_millis() / 1000,
+    })
+}
+
+async fn get_clock(fe: web::Data<Arc<Frontend>>) -> HttpResponse {
+    HttpResponse::Ok().json(clock_body(&fe))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Advance {
+    advance_seconds: Option<u64>,
+}
+
+async fn post_clock(fe: web::Data<Arc<Frontend>>, body: web::Bytes) -> HttpResponse {
+    let advance: Advance = match serde_json::from_slice(&body) {
+        Ok(a) => a,
+        Err(e) => {
+            return bad(format!(
+                "Expected {{\"advanceSeconds\": N}} with N a whole number of seconds: {e}"
+            ))
+        }
+    };
+    let Some(seconds) = advance.advance_seconds else {
+        return bad("Expected {\"advanceSeconds\": N}.".into());
+    };
+    if seconds > MAX_ADVANCE_SECONDS {
+        return bad(format!(
+            "advanceSeconds must be at most {MAX_ADVANCE_SECONDS}."
+        ));
+    }
+    let write = fe.clock.advance(seconds * 1000);
+    if let Err(e) = fe.commit(vec![write]).await {
+        return error_response(&e, &uuid::Uuid::new_v4().to_string());
+    }
+    let deleted = fe.run_due_deletions().await;
+    let mut body = clock_body(&fe);
+    body["deletedKeys"] = json!(deleted);
+    HttpResponse::Ok().json(body)
+}
+
+#[derive(Debug, Deserialize)]
+struct AuditQuery {
+    key: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn audit(fe: web::Data<Arc<Frontend>>, query: web::Query<AuditQuery>) -> HttpResponse {
+    let limit = query.limit.unwrap_or(1000).min(100_000);
+    HttpResponse::Ok().json(json!({"records": fe.audit.read(query.key.as_deref(), limit)}))
+}
+
+async fn metrics(fe: web::Data<Arc<Frontend>>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(fe.metrics.render())
+}
+
+async fn events(fe: web::Data<Arc<Frontend>>) -> HttpResponse {
+    HttpResponse::Ok().json(json!({"events": fe.events(10_000)}))
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/health", web::get().to(health))
+        .route("/clock", web::get().to(get_clock))
+        .route("/clock", web::post().to(post_clock))
+        .route("/audit", web::get().to(audit))
+        .route("/metrics", web::get().to(metrics))
+        .route("/events", web::get().to(events));
+}

@@ -1,0 +1,128 @@
+//! Reading the `KeyId` of a request: a key id (UUID), a key ARN, an alias name or an alias
+//! ARN, in this emulator's Region and account.
+
+use uuid::Uuid;
+
+use super::error::KmsError;
+
+/// What a `KeyId` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyRef {
+    Key(Uuid),
+    Alias(String),
+}
+
+/// The Region and account ARNs are minted in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Arns {
+    pub region: String,
+    pub account_id: String,
+}
+
+impl Arns {
+    pub fn key_arn(&self, id: &Uuid) -> String {
+        format!("arn:aws:kms:{}:{}:key/{id}", self.region, self.account_id)
+    }
+
+    pub fn alias_arn(&self, name: &str) -> String {
+        format!("arn:aws:kms:{}:{}:{name}", self.region, self.account_id)
+    }
+
+    /// Parses a `KeyId`. `allow_alias` is false for the operations that take only a key id
+    /// or key ARN.
+    pub fn parse(&self, key_id: &str, allow_alias: bool) -> Result<KeyRef, KmsError> {
+        if key_id.is_empty() || key_id.len() > 2048 {
+            return Err(KmsError::Validation(format!(
+                "1 validation error detected: Value '{key_id}' at 'keyId' failed to satisfy constraint: Member must have length between 1 and 2048"
+            )));
+        }
+        if let Some(rest) = key_id.strip_prefix("arn:") {
+            let parts: Vec<&str> = rest.splitn(5, ':').collect();
+            let [partition, service, region, account, resource] = parts[..] else {
+                return Err(KmsError::InvalidArn(format!(
+                    "{key_id} is not a valid ARN."
+                )));
+            };
+            if partition != "aws" || service != "kms" {
+                return Err(KmsError::InvalidArn(format!(
+                    "{key_id} is not a valid KMS ARN."
+                )));
+            }
+            if region != self.region || account != self.account_id {
+                // A key of another Region or account does not exist here.
+                return Err(KmsError::NotFound(format!("Key '{key_id}' does not exist")));
+            }
+            if let Some(id) = resource.strip_prefix("key/") {
+                return Uuid::parse_str(id)
+                    .map(KeyRef::Key)
+                    .map_err(|_| KmsError::NotFound(format!("Invalid keyId {key_id}")));
+            }
+            if resource.starts_with("alias/") && allow_alias {
+                return Ok(KeyRef::Alias(resource.to_string()));
+            }
+            return Err(KmsError::InvalidArn(format!(
+                "{key_id} is not a valid key ARN."
+            )));
+        }
+        if key_id.starts_with("alias/") {
+            if allow_alias {
+                return Ok(KeyRef::Alias(key_id.to_string()));
+            }
+            return Err(KmsError::NotFound(format!("Invalid keyId {key_id}")));
+        }
+        Uuid::parse_str(key_id)
+            .map(KeyRef::Key)
+            .map_err(|_| KmsError::NotFound(format!("Invalid keyId {key_id}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn arns() -> Arns {
+        Arns {
+            region: "us-east-1".into(),
+            account_id: "111122223333".into(),
+        }
+    }
+
+    #[test]
+    fn every_form_of_key_id_is_understood() {
+        let id = Uuid::new_v4();
+        let a = arns();
+        assert_eq!(a.parse(&id.to_string(), false), Ok(KeyRef::Key(id)));
+        assert_eq!(a.parse(&a.key_arn(&id), false), Ok(KeyRef::Key(id)));
+        assert_eq!(
+            a.parse("alias/x", true),
+            Ok(KeyRef::Alias("alias/x".into()))
+        );
+        assert_eq!(
+            a.parse(&a.alias_arn("alias/x"), true),
+            Ok(KeyRef::Alias("alias/x".into()))
+        );
+    }
+
+    #[test]
+    fn bad_key_ids_get_aws_errors() {
+        let a = arns();
+        assert!(
+            matches!(a.parse("nope", true), Err(KmsError::NotFound(m)) if m == "Invalid keyId nope")
+        );
+        assert!(matches!(
+            a.parse("alias/x", false),
+            Err(KmsError::NotFound(_))
+        ));
+        assert!(matches!(
+            a.parse("arn:aws:s3:::bucket", true),
+            Err(KmsError::InvalidArn(_))
+        ));
+        assert!(matches!(
+            a.parse("arn:bad", true),
+            Err(KmsError::InvalidArn(_))
+        ));
+        let other = format!("arn:aws:kms:eu-west-1:111122223333:key/{}", Uuid::new_v4());
+        assert!(matches!(a.parse(&other, true), Err(KmsError::NotFound(_))));
+        assert!(matches!(a.parse("", true), Err(KmsError::Validation(_))));
+    }
+}

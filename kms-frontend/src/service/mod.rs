@@ -1,0 +1,10 @@
+//! The domain: plain Rust, no actix or serde-JSON types in the logic.
+
+pub mod ciphertext;
+pub mod clock;
+pub mod connection_state;
+pub mod error;
+pub mod key_ref;
+pub mod key_state;
+pub mod model;
+pub mod registry;

@@ -1,0 +1,128 @@
+//! What the frontend keeps about keys, aliases and custom key stores: the records that are
+//! persisted (postcard, in the frontend's store) and loaded at start. No logic here.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::connection_state::ConnectionState;
+
+/// A key's scheduled deletion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingDeletion {
+    /// When the waiting period ends, on the emulator clock (ms since the epoch).
+    pub deletion_date_millis: u64,
+    pub window_days: u32,
+}
+
+/// The backing key of a custom key store key: a key object in the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackingKey {
+    pub key_handle: u64,
+    /// An opaque id KMS reports for the material (CloudTrail's `backingKeyId`).
+    pub backing_key_id: String,
+}
+
+/// Where a key's material lives.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyOrigin {
+    /// `AWS_KMS`: material generated and held by the frontend, wrapped under its master key.
+    AwsKms { wrapped_material: Vec<u8> },
+    /// `AWS_CLOUDHSM`: material only in the cluster behind a custom key store.
+    CloudHsm {
+        custom_key_store_id: String,
+        cluster_id: String,
+        backing_key: BackingKey,
+    },
+}
+
+impl fmt::Debug for KeyOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyOrigin::AwsKms { .. } => f.write_str("AwsKms { wrapped_material: <redacted> }"),
+            KeyOrigin::CloudHsm {
+                custom_key_store_id,
+                cluster_id,
+                backing_key,
+            } => f
+                .debug_struct("CloudHsm")
+                .field("custom_key_store_id", custom_key_store_id)
+                .field("cluster_id", cluster_id)
+                .field("backing_key", backing_key)
+                .finish(),
+        }
+    }
+}
+
+impl KeyOrigin {
+    /// The AWS name of the origin.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            KeyOrigin::AwsKms { .. } => "AWS_KMS",
+            KeyOrigin::CloudHsm { .. } => "AWS_CLOUDHSM",
+        }
+    }
+
+    /// The custom key store the key lives in, if any.
+    pub fn store_id(&self) -> Option<&str> {
+        match self {
+            KeyOrigin::AwsKms { .. } => None,
+            KeyOrigin::CloudHsm {
+                custom_key_store_id,
+                ..
+            } => Some(custom_key_store_id),
+        }
+    }
+}
+
+/// A KMS key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    pub key_id: Uuid,
+    pub created_at_millis: u64,
+    pub description: String,
+    /// The underlying enabled flag; the reported state also depends on deletion and the store.
+    pub enabled: bool,
+    pub deletion: Option<PendingDeletion>,
+    pub origin: KeyOrigin,
+    pub policy: String,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// An alias.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AliasRecord {
+    pub name: String,
+    pub target_key_id: Uuid,
+    pub created_at_millis: u64,
+    pub updated_at_millis: u64,
+}
+
+/// A custom key store of type AWS_CLOUDHSM.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyStoreRecord {
+    pub id: String,
+    pub name: String,
+    pub cluster_id: String,
+    pub trust_anchor: String,
+    /// The kmsuser password KMS uses, wrapped under the frontend's master key.
+    pub wrapped_password: Vec<u8>,
+    /// A rotated password not yet confirmed in the cluster (set before a rotation, cleared
+    /// after), so a crash mid-rotation never loses the password the cluster has.
+    pub wrapped_pending_password: Option<Vec<u8>>,
+    pub state: ConnectionState,
+    pub created_at_millis: u64,
+}
+
+impl fmt::Debug for KeyStoreRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyStoreRecord")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("cluster_id", &self.cluster_id)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}

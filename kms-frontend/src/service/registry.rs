@@ -1,0 +1,750 @@
+//! The key registry: every KMS key, alias and custom key store, and the rules of the KMS API
+//! that concern them alone (validation, key states, aliases, tags, policies, deletion). Plain
+//! data and pure methods: each change returns the [`Write`]s that make it durable, which the
+//! caller commits before answering. Calls into the cluster happen elsewhere.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use hsmkms_common::aead::Sealer;
+use hsmkms_common::secret::KeyMaterial;
+use uuid::Uuid;
+
+use super::connection_state::ConnectionState;
+use super::error::KmsError;
+use super::key_ref::{Arns, KeyRef};
+use super::key_state::{self, KeyOp, KeyState};
+use super::model::{AliasRecord, KeyOrigin, KeyRecord, KeyStoreRecord, PendingDeletion};
+use crate::store::{decode, Loaded, StoreError, Table, Write};
+
+/// Most aliases one key may have.
+pub const MAX_ALIASES_PER_KEY: usize = 50;
+/// Most tags one key may have.
+pub const MAX_TAGS_PER_KEY: usize = 50;
+/// Most KMS keys in the account and Region.
+pub const MAX_KEYS: usize = 100_000;
+/// Most custom key stores.
+pub const MAX_KEY_STORES: usize = 10;
+/// Milliseconds in a day, for deletion windows.
+pub const DAY_MILLIS: u64 = 24 * 60 * 60 * 1000;
+
+/// The default key policy, as KMS writes it for a key created without one.
+pub fn default_policy(account_id: &str) -> String {
+    format!(
+        r#"{{
+  "Version" : "2012-10-17",
+  "Id" : "key-default-1",
+  "Statement" : [ {{
+    "Sid" : "Enable IAM User Permissions",
+    "Effect" : "Allow",
+    "Principal" : {{
+      "AWS" : "arn:aws:iam::{account_id}:root"
+    }},
+    "Action" : "kms:*",
+    "Resource" : "*"
+  }} ]
+}}"#
+    )
+}
+
+fn validation(field: &str, value: impl std::fmt::Display, constraint: &str) -> KmsError {
+    KmsError::Validation(format!(
+        "1 validation error detected: Value '{value}' at '{field}' failed to satisfy constraint: {constraint}"
+    ))
+}
+
+/// Checks a key policy document: JSON, at most 32 KiB.
+pub fn check_policy(policy: &str) -> Result<(), KmsError> {
+    if policy.is_empty() || policy.len() > 32_768 {
+        return Err(KmsError::MalformedPolicyDocument(
+            "The key policy must be 1 to 32768 bytes.".into(),
+        ));
+    }
+    match serde_json::from_str::<serde_json::Value>(policy) {
+        Ok(serde_json::Value::Object(_)) => Ok(()),
+        _ => Err(KmsError::MalformedPolicyDocument(
+            "The key policy is not a valid JSON policy document.".into(),
+        )),
+    }
+}
+
+/// Checks tags: keys 1-128 and values 0-256 characters, no `aws:` prefix.
+pub fn check_tags(tags: &[(String, String)]) -> Result<(), KmsError> {
+    for (k, v) in tags {
+        if k.is_empty() || k.chars().count() > 128 {
+            return Err(validation(
+                "tagKey",
+                k,
+                "Member must have length between 1 and 128",
+            ));
+        }
+        if v.chars().count() > 256 {
+            return Err(validation(
+                "tagValue",
+                v,
+                "Member must have length less than or equal to 256",
+            ));
+        }
+        if k.starts_with("aws:") {
+            return Err(KmsError::Tag(format!(
+                "Tag key {k} uses the reserved prefix aws:"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Checks an alias name for CreateAlias and UpdateAlias.
+pub fn check_alias_name(name: &str) -> Result<(), KmsError> {
+    let well_formed = (1..=256).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/_-:".contains(&b));
+    if !well_formed {
+        return Err(validation(
+            "aliasName",
+            name,
+            "Member must satisfy regular expression pattern: ^[a-zA-Z0-9:/_-]+$",
+        ));
+    }
+    if !name.starts_with("alias/") || name.len() == "alias/".len() {
+        return Err(KmsError::InvalidAliasName(format!(
+            "Alias must start with the prefix \"alias/\". Please see https://docs.aws.amazon.com/kms/latest/developerguide/kms-alias.html: {name}"
+        )));
+    }
+    if name.starts_with("alias/aws/") {
+        return Err(KmsError::InvalidAliasName(format!(
+            "Alias {name} must not start with the reserved prefix alias/aws/."
+        )));
+    }
+    Ok(())
+}
+
+/// A key as the API layer needs it for crypto: the record, its reported state, and the
+/// cipher of an AWS_KMS key.
+#[derive(Debug, Clone)]
+pub struct UsableKey {
+    pub record: KeyRecord,
+    pub arn: String,
+    pub state: KeyState,
+    pub sealer: Option<Arc<Sealer>>,
+}
+
+/// Every key, alias and custom key store of the account and Region.
+pub struct Registry {
+    pub arns: Arns,
+    master: Sealer,
+    keys: HashMap<Uuid, KeyRecord>,
+    sealers: HashMap<Uuid, Arc<Sealer>>,
+    aliases: BTreeMap<String, AliasRecord>,
+    stores: BTreeMap<String, KeyStoreRecord>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("keys", &self.keys.len())
+            .field("aliases", &self.aliases.len())
+            .field("stores", &self.stores.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn material_context(id: &Uuid) -> Vec<u8> {
+    let mut ctx = b"hsmkms/kms-key/v1/".to_vec();
+    ctx.extend_from_slice(id.as_bytes());
+    ctx
+}
+
+fn password_context(store_id: &str) -> Vec<u8> {
+    let mut ctx = b"hsmkms/kmsuser-password/v1/".to_vec();
+    ctx.extend_from_slice(store_id.as_bytes());
+    ctx
+}
+
+impl Registry {
+    /// The registry as loaded from the store; `master` unwraps AWS_KMS key material.
+    pub fn load(arns: Arns, master: &KeyMaterial, loaded: &Loaded) -> Result<Self, StoreError> {
+        let mut registry = Self {
+            arns,
+            master: Sealer::new(master),
+            keys: HashMap::new(),
+            sealers: HashMap::new(),
+            aliases: BTreeMap::new(),
+            stores: BTreeMap::new(),
+        };
+        for (_, v) in &loaded.keys {
+            let record: KeyRecord = decode(v)?;
+            registry.install_key(record)?;
+        }
+        for (_, v) in &loaded.aliases {
+            let alias: AliasRecord = decode(v)?;
+            registry.aliases.insert(alias.name.clone(), alias);
+        }
+        for (_, v) in &loaded.key_stores {
+            let store: KeyStoreRecord = decode(v)?;
+            registry.stores.insert(store.id.clone(), store);
+        }
+        Ok(registry)
+    }
+
+    fn install_key(&mut self, record: KeyRecord) -> Result<(), StoreError> {
+        if let KeyOrigin::AwsKms { wrapped_material } = &record.origin {
+            let material = self
+                .master
+                .unwrap_key(wrapped_material, &material_context(&record.key_id))
+                .map_err(|_| {
+                    StoreError::Corrupt(format!(
+                        "material of key {} does not unwrap",
+                        record.key_id
+                    ))
+                })?;
+            self.sealers
+                .insert(record.key_id, Arc::new(Sealer::new(&material)));
+        }
+        self.keys.insert(record.key_id, record);
+        Ok(())
+    }
+
+    fn key_write(record: &KeyRecord) -> Write {
+        Write::put(Table::Keys, record.key_id.to_string(), record)
+    }
+
+    // ---- lookups ----------------------------------------------------------------------
+
+    /// The key a `KeyId` names (following an alias if allowed).
+    pub fn resolve(&self, key_id: &str, allow_alias: bool) -> Result<&KeyRecord, KmsError> {
+        let id = match self.arns.parse(key_id, allow_alias)? {
+            KeyRef::Key(id) => id,
+            KeyRef::Alias(name) => {
+                self.aliases
+                    .get(&name)
+                    .ok_or_else(|| {
+                        KmsError::NotFound(format!(
+                            "Alias {} is not found.",
+                            self.arns.alias_arn(&name)
+                        ))
+                    })?
+                    .target_key_id
+            }
+        };
+        self.keys.get(&id).ok_or_else(|| {
+            KmsError::NotFound(format!("Key '{}' does not exist", self.arns.key_arn(&id)))
+        })
+    }
+
+    /// The reported state of a key (§3): deletion first, then the store's connection.
+    pub fn state_of(&self, record: &KeyRecord) -> KeyState {
+        let store_connected = record.origin.store_id().map(|id| {
+            matches!(
+                self.stores.get(id).map(|s| s.state),
+                Some(ConnectionState::Connected)
+            )
+        });
+        key_state::reported_state(record.enabled, record.deletion.is_some(), store_connected)
+    }
+
+    /// Resolves a key and checks that `op` is allowed in its state.
+    pub fn checked(
+        &self,
+        key_id: &str,
+        allow_alias: bool,
+        op: KeyOp,
+    ) -> Result<&KeyRecord, KmsError> {
+        let record = self.resolve(key_id, allow_alias)?;
+        let arn = self.arns.key_arn(&record.key_id);
+        key_state::check(
+            op,
+            self.state_of(record),
+            &arn,
+            record.origin.store_id().is_some(),
+        )?;
+        Ok(record)
+    }
+
+    /// A key for a crypto operation, checked for `op`.
+    pub fn usable(&self, key_id: &str, op: KeyOp) -> Result<UsableKey, KmsError> {
+        let record = self.checked(key_id, true, op)?;
+        Ok(UsableKey {
+            arn: self.arns.key_arn(&record.key_id),
+            state: self.state_of(record),
+            sealer: self.sealers.get(&record.key_id).cloned(),
+            record: record.clone(),
+        })
+    }
+
+    /// A key by id, for decrypting a blob that names it.
+    pub fn by_id(&self, id: &Uuid) -> Option<&KeyRecord> {
+        self.keys.get(id)
+    }
+
+    pub fn sealer(&self, id: &Uuid) -> Option<Arc<Sealer>> {
+        self.sealers.get(id).cloned()
+    }
+
+    /// Keys in id order, after `marker` (a key id), at most `limit`.
+    pub fn list_keys(
+        &self,
+        marker: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Uuid>, Option<String>), KmsError> {
+        let mut ids: Vec<&Uuid> = self.keys.keys().collect();
+        ids.sort();
+        let start = match marker {
+            None => 0,
+            Some(m) => {
+                let after = Uuid::parse_str(m)
+                    .map_err(|_| KmsError::InvalidMarker(format!("Invalid marker: {m}")))?;
+                ids.partition_point(|id| **id <= after)
+            }
+        };
+        let page: Vec<Uuid> = ids.iter().skip(start).take(limit).map(|id| **id).collect();
+        let next = (start + page.len() < ids.len())
+            .then(|| page.last().map(|id| id.to_string()))
+            .flatten();
+        Ok((page, next))
+    }
+
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Keys whose waiting period has ended at `now`.
+    pub fn due_for_deletion(&self, now_millis: u64) -> Vec<Uuid> {
+        let mut due: Vec<(u64, Uuid)> = self
+            .keys
+            .values()
+            .filter_map(|k| {
+                k.deletion
+                    .filter(|d| d.deletion_date_millis <= now_millis)
+                    .map(|d| (d.deletion_date_millis, k.key_id))
+            })
+            .collect();
+        due.sort();
+        due.into_iter().map(|(_, id)| id).collect()
+    }
+
+    /// The earliest scheduled deletion, if any.
+    pub fn next_deletion(&self) -> Option<u64> {
+        self.keys
+            .values()
+            .filter_map(|k| k.deletion.map(|d| d.deletion_date_millis))
+            .min()
+    }
+
+    // ---- keys -------------------------------------------------------------------------
+
+    fn check_quota(&self) -> Result<(), KmsError> {
+        if self.keys.len() >= MAX_KEYS {
+            return Err(KmsError::LimitExceeded(format!(
+                "The request was rejected because the number of KMS keys in this account and Region exceeds {MAX_KEYS}."
+            )));
+        }
+        Ok(())
+    }
+
+    /// A new key record, with defaults filled in and inputs checked.
+    pub fn new_key(
+        &self,
+        origin_is_aws_kms: bool,
+        description: Option<String>,
+        policy: Option<String>,
+        tags: Vec<(String, String)>,
+        now_millis: u64,
+    ) -> Result<(Uuid, KeyRecord, Option<KeyMaterial>), KmsError> {
+        self.check_quota()?;
+        let description = description.unwrap_or_default();
+        if description.chars().count() > 8192 {
+            return Err(validation(
+                "description",
+                "...",
+                "Member must have length less than or equal to 8192",
+            ));
+        }
+        let policy = policy.unwrap_or_else(|| default_policy(&self.arns.account_id));
+        check_policy(&policy)?;
+        check_tags(&tags)?;
+        if tags.len() > MAX_TAGS_PER_KEY {
+            return Err(KmsError::Tag(format!(
+                "A key can have at most {MAX_TAGS_PER_KEY} tags."
+            )));
+        }
+        let key_id = Uuid::new_v4();
+        let (origin, material) = if origin_is_aws_kms {
+            let material = KeyMaterial::generate();
+            (
+                KeyOrigin::AwsKms {
+                    wrapped_material: self.master.wrap(&material, &material_context(&key_id)),
+                },
+                Some(material),
+            )
+        } else {
+            // The caller fills in the backing key once the cluster has made it.
+            (
+                KeyOrigin::CloudHsm {
+                    custom_key_store_id: String::new(),
+                    cluster_id: String::new(),
+                    backing_key: super::model::BackingKey {
+                        key_handle: 0,
+                        backing_key_id: String::new(),
+                    },
+                },
+                None,
+            )
+        };
+        let record = KeyRecord {
+            key_id,
+            created_at_millis: now_millis,
+            description,
+            enabled: true,
+            deletion: None,
+            origin,
+            policy,
+            tags: tags.into_iter().collect(),
+        };
+        Ok((key_id, record, material))
+    }
+
+    /// Adds a key made by [`Registry::new_key`] (and, for a key store key, its backing key).
+    pub fn insert_key(&mut self, record: KeyRecord) -> Result<Vec<Write>, KmsError> {
+        self.check_quota()?;
+        let write = Self::key_write(&record);
+        self.install_key(record)
+            .map_err(|e| KmsError::KmsInternal(e.to_string()))?;
+        Ok(vec![write])
+    }
+
+    fn update_key(&mut self, id: Uuid, change: impl FnOnce(&mut KeyRecord)) -> Vec<Write> {
+        match self.keys.get_mut(&id) {
+            Some(record) => {
+                change(record);
+                vec![Self::key_write(record)]
+            }
+            None => vec![],
+        }
+    }
+
+    /// EnableKey or DisableKey: sets the underlying flag (on an Unavailable key too; it shows
+    /// once the store reconnects).
+    pub fn set_enabled(&mut self, key_id: &str, enabled: bool) -> Result<Vec<Write>, KmsError> {
+        let op = if enabled {
+            KeyOp::EnableKey
+        } else {
+            KeyOp::DisableKey
+        };
+        let id = self.checked(key_id, false, op)?.key_id;
+        Ok(self.update_key(id, |k| k.enabled = enabled))
+    }
+
+    pub fn update_description(
+        &mut self,
+        key_id: &str,
+        description: String,
+    ) -> Result<Vec<Write>, KmsError> {
+        if description.chars().count() > 8192 {
+            return Err(validation(
+                "description",
+                "...",
+                "Member must have length less than or equal to 8192",
+            ));
+        }
+        let id = self
+            .checked(key_id, false, KeyOp::UpdateKeyDescription)?
+            .key_id;
+        Ok(self.update_key(id, |k| k.description = description))
+    }
+
+    /// ScheduleKeyDeletion: window 7 to 30 days (default 30).
+    pub fn schedule_deletion(
+        &mut self,
+        key_id: &str,
+        window_days: Option<i64>,
+        now_millis: u64,
+    ) -> Result<(KeyRecord, Vec<Write>), KmsError> {
+        let window = window_days.unwrap_or(30);
+        if !(7..=30).contains(&window) {
+            return Err(KmsError::Validation(
+                "PendingWindowInDays must be between 7 and 30".into(),
+            ));
+        }
+        let id = self
+            .checked(key_id, false, KeyOp::ScheduleKeyDeletion)?
+            .key_id;
+        let deletion = PendingDeletion {
+            deletion_date_millis: now_millis + window as u64 * DAY_MILLIS,
+            window_days: window as u32,
+        };
+        let writes = self.update_key(id, |k| k.deletion = Some(deletion));
+        let record = self
+            .keys
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| KmsError::KmsInternal("key vanished".into()))?;
+        Ok((record, writes))
+    }
+
+    /// CancelKeyDeletion: the key comes back Disabled, connected store or not.
+    pub fn cancel_deletion(&mut self, key_id: &str) -> Result<(Uuid, Vec<Write>), KmsError> {
+        let id = self
+            .checked(key_id, false, KeyOp::CancelKeyDeletion)?
+            .key_id;
+        let writes = self.update_key(id, |k| {
+            k.deletion = None;
+            k.enabled = false;
+        });
+        Ok((id, writes))
+    }
+
+    pub fn put_policy(
+        &mut self,
+        key_id: &str,
+        name: &str,
+        policy: String,
+    ) -> Result<Vec<Write>, KmsError> {
+        if name != "default" {
+            return Err(KmsError::NotFound(format!("No such policy exists: {name}")));
+        }
+        check_policy(&policy)?;
+        let id = self.checked(key_id, false, KeyOp::PutKeyPolicy)?.key_id;
+        Ok(self.update_key(id, |k| k.policy = policy))
+    }
+
+    /// Removes a key whose waiting period ended, and its aliases.
+    pub fn delete_key(&mut self, id: &Uuid) -> (Option<KeyRecord>, Vec<String>, Vec<Write>) {
+        let Some(record) = self.keys.remove(id) else {
+            return (None, vec![], vec![]);
+        };
+        self.sealers.remove(id);
+        let aliases: Vec<String> = self
+            .aliases
+            .values()
+            .filter(|a| a.target_key_id == *id)
+            .map(|a| a.name.clone())
+            .collect();
+        let mut writes = vec![Write::delete(Table::Keys, id.to_string())];
+        for name in &aliases {
+            self.aliases.remove(name);
+            writes.push(Write::delete(Table::Aliases, name.clone()));
+        }
+        (Some(record), aliases, writes)
+    }
+
+    // ---- tags -------------------------------------------------------------------------
+
+    pub fn tag(
+        &mut self,
+        key_id: &str,
+        tags: Vec<(String, String)>,
+    ) -> Result<Vec<Write>, KmsError> {
+        check_tags(&tags)?;
+        let record = self.checked(key_id, false, KeyOp::TagResource)?;
+        let mut merged = record.tags.clone();
+        merged.extend(tags);
+        if merged.len() > MAX_TAGS_PER_KEY {
+            return Err(KmsError::Tag(format!(
+                "A key can have at most {MAX_TAGS_PER_KEY} tags."
+            )));
+        }
+        let id = record.key_id;
+        Ok(self.update_key(id, |k| k.tags = merged))
+    }
+
+    pub fn untag(&mut self, key_id: &str, keys: Vec<String>) -> Result<Vec<Write>, KmsError> {
+        for k in &keys {
+            if k.is_empty() || k.chars().count() > 128 {
+                return Err(validation(
+                    "tagKeys",
+                    k,
+                    "Member must have length between 1 and 128",
+                ));
+            }
+        }
+        let id = self.checked(key_id, false, KeyOp::UntagResource)?.key_id;
+        Ok(self.update_key(id, |k| {
+            for key in &keys {
+                k.tags.remove(key);
+            }
+        }))
+    }
+
+    // ---- aliases ----------------------------------------------------------------------
+
+    pub fn create_alias(
+        &mut self,
+        name: &str,
+        target: &str,
+        now_millis: u64,
+    ) -> Result<Vec<Write>, KmsError> {
+        check_alias_name(name)?;
+        let id = self.checked(target, false, KeyOp::CreateAlias)?.key_id;
+        if self.aliases.contains_key(name) {
+            return Err(KmsError::AlreadyExists(format!(
+                "An alias with the name {} already exists",
+                self.arns.alias_arn(name)
+            )));
+        }
+        if self
+            .aliases
+            .values()
+            .filter(|a| a.target_key_id == id)
+            .count()
+            >= MAX_ALIASES_PER_KEY
+        {
+            return Err(KmsError::LimitExceeded(format!(
+                "A key can have at most {MAX_ALIASES_PER_KEY} aliases."
+            )));
+        }
+        let alias = AliasRecord {
+            name: name.to_string(),
+            target_key_id: id,
+            created_at_millis: now_millis,
+            updated_at_millis: now_millis,
+        };
+        let write = Write::put(Table::Aliases, name, &alias);
+        self.aliases.insert(name.to_string(), alias);
+        Ok(vec![write])
+    }
+
+    pub fn update_alias(
+        &mut self,
+        name: &str,
+        target: &str,
+        now_millis: u64,
+    ) -> Result<Vec<Write>, KmsError> {
+        check_alias_name(name)?;
+        let id = self
+            .checked(target, false, KeyOp::UpdateAliasNewTarget)?
+            .key_id;
+        let Some(alias) = self.aliases.get_mut(name) else {
+            return Err(KmsError::NotFound(format!(
+                "Alias {} is not found.",
+                self.arns.alias_arn(name)
+            )));
+        };
+        alias.target_key_id = id;
+        alias.updated_at_millis = now_millis;
+        Ok(vec![Write::put(Table::Aliases, name, alias)])
+    }
+
+    pub fn delete_alias(&mut self, name: &str) -> Result<Vec<Write>, KmsError> {
+        if !name.starts_with("alias/") {
+            return Err(KmsError::InvalidAliasName(format!(
+                "Alias must start with the prefix \"alias/\": {name}"
+            )));
+        }
+        if self.aliases.remove(name).is_none() {
+            return Err(KmsError::NotFound(format!(
+                "Alias {} is not found.",
+                self.arns.alias_arn(name)
+            )));
+        }
+        Ok(vec![Write::delete(Table::Aliases, name)])
+    }
+
+    /// Aliases in name order, optionally only those of one key, after `marker`.
+    pub fn list_aliases(
+        &self,
+        key_id: Option<&str>,
+        marker: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<AliasRecord>, Option<String>), KmsError> {
+        let target = match key_id {
+            Some(k) => Some(self.checked(k, false, KeyOp::ListAliases)?.key_id),
+            None => None,
+        };
+        let mut all = self
+            .aliases
+            .values()
+            .filter(|a| target.is_none_or(|t| a.target_key_id == t));
+        if let Some(m) = marker {
+            if !m.starts_with("alias/") {
+                return Err(KmsError::InvalidMarker(format!("Invalid marker: {m}")));
+            }
+        }
+        let mut page = Vec::new();
+        let mut more = false;
+        for a in all.by_ref() {
+            if marker.is_some_and(|m| a.name.as_str() <= m) {
+                continue;
+            }
+            if page.len() == limit {
+                more = true;
+                break;
+            }
+            page.push(a.clone());
+        }
+        let next = if more {
+            page.last().map(|a| a.name.clone())
+        } else {
+            None
+        };
+        Ok((page, next))
+    }
+
+    // ---- custom key stores ------------------------------------------------------------
+
+    pub fn stores(&self) -> impl Iterator<Item = &KeyStoreRecord> {
+        self.stores.values()
+    }
+
+    pub fn store(&self, id: &str) -> Result<&KeyStoreRecord, KmsError> {
+        self.stores.get(id).ok_or_else(|| {
+            KmsError::CustomKeyStoreNotFound(format!("Custom key store {id} does not exist."))
+        })
+    }
+
+    pub fn store_by_name(&self, name: &str) -> Option<&KeyStoreRecord> {
+        self.stores.values().find(|s| s.name == name)
+    }
+
+    /// Keys (in any state) that live in a store.
+    pub fn keys_in_store(&self, id: &str) -> usize {
+        self.keys
+            .values()
+            .filter(|k| k.origin.store_id() == Some(id))
+            .count()
+    }
+
+    pub fn wrap_password(&self, store_id: &str, password: &str) -> Vec<u8> {
+        self.master
+            .seal(password.as_bytes(), &password_context(store_id))
+    }
+
+    /// The kmsuser password a store holds (and the one being rotated to, if any).
+    pub fn passwords(&self, store: &KeyStoreRecord) -> Result<(String, Option<String>), KmsError> {
+        let open = |w: &[u8]| {
+            self.master
+                .open(w, &password_context(&store.id))
+                .ok()
+                .and_then(|p| String::from_utf8(p.expose().to_vec()).ok())
+                .ok_or_else(|| KmsError::KmsInternal("a stored password does not unwrap".into()))
+        };
+        let current = open(&store.wrapped_password)?;
+        let pending = match &store.wrapped_pending_password {
+            Some(w) => Some(open(w)?),
+            None => None,
+        };
+        Ok((current, pending))
+    }
+
+    pub fn check_store_quota(&self) -> Result<(), KmsError> {
+        if self.stores.len() >= MAX_KEY_STORES {
+            return Err(KmsError::LimitExceeded(format!(
+                "The request was rejected because the number of custom key stores exceeds {MAX_KEY_STORES}."
+            )));
+        }
+        Ok(())
+    }
+
+    /// Writes a store record (new or changed).
+    pub fn put_store(&mut self, record: KeyStoreRecord) -> Vec<Write> {
+        let write = Write::put(Table::KeyStores, record.id.clone(), &record);
+        self.stores.insert(record.id.clone(), record);
+        vec![write]
+    }
+
+    pub fn remove_store(&mut self, id: &str) -> Vec<Write> {
+        self.stores.remove(id);
+        vec![Write::delete(Table::KeyStores, id)]
+    }
+}

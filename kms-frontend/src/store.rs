@@ -1,0 +1,221 @@
+//! The frontend's durable state: a redb file of a few tables, written by one storage thread that
+//! commits whole batches (group commit): an acknowledged change is on disk (fsync'd) before the
+//! API answers, and concurrent changes share fsyncs. Nothing here is secret in the clear: key
+//! material and passwords arrive already wrapped.
+
+use std::path::Path;
+use std::thread::JoinHandle;
+
+use redb::{Database, ReadableTable, TableDefinition};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
+
+/// The tables of the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    Keys,
+    Aliases,
+    KeyStores,
+    Meta,
+}
+
+impl Table {
+    fn definition(self) -> TableDefinition<'static, &'static str, &'static [u8]> {
+        match self {
+            Table::Keys => TableDefinition::new("keys"),
+            Table::Aliases => TableDefinition::new("aliases"),
+            Table::KeyStores => TableDefinition::new("key_stores"),
+            Table::Meta => TableDefinition::new("meta"),
+        }
+    }
+
+    const ALL: [Table; 4] = [Table::Keys, Table::Aliases, Table::KeyStores, Table::Meta];
+}
+
+/// One change to the store.
+#[derive(Debug, Clone)]
+pub enum Write {
+    Put {
+        table: Table,
+        key: String,
+        value: Vec<u8>,
+    },
+    Delete {
+        table: Table,
+        key: String,
+    },
+}
+
+impl Write {
+    /// A put of `value`, postcard-encoded.
+    pub fn put<T: Serialize>(table: Table, key: impl Into<String>, value: &T) -> Self {
+        Write::Put {
+            table,
+            key: key.into(),
+            // Encoding our own plain records into a Vec cannot fail.
+            value: postcard::to_stdvec(value).unwrap_or_default(),
+        }
+    }
+
+    pub fn delete(table: Table, key: impl Into<String>) -> Self {
+        Write::Delete {
+            table,
+            key: key.into(),
+        }
+    }
+}
+
+/// Why the store failed.
+#[derive(Debug, Clone, Error)]
+pub enum StoreError {
+    #[error("storage failed: {0}")]
+    Storage(String),
+    #[error("stored record is unreadable: {0}")]
+    Corrupt(String),
+    #[error("the storage thread has stopped")]
+    Stopped,
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self { StoreError::Storage(e.to_string()) }
+        }
+    )*};
+}
+from_redb!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// Commits waiting for the storage thread before callers wait for room.
+const MAX_QUEUED: usize = 4_096;
+/// Most commits folded into one transaction.
+const MAX_BATCH: usize = 1_024;
+
+struct Job {
+    writes: Vec<Write>,
+    done: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// Everything in the store at start, table by table.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub keys: Vec<(String, Vec<u8>)>,
+    pub aliases: Vec<(String, Vec<u8>)>,
+    pub key_stores: Vec<(String, Vec<u8>)>,
+    pub meta: Vec<(String, Vec<u8>)>,
+}
+
+/// A handle to the storage thread; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    tx: mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+/// Decodes a stored record.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+impl Store {
+    /// Opens (or creates) the store and reads everything in it. The thread ends once every
+    /// handle is dropped, after its last commit; join it to be sure the file is closed.
+    pub fn open(path: &Path) -> Result<(Store, Loaded, JoinHandle<()>), StoreError> {
+        let db = Database::create(path)?;
+        let txn = db.begin_write()?;
+        for table in Table::ALL {
+            txn.open_table(table.definition())?;
+        }
+        txn.commit()?;
+        let mut loaded = Loaded::default();
+        {
+            let txn = db.begin_read()?;
+            for table in Table::ALL {
+                let t = txn.open_table(table.definition())?;
+                let out = match table {
+                    Table::Keys => &mut loaded.keys,
+                    Table::Aliases => &mut loaded.aliases,
+                    Table::KeyStores => &mut loaded.key_stores,
+                    Table::Meta => &mut loaded.meta,
+                };
+                for item in t.iter()? {
+                    let (k, v) = item?;
+                    out.push((k.value().to_string(), v.value().to_vec()));
+                }
+            }
+        }
+        let (tx, rx) = mpsc::channel(MAX_QUEUED);
+        let thread = std::thread::Builder::new()
+            .name("kms-store".into())
+            .spawn(move || run(db, rx))
+            .map_err(|e| StoreError::Storage(e.to_string()))?;
+        Ok((Store { tx }, loaded, thread))
+    }
+
+    /// Makes `writes` durable, in one transaction with whatever else is waiting.
+    pub fn commit(
+        &self,
+        writes: Vec<Write>,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + 'static {
+        let tx = self.tx.clone();
+        async move {
+            if writes.is_empty() {
+                return Ok(());
+            }
+            let (done, wait) = oneshot::channel();
+            tx.send(Job { writes, done })
+                .await
+                .map_err(|_| StoreError::Stopped)?;
+            wait.await.map_err(|_| StoreError::Stopped)?
+        }
+    }
+}
+
+fn run(db: Database, mut rx: mpsc::Receiver<Job>) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let result = write_batch(&db, &batch);
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "durable commit failed");
+        }
+        for job in batch {
+            let _ = job.done.send(result.clone());
+        }
+    }
+}
+
+fn write_batch(db: &Database, batch: &[Job]) -> Result<(), StoreError> {
+    let txn = db.begin_write()?;
+    for write in batch.iter().flat_map(|j| j.writes.iter()) {
+        match write {
+            Write::Put { table, key, value } => {
+                txn.open_table(table.definition())?
+                    .insert(key.as_str(), value.as_slice())?;
+            }
+            Write::Delete { table, key } => {
+                txn.open_table(table.definition())?.remove(key.as_str())?;
+            }
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}
