@@ -140,6 +140,7 @@ pub async fn call(
     let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let response = result.as_ref().ok().cloned().unwrap_or(Value::Null);
     let error = result.as_ref().err().map(|e| (e.type_name(), e.message()));
+    let additional = additional_event_data(frontend, op, &request, &response);
     frontend.audit.record(
         &frontend.metrics,
         api_call_record(
@@ -149,10 +150,56 @@ pub async fn call(
             request,
             response,
             error,
-            None,
+            additional,
         ),
     );
     result
+}
+
+/// CloudTrail's `additionalEventData` for calls that concern a custom key store: the store and
+/// cluster, and for keys the backing key (handle and id) KMS records.
+fn additional_event_data(
+    fe: &Frontend,
+    op: &str,
+    request: &Value,
+    response: &Value,
+) -> Option<Value> {
+    let reg = fe.registry();
+    let store_data = |store_id: &str| {
+        reg.store(store_id).ok().map(|s| {
+            json!({"customKeyStoreId": s.id, "customKeyStoreName": s.name, "clusterId": s.cluster_id})
+        })
+    };
+    if op.contains("CustomKeyStore") {
+        let id = request["CustomKeyStoreId"]
+            .as_str()
+            .or_else(|| response["CustomKeyStoreId"].as_str())?;
+        return store_data(id);
+    }
+    let key_id = response["KeyMetadata"]["KeyId"]
+        .as_str()
+        .or_else(|| response["KeyId"].as_str())
+        .or_else(|| request["KeyId"].as_str())
+        .or_else(|| request["DestinationKeyId"].as_str())?;
+    let record = reg.resolve(key_id, true).ok()?;
+    match &record.origin {
+        KeyOrigin::CloudHsm {
+            custom_key_store_id,
+            cluster_id,
+            backing_key,
+        } => {
+            let backing = json!({"keyHandle": backing_key.key_handle.to_string(), "backingKeyId": backing_key.backing_key_id});
+            let mut data =
+                json!({"customKeyStoreId": custom_key_store_id, "clusterId": cluster_id});
+            if op == "CreateKey" {
+                data["backingKey"] = json!(backing.to_string());
+            } else if op == "ScheduleKeyDeletion" {
+                data["backingKeys"] = json!(json!([backing]).to_string());
+            }
+            Some(data)
+        }
+        KeyOrigin::AwsKms { .. } => None,
+    }
 }
 
 async fn dispatch(fe: &Arc<Frontend>, op: &str, body: &[u8]) -> Result<Value, KmsError> {

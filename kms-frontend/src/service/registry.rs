@@ -748,3 +748,6 @@ impl Registry {
         vec![Write::delete(Table::KeyStores, id)]
     }
 }
+
+#[cfg(test)]
+mod tests;
