@@ -67,7 +67,7 @@ pub struct RunArgs {
 }
 
 enum Nodes {
-    InProcess(Vec<NodeHandle>),
+    InProcess(crate::directory::InProcessNodes),
     Processes(Supervisor),
 }
 
@@ -117,14 +117,13 @@ pub async fn run(args: RunArgs) -> Result<()> {
             .collect();
         Nodes::Processes(Supervisor::start(exe, processes, args.log_format))
     } else {
-        let mut handles = Vec::new();
+        let mut handles = std::collections::BTreeMap::new();
         for h in &local {
-            handles.push(NodeHandle::start(
-                &cluster.node_dir(h),
-                NodeOptions::default(),
-                clock.clone(),
-            )?);
+            let dir = cluster.node_dir(h);
+            let handle = NodeHandle::start(&dir, NodeOptions::default(), clock.clone())?;
+            handles.insert(h.hsm_id.clone(), (dir, Some(handle)));
         }
+        let handles = Arc::new(std::sync::Mutex::new(handles));
         Nodes::InProcess(handles)
     };
 
@@ -138,7 +137,11 @@ pub async fn run(args: RunArgs) -> Result<()> {
     }
 
     // The KMS frontend, in front of the cluster.
-    let started = start_frontend(&args, &cluster, clock.clone());
+    let in_process = match &nodes {
+        Nodes::InProcess(handles) => Some((handles.clone(), clock.clone())),
+        Nodes::Processes(_) => None,
+    };
+    let started = start_frontend(&args, &cluster, clock.clone(), in_process);
     let (frontend, server, store_thread) = match started {
         Ok(s) => s,
         Err(e) => {
@@ -171,12 +174,15 @@ fn start_frontend(
     args: &RunArgs,
     cluster: &ClusterDir,
     clock: Arc<dyn Clock>,
+    in_process: Option<(crate::directory::InProcessNodes, Arc<dyn Clock>)>,
 ) -> Result<StartedFrontend> {
     let (frontend, store_thread) = kms_frontend::Frontend::open(kms_frontend::FrontendOptions {
         dir: args.data_dir.join("kms"),
         region: args.region.clone(),
         account_id: args.account_id.clone(),
-        clusters: Arc::new(crate::directory::LauncherClusters::new(cluster)?),
+        clusters: Arc::new(crate::directory::LauncherClusters::new(
+            cluster, in_process,
+        )?),
         base_clock: clock,
     })?;
     let bind = std::net::SocketAddr::from(([127, 0, 0, 1], args.port));
@@ -190,9 +196,15 @@ fn start_frontend(
 async fn stop(nodes: Nodes) {
     match nodes {
         Nodes::InProcess(handles) => {
-            for h in handles {
-                let _ = tokio::task::spawn_blocking(move || h.shutdown()).await;
-            }
+            let _ = tokio::task::spawn_blocking(move || {
+                let mut handles = handles.lock().unwrap_or_else(|e| e.into_inner());
+                for (_, (_, handle)) in handles.iter_mut() {
+                    if let Some(h) = handle.take() {
+                        h.shutdown();
+                    }
+                }
+            })
+            .await;
         }
         Nodes::Processes(supervisor) => supervisor.shutdown().await,
     }

@@ -67,4 +67,11 @@ pub trait ClusterDirectory: Send + Sync + std::fmt::Debug {
 
     /// The TLS configuration for talking to a cluster's HSMs (its CA, a client certificate).
     fn client_tls(&self, cluster_id: &str) -> Option<Arc<rustls::ClientConfig>>;
+
+    /// Fault injection: stops (`running = false`) or restarts an HSM. A stopped HSM is
+    /// DEGRADED and unreachable, as a failed HSM is. Blocks until done.
+    fn set_hsm_running(&self, hsm_id: &str, running: bool) -> Result<(), String> {
+        let _ = (hsm_id, running);
+        Err("this cluster does not support fault injection".into())
+    }
 }

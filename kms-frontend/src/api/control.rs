@@ -106,11 +106,52 @@ async fn events(fe: web::Data<Arc<Frontend>>) -> HttpResponse {
     HttpResponse::Ok().json(json!({"events": fe.events(10_000)}))
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Fault {
+    hsm_id: String,
+    /// `stop` (the HSM fails: DEGRADED, unreachable) or `start` (it comes back).
+    action: String,
+}
+
+async fn fault(fe: web::Data<Arc<Frontend>>, body: web::Bytes) -> HttpResponse {
+    let fault: Fault = match serde_json::from_slice(&body) {
+        Ok(f) => f,
+        Err(e) => {
+            return bad(format!(
+                "Expected {{\"hsmId\": \"hsm-...\", \"action\": \"stop\"|\"start\"}}: {e}"
+            ))
+        }
+    };
+    let running = match fault.action.as_str() {
+        "stop" => false,
+        "start" => true,
+        other => return bad(format!("Unknown action {other:?}: use stop or start.")),
+    };
+    let clusters = fe.clusters.clone();
+    let hsm_id = fault.hsm_id.clone();
+    match web::block(move || clusters.set_hsm_running(&hsm_id, running)).await {
+        Ok(Ok(())) => {
+            let hsms: Vec<_> = fe
+                .clusters
+                .clusters()
+                .iter()
+                .flat_map(|c| c.hsms.clone())
+                .map(|h| json!({"hsmId": h.hsm_id, "state": h.state}))
+                .collect();
+            HttpResponse::Ok().json(json!({"hsms": hsms}))
+        }
+        Ok(Err(message)) => bad(message),
+        Err(e) => bad(format!("fault injection failed: {e}")),
+    }
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/health", web::get().to(health))
         .route("/clock", web::get().to(get_clock))
         .route("/clock", web::post().to(post_clock))
         .route("/audit", web::get().to(audit))
         .route("/metrics", web::get().to(metrics))
-        .route("/events", web::get().to(events));
+        .route("/events", web::get().to(events))
+        .route("/faults", web::post().to(fault));
 }
