@@ -111,6 +111,9 @@ pub struct KeyStoreActor {
     clusters: Arc<dyn ClusterDirectory>,
     sessions: Vec<Session>,
     next: usize,
+    /// While connected: the cluster and the kmsuser password, to log in again on HSMs that
+    /// restarted (the CloudHSM client reconnects by itself; the store stays CONNECTED).
+    login: Option<(String, SecretString)>,
 }
 
 impl Actor for KeyStoreActor {
@@ -214,12 +217,15 @@ impl Handler<Open> for KeyStoreActor {
 
     fn handle(&mut self, msg: Open, _: &mut Context<Self>) -> Self::Result {
         self.sessions.clear();
+        self.login = None;
+        let cluster_id = msg.cluster_id.clone();
         Box::pin(
             open_sessions(self.clusters.clone(), msg)
                 .into_actor(self)
                 .map(|r, act, _| {
                     r.map(|(sessions, password)| {
                         act.sessions = sessions;
+                        act.login = Some((cluster_id, SecretString::new(password.as_str())));
                         password
                     })
                 }),
@@ -228,26 +234,38 @@ impl Handler<Open> for KeyStoreActor {
 }
 
 impl Handler<Rotate> for KeyStoreActor {
-    type Result = ResponseFuture<Result<(), KmsError>>;
+    type Result = ResponseActFuture<Self, Result<(), KmsError>>;
 
     fn handle(&mut self, msg: Rotate, _: &mut Context<Self>) -> Self::Result {
         let first = self.sessions.first().cloned();
-        Box::pin(async move {
-            let session = first.ok_or_else(unreachable_cluster)?;
-            session
-                .client
-                .call(
-                    Request::ChangePassword {
-                        username: KMSUSER.into(),
-                        role: Role::CryptoUser,
-                        new_password: msg.0,
-                    },
-                    HSM_DEADLINE,
-                )
-                .await
-                .map(|_| ())
-                .map_err(hsm_error)
-        })
+        let new_password = msg.0.duplicate();
+        Box::pin(
+            async move {
+                let session = first.ok_or_else(unreachable_cluster)?;
+                session
+                    .client
+                    .call(
+                        Request::ChangePassword {
+                            username: KMSUSER.into(),
+                            role: Role::CryptoUser,
+                            new_password: msg.0,
+                        },
+                        HSM_DEADLINE,
+                    )
+                    .await
+                    .map(|_| ())
+                    .map_err(hsm_error)
+            }
+            .into_actor(self)
+            .map(move |r, act, _| {
+                if r.is_ok() {
+                    if let Some((_, password)) = act.login.as_mut() {
+                        *password = new_password;
+                    }
+                }
+                r
+            }),
+        )
     }
 }
 
@@ -256,6 +274,7 @@ impl Handler<Close> for KeyStoreActor {
 
     fn handle(&mut self, _: Close, _: &mut Context<Self>) -> Self::Result {
         let sessions = std::mem::take(&mut self.sessions);
+        self.login = None;
         Box::pin(async move {
             for s in sessions {
                 let _ = s.client.call(Request::Logout, HSM_DEADLINE).await;
@@ -272,8 +291,63 @@ impl Handler<SessionHsms> for KeyStoreActor {
     }
 }
 
+/// Tries a request on each session in turn; the first answer wins, a refusal ends the round.
+async fn try_sessions(
+    order: &[Session],
+    make: &MakeRequest,
+) -> Result<(String, Response), (bool, KmsError)> {
+    let mut last = unreachable_cluster();
+    for session in order {
+        match session.client.call(make(), HSM_DEADLINE).await {
+            Ok(r) => return Ok((session.hsm_id.clone(), r)),
+            Err(e) if retryable(&e) => {
+                tracing::warn!(hsm_id = %session.hsm_id, error = %e, "HSM unreachable; trying the next");
+                last = hsm_error(e);
+            }
+            Err(e) => return Err((false, hsm_error(e))),
+        }
+    }
+    Err((true, last))
+}
+
+/// Logs in again on every active HSM that answers (after HSMs restarted).
+async fn relogin(
+    clusters: Arc<dyn ClusterDirectory>,
+    cluster_id: &str,
+    password: &SecretString,
+) -> Vec<Session> {
+    let (Some(cluster), Some(tls)) = (
+        clusters.cluster(cluster_id),
+        clusters.client_tls(cluster_id),
+    ) else {
+        return vec![];
+    };
+    let mut sessions = Vec::new();
+    for hsm in cluster.active_hsms() {
+        let attempt = async {
+            let client = NodeClient::connect(&hsm.address, tls.clone(), HSM_DEADLINE).await?;
+            login(&client, password).await?;
+            Ok::<_, ClientError>(client)
+        };
+        match attempt.await {
+            Ok(client) => sessions.push(Session {
+                hsm_id: hsm.hsm_id.clone(),
+                client: Arc::new(client),
+            }),
+            Err(e) => {
+                tracing::warn!(hsm_id = %hsm.hsm_id, error = %e, "cannot log in to the HSM again")
+            }
+        }
+    }
+    tracing::info!(
+        sessions = sessions.len(),
+        "logged in to the cluster's HSMs again"
+    );
+    sessions
+}
+
 impl Handler<Run> for KeyStoreActor {
-    type Result = ResponseFuture<Result<(String, Response), KmsError>>;
+    type Result = ResponseActFuture<Self, Result<(String, Response), KmsError>>;
 
     fn handle(&mut self, msg: Run, _: &mut Context<Self>) -> Self::Result {
         // Spread calls over the HSMs, as the CloudHSM client load-balances.
@@ -282,22 +356,40 @@ impl Handler<Run> for KeyStoreActor {
             self.next = (self.next + 1) % order.len();
             order.rotate_left(self.next);
         }
-        Box::pin(async move {
-            let make = msg.0;
-            let mut last = unreachable_cluster();
-            for session in order {
-                let attempt = make();
-                match session.client.call(attempt, HSM_DEADLINE).await {
-                    Ok(r) => return Ok((session.hsm_id, r)),
-                    Err(e) if retryable(&e) => {
-                        tracing::warn!(hsm_id = %session.hsm_id, error = %e, "HSM unreachable; trying the next");
-                        last = hsm_error(e);
-                    }
-                    Err(e) => return Err(hsm_error(e)),
+        let login = self
+            .login
+            .as_ref()
+            .map(|(cluster, password)| (cluster.clone(), password.duplicate()));
+        let clusters = self.clusters.clone();
+        Box::pin(
+            async move {
+                let make = msg.0;
+                match try_sessions(&order, &make).await {
+                    Ok(answer) => (Ok(answer), None),
+                    // Every session is gone: the HSMs may have restarted. Log in again once.
+                    Err((true, e)) => match login {
+                        Some((cluster_id, password)) => {
+                            let fresh = relogin(clusters, &cluster_id, &password).await;
+                            if fresh.is_empty() {
+                                return (Err(e), None);
+                            }
+                            let answer = try_sessions(&fresh, &make).await.map_err(|(_, e)| e);
+                            (answer, Some(fresh))
+                        }
+                        None => (Err(e), None),
+                    },
+                    Err((false, e)) => (Err(e), None),
                 }
             }
-            Err(last)
-        })
+            .into_actor(self)
+            .map(|(answer, fresh), act, _| {
+                // Only while still connected: a Close meanwhile cleared the login.
+                if let (Some(fresh), true) = (fresh, act.login.is_some()) {
+                    act.sessions = fresh;
+                }
+                answer
+            }),
+        )
     }
 }
 
@@ -331,6 +423,7 @@ impl HsmGateway {
                     clusters: self.clusters.clone(),
                     sessions: Vec::new(),
                     next: 0,
+                    login: None,
                 }
                 .start()
             })
