@@ -8,6 +8,7 @@
 //! - [`secret`]: types that hold secrets (key material, passwords) and never reveal them.
 //! - [`aead`]: AES-256-GCM sealing, and wrapping of key material under a wrapping key.
 //! - [`wire`]: the node protocol: versioned envelopes, requests, responses, object records.
+//! - [`group_commit`]: the storage thread that makes batches of writes durable with one fsync.
 //! - [`frame`]: length-delimited framing with a size limit, and postcard encoding of envelopes.
 //! - [`tls`]: the cluster's certificate authority and the mutual-TLS configurations of nodes
 //!   and clients.
@@ -18,6 +19,7 @@ pub mod aead;
 pub mod client;
 pub mod clock;
 pub mod frame;
+pub mod group_commit;
 pub mod ids;
 pub mod keyfile;
 pub mod secret;

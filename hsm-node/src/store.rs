@@ -8,20 +8,15 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use hsmkms_common::aead::Sealer;
+use hsmkms_common::group_commit::Committer;
 use hsmkms_common::wire::Object;
 use redb::{Database, ReadableTable, TableDefinition};
 use thiserror::Error;
-use tokio::sync::{mpsc, oneshot};
 
 use crate::core::Stored;
 use crate::material::{self, Place};
 
 const OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("objects");
-
-/// Commits waiting for the storage thread before `commit` callers wait for room.
-pub const MAX_QUEUED_COMMITS: usize = 4_096;
-/// Most commits folded into one transaction.
-pub const MAX_BATCH: usize = 1_024;
 
 /// Why the store failed. Storage failures are fatal to the call that met them.
 #[derive(Debug, Error, Clone)]
@@ -55,15 +50,10 @@ from_redb!(
     redb::CommitError
 );
 
-struct Job {
-    objects: Vec<Stored>,
-    done: oneshot::Sender<Result<(), StoreError>>,
-}
-
 /// A handle to the storage thread; cheap to clone. The thread stops when the last handle goes.
 #[derive(Clone)]
 pub struct Store {
-    tx: mpsc::Sender<Job>,
+    committer: Committer<Vec<Stored>, StoreError>,
 }
 
 impl std::fmt::Debug for Store {
@@ -103,13 +93,16 @@ impl Store {
                 loaded.push(stored);
             }
         }
-        let (tx, rx) = mpsc::channel::<Job>(MAX_QUEUED_COMMITS);
         let cluster_id = cluster_id.to_string();
-        let thread = std::thread::Builder::new()
-            .name("hsm-store".into())
-            .spawn(move || run(db, rx, storage_key, cluster_id))
-            .map_err(|e| StoreError::Storage(e.to_string()))?;
-        Ok((Store { tx }, loaded, thread))
+        let (committer, thread) = Committer::spawn("hsm-store", move |batch: &[Vec<Stored>]| {
+            let result = write_batch(&db, batch, &storage_key, &cluster_id);
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "durable commit failed");
+            }
+            result
+        })
+        .map_err(|e| StoreError::Storage(e.to_string()))?;
+        Ok((Store { committer }, loaded, thread))
     }
 
     /// Makes `objects` durable; resolves once they are on disk (fsync'd). The future does not
@@ -118,49 +111,27 @@ impl Store {
         &self,
         objects: Vec<Stored>,
     ) -> impl std::future::Future<Output = Result<(), StoreError>> + 'static {
-        let tx = self.tx.clone();
+        let commit =
+            (!objects.is_empty()).then(|| self.committer.commit(objects, StoreError::Stopped));
         async move {
-            if objects.is_empty() {
-                return Ok(());
+            match commit {
+                Some(commit) => commit.await,
+                None => Ok(()),
             }
-            let (done, wait) = oneshot::channel();
-            tx.send(Job { objects, done })
-                .await
-                .map_err(|_| StoreError::Stopped)?;
-            wait.await.map_err(|_| StoreError::Stopped)?
-        }
-    }
-}
-
-fn run(db: Database, mut rx: mpsc::Receiver<Job>, storage_key: Arc<Sealer>, cluster_id: String) {
-    while let Some(first) = rx.blocking_recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        let result = write_batch(&db, &batch, &storage_key, &cluster_id);
-        if let Err(e) = &result {
-            tracing::error!(error = %e, "durable commit failed");
-        }
-        for job in batch {
-            let _ = job.done.send(result.clone());
         }
     }
 }
 
 fn write_batch(
     db: &Database,
-    batch: &[Job],
+    batch: &[Vec<Stored>],
     storage_key: &Sealer,
     cluster_id: &str,
 ) -> Result<(), StoreError> {
     let txn = db.begin_write()?;
     {
         let mut table = txn.open_table(OBJECTS)?;
-        for stored in batch.iter().flat_map(|job| job.objects.iter()) {
+        for stored in batch.iter().flatten() {
             let key =
                 postcard::to_stdvec(&stored.id).map_err(|e| StoreError::Storage(e.to_string()))?;
             let object = material::wrap(stored, storage_key, Place::Disk, cluster_id);

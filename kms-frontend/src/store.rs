@@ -6,11 +6,11 @@
 use std::path::Path;
 use std::thread::JoinHandle;
 
+use hsmkms_common::group_commit::Committer;
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use thiserror::Error;
-use tokio::sync::{mpsc, oneshot};
 
 /// The tables of the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,16 +94,6 @@ from_redb!(
     redb::CommitError
 );
 
-/// Commits waiting for the storage thread before callers wait for room.
-const MAX_QUEUED: usize = 4_096;
-/// Most commits folded into one transaction.
-const MAX_BATCH: usize = 1_024;
-
-struct Job {
-    writes: Vec<Write>,
-    done: oneshot::Sender<Result<(), StoreError>>,
-}
-
 /// Everything in the store at start, table by table.
 #[derive(Debug, Default)]
 pub struct Loaded {
@@ -116,7 +106,7 @@ pub struct Loaded {
 /// A handle to the storage thread; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    tx: mpsc::Sender<Job>,
+    committer: Committer<Vec<Write>, StoreError>,
 }
 
 impl std::fmt::Debug for Store {
@@ -157,12 +147,15 @@ impl Store {
                 }
             }
         }
-        let (tx, rx) = mpsc::channel(MAX_QUEUED);
-        let thread = std::thread::Builder::new()
-            .name("kms-store".into())
-            .spawn(move || run(db, rx))
-            .map_err(|e| StoreError::Storage(e.to_string()))?;
-        Ok((Store { tx }, loaded, thread))
+        let (committer, thread) = Committer::spawn("kms-store", move |batch: &[Vec<Write>]| {
+            let result = write_batch(&db, batch);
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "durable commit failed");
+            }
+            result
+        })
+        .map_err(|e| StoreError::Storage(e.to_string()))?;
+        Ok((Store { committer }, loaded, thread))
     }
 
     /// Makes `writes` durable, in one transaction with whatever else is waiting.
@@ -170,42 +163,20 @@ impl Store {
         &self,
         writes: Vec<Write>,
     ) -> impl std::future::Future<Output = Result<(), StoreError>> + 'static {
-        let tx = self.tx.clone();
+        let commit =
+            (!writes.is_empty()).then(|| self.committer.commit(writes, StoreError::Stopped));
         async move {
-            if writes.is_empty() {
-                return Ok(());
+            match commit {
+                Some(commit) => commit.await,
+                None => Ok(()),
             }
-            let (done, wait) = oneshot::channel();
-            tx.send(Job { writes, done })
-                .await
-                .map_err(|_| StoreError::Stopped)?;
-            wait.await.map_err(|_| StoreError::Stopped)?
         }
     }
 }
 
-fn run(db: Database, mut rx: mpsc::Receiver<Job>) {
-    while let Some(first) = rx.blocking_recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        let result = write_batch(&db, &batch);
-        if let Err(e) = &result {
-            tracing::error!(error = %e, "durable commit failed");
-        }
-        for job in batch {
-            let _ = job.done.send(result.clone());
-        }
-    }
-}
-
-fn write_batch(db: &Database, batch: &[Job]) -> Result<(), StoreError> {
+fn write_batch(db: &Database, batch: &[Vec<Write>]) -> Result<(), StoreError> {
     let txn = db.begin_write()?;
-    for write in batch.iter().flat_map(|j| j.writes.iter()) {
+    for write in batch.iter().flatten() {
         match write {
             Write::Put { table, key, value } => {
                 txn.open_table(table.definition())?
