@@ -1,0 +1,240 @@
+//! Whatever a client sends, the KMS endpoint answers with an AWS-shaped JSON error (`__type`,
+//! `message`, status 400), never a panic, an HTML page or a dropped connection, and changes
+//! nothing. Raw HTTP here, since an SDK would refuse to send most of this.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod kms_common;
+
+use kms_common::*;
+use serde_json::Value;
+
+/// Sends a raw request; returns the status and the parsed JSON body (panics if not JSON).
+fn send(port: u16, method: &str, path: &str, target: Option<&str>, body: &[u8]) -> (u16, Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let mut response = match method {
+        "GET" => agent.get(&url).call().unwrap(),
+        _ => {
+            let mut request = agent
+                .post(&url)
+                .header("content-type", "application/x-amz-json-1.1");
+            if let Some(t) = target {
+                request = request.header("x-amz-target", t);
+            }
+            request.send(body).unwrap()
+        }
+    };
+    let status = response.status().as_u16();
+    let text = response
+        .body_mut()
+        .with_config()
+        .limit(10_000_000)
+        .read_to_string()
+        .unwrap();
+    let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+    (status, json)
+}
+
+fn assert_aws_error(answer: (u16, Value), status: u16, error_type: &str) {
+    let (got_status, body) = answer;
+    assert_eq!(got_status, status, "{body}");
+    assert_eq!(body["__type"], error_type, "{body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+}
+
+#[test]
+fn malformed_requests_get_aws_shaped_errors_and_change_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(&tmp.path().join("data"), free_port());
+    let port = emu.port;
+    let kms = |op: &str, body: &str| {
+        send(
+            port,
+            "POST",
+            "/",
+            Some(&format!("TrentService.{op}")),
+            body.as_bytes(),
+        )
+    };
+
+    // A key to aim at.
+    let (status, created) = kms("CreateKey", "{}");
+    assert_eq!(status, 200);
+    let key_id = created["KeyMetadata"]["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Unknown operations, services and paths.
+    assert_aws_error(
+        kms("DoSomethingElse", "{}"),
+        400,
+        "UnknownOperationException",
+    );
+    assert_aws_error(
+        send(port, "POST", "/", None, b"{}"),
+        400,
+        "UnknownOperationException",
+    );
+    assert_aws_error(
+        send(port, "POST", "/", Some("NoSuchService.Op"), b"{}"),
+        400,
+        "UnknownOperationException",
+    );
+    assert_aws_error(
+        send(port, "GET", "/", None, b""),
+        400,
+        "UnknownOperationException",
+    );
+    assert_aws_error(
+        send(port, "GET", "/index.html", None, b""),
+        400,
+        "UnknownOperationException",
+    );
+
+    // Bodies that are not JSON, not an object, or of the wrong member types.
+    assert_aws_error(
+        kms("Encrypt", "not json at all"),
+        400,
+        "SerializationException",
+    );
+    assert_aws_error(kms("Encrypt", "[1,2,3]"), 400, "SerializationException");
+    assert_aws_error(
+        kms("Encrypt", r#"{"KeyId": 5, "Plaintext": "aGk="}"#),
+        400,
+        "SerializationException",
+    );
+    assert_aws_error(
+        kms("CreateKey", r#"{"Tags": "oops"}"#),
+        400,
+        "SerializationException",
+    );
+    assert_aws_error(
+        send(
+            port,
+            "POST",
+            "/",
+            Some("TrentService.Encrypt"),
+            &[0xff, 0xfe, 0x00, 0x81],
+        ),
+        400,
+        "SerializationException",
+    );
+
+    // Missing required members and out-of-range values: KMS's validation errors.
+    assert_aws_error(
+        kms("Encrypt", r#"{"Plaintext": "aGk="}"#),
+        400,
+        "ValidationException",
+    );
+    assert_aws_error(
+        kms("Encrypt", &format!(r#"{{"KeyId": "{key_id}"}}"#)),
+        400,
+        "ValidationException",
+    );
+    let big = "A".repeat(8192);
+    assert_aws_error(
+        kms(
+            "Encrypt",
+            &format!(r#"{{"KeyId": "{key_id}", "Plaintext": "{big}"}}"#),
+        ),
+        400,
+        "ValidationException",
+    );
+    assert_aws_error(
+        kms("GenerateRandom", r#"{"NumberOfBytes": 0}"#),
+        400,
+        "ValidationException",
+    );
+    assert_aws_error(
+        kms("ListKeys", r#"{"Limit": 100000}"#),
+        400,
+        "ValidationException",
+    );
+    assert_aws_error(
+        kms("CreateKey", r#"{"KeySpec": "AES-256"}"#),
+        400,
+        "ValidationException",
+    );
+
+    // Blobs that are not base64, and ciphertexts that are not ours.
+    assert_aws_error(
+        kms(
+            "Encrypt",
+            &format!(r#"{{"KeyId": "{key_id}", "Plaintext": "***"}}"#),
+        ),
+        400,
+        "SerializationException",
+    );
+    assert_aws_error(
+        kms("Decrypt", r#"{"CiphertextBlob": "aGVsbG8gd29ybGQ="}"#),
+        400,
+        "InvalidCiphertextException",
+    );
+
+    // Unknown and malformed key ids.
+    assert_aws_error(
+        kms("DescribeKey", r#"{"KeyId": "not-a-key"}"#),
+        400,
+        "NotFoundException",
+    );
+    assert_aws_error(
+        kms("DescribeKey", r#"{"KeyId": "arn:aws:s3:::bucket"}"#),
+        400,
+        "InvalidArnException",
+    );
+    assert_aws_error(
+        kms("DescribeKey", r#"{"KeyId": "alias/none"}"#),
+        400,
+        "NotFoundException",
+    );
+
+    // A body over the limit.
+    let huge = format!(r#"{{"Description": "{}"}}"#, "x".repeat(2 * 1024 * 1024));
+    assert_aws_error(kms("CreateKey", &huge), 400, "ValidationException");
+
+    // The control API answers bad input the same way.
+    assert_aws_error(
+        send(
+            port,
+            "POST",
+            "/_hsmkms/clock",
+            None,
+            b"{\"advanceSeconds\": -5}",
+        ),
+        400,
+        "ValidationException",
+    );
+    assert_aws_error(
+        send(port, "POST", "/_hsmkms/clock", None, b"garbage"),
+        400,
+        "ValidationException",
+    );
+    assert_aws_error(
+        send(
+            port,
+            "POST",
+            "/_hsmkms/faults",
+            None,
+            b"{\"hsmId\": \"hsm-none\", \"action\": \"stop\"}",
+        ),
+        400,
+        "ValidationException",
+    );
+
+    // Nothing changed: one key, still Enabled, and the clock did not move.
+    let (_, keys) = kms("ListKeys", "{}");
+    assert_eq!(keys["Keys"].as_array().unwrap().len(), 1);
+    let (_, described) = kms("DescribeKey", &format!(r#"{{"KeyId": "{key_id}"}}"#));
+    assert_eq!(described["KeyMetadata"]["KeyState"], "Enabled");
+    let (_, clock) = send(port, "GET", "/_hsmkms/clock", None, b"");
+    assert_eq!(clock["offsetSeconds"], 0);
+    emu.stop();
+}
