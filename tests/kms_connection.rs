@@ -56,14 +56,8 @@ async fn connect_fails_with(kms: &aws_sdk_kms::Client, store: &str, code: Connec
         .await
         .unwrap();
     wait_for_connection_state(kms, store, ConnectionStateType::Failed).await;
-    let described = kms
-        .describe_custom_key_stores()
-        .custom_key_store_id(store)
-        .send()
-        .await
-        .unwrap();
     assert_eq!(
-        described.custom_key_stores()[0].connection_error_code(),
+        describe_store(kms, store).await.connection_error_code(),
         Some(&code)
     );
 }

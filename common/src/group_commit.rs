@@ -12,18 +12,18 @@ pub const MAX_QUEUED: usize = 4_096;
 /// Most writes folded into one batch.
 pub const MAX_BATCH: usize = 1_024;
 
-struct Job<W, E> {
-    write: W,
+struct Job<T, E> {
+    write: Vec<T>,
     done: oneshot::Sender<Result<(), E>>,
 }
 
-/// The writers' side: cheap to clone. The storage thread ends once every handle is dropped,
-/// after its last batch.
-pub struct Committer<W, E> {
-    tx: mpsc::Sender<Job<W, E>>,
+/// The writers' side: cheap to clone. Each write is a list of items made durable together.
+/// The storage thread ends once every handle is dropped, after its last batch.
+pub struct Committer<T, E> {
+    tx: mpsc::Sender<Job<T, E>>,
 }
 
-impl<W, E> Clone for Committer<W, E> {
+impl<T, E> Clone for Committer<T, E> {
     fn clone(&self) -> Self {
         Self {
             tx: self.tx.clone(),
@@ -31,19 +31,21 @@ impl<W, E> Clone for Committer<W, E> {
     }
 }
 
-impl<W, E> std::fmt::Debug for Committer<W, E> {
+impl<T, E> std::fmt::Debug for Committer<T, E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Committer").finish_non_exhaustive()
     }
 }
 
-impl<W: Send + 'static, E: Clone + Send + 'static> Committer<W, E> {
-    /// Starts the storage thread; `write_batch` makes one batch durable.
+impl<T: Send + 'static, E: Clone + std::fmt::Display + Send + 'static> Committer<T, E> {
+    /// Starts the storage thread `name`; `write_batch` makes one batch durable. A failed batch
+    /// is logged here and answered to each of its writers.
     pub fn spawn(
         name: &str,
-        mut write_batch: impl FnMut(&[W]) -> Result<(), E> + Send + 'static,
+        mut write_batch: impl FnMut(&[Vec<T>]) -> Result<(), E> + Send + 'static,
     ) -> std::io::Result<(Self, std::thread::JoinHandle<()>)> {
-        let (tx, mut rx) = mpsc::channel::<Job<W, E>>(MAX_QUEUED);
+        let (tx, mut rx) = mpsc::channel::<Job<T, E>>(MAX_QUEUED);
+        let store = name.to_string();
         let thread = std::thread::Builder::new()
             .name(name.to_string())
             .spawn(move || {
@@ -55,9 +57,12 @@ impl<W: Send + 'static, E: Clone + Send + 'static> Committer<W, E> {
                             Err(_) => break,
                         }
                     }
-                    let (writes, waiting): (Vec<W>, Vec<_>) =
+                    let (writes, waiting): (Vec<Vec<T>>, Vec<_>) =
                         batch.into_iter().map(|j| (j.write, j.done)).unzip();
                     let result = write_batch(&writes);
+                    if let Err(e) = &result {
+                        tracing::error!(store = %store, error = %e, "durable commit failed");
+                    }
                     for done in waiting {
                         let _ = done.send(result.clone());
                     }
@@ -67,11 +72,18 @@ impl<W: Send + 'static, E: Clone + Send + 'static> Committer<W, E> {
     }
 
     /// Makes `write` durable with whatever else is waiting; resolves once it is on disk, or with
-    /// `stopped` if the storage thread is gone. The future does not borrow the committer, so it
-    /// can outlive the caller's borrow.
-    pub fn commit(&self, write: W, stopped: E) -> impl Future<Output = Result<(), E>> + 'static {
+    /// `stopped` if the storage thread is gone. An empty write is durable already. The future
+    /// does not borrow the committer, so it can outlive the caller's borrow.
+    pub fn commit(
+        &self,
+        write: Vec<T>,
+        stopped: E,
+    ) -> impl Future<Output = Result<(), E>> + 'static {
         let tx = self.tx.clone();
         async move {
+            if write.is_empty() {
+                return Ok(());
+            }
             let (done, wait) = oneshot::channel();
             if tx.send(Job { write, done }).await.is_err() {
                 return Err(stopped);
@@ -93,7 +105,7 @@ mod tests {
         let (committer, thread) = Committer::<u32, String>::spawn("test-store", move |writes| {
             std::thread::sleep(std::time::Duration::from_millis(5));
             seen.lock().unwrap().push(writes.len());
-            if writes.contains(&13) {
+            if writes.iter().flatten().any(|w| *w == 13) {
                 Err("unlucky".into())
             } else {
                 Ok(())
@@ -104,7 +116,7 @@ mod tests {
             .build()
             .unwrap();
         let results = runtime.block_on(futures::future::join_all(
-            (0..100).map(|i| committer.commit(i, "stopped".into())),
+            (0..100).map(|i| committer.commit(vec![i], "stopped".into())),
         ));
         assert_eq!(
             results.iter().filter(|r| r.is_ok()).count()

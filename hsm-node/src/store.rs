@@ -53,7 +53,7 @@ from_redb!(
 /// A handle to the storage thread; cheap to clone. The thread stops when the last handle goes.
 #[derive(Clone)]
 pub struct Store {
-    committer: Committer<Vec<Stored>, StoreError>,
+    committer: Committer<Stored, StoreError>,
 }
 
 impl std::fmt::Debug for Store {
@@ -95,11 +95,7 @@ impl Store {
         }
         let cluster_id = cluster_id.to_string();
         let (committer, thread) = Committer::spawn("hsm-store", move |batch: &[Vec<Stored>]| {
-            let result = write_batch(&db, batch, &storage_key, &cluster_id);
-            if let Err(e) = &result {
-                tracing::error!(error = %e, "durable commit failed");
-            }
-            result
+            write_batch(&db, batch, &storage_key, &cluster_id)
         })
         .map_err(|e| StoreError::Storage(e.to_string()))?;
         Ok((Store { committer }, loaded, thread))
@@ -111,14 +107,7 @@ impl Store {
         &self,
         objects: Vec<Stored>,
     ) -> impl std::future::Future<Output = Result<(), StoreError>> + 'static {
-        let commit =
-            (!objects.is_empty()).then(|| self.committer.commit(objects, StoreError::Stopped));
-        async move {
-            match commit {
-                Some(commit) => commit.await,
-                None => Ok(()),
-            }
-        }
+        self.committer.commit(objects, StoreError::Stopped)
     }
 }
 

@@ -106,7 +106,7 @@ pub struct Loaded {
 /// A handle to the storage thread; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    committer: Committer<Vec<Write>, StoreError>,
+    committer: Committer<Write, StoreError>,
 }
 
 impl std::fmt::Debug for Store {
@@ -148,11 +148,7 @@ impl Store {
             }
         }
         let (committer, thread) = Committer::spawn("kms-store", move |batch: &[Vec<Write>]| {
-            let result = write_batch(&db, batch);
-            if let Err(e) = &result {
-                tracing::error!(error = %e, "durable commit failed");
-            }
-            result
+            write_batch(&db, batch)
         })
         .map_err(|e| StoreError::Storage(e.to_string()))?;
         Ok((Store { committer }, loaded, thread))
@@ -163,14 +159,7 @@ impl Store {
         &self,
         writes: Vec<Write>,
     ) -> impl std::future::Future<Output = Result<(), StoreError>> + 'static {
-        let commit =
-            (!writes.is_empty()).then(|| self.committer.commit(writes, StoreError::Stopped));
-        async move {
-            match commit {
-                Some(commit) => commit.await,
-                None => Ok(()),
-            }
-        }
+        self.committer.commit(writes, StoreError::Stopped)
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_kms::config::timeout::TimeoutConfig;
 use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_kms::error::ProvideErrorMetadata;
-use aws_sdk_kms::types::{ConnectionStateType, KeyMetadata, OriginType};
+use aws_sdk_kms::types::{ConnectionStateType, CustomKeyStoresListEntry, KeyMetadata, OriginType};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -349,15 +349,21 @@ pub fn wait_until<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Opt
     }
 }
 
-/// A store's connection state, as DescribeCustomKeyStores shows it.
-pub async fn connection_state(kms: &aws_sdk_kms::Client, store: &str) -> ConnectionStateType {
+/// A store as DescribeCustomKeyStores shows it.
+pub async fn describe_store(kms: &aws_sdk_kms::Client, store: &str) -> CustomKeyStoresListEntry {
     let described = kms
         .describe_custom_key_stores()
         .custom_key_store_id(store)
         .send()
         .await
         .unwrap();
-    described.custom_key_stores()[0]
+    described.custom_key_stores()[0].clone()
+}
+
+/// A store's connection state, as DescribeCustomKeyStores shows it.
+pub async fn connection_state(kms: &aws_sdk_kms::Client, store: &str) -> ConnectionStateType {
+    describe_store(kms, store)
+        .await
         .connection_state()
         .unwrap()
         .clone()
@@ -371,13 +377,7 @@ pub async fn wait_for_connection_state(
 ) {
     let start = Instant::now();
     loop {
-        let described = kms
-            .describe_custom_key_stores()
-            .custom_key_store_id(store)
-            .send()
-            .await
-            .unwrap();
-        let entry = &described.custom_key_stores()[0];
+        let entry = describe_store(kms, store).await;
         if entry.connection_state() == Some(&want) {
             return;
         }
