@@ -7,6 +7,7 @@
 //! <data-dir>/cluster/sync.key   the key that wraps material between HSMs  (mode 0600)
 //! <data-dir>/cluster/client.*   the client identity of the frontend and the CLI
 //! <data-dir>/hsms/<hsm-id>/     one node directory per HSM
+//! <data-dir>/clusters/<id>/     every later cluster (CreateCluster), laid out the same way
 //! ```
 
 use std::fs;
@@ -31,6 +32,8 @@ const CA_KEY_FILE: &str = "cluster/ca.key";
 const SYNC_KEY_FILE: &str = "cluster/sync.key";
 const CLIENT_CERT_FILE: &str = "cluster/client.crt";
 const CLIENT_KEY_FILE: &str = "cluster/client.key";
+/// Where clusters after the first live, one directory each.
+pub const CLUSTERS_DIR: &str = "clusters";
 
 /// One HSM of the cluster, as the launcher records it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,7 +150,7 @@ impl ClusterDir {
         }
         // Leftovers of a creation that was interrupted before `cluster.json` was written: no
         // HSM ever served from them, so nothing acknowledged is lost by starting afresh.
-        for leftover in ["cluster", "hsms"] {
+        for leftover in ["cluster", "hsms", CLUSTERS_DIR] {
             let path = root.join(leftover);
             if path.exists() {
                 tracing::warn!(path = %path.display(), "removing an unfinished cluster");
@@ -274,6 +277,164 @@ impl ClusterDir {
         Ok(tls::client_config(&self.trust_anchor()?, &identity)?)
     }
 
+    /// The cluster's CA, to issue certificates with.
+    pub fn ca(&self) -> Result<ClusterCa> {
+        Ok(ClusterCa {
+            identity: Identity {
+                cert_pem: self.trust_anchor()?,
+                key_pem: keyfile::read_secret_text(&self.root.join(CA_KEY_FILE))?,
+            },
+        })
+    }
+
+    /// The cluster's synchronisation key.
+    pub fn sync_key(&self) -> Result<KeyMaterial> {
+        Ok(keyfile::read_key(&self.root.join(SYNC_KEY_FILE))?)
+    }
+
+    /// A node number no HSM of the cluster has, above `at_least`.
+    fn next_node_number(&self, at_least: u32) -> u32 {
+        self.info
+            .hsms
+            .iter()
+            .map(|h| h.node_number)
+            .max()
+            .unwrap_or(0)
+            .max(at_least)
+            + 1
+    }
+
+    /// Provisions a node directory for a new HSM of the cluster service (CreateHsm) in
+    /// `hsms/<hsm-id>`, starting from `seeds` and joining the cluster's other HSMs, and
+    /// records it. `min_node_number` keeps its handles clear of those in the seeds.
+    pub async fn provision_hsm(
+        &mut self,
+        hsm_id: &str,
+        availability_zone: &str,
+        host: &str,
+        seeds: Vec<Stored>,
+        min_node_number: u32,
+    ) -> Result<HsmEntry> {
+        let address = format!("{host}:{}", free_port(host)?);
+        let entry = HsmEntry {
+            hsm_id: hsm_id.to_string(),
+            availability_zone: availability_zone.to_string(),
+            address: address.clone(),
+            node_number: self.next_node_number(min_node_number),
+            dir: PathBuf::from("hsms").join(hsm_id),
+            external: false,
+        };
+        let config = NodeConfig {
+            cluster_id: self.info.cluster_id.clone(),
+            hsm_id: hsm_id.to_string(),
+            availability_zone: availability_zone.to_string(),
+            listen: address.clone(),
+            advertise: address,
+            node_number: entry.node_number,
+            join: self.info.hsms.iter().map(|h| h.address.clone()).collect(),
+        };
+        let dir = self.node_dir(&entry);
+        if dir.exists() {
+            // Leftovers of a provisioning that was interrupted: nothing ever served from them.
+            fs::remove_dir_all(&dir)?;
+        }
+        node_config::provision(&dir, &config, &self.ca()?, &self.sync_key()?, seeds).await?;
+        self.info.hsms.push(entry.clone());
+        self.save()?;
+        Ok(entry)
+    }
+
+    /// Forgets an HSM (DeleteHsm) and deletes its node directory.
+    pub fn remove_hsm(&mut self, hsm_id: &str) -> Result<()> {
+        let Some(pos) = self.info.hsms.iter().position(|h| h.hsm_id == hsm_id) else {
+            return Ok(());
+        };
+        let entry = self.info.hsms.remove(pos);
+        self.save()?;
+        let dir = self.node_dir(&entry);
+        if !entry.external && dir.exists() {
+            fs::remove_dir_all(&dir)?;
+        }
+        Ok(())
+    }
+
+    /// Creates a cluster for the CloudHSM service (CreateCluster) in `root`, without HSMs: its
+    /// own CA and synchronisation key, or, restored from a backup of `like`, that cluster's.
+    pub fn create_for_service(
+        root: &Path,
+        cluster_id: &str,
+        like: Option<&ClusterDir>,
+        region: &str,
+        account_id: &str,
+        clock: &dyn Clock,
+    ) -> Result<Self> {
+        if root.exists() {
+            fs::remove_dir_all(root)?;
+        }
+        fs::create_dir_all(root.join("cluster"))?;
+        let (ca, sync_key) = match like {
+            Some(other) => (other.ca()?, other.sync_key()?),
+            None => (ClusterCa::generate(cluster_id)?, KeyMaterial::generate()),
+        };
+        fs::write(root.join(TRUST_ANCHOR_FILE), &ca.identity.cert_pem)?;
+        keyfile::write_secret(
+            &root.join(CA_KEY_FILE),
+            ca.identity.key_pem.expose().as_bytes(),
+        )?;
+        keyfile::write_secret(&root.join(SYNC_KEY_FILE), sync_key.expose())?;
+        let client = ca.issue(CertKind::Client, "hsmkms-client")?;
+        fs::write(root.join(CLIENT_CERT_FILE), &client.cert_pem)?;
+        keyfile::write_secret(
+            &root.join(CLIENT_KEY_FILE),
+            client.key_pem.expose().as_bytes(),
+        )?;
+        let dir = Self {
+            root: root.to_path_buf(),
+            info: ClusterInfo {
+                cluster_id: cluster_id.to_string(),
+                region: region.to_string(),
+                account_id: account_id.to_string(),
+                state: "UNINITIALIZED".into(),
+                created_at_millis: clock.now_millis(),
+                hsms: vec![],
+            },
+        };
+        dir.save()?;
+        Ok(dir)
+    }
+
+    /// Every cluster in a data directory: the first one at its root, later ones under
+    /// `clusters/`.
+    pub fn discover(data_dir: &Path) -> Result<Vec<Self>> {
+        let mut found = Vec::new();
+        if data_dir.join(CLUSTER_FILE).exists() {
+            found.push(Self::open(data_dir)?);
+        }
+        let more = data_dir.join(CLUSTERS_DIR);
+        if more.is_dir() {
+            let mut dirs: Vec<PathBuf> = fs::read_dir(&more)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.join(CLUSTER_FILE).exists())
+                .collect();
+            dirs.sort();
+            for dir in dirs {
+                found.push(Self::open(&dir)?);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Opens one cluster of a data directory by id, or the first one.
+    pub fn open_in(data_dir: &Path, cluster_id: Option<&str>) -> Result<Self> {
+        let Some(id) = cluster_id else {
+            return Self::open(data_dir);
+        };
+        Self::discover(data_dir)?
+            .into_iter()
+            .find(|c| c.info.cluster_id == id)
+            .ok_or_else(|| anyhow::anyhow!("no cluster {id} in {}", data_dir.display()))
+    }
+
     /// Provisions a node directory for a new HSM that joins the running cluster by address
     /// (on this host or another), and records it.
     pub async fn add_hsm(
@@ -286,23 +447,11 @@ impl ClusterDir {
         if out.join(node_config::CONFIG_FILE).exists() {
             bail!("{} already holds a node", out.display());
         }
-        let ca = ClusterCa {
-            identity: Identity {
-                cert_pem: self.trust_anchor()?,
-                key_pem: keyfile::read_secret_text(&self.root.join(CA_KEY_FILE))?,
-            },
-        };
-        let sync_key = keyfile::read_key(&self.root.join(SYNC_KEY_FILE))?;
+        let ca = self.ca()?;
+        let sync_key = self.sync_key()?;
         let hsm_id = ids::new_hsm_id(&mut rand::thread_rng());
         let advertise = advertise.unwrap_or(listen).to_string();
-        let node_number = self
-            .info
-            .hsms
-            .iter()
-            .map(|h| h.node_number)
-            .max()
-            .unwrap_or(0)
-            + 1;
+        let node_number = self.next_node_number(0);
         let config = NodeConfig {
             cluster_id: self.info.cluster_id.clone(),
             hsm_id: hsm_id.clone(),

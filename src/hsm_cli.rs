@@ -28,6 +28,9 @@ pub struct CliArgs {
     /// The emulator's data directory (for the cluster's addresses and client certificate).
     #[arg(long, env = "HSMKMS_DATA_DIR", default_value = "./hsmkms-data")]
     pub data_dir: PathBuf,
+    /// The cluster to talk to (default: the first cluster of the data directory).
+    #[arg(long, env = "HSMKMS_CLUSTER_ID")]
+    pub cluster_id: Option<String>,
     /// Address (`host:port`) of the HSM to talk to.
     #[arg(long, conflicts_with = "hsm")]
     pub node: Option<String>,
@@ -137,6 +140,12 @@ pub enum KeyCommand {
 pub enum ClusterCommand {
     /// The cluster's members and this HSM's links to them.
     Status,
+    /// Activate a new, initialized cluster: set the admin's password (the unactivated admin's
+    /// is `password`). The CloudHSM service then turns the cluster ACTIVE.
+    Activate {
+        #[arg(long)]
+        password: String,
+    },
 }
 
 /// One line of interactive mode.
@@ -317,6 +326,30 @@ async fn execute(client: &NodeClient, command: Command, as_json: bool) -> Result
                 other => bail!("unexpected answer: {other:?}"),
             }
         }
+        Command::Cluster(ClusterCommand::Activate { password }) => {
+            let login = call(Request::Login {
+                username: "admin".into(),
+                role: Role::CryptoOfficer,
+                password: SecretString::new(
+                    crate::provisioner::UNACTIVATED_ADMIN_PASSWORD.to_string(),
+                ),
+            })
+            .await;
+            if login.is_err() {
+                bail!("the cluster is activated already (the admin's password is set)");
+            }
+            call(Request::ChangePassword {
+                username: "admin".into(),
+                role: Role::CryptoOfficer,
+                new_password: SecretString::new(password),
+            })
+            .await?;
+            call(Request::Logout).await?;
+            (
+                "cluster activated: the admin's password is set".to_string(),
+                json!({"activated": true}),
+            )
+        }
         Command::Cluster(ClusterCommand::Status) => match call(Request::Status).await? {
             Response::Status(s) => {
                 let mut text = format!(
@@ -355,12 +388,13 @@ async fn execute(client: &NodeClient, command: Command, as_json: bool) -> Result
 
 /// Connects to the chosen HSM of the cluster in the data directory.
 async fn connect(args: &CliArgs) -> Result<NodeClient> {
-    let cluster = ClusterDir::open(&args.data_dir).with_context(|| {
-        format!(
-            "no hsmkms cluster in {} (start hsmkms first, or pass --data-dir)",
-            args.data_dir.display()
-        )
-    })?;
+    let cluster =
+        ClusterDir::open_in(&args.data_dir, args.cluster_id.as_deref()).with_context(|| {
+            format!(
+                "no hsmkms cluster in {} (start hsmkms first, or pass --data-dir)",
+                args.data_dir.display()
+            )
+        })?;
     let address = match (&args.node, &args.hsm) {
         (Some(address), _) => address.clone(),
         (None, Some(hsm)) => cluster

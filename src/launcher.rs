@@ -12,14 +12,14 @@ use actix::Actor;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use hsm_node::cli::{wait_for_termination, LogFormat};
-use hsm_node::{NodeHandle, NodeOptions};
 use hsmkms_common::client::NodeClient;
 use hsmkms_common::clock::{Clock, SystemClock};
 use hsmkms_common::secret::SecretString;
 use hsmkms_common::wire::{Request, Response};
 
 use crate::cluster::{ClusterDir, ClusterSpec};
-use crate::supervisor::{NodeProcess, Supervisor};
+use crate::provisioner::{LauncherProvisioner, Runner};
+use crate::supervisor::Supervisor;
 
 /// How long the cluster may take to serve before start-up fails.
 const READY_DEADLINE: Duration = Duration::from_secs(60);
@@ -66,11 +66,6 @@ pub struct RunArgs {
     pub log_format: LogFormat,
 }
 
-enum Nodes {
-    InProcess(crate::directory::InProcessNodes),
-    Processes(Supervisor),
-}
-
 /// Runs the emulator until a termination signal.
 pub async fn run(args: RunArgs) -> Result<()> {
     hsm_node::cli::init_logging(args.log_format);
@@ -106,46 +101,36 @@ pub async fn run(args: RunArgs) -> Result<()> {
         "cluster ACTIVE"
     );
 
-    let nodes = if args.hsm_processes {
+    let runner = if args.hsm_processes {
         let exe = std::env::current_exe().context("finding the hsmkms executable")?;
-        let processes = local
-            .iter()
-            .map(|h| NodeProcess {
-                hsm_id: h.hsm_id.clone(),
-                node_dir: cluster.node_dir(h),
-            })
-            .collect();
-        Nodes::Processes(Supervisor::start(exe, processes, args.log_format))
+        Runner::Processes(Supervisor::new(exe, args.log_format))
     } else {
-        let mut handles = std::collections::BTreeMap::new();
-        for h in &local {
-            let dir = cluster.node_dir(h);
-            let handle = NodeHandle::start(&dir, NodeOptions::default(), clock.clone())?;
-            handles.insert(h.hsm_id.clone(), (dir, Some(handle)));
+        Runner::InProcess(std::sync::Mutex::new(Default::default()))
+    };
+    let data_dir = args.data_dir.clone();
+    let provisioner = Arc::new(LauncherProvisioner::start(
+        &data_dir,
+        "127.0.0.1",
+        clock.clone(),
+        runner,
+    )?);
+
+    for dir in provisioner.cluster_dirs() {
+        if let Err(e) = wait_until_serving(&dir).await {
+            provisioner.shutdown().await;
+            return Err(e);
         }
-        let handles = Arc::new(std::sync::Mutex::new(handles));
-        Nodes::InProcess(handles)
-    };
-
-    let serving = wait_until_serving(&cluster).await;
-    if let Err(e) = serving {
-        stop(nodes).await;
-        return Err(e);
-    }
-    for h in &local {
-        tracing::info!(hsm_id = %h.hsm_id, availability_zone = %h.availability_zone, address = %h.address, "HSM ACTIVE");
+        for h in dir.info.hsms.iter().filter(|h| !h.external) {
+            tracing::info!(cluster_id = %dir.info.cluster_id, hsm_id = %h.hsm_id, availability_zone = %h.availability_zone, address = %h.address, "HSM ACTIVE");
+        }
     }
 
-    // The KMS frontend, in front of the cluster.
-    let in_process = match &nodes {
-        Nodes::InProcess(handles) => Some((handles.clone(), clock.clone())),
-        Nodes::Processes(_) => None,
-    };
-    let started = start_frontend(&args, &cluster, clock.clone(), in_process);
+    // The KMS frontend, in front of the clusters.
+    let started = start_frontend(&args, provisioner.clone(), clock.clone());
     let (frontend, server, store_thread) = match started {
         Ok(s) => s,
         Err(e) => {
-            stop(nodes).await;
+            provisioner.shutdown().await;
             return Err(e);
         }
     };
@@ -160,7 +145,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     // Every acknowledged change was fsync'd before it was acknowledged, so the frontend's store
     // needs no flushing; its thread ends with the process.
     drop((scheduler, frontend, store_thread));
-    stop(nodes).await;
+    provisioner.shutdown().await;
     Ok(())
 }
 
@@ -172,17 +157,14 @@ type StartedFrontend = (
 
 fn start_frontend(
     args: &RunArgs,
-    cluster: &ClusterDir,
+    provisioner: Arc<LauncherProvisioner>,
     clock: Arc<dyn Clock>,
-    in_process: Option<(crate::directory::InProcessNodes, Arc<dyn Clock>)>,
 ) -> Result<StartedFrontend> {
     let (frontend, store_thread) = kms_frontend::Frontend::open(kms_frontend::FrontendOptions {
         dir: args.data_dir.join("kms"),
         region: args.region.clone(),
         account_id: args.account_id.clone(),
-        clusters: Arc::new(crate::directory::LauncherClusters::new(
-            cluster, in_process,
-        )?),
+        provisioner,
         base_clock: clock,
     })?;
     let bind = std::net::SocketAddr::from(([127, 0, 0, 1], args.port));
@@ -191,23 +173,6 @@ fn start_frontend(
     let handle = server.handle();
     actix_rt::spawn(server);
     Ok((frontend, handle, store_thread))
-}
-
-async fn stop(nodes: Nodes) {
-    match nodes {
-        Nodes::InProcess(handles) => {
-            let _ = tokio::task::spawn_blocking(move || {
-                let mut handles = handles.lock().unwrap_or_else(|e| e.into_inner());
-                for (_, (_, handle)) in handles.iter_mut() {
-                    if let Some(h) = handle.take() {
-                        h.shutdown();
-                    }
-                }
-            })
-            .await;
-        }
-        Nodes::Processes(supervisor) => supervisor.shutdown().await,
-    }
 }
 
 /// Waits until every local HSM answers and is linked to every other local HSM.

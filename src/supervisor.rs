@@ -2,7 +2,9 @@
 //! own executable, `hsmkms hsm-node`). The supervisor restarts one that dies, with a capped
 //! backoff, and on shutdown sends each a SIGTERM and waits for it (SIGKILL after a deadline).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use hsm_node::cli::LogFormat;
@@ -28,33 +30,69 @@ pub struct NodeProcess {
     pub node_dir: PathBuf,
 }
 
-/// Runs and watches the HSM processes.
+/// Runs and watches the HSM processes; HSMs can be added and removed while it runs.
 #[derive(Debug)]
 pub struct Supervisor {
+    exe: PathBuf,
+    log_format: LogFormat,
+    /// The launcher's runtime, so that nodes can be added from any thread.
+    runtime: tokio::runtime::Handle,
+    nodes: Mutex<BTreeMap<String, Supervised>>,
+}
+
+#[derive(Debug)]
+struct Supervised {
     stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    task: JoinHandle<()>,
 }
 
 impl Supervisor {
-    /// Spawns every node with `exe hsm-node`, and keeps them running.
-    pub fn start(exe: PathBuf, nodes: Vec<NodeProcess>, log_format: LogFormat) -> Self {
+    /// A supervisor that spawns `exe hsm-node`; call from within the launcher's runtime.
+    pub fn new(exe: PathBuf, log_format: LogFormat) -> Self {
+        Self {
+            exe,
+            log_format,
+            runtime: tokio::runtime::Handle::current(),
+            nodes: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn nodes(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Supervised>> {
+        self.nodes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts a node and keeps it running.
+    pub fn add(&self, node: NodeProcess) {
         let (stop, stopping) = watch::channel(false);
-        let tasks = nodes
-            .into_iter()
-            .map(|node| {
-                let exe = exe.clone();
-                let stopping = stopping.clone();
-                actix_rt::spawn(supervise(exe, node, log_format, stopping))
-            })
-            .collect();
-        Self { stop, tasks }
+        let hsm_id = node.hsm_id.clone();
+        let task = self
+            .runtime
+            .spawn(supervise(self.exe.clone(), node, self.log_format, stopping));
+        self.nodes().insert(hsm_id, Supervised { stop, task });
+    }
+
+    /// Whether the node is supervised (started and not removed).
+    pub fn contains(&self, hsm_id: &str) -> bool {
+        self.nodes().contains_key(hsm_id)
+    }
+
+    /// Stops a node for good; blocks until its process has exited. Not from an async task.
+    pub fn remove_blocking(&self, hsm_id: &str) {
+        let removed = self.nodes().remove(hsm_id);
+        if let Some(node) = removed {
+            let _ = node.stop.send(true);
+            let _ = futures::executor::block_on(node.task);
+        }
     }
 
     /// Stops every node and waits for them.
-    pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        for task in self.tasks {
-            let _ = task.await;
+    pub async fn shutdown(&self) {
+        let nodes: Vec<Supervised> = std::mem::take(&mut *self.nodes()).into_values().collect();
+        for node in &nodes {
+            let _ = node.stop.send(true);
+        }
+        for node in nodes {
+            let _ = node.task.await;
         }
     }
 }

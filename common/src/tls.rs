@@ -136,6 +136,49 @@ impl ClusterCa {
     }
 }
 
+/// A certificate signing request for a cluster, as an UNINITIALIZED CloudHSM cluster offers
+/// (`ClusterCsr`), to be signed by the customer's CA. Returns the CSR in PEM.
+pub fn cluster_csr(cluster_id: &str, hsm_id: &str) -> Result<String, TlsError> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    let mut dn = DistinguishedName::new();
+    dn.push(
+        DnType::CommonName,
+        format!("HSM:{hsm_id}:PARTN:1, for FIPS mode"),
+    );
+    dn.push(DnType::OrganizationName, format!("hsmkms {cluster_id}"));
+    params.distinguished_name = dn;
+    let key = KeyPair::generate()?;
+    Ok(params.serialize_request(&key)?.pem()?)
+}
+
+/// Checks what InitializeCluster is given: `signed_pem` must be a certificate for the key of
+/// `csr_pem`, signed by the key of `anchor_pem`, itself a certificate.
+pub fn verify_signed_csr(csr_pem: &str, signed_pem: &str, anchor_pem: &str) -> Result<(), String> {
+    use x509_parser::prelude::*;
+    let der_of = |what: &str, pem: &str| -> Result<Vec<u8>, String> {
+        CertificateDer::from_pem_slice(pem.as_bytes())
+            .map(|d| d.to_vec())
+            .map_err(|_| format!("{what} is not a PEM certificate"))
+    };
+    let signed_der = der_of("SignedCert", signed_pem)?;
+    let anchor_der = der_of("TrustAnchor", anchor_pem)?;
+    let (_, signed) = X509Certificate::from_der(&signed_der)
+        .map_err(|e| format!("SignedCert is not a valid certificate: {e}"))?;
+    let (_, anchor) = X509Certificate::from_der(&anchor_der)
+        .map_err(|e| format!("TrustAnchor is not a valid certificate: {e}"))?;
+    signed
+        .verify_signature(Some(anchor.public_key()))
+        .map_err(|_| "SignedCert is not signed by the TrustAnchor".to_string())?;
+    let (_, csr_pem) = x509_parser::pem::parse_x509_pem(csr_pem.as_bytes())
+        .map_err(|e| format!("the cluster's CSR is unreadable: {e}"))?;
+    let (_, csr) = X509CertificationRequest::from_der(&csr_pem.contents)
+        .map_err(|e| format!("the cluster's CSR is unreadable: {e}"))?;
+    if csr.certification_request_info.subject_pki.raw != signed.public_key().raw {
+        return Err("SignedCert does not certify the key of the cluster's CSR".into());
+    }
+    Ok(())
+}
+
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -233,6 +276,33 @@ mod tests {
         assert!(
             matches!(node_server_name(), ServerName::DnsName(n) if n.as_ref() == NODE_SERVER_NAME)
         );
+        Ok(())
+    }
+
+    fn sign(csr: &str, ca: &ClusterCa) -> Result<String, TlsError> {
+        let ca_key = KeyPair::from_pem(ca.identity.key_pem.expose())?;
+        let ca_cert =
+            CertificateParams::from_ca_cert_pem(&ca.identity.cert_pem)?.self_signed(&ca_key)?;
+        let request = rcgen::CertificateSigningRequestParams::from_pem(csr)?;
+        Ok(request.signed_by(&ca_cert, &ca_key)?.pem())
+    }
+
+    #[test]
+    fn initialization_accepts_only_the_csr_signed_by_the_anchor() -> Result<(), TlsError> {
+        let customer = ClusterCa::generate("customer")?;
+        let stranger = ClusterCa::generate("stranger")?;
+        let csr = cluster_csr("cluster-abcdefghijk", "hsm-abcdefghijk")?;
+        let signed = sign(&csr, &customer)?;
+        let anchor = &customer.identity.cert_pem;
+        assert_eq!(verify_signed_csr(&csr, &signed, anchor), Ok(()));
+        // Signed by another CA than the anchor given.
+        let by_stranger = sign(&csr, &stranger)?;
+        assert!(verify_signed_csr(&csr, &by_stranger, anchor).is_err());
+        // A certificate for another key than the CSR's.
+        let other_csr = cluster_csr("cluster-abcdefghijk", "hsm-abcdefghijk")?;
+        let other = sign(&other_csr, &customer)?;
+        assert!(verify_signed_csr(&csr, &other, anchor).is_err());
+        assert!(verify_signed_csr(&csr, "not a certificate", anchor).is_err());
         Ok(())
     }
 

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::secret::{SecretBytes, SecretString};
 
 /// Bumped on any incompatible change; a peer speaking another version is refused.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Number of buckets the anti-entropy digest splits objects into.
 pub const DIGEST_BUCKETS: usize = 256;
@@ -265,9 +265,12 @@ pub enum Request {
     },
     Status,
 
-    /// A peer introduces itself; the answer is the responder's own member record.
+    /// A peer introduces itself; the answer is the responder's own member record. Nodes of
+    /// different clusters refuse each other here, even when their clusters share a CA (a
+    /// cluster restored from another's backup does).
     Hello {
         member: MemberRecord,
+        cluster_id: String,
     },
     /// A peer pushes objects (new keys, tombstones, user changes).
     Replicate {
@@ -283,6 +286,11 @@ pub enum Request {
     Fetch {
         ids: Vec<ObjectId>,
     },
+    /// The cluster service removes an HSM: its member record becomes a tombstone, which
+    /// replicates, so the others stop linking to it.
+    Forget {
+        hsm_id: String,
+    },
 }
 
 impl Request {
@@ -295,6 +303,7 @@ impl Request {
                 | Request::Digest
                 | Request::ListEntries { .. }
                 | Request::Fetch { .. }
+                | Request::Forget { .. }
         )
     }
 
@@ -320,6 +329,7 @@ impl Request {
             Request::Digest => "Digest",
             Request::ListEntries { .. } => "ListEntries",
             Request::Fetch { .. } => "Fetch",
+            Request::Forget { .. } => "Forget",
         }
     }
 }
@@ -350,6 +360,7 @@ pub enum Response {
     Status(NodeStatus),
     Hello {
         member: MemberRecord,
+        cluster_id: String,
     },
     Applied {
         count: u32,

@@ -225,6 +225,32 @@ impl NodeCore {
 
     // ---- membership -------------------------------------------------------------------
 
+    /// Removes a member (the cluster service deleted its HSM): its record becomes a tombstone.
+    /// Returns the tombstone to persist and replicate, or `None` if it was already gone.
+    pub fn forget_member(&mut self, hsm_id: &str) -> Result<Option<Stored>, WireError> {
+        if hsm_id == self.me.hsm_id {
+            return Err(err(
+                ErrorCode::InvalidRequest,
+                "a node cannot forget itself; ask another node of the cluster",
+            ));
+        }
+        let id = ObjectId::Member(hsm_id.to_string());
+        match self.objects.get(&id).map(|s| &s.entry) {
+            Some(Entry::Member(_)) => Ok(Some(self.change(id, Entry::Tombstone))),
+            _ => Ok(None),
+        }
+    }
+
+    /// Whether `hsm_id` was a member and has been removed.
+    pub fn is_forgotten(&self, hsm_id: &str) -> bool {
+        matches!(
+            self.objects
+                .get(&ObjectId::Member(hsm_id.to_string()))
+                .map(|s| &s.entry),
+            Some(Entry::Tombstone)
+        )
+    }
+
     /// Every current member of the cluster, this node included.
     pub fn members(&self) -> Vec<MemberRecord> {
         // Members sort first (`ObjectId`'s variant order), so this never walks the keys.

@@ -4,6 +4,7 @@
 //!
 //! # Layout
 //!
+//! - [`backup`]: cluster backups: reading every object of an HSM, sealing, restoring.
 //! - [`core`]: the sans-IO node core: objects, versions, digests, sessions, every decision.
 //! - [`material`]: wrapping objects for the wire (sync key) and for the disk (storage key).
 //! - [`password`]: argon2 password hashing.
@@ -15,6 +16,7 @@
 //! - [`handle`]: starting and stopping a node on a thread of its own.
 //! - [`cli`]: the `hsm-node` command.
 
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod connection;

@@ -161,6 +161,14 @@ impl NodeActor {
     /// are neither any more.
     fn sync_links(&mut self, ctx: &mut Context<Self>) {
         let me = self.core.me().clone();
+        // A removed HSM's address is no seed any more, even if it once said Hello.
+        let core = &self.core;
+        let linked = &self.linked;
+        self.seeds.retain(|address| {
+            !linked
+                .get(address)
+                .is_some_and(|hsm_id| core.is_forgotten(hsm_id))
+        });
         let mut wanted: HashSet<String> =
             self.core.members().into_iter().map(|m| m.address).collect();
         wanted.extend(self.seeds.iter().cloned());
@@ -179,6 +187,7 @@ impl NodeActor {
                     address.clone(),
                     ctx.address(),
                     me.clone(),
+                    self.core.cluster_id().to_string(),
                     self.tls.clone(),
                     self.options.clone(),
                 )
@@ -595,13 +604,23 @@ impl Handler<Call> for NodeActor {
             })),
             Request::GenerateRandom { length } => reply(random(core, conn, length)),
             Request::Status => reply(Ok(Response::Status(self.status()))),
-            Request::Hello { member } => {
+            Request::Hello { member, cluster_id } => {
                 let me = core.me().clone();
+                let ours = core.cluster_id().to_string();
+                if cluster_id != ours {
+                    return reply(Err(WireError::new(
+                        ErrorCode::InvalidRequest,
+                        format!("this node belongs to cluster {ours}, not {cluster_id}"),
+                    )));
+                }
                 if member.address != me.address && !self.links.contains_key(&member.address) {
                     self.seeds.insert(member.address);
                     self.sync_links(ctx);
                 }
-                reply(Ok(Response::Hello { member: me }))
+                reply(Ok(Response::Hello {
+                    member: me,
+                    cluster_id: ours,
+                }))
             }
             Request::Replicate { objects } => {
                 Box::pin(self.apply_objects(objects).map(|r, _, _| {
@@ -635,6 +654,11 @@ impl Handler<Call> for NodeActor {
                 let objects = core.get_objects(&ids);
                 reply(Ok(Response::Objects(self.wire(&objects))))
             }
+            Request::Forget { hsm_id } => match core.forget_member(&hsm_id) {
+                Ok(Some(tombstone)) => self.commit_then(vec![tombstone], Response::Ok),
+                Ok(None) => reply(Ok(Response::Ok)),
+                Err(e) => reply(Err(e)),
+            },
         }
     }
 }

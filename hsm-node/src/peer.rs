@@ -32,6 +32,7 @@ pub struct PeerLink {
     address: String,
     node: Addr<NodeActor>,
     me: MemberRecord,
+    cluster_id: String,
     tls: Arc<ClientConfig>,
     options: NodeOptions,
     client: Option<Arc<NodeClient>>,
@@ -53,6 +54,7 @@ impl PeerLink {
         address: String,
         node: Addr<NodeActor>,
         me: MemberRecord,
+        cluster_id: String,
         tls: Arc<ClientConfig>,
         options: NodeOptions,
     ) -> Self {
@@ -60,6 +62,7 @@ impl PeerLink {
             address,
             node,
             me,
+            cluster_id,
             tls,
             options,
             client: None,
@@ -88,11 +91,25 @@ impl PeerLink {
         let address = self.address.clone();
         let tls = self.tls.clone();
         let me = self.me.clone();
+        let cluster_id = self.cluster_id.clone();
         let deadline = self.options.call_deadline;
         let connect = async move {
             let client = NodeClient::connect(&address, tls, deadline).await?;
-            match client.call(Request::Hello { member: me }, deadline).await? {
-                Response::Hello { member } => Ok((client, member)),
+            let hello = Request::Hello {
+                member: me,
+                cluster_id: cluster_id.clone(),
+            };
+            match client.call(hello, deadline).await? {
+                Response::Hello {
+                    member,
+                    cluster_id: theirs,
+                } if theirs == cluster_id => Ok((client, member)),
+                Response::Hello {
+                    cluster_id: theirs, ..
+                } => Err(ClientError::Connect {
+                    addr: address,
+                    reason: format!("the node there belongs to cluster {theirs}"),
+                }),
                 other => Err(ClientError::Connect {
                     addr: address,
                     reason: format!("unexpected answer to Hello: {other:?}"),

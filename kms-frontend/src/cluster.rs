@@ -1,6 +1,7 @@
-//! What the frontend knows of CloudHSM clusters: a directory the launcher provides. The frontend
-//! never reaches into the launcher's files or the node library; it sees clusters, their HSMs
-//! and how to open a TLS connection to them, as a real KMS sees the CloudHSM service.
+//! What the frontend knows of CloudHSM clusters. KMS sees a [`ClusterDirectory`]: clusters, their
+//! HSMs and how to open a TLS connection to them, as a real KMS sees the CloudHSM service. The
+//! CloudHSM service runs HSMs through a [`Provisioner`] the launcher implements. The frontend
+//! never reaches into the launcher's files or the node library.
 
 use std::sync::Arc;
 
@@ -53,9 +54,9 @@ impl ClusterView {
     }
 }
 
-/// The clusters the frontend can use.
+/// The clusters KMS can use, as the CloudHSM service describes them.
 pub trait ClusterDirectory: Send + Sync + std::fmt::Debug {
-    /// Every cluster of the account and Region.
+    /// Every cluster of the account and Region that is not deleted.
     fn clusters(&self) -> Vec<ClusterView>;
 
     /// One cluster by id.
@@ -67,11 +68,88 @@ pub trait ClusterDirectory: Send + Sync + std::fmt::Debug {
 
     /// The TLS configuration for talking to a cluster's HSMs (its CA, a client certificate).
     fn client_tls(&self, cluster_id: &str) -> Option<Arc<rustls::ClientConfig>>;
+}
+
+/// A key object a cluster or a backup holds, without its material.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeyObject {
+    pub handle: u64,
+    pub label: String,
+    pub owner: String,
+}
+
+/// A backup as the provisioner takes it: a sealed image (opaque to the frontend) and the key
+/// objects in it, for the reports.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub image: Vec<u8>,
+    pub keys: Vec<KeyObject>,
+    /// Whether the cluster's admin has been activated (`cluster activate`).
+    pub activated: bool,
+}
+
+/// An HSM the provisioner runs (or ran: a stopped one is `running: false`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProvisionedHsm {
+    pub hsm_id: String,
+    pub availability_zone: String,
+    pub address: String,
+    pub running: bool,
+}
+
+/// A cluster whose secrets and HSMs the provisioner keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProvisionedCluster {
+    pub cluster_id: String,
+    /// The certificate of the cluster's CA: what clusters that share a backup history share.
+    pub certificate: String,
+    pub created_at_millis: u64,
+    pub hsms: Vec<ProvisionedHsm>,
+}
+
+/// What the CloudHSM service asks of the host that runs HSMs (the launcher: in-process nodes
+/// or `hsm-node` processes). Every call may block for a while; the frontend calls them off its
+/// HTTP workers. Errors are plain messages for the log and the state message.
+pub trait Provisioner: Send + Sync + std::fmt::Debug {
+    /// Every cluster it keeps, with its HSMs.
+    fn clusters(&self) -> Vec<ProvisionedCluster>;
+
+    /// Creates a cluster's secrets: a CA, a synchronisation key, a client identity. With
+    /// `restored_from`, the new cluster shares that cluster's CA and synchronisation key, as a
+    /// cluster created from one of its backups does; without, it gets its own.
+    fn create_cluster(&self, cluster_id: &str, restored_from: Option<&str>) -> Result<(), String>;
+
+    /// Removes a cluster that has no HSMs left.
+    fn delete_cluster(&self, cluster_id: &str) -> Result<(), String>;
+
+    /// Provisions and starts a new HSM from `image` (the latest backup, or none for the first
+    /// HSM of a new cluster), and returns once it has caught up with its peers.
+    fn create_hsm(
+        &self,
+        cluster_id: &str,
+        hsm_id: &str,
+        availability_zone: &str,
+        image: Option<&[u8]>,
+    ) -> Result<(), String>;
+
+    /// Stops an HSM, removes it from the cluster's membership and deletes its files.
+    fn delete_hsm(&self, cluster_id: &str, hsm_id: &str) -> Result<(), String>;
+
+    /// Takes a backup from a running HSM of the cluster.
+    fn snapshot(&self, cluster_id: &str) -> Result<Snapshot, String>;
+
+    /// The key objects of a running HSM of the cluster (no image).
+    fn key_objects(&self, cluster_id: &str) -> Result<Vec<KeyObject>, String> {
+        self.snapshot(cluster_id).map(|s| s.keys)
+    }
+
+    /// The client TLS configuration for the cluster's HSMs.
+    fn client_tls(&self, cluster_id: &str) -> Option<Arc<rustls::ClientConfig>>;
 
     /// Fault injection: stops (`running = false`) or restarts an HSM. A stopped HSM is
-    /// DEGRADED and unreachable, as a failed HSM is. Blocks until done.
+    /// DEGRADED and unreachable, as a failed HSM is.
     fn set_hsm_running(&self, hsm_id: &str, running: bool) -> Result<(), String> {
         let _ = (hsm_id, running);
-        Err("this cluster does not support fault injection".into())
+        Err("this emulator does not support fault injection".into())
     }
 }

@@ -12,7 +12,8 @@ use hsmkms_common::secret::KeyMaterial;
 use serde_json::{json, Value};
 
 use crate::audit::{Audit, Metrics};
-use crate::cluster::ClusterDirectory;
+use crate::cloudhsm::CloudHsm;
+use crate::cluster::{ClusterDirectory, Provisioner};
 use crate::hsm::HsmGateway;
 use crate::service::clock::{EmulatorClock, OFFSET_KEY};
 use crate::service::error::KmsError;
@@ -34,7 +35,8 @@ pub struct FrontendOptions {
     pub dir: PathBuf,
     pub region: String,
     pub account_id: String,
-    pub clusters: Arc<dyn ClusterDirectory>,
+    /// Runs the HSMs of the CloudHSM service.
+    pub provisioner: Arc<dyn Provisioner>,
     pub base_clock: Arc<dyn Clock>,
 }
 
@@ -46,7 +48,8 @@ pub struct Frontend {
     pub clock: Arc<EmulatorClock>,
     pub audit: Audit,
     pub metrics: Metrics,
-    pub clusters: Arc<dyn ClusterDirectory>,
+    /// The CloudHSM service, which is also the cluster directory KMS uses.
+    pub clusters: Arc<CloudHsm>,
     pub hsm: HsmGateway,
     pub arns: Arns,
     events: Audit,
@@ -93,14 +96,27 @@ impl Frontend {
             .map(|(_, v)| decode::<u64>(v))
             .transpose()?
             .unwrap_or(0);
+        let clock = Arc::new(EmulatorClock::new(options.base_clock.clone(), offset));
+        let (cloudhsm, adopted) = CloudHsm::open(
+            options.provisioner.clone(),
+            store.clone(),
+            &loaded,
+            clock.clone(),
+            &options.region,
+        )?;
+        // Clusters the launcher made before the service knew them; recorded before serving.
+        futures::executor::block_on(store.commit(adopted))
+            .context("recording the launcher's clusters")?;
+        let clusters = Arc::new(cloudhsm);
+        let directory: Arc<dyn ClusterDirectory> = clusters.clone();
         let frontend = Arc::new(Self {
             registry: RwLock::new(registry),
             store,
-            clock: Arc::new(EmulatorClock::new(options.base_clock.clone(), offset)),
+            clock,
             audit: Audit::open(&options.dir.join(AUDIT_FILE))?,
             metrics: Metrics::default(),
-            hsm: HsmGateway::new(options.clusters.clone()),
-            clusters: options.clusters,
+            hsm: HsmGateway::new(directory),
+            clusters,
             arns,
             events: Audit::open(&options.dir.join(EVENTS_FILE))?,
             deletions: tokio::sync::Mutex::new(()),

@@ -1,5 +1,5 @@
 //! The KMS frontend of hsmkms: AWS KMS's JSON API (with CloudHSM key stores and the whole
-//! deletion lifecycle), CloudHSMv2's DescribeClusters and the emulator's control API, served
+//! deletion lifecycle), the CloudHSMv2 API (JSON and RPCv2 CBOR) and the emulator's control API, served
 //! over HTTP in front of the HSM cluster, which it reaches only through the node protocol.
 //!
 //! # Layout
@@ -9,13 +9,15 @@
 //!   the registry of keys, aliases and key stores, the emulator clock, errors.
 //! - [`frontend`]: the shared state of the handlers and the deletion flow.
 //! - [`hsm`]: one actor per custom key store holding its kmsuser sessions; the gateway to them.
-//! - [`cluster`]: the cluster directory the launcher provides.
+//! - [`cluster`]: what KMS sees of clusters, and the provisioner trait the launcher implements.
+//! - [`cloudhsm`]: the CloudHSM service: clusters, HSMs, backups, on the provisioner.
 //! - [`store`]: the redb store with group commit.
 //! - [`audit`]: the CloudTrail-like audit trail, metrics and events.
 //! - [`scheduler`]: the deletion scheduler.
 
 pub mod api;
 pub mod audit;
+pub mod cloudhsm;
 pub mod cluster;
 pub mod frontend;
 pub mod hsm;

@@ -1,5 +1,6 @@
 //! The deletion scheduler: an actor that, every second of real time, runs the deletions whose
-//! waiting period has ended on the emulator clock. The schedule itself is each key's persisted
+//! waiting period has ended on the emulator clock, and the CloudHSM service's clockwork
+//! (backups, retention). The schedule itself is each key's persisted
 //! deletion date, so pending deletions survive a restart and run when due.
 
 use std::sync::Arc;
@@ -37,6 +38,7 @@ impl Actor for DeletionScheduler {
             let frontend = act.frontend.clone();
             ctx.spawn(
                 async move {
+                    frontend.clusters.run_due().await;
                     frontend.run_due_deletions().await;
                 }
                 .into_actor(act),

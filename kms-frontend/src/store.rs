@@ -19,6 +19,12 @@ pub enum Table {
     Aliases,
     KeyStores,
     Meta,
+    /// The CloudHSM service's clusters.
+    Clusters,
+    /// Backup records (without their images).
+    Backups,
+    /// Sealed backup images, read only when an HSM is restored from one.
+    BackupImages,
 }
 
 impl Table {
@@ -28,10 +34,21 @@ impl Table {
             Table::Aliases => TableDefinition::new("aliases"),
             Table::KeyStores => TableDefinition::new("key_stores"),
             Table::Meta => TableDefinition::new("meta"),
+            Table::Clusters => TableDefinition::new("clusters"),
+            Table::Backups => TableDefinition::new("backups"),
+            Table::BackupImages => TableDefinition::new("backup_images"),
         }
     }
 
-    const ALL: [Table; 4] = [Table::Keys, Table::Aliases, Table::KeyStores, Table::Meta];
+    const ALL: [Table; 7] = [
+        Table::Keys,
+        Table::Aliases,
+        Table::KeyStores,
+        Table::Meta,
+        Table::Clusters,
+        Table::Backups,
+        Table::BackupImages,
+    ];
 }
 
 /// One change to the store.
@@ -101,12 +118,15 @@ pub struct Loaded {
     pub aliases: Vec<(String, Vec<u8>)>,
     pub key_stores: Vec<(String, Vec<u8>)>,
     pub meta: Vec<(String, Vec<u8>)>,
+    pub clusters: Vec<(String, Vec<u8>)>,
+    pub backups: Vec<(String, Vec<u8>)>,
 }
 
 /// A handle to the storage thread; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     committer: Committer<Write, StoreError>,
+    db: std::sync::Arc<Database>,
 }
 
 impl std::fmt::Debug for Store {
@@ -124,7 +144,7 @@ impl Store {
     /// Opens (or creates) the store and reads everything in it. The thread ends once every
     /// handle is dropped, after its last commit; join it to be sure the file is closed.
     pub fn open(path: &Path) -> Result<(Store, Loaded, JoinHandle<()>), StoreError> {
-        let db = Database::create(path)?;
+        let db = std::sync::Arc::new(Database::create(path)?);
         let txn = db.begin_write()?;
         for table in Table::ALL {
             txn.open_table(table.definition())?;
@@ -140,6 +160,10 @@ impl Store {
                     Table::Aliases => &mut loaded.aliases,
                     Table::KeyStores => &mut loaded.key_stores,
                     Table::Meta => &mut loaded.meta,
+                    Table::Clusters => &mut loaded.clusters,
+                    Table::Backups => &mut loaded.backups,
+                    // Images stay on disk until a restore needs one.
+                    Table::BackupImages => continue,
                 };
                 for item in t.iter()? {
                     let (k, v) = item?;
@@ -147,11 +171,19 @@ impl Store {
                 }
             }
         }
+        let writer = db.clone();
         let (committer, thread) = Committer::spawn("kms-store", move |batch: &[Vec<Write>]| {
-            write_batch(&db, batch)
+            write_batch(&writer, batch)
         })
         .map_err(|e| StoreError::Storage(e.to_string()))?;
-        Ok((Store { committer }, loaded, thread))
+        Ok((Store { committer, db }, loaded, thread))
+    }
+
+    /// Reads one record as last committed (blocking: a disk read).
+    pub fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(table.definition())?;
+        Ok(t.get(key)?.map(|v| v.value().to_vec()))
     }
 
     /// Makes `writes` durable, in one transaction with whatever else is waiting.

@@ -1,97 +1,650 @@
-//! CloudHSMv2 (`BaldrApiService.*`) over AWS JSON 1.1: for now DescribeClusters, so users find
-//! their cluster, its HSMs and its certificates the AWS way.
+//! CloudHSMv2 (`BaldrApiService.*`): the operations, their request and answer shapes. The
+//! transport (AWS JSON 1.1 on `POST /`, Smithy RPCv2 CBOR on `/service/BaldrApiService/...`)
+//! is the caller's: requests arrive here as JSON values and answers leave as JSON values.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
-use super::parse;
-use crate::cluster::ClusterView;
+use crate::cloudhsm::{eni_of, HsmInfo};
 use crate::frontend::{epoch_seconds, Frontend};
-use crate::service::error::KmsError;
+use crate::service::cloudhsm::error::CloudHsmError;
+use crate::service::cloudhsm::{BackupRecord, ClusterRecord};
+
+/// Parses a request into its shape; anything malformed is CloudHsmInvalidRequestException.
+fn parse<T: DeserializeOwned>(body: Value) -> Result<T, CloudHsmError> {
+    serde_json::from_value(body).map_err(|e| {
+        CloudHsmError::InvalidRequest(format!("The request is not valid for this operation: {e}"))
+    })
+}
+
+fn required<T>(value: Option<T>, name: &str) -> Result<T, CloudHsmError> {
+    value.ok_or_else(|| {
+        CloudHsmError::InvalidRequest(format!(
+            "1 validation error detected: Value null at '{name}' failed to satisfy constraint: Member must not be null"
+        ))
+    })
+}
+
+fn check_id(prefix: &str, id: &str, name: &str) -> Result<(), CloudHsmError> {
+    if hsmkms_common::ids::is_valid_id(prefix, id) {
+        Ok(())
+    } else {
+        Err(CloudHsmError::InvalidRequest(format!(
+            "1 validation error detected: Value '{id}' at '{name}' failed to satisfy constraint: Member must satisfy regular expression pattern: {prefix}[2-7a-zA-Z]{{11,16}}"
+        )))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Tag {
+    key: String,
+    value: String,
+}
+
+fn tag_map(list: Option<Vec<Tag>>) -> BTreeMap<String, String> {
+    list.unwrap_or_default()
+        .into_iter()
+        .map(|t| (t.key, t.value))
+        .collect()
+}
+
+fn tag_list(tags: &BTreeMap<String, String>) -> Value {
+    Value::Array(
+        tags.iter()
+            .map(|(k, v)| json!({"Key": k, "Value": v}))
+            .collect(),
+    )
+}
+
+/// Inserts only the present values, as AWS omits absent members.
+fn put(obj: &mut Map<String, Value>, key: &str, value: Option<Value>) {
+    if let Some(v) = value {
+        obj.insert(key.into(), v);
+    }
+}
+
+fn hsm_json(cluster_id: &str, h: &HsmInfo, hsm_type: &str) -> Value {
+    let ip = h.view.address.split(':').next().unwrap_or_default();
+    json!({
+        "AvailabilityZone": h.view.availability_zone,
+        "ClusterId": cluster_id,
+        "SubnetId": h.subnet_id,
+        "EniId": eni_of(&h.view.hsm_id),
+        "EniIp": ip,
+        "HsmId": h.view.hsm_id,
+        "HsmType": hsm_type,
+        "State": h.view.state,
+        "StateMessage": format!("HSM {} is {}.", h.view.hsm_id, h.view.state),
+    })
+}
+
+fn cluster_json(c: &ClusterRecord, hsms: &[HsmInfo]) -> Value {
+    let mut certificates = Map::new();
+    put(
+        &mut certificates,
+        "ClusterCsr",
+        c.cluster_csr.clone().map(Value::String),
+    );
+    put(
+        &mut certificates,
+        "ClusterCertificate",
+        c.cluster_certificate.clone().map(Value::String),
+    );
+    let mut obj = json!({
+        "BackupPolicy": "DEFAULT",
+        "BackupRetentionPolicy": {"Type": "DAYS", "Value": c.retention_days.to_string()},
+        "ClusterId": c.cluster_id,
+        "CreateTimestamp": epoch_seconds(c.created_at_millis),
+        "Hsms": hsms.iter().map(|h| hsm_json(&c.cluster_id, h, &c.hsm_type)).collect::<Vec<_>>(),
+        "HsmType": c.hsm_type,
+        "SecurityGroup": c.security_group,
+        "State": c.state.as_str(),
+        "SubnetMapping": c.subnet_mapping,
+        "VpcId": c.vpc_id,
+        "NetworkType": "IPV4",
+        "Certificates": certificates,
+        "TagList": tag_list(&c.tags),
+        "Mode": "FIPS",
+    });
+    if let Value::Object(o) = &mut obj {
+        put(
+            o,
+            "SourceBackupId",
+            c.source_backup_id.clone().map(Value::String),
+        );
+        if !c.state_message.is_empty() {
+            o.insert("StateMessage".into(), json!(c.state_message));
+        }
+    }
+    obj
+}
+
+fn backup_json(b: &BackupRecord, account_id: &str) -> Value {
+    let mut obj = Map::new();
+    obj.insert("BackupId".into(), json!(b.backup_id));
+    obj.insert(
+        "BackupArn".into(),
+        json!(format!(
+            "arn:aws:cloudhsm:{}:{account_id}:backup/{}",
+            b.region, b.backup_id
+        )),
+    );
+    obj.insert("BackupState".into(), json!(b.state.as_str()));
+    put(
+        &mut obj,
+        "ClusterId",
+        b.cluster_id.clone().map(Value::String),
+    );
+    obj.insert(
+        "CreateTimestamp".into(),
+        json!(epoch_seconds(b.created_at_millis)),
+    );
+    put(
+        &mut obj,
+        "CopyTimestamp",
+        b.copied_at_millis.map(|t| json!(epoch_seconds(t))),
+    );
+    obj.insert("NeverExpires".into(), json!(b.never_expires));
+    put(
+        &mut obj,
+        "SourceRegion",
+        b.source_region.clone().map(Value::String),
+    );
+    put(
+        &mut obj,
+        "SourceBackup",
+        b.source_backup.clone().map(Value::String),
+    );
+    put(
+        &mut obj,
+        "SourceCluster",
+        b.source_cluster.clone().map(Value::String),
+    );
+    put(
+        &mut obj,
+        "DeleteTimestamp",
+        b.delete_at_millis.map(|t| json!(epoch_seconds(t))),
+    );
+    obj.insert("TagList".into(), tag_list(&b.tags));
+    obj.insert("HsmType".into(), json!(b.hsm_type));
+    obj.insert("Mode".into(), json!("FIPS"));
+    Value::Object(obj)
+}
+
+/// Pages of a sorted list: `NextToken` is the index of the next item.
+fn page<T>(
+    items: Vec<T>,
+    next_token: Option<String>,
+    max: usize,
+) -> Result<(Vec<T>, Option<String>), CloudHsmError> {
+    let start = match next_token {
+        None => 0,
+        Some(t) => t
+            .parse::<usize>()
+            .ok()
+            .filter(|s| *s <= items.len())
+            .ok_or_else(|| CloudHsmError::InvalidRequest(format!("Invalid NextToken: {t}")))?,
+    };
+    let total = items.len();
+    let page: Vec<T> = items.into_iter().skip(start).take(max).collect();
+    let end = start + page.len();
+    Ok((page, (end < total).then(|| end.to_string())))
+}
+
+fn max_results(value: Option<i64>, limit: i64) -> Result<usize, CloudHsmError> {
+    match value {
+        None => Ok(limit as usize),
+        Some(v) if (1..=limit).contains(&v) => Ok(v as usize),
+        Some(v) => Err(CloudHsmError::InvalidRequest(format!(
+            "1 validation error detected: Value '{v}' at 'maxResults' failed to satisfy constraint: Member must have value between 1 and {limit}"
+        ))),
+    }
+}
+
+type Filters = Option<BTreeMap<String, Vec<String>>>;
+
+fn check_filters(filters: &Filters, allowed: &[&str]) -> Result<(), CloudHsmError> {
+    for name in filters.iter().flat_map(|f| f.keys()) {
+        if !allowed.contains(&name.as_str()) {
+            return Err(CloudHsmError::InvalidRequest(format!(
+                "Invalid filter {name}; valid filters are {}.",
+                allowed.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct DescribeClustersRequest {
-    filters: Option<std::collections::BTreeMap<String, Vec<String>>>,
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct DescribeClusters {
+    filters: Filters,
     next_token: Option<String>,
     max_results: Option<i64>,
 }
 
-fn cluster_json(c: &ClusterView, region: &str) -> Value {
-    json!({
-        "ClusterId": c.cluster_id,
-        "State": c.state,
-        "HsmType": c.hsm_type,
-        "CreateTimestamp": epoch_seconds(c.created_at_millis),
-        "VpcId": c.vpc_id,
-        "SecurityGroup": c.security_group,
-        "SubnetMapping": c.subnet_mapping.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
-        "BackupPolicy": "DEFAULT",
-        "BackupRetentionPolicy": {"Type": "DAYS", "Value": c.backup_retention_days.to_string()},
-        "Certificates": {"ClusterCertificate": c.trust_anchor, "AwsHardwareCertificate": "", "ManufacturerHardwareCertificate": ""},
-        "Hsms": c.hsms.iter().map(|h| json!({
-            "HsmId": h.hsm_id,
-            "AvailabilityZone": h.availability_zone,
-            "ClusterId": c.cluster_id,
-            "SubnetId": c.subnet_mapping.iter().find(|(az, _)| *az == h.availability_zone).map(|(_, s)| s.clone()).unwrap_or_default(),
-            "EniIp": h.address.split(':').next().unwrap_or_default(),
-            "State": h.state,
-            "StateMessage": format!("HSM {} is {} in {region}.", h.hsm_id, h.state),
-        })).collect::<Vec<_>>(),
-        "TagList": [],
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct RetentionPolicy {
+    #[serde(rename = "Type")]
+    kind: Option<String>,
+    value: Option<String>,
+}
+
+fn retention_days(policy: Option<RetentionPolicy>) -> Result<Option<u32>, CloudHsmError> {
+    let Some(p) = policy else { return Ok(None) };
+    if p.kind.as_deref().unwrap_or("DAYS") != "DAYS" {
+        return Err(CloudHsmError::InvalidRequest(
+            "BackupRetentionPolicy Type must be DAYS.".into(),
+        ));
+    }
+    let value = required(p.value, "backupRetentionPolicy.value")?;
+    value.parse::<u32>().map(Some).map_err(|_| {
+        CloudHsmError::InvalidRequest(format!(
+            "BackupRetentionPolicy Value must be a number of days, not {value:?}."
+        ))
     })
 }
 
-fn invalid(message: String) -> KmsError {
-    // CloudHSMv2 errors carry their own names; this variant maps to a 400 with that name.
-    KmsError::Validation(message)
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct CreateCluster {
+    backup_retention_policy: Option<RetentionPolicy>,
+    hsm_type: Option<String>,
+    source_backup_id: Option<String>,
+    subnet_ids: Option<Vec<String>>,
+    network_type: Option<String>,
+    tag_list: Option<Vec<Tag>>,
+    mode: Option<String>,
 }
 
-pub async fn call(fe: &Arc<Frontend>, op: &str, body: &[u8]) -> Result<Value, KmsError> {
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct ClusterIdOnly {
+    cluster_id: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct ModifyCluster {
+    cluster_id: Option<String>,
+    backup_retention_policy: Option<RetentionPolicy>,
+    hsm_type: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct CreateHsm {
+    cluster_id: Option<String>,
+    availability_zone: Option<String>,
+    ip_address: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct DeleteHsm {
+    cluster_id: Option<String>,
+    hsm_id: Option<String>,
+    eni_id: Option<String>,
+    eni_ip: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct DescribeBackups {
+    filters: Filters,
+    next_token: Option<String>,
+    max_results: Option<i64>,
+    shared: Option<bool>,
+    sort_ascending: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct BackupIdOnly {
+    backup_id: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct ModifyBackupAttributes {
+    backup_id: Option<String>,
+    never_expires: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct CopyBackupToRegion {
+    destination_region: Option<String>,
+    backup_id: Option<String>,
+    tag_list: Option<Vec<Tag>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct InitializeCluster {
+    cluster_id: Option<String>,
+    signed_cert: Option<String>,
+    trust_anchor: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct TagResource {
+    resource_id: Option<String>,
+    tag_list: Option<Vec<Tag>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct UntagResource {
+    resource_id: Option<String>,
+    tag_key_list: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct ListTags {
+    resource_id: Option<String>,
+    next_token: Option<String>,
+    max_results: Option<i64>,
+}
+
+fn cluster_id(value: Option<String>) -> Result<String, CloudHsmError> {
+    let id = required(value, "clusterId")?;
+    check_id("cluster-", &id, "clusterId")?;
+    Ok(id)
+}
+
+fn backup_id(value: Option<String>) -> Result<String, CloudHsmError> {
+    let id = required(value, "backupId")?;
+    check_id("backup-", &id, "backupId")?;
+    Ok(id)
+}
+
+fn resource_id(value: Option<String>) -> Result<String, CloudHsmError> {
+    let id = required(value, "resourceId")?;
+    if !(hsmkms_common::ids::is_valid_id("cluster-", &id)
+        || hsmkms_common::ids::is_valid_id("backup-", &id))
+    {
+        return Err(CloudHsmError::InvalidRequest(format!(
+            "Invalid ResourceId {id}: expected a cluster or backup id."
+        )));
+    }
+    Ok(id)
+}
+
+/// Runs one CloudHSMv2 operation. `region` is the Region the request was signed for: backups
+/// live in a Region (copies in another); clusters live in the emulator's own Region.
+pub async fn call(
+    fe: &Arc<Frontend>,
+    op: &str,
+    body: Value,
+    region: &str,
+) -> Result<Value, CloudHsmError> {
+    let svc = &fe.clusters;
+    let home = region == svc.region;
+    let account = fe.arns.account_id.as_str();
+    let not_here =
+        |id: &str| CloudHsmError::ResourceNotFound(format!("Cluster {id} not found in {region}."));
     match op {
         "DescribeClusters" => {
-            let req: DescribeClustersRequest = parse(body)?;
-            let max = req.max_results.unwrap_or(25);
-            if !(1..=25).contains(&max) {
-                return Err(invalid("MaxResults must be between 1 and 25.".into()));
-            }
-            let filters = req.filters.unwrap_or_default();
-            let mut clusters: Vec<ClusterView> = fe
-                .clusters
-                .clusters()
+            let req: DescribeClusters = parse(body)?;
+            let max = max_results(req.max_results, 25)?;
+            check_filters(&req.filters, &["clusterIds", "vpcIds", "states"])?;
+            let f = req.filters.unwrap_or_default();
+            let matches =
+                |key: &str, value: &str| f.get(key).is_none_or(|v| v.iter().any(|x| x == value));
+            let clusters: Vec<Value> = if home { svc.describe_all() } else { vec![] }
                 .into_iter()
-                .filter(|c| {
-                    filters
-                        .get("clusterIds")
-                        .is_none_or(|ids| ids.contains(&c.cluster_id))
+                .filter(|(c, _)| {
+                    matches("clusterIds", &c.cluster_id)
+                        && matches("vpcIds", &c.vpc_id)
+                        && matches("states", c.state.as_str())
                 })
-                .filter(|c| filters.get("states").is_none_or(|s| s.contains(&c.state)))
-                .filter(|c| filters.get("vpcIds").is_none_or(|v| v.contains(&c.vpc_id)))
+                .map(|(c, hsms)| cluster_json(&c, &hsms))
                 .collect();
-            clusters.sort_by(|a, b| a.cluster_id.cmp(&b.cluster_id));
-            let start = match &req.next_token {
-                None => 0,
-                Some(t) => t
-                    .parse::<usize>()
-                    .map_err(|_| invalid(format!("Invalid NextToken: {t}")))?,
-            };
-            let page: Vec<Value> = clusters
-                .iter()
-                .skip(start)
-                .take(max as usize)
-                .map(|c| cluster_json(c, &fe.arns.region))
-                .collect();
-            let end = start + page.len();
+            let (page, next) = page(clusters, req.next_token, max)?;
             let mut answer = json!({"Clusters": page});
-            if end < clusters.len() {
-                answer["NextToken"] = json!(end.to_string());
+            if let Some(n) = next {
+                answer["NextToken"] = json!(n);
             }
             Ok(answer)
         }
-        other => Err(KmsError::UnknownOperation(format!(
-            "BaldrApiService.{other} is not an operation hsmkms serves yet."
+        "CreateCluster" => {
+            let req: CreateCluster = parse(body)?;
+            if !home {
+                return Err(CloudHsmError::InvalidRequest(format!(
+                    "This emulator runs clusters in {} only.",
+                    svc.region
+                )));
+            }
+            if let Some(n) = req.network_type.as_deref().filter(|n| *n != "IPV4") {
+                return Err(CloudHsmError::InvalidRequest(format!(
+                    "NetworkType {n} is not supported here; use IPV4."
+                )));
+            }
+            if let Some(m) = req.mode.as_deref().filter(|m| *m != "FIPS") {
+                return Err(CloudHsmError::InvalidRequest(format!(
+                    "Mode {m} is not supported here; use FIPS."
+                )));
+            }
+            let record = svc
+                .create_cluster(
+                    required(req.hsm_type, "hsmType")?,
+                    required(req.subnet_ids, "subnetIds")?,
+                    req.source_backup_id,
+                    retention_days(req.backup_retention_policy)?,
+                    tag_map(req.tag_list),
+                )
+                .await?;
+            Ok(json!({"Cluster": cluster_json(&record, &[])}))
+        }
+        "DeleteCluster" => {
+            let req: ClusterIdOnly = parse(body)?;
+            let id = cluster_id(req.cluster_id)?;
+            if !home {
+                return Err(not_here(&id));
+            }
+            let mut record = svc.delete_cluster(&id).await?;
+            record.state = crate::service::cloudhsm::ClusterState::DeleteInProgress;
+            Ok(json!({"Cluster": cluster_json(&record, &[])}))
+        }
+        "ModifyCluster" => {
+            let req: ModifyCluster = parse(body)?;
+            let id = cluster_id(req.cluster_id)?;
+            if !home {
+                return Err(not_here(&id));
+            }
+            if req.hsm_type.is_some() {
+                return Err(CloudHsmError::InvalidRequest(
+                    "Changing the HSM type of a cluster is not supported here.".into(),
+                ));
+            }
+            let days = required(
+                retention_days(req.backup_retention_policy)?,
+                "backupRetentionPolicy",
+            )?;
+            let record = svc.modify_cluster(&id, Some(days)).await?;
+            let hsms = svc.describe(&id).map(|(_, h)| h).unwrap_or_default();
+            Ok(json!({"Cluster": cluster_json(&record, &hsms)}))
+        }
+        "InitializeCluster" => {
+            let req: InitializeCluster = parse(body)?;
+            let id = cluster_id(req.cluster_id)?;
+            if !home {
+                return Err(not_here(&id));
+            }
+            let signed = required(req.signed_cert, "signedCert")?;
+            let anchor = required(req.trust_anchor, "trustAnchor")?;
+            let record = svc.initialize_cluster(&id, &signed, &anchor).await?;
+            Ok(json!({"State": record.state.as_str(), "StateMessage": record.state_message}))
+        }
+        "CreateHsm" => {
+            let req: CreateHsm = parse(body)?;
+            let id = cluster_id(req.cluster_id)?;
+            if !home {
+                return Err(not_here(&id));
+            }
+            let zone = required(req.availability_zone, "availabilityZone")?;
+            if let Some(ip) = &req.ip_address {
+                if ip.parse::<std::net::Ipv4Addr>().is_err() {
+                    return Err(CloudHsmError::InvalidRequest(format!(
+                        "Invalid IpAddress {ip}."
+                    )));
+                }
+            }
+            let hsm = svc.create_hsm(&id, &zone).await?;
+            let hsm_type = svc
+                .describe(&id)
+                .map(|(c, _)| c.hsm_type)
+                .unwrap_or_default();
+            Ok(json!({"Hsm": hsm_json(&id, &hsm, &hsm_type)}))
+        }
+        "DeleteHsm" => {
+            let req: DeleteHsm = parse(body)?;
+            let id = cluster_id(req.cluster_id)?;
+            if !home {
+                return Err(not_here(&id));
+            }
+            if req.hsm_id.is_none() && req.eni_id.is_none() && req.eni_ip.is_none() {
+                return Err(CloudHsmError::InvalidRequest(
+                    "Name the HSM to delete with HsmId, EniId or EniIp.".into(),
+                ));
+            }
+            if let Some(h) = &req.hsm_id {
+                check_id("hsm-", h, "hsmId")?;
+            }
+            let hsm_id = svc
+                .delete_hsm(
+                    &id,
+                    req.hsm_id.as_deref(),
+                    req.eni_id.as_deref(),
+                    req.eni_ip.as_deref(),
+                )
+                .await?;
+            Ok(json!({"HsmId": hsm_id}))
+        }
+        "DescribeBackups" => {
+            let req: DescribeBackups = parse(body)?;
+            let max = max_results(req.max_results, 50)?;
+            check_filters(
+                &req.filters,
+                &[
+                    "backupIds",
+                    "sourceBackupIds",
+                    "clusterIds",
+                    "states",
+                    "neverExpires",
+                ],
+            )?;
+            let f = req.filters.unwrap_or_default();
+            let matches = |key: &str, value: Option<&str>| {
+                f.get(key)
+                    .is_none_or(|v| value.is_some_and(|value| v.iter().any(|x| x == value)))
+            };
+            let mut backups: Vec<BackupRecord> = svc
+                .backups(Some(region))
+                .into_iter()
+                .filter(|b| {
+                    matches("backupIds", Some(&b.backup_id))
+                        && matches("sourceBackupIds", b.source_backup.as_deref())
+                        && matches("clusterIds", b.cluster_id.as_deref())
+                        && matches("states", Some(b.state.as_str()))
+                        && matches(
+                            "neverExpires",
+                            Some(if b.never_expires { "true" } else { "false" }),
+                        )
+                })
+                .collect();
+            // Shared backups come from other accounts; this emulator has one account.
+            if req.shared == Some(true) {
+                backups.clear();
+            }
+            backups.sort_by(|a, b| {
+                (a.created_at_millis, &a.backup_id).cmp(&(b.created_at_millis, &b.backup_id))
+            });
+            if req.sort_ascending != Some(true) {
+                backups.reverse();
+            }
+            let (page, next) = page(backups, req.next_token, max)?;
+            let mut answer = json!({"Backups": page.iter().map(|b| backup_json(b, account)).collect::<Vec<_>>()});
+            if let Some(n) = next {
+                answer["NextToken"] = json!(n);
+            }
+            Ok(answer)
+        }
+        "DeleteBackup" => {
+            let req: BackupIdOnly = parse(body)?;
+            let id = backup_id(req.backup_id)?;
+            let backup = svc.delete_backup(&id, region).await?;
+            Ok(json!({"Backup": backup_json(&backup, account)}))
+        }
+        "RestoreBackup" => {
+            let req: BackupIdOnly = parse(body)?;
+            let id = backup_id(req.backup_id)?;
+            let backup = svc.restore_backup(&id, region).await?;
+            Ok(json!({"Backup": backup_json(&backup, account)}))
+        }
+        "ModifyBackupAttributes" => {
+            let req: ModifyBackupAttributes = parse(body)?;
+            let id = backup_id(req.backup_id)?;
+            let never = required(req.never_expires, "neverExpires")?;
+            let backup = svc.set_never_expires(&id, region, never).await?;
+            Ok(json!({"Backup": backup_json(&backup, account)}))
+        }
+        "CopyBackupToRegion" => {
+            let req: CopyBackupToRegion = parse(body)?;
+            let destination = required(req.destination_region, "destinationRegion")?;
+            let id = backup_id(req.backup_id)?;
+            let copy = svc
+                .copy_backup(&id, region, &destination, tag_map(req.tag_list))
+                .await?;
+            Ok(json!({"DestinationBackup": {
+                "CreateTimestamp": epoch_seconds(copy.created_at_millis),
+                "SourceRegion": copy.source_region,
+                "SourceBackup": copy.source_backup,
+                "SourceCluster": copy.source_cluster,
+            }}))
+        }
+        "TagResource" => {
+            let req: TagResource = parse(body)?;
+            let id = resource_id(req.resource_id)?;
+            let tags = required(req.tag_list, "tagList")?;
+            if tags.is_empty() {
+                return Err(CloudHsmError::InvalidRequest(
+                    "TagList must not be empty.".into(),
+                ));
+            }
+            svc.tag(&id, region, tag_map(Some(tags))).await?;
+            Ok(json!({}))
+        }
+        "UntagResource" => {
+            let req: UntagResource = parse(body)?;
+            let id = resource_id(req.resource_id)?;
+            let keys = required(req.tag_key_list, "tagKeyList")?;
+            svc.untag(&id, region, &keys).await?;
+            Ok(json!({}))
+        }
+        "ListTags" => {
+            let req: ListTags = parse(body)?;
+            let id = resource_id(req.resource_id)?;
+            let max = max_results(req.max_results, 100)?;
+            let tags: Vec<(String, String)> = svc.list_tags(&id, region)?.into_iter().collect();
+            let (page, next) = page(tags, req.next_token, max)?;
+            let mut answer = json!({"TagList": page.iter().map(|(k, v)| json!({"Key": k, "Value": v})).collect::<Vec<_>>()});
+            if let Some(n) = next {
+                answer["NextToken"] = json!(n);
+            }
+            Ok(answer)
+        }
+        other => Err(CloudHsmError::UnknownOperation(format!(
+            "BaldrApiService.{other} is not an operation of CloudHSMv2."
         ))),
     }
 }

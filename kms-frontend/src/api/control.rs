@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::error_response;
+use crate::cluster::ClusterDirectory;
 use crate::frontend::{epoch_seconds, iso8601, Frontend};
 use crate::service::error::KmsError;
 
@@ -79,6 +80,9 @@ async fn post_clock(fe: web::Data<Arc<Frontend>>, body: web::Bytes) -> HttpRespo
     if let Err(e) = fe.commit(vec![write]).await {
         return error_response(&e, &uuid::Uuid::new_v4().to_string());
     }
+    // The cluster's clockwork first: the daily backups of the days that passed are taken
+    // before deletions that fell due in them.
+    fe.clusters.run_due().await;
     let deleted = fe.run_due_deletions().await;
     let mut body = clock_body(&fe);
     body["deletedKeys"] = json!(deleted);
@@ -128,10 +132,8 @@ async fn fault(fe: web::Data<Arc<Frontend>>, body: web::Bytes) -> HttpResponse {
         "start" => true,
         other => return bad(format!("Unknown action {other:?}: use stop or start.")),
     };
-    let clusters = fe.clusters.clone();
-    let hsm_id = fault.hsm_id.clone();
-    match web::block(move || clusters.set_hsm_running(&hsm_id, running)).await {
-        Ok(Ok(())) => {
+    match fe.clusters.set_hsm_running(&fault.hsm_id, running).await {
+        Ok(()) => {
             let hsms: Vec<_> = fe
                 .clusters
                 .clusters()
@@ -141,9 +143,68 @@ async fn fault(fe: web::Data<Arc<Frontend>>, body: web::Bytes) -> HttpResponse {
                 .collect();
             HttpResponse::Ok().json(json!({"hsms": hsms}))
         }
-        Ok(Err(message)) => bad(message),
-        Err(e) => bad(format!("fault injection failed: {e}")),
+        Err(message) => bad(message),
     }
+}
+
+/// `GET /_hsmkms/orphans`: per cluster, the kmsuser-owned keys whose label names no KMS key.
+async fn orphans(fe: web::Data<Arc<Frontend>>) -> HttpResponse {
+    let fe2 = fe.clone();
+    let is_kms_key = move |label: &str| {
+        label.starts_with("arn:") && fe2.registry().resolve(label, false).is_ok()
+    };
+    let report = fe.clusters.orphans(is_kms_key).await;
+    let clusters: Vec<_> = report
+        .into_iter()
+        .map(|(cluster_id, result)| match result {
+            Ok(keys) => json!({
+                "clusterId": cluster_id,
+                "orphans": keys.iter().map(|k| json!({
+                    "keyHandle": k.handle.to_string(),
+                    "label": k.label,
+                    "owner": k.owner,
+                })).collect::<Vec<_>>(),
+            }),
+            Err(e) => json!({"clusterId": cluster_id, "error": e}),
+        })
+        .collect();
+    HttpResponse::Ok().json(json!({"clusters": clusters}))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct BackupQuery {
+    contains_key: Option<String>,
+}
+
+/// `GET /_hsmkms/backups[?containsKey=<key ARN>]`: every backup in every Region that still
+/// holds data, or only those holding that key's material.
+async fn backups(fe: web::Data<Arc<Frontend>>, query: web::Query<BackupQuery>) -> HttpResponse {
+    let listed: Vec<_> = fe
+        .clusters
+        .backups(None)
+        .into_iter()
+        .filter(|b| b.holds_data())
+        .filter(|b| {
+            query
+                .contains_key
+                .as_ref()
+                .is_none_or(|arn| b.keys.iter().any(|k| &k.label == arn))
+        })
+        .map(|b| {
+            json!({
+                "backupId": b.backup_id,
+                "region": b.region,
+                "clusterId": b.cluster_id,
+                "sourceCluster": b.source_cluster,
+                "backupState": b.state.as_str(),
+                "createTimestamp": iso8601(b.created_at_millis),
+                "neverExpires": b.never_expires,
+                "keys": b.keys.len(),
+            })
+        })
+        .collect();
+    HttpResponse::Ok().json(json!({"backups": listed}))
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -153,5 +214,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/audit", web::get().to(audit))
         .route("/metrics", web::get().to(metrics))
         .route("/events", web::get().to(events))
-        .route("/faults", web::post().to(fault));
+        .route("/faults", web::post().to(fault))
+        .route("/orphans", web::get().to(orphans))
+        .route("/backups", web::get().to(backups));
 }

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 use super::kms::{key_store_record, metadata};
 use super::types::*;
+use crate::cluster::ClusterDirectory;
 use crate::frontend::{epoch_seconds, Frontend};
 use crate::hsm::new_password;
 use crate::service::connection_state::{ConnectionErrorCode, ConnectionOp, ConnectionState};

@@ -1,8 +1,10 @@
 //! The HTTP surface: AWS JSON 1.1 on `POST /` (KMS as `TrentService.*`, CloudHSMv2 as
-//! `BaldrApiService.*`, told apart by `X-Amz-Target`), and the emulator's control API under
+//! `BaldrApiService.*`, told apart by `X-Amz-Target`), CloudHSMv2 over Smithy RPCv2 CBOR on
+//! `POST /service/BaldrApiService/operation/<Op>`, and the emulator's control API under
 //! `/_hsmkms/`. Every failure is an AWS-shaped JSON error; nothing a client sends can panic a
 //! handler or get an HTML page back.
 
+pub mod cbor;
 pub mod cloudhsm;
 pub mod control;
 pub mod key_stores;
@@ -17,6 +19,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::frontend::Frontend;
+use crate::service::cloudhsm::error::CloudHsmError;
 use crate::service::error::KmsError;
 
 /// Largest request body accepted (a 4 KiB plaintext in base64, a 32 KiB policy, with room).
@@ -46,39 +49,83 @@ pub fn error_response(e: &KmsError, request_id: &str) -> HttpResponse {
         .json(serde_json::json!({"__type": e.type_name(), "message": e.message()}))
 }
 
-/// `POST /`: the AWS JSON services.
-async fn aws_json(
-    req: HttpRequest,
-    mut payload: web::Payload,
-    frontend: web::Data<Arc<Frontend>>,
-) -> HttpResponse {
-    let request_id = uuid::Uuid::new_v4().to_string();
-    // Read the body with a limit, so an oversized one gets an AWS-shaped answer too.
+/// Reads a request body, up to [`MAX_BODY`].
+async fn read_body(mut payload: web::Payload) -> Result<web::BytesMut, String> {
     let mut body = web::BytesMut::new();
     while let Some(chunk) = futures::StreamExt::next(&mut payload).await {
-        let Ok(chunk) = chunk else {
-            return error_response(
-                &KmsError::Serialization("The request body could not be read.".into()),
-                &request_id,
-            );
-        };
+        let chunk = chunk.map_err(|_| "The request body could not be read.".to_string())?;
         if body.len() + chunk.len() > MAX_BODY {
-            return error_response(
-                &KmsError::Validation(format!("The request body is larger than {MAX_BODY} bytes.")),
-                &request_id,
-            );
+            return Err(format!("The request body is larger than {MAX_BODY} bytes."));
         }
         body.extend_from_slice(&chunk);
     }
+    Ok(body)
+}
+
+/// The Region a request was signed for (the SigV4 credential scope), if it says.
+fn signed_region(req: &HttpRequest) -> Option<String> {
+    let auth = req.headers().get("authorization")?.to_str().ok()?;
+    let credential = auth.split("Credential=").nth(1)?;
+    let scope: Vec<&str> = credential.split([',', ' ']).next()?.split('/').collect();
+    scope
+        .get(2)
+        .map(|r| r.to_string())
+        .filter(|r| !r.is_empty())
+}
+
+/// A CloudHSMv2 error as AWS JSON 1.1.
+fn cloudhsm_json_error(e: &CloudHsmError, request_id: &str) -> HttpResponse {
+    HttpResponse::build(StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST))
+        .content_type("application/x-amz-json-1.1")
+        .insert_header(("x-amzn-RequestId", request_id.to_string()))
+        .insert_header(("x-amzn-ErrorType", e.type_name()))
+        .json(serde_json::json!({"__type": e.type_name(), "message": e.message(), "Message": e.message()}))
+}
+
+/// `POST /`: the AWS JSON services.
+async fn aws_json(
+    req: HttpRequest,
+    payload: web::Payload,
+    frontend: web::Data<Arc<Frontend>>,
+) -> HttpResponse {
+    let request_id = uuid::Uuid::new_v4().to_string();
     let target = req
         .headers()
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
+    // Read the body with a limit, so an oversized one gets an AWS-shaped answer too.
+    let body = match read_body(payload).await {
+        Ok(b) => b,
+        Err(message) => {
+            return if target.starts_with("BaldrApiService.") {
+                cloudhsm_json_error(&CloudHsmError::InvalidRequest(message), &request_id)
+            } else {
+                error_response(&KmsError::Validation(message), &request_id)
+            }
+        }
+    };
     let result: Result<Value, KmsError> = match target.split_once('.') {
         Some(("TrentService", op)) => kms::call(&frontend, op, &body, &request_id).await,
-        Some(("BaldrApiService", op)) => cloudhsm::call(&frontend, op, &body).await,
+        Some(("BaldrApiService", op)) => {
+            let region = signed_region(&req).unwrap_or_else(|| frontend.arns.region.clone());
+            let answer = match parse::<Value>(&body) {
+                Ok(input) if input.is_object() => {
+                    cloudhsm::call(&frontend, op, input, &region).await
+                }
+                _ => Err(CloudHsmError::InvalidRequest(
+                    "The request body is not a JSON object.".into(),
+                )),
+            };
+            return match answer {
+                Ok(value) => HttpResponse::Ok()
+                    .content_type("application/x-amz-json-1.1")
+                    .insert_header(("x-amzn-RequestId", request_id))
+                    .json(value),
+                Err(e) => cloudhsm_json_error(&e, &request_id),
+            };
+        }
         _ => Err(KmsError::UnknownOperation(format!(
             "The X-Amz-Target header '{target}' names no operation of this endpoint (TrentService.* or BaldrApiService.*)."
         ))),
@@ -89,6 +136,49 @@ async fn aws_json(
             .insert_header(("x-amzn-RequestId", request_id))
             .json(value),
         Err(e) => error_response(&e, &request_id),
+    }
+}
+
+fn cbor_response(status: StatusCode, body: &Value, request_id: &str) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("application/cbor")
+        .insert_header(("smithy-protocol", "rpc-v2-cbor"))
+        .insert_header(("x-amzn-RequestId", request_id.to_string()))
+        .body(cbor::encode(body))
+}
+
+/// `POST /service/BaldrApiService/operation/<Op>`: CloudHSMv2 over Smithy RPCv2 CBOR.
+async fn rpc_v2_cbor(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    frontend: web::Data<Arc<Frontend>>,
+) -> HttpResponse {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let op = path.into_inner();
+    let answer = match read_body(payload).await {
+        Err(message) => Err(CloudHsmError::InvalidRequest(message)),
+        Ok(body) => match cbor::decode(&body) {
+            Err(message) => Err(CloudHsmError::InvalidRequest(format!(
+                "The request body is not valid: {message}."
+            ))),
+            Ok(input) => {
+                let region = signed_region(&req).unwrap_or_else(|| frontend.arns.region.clone());
+                cloudhsm::call(&frontend, &op, input, &region).await
+            }
+        },
+    };
+    match answer {
+        Ok(value) => cbor_response(StatusCode::OK, &value, &request_id),
+        Err(e) => cbor_response(
+            StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
+            &serde_json::json!({
+                "__type": format!("com.amazonaws.cloudhsmv2#{}", e.type_name()),
+                "message": e.message(),
+                "Message": e.message(),
+            }),
+            &request_id,
+        ),
     }
 }
 
@@ -107,5 +197,9 @@ async fn not_found(req: HttpRequest) -> HttpResponse {
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::scope("/_hsmkms").configure(control::configure))
         .route("/", web::post().to(aws_json))
+        .route(
+            "/service/BaldrApiService/operation/{op}",
+            web::post().to(rpc_v2_cbor),
+        )
         .default_service(web::to(not_found));
 }

@@ -2,6 +2,7 @@
 
 pub mod ciphertext;
 pub mod clock;
+pub mod cloudhsm;
 pub mod connection_state;
 pub mod error;
 pub mod key_ref;

@@ -1,0 +1,67 @@
+use super::*;
+
+fn backup(id: &str, created_day: u64, state: BackupState, never_expires: bool) -> BackupRecord {
+    BackupRecord {
+        backup_id: id.into(),
+        region: "us-east-1".into(),
+        cluster_id: Some("cluster-aaaaaaaaaaa".into()),
+        lineage: "cluster-aaaaaaaaaaa".into(),
+        state,
+        created_at_millis: created_day * DAY_MILLIS,
+        delete_at_millis: None,
+        never_expires,
+        hsm_type: "hsm1.medium".into(),
+        source_region: None,
+        source_backup: None,
+        source_cluster: None,
+        copied_at_millis: None,
+        tags: BTreeMap::new(),
+        keys: vec![],
+    }
+}
+
+#[test]
+fn a_backup_is_due_once_a_day() {
+    assert!(backup_due(None, 0));
+    assert!(!backup_due(Some(1000), 1000 + BACKUP_INTERVAL_MILLIS - 1));
+    assert!(backup_due(Some(1000), 1000 + BACKUP_INTERVAL_MILLIS));
+}
+
+#[test]
+fn retention_purges_old_backups_but_never_the_newest_nor_never_expires() {
+    let old = backup("backup-old", 0, BackupState::Ready, false);
+    let kept = backup("backup-kept", 1, BackupState::Ready, true);
+    let recent = backup("backup-recent", 95, BackupState::Ready, false);
+    let all = [&old, &kept, &recent];
+    assert_eq!(
+        retention_purges(&all, 90, 100 * DAY_MILLIS),
+        vec!["backup-old"]
+    );
+    // A day short of the policy, nothing goes.
+    assert!(retention_purges(&all, 90, 90 * DAY_MILLIS).is_empty());
+}
+
+#[test]
+fn the_last_backup_is_never_purged() {
+    let only = backup("backup-only", 0, BackupState::Ready, false);
+    assert!(retention_purges(&[&only], 7, 1000 * DAY_MILLIS).is_empty());
+    // The newest counts even when it is itself past the policy.
+    let older = backup("backup-older", 0, BackupState::Ready, false);
+    let newer = backup("backup-newer", 1, BackupState::Ready, false);
+    assert_eq!(
+        retention_purges(&[&older, &newer], 7, 1000 * DAY_MILLIS),
+        vec!["backup-older"]
+    );
+}
+
+#[test]
+fn pending_deletion_lasts_seven_days() {
+    let mut b = backup("backup-x", 0, BackupState::PendingDeletion, false);
+    b.delete_at_millis = Some(10 * DAY_MILLIS);
+    assert!(restorable(&b, 16 * DAY_MILLIS));
+    assert!(!deletion_expired(&b, 16 * DAY_MILLIS));
+    assert!(deletion_expired(&b, 17 * DAY_MILLIS));
+    assert!(!restorable(&b, 17 * DAY_MILLIS));
+    let ready = backup("backup-y", 0, BackupState::Ready, false);
+    assert!(!restorable(&ready, 0));
+}

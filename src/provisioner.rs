@@ -1,0 +1,564 @@
+//! The launcher's side of the CloudHSM service: a [`Provisioner`] over the clusters in the data
+//! directory. It creates cluster secrets, provisions and starts HSM nodes (in-process, or as
+//! supervised `hsm-node` processes, following the launcher's mode), removes them, and reads
+//! backups from them over the node protocol with a node certificate of the cluster's CA.
+//! The frontend gets views, images and TLS configurations, never the files.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use hsm_node::backup::{self, Image};
+use hsm_node::core::{Entry, Stored};
+use hsm_node::{NodeHandle, NodeOptions};
+use hsmkms_common::aead::Sealer;
+use hsmkms_common::client::NodeClient;
+use hsmkms_common::clock::Clock;
+use hsmkms_common::tls::{self, CertKind};
+use hsmkms_common::wire::{ObjectBody, ObjectId, Request, Role, UserRecord, Version};
+use kms_frontend::cluster::{KeyObject, ProvisionedCluster, ProvisionedHsm, Provisioner, Snapshot};
+
+use crate::cluster::{ClusterDir, CLUSTERS_DIR};
+use crate::supervisor::{NodeProcess, Supervisor};
+
+/// The admin password of a new cluster until `cluster activate` sets one, as CloudHSM's
+/// unactivated admin has a default password.
+pub const UNACTIVATED_ADMIN_PASSWORD: &str = "password";
+/// Deadline of each call the service makes to an HSM.
+const CALL_DEADLINE: Duration = Duration::from_secs(10);
+/// How long a new HSM may take to catch up with its peers before CreateHsm fails.
+const CATCH_UP_DEADLINE: Duration = Duration::from_secs(120);
+
+/// How HSMs run: on threads of this process, or as child processes.
+pub enum Runner {
+    InProcess(Mutex<BTreeMap<String, (PathBuf, Option<NodeHandle>)>>),
+    Processes(Supervisor),
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Runner::InProcess(_) => f.write_str("InProcess"),
+            Runner::Processes(_) => f.write_str("Processes"),
+        }
+    }
+}
+
+/// An HSM's id and address.
+type HsmAddress = (String, String);
+
+/// One cluster the provisioner keeps.
+#[derive(Debug)]
+struct Kept {
+    dir: ClusterDir,
+    certificate: String,
+    client_tls: Arc<rustls::ClientConfig>,
+    /// A node identity of the cluster's CA: the service reads backups with it.
+    service_tls: Arc<rustls::ClientConfig>,
+}
+
+impl Kept {
+    fn open(dir: ClusterDir) -> Result<Self> {
+        let ca = dir.ca()?;
+        let service = ca.issue(CertKind::Node, "hsmkms-cloudhsm-service")?;
+        Ok(Self {
+            certificate: dir.trust_anchor()?,
+            client_tls: dir.client_tls()?,
+            service_tls: tls::client_config(&ca.identity.cert_pem, &service)?,
+            dir,
+        })
+    }
+
+    fn deleted(&self) -> bool {
+        self.dir.info.state == "DELETED"
+    }
+}
+
+/// The launcher's provisioner.
+#[derive(Debug)]
+pub struct LauncherProvisioner {
+    data_dir: PathBuf,
+    host: String,
+    clock: Arc<dyn Clock>,
+    runner: Runner,
+    clusters: Mutex<BTreeMap<String, Kept>>,
+    /// Creations and deletions of HSMs and clusters, one at a time (node numbers, ports).
+    changes: Mutex<()>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A small runtime for the async parts (provisioning, node calls) of a blocking call.
+fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(runtime.block_on(f))
+}
+
+fn seed_user(username: &str, role: Role, password: &str) -> Result<Stored> {
+    Ok(Stored {
+        id: ObjectId::User(username.into()),
+        version: Version {
+            counter: 1,
+            node: 0,
+        },
+        entry: Entry::User(UserRecord {
+            username: username.into(),
+            role,
+            password_hash: hsm_node::password::hash(password).map_err(anyhow::Error::msg)?,
+            failed_logins: 0,
+            locked: false,
+        }),
+    })
+}
+
+impl LauncherProvisioner {
+    /// Opens every cluster in the data directory and starts its HSMs.
+    pub fn start(
+        data_dir: &Path,
+        host: &str,
+        clock: Arc<dyn Clock>,
+        runner: Runner,
+    ) -> Result<Self> {
+        let provisioner = Self {
+            data_dir: data_dir.to_path_buf(),
+            host: host.to_string(),
+            clock,
+            runner,
+            clusters: Mutex::new(BTreeMap::new()),
+            changes: Mutex::new(()),
+        };
+        for dir in ClusterDir::discover(data_dir)? {
+            let kept = Kept::open(dir)?;
+            for hsm in kept.dir.info.hsms.iter().filter(|h| !h.external) {
+                provisioner.start_node(&hsm.hsm_id, &kept.dir.node_dir(hsm))?;
+            }
+            lock(&provisioner.clusters).insert(kept.dir.info.cluster_id.clone(), kept);
+        }
+        Ok(provisioner)
+    }
+
+    /// Every cluster directory that is not deleted (for waiting until they serve).
+    pub fn cluster_dirs(&self) -> Vec<ClusterDir> {
+        lock(&self.clusters)
+            .values()
+            .filter(|k| !k.deleted())
+            .map(|k| ClusterDir {
+                root: k.dir.root.clone(),
+                info: k.dir.info.clone(),
+            })
+            .collect()
+    }
+
+    fn start_node(&self, hsm_id: &str, dir: &Path) -> Result<()> {
+        match &self.runner {
+            Runner::InProcess(nodes) => {
+                let handle = NodeHandle::start(dir, NodeOptions::default(), self.clock.clone())?;
+                lock(nodes).insert(hsm_id.into(), (dir.to_path_buf(), Some(handle)));
+            }
+            Runner::Processes(supervisor) => supervisor.add(NodeProcess {
+                hsm_id: hsm_id.into(),
+                node_dir: dir.to_path_buf(),
+            }),
+        }
+        Ok(())
+    }
+
+    fn stop_node(&self, hsm_id: &str) {
+        match &self.runner {
+            Runner::InProcess(nodes) => {
+                let removed = lock(nodes).remove(hsm_id);
+                if let Some((_, Some(handle))) = removed {
+                    handle.shutdown();
+                }
+            }
+            Runner::Processes(supervisor) => supervisor.remove_blocking(hsm_id),
+        }
+    }
+
+    fn running(&self, hsm_id: &str) -> bool {
+        match &self.runner {
+            Runner::InProcess(nodes) => matches!(lock(nodes).get(hsm_id), Some((_, Some(_)))),
+            Runner::Processes(supervisor) => supervisor.contains(hsm_id),
+        }
+    }
+
+    /// Stops every HSM (at shutdown).
+    pub async fn shutdown(&self) {
+        match &self.runner {
+            Runner::InProcess(nodes) => {
+                let handles: Vec<NodeHandle> = lock(nodes)
+                    .values_mut()
+                    .filter_map(|(_, h)| h.take())
+                    .collect();
+                let _ = tokio::task::spawn_blocking(move || {
+                    for h in handles {
+                        h.shutdown();
+                    }
+                })
+                .await;
+            }
+            Runner::Processes(supervisor) => supervisor.shutdown().await,
+        }
+    }
+
+    /// Addresses of the cluster's running HSMs, and the service's TLS configuration.
+    fn reachable(
+        &self,
+        cluster_id: &str,
+    ) -> Result<(Vec<HsmAddress>, Arc<rustls::ClientConfig>)> {
+        let clusters = lock(&self.clusters);
+        let kept = clusters
+            .get(cluster_id)
+            .filter(|k| !k.deleted())
+            .ok_or_else(|| anyhow!("no cluster {cluster_id}"))?;
+        let hsms = kept
+            .dir
+            .info
+            .hsms
+            .iter()
+            .filter(|h| h.external || self.running(&h.hsm_id))
+            .map(|h| (h.hsm_id.clone(), h.address.clone()))
+            .collect();
+        Ok((hsms, kept.service_tls.clone()))
+    }
+
+    /// Reads every object from the first HSM of the cluster that answers.
+    fn read_cluster(&self, cluster_id: &str) -> Result<Vec<hsmkms_common::wire::Object>> {
+        let (hsms, tls) = self.reachable(cluster_id)?;
+        if hsms.is_empty() {
+            bail!("cluster {cluster_id} has no running HSM");
+        }
+        block_on(async move {
+            let mut last = anyhow!("no HSM answered");
+            for (hsm_id, address) in hsms {
+                let read = async {
+                    let client = NodeClient::connect(&address, tls.clone(), CALL_DEADLINE).await?;
+                    Ok::<_, anyhow::Error>(backup::read_all(&client, CALL_DEADLINE).await?)
+                };
+                match read.await {
+                    Ok(objects) => return Ok(objects),
+                    Err(e) => last = e.context(format!("reading {hsm_id}")),
+                }
+            }
+            Err(last)
+        })?
+    }
+
+    fn create_hsm_inner(
+        &self,
+        cluster_id: &str,
+        hsm_id: &str,
+        zone: &str,
+        image: Option<&[u8]>,
+    ) -> Result<()> {
+        let _one_at_a_time = lock(&self.changes);
+        let (mut dir, sync) = {
+            let clusters = lock(&self.clusters);
+            let kept = clusters
+                .get(cluster_id)
+                .filter(|k| !k.deleted())
+                .ok_or_else(|| anyhow!("no cluster {cluster_id}"))?;
+            let dir = ClusterDir {
+                root: kept.dir.root.clone(),
+                info: kept.dir.info.clone(),
+            };
+            let sync = Sealer::new(&dir.sync_key()?);
+            (dir, sync)
+        };
+        let (seeds, min_node_number) = match image {
+            Some(sealed) => {
+                let image = Image::open(sealed, &sync)?;
+                let min = image.highest_node_number();
+                (image.seeds(&sync, cluster_id)?, min)
+            }
+            None => (
+                vec![seed_user(
+                    "admin",
+                    Role::CryptoOfficer,
+                    UNACTIVATED_ADMIN_PASSWORD,
+                )?],
+                0,
+            ),
+        };
+        // What a peer holds now: the new HSM is ACTIVE once it holds at least that.
+        let (peers, tls) = self.reachable(cluster_id)?;
+        let baseline: Vec<(ObjectId, Version)> = match peers.first() {
+            None => vec![],
+            Some((_, address)) => {
+                let (address, tls) = (address.clone(), tls.clone());
+                block_on(async move {
+                    let client = NodeClient::connect(&address, tls, CALL_DEADLINE).await?;
+                    Ok::<_, anyhow::Error>(backup::entries(&client, CALL_DEADLINE).await?)
+                })??
+            }
+        };
+        let host = self.host.clone();
+        let entry = block_on(dir.provision_hsm(hsm_id, zone, &host, seeds, min_node_number))??;
+        let node_dir = dir.node_dir(&entry);
+        if let Some(kept) = lock(&self.clusters).get_mut(cluster_id) {
+            kept.dir.info = dir.info.clone();
+        }
+        let started = self
+            .start_node(hsm_id, &node_dir)
+            .and_then(|()| wait_caught_up(&entry.address, &tls, &baseline));
+        if let Err(e) = started {
+            // It never served as a member; take it out again.
+            self.stop_node(hsm_id);
+            if let Some(kept) = lock(&self.clusters).get_mut(cluster_id) {
+                let _ = kept.dir.remove_hsm(hsm_id);
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn delete_hsm_inner(&self, cluster_id: &str, hsm_id: &str) -> Result<()> {
+        let _one_at_a_time = lock(&self.changes);
+        self.stop_node(hsm_id);
+        // The others forget it, so they stop linking to it and count it out of the quorum.
+        let (others, tls) = self.reachable(cluster_id)?;
+        let others: Vec<String> = others
+            .into_iter()
+            .filter(|(id, _)| id != hsm_id)
+            .map(|(_, a)| a)
+            .collect();
+        if !others.is_empty() {
+            let id = hsm_id.to_string();
+            block_on(async move {
+                for address in others {
+                    let forget = async {
+                        let client =
+                            NodeClient::connect(&address, tls.clone(), CALL_DEADLINE).await?;
+                        client
+                            .call(Request::Forget { hsm_id: id.clone() }, CALL_DEADLINE)
+                            .await?;
+                        Ok::<_, anyhow::Error>(())
+                    };
+                    if forget.await.is_ok() {
+                        return Ok(());
+                    }
+                }
+                Err(anyhow!("no HSM of the cluster took the removal"))
+            })??;
+        }
+        let mut clusters = lock(&self.clusters);
+        let kept = clusters
+            .get_mut(cluster_id)
+            .ok_or_else(|| anyhow!("no cluster {cluster_id}"))?;
+        kept.dir.remove_hsm(hsm_id)
+    }
+}
+
+/// Waits until the node at `address` holds every object of `baseline` at least at its version.
+fn wait_caught_up(
+    address: &str,
+    tls: &Arc<rustls::ClientConfig>,
+    baseline: &[(ObjectId, Version)],
+) -> Result<()> {
+    let started = Instant::now();
+    block_on(async {
+        loop {
+            let entries = async {
+                let client = NodeClient::connect(address, tls.clone(), CALL_DEADLINE).await?;
+                Ok::<_, anyhow::Error>(backup::entries(&client, CALL_DEADLINE).await?)
+            }
+            .await;
+            if let Ok(entries) = entries {
+                let have: BTreeMap<ObjectId, Version> = entries.into_iter().collect();
+                let missing = baseline
+                    .iter()
+                    .filter(|(id, v)| have.get(id).is_none_or(|h| h < v))
+                    .count();
+                if missing == 0 {
+                    return Ok(());
+                }
+                tracing::debug!(%address, missing, "new HSM catching up");
+            }
+            if started.elapsed() > CATCH_UP_DEADLINE {
+                bail!("the new HSM did not catch up with its peers within {CATCH_UP_DEADLINE:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })?
+}
+
+fn message(e: anyhow::Error) -> String {
+    format!("{e:#}")
+}
+
+impl Provisioner for LauncherProvisioner {
+    fn clusters(&self) -> Vec<ProvisionedCluster> {
+        lock(&self.clusters)
+            .values()
+            .filter(|k| !k.deleted())
+            .map(|k| ProvisionedCluster {
+                cluster_id: k.dir.info.cluster_id.clone(),
+                certificate: k.certificate.clone(),
+                created_at_millis: k.dir.info.created_at_millis,
+                hsms: k
+                    .dir
+                    .info
+                    .hsms
+                    .iter()
+                    .map(|h| ProvisionedHsm {
+                        hsm_id: h.hsm_id.clone(),
+                        availability_zone: h.availability_zone.clone(),
+                        address: h.address.clone(),
+                        running: h.external || self.running(&h.hsm_id),
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    fn create_cluster(&self, cluster_id: &str, restored_from: Option<&str>) -> Result<(), String> {
+        let _one_at_a_time = lock(&self.changes);
+        let like = match restored_from {
+            None => None,
+            Some(id) => {
+                let clusters = lock(&self.clusters);
+                let kept = clusters
+                    .get(id)
+                    .ok_or_else(|| format!("the secrets of cluster {id} are gone"))?;
+                Some(ClusterDir {
+                    root: kept.dir.root.clone(),
+                    info: kept.dir.info.clone(),
+                })
+            }
+        };
+        let root = self.data_dir.join(CLUSTERS_DIR).join(cluster_id);
+        let (region, account) = {
+            let clusters = lock(&self.clusters);
+            clusters
+                .values()
+                .next()
+                .map(|k| (k.dir.info.region.clone(), k.dir.info.account_id.clone()))
+                .unwrap_or_default()
+        };
+        let dir = ClusterDir::create_for_service(
+            &root,
+            cluster_id,
+            like.as_ref(),
+            &region,
+            &account,
+            self.clock.as_ref(),
+        )
+        .map_err(message)?;
+        let kept = Kept::open(dir).map_err(message)?;
+        lock(&self.clusters).insert(cluster_id.into(), kept);
+        Ok(())
+    }
+
+    fn delete_cluster(&self, cluster_id: &str) -> Result<(), String> {
+        let _one_at_a_time = lock(&self.changes);
+        let mut clusters = lock(&self.clusters);
+        let kept = clusters
+            .get_mut(cluster_id)
+            .ok_or_else(|| format!("no cluster {cluster_id}"))?;
+        if !kept.dir.info.hsms.is_empty() {
+            return Err(format!("cluster {cluster_id} still has HSMs"));
+        }
+        // The secrets stay: backups of the cluster can still be restored into a new cluster.
+        kept.dir.info.state = "DELETED".into();
+        kept.dir
+            .save()
+            .map_err(|e| message(e.context("saving the cluster")))?;
+        let hsms = kept.dir.root.join("hsms");
+        if hsms.exists() {
+            let _ = std::fs::remove_dir_all(hsms);
+        }
+        Ok(())
+    }
+
+    fn create_hsm(
+        &self,
+        cluster_id: &str,
+        hsm_id: &str,
+        availability_zone: &str,
+        image: Option<&[u8]>,
+    ) -> Result<(), String> {
+        self.create_hsm_inner(cluster_id, hsm_id, availability_zone, image)
+            .with_context(|| format!("creating {hsm_id}"))
+            .map_err(message)
+    }
+
+    fn delete_hsm(&self, cluster_id: &str, hsm_id: &str) -> Result<(), String> {
+        self.delete_hsm_inner(cluster_id, hsm_id)
+            .with_context(|| format!("deleting {hsm_id}"))
+            .map_err(message)
+    }
+
+    fn snapshot(&self, cluster_id: &str) -> Result<Snapshot, String> {
+        let objects = self.read_cluster(cluster_id).map_err(message)?;
+        let sync = {
+            let clusters = lock(&self.clusters);
+            let kept = clusters
+                .get(cluster_id)
+                .ok_or_else(|| format!("no cluster {cluster_id}"))?;
+            Sealer::new(&kept.dir.sync_key().map_err(message)?)
+        };
+        let activated = objects.iter().any(|o| match &o.body {
+            ObjectBody::User(u) => {
+                u.username == "admin"
+                    && !hsm_node::password::verify(&u.password_hash, UNACTIVATED_ADMIN_PASSWORD)
+            }
+            _ => false,
+        });
+        let image = Image {
+            cluster_id: cluster_id.into(),
+            objects,
+        };
+        let keys = image
+            .keys()
+            .into_iter()
+            .map(|k| KeyObject {
+                handle: k.handle,
+                label: k.label,
+                owner: k.owner,
+            })
+            .collect();
+        Ok(Snapshot {
+            image: image.seal(&sync),
+            keys,
+            activated,
+        })
+    }
+
+    fn client_tls(&self, cluster_id: &str) -> Option<Arc<rustls::ClientConfig>> {
+        lock(&self.clusters)
+            .get(cluster_id)
+            .map(|k| k.client_tls.clone())
+    }
+
+    fn set_hsm_running(&self, hsm_id: &str, running: bool) -> Result<(), String> {
+        let Runner::InProcess(nodes) = &self.runner else {
+            return Err(
+                "fault injection needs in-process HSMs (run without --hsm-processes)".into(),
+            );
+        };
+        let mut nodes = lock(nodes);
+        let Some((dir, handle)) = nodes.get_mut(hsm_id) else {
+            return Err(format!("no HSM {hsm_id} runs in this emulator"));
+        };
+        match (running, handle.is_some()) {
+            (false, true) => {
+                if let Some(h) = handle.take() {
+                    h.shutdown();
+                }
+            }
+            (true, false) => {
+                let started = NodeHandle::start(dir, NodeOptions::default(), self.clock.clone())
+                    .map_err(|e| format!("cannot restart {hsm_id}: {e:#}"))?;
+                *handle = Some(started);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
