@@ -58,6 +58,10 @@ pub struct ClusterInfo {
     pub state: String,
     pub created_at_millis: u64,
     pub hsms: Vec<HsmEntry>,
+    /// The highest node number any HSM of the cluster ever had: a deleted HSM's number is
+    /// never reused, so its key handles stay unique.
+    #[serde(default)]
+    pub highest_node_number: u32,
 }
 
 /// What a new cluster is made with.
@@ -239,6 +243,7 @@ impl ClusterDir {
             account_id: spec.account_id.clone(),
             state: "ACTIVE".into(),
             created_at_millis: clock.now_millis(),
+            highest_node_number: hsms.len() as u32,
             hsms,
         };
         let dir = Self {
@@ -293,15 +298,19 @@ impl ClusterDir {
     }
 
     /// A node number no HSM of the cluster has, above `at_least`.
-    fn next_node_number(&self, at_least: u32) -> u32 {
-        self.info
+    fn next_node_number(&mut self, at_least: u32) -> u32 {
+        let next = self
+            .info
             .hsms
             .iter()
             .map(|h| h.node_number)
             .max()
             .unwrap_or(0)
             .max(at_least)
-            + 1
+            .max(self.info.highest_node_number)
+            + 1;
+        self.info.highest_node_number = next;
+        next
     }
 
     /// Provisions a node directory for a new HSM of the cluster service (CreateHsm) in
@@ -397,6 +406,7 @@ impl ClusterDir {
                 state: "UNINITIALIZED".into(),
                 created_at_millis: clock.now_millis(),
                 hsms: vec![],
+                highest_node_number: 0,
             },
         };
         dir.save()?;

@@ -208,10 +208,7 @@ impl LauncherProvisioner {
     }
 
     /// Addresses of the cluster's running HSMs, and the service's TLS configuration.
-    fn reachable(
-        &self,
-        cluster_id: &str,
-    ) -> Result<(Vec<HsmAddress>, Arc<rustls::ClientConfig>)> {
+    fn reachable(&self, cluster_id: &str) -> Result<(Vec<HsmAddress>, Arc<rustls::ClientConfig>)> {
         let clusters = lock(&self.clusters);
         let kept = clusters
             .get(cluster_id)
@@ -271,12 +268,17 @@ impl LauncherProvisioner {
             let sync = Sealer::new(&dir.sync_key()?);
             (dir, sync)
         };
+        // What a peer holds now: the new HSM is ACTIVE once it holds at least that.
+        let (peers, tls) = self.reachable(cluster_id)?;
         let (seeds, min_node_number) = match image {
             Some(sealed) => {
                 let image = Image::open(sealed, &sync)?;
                 let min = image.highest_node_number();
                 (image.seeds(&sync, cluster_id)?, min)
             }
+            // No backup yet, but peers: it learns everything from them.
+            None if !peers.is_empty() => (vec![], 0),
+            // The first HSM of a new cluster: only the unactivated admin.
             None => (
                 vec![seed_user(
                     "admin",
@@ -286,8 +288,6 @@ impl LauncherProvisioner {
                 0,
             ),
         };
-        // What a peer holds now: the new HSM is ACTIVE once it holds at least that.
-        let (peers, tls) = self.reachable(cluster_id)?;
         let baseline: Vec<(ObjectId, Version)> = match peers.first() {
             None => vec![],
             Some((_, address)) => {

@@ -37,17 +37,6 @@ const AS_ADMIN: [&str; 6] = [
     ADMIN_PASSWORD,
 ];
 
-/// Stops or starts an HSM through the control API's fault injection.
-fn fault(emu: &Emulator, hsm_id: &str, action: &str) {
-    let url = format!("http://127.0.0.1:{}/_hsmkms/faults", emu.port);
-    let status = ureq::post(&url)
-        .header("content-type", "application/json")
-        .send(serde_json::json!({"hsmId": hsm_id, "action": action}).to_string())
-        .unwrap()
-        .status();
-    assert_eq!(status, 200);
-}
-
 /// Connects and waits until the store is FAILED with `code`.
 async fn connect_fails_with(kms: &aws_sdk_kms::Client, store: &str, code: ConnectionErrorCodeType) {
     kms.connect_custom_key_store()
@@ -289,7 +278,7 @@ async fn a_missing_kmsuser_and_a_cluster_without_active_hsms_fail_the_connection
     // Every HSM down: INSUFFICIENT_CLOUDHSM_HSMS.
     let hsms = emu.hsm_ids();
     for h in &hsms {
-        fault(&emu, h, "stop");
+        emu.fault(h, "stop");
     }
     connect_fails_with(
         &kms,
@@ -299,14 +288,14 @@ async fn a_missing_kmsuser_and_a_cluster_without_active_hsms_fail_the_connection
     .await;
     disconnect(&kms, &store).await;
     for h in &hsms {
-        fault(&emu, h, "start");
+        emu.fault(h, "start");
     }
     reconnect(&kms, &store).await;
 
     // A connected store whose HSMs all fail stays CONNECTED; its keys' crypto fails with
     // KMSInvalidStateException, and works again once the HSMs are back.
     for h in &hsms {
-        fault(&emu, h, "stop");
+        emu.fault(h, "stop");
     }
     let err = kms
         .encrypt()
@@ -321,7 +310,7 @@ async fn a_missing_kmsuser_and_a_cluster_without_active_hsms_fail_the_connection
         ConnectionStateType::Connected
     );
     // With one HSM, the cluster cannot take new keys (two Availability Zones are needed).
-    fault(&emu, &hsms[0], "start");
+    emu.fault(&hsms[0], "start");
     let err = kms
         .create_key()
         .origin(aws_sdk_kms::types::OriginType::AwsCloudhsm)
@@ -334,7 +323,7 @@ async fn a_missing_kmsuser_and_a_cluster_without_active_hsms_fail_the_connection
         "CloudHsmClusterInvalidConfigurationException",
         None,
     );
-    fault(&emu, &hsms[1], "start");
+    emu.fault(&hsms[1], "start");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let sealed = kms
         .encrypt()

@@ -585,53 +585,51 @@ impl CloudHsm {
         let (c, h) = (cluster_id.clone(), hsm_id.clone());
         let created =
             blocking(move || provisioner.create_hsm(&c, &h, &zone, image.as_deref())).await;
-        self.state().pending.remove(&hsm_id);
         if let Err(e) = created {
+            self.state().pending.remove(&hsm_id);
             tracing::error!(%cluster_id, %hsm_id, error = %e, "CreateHsm failed; the HSM is removed");
             return;
         }
-        tracing::info!(%cluster_id, %hsm_id, "HSM ACTIVE");
         let record = self.state().clusters.get(&cluster_id).cloned();
-        let Some(mut record) = record else { return };
-        if record.state == ClusterState::Uninitialized && record.source_backup_id.is_some() {
+        let Some(mut record) = record else {
+            self.state().pending.remove(&hsm_id);
+            return;
+        };
+        let restored_activation =
+            record.state == ClusterState::Uninitialized && record.source_backup_id.is_some();
+        let backup = restored_activation || (record.state == ClusterState::Active && had_hsms);
+        let mut changed = false;
+        if restored_activation {
             // A restored cluster is initialized and activated already: its first HSM brings
             // the backup's users, keys and certificates.
             record.state = ClusterState::Active;
-            if self
-                .commit(vec![Write::put(
-                    Table::Clusters,
-                    cluster_id.clone(),
-                    &record,
-                )])
-                .await
-                .is_ok()
-            {
-                self.state()
-                    .clusters
-                    .insert(cluster_id.clone(), record.clone());
-            }
-            let _ = self.take_backup(&cluster_id).await;
+            changed = true;
         } else if record.state == ClusterState::Uninitialized && record.cluster_csr.is_none() {
             // A new cluster's first HSM offers the CSR the customer's CA is to sign.
             match hsmkms_common::tls::cluster_csr(&cluster_id, &hsm_id) {
                 Ok(csr) => {
                     record.cluster_csr = Some(csr);
-                    if self
-                        .commit(vec![Write::put(
-                            Table::Clusters,
-                            cluster_id.clone(),
-                            &record,
-                        )])
-                        .await
-                        .is_ok()
-                    {
-                        self.state().clusters.insert(cluster_id.clone(), record);
-                    }
+                    changed = true;
                 }
                 Err(e) => tracing::error!(%cluster_id, error = %e, "cannot make the cluster's CSR"),
             }
-        } else if record.state == ClusterState::Active && had_hsms {
-            let _ = self.take_backup(&cluster_id).await;
+        }
+        if changed {
+            let write = Write::put(Table::Clusters, cluster_id.clone(), &record);
+            match self.commit(vec![write]).await {
+                Ok(()) => {
+                    self.state().clusters.insert(cluster_id.clone(), record);
+                }
+                Err(e) => tracing::error!(%cluster_id, error = %e, "cannot record the cluster"),
+            }
+        }
+        // The cluster's state is settled before the HSM shows ACTIVE.
+        self.state().pending.remove(&hsm_id);
+        tracing::info!(%cluster_id, %hsm_id, "HSM ACTIVE");
+        if backup {
+            if let Err(e) = self.take_backup(&cluster_id).await {
+                tracing::warn!(%cluster_id, error = %e, "no backup after adding an HSM");
+            }
         }
     }
 

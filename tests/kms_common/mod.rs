@@ -145,6 +145,140 @@ impl Emulator {
         aws_sdk_kms::Client::from_conf(config)
     }
 
+    /// A CloudHSMv2 client from the official SDK (AWS JSON 1.1), for `region`.
+    pub fn cloudhsm_in(&self, region: &str) -> aws_sdk_cloudhsmv2::Client {
+        let tls_context = TlsContext::builder()
+            .with_trust_store(TrustStore::empty())
+            .build()
+            .unwrap();
+        let http_client = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+            .tls_context(tls_context)
+            .build_https();
+        let config = aws_sdk_cloudhsmv2::Config::builder()
+            .behavior_version(aws_sdk_cloudhsmv2::config::BehaviorVersion::latest())
+            .region(aws_sdk_cloudhsmv2::config::Region::new(region.to_string()))
+            .credentials_provider(aws_sdk_cloudhsmv2::config::Credentials::new(
+                "test", "test", None, None, "test",
+            ))
+            .endpoint_url(self.url(""))
+            .http_client(http_client)
+            .timeout_config(
+                aws_sdk_cloudhsmv2::config::timeout::TimeoutConfig::builder()
+                    .operation_timeout(CALL_LIMIT)
+                    .build(),
+            )
+            .build();
+        aws_sdk_cloudhsmv2::Client::from_conf(config)
+    }
+
+    /// A CloudHSMv2 client for the emulator's Region.
+    pub fn cloudhsm(&self) -> aws_sdk_cloudhsmv2::Client {
+        self.cloudhsm_in("us-east-1")
+    }
+
+    /// `GET /_hsmkms/orphans`: per cluster id, the labels of its orphaned key objects.
+    pub fn orphans(&self) -> Vec<(String, Vec<String>)> {
+        let report = self.get_json("/_hsmkms/orphans");
+        report["clusters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                assert!(c.get("error").is_none(), "the orphan report failed: {c}");
+                let labels = c["orphans"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|o| o["label"].as_str().unwrap().to_string())
+                    .collect();
+                (c["clusterId"].as_str().unwrap().to_string(), labels)
+            })
+            .collect()
+    }
+
+    /// `GET /_hsmkms/backups?containsKey=<arn>`: ids of the backups that hold the key.
+    pub fn backups_containing(&self, arn: &str) -> Vec<String> {
+        let report = self.get_json(&format!("/_hsmkms/backups?containsKey={arn}"));
+        report["backups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["backupId"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// Runs `hsmkms hsm-cli --json` with `args` (and `--data-dir`); returns its JSON answer.
+    pub fn hsm_cli(&self, args: &[&str]) -> Value {
+        let out = Command::new(hsmkms_exe())
+            .arg("hsm-cli")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--json")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "hsm-cli {args:?} failed: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_str(stdout.lines().last().unwrap_or("null"))
+            .unwrap_or_else(|e| panic!("hsm-cli {args:?} answered {stdout}: {e}"))
+    }
+
+    /// Stops or starts an HSM through the control API's fault injection.
+    pub fn fault(&self, hsm_id: &str, action: &str) {
+        let status = Self::agent()
+            .post(&self.url("/_hsmkms/faults"))
+            .header("content-type", "application/json")
+            .send(serde_json::json!({"hsmId": hsm_id, "action": action}).to_string())
+            .unwrap()
+            .status();
+        assert_eq!(status, 200);
+    }
+
+    /// One raw CloudHSMv2 call over AWS JSON 1.1: (status, answer).
+    pub fn baldr_json(&self, op: &str, body: &Value) -> (u16, Value) {
+        let response = Self::agent()
+            .post(&self.url("/"))
+            .header("content-type", "application/x-amz-json-1.1")
+            .header("x-amz-target", &format!("BaldrApiService.{op}"))
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .send(body.to_string());
+        let mut response = response.unwrap();
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap();
+        (status, serde_json::from_str(&text).unwrap())
+    }
+
+    /// One raw CloudHSMv2 call over Smithy RPCv2 CBOR: (status, answer as CBOR).
+    pub fn baldr_cbor(&self, op: &str, body: &[u8]) -> (u16, ciborium::Value) {
+        let response = Self::agent()
+            .post(&self.url(&format!("/service/BaldrApiService/operation/{op}")))
+            .header("content-type", "application/cbor")
+            .header("smithy-protocol", "rpc-v2-cbor")
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .send(body);
+        let mut response = response.unwrap();
+        let status = response.status().as_u16();
+        assert_eq!(
+            response
+                .headers()
+                .get("smithy-protocol")
+                .map(|v| v.to_str().unwrap()),
+            Some("rpc-v2-cbor")
+        );
+        let bytes = response.body_mut().read_to_vec().unwrap();
+        (status, ciborium::de::from_reader(bytes.as_slice()).unwrap())
+    }
+
     fn agent() -> ureq::Agent {
         ureq::Agent::config_builder()
             .timeout_global(Some(CALL_LIMIT))
@@ -152,7 +286,7 @@ impl Emulator {
             .into()
     }
 
-    fn get_json(&self, path: &str) -> Value {
+    pub fn get_json(&self, path: &str) -> Value {
         let body = Self::agent()
             .get(&self.url(path))
             .call()
@@ -405,6 +539,141 @@ pub async fn create_store_key(kms: &aws_sdk_kms::Client, store: &str) -> KeyMeta
 }
 
 /// Creates a KMS key whose key material KMS itself holds.
+/// Waits until the cluster has exactly `count` HSMs, all ACTIVE; returns them.
+pub async fn wait_for_active_hsms(
+    hsm: &aws_sdk_cloudhsmv2::Client,
+    cluster_id: &str,
+    count: usize,
+) -> Vec<aws_sdk_cloudhsmv2::types::Hsm> {
+    let started = Instant::now();
+    loop {
+        let cluster = describe_cluster(hsm, cluster_id).await;
+        let hsms = cluster.hsms().to_vec();
+        if hsms.len() == count
+            && hsms
+                .iter()
+                .all(|h| h.state() == Some(&aws_sdk_cloudhsmv2::types::HsmState::Active))
+        {
+            return hsms;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "cluster {cluster_id} has {count} ACTIVE HSMs: {hsms:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// One cluster, as DescribeClusters shows it.
+pub async fn describe_cluster(
+    hsm: &aws_sdk_cloudhsmv2::Client,
+    cluster_id: &str,
+) -> aws_sdk_cloudhsmv2::types::Cluster {
+    hsm.describe_clusters()
+        .filters("clusterIds", vec![cluster_id.to_string()])
+        .send()
+        .await
+        .unwrap()
+        .clusters()
+        .first()
+        .cloned()
+        .unwrap_or_else(|| panic!("DescribeClusters shows {cluster_id}"))
+}
+
+/// Every backup of the Region, as DescribeBackups shows it (oldest first).
+pub async fn backups(hsm: &aws_sdk_cloudhsmv2::Client) -> Vec<aws_sdk_cloudhsmv2::types::Backup> {
+    let pages = hsm
+        .describe_backups()
+        .sort_ascending(true)
+        .into_paginator()
+        .send()
+        .collect::<Result<Vec<_>, _>>()
+        .await
+        .unwrap();
+    pages.iter().flat_map(|p| p.backups().to_vec()).collect()
+}
+
+/// Restores a cluster from a backup, gives it HSMs in `zones`, and waits until it is ACTIVE.
+pub async fn restore_cluster(
+    hsm: &aws_sdk_cloudhsmv2::Client,
+    backup_id: &str,
+    zones: &[&str],
+) -> String {
+    let subnets: Vec<String> = (0..zones.len())
+        .map(|i| format!("subnet-{:017x}", 0xabc000 + i))
+        .collect();
+    let cluster = hsm
+        .create_cluster()
+        .hsm_type("hsm1.medium")
+        .source_backup_id(backup_id)
+        .set_subnet_ids(Some(subnets))
+        .send()
+        .await
+        .unwrap()
+        .cluster()
+        .cloned()
+        .unwrap();
+    let id = cluster.cluster_id().unwrap().to_string();
+    assert_eq!(cluster.source_backup_id(), Some(backup_id));
+    // The first HSM brings the backup and activates the cluster; only then can others join.
+    for (i, zone) in zones.iter().enumerate() {
+        hsm.create_hsm()
+            .cluster_id(&id)
+            .availability_zone(*zone)
+            .send()
+            .await
+            .unwrap();
+        if i == 0 {
+            wait_for_active_hsms(hsm, &id, 1).await;
+        }
+    }
+    wait_for_active_hsms(hsm, &id, zones.len()).await;
+    let state = describe_cluster(hsm, &id).await.state().cloned();
+    assert_eq!(state, Some(aws_sdk_cloudhsmv2::types::ClusterState::Active));
+    id
+}
+
+/// Deletes every HSM of a cluster, waits until they are gone, and deletes the cluster.
+pub async fn delete_cluster_and_hsms(hsm: &aws_sdk_cloudhsmv2::Client, cluster_id: &str) {
+    let cluster = describe_cluster(hsm, cluster_id).await;
+    for h in cluster.hsms() {
+        hsm.delete_hsm()
+            .cluster_id(cluster_id)
+            .hsm_id(h.hsm_id())
+            .send()
+            .await
+            .unwrap();
+    }
+    wait_until_async(&format!("cluster {cluster_id} has no HSMs"), || async {
+        describe_cluster(hsm, cluster_id)
+            .await
+            .hsms()
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    hsm.delete_cluster()
+        .cluster_id(cluster_id)
+        .send()
+        .await
+        .unwrap();
+}
+
+/// Polls an async check until it answers, within the settle limit.
+pub async fn wait_until_async<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    mut check: impl FnMut() -> F,
+) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "{what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 pub async fn create_kms_key(kms: &aws_sdk_kms::Client) -> KeyMetadata {
     kms.create_key()
         .send()
