@@ -334,3 +334,91 @@ async fn a_missing_kmsuser_and_a_cluster_without_active_hsms_fail_the_connection
         .unwrap();
     assert!(sealed.ciphertext_blob().is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_moved_to_a_restored_cluster_that_is_then_deleted_fails_with_cluster_not_found() {
+    let tmp = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(&tmp.path().join("data"), free_port());
+    let kms = emu.kms();
+    let hsm = emu.cloudhsm();
+    let original = emu.cluster_id();
+    let store = emu.create_connected_store(&kms, "movable-store").await;
+    let key = create_store_key(&kms, &store).await;
+    let sealed = kms
+        .encrypt()
+        .key_id(key.key_id())
+        .plaintext(aws_sdk_kms::primitives::Blob::new(b"quarterly".to_vec()))
+        .send()
+        .await
+        .unwrap()
+        .ciphertext_blob()
+        .unwrap()
+        .clone();
+
+    // A day later the daily backup holds the key; a cluster restored from it is related.
+    emu.advance_clock(24 * 3600 + 60);
+    let backup = emu.backups_containing(key.arn().unwrap());
+    let restored = restore_cluster(&hsm, &backup[0], &["us-east-1a", "us-east-1b"]).await;
+
+    // The AWS guide's recovery: disconnect, point the store at the related cluster, reconnect;
+    // the key works there.
+    disconnect(&kms, &store).await;
+    kms.update_custom_key_store()
+        .custom_key_store_id(&store)
+        .cloud_hsm_cluster_id(&restored)
+        .send()
+        .await
+        .unwrap();
+    reconnect(&kms, &store).await;
+    let opened = kms
+        .decrypt()
+        .ciphertext_blob(sealed.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(opened.plaintext().unwrap().as_ref(), b"quarterly");
+    assert_eq!(
+        describe(&kms, key.key_id()).await.cloud_hsm_cluster_id(),
+        Some(original.as_str()),
+        "a key records the cluster it was created in"
+    );
+
+    // The restored cluster is deleted: connecting finds no cluster.
+    disconnect(&kms, &store).await;
+    delete_cluster_and_hsms(&hsm, &restored).await;
+    connect_fails_with(&kms, &store, ConnectionErrorCodeType::ClusterNotFound).await;
+    assert_eq!(
+        describe(&kms, key.key_id()).await.key_state(),
+        Some(&KeyState::Unavailable)
+    );
+
+    // Fixed by pointing the store back at a cluster that exists. KMS rotated kmsuser's password
+    // in the restored cluster only, so the original needs the password the store now has:
+    // set one as admin there, and give it to KMS.
+    disconnect(&kms, &store).await;
+    kms.update_custom_key_store()
+        .custom_key_store_id(&store)
+        .cloud_hsm_cluster_id(&original)
+        .send()
+        .await
+        .unwrap();
+    connect_fails_with(&kms, &store, ConnectionErrorCodeType::InvalidCredentials).await;
+    disconnect(&kms, &store).await;
+    let reset = "backAgain123";
+    let change = [
+        "user",
+        "change-password",
+        "--username",
+        "kmsuser",
+        "--role",
+        "crypto-user",
+        "--password",
+        reset,
+    ];
+    assert!(cli(&emu, &[&AS_ADMIN[..], &change[..]].concat()));
+    set_store_password(&kms, &store, reset).await;
+    reconnect(&kms, &store).await;
+    let opened = kms.decrypt().ciphertext_blob(sealed).send().await.unwrap();
+    assert_eq!(opened.plaintext().unwrap().as_ref(), b"quarterly");
+    emu.stop();
+}

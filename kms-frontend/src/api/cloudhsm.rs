@@ -221,7 +221,7 @@ fn check_filters(filters: &Filters, allowed: &[&str]) -> Result<(), CloudHsmErro
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+#[serde(rename_all = "PascalCase")]
 struct DescribeClusters {
     filters: Filters,
     next_token: Option<String>,
@@ -229,7 +229,7 @@ struct DescribeClusters {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+#[serde(rename_all = "PascalCase")]
 struct RetentionPolicy {
     #[serde(rename = "Type")]
     kind: Option<String>,
@@ -252,7 +252,7 @@ fn retention_days(policy: Option<RetentionPolicy>) -> Result<Option<u32>, CloudH
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+#[serde(rename_all = "PascalCase")]
 struct CreateCluster {
     backup_retention_policy: Option<RetentionPolicy>,
     hsm_type: Option<String>,
@@ -264,13 +264,13 @@ struct CreateCluster {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+#[serde(rename_all = "PascalCase")]
 struct ClusterIdOnly {
     cluster_id: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+#[serde(rename_all = "PascalCase")]
 struct ModifyCluster {
     cluster_id: Option<String>,
     backup_retention_policy: Option<RetentionPolicy>,
@@ -278,7 +278,7 @@ struct ModifyCluster {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+#[serde(rename_all = "PascalCase")]
 struct CreateHsm {
     cluster_id: Option<String>,
     availability_zone: Option<String>,
@@ -286,7 +286,7 @@ struct CreateHsm {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+#[serde(rename_all = "PascalCase")]
 struct DeleteHsm {
     cluster_id: Option<String>,
     hsm_id: Option<String>,
@@ -295,7 +295,7 @@ struct DeleteHsm {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+#[serde(rename_all = "PascalCase")]
 struct DescribeBackups {
     filters: Filters,
     next_token: Option<String>,
@@ -305,20 +305,20 @@ struct DescribeBackups {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+#[serde(rename_all = "PascalCase")]
 struct BackupIdOnly {
     backup_id: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+#[serde(rename_all = "PascalCase")]
 struct ModifyBackupAttributes {
     backup_id: Option<String>,
     never_expires: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+#[serde(rename_all = "PascalCase")]
 struct CopyBackupToRegion {
     destination_region: Option<String>,
     backup_id: Option<String>,
@@ -326,7 +326,7 @@ struct CopyBackupToRegion {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+#[serde(rename_all = "PascalCase")]
 struct InitializeCluster {
     cluster_id: Option<String>,
     signed_cert: Option<String>,
@@ -334,21 +334,21 @@ struct InitializeCluster {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+#[serde(rename_all = "PascalCase")]
 struct TagResource {
     resource_id: Option<String>,
     tag_list: Option<Vec<Tag>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+#[serde(rename_all = "PascalCase")]
 struct UntagResource {
     resource_id: Option<String>,
     tag_key_list: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+#[serde(rename_all = "PascalCase")]
 struct ListTags {
     resource_id: Option<String>,
     next_token: Option<String>,
