@@ -166,19 +166,8 @@ impl ClusterDir {
         let mut rng = rand::thread_rng();
         let cluster_id = ids::new_cluster_id(&mut rng);
         let ca = ClusterCa::generate(&cluster_id)?;
-        fs::write(root.join(TRUST_ANCHOR_FILE), &ca.identity.cert_pem)?;
-        keyfile::write_secret(
-            &root.join(CA_KEY_FILE),
-            ca.identity.key_pem.expose().as_bytes(),
-        )?;
         let sync_key = KeyMaterial::generate();
-        keyfile::write_secret(&root.join(SYNC_KEY_FILE), sync_key.expose())?;
-        let client = ca.issue(CertKind::Client, "hsmkms-client")?;
-        fs::write(root.join(CLIENT_CERT_FILE), &client.cert_pem)?;
-        keyfile::write_secret(
-            &root.join(CLIENT_KEY_FILE),
-            client.key_pem.expose().as_bytes(),
-        )?;
+        write_secrets(root, &ca, &sync_key)?;
 
         let hsms: Vec<HsmEntry> = (0..spec.hsms)
             .map(|i| {
@@ -385,18 +374,7 @@ impl ClusterDir {
             Some(other) => (other.ca()?, other.sync_key()?),
             None => (ClusterCa::generate(cluster_id)?, KeyMaterial::generate()),
         };
-        fs::write(root.join(TRUST_ANCHOR_FILE), &ca.identity.cert_pem)?;
-        keyfile::write_secret(
-            &root.join(CA_KEY_FILE),
-            ca.identity.key_pem.expose().as_bytes(),
-        )?;
-        keyfile::write_secret(&root.join(SYNC_KEY_FILE), sync_key.expose())?;
-        let client = ca.issue(CertKind::Client, "hsmkms-client")?;
-        fs::write(root.join(CLIENT_CERT_FILE), &client.cert_pem)?;
-        keyfile::write_secret(
-            &root.join(CLIENT_KEY_FILE),
-            client.key_pem.expose().as_bytes(),
-        )?;
+        write_secrets(root, &ca, &sync_key)?;
         let dir = Self {
             root: root.to_path_buf(),
             info: ClusterInfo {
@@ -485,6 +463,23 @@ impl ClusterDir {
         self.save()?;
         Ok(entry)
     }
+}
+
+/// Writes a cluster's CA, synchronisation key and client identity into `root`.
+fn write_secrets(root: &Path, ca: &ClusterCa, sync_key: &KeyMaterial) -> Result<()> {
+    fs::write(root.join(TRUST_ANCHOR_FILE), &ca.identity.cert_pem)?;
+    keyfile::write_secret(
+        &root.join(CA_KEY_FILE),
+        ca.identity.key_pem.expose().as_bytes(),
+    )?;
+    keyfile::write_secret(&root.join(SYNC_KEY_FILE), sync_key.expose())?;
+    let client = ca.issue(CertKind::Client, "hsmkms-client")?;
+    fs::write(root.join(CLIENT_CERT_FILE), &client.cert_pem)?;
+    keyfile::write_secret(
+        &root.join(CLIENT_KEY_FILE),
+        client.key_pem.expose().as_bytes(),
+    )?;
+    Ok(())
 }
 
 /// The member record of an HSM entry.

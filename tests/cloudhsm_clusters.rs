@@ -81,10 +81,7 @@ async fn a_cluster_made_from_scratch_serves_kms_and_is_unrelated_to_others() {
         .send()
         .await
         .unwrap_err();
-    assert_eq!(
-        err.as_service_error().and_then(|e| e.meta().code()),
-        Some("CloudHsmInvalidRequestException")
-    );
+    assert_error(&err, "CloudHsmInvalidRequestException", None);
     let described = describe_cluster(&hsm, &id).await;
     let csr = described
         .certificates()
@@ -103,10 +100,7 @@ async fn a_cluster_made_from_scratch_serves_kms_and_is_unrelated_to_others() {
         .send()
         .await
         .unwrap_err();
-    assert_eq!(
-        err.as_service_error().and_then(|e| e.meta().code()),
-        Some("CloudHsmInvalidRequestException")
-    );
+    assert_error(&err, "CloudHsmInvalidRequestException", None);
     assert_eq!(
         describe_cluster(&hsm, &id).await.state(),
         Some(&ClusterState::Uninitialized)

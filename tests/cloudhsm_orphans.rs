@@ -209,10 +209,7 @@ async fn orphaned_material_is_found_removed_and_purged_from_every_backup() {
         .send()
         .await
         .unwrap_err();
-    assert_eq!(
-        err.as_service_error().and_then(|e| e.meta().code()),
-        Some("CloudHsmInvalidRequestException")
-    );
+    assert_error(&err, "CloudHsmInvalidRequestException", None);
     // The cluster's newer backups never held the key.
     let newest = all
         .iter()

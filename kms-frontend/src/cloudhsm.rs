@@ -166,6 +166,34 @@ impl CloudHsm {
         self.store.commit(writes).await.map_err(store_error)
     }
 
+    /// Records a cluster durably (with `more` writes in the same commit), then in memory.
+    async fn put_cluster(
+        &self,
+        record: &ClusterRecord,
+        more: Vec<Write>,
+    ) -> Result<(), CloudHsmError> {
+        let mut writes = vec![Write::put(
+            Table::Clusters,
+            record.cluster_id.clone(),
+            record,
+        )];
+        writes.extend(more);
+        self.commit(writes).await?;
+        self.state()
+            .clusters
+            .insert(record.cluster_id.clone(), record.clone());
+        Ok(())
+    }
+
+    /// One sealed image from the store (a backup's, or a restored cluster's seed).
+    async fn read_image(&self, key: String) -> Result<Option<Vec<u8>>, CloudHsmError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.get(Table::BackupImages, &key))
+            .await
+            .map_err(store_error)?
+            .map_err(store_error)
+    }
+
     // ---- reading ----------------------------------------------------------------------
 
     /// A cluster's record and HSMs, deleted clusters included.
@@ -353,7 +381,7 @@ impl CloudHsm {
             cluster_csr: None,
             tags,
         };
-        let mut writes = vec![Write::put(Table::Clusters, cluster_id.clone(), &record)];
+        let mut writes = vec![];
         if let Some(b) = &source {
             // The restored cluster keeps its own copy: the backup may be deleted meanwhile.
             let image = self.image(&b.backup_id).await?;
@@ -363,8 +391,7 @@ impl CloudHsm {
                 value: image,
             });
         }
-        self.commit(writes).await?;
-        self.state().clusters.insert(cluster_id, record.clone());
+        self.put_cluster(&record, writes).await?;
         Ok(record)
     }
 
@@ -431,14 +458,8 @@ impl CloudHsm {
                 .map_err(CloudHsmError::InternalFailure)?;
         }
         record.state = ClusterState::Deleted;
-        self.commit(vec![
-            Write::put(Table::Clusters, cluster_id, &record),
-            Write::delete(Table::BackupImages, seed_key(cluster_id)),
-        ])
-        .await?;
-        self.state()
-            .clusters
-            .insert(cluster_id.into(), record.clone());
+        let seed = Write::delete(Table::BackupImages, seed_key(cluster_id));
+        self.put_cluster(&record, vec![seed]).await?;
         Ok(record)
     }
 
@@ -470,11 +491,7 @@ impl CloudHsm {
             "Cluster initialized; activate it with `hsm-cli cluster activate`.".into();
         record.cluster_certificate = Some(signed_cert.to_string());
         record.trust_anchor = Some(trust_anchor.to_string());
-        self.commit(vec![Write::put(Table::Clusters, cluster_id, &record)])
-            .await?;
-        self.state()
-            .clusters
-            .insert(cluster_id.into(), record.clone());
+        self.put_cluster(&record, vec![]).await?;
         Ok(record)
     }
 
@@ -488,11 +505,7 @@ impl CloudHsm {
         if let Some(days) = check_retention(retention_days)? {
             record.retention_days = days;
         }
-        self.commit(vec![Write::put(Table::Clusters, cluster_id, &record)])
-            .await?;
-        self.state()
-            .clusters
-            .insert(cluster_id.into(), record.clone());
+        self.put_cluster(&record, vec![]).await?;
         Ok(record)
     }
 
@@ -615,12 +628,8 @@ impl CloudHsm {
             }
         }
         if changed {
-            let write = Write::put(Table::Clusters, cluster_id.clone(), &record);
-            match self.commit(vec![write]).await {
-                Ok(()) => {
-                    self.state().clusters.insert(cluster_id.clone(), record);
-                }
-                Err(e) => tracing::error!(%cluster_id, error = %e, "cannot record the cluster"),
+            if let Err(e) = self.put_cluster(&record, vec![]).await {
+                tracing::error!(%cluster_id, error = %e, "cannot record the cluster");
             }
         }
         // The cluster's state is settled before the HSM shows ACTIVE.
@@ -643,21 +652,13 @@ impl CloudHsm {
             .filter(|b| b.cluster_id.as_deref() == Some(cluster_id) && b.holds_data())
             .max_by_key(|b| b.created_at_millis)
             .map(|b| b.backup_id.clone());
-        let key = newest.unwrap_or_else(|| seed_key(cluster_id));
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.get(Table::BackupImages, &key))
+        self.read_image(newest.unwrap_or_else(|| seed_key(cluster_id)))
             .await
-            .map_err(store_error)?
-            .map_err(store_error)
     }
 
     async fn image(&self, backup_id: &str) -> Result<Vec<u8>, CloudHsmError> {
-        let store = self.store.clone();
-        let key = backup_id.to_string();
-        tokio::task::spawn_blocking(move || store.get(Table::BackupImages, &key))
-            .await
-            .map_err(store_error)?
-            .map_err(store_error)?
+        self.read_image(backup_id.to_string())
+            .await?
             .ok_or_else(|| {
                 CloudHsmError::InternalFailure(format!("Backup {backup_id} has no data."))
             })
@@ -935,10 +936,7 @@ impl CloudHsm {
         let cluster = self.state().clusters.get(resource_id).cloned();
         if let Some(mut c) = cluster.filter(|c| c.state != ClusterState::Deleted) {
             c.tags = tags;
-            self.commit(vec![Write::put(Table::Clusters, resource_id, &c)])
-                .await?;
-            self.state().clusters.insert(resource_id.into(), c);
-            return Ok(());
+            return self.put_cluster(&c, vec![]).await;
         }
         let mut backup = self.backup(resource_id, region)?;
         backup.tags = tags;
@@ -1060,13 +1058,8 @@ impl CloudHsm {
             record.state = ClusterState::Active;
             record.state_message = String::new();
             let id = record.cluster_id.clone();
-            if self
-                .commit(vec![Write::put(Table::Clusters, id.clone(), &record)])
-                .await
-                .is_ok()
-            {
+            if self.put_cluster(&record, vec![]).await.is_ok() {
                 tracing::info!(cluster_id = %id, "cluster activated: ACTIVE");
-                self.state().clusters.insert(id.clone(), record);
                 let _ = self.take_backup(&id).await;
             }
         }

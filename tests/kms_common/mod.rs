@@ -34,6 +34,19 @@ const SETTLE_LIMIT: Duration = Duration::from_secs(15);
 /// Longest any single call to the emulator may take.
 const CALL_LIMIT: Duration = Duration::from_secs(60);
 
+/// The SDKs' HTTP client: plain HTTP only, so no trust roots are needed (nor looked for on the
+/// machine), and rustls with ring rather than the aws-lc default.
+fn sdk_http_client() -> aws_sdk_kms::config::SharedHttpClient {
+    let tls_context = TlsContext::builder()
+        .with_trust_store(TrustStore::empty())
+        .build()
+        .unwrap();
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+        .tls_context(tls_context)
+        .build_https()
+}
+
 /// A free port on 127.0.0.1, for one emulator.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -121,15 +134,7 @@ impl Emulator {
     /// A KMS client from the official SDK, for this emulator, reading nothing from the
     /// environment.
     pub fn kms(&self) -> aws_sdk_kms::Client {
-        // Plain HTTP only: no trust roots are needed (nor looked for on the machine).
-        let tls_context = TlsContext::builder()
-            .with_trust_store(TrustStore::empty())
-            .build()
-            .unwrap();
-        let http_client = aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
-            .tls_context(tls_context)
-            .build_https();
+        let http_client = sdk_http_client();
         let config = aws_sdk_kms::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new("us-east-1"))
@@ -147,14 +152,7 @@ impl Emulator {
 
     /// A CloudHSMv2 client from the official SDK (AWS JSON 1.1), for `region`.
     pub fn cloudhsm_in(&self, region: &str) -> aws_sdk_cloudhsmv2::Client {
-        let tls_context = TlsContext::builder()
-            .with_trust_store(TrustStore::empty())
-            .build()
-            .unwrap();
-        let http_client = aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
-            .tls_context(tls_context)
-            .build_https();
+        let http_client = sdk_http_client();
         let config = aws_sdk_cloudhsmv2::Config::builder()
             .behavior_version(aws_sdk_cloudhsmv2::config::BehaviorVersion::latest())
             .region(aws_sdk_cloudhsmv2::config::Region::new(region.to_string()))
