@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use aws_sdk_cloudhsmv2::types::{BackupRetentionPolicy, BackupRetentionType, BackupState};
 use aws_sdk_kms::primitives::Blob;
 use kms_common::{
-    assert_error, backups, create_store_key, describe_cluster, free_port, wait_for_active_hsms,
-    wait_until, Emulator, ADMIN_PASSWORD,
+    assert_error, backups, create_store_key, describe_cluster, free_port, node_pids,
+    wait_for_active_hsms, wait_until, Emulator, ADMIN_PASSWORD,
 };
 use serde_json::{json, Value};
 
@@ -389,5 +389,73 @@ async fn json_and_cbor_requests_get_the_same_answers() {
     }
     let described = describe_cluster(&hsm, &cluster_id).await;
     assert_eq!(described.tag_list().len(), 1);
+    emulator.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_hsm_processes_hsms_come_and_go_as_processes_and_survive_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let port = free_port();
+    let emulator = Emulator::start_with(&data, port, &["--hsm-processes"]);
+    let hsm = emulator.cloudhsm();
+    let cluster_id = emulator.cluster_id();
+    assert_eq!(node_pids(&data).len(), 2);
+
+    // CreateHsm starts an hsm-node process; DeleteHsm stops it and removes its directory.
+    let added = hsm
+        .create_hsm()
+        .cluster_id(&cluster_id)
+        .availability_zone("us-east-1c")
+        .send()
+        .await
+        .unwrap();
+    let added_id = added.hsm().unwrap().hsm_id().to_string();
+    wait_for_active_hsms(&hsm, &cluster_id, 3).await;
+    let pids = node_pids(&data);
+    assert_eq!(pids.len(), 3, "{pids:?}");
+    assert!(pids.iter().any(|(_, dir)| dir.contains(&added_id)));
+    let first = emulator.hsm_ids()[0].clone();
+    hsm.delete_hsm()
+        .cluster_id(&cluster_id)
+        .hsm_id(&first)
+        .send()
+        .await
+        .unwrap();
+    wait_for_active_hsms(&hsm, &cluster_id, 2).await;
+    wait_until(
+        "the deleted HSM's process is gone",
+        Duration::from_secs(20),
+        || {
+            let pids = node_pids(&data);
+            (pids.len() == 2 && !pids.iter().any(|(_, dir)| dir.contains(&first))).then_some(())
+        },
+    );
+    assert!(!data.join("hsms").join(&first).exists());
+    let clusters_before = describe_cluster(&hsm, &cluster_id).await;
+    let backups_before = backups(&hsm).await;
+
+    // After a restart the cluster has the same HSMs, serving, and the same backups.
+    emulator.stop();
+    assert!(node_pids(&data).is_empty());
+    let emulator = Emulator::start_with(&data, port, &["--hsm-processes"]);
+    let hsm = emulator.cloudhsm();
+    let hsms = wait_for_active_hsms(&hsm, &cluster_id, 2).await;
+    let mut ids: Vec<&str> = hsms.iter().map(|h| h.hsm_id()).collect();
+    let mut ids_before: Vec<&str> = clusters_before.hsms().iter().map(|h| h.hsm_id()).collect();
+    ids.sort();
+    ids_before.sort();
+    assert_eq!(ids, ids_before);
+    assert_eq!(node_pids(&data).len(), 2);
+    let backup_ids = |b: &[aws_sdk_cloudhsmv2::types::Backup]| {
+        b.iter()
+            .map(|b| b.backup_id().to_string())
+            .collect::<Vec<_>>()
+    };
+    let after = backups(&hsm).await;
+    assert_eq!(
+        backup_ids(&after)[..backups_before.len()],
+        backup_ids(&backups_before)[..]
+    );
     emulator.stop();
 }

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod kms_common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -12,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::hsmkms_exe;
+use kms_common::node_pids;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -231,37 +233,6 @@ fn the_walkthrough_works_and_a_restart_finds_every_key() {
         );
     }
     stop_launcher(launcher);
-}
-
-/// Pids of running `hsm-node` processes serving a node directory under `data_dir`.
-fn node_pids(data_dir: &Path) -> Vec<(i32, String)> {
-    let needle = data_dir.to_string_lossy().to_string();
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let args: Vec<String> = cmdline
-            .split(|b| *b == 0)
-            .map(|a| String::from_utf8_lossy(a).to_string())
-            .collect();
-        if args.iter().any(|a| a == "hsm-node") {
-            if let Some(dir) = args
-                .iter()
-                .find(|a| a.contains(&needle) && a.contains("hsms"))
-            {
-                // Zombies (exited, not yet reaped) do not count.
-                let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-                if !stat.contains(") Z ") {
-                    found.push((pid, dir.clone()));
-                }
-            }
-        }
-    }
-    found
 }
 
 fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {

@@ -70,10 +70,16 @@ pub struct Emulator {
 impl Emulator {
     /// Starts `hsmkms --data-dir <data_dir> --port <port>` and waits for `Ready.`.
     pub fn start(data_dir: &Path, port: u16) -> Self {
+        Self::start_with(data_dir, port, &[])
+    }
+
+    /// The same, with more options (`--hsm-processes`, ...).
+    pub fn start_with(data_dir: &Path, port: u16, options: &[&str]) -> Self {
         let mut child = Command::new(hsmkms_exe())
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--port", &port.to_string()])
+            .args(options)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -655,6 +661,37 @@ pub async fn delete_cluster_and_hsms(hsm: &aws_sdk_cloudhsmv2::Client, cluster_i
         .send()
         .await
         .unwrap();
+}
+
+/// Pids of running `hsm-node` processes serving a node directory under `data_dir`.
+pub fn node_pids(data_dir: &Path) -> Vec<(i32, String)> {
+    let needle = data_dir.to_string_lossy().to_string();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).to_string())
+            .collect();
+        if args.iter().any(|a| a == "hsm-node") {
+            if let Some(dir) = args
+                .iter()
+                .find(|a| a.contains(&needle) && a.contains("hsms"))
+            {
+                // Zombies (exited, not yet reaped) do not count.
+                let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+                if !stat.contains(") Z ") {
+                    found.push((pid, dir.clone()));
+                }
+            }
+        }
+    }
+    found
 }
 
 /// Polls an async check until it answers, within the settle limit.
