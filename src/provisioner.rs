@@ -274,7 +274,8 @@ impl LauncherProvisioner {
             Some(sealed) => {
                 let image = Image::open(sealed, &sync)?;
                 let min = image.highest_node_number();
-                (image.seeds(&sync, cluster_id)?, min)
+                let members = dir.info.hsms.iter().map(|h| h.hsm_id.clone()).collect();
+                (image.seeds(&sync, &members)?, min)
             }
             // No backup yet, but peers: it learns everything from them.
             None if !peers.is_empty() => (vec![], 0),

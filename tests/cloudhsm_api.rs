@@ -459,3 +459,112 @@ async fn with_hsm_processes_hsms_come_and_go_as_processes_and_survive_a_restart(
     );
     emulator.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_whose_hsms_are_all_deleted_fails_kms_until_rebuilt_from_its_backup() {
+    let tmp = tempfile::tempdir().unwrap();
+    let emulator = Emulator::start(&tmp.path().join("data"), free_port());
+    let kms = emulator.kms();
+    let hsm = emulator.cloudhsm();
+    let cluster_id = emulator.cluster_id();
+    let store = emulator.create_connected_store(&kms, "rebuilt-store").await;
+    let key = create_store_key(&kms, &store).await;
+    let sealed = kms
+        .encrypt()
+        .key_id(key.key_id())
+        .plaintext(Blob::new(b"kept in the backup".to_vec()))
+        .send()
+        .await
+        .unwrap()
+        .ciphertext_blob()
+        .unwrap()
+        .clone();
+
+    // Every HSM deleted (each deletion takes a backup first): crypto calls cannot reach the
+    // cluster, and a reconnect finds no active HSM.
+    for h in emulator.hsm_ids() {
+        hsm.delete_hsm()
+            .cluster_id(&cluster_id)
+            .hsm_id(&h)
+            .send()
+            .await
+            .unwrap();
+    }
+    wait_for_active_hsms(&hsm, &cluster_id, 0).await;
+    let err = kms
+        .decrypt()
+        .ciphertext_blob(sealed.clone())
+        .send()
+        .await
+        .unwrap_err();
+    assert_error(&err, "KMSInvalidStateException", None);
+    kms.disconnect_custom_key_store()
+        .custom_key_store_id(&store)
+        .send()
+        .await
+        .unwrap();
+    kms_common::wait_for_connection_state(
+        &kms,
+        &store,
+        aws_sdk_kms::types::ConnectionStateType::Disconnected,
+    )
+    .await;
+    kms.connect_custom_key_store()
+        .custom_key_store_id(&store)
+        .send()
+        .await
+        .unwrap();
+    kms_common::wait_for_connection_state(
+        &kms,
+        &store,
+        aws_sdk_kms::types::ConnectionStateType::Failed,
+    )
+    .await;
+    assert_eq!(
+        kms_common::describe_store(&kms, &store)
+            .await
+            .connection_error_code(),
+        Some(&aws_sdk_kms::types::ConnectionErrorCodeType::InsufficientCloudhsmHsms)
+    );
+
+    // New HSMs start from the latest backup: the key is back, and the store connects.
+    for zone in ["us-east-1a", "us-east-1b"] {
+        hsm.create_hsm()
+            .cluster_id(&cluster_id)
+            .availability_zone(zone)
+            .send()
+            .await
+            .unwrap();
+    }
+    let hsms = wait_for_active_hsms(&hsm, &cluster_id, 2).await;
+    for h in &hsms {
+        assert!(labels_on(&emulator, h.hsm_id()).contains(&key.arn().unwrap().to_string()));
+    }
+    kms.disconnect_custom_key_store()
+        .custom_key_store_id(&store)
+        .send()
+        .await
+        .unwrap();
+    kms_common::wait_for_connection_state(
+        &kms,
+        &store,
+        aws_sdk_kms::types::ConnectionStateType::Disconnected,
+    )
+    .await;
+    kms.connect_custom_key_store()
+        .custom_key_store_id(&store)
+        .send()
+        .await
+        .unwrap();
+    kms_common::wait_for_connection_state(
+        &kms,
+        &store,
+        aws_sdk_kms::types::ConnectionStateType::Connected,
+    )
+    .await;
+    let opened = kms.decrypt().ciphertext_blob(sealed).send().await.unwrap();
+    assert_eq!(opened.plaintext().unwrap().as_ref(), b"kept in the backup");
+    // The rebuilt HSMs know only each other: new keys reach the quorum of two.
+    create_store_key(&kms, &store).await;
+    emulator.stop();
+}

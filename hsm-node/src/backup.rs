@@ -98,13 +98,21 @@ impl Image {
             .unwrap_or(0)
     }
 
-    /// The objects a new HSM starts with, unwrapped: everything but the members when the image
-    /// comes from another cluster (a restore), everything when it is the HSM's own cluster.
-    pub fn seeds(self, sync: &Sealer, for_cluster: &str) -> Result<Vec<Stored>, BackupError> {
-        let same_cluster = self.cluster_id == for_cluster;
+    /// The objects a new HSM starts with, unwrapped. Member records are kept only for the
+    /// HSMs in `members` (the cluster's current HSMs): a restore into another cluster, or a
+    /// cluster whose HSMs were deleted since the backup, must not link to HSMs that are gone
+    /// or count them in its quorum.
+    pub fn seeds(
+        self,
+        sync: &Sealer,
+        members: &std::collections::BTreeSet<String>,
+    ) -> Result<Vec<Stored>, BackupError> {
         self.objects
             .into_iter()
-            .filter(|o| same_cluster || !matches!(o.id, ObjectId::Member(_)))
+            .filter(|o| match (&o.id, &o.body) {
+                (ObjectId::Member(id), ObjectBody::Member(_)) => members.contains(id),
+                _ => true,
+            })
             .map(|o| {
                 material::unwrap(o, sync, Place::Wire, &self.cluster_id)
                     .map_err(|e| BackupError::Corrupt(e.message))
