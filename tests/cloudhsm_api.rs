@@ -568,3 +568,94 @@ async fn a_cluster_whose_hsms_are_all_deleted_fails_kms_until_rebuilt_from_its_b
     create_store_key(&kms, &store).await;
     emulator.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_copied_to_another_region_lives_there_and_counts_as_a_copy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let emulator = Emulator::start(&tmp.path().join("data"), free_port());
+    let kms = emulator.kms();
+    let hsm = emulator.cloudhsm();
+    let cluster_id = emulator.cluster_id();
+    let store = emulator.create_connected_store(&kms, "copied-store").await;
+    let arn = create_store_key(&kms, &store)
+        .await
+        .arn()
+        .unwrap()
+        .to_string();
+    emulator.advance_clock(ONE_DAY_SECONDS);
+    let source = emulator.backups_containing(&arn)[0].clone();
+
+    // Tags on a backup and on the cluster.
+    let tag = |k: &str, v: &str| {
+        aws_sdk_cloudhsmv2::types::Tag::builder()
+            .key(k)
+            .value(v)
+            .build()
+            .unwrap()
+    };
+    hsm.tag_resource()
+        .resource_id(&source)
+        .tag_list(tag("retain", "audit"))
+        .tag_list(tag("owner", "ops"))
+        .send()
+        .await
+        .unwrap();
+    hsm.untag_resource()
+        .resource_id(&source)
+        .tag_key_list("owner")
+        .send()
+        .await
+        .unwrap();
+    let tags = hsm.list_tags().resource_id(&source).send().await.unwrap();
+    assert_eq!(tags.tag_list().len(), 1);
+    assert_eq!(tags.tag_list()[0].key(), "retain");
+
+    // The copy lives in eu-west-1, linked to no cluster, and says where it came from.
+    let copied = hsm
+        .copy_backup_to_region()
+        .backup_id(&source)
+        .destination_region("eu-west-1")
+        .send()
+        .await
+        .unwrap();
+    let destination = copied.destination_backup().unwrap();
+    assert_eq!(destination.source_backup(), Some(source.as_str()));
+    assert_eq!(destination.source_cluster(), Some(cluster_id.as_str()));
+    assert_eq!(destination.source_region(), Some("us-east-1"));
+    let in_eu = backups(&emulator.cloudhsm_in("eu-west-1")).await;
+    assert_eq!(in_eu.len(), 1, "{in_eu:?}");
+    let copy = &in_eu[0];
+    assert_eq!(copy.cluster_id(), None);
+    assert_eq!(copy.source_backup(), Some(source.as_str()));
+    assert!(copy
+        .backup_arn()
+        .unwrap()
+        .starts_with("arn:aws:cloudhsm:eu-west-1:"));
+    assert!(!backups(&hsm)
+        .await
+        .iter()
+        .any(|b| b.backup_id() == copy.backup_id()));
+
+    // The backup report counts the copy as one more place the key's material is.
+    let holding = emulator.backups_containing(&arn);
+    assert!(
+        holding.contains(&copy.backup_id().to_string()),
+        "{holding:?}"
+    );
+    // Deleting it in its own Region; from here it is not found.
+    let err = hsm
+        .delete_backup()
+        .backup_id(copy.backup_id())
+        .send()
+        .await
+        .unwrap_err();
+    assert_error(&err, "CloudHsmResourceNotFoundException", None);
+    emulator
+        .cloudhsm_in("eu-west-1")
+        .delete_backup()
+        .backup_id(copy.backup_id())
+        .send()
+        .await
+        .unwrap();
+    emulator.stop();
+}
