@@ -125,6 +125,16 @@ impl SecretBytes {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// For a cipher that decrypts in place.
+    pub(crate) fn expose_mut(&mut self) -> &mut [u8] {
+        &mut self.0
+    }
+
+    /// Drops the tail (a verified tag, say); what is dropped is wiped with the rest on drop.
+    pub(crate) fn truncate(&mut self, len: usize) {
+        self.0.truncate(len);
+    }
 }
 
 impl fmt::Debug for SecretBytes {
