@@ -62,6 +62,10 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// redb's page cache. Its default (1 GiB) lets the cache grow to the whole file; every object
+/// is in the core's memory anyway, so the cache only needs the B-tree's upper pages for writes.
+const CACHE_BYTES: usize = 8 * 1024 * 1024;
+
 /// What opening a store yields: the handle, every object it holds, and the thread to join on
 /// shutdown (it ends once every handle is dropped, after its last commit).
 pub type Opened = (Store, Vec<Stored>, JoinHandle<()>);
@@ -73,7 +77,9 @@ impl Store {
         storage_key: Arc<Sealer>,
         cluster_id: &str,
     ) -> Result<Opened, StoreError> {
-        let db = Database::create(path)?;
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)?;
         {
             // Make sure the table exists, so reads of a fresh store see an empty table.
             let txn = db.begin_write()?;

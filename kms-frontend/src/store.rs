@@ -111,6 +111,11 @@ from_redb!(
     redb::CommitError
 );
 
+/// redb's page cache. Its default (1 GiB) lets the cache grow to the whole file (70 MB at
+/// 100,000 keys); every record is in the registry's memory anyway, so the cache only needs the
+/// B-trees' upper pages for writes.
+const CACHE_BYTES: usize = 16 * 1024 * 1024;
+
 /// Everything in the store at start, table by table.
 #[derive(Debug, Default)]
 pub struct Loaded {
@@ -144,7 +149,11 @@ impl Store {
     /// Opens (or creates) the store and reads everything in it. The thread ends once every
     /// handle is dropped, after its last commit; join it to be sure the file is closed.
     pub fn open(path: &Path) -> Result<(Store, Loaded, JoinHandle<()>), StoreError> {
-        let db = std::sync::Arc::new(Database::create(path)?);
+        let db = std::sync::Arc::new(
+            redb::Builder::new()
+                .set_cache_size(CACHE_BYTES)
+                .create(path)?,
+        );
         let txn = db.begin_write()?;
         for table in Table::ALL {
             txn.open_table(table.definition())?;

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -87,7 +88,9 @@ pub struct KeyRecord {
     pub enabled: bool,
     pub deletion: Option<PendingDeletion>,
     pub origin: KeyOrigin,
-    pub policy: String,
+    /// Shared between keys that have the same document (most have the default policy), so
+    /// 100,000 keys do not hold 100,000 copies of it; stored as a plain string.
+    pub policy: Arc<str>,
     pub tags: BTreeMap<String, String>,
 }
 
