@@ -1,0 +1,416 @@
+//! `hsmkms bench`: a load tool that drives a running emulator (or any KMS endpoint) over HTTP
+//! with real, signed KMS requests for a bounded time and reports requests/s and latency.
+//!
+//! # Layout
+//!
+//! - [`client`]: one keep-alive connection sending SigV4-signed AWS JSON 1.1 requests.
+//! - [`ops`]: what each operation sends, how its answer is checked, and the set-up before a run.
+//! - [`echo`]: `hsmkms bench-echo`, the minimal actix-web JSON server the comparison uses as
+//!   the ceiling of any actix-web service on the machine.
+//! - [`report`]: `hsmkms bench-report`, which turns comparison results into `BENCHMARKS.md`
+//!   and an SVG chart.
+
+pub mod client;
+pub mod echo;
+pub mod ops;
+pub mod report;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+use self::client::{Connection, Endpoint};
+use self::ops::{KeyStoreChoice, Op, Plan};
+
+/// The longest run the tool accepts: every load loop stops by itself.
+pub const MAX_DURATION: Duration = Duration::from_secs(120);
+/// The most connections the tool opens.
+pub const MAX_CONNECTIONS: usize = 1024;
+/// Distinct error messages kept for the report.
+const ERROR_SAMPLES: usize = 5;
+/// A connection that fails to reconnect this many times in a row gives up.
+const RECONNECT_ATTEMPTS: u32 = 20;
+
+/// Options of `hsmkms bench`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// The operation every request makes.
+    #[arg(long, value_enum, default_value_t = Op::Encrypt)]
+    pub op: Op,
+    /// Use a key in a CloudHSM key store (crypto runs on an HSM) instead of an AWS_KMS key; with
+    /// `create-key`, create keys in the store. A connected store named `--key-store-name` is
+    /// used, or created from the first ACTIVE cluster and connected.
+    #[arg(long)]
+    pub key_store: bool,
+    /// Use this custom key store (implies `--key-store`).
+    #[arg(long)]
+    pub key_store_id: Option<String>,
+    /// Name of the key store to find or create.
+    #[arg(long, default_value = "hsmkms-bench")]
+    pub key_store_name: String,
+    /// Trust anchor certificate for a key store the tool creates.
+    #[arg(long, default_value = "./hsmkms-data/customerCA.crt")]
+    pub trust_anchor: PathBuf,
+    /// kmsuser password for a key store the tool creates.
+    #[arg(long, default_value = "kmsPassword1", hide_default_value = true)]
+    pub kmsuser_password: String,
+    /// Use this existing key instead of creating one.
+    #[arg(long)]
+    pub key_id: Option<String>,
+    /// Plaintext size of encrypt and decrypt requests (1 to 4096).
+    #[arg(long, default_value_t = 32)]
+    pub plaintext_bytes: usize,
+    /// Connections, each sending one request after another.
+    #[arg(long, default_value_t = 16)]
+    pub connections: usize,
+    /// How long to measure, in seconds (at most 120).
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Seconds of load before measuring starts (not counted).
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// Stop after this many measured requests, if that comes before `--duration`.
+    #[arg(long)]
+    pub requests: Option<u64>,
+    /// The endpoint (also `AWS_ENDPOINT_URL`).
+    #[arg(
+        long,
+        env = "AWS_ENDPOINT_URL",
+        default_value = "http://127.0.0.1:4599"
+    )]
+    pub endpoint: String,
+    /// Region requests are signed for.
+    #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
+    pub region: String,
+    /// Threads of the load tool's runtime (default: one per CPU).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// A name for the target in the results (`hsmkms`, `moto`, `echo`, ...).
+    #[arg(long, default_value = "hsmkms")]
+    pub label: String,
+    /// Print the results as one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Latency figures of a run, in milliseconds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Latency {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+    pub mean: f64,
+}
+
+/// What a run measured; `--json` prints it, the comparison collects it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunResult {
+    pub label: String,
+    pub op: String,
+    pub key_store: bool,
+    pub connections: usize,
+    pub plaintext_bytes: usize,
+    pub duration_seconds: f64,
+    /// Answers that passed the check.
+    pub requests: u64,
+    pub errors: u64,
+    pub requests_per_second: f64,
+    pub latency_ms: Latency,
+    pub error_samples: Vec<String>,
+}
+
+/// Shared counters of a run.
+#[derive(Debug)]
+struct Tally {
+    ok: AtomicU64,
+    errors: AtomicU64,
+    /// Counted requests so far (for `--requests`).
+    issued: AtomicU64,
+    measuring: AtomicBool,
+    stop: AtomicBool,
+    samples: Mutex<Vec<String>>,
+}
+
+impl Tally {
+    fn error(&self, why: String) {
+        if self.measuring.load(Ordering::Relaxed) {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        if samples.len() < ERROR_SAMPLES && !samples.contains(&why) {
+            samples.push(why);
+        }
+    }
+}
+
+/// Runs `hsmkms bench` on its own runtime.
+pub fn main(args: BenchArgs) -> Result<()> {
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(run(&args))?;
+    if args.json {
+        println!("{}", serde_json::to_string(&result)?);
+    } else {
+        print_table(&result);
+    }
+    Ok(())
+}
+
+fn print_table(r: &RunResult) {
+    let what = match (r.op.as_str(), r.key_store) {
+        ("create-key", true) => "keys in a key store".to_string(),
+        ("create-key", false) => "AWS_KMS keys".to_string(),
+        (op, store) => {
+            let key = if store {
+                "key store key"
+            } else {
+                "AWS_KMS key"
+            };
+            match op {
+                "generate-data-key" => key.to_string(),
+                _ => format!("{key}, {} B plaintext", r.plaintext_bytes),
+            }
+        }
+    };
+    println!(
+        "{} {} ({what}), {} connections, {:.1} s",
+        r.label, r.op, r.connections, r.duration_seconds
+    );
+    println!("  requests/s  {:>10.0}", r.requests_per_second);
+    println!(
+        "  latency ms  p50 {:.3}  p90 {:.3}  p99 {:.3}  max {:.3}",
+        r.latency_ms.p50, r.latency_ms.p90, r.latency_ms.p99, r.latency_ms.max
+    );
+    println!("  answers     {} ok, {} errors", r.requests, r.errors);
+    for sample in &r.error_samples {
+        println!("  error       {sample}");
+    }
+}
+
+/// Sets up, loads the endpoint for the warm-up and the measured window, and gathers figures.
+pub async fn run(args: &BenchArgs) -> Result<RunResult> {
+    if !(args.duration > 0.0 && args.duration <= MAX_DURATION.as_secs_f64()) {
+        bail!(
+            "--duration must be more than 0 and at most {} seconds",
+            MAX_DURATION.as_secs()
+        );
+    }
+    if !(0.0..=10.0).contains(&args.warmup) {
+        bail!("--warmup must be 0 to 10 seconds");
+    }
+    if args.connections == 0 || args.connections > MAX_CONNECTIONS {
+        bail!("--connections must be 1 to {MAX_CONNECTIONS}");
+    }
+    if args.plaintext_bytes > 4096 {
+        bail!("--plaintext-bytes must be at most 4096 (KMS's limit)");
+    }
+    let access = std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_else(|_| "test".into());
+    let secret = std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|_| "test".into());
+    let endpoint = Endpoint::parse(&args.endpoint, &args.region, &access, &secret)?;
+
+    let mut setup = Connection::open(&endpoint).await?;
+    let store = (args.key_store || args.key_store_id.is_some()).then(|| KeyStoreChoice {
+        id: args.key_store_id.clone(),
+        name: args.key_store_name.clone(),
+        trust_anchor: args.trust_anchor.clone(),
+        kmsuser_password: args.kmsuser_password.clone(),
+    });
+    let plan = Arc::new(
+        ops::plan(
+            &mut setup,
+            args.op,
+            args.key_id.clone(),
+            store.as_ref(),
+            args.plaintext_bytes,
+        )
+        .await
+        .context("setting up the run")?,
+    );
+    // The first request of the run must succeed, or nothing after it means anything.
+    let first = setup
+        .call("kms", &plan.target, plan.body.clone())
+        .await
+        .context("the first request")?;
+    if let Err(why) = plan.check(&first) {
+        bail!("the first request failed: {why}");
+    }
+    drop(setup);
+
+    let tally = Arc::new(Tally {
+        ok: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        issued: AtomicU64::new(0),
+        measuring: AtomicBool::new(args.warmup == 0.0),
+        stop: AtomicBool::new(false),
+        samples: Mutex::new(Vec::new()),
+    });
+    let mut workers = Vec::with_capacity(args.connections);
+    for _ in 0..args.connections {
+        workers.push(tokio::spawn(worker(
+            endpoint.clone(),
+            plan.clone(),
+            tally.clone(),
+            args.requests,
+        )));
+    }
+
+    let bar = progress_bar(args);
+    tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
+    tally.measuring.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    let window = Duration::from_secs_f64(args.duration);
+    while started.elapsed() < window && !tally.stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let elapsed = started.elapsed();
+        bar.set_position(elapsed.as_millis().min(window.as_millis()) as u64);
+        bar.set_message(format!(
+            "{:.0} req/s, {} errors",
+            tally.ok.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64(),
+            tally.errors.load(Ordering::Relaxed)
+        ));
+    }
+    tally.stop.store(true, Ordering::Relaxed);
+    bar.finish_and_clear();
+    let mut histogram = new_histogram();
+    for worker in workers {
+        // A worker ends within one request deadline of the stop flag.
+        if let Ok(h) = worker.await {
+            let _ = histogram.add(&h);
+        }
+    }
+    // A run cut short by `--requests` lasts until its last answer; a timed one, its window.
+    let elapsed = match args.requests {
+        Some(_) => started.elapsed(),
+        None => window,
+    }
+    .as_secs_f64();
+    let ok = tally.ok.load(Ordering::Relaxed);
+    let ms = |us: u64| us as f64 / 1000.0;
+    let samples = tally
+        .samples
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    Ok(RunResult {
+        label: args.label.clone(),
+        op: args.op.name().to_string(),
+        key_store: plan.key_store.is_some(),
+        connections: args.connections,
+        plaintext_bytes: args.plaintext_bytes,
+        duration_seconds: elapsed,
+        requests: ok,
+        errors: tally.errors.load(Ordering::Relaxed),
+        requests_per_second: ok as f64 / elapsed,
+        latency_ms: Latency {
+            p50: ms(histogram.value_at_quantile(0.50)),
+            p90: ms(histogram.value_at_quantile(0.90)),
+            p99: ms(histogram.value_at_quantile(0.99)),
+            max: ms(histogram.max()),
+            mean: histogram.mean() / 1000.0,
+        },
+        error_samples: samples,
+    })
+}
+
+fn progress_bar(args: &BenchArgs) -> ProgressBar {
+    let window = Duration::from_secs_f64(args.duration);
+    let bar = ProgressBar::new(window.as_millis() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {elapsed:>3} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(format!(
+        "{} {} x{}",
+        args.label,
+        args.op.name(),
+        args.connections
+    ));
+    bar
+}
+
+/// Latencies in microseconds, from 1 µs to twice the request deadline, at 3 significant figures.
+fn new_histogram() -> Histogram<u64> {
+    // Constant bounds that hdrhistogram accepts (low >= 1, high >= 2 * low, sigfig <= 5).
+    #[allow(clippy::expect_used)]
+    Histogram::new_with_bounds(1, client::REQUEST_DEADLINE.as_micros() as u64 * 2, 3)
+        .expect("valid histogram bounds")
+}
+
+/// One connection's loop: send, check, time, until the run stops.
+async fn worker(
+    endpoint: Endpoint,
+    plan: Arc<Plan>,
+    tally: Arc<Tally>,
+    limit: Option<u64>,
+) -> Histogram<u64> {
+    let mut histogram = new_histogram();
+    let mut conn: Option<Connection> = None;
+    let mut failures = 0u32;
+    while !tally.stop.load(Ordering::Relaxed) {
+        let connection = match conn.as_mut() {
+            Some(c) => c,
+            None => match Connection::open(&endpoint).await {
+                Ok(c) => conn.insert(c),
+                Err(e) => {
+                    tally.error(format!("{e:#}"));
+                    failures += 1;
+                    if failures >= RECONNECT_ATTEMPTS {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let measuring = tally.measuring.load(Ordering::Relaxed);
+        if measuring {
+            if let Some(limit) = limit {
+                if tally.issued.fetch_add(1, Ordering::Relaxed) >= limit {
+                    tally.stop.store(true, Ordering::Relaxed);
+                    break;
+                }
+            }
+        }
+        let sent = Instant::now();
+        match connection
+            .call("kms", &plan.target, plan.body.clone())
+            .await
+        {
+            Ok(answer) => {
+                let took = sent.elapsed();
+                failures = 0;
+                // An answer counts if its request was sent in the measured window and came
+                // back inside it; with `--requests`, every one of the first N counts.
+                let in_window = limit.is_some() || !tally.stop.load(Ordering::Relaxed);
+                match plan.check(&answer) {
+                    Ok(()) if measuring && in_window => {
+                        tally.ok.fetch_add(1, Ordering::Relaxed);
+                        let _ = histogram.record(took.as_micros().max(1) as u64);
+                    }
+                    Ok(()) => {}
+                    Err(why) => tally.error(why),
+                }
+            }
+            Err(e) => {
+                tally.error(format!("{e:#}"));
+                conn = None;
+            }
+        }
+    }
+    histogram
+}

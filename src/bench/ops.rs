@@ -1,0 +1,319 @@
+//! What the load tool sends and how it checks each answer: a 200 that is not a proper KMS answer
+//! counts as an error, so a server cannot look fast by answering garbage. Also the set-up before
+//! a run: the key (and, with `--key-store`, a connected custom key store) the requests use.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::client::{Answer, Connection};
+
+/// The operations the load tool can drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Op {
+    Encrypt,
+    Decrypt,
+    GenerateDataKey,
+    CreateKey,
+}
+
+impl Op {
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Encrypt => "encrypt",
+            Op::Decrypt => "decrypt",
+            Op::GenerateDataKey => "generate-data-key",
+            Op::CreateKey => "create-key",
+        }
+    }
+}
+
+/// How long a key store may take to connect during set-up.
+const CONNECT_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Where the run's keys come from.
+#[derive(Debug, Clone)]
+pub struct KeyStoreChoice {
+    /// The store to use; found or created when `None`.
+    pub id: Option<String>,
+    pub name: String,
+    pub trust_anchor: std::path::PathBuf,
+    pub kmsuser_password: String,
+}
+
+/// Everything a request needs, made once before the run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub op: Op,
+    /// The key id requests name, and the ARN answers must name.
+    pub key_id: String,
+    pub key_arn: String,
+    /// The store new keys go to (`create-key --key-store`).
+    pub key_store: Option<String>,
+    pub plaintext: Vec<u8>,
+    /// The body every request sends (`create-key` sends the same body each time).
+    pub body: Vec<u8>,
+    pub target: String,
+}
+
+/// A KMS key as CreateKey or DescribeKey returns it.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct KeyMetadata<'a> {
+    key_id: &'a str,
+    arn: Option<&'a str>,
+    key_state: Option<&'a str>,
+    origin: Option<&'a str>,
+    custom_key_store_id: Option<&'a str>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CreateKeyAnswer<'a> {
+    #[serde(borrow)]
+    key_metadata: KeyMetadata<'a>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CryptoAnswer<'a> {
+    key_id: Option<&'a str>,
+    ciphertext_blob: Option<&'a str>,
+    plaintext: Option<&'a str>,
+}
+
+/// Finds a connected store, or creates and connects one (on hsmkms, from its first ACTIVE
+/// cluster and the trust anchor in its data directory).
+async fn key_store(conn: &mut Connection, choice: &KeyStoreChoice) -> Result<String> {
+    let stores = conn.kms("DescribeCustomKeyStores", json!({})).await?;
+    let stores = stores["CustomKeyStores"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let pick = |s: &&Value| match &choice.id {
+        Some(id) => s["CustomKeyStoreId"] == id.as_str(),
+        None => s["CustomKeyStoreName"] == choice.name.as_str(),
+    };
+    let id = match stores.iter().find(pick) {
+        Some(store) => store["CustomKeyStoreId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        None if choice.id.is_some() => bail!("no custom key store {:?}", choice.id),
+        None => {
+            let clusters = conn
+                .json("cloudhsm", "BaldrApiService.DescribeClusters", json!({}))
+                .await?;
+            let cluster = clusters["Clusters"]
+                .as_array()
+                .and_then(|c| c.iter().find(|c| c["State"] == "ACTIVE"))
+                .and_then(|c| c["ClusterId"].as_str())
+                .ok_or_else(|| anyhow!("no ACTIVE CloudHSM cluster to make a key store in"))?
+                .to_string();
+            let anchor = read_trust_anchor(&choice.trust_anchor)?;
+            let created = conn
+                .kms(
+                    "CreateCustomKeyStore",
+                    json!({
+                        "CustomKeyStoreName": choice.name,
+                        "CloudHsmClusterId": cluster,
+                        "TrustAnchorCertificate": anchor,
+                        "KeyStorePassword": choice.kmsuser_password,
+                    }),
+                )
+                .await?;
+            created["CustomKeyStoreId"]
+                .as_str()
+                .ok_or_else(|| anyhow!("CreateCustomKeyStore answered no CustomKeyStoreId"))?
+                .to_string()
+        }
+    };
+    let started = Instant::now();
+    loop {
+        let stores = conn
+            .kms("DescribeCustomKeyStores", json!({"CustomKeyStoreId": id}))
+            .await?;
+        let store = &stores["CustomKeyStores"][0];
+        match store["ConnectionState"].as_str() {
+            Some("CONNECTED") => return Ok(id),
+            Some("DISCONNECTED") => {
+                conn.kms("ConnectCustomKeyStore", json!({"CustomKeyStoreId": id}))
+                    .await?;
+            }
+            Some("FAILED") => bail!(
+                "key store {id} failed to connect: {}",
+                store["ConnectionErrorCode"]
+            ),
+            _ => {}
+        }
+        if started.elapsed() > CONNECT_DEADLINE {
+            bail!("key store {id} did not connect within {CONNECT_DEADLINE:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn read_trust_anchor(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "reading the trust anchor {} (give --trust-anchor, or run from the directory \
+             that holds hsmkms-data)",
+            path.display()
+        )
+    })
+}
+
+/// The CreateKey body for a key of the run.
+fn create_key_body(key_store: Option<&str>) -> Value {
+    match key_store {
+        Some(store) => json!({
+            "Origin": "AWS_CLOUDHSM",
+            "CustomKeyStoreId": store,
+            "Description": "hsmkms bench",
+        }),
+        None => json!({"Description": "hsmkms bench"}),
+    }
+}
+
+/// Sets up a run: the key store and key it uses, the body it sends.
+pub async fn plan(
+    conn: &mut Connection,
+    op: Op,
+    key_id: Option<String>,
+    store: Option<&KeyStoreChoice>,
+    plaintext_bytes: usize,
+) -> Result<Plan> {
+    let key_store = match store {
+        Some(choice) => Some(key_store(conn, choice).await?),
+        None => None,
+    };
+    let plaintext: Vec<u8> = (0..plaintext_bytes).map(|i| (i % 251) as u8).collect();
+    let (key_id, key_arn) = match (op, key_id) {
+        (Op::CreateKey, _) => (String::new(), String::new()),
+        (_, Some(id)) => {
+            let described = conn.kms("DescribeKey", json!({"KeyId": id})).await?;
+            let arn = described["KeyMetadata"]["Arn"]
+                .as_str()
+                .ok_or_else(|| anyhow!("DescribeKey answered no Arn"))?;
+            (id.clone(), arn.to_string())
+        }
+        (_, None) => {
+            let created = conn
+                .kms("CreateKey", create_key_body(key_store.as_deref()))
+                .await?;
+            let meta = &created["KeyMetadata"];
+            let id = meta["KeyId"].as_str().unwrap_or_default().to_string();
+            let arn = meta["Arn"].as_str().unwrap_or_default().to_string();
+            if id.is_empty() || arn.is_empty() {
+                bail!("CreateKey answered no KeyId or Arn: {created}");
+            }
+            (id, arn)
+        }
+    };
+    let body = match op {
+        Op::Encrypt => json!({"KeyId": key_id, "Plaintext": B64.encode(&plaintext)}),
+        Op::Decrypt => {
+            let sealed = conn
+                .kms(
+                    "Encrypt",
+                    json!({"KeyId": key_id, "Plaintext": B64.encode(&plaintext)}),
+                )
+                .await?;
+            let blob = sealed["CiphertextBlob"]
+                .as_str()
+                .ok_or_else(|| anyhow!("Encrypt answered no CiphertextBlob"))?;
+            json!({"KeyId": key_id, "CiphertextBlob": blob})
+        }
+        Op::GenerateDataKey => json!({"KeyId": key_id, "KeySpec": "AES_256"}),
+        Op::CreateKey => create_key_body(key_store.as_deref()),
+    };
+    let target = match op {
+        Op::Encrypt => "TrentService.Encrypt",
+        Op::Decrypt => "TrentService.Decrypt",
+        Op::GenerateDataKey => "TrentService.GenerateDataKey",
+        Op::CreateKey => "TrentService.CreateKey",
+    };
+    if plaintext.is_empty() && matches!(op, Op::Encrypt | Op::Decrypt) {
+        bail!("--plaintext-bytes must be 1 to 4096 for {}", op.name());
+    }
+    Ok(Plan {
+        op,
+        key_id,
+        key_arn,
+        key_store,
+        plaintext,
+        body: serde_json::to_vec(&body)?,
+        target: target.to_string(),
+    })
+}
+
+fn decode(field: Option<&str>, name: &str) -> Result<Vec<u8>, String> {
+    let text = field.ok_or_else(|| format!("no {name}"))?;
+    B64.decode(text)
+        .map_err(|_| format!("{name} is not base64"))
+}
+
+impl Plan {
+    /// Checks one answer; `Err` says why it is not a proper answer to the request.
+    pub fn check(&self, answer: &Answer) -> Result<(), String> {
+        if answer.status != 200 {
+            return Err(answer.error_summary());
+        }
+        let bad =
+            |e: serde_json::Error| format!("HTTP 200 but not a {} answer: {e}", self.op.name());
+        match self.op {
+            Op::CreateKey => {
+                let created: CreateKeyAnswer = serde_json::from_slice(&answer.body).map_err(bad)?;
+                let meta = created.key_metadata;
+                if meta.key_id.is_empty() || !meta.arn.is_some_and(|a| a.ends_with(meta.key_id)) {
+                    return Err("CreateKey answered a key without a matching KeyId and Arn".into());
+                }
+                if meta.key_state != Some("Enabled") {
+                    return Err(format!("new key is {:?}, not Enabled", meta.key_state));
+                }
+                if let Some(store) = &self.key_store {
+                    if meta.origin != Some("AWS_CLOUDHSM")
+                        || meta.custom_key_store_id != Some(store.as_str())
+                    {
+                        return Err("new key is not in the key store".into());
+                    }
+                }
+            }
+            Op::Encrypt | Op::Decrypt | Op::GenerateDataKey => {
+                let got: CryptoAnswer = serde_json::from_slice(&answer.body).map_err(bad)?;
+                if got.key_id != Some(self.key_arn.as_str()) {
+                    return Err(format!(
+                        "answer names key {:?}, not {}",
+                        got.key_id, self.key_arn
+                    ));
+                }
+                match self.op {
+                    Op::Encrypt => {
+                        let blob = decode(got.ciphertext_blob, "CiphertextBlob")?;
+                        if blob.len() < self.plaintext.len() {
+                            return Err("CiphertextBlob is shorter than the plaintext".into());
+                        }
+                    }
+                    Op::Decrypt => {
+                        if decode(got.plaintext, "Plaintext")? != self.plaintext {
+                            return Err("Plaintext is not what was encrypted".into());
+                        }
+                    }
+                    _ => {
+                        if decode(got.plaintext, "Plaintext")?.len() != 32 {
+                            return Err("data key is not 32 bytes".into());
+                        }
+                        decode(got.ciphertext_blob, "CiphertextBlob")?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
