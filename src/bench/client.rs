@@ -161,6 +161,11 @@ impl Connection {
             )
             .body(Full::new(Bytes::from(body)))
             .context("building the request")?;
+        // A server that closes connections after each answer (HTTP/1.0 style, as moto's
+        // does) costs a reconnect per request, as it would cost an SDK client.
+        if self.sender.is_closed() || self.sender.ready().await.is_err() {
+            self.sender = Self::open(&self.endpoint).await?.sender;
+        }
         let exchange = async {
             self.sender.ready().await.context("connection closed")?;
             let response = self

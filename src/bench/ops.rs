@@ -317,3 +317,109 @@ impl Plan {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ARN: &str = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+
+    fn plan(op: Op) -> Plan {
+        Plan {
+            op,
+            key_id: "1234abcd-12ab-34cd-56ef-1234567890ab".into(),
+            key_arn: ARN.into(),
+            key_store: None,
+            plaintext: b"attack at dawn".to_vec(),
+            body: Vec::new(),
+            target: String::new(),
+        }
+    }
+
+    fn answer(status: u16, body: Value) -> Answer {
+        Answer {
+            status,
+            body: serde_json::to_vec(&body).unwrap_or_default().into(),
+        }
+    }
+
+    #[test]
+    fn a_proper_answer_passes_and_anything_else_is_an_error() {
+        let encrypt = plan(Op::Encrypt);
+        let blob = B64.encode([7u8; 64]);
+        assert_eq!(
+            encrypt.check(&answer(200, json!({"KeyId": ARN, "CiphertextBlob": blob}))),
+            Ok(())
+        );
+        // A 200 that is not an Encrypt answer, names another key, or carries no valid blob.
+        for bad in [
+            json!({}),
+            json!({"KeyId": "arn:aws:kms:us-east-1:111122223333:key/other", "CiphertextBlob": blob}),
+            json!({"KeyId": ARN, "CiphertextBlob": "not base64!"}),
+            json!({"KeyId": ARN, "CiphertextBlob": B64.encode([1u8; 3])}),
+            json!({"KeyId": ARN}),
+        ] {
+            assert!(encrypt.check(&answer(200, bad.clone())).is_err(), "{bad}");
+        }
+        let not_json = Answer {
+            status: 200,
+            body: bytes::Bytes::from_static(b"<html>ok</html>"),
+        };
+        assert!(encrypt.check(&not_json).is_err());
+        // An AWS error is reported by type and message.
+        let throttled = answer(
+            400,
+            json!({"__type": "ThrottlingException", "message": "Rate exceeded"}),
+        );
+        assert_eq!(
+            encrypt.check(&throttled),
+            Err("HTTP 400 ThrottlingException: Rate exceeded".into())
+        );
+    }
+
+    #[test]
+    fn decrypt_must_give_back_the_plaintext() {
+        let decrypt = plan(Op::Decrypt);
+        let right = json!({"KeyId": ARN, "Plaintext": B64.encode(b"attack at dawn")});
+        let wrong = json!({"KeyId": ARN, "Plaintext": B64.encode(b"attack at dusk")});
+        assert_eq!(decrypt.check(&answer(200, right)), Ok(()));
+        assert!(decrypt.check(&answer(200, wrong)).is_err());
+    }
+
+    #[test]
+    fn a_new_key_must_be_enabled_and_in_the_store_asked_for() {
+        let mut create = plan(Op::CreateKey);
+        create.key_store = Some("cks-1234567890abcdef0".into());
+        let key = |origin: &str, store: &str, state: &str| {
+            answer(
+                200,
+                json!({"KeyMetadata": {"KeyId": "k1", "Arn": "arn:aws:kms:us-east-1:1:key/k1",
+                    "KeyState": state, "Origin": origin, "CustomKeyStoreId": store}}),
+            )
+        };
+        assert_eq!(
+            create.check(&key("AWS_CLOUDHSM", "cks-1234567890abcdef0", "Enabled")),
+            Ok(())
+        );
+        assert!(create
+            .check(&key("AWS_KMS", "cks-1234567890abcdef0", "Enabled"))
+            .is_err());
+        assert!(create
+            .check(&key("AWS_CLOUDHSM", "cks-other", "Enabled"))
+            .is_err());
+        assert!(create
+            .check(&key("AWS_CLOUDHSM", "cks-1234567890abcdef0", "Unavailable"))
+            .is_err());
+    }
+
+    #[test]
+    fn a_data_key_must_be_32_bytes() {
+        let gdk = plan(Op::GenerateDataKey);
+        let blob = B64.encode([7u8; 80]);
+        let ok = json!({"KeyId": ARN, "Plaintext": B64.encode([1u8; 32]), "CiphertextBlob": blob});
+        let short =
+            json!({"KeyId": ARN, "Plaintext": B64.encode([1u8; 16]), "CiphertextBlob": blob});
+        assert_eq!(gdk.check(&answer(200, ok)), Ok(()));
+        assert!(gdk.check(&answer(200, short)).is_err());
+    }
+}

@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# The side-by-side comparison: one run, on this machine, of hsmkms beside moto's server and a
+# minimal actix-web echo server (the ceiling of any actix-web service here), all loaded by the
+# same tool (`hsmkms bench`) with the same operation and connection counts; then the figures
+# that are not load runs (memory with 100,000 keys, an HSM catching up 10,000 keys, AES-GCM
+# against ring); then BENCHMARKS.md and its chart, written by `hsmkms bench-report`.
+#
+#   benches/compare.sh            the whole run (about 15 minutes on 2 cores)
+#   benches/compare.sh --quick    3-second load runs and no criterion figures (a few minutes)
+#
+# Installs moto from PyPI into target/bench-venv on first use. Every server listens on
+# 127.0.0.1 and is stopped when the script ends, however it ends. Every load run is bounded
+# (`hsmkms bench --duration`, at most 120 s).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=10
+CRITERION=1
+case "${1:-}" in
+  --quick) DURATION=3; CRITERION=0 ;;
+  "") ;;
+  *) echo "usage: $0 [--quick]" >&2; exit 2 ;;
+esac
+CONNECTIONS=(1 16 64)
+MOTO_VERSION="5.2.5"
+
+OUT=target/bench-compare
+rm -rf "$OUT"
+mkdir -p "$OUT"
+RESULTS="$OUT/results.jsonl"
+COMMANDS="$OUT/commands.txt"
+: >"$RESULTS"
+: >"$COMMANDS"
+
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+note() { echo "== $*" >&2; }
+# Records a command in the report's list, then runs it.
+record() { echo "$*" >>"$COMMANDS"; "$@"; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# Waits up to 60 s for a line in a log file.
+wait_for_line() {
+  local file=$1 line=$2
+  for _ in $(seq 1 600); do
+    grep -qx "$line" "$file" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "timed out waiting for '$line' in $file" >&2
+  cat "$file" >&2
+  return 1
+}
+wait_for_http() {
+  local port=$1
+  for _ in $(seq 1 600); do
+    curl -s -o /dev/null "http://127.0.0.1:$port/" && return 0
+    sleep 0.1
+  done
+  echo "nothing answers on port $port" >&2
+  return 1
+}
+rss_mib() { awk '/^VmRSS:/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+hwm_mib() { awk '/^VmHWM:/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+figure() { # name value unit note
+  python3 -c 'import json,sys; print(json.dumps({"name":sys.argv[1],"value":float(sys.argv[2]),"unit":sys.argv[3],"note":sys.argv[4]}))' "$@" >>"$RESULTS"
+}
+
+note "building the release binary"
+record cargo build --release
+BIN=target/release/hsmkms
+
+note "installing moto $MOTO_VERSION into target/bench-venv"
+MOTO=""
+if [ ! -x target/bench-venv/bin/moto_server ]; then
+  python3 -m venv target/bench-venv && target/bench-venv/bin/pip install -q "moto[server]==$MOTO_VERSION" \
+    || echo "moto could not be installed; the comparison goes on without it" >&2
+fi
+[ -x target/bench-venv/bin/moto_server ] && MOTO=target/bench-venv/bin/moto_server
+echo "python3 -m venv target/bench-venv && target/bench-venv/bin/pip install 'moto[server]==$MOTO_VERSION'" >>"$COMMANDS"
+
+start_hsmkms() { # data-dir port log
+  "$BIN" --data-dir "$1" --port "$2" >"$3" 2>&1 &
+  PIDS+=($!)
+  HSMKMS_PID=$!
+  wait_for_line "$3" "Ready."
+}
+
+HSMKMS_PORT=$(free_port)
+ECHO_PORT=$(free_port)
+MOTO_PORT=$(free_port)
+note "starting hsmkms on $HSMKMS_PORT, the echo server on $ECHO_PORT${MOTO:+, moto on $MOTO_PORT}"
+echo "$BIN --data-dir $OUT/data --port $HSMKMS_PORT" >>"$COMMANDS"
+start_hsmkms "$OUT/data" "$HSMKMS_PORT" "$OUT/hsmkms.log"
+echo "$BIN bench-echo --port $ECHO_PORT" >>"$COMMANDS"
+"$BIN" bench-echo --port "$ECHO_PORT" >"$OUT/echo.log" 2>&1 &
+PIDS+=($!)
+wait_for_line "$OUT/echo.log" "Ready."
+if [ -n "$MOTO" ]; then
+  echo "$MOTO -H 127.0.0.1 -p $MOTO_PORT" >>"$COMMANDS"
+  "$MOTO" -H 127.0.0.1 -p "$MOTO_PORT" >"$OUT/moto.log" 2>&1 &
+  PIDS+=($!)
+  wait_for_http "$MOTO_PORT"
+fi
+
+load() { # label port extra-args...
+  local label=$1 port=$2
+  shift 2
+  note "load: $label $*"
+  record "$BIN" bench --label "$label" --endpoint "http://127.0.0.1:$port" --duration "$DURATION" \
+    --trust-anchor "$OUT/data/customerCA.crt" --json "$@" >>"$RESULTS"
+}
+
+for c in "${CONNECTIONS[@]}"; do
+  load echo "$ECHO_PORT" --op encrypt --connections "$c"
+  load hsmkms "$HSMKMS_PORT" --op encrypt --connections "$c"
+  load hsmkms "$HSMKMS_PORT" --op encrypt --key-store --connections "$c"
+  [ -n "$MOTO" ] && load moto "$MOTO_PORT" --op encrypt --connections "$c"
+done
+# 4 KiB plaintexts (KMS's limit), and the other operations, at 64 connections.
+load echo "$ECHO_PORT" --op encrypt --plaintext-bytes 4096 --connections 64
+load hsmkms "$HSMKMS_PORT" --op encrypt --plaintext-bytes 4096 --connections 64
+load hsmkms "$HSMKMS_PORT" --op encrypt --key-store --plaintext-bytes 4096 --connections 64
+[ -n "$MOTO" ] && load moto "$MOTO_PORT" --op encrypt --plaintext-bytes 4096 --connections 64
+load hsmkms "$HSMKMS_PORT" --op decrypt --connections 64
+load hsmkms "$HSMKMS_PORT" --op decrypt --key-store --connections 64
+load hsmkms "$HSMKMS_PORT" --op generate-data-key --key-store --connections 64
+for c in "${CONNECTIONS[@]}"; do
+  load hsmkms "$HSMKMS_PORT" --op create-key --key-store --connections "$c"
+done
+
+note "memory: a fresh emulator with 100,000 keys"
+kill "$HSMKMS_PID"
+wait "$HSMKMS_PID" 2>/dev/null || true
+MEM_PORT=$(free_port)
+start_hsmkms "$OUT/data-100k" "$MEM_PORT" "$OUT/hsmkms-100k.log"
+# The tool's first request makes one key; 99,999 more make the quota's 100,000.
+record "$BIN" bench --label hsmkms --endpoint "http://127.0.0.1:$MEM_PORT" --op create-key \
+  --connections 64 --warmup 0 --duration 120 --requests 99999 --json >"$OUT/create-100k.json"
+KEYS=$(python3 - "$MEM_PORT" <<'EOF'
+import json, sys, urllib.request
+port = sys.argv[1]
+def kms(op, body):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/", json.dumps(body).encode(),
+        {"X-Amz-Target": f"TrentService.{op}", "Content-Type": "application/x-amz-json-1.1"})
+    return json.load(urllib.request.urlopen(req))
+count, marker, first = 0, None, None
+while True:
+    page = kms("ListKeys", {"Limit": 1000, **({"Marker": marker} if marker else {})})
+    count += len(page["Keys"])
+    first = first or page["Keys"][0]["KeyId"]
+    if not page.get("Truncated"):
+        break
+    marker = page["NextMarker"]
+print(count, first)
+EOF
+)
+read -r KEY_COUNT KEY_ID <<<"$KEYS"
+AFTER_CREATE=$(rss_mib "$HSMKMS_PID")
+# Restart: the state as every later start loads it; then use a key under load.
+kill "$HSMKMS_PID"
+wait "$HSMKMS_PID" 2>/dev/null || true
+start_hsmkms "$OUT/data-100k" "$MEM_PORT" "$OUT/hsmkms-100k-restart.log"
+AT_START=$(rss_mib "$HSMKMS_PID")
+record "$BIN" bench --label hsmkms --endpoint "http://127.0.0.1:$MEM_PORT" --op encrypt \
+  --key-id "$KEY_ID" --connections 64 --duration "$DURATION" --json >"$OUT/encrypt-100k.json"
+UNDER_LOAD=$(rss_mib "$HSMKMS_PID")
+PEAK=$(hwm_mib "$HSMKMS_PID")
+WORST=$(python3 -c "print(max($AFTER_CREATE, $UNDER_LOAD, $PEAK))")
+figure memory-100k-keys "$WORST" MiB "(the most of: ${AFTER_CREATE} MiB after creating them, ${AT_START} MiB after a restart, ${UNDER_LOAD} MiB after ${DURATION} s of Encrypt, peak ${PEAK} MiB; ${KEY_COUNT} keys)"
+python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(json.dumps({"name":"create-key-100k-rate","value":r["requestsPerSecond"],"unit":"keys/s","note":"(AWS_KMS keys, 64 connections, %d keys)" % (r["requests"]+1)}))' "$OUT/create-100k.json" >>"$RESULTS"
+kill "$HSMKMS_PID"
+wait "$HSMKMS_PID" 2>/dev/null || true
+
+if [ "$CRITERION" = 1 ]; then
+  note "criterion: an HSM catching up, and AES-256-GCM against ring"
+  record cargo bench --bench replication -- catch_up
+  python3 - >>"$RESULTS" <<'EOF'
+import json
+for n in (1000, 10000):
+    est = json.load(open(f"target/criterion/catch_up/{n}/new/estimates.json"))
+    median = est["median"]["point_estimate"] / 1e9
+    print(json.dumps({"name": f"catch-up-{n}", "value": median, "unit": "s",
+                      "note": "(criterion median, from restarting the HSM to holding every key)"}))
+EOF
+  record cargo bench --bench aead | tee "$OUT/aead.txt" | grep '^RATIO' || true
+  grep '^RATIO' "$OUT/aead.txt" | while read -r _ name ratio; do
+    figure "$name" "$ratio" "× ring" "(throughput ratio, median of 3 interleaved runs)"
+  done
+fi
+
+note "writing BENCHMARKS.md"
+record "$BIN" bench-report --results "$RESULTS" --commands "$COMMANDS" --out BENCHMARKS.md \
+  --chart benches/results/encrypt.svg --commit "$(git rev-parse --short HEAD)"

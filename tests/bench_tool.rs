@@ -1,0 +1,273 @@
+//! `hsmkms bench`, `bench-echo` and `bench-report` as a user runs them: against a real emulator
+//! it reports figures with no errors and leaves the keys it made where the SDK sees them; it
+//! refuses a server that answers 200 with something that is not KMS; its bounds are enforced;
+//! and the report turns its results into BENCHMARKS.md and a chart.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod kms_common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::process::{Command, Output, Stdio};
+
+use aws_sdk_kms::types::{ConnectionStateType, OriginType};
+use kms_common::{free_port, hsmkms_exe, Emulator};
+use serde_json::Value;
+
+fn bench(args: &[&str]) -> Output {
+    Command::new(hsmkms_exe())
+        .arg("bench")
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap()
+}
+
+/// Runs `hsmkms bench --json`; returns its one result object.
+fn bench_json(args: &[&str]) -> Value {
+    let out = bench(&[args, &["--json"]].concat());
+    assert!(
+        out.status.success(),
+        "hsmkms bench {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn check_figures(run: &Value) {
+    assert_eq!(run["errors"], 0, "{run}");
+    assert!(run["requests"].as_u64().unwrap() > 0, "{run}");
+    assert!(run["requestsPerSecond"].as_f64().unwrap() > 0.0, "{run}");
+    let l = &run["latencyMs"];
+    let (p50, p99, max) = (
+        l["p50"].as_f64().unwrap(),
+        l["p99"].as_f64().unwrap(),
+        l["max"].as_f64().unwrap(),
+    );
+    assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{run}");
+}
+
+/// A server that answers every request with `200 {}`: fast, and wrong.
+fn garbage_server() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(16) {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                loop {
+                    let mut length = 0usize;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let mut body = vec![0u8; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let reply = b"HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.1\r\ncontent-length: 2\r\n\r\n{}";
+                    if stream.write_all(reply).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_tool_measures_a_real_emulator_and_refuses_wrong_answers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data");
+    let emulator = Emulator::start(&data_dir, free_port());
+    let endpoint = format!("http://127.0.0.1:{}", emulator.port);
+    let anchor = data_dir.join("customerCA.crt");
+    let anchor = anchor.to_str().unwrap();
+    let common = [
+        "--endpoint",
+        &endpoint,
+        "--trust-anchor",
+        anchor,
+        "--warmup",
+        "0",
+    ];
+
+    // Encrypt with an AWS_KMS key and with a key store key: figures, and not one error.
+    let aws_kms = bench_json(&[&common[..], &["--duration", "1", "--connections", "4"]].concat());
+    assert_eq!(aws_kms["op"], "encrypt");
+    assert_eq!(aws_kms["keyStore"], false);
+    check_figures(&aws_kms);
+    let store_run = bench_json(
+        &[
+            &common[..],
+            &["--duration", "1", "--connections", "4", "--key-store"],
+        ]
+        .concat(),
+    );
+    assert_eq!(store_run["keyStore"], true);
+    check_figures(&store_run);
+
+    // The tool made and connected a store, as a user would see it with the SDK.
+    let kms = emulator.kms();
+    let stores = kms.describe_custom_key_stores().send().await.unwrap();
+    let store = stores
+        .custom_key_stores()
+        .iter()
+        .find(|s| s.custom_key_store_name() == Some("hsmkms-bench"))
+        .expect("the bench key store exists");
+    assert_eq!(
+        store.connection_state(),
+        Some(&ConnectionStateType::Connected)
+    );
+    let store_id = store.custom_key_store_id().unwrap().to_string();
+
+    // Exactly N measured CreateKey calls with --requests N; each key is in the store.
+    let before = kms
+        .list_keys()
+        .limit(1000)
+        .send()
+        .await
+        .unwrap()
+        .keys()
+        .len();
+    let created = bench_json(
+        &[
+            &common[..],
+            &[
+                "--op",
+                "create-key",
+                "--key-store",
+                "--requests",
+                "25",
+                "--connections",
+                "5",
+            ],
+        ]
+        .concat(),
+    );
+    assert_eq!(created["requests"], 25, "{created}");
+    check_figures(&created);
+    let keys = kms.list_keys().limit(1000).send().await.unwrap();
+    // 25 measured keys plus the one the tool's first request makes.
+    assert_eq!(keys.keys().len(), before + 26);
+    let mut in_store = 0;
+    for key in keys.keys() {
+        let meta = kms
+            .describe_key()
+            .key_id(key.key_id().unwrap())
+            .send()
+            .await
+            .unwrap();
+        let meta = meta.key_metadata().unwrap();
+        if meta.custom_key_store_id() == Some(store_id.as_str()) {
+            assert_eq!(meta.origin(), Some(&OriginType::AwsCloudhsm));
+            in_store += 1;
+        }
+    }
+    // The encrypt run's key, and the 26 made now.
+    assert_eq!(in_store, 27);
+
+    // A server that answers 200 with something that is not KMS gets no figures.
+    let garbage = format!("http://127.0.0.1:{}", garbage_server());
+    let out = bench(&["--endpoint", &garbage, "--duration", "1"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("CreateKey answered no KeyId or Arn"),
+        "{stderr}"
+    );
+
+    // Bounds: no run longer than 120 s, no more than 1024 connections, KMS's plaintext limit.
+    for (args, message) in [
+        (vec!["--duration", "121"], "at most 120"),
+        (
+            vec!["--connections", "0"],
+            "--connections must be 1 to 1024",
+        ),
+        (vec!["--plaintext-bytes", "4097"], "at most 4096"),
+    ] {
+        let out = bench(&[&["--endpoint", &endpoint][..], &args].concat());
+        assert!(!out.status.success(), "{args:?} was accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+    }
+
+    // The echo server answers what the tool accepts; the report turns runs into a page.
+    let echo_port = free_port();
+    let mut echo = Command::new(hsmkms_exe())
+        .args(["bench-echo", "--port", &echo_port.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    BufReader::new(echo.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert_eq!(ready.trim(), "Ready.");
+    let echo_run = bench_json(&[
+        "--endpoint",
+        &format!("http://127.0.0.1:{echo_port}"),
+        "--label",
+        "echo",
+        "--duration",
+        "1",
+        "--warmup",
+        "0",
+        "--connections",
+        "4",
+    ]);
+    check_figures(&echo_run);
+    echo.kill().unwrap();
+    echo.wait().unwrap();
+
+    let results = tmp.path().join("results.jsonl");
+    let figure = r#"{"name":"memory-100k-keys","value":150.0,"unit":"MiB","note":"(test)"}"#;
+    std::fs::write(
+        &results,
+        format!("{aws_kms}\n{store_run}\n{echo_run}\n{created}\n{figure}\n"),
+    )
+    .unwrap();
+    let report = tmp.path().join("BENCHMARKS.md");
+    let chart = tmp.path().join("results/encrypt.svg");
+    let out = Command::new(hsmkms_exe())
+        .arg("bench-report")
+        .arg("--results")
+        .arg(&results)
+        .arg("--out")
+        .arg(&report)
+        .arg("--chart")
+        .arg(&chart)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&report).unwrap();
+    assert!(
+        text.contains("![requests/s and p99 latency against connections](results/encrypt.svg)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("| hsmkms encrypt, key store key, 32 B | 4 |"),
+        "{text}"
+    );
+    assert!(text.contains("| echo encrypt, 32 B | 4 |"), "{text}");
+    assert!(text.contains("| Resident memory of the emulator with 100,000 keys | < 200 MB (190.7 MiB) | **150 MiB** (test) | met |"), "{text}");
+    let svg = std::fs::read_to_string(&chart).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("hsmkms encrypt, AWS_KMS key, 32 B"));
+    emulator.stop();
+}
