@@ -9,7 +9,9 @@ mod kms_common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use aws_sdk_kms::types::{ConnectionStateType, OriginType};
 use kms_common::{free_port, hsmkms_exe, Emulator};
@@ -48,24 +50,31 @@ fn check_figures(run: &Value) {
     assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{run}");
 }
 
-/// A server that answers every request with `200 {}`: fast, and wrong.
-fn garbage_server() -> u16 {
+/// A fake KMS on 127.0.0.1 that answers every request 200 with what `answer` says for its
+/// `X-Amz-Target` and the number of requests before it.
+fn fake_server(answer: fn(&str, usize) -> String) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
+    let served = Arc::new(AtomicUsize::new(0));
     std::thread::spawn(move || {
-        for stream in listener.incoming().take(16) {
+        for stream in listener.incoming().take(64) {
             let Ok(mut stream) = stream else { continue };
+            let served = served.clone();
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(stream.try_clone().unwrap());
                 loop {
-                    let mut length = 0usize;
+                    let (mut length, mut target) = (0usize, String::new());
                     loop {
                         let mut line = String::new();
                         if reader.read_line(&mut line).unwrap_or(0) == 0 {
                             return;
                         }
-                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        let lower = line.to_ascii_lowercase();
+                        if let Some(v) = lower.strip_prefix("content-length:") {
                             length = v.trim().parse().unwrap_or(0);
+                        }
+                        if let Some(v) = lower.strip_prefix("x-amz-target:") {
+                            target = v.trim().to_string();
                         }
                         if line == "\r\n" {
                             break;
@@ -75,8 +84,14 @@ fn garbage_server() -> u16 {
                     if reader.read_exact(&mut body).is_err() {
                         return;
                     }
-                    let reply = b"HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.1\r\ncontent-length: 2\r\n\r\n{}";
-                    if stream.write_all(reply).is_err() {
+                    let reply = answer(&target, served.fetch_add(1, Ordering::SeqCst));
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.1\r\ncontent-length: {}\r\n\r\n",
+                        reply.len()
+                    );
+                    if stream.write_all(head.as_bytes()).is_err()
+                        || stream.write_all(reply.as_bytes()).is_err()
+                    {
                         return;
                     }
                 }
@@ -84,6 +99,34 @@ fn garbage_server() -> u16 {
         }
     });
     port
+}
+
+const FAKE_ARN: &str =
+    "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+
+/// Right for set-up and the first Encrypt (targets arrive lower-cased), then a 200 that names
+/// no key and holds no blob.
+fn right_then_wrong(target: &str, served: usize) -> String {
+    match (target, served) {
+        ("trentservice.describekey", _) => {
+            format!(r#"{{"KeyMetadata":{{"KeyId":"k","Arn":"{FAKE_ARN}"}}}}"#)
+        }
+        ("trentservice.encrypt", 0..=1) => {
+            let blob = "A".repeat(80);
+            format!(r#"{{"KeyId":"{FAKE_ARN}","CiphertextBlob":"{blob}"}}"#)
+        }
+        _ => "{}".to_string(),
+    }
+}
+
+/// Kills a child process when dropped, so a failing assertion leaves none behind.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,14 +221,37 @@ async fn the_load_tool_measures_a_real_emulator_and_refuses_wrong_answers() {
     // The encrypt run's key, and the 26 made now.
     assert_eq!(in_store, 27);
 
-    // A server that answers 200 with something that is not KMS gets no figures.
-    let garbage = format!("http://127.0.0.1:{}", garbage_server());
+    // A server that answers 200 with something that is not KMS gets no figures: at set-up...
+    let garbage = format!("http://127.0.0.1:{}", fake_server(|_, _| "{}".to_string()));
     let out = bench(&["--endpoint", &garbage, "--duration", "1"]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("CreateKey answered no KeyId or Arn"),
         "{stderr}"
+    );
+    // ...and during the run, where every such answer is an error, not a request served.
+    let fake = format!("http://127.0.0.1:{}", fake_server(right_then_wrong));
+    let run = bench_json(&[
+        "--endpoint",
+        &fake,
+        "--key-id",
+        "k",
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0",
+        "--connections",
+        "2",
+    ]);
+    assert_eq!(run["requests"], 0, "{run}");
+    assert!(run["errors"].as_u64().unwrap() > 0, "{run}");
+    assert!(
+        run["errorSamples"][0]
+            .as_str()
+            .unwrap()
+            .contains("names key None"),
+        "{run}"
     );
 
     // Bounds: no run longer than 120 s, no more than 1024 connections, KMS's plaintext limit.
@@ -195,7 +261,7 @@ async fn the_load_tool_measures_a_real_emulator_and_refuses_wrong_answers() {
             vec!["--connections", "0"],
             "--connections must be 1 to 1024",
         ),
-        (vec!["--plaintext-bytes", "4097"], "at most 4096"),
+        (vec!["--plaintext-bytes", "4097"], "must be 1 to 4096"),
     ] {
         let out = bench(&[&["--endpoint", &endpoint][..], &args].concat());
         assert!(!out.status.success(), "{args:?} was accepted");
@@ -205,14 +271,16 @@ async fn the_load_tool_measures_a_real_emulator_and_refuses_wrong_answers() {
 
     // The echo server answers what the tool accepts; the report turns runs into a page.
     let echo_port = free_port();
-    let mut echo = Command::new(hsmkms_exe())
-        .args(["bench-echo", "--port", &echo_port.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut echo = Killed(
+        Command::new(hsmkms_exe())
+            .args(["bench-echo", "--port", &echo_port.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let mut ready = String::new();
-    BufReader::new(echo.stdout.take().unwrap())
+    BufReader::new(echo.0.stdout.take().unwrap())
         .read_line(&mut ready)
         .unwrap();
     assert_eq!(ready.trim(), "Ready.");
@@ -229,8 +297,7 @@ async fn the_load_tool_measures_a_real_emulator_and_refuses_wrong_answers() {
         "4",
     ]);
     check_figures(&echo_run);
-    echo.kill().unwrap();
-    echo.wait().unwrap();
+    drop(echo);
 
     let results = tmp.path().join("results.jsonl");
     let figure = r#"{"name":"memory-100k-keys","value":150.0,"unit":"MiB","note":"(test)"}"#;

@@ -128,15 +128,20 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// Connects, within [`REQUEST_DEADLINE`].
     pub async fn open(endpoint: &Endpoint) -> Result<Self> {
-        let stream = tokio::time::timeout(REQUEST_DEADLINE, TcpStream::connect(endpoint.addr))
+        let connect = async {
+            let stream = TcpStream::connect(endpoint.addr)
+                .await
+                .with_context(|| format!("connecting to {}", endpoint.addr))?;
+            stream.set_nodelay(true)?;
+            hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .context("HTTP handshake")
+        };
+        let (sender, connection) = tokio::time::timeout(REQUEST_DEADLINE, connect)
             .await
-            .map_err(|_| anyhow!("connecting to {} timed out", endpoint.addr))?
-            .with_context(|| format!("connecting to {}", endpoint.addr))?;
-        stream.set_nodelay(true)?;
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .context("HTTP handshake")?;
+            .map_err(|_| anyhow!("connecting to {} timed out", endpoint.addr))??;
         // The connection's I/O runs beside the requests; it ends when the sender is dropped.
         tokio::spawn(async move {
             let _ = connection.await;
@@ -161,12 +166,14 @@ impl Connection {
             )
             .body(Full::new(Bytes::from(body)))
             .context("building the request")?;
-        // A server that closes connections after each answer (HTTP/1.0 style, as moto's
-        // does) costs a reconnect per request, as it would cost an SDK client.
-        if self.sender.is_closed() || self.sender.ready().await.is_err() {
-            self.sender = Self::open(&self.endpoint).await?.sender;
-        }
+        // One deadline over everything the request waits for: a reconnect, the connection
+        // becoming ready, the answer.
         let exchange = async {
+            // A server that closes connections after each answer (HTTP/1.0 style, as moto's
+            // does) costs a reconnect per request, as it would cost an SDK client.
+            if self.sender.is_closed() || self.sender.ready().await.is_err() {
+                self.sender = Self::open(&self.endpoint).await?.sender;
+            }
             self.sender.ready().await.context("connection closed")?;
             let response = self
                 .sender

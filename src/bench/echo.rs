@@ -25,6 +25,11 @@ pub struct EchoArgs {
     pub account_id: String,
 }
 
+/// 30 zero bytes in base64: the fake blob header.
+const FAKE_HEADER_B64: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+/// 32 bytes of 0x01 in base64: the fake data key.
+const FAKE_DATA_KEY_B64: &str = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+
 #[derive(Debug, Clone)]
 struct Arns {
     prefix: String,
@@ -55,20 +60,21 @@ async fn answer(request: HttpRequest, body: web::Bytes, arns: web::Data<Arns>) -
         Some("DescribeKey") => json!({"KeyMetadata": {
             "KeyId": input["KeyId"], "Arn": key_arn(&input["KeyId"]), "KeyState": "Enabled",
         }}),
-        // The plaintext comes back as the "ciphertext", and the other way round.
+        // The "ciphertext" is the plaintext behind a fixed 30-byte "header" (a whole number
+        // of base64 groups, so the strings just join), big enough to pass for a sealed blob.
         Some("Encrypt") => json!({
-            "CiphertextBlob": input["Plaintext"],
+            "CiphertextBlob": format!("{FAKE_HEADER_B64}{}", input["Plaintext"].as_str().unwrap_or_default()),
             "KeyId": key_arn(&input["KeyId"]),
             "EncryptionAlgorithm": "SYMMETRIC_DEFAULT",
         }),
         Some("Decrypt") => json!({
-            "Plaintext": input["CiphertextBlob"],
+            "Plaintext": input["CiphertextBlob"].as_str().unwrap_or_default().strip_prefix(FAKE_HEADER_B64).unwrap_or_default(),
             "KeyId": key_arn(&input["KeyId"]),
             "EncryptionAlgorithm": "SYMMETRIC_DEFAULT",
         }),
         Some("GenerateDataKey") => json!({
-            "Plaintext": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
-            "CiphertextBlob": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+            "Plaintext": FAKE_DATA_KEY_B64,
+            "CiphertextBlob": format!("{FAKE_HEADER_B64}{FAKE_DATA_KEY_B64}"),
             "KeyId": key_arn(&input["KeyId"]),
         }),
         _ => {

@@ -128,23 +128,48 @@ pub struct RunResult {
     pub error_samples: Vec<String>,
 }
 
-/// Shared counters of a run.
+/// Shared counters of a run. An answer counts (as ok or as an error) when it arrives inside the
+/// measured window; with `--requests`, when its request took one of the N tickets instead.
 #[derive(Debug)]
 struct Tally {
+    /// The instant the other times are measured from.
+    origin: Instant,
     ok: AtomicU64,
     errors: AtomicU64,
-    /// Counted requests so far (for `--requests`).
+    /// Tickets taken so far (`--requests`).
     issued: AtomicU64,
     measuring: AtomicBool,
     stop: AtomicBool,
+    /// When measuring started and when the last counted answer arrived, in µs since `origin`.
+    started_us: AtomicU64,
+    last_answer_us: AtomicU64,
     samples: Mutex<Vec<String>>,
 }
 
 impl Tally {
-    fn error(&self, why: String) {
-        if self.measuring.load(Ordering::Relaxed) {
-            self.errors.fetch_add(1, Ordering::Relaxed);
+    fn now_us(&self) -> u64 {
+        self.origin.elapsed().as_micros() as u64
+    }
+
+    /// Whether an answer arriving now counts: in a timed run (`ticket` is `None`) if it arrives
+    /// in the window; with `--requests`, if its request took a ticket.
+    fn counts(&self, ticket: Option<bool>) -> bool {
+        let counts = match ticket {
+            Some(ticket) => ticket,
+            None => self.measuring.load(Ordering::Relaxed) && !self.stop.load(Ordering::Relaxed),
+        };
+        if counts {
+            self.last_answer_us
+                .fetch_max(self.now_us(), Ordering::Relaxed);
         }
+        counts
+    }
+
+    fn error(&self, why: String, counted: bool) {
+        if !counted {
+            return;
+        }
+        self.errors.fetch_add(1, Ordering::Relaxed);
         let mut samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
         if samples.len() < ERROR_SAMPLES && !samples.contains(&why) {
             samples.push(why);
@@ -215,8 +240,12 @@ pub async fn run(args: &BenchArgs) -> Result<RunResult> {
     if args.connections == 0 || args.connections > MAX_CONNECTIONS {
         bail!("--connections must be 1 to {MAX_CONNECTIONS}");
     }
-    if args.plaintext_bytes > 4096 {
-        bail!("--plaintext-bytes must be at most 4096 (KMS's limit)");
+    let needs_plaintext = matches!(args.op, Op::Encrypt | Op::Decrypt);
+    if args.plaintext_bytes > 4096 || (needs_plaintext && args.plaintext_bytes == 0) {
+        bail!(
+            "--plaintext-bytes must be 1 to 4096 (KMS's limit), not {}",
+            args.plaintext_bytes
+        );
     }
     let access = std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_else(|_| "test".into());
     let secret = std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|_| "test".into());
@@ -251,53 +280,82 @@ pub async fn run(args: &BenchArgs) -> Result<RunResult> {
     drop(setup);
 
     let tally = Arc::new(Tally {
+        origin: Instant::now(),
         ok: AtomicU64::new(0),
         errors: AtomicU64::new(0),
         issued: AtomicU64::new(0),
-        measuring: AtomicBool::new(args.warmup == 0.0),
+        measuring: AtomicBool::new(false),
         stop: AtomicBool::new(false),
+        started_us: AtomicU64::new(0),
+        last_answer_us: AtomicU64::new(0),
         samples: Mutex::new(Vec::new()),
     });
+    // Without a warm-up, connections start once measuring has begun, so none sends a request
+    // that is not measured.
+    let (warmed, warm) = tokio::sync::watch::channel(());
     let mut workers = Vec::with_capacity(args.connections);
     for _ in 0..args.connections {
-        workers.push(tokio::spawn(worker(
-            endpoint.clone(),
-            plan.clone(),
-            tally.clone(),
-            args.requests,
-        )));
+        let mut warm = warm.clone();
+        let wait = args.warmup == 0.0;
+        let (endpoint, plan, tally) = (endpoint.clone(), plan.clone(), tally.clone());
+        let limit = args.requests;
+        workers.push(tokio::spawn(async move {
+            if wait {
+                let _ = warm.changed().await;
+            }
+            worker(endpoint, plan, tally, limit).await
+        }));
     }
 
     let bar = progress_bar(args);
     tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
-    tally.measuring.store(true, Ordering::Relaxed);
     let started = Instant::now();
+    tally.started_us.store(tally.now_us(), Ordering::Relaxed);
+    tally.measuring.store(true, Ordering::Relaxed);
+    let _ = warmed.send(());
     let window = Duration::from_secs_f64(args.duration);
-    while started.elapsed() < window && !tally.stop.load(Ordering::Relaxed) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let deadline = tokio::time::Instant::from_std(started + window);
+    let mut ticker = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => break,
+            _ = ticker.tick() => {}
+        }
+        if tally.stop.load(Ordering::Relaxed) {
+            break;
+        }
         let elapsed = started.elapsed();
         bar.set_position(elapsed.as_millis().min(window.as_millis()) as u64);
         bar.set_message(format!(
             "{:.0} req/s, {} errors",
-            tally.ok.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64(),
+            tally.ok.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64().max(1e-3),
             tally.errors.load(Ordering::Relaxed)
         ));
     }
     tally.stop.store(true, Ordering::Relaxed);
+    let stopped_us = tally.now_us();
     bar.finish_and_clear();
     let mut histogram = new_histogram();
     for worker in workers {
         // A worker ends within one request deadline of the stop flag.
-        if let Ok(h) = worker.await {
-            let _ = histogram.add(&h);
+        match worker.await {
+            Ok(h) => histogram
+                .add(&h)
+                .map_err(|e| anyhow::anyhow!("merging latencies: {e}"))?,
+            Err(e) => bail!("a load connection failed: {e}"),
         }
     }
-    // A run cut short by `--requests` lasts until its last answer; a timed one, its window.
-    let elapsed = match args.requests {
-        Some(_) => started.elapsed(),
-        None => window,
-    }
-    .as_secs_f64();
+    // A timed run lasts its window (answers after it do not count); one of `--requests`
+    // lasts until the last of its answers.
+    let start_us = tally.started_us.load(Ordering::Relaxed);
+    let end_us = match args.requests {
+        Some(_) => tally
+            .last_answer_us
+            .load(Ordering::Relaxed)
+            .max(start_us + 1),
+        None => stopped_us,
+    };
+    let elapsed = (end_us - start_us) as f64 / 1e6;
     let ok = tally.ok.load(Ordering::Relaxed);
     let ms = |us: u64| us as f64 / 1000.0;
     let samples = tally
@@ -367,7 +425,7 @@ async fn worker(
             None => match Connection::open(&endpoint).await {
                 Ok(c) => conn.insert(c),
                 Err(e) => {
-                    tally.error(format!("{e:#}"));
+                    tally.error(format!("{e:#}"), tally.counts(limit.map(|_| false)));
                     failures += 1;
                     if failures >= RECONNECT_ATTEMPTS {
                         break;
@@ -377,37 +435,38 @@ async fn worker(
                 }
             },
         };
-        let measuring = tally.measuring.load(Ordering::Relaxed);
-        if measuring {
-            if let Some(limit) = limit {
+        // With `--requests`, the measured requests are the first N sent after the warm-up.
+        let ticket = match limit {
+            Some(limit) if tally.measuring.load(Ordering::Relaxed) => {
                 if tally.issued.fetch_add(1, Ordering::Relaxed) >= limit {
                     tally.stop.store(true, Ordering::Relaxed);
                     break;
                 }
+                Some(true)
             }
-        }
+            Some(_) => Some(false),
+            None => None,
+        };
         let sent = Instant::now();
-        match connection
+        let result = connection
             .call("kms", &plan.target, plan.body.clone())
-            .await
-        {
+            .await;
+        let took = sent.elapsed();
+        let counted = tally.counts(ticket);
+        match result {
             Ok(answer) => {
-                let took = sent.elapsed();
                 failures = 0;
-                // An answer counts if its request was sent in the measured window and came
-                // back inside it; with `--requests`, every one of the first N counts.
-                let in_window = limit.is_some() || !tally.stop.load(Ordering::Relaxed);
                 match plan.check(&answer) {
-                    Ok(()) if measuring && in_window => {
+                    Ok(()) if counted => {
                         tally.ok.fetch_add(1, Ordering::Relaxed);
                         let _ = histogram.record(took.as_micros().max(1) as u64);
                     }
                     Ok(()) => {}
-                    Err(why) => tally.error(why),
+                    Err(why) => tally.error(why, counted),
                 }
             }
             Err(e) => {
-                tally.error(format!("{e:#}"));
+                tally.error(format!("{e:#}"), counted);
                 conn = None;
             }
         }

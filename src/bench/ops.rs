@@ -34,6 +34,10 @@ impl Op {
     }
 }
 
+/// The least a ciphertext blob adds to its plaintext: an AES-GCM nonce and tag (12 + 16 bytes).
+/// Real KMS, moto and hsmkms all add more (a header naming the key).
+pub const MIN_SEALING_OVERHEAD: usize = 28;
+
 /// How long a key store may take to connect during set-up.
 const CONNECT_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -189,7 +193,7 @@ pub async fn plan(
     store: Option<&KeyStoreChoice>,
     plaintext_bytes: usize,
 ) -> Result<Plan> {
-    let key_store = match store {
+    let mut key_store = match store {
         Some(choice) => Some(key_store(conn, choice).await?),
         None => None,
     };
@@ -201,6 +205,10 @@ pub async fn plan(
             let arn = described["KeyMetadata"]["Arn"]
                 .as_str()
                 .ok_or_else(|| anyhow!("DescribeKey answered no Arn"))?;
+            // The results say which kind of key was used, whatever the flags said.
+            key_store = described["KeyMetadata"]["CustomKeyStoreId"]
+                .as_str()
+                .map(str::to_string);
             (id.clone(), arn.to_string())
         }
         (_, None) => {
@@ -277,12 +285,21 @@ impl Plan {
                 if meta.key_state != Some("Enabled") {
                     return Err(format!("new key is {:?}, not Enabled", meta.key_state));
                 }
-                if let Some(store) = &self.key_store {
-                    if meta.origin != Some("AWS_CLOUDHSM")
-                        || meta.custom_key_store_id != Some(store.as_str())
+                match &self.key_store {
+                    Some(store)
+                        if meta.origin != Some("AWS_CLOUDHSM")
+                            || meta.custom_key_store_id != Some(store.as_str()) =>
                     {
                         return Err("new key is not in the key store".into());
                     }
+                    Some(_) => {}
+                    None if meta.origin != Some("AWS_KMS") => {
+                        return Err(format!(
+                            "new key's origin is {:?}, not AWS_KMS",
+                            meta.origin
+                        ));
+                    }
+                    None => {}
                 }
             }
             Op::Encrypt | Op::Decrypt | Op::GenerateDataKey => {
@@ -296,8 +313,10 @@ impl Plan {
                 match self.op {
                     Op::Encrypt => {
                         let blob = decode(got.ciphertext_blob, "CiphertextBlob")?;
-                        if blob.len() < self.plaintext.len() {
-                            return Err("CiphertextBlob is shorter than the plaintext".into());
+                        if blob.len() < self.plaintext.len() + MIN_SEALING_OVERHEAD
+                            || blob == self.plaintext
+                        {
+                            return Err("CiphertextBlob cannot hold a sealed plaintext".into());
                         }
                     }
                     Op::Decrypt => {
@@ -306,10 +325,14 @@ impl Plan {
                         }
                     }
                     _ => {
-                        if decode(got.plaintext, "Plaintext")?.len() != 32 {
+                        let key = decode(got.plaintext, "Plaintext")?;
+                        if key.len() != 32 {
                             return Err("data key is not 32 bytes".into());
                         }
-                        decode(got.ciphertext_blob, "CiphertextBlob")?;
+                        let blob = decode(got.ciphertext_blob, "CiphertextBlob")?;
+                        if blob.len() < key.len() + MIN_SEALING_OVERHEAD || blob == key {
+                            return Err("CiphertextBlob cannot hold a sealed data key".into());
+                        }
                     }
                 }
             }
@@ -351,12 +374,17 @@ mod tests {
             encrypt.check(&answer(200, json!({"KeyId": ARN, "CiphertextBlob": blob}))),
             Ok(())
         );
+        // The plaintext handed back, or too short to hold a nonce and a tag.
+        let echoed = B64.encode(b"attack at dawn");
+        let short = B64.encode([7u8; 14 + 27]);
         // A 200 that is not an Encrypt answer, names another key, or carries no valid blob.
         for bad in [
             json!({}),
             json!({"KeyId": "arn:aws:kms:us-east-1:111122223333:key/other", "CiphertextBlob": blob}),
             json!({"KeyId": ARN, "CiphertextBlob": "not base64!"}),
             json!({"KeyId": ARN, "CiphertextBlob": B64.encode([1u8; 3])}),
+            json!({"KeyId": ARN, "CiphertextBlob": echoed}),
+            json!({"KeyId": ARN, "CiphertextBlob": short}),
             json!({"KeyId": ARN}),
         ] {
             assert!(encrypt.check(&answer(200, bad.clone())).is_err(), "{bad}");
@@ -410,6 +438,12 @@ mod tests {
         assert!(create
             .check(&key("AWS_CLOUDHSM", "cks-1234567890abcdef0", "Unavailable"))
             .is_err());
+        // Without a store, the key must be KMS's own.
+        create.key_store = None;
+        assert_eq!(create.check(&key("AWS_KMS", "", "Enabled")), Ok(()));
+        assert!(create
+            .check(&key("AWS_CLOUDHSM", "cks-1234567890abcdef0", "Enabled"))
+            .is_err());
     }
 
     #[test]
@@ -419,7 +453,9 @@ mod tests {
         let ok = json!({"KeyId": ARN, "Plaintext": B64.encode([1u8; 32]), "CiphertextBlob": blob});
         let short =
             json!({"KeyId": ARN, "Plaintext": B64.encode([1u8; 16]), "CiphertextBlob": blob});
+        let same = json!({"KeyId": ARN, "Plaintext": B64.encode([1u8; 32]), "CiphertextBlob": B64.encode([1u8; 32])});
         assert_eq!(gdk.check(&answer(200, ok)), Ok(()));
         assert!(gdk.check(&answer(200, short)).is_err());
+        assert!(gdk.check(&answer(200, same)).is_err());
     }
 }

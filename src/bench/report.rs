@@ -235,9 +235,10 @@ fn render(results: &Results, chart: &str, commands: &str, commit: &str) -> Strin
         out,
         "Targets: `echo` is `hsmkms bench-echo`, an actix-web server with the same 2 workers as \
          hsmkms that parses each request and answers the smallest valid reply, no crypto: the \
-         ceiling of any actix-web service here. `moto` is moto's server from PyPI. `hsmkms` is \
-         the emulator from `cargo run --release` with its default cluster of two in-process \
-         HSMs.\n"
+         ceiling of any actix-web service here. `moto` is moto's server from PyPI; it closes \
+         each connection after answering, so each of its requests also pays a reconnect, as an \
+         SDK client's would. `hsmkms` is the emulator from `cargo run --release` with its \
+         default cluster of two in-process HSMs.\n"
     );
 
     let _ = writeln!(out, "## Targets\n");
@@ -296,7 +297,8 @@ fn render(results: &Results, chart: &str, commands: &str, commit: &str) -> Strin
                     "Resident memory of the emulator with 100,000 keys".to_string()
                 }
                 other => format!(
-                    "AES-256-GCM {} against ring in the same run",
+                    "AES-256-GCM {}: the project's AEAD (ring in a wrapper that wipes \
+                     plaintexts) against bare ring, same run",
                     other.trim_start_matches("aead/")
                 ),
             };
@@ -313,15 +315,21 @@ fn render(results: &Results, chart: &str, commands: &str, commit: &str) -> Strin
     let _ = writeln!(out);
 
     let _ = writeln!(out, "## Requests/s and p99 latency against connections\n");
-    let _ = writeln!(
-        out,
-        "At 1 connection the figures mostly measure how fast an idle core wakes up on this \
-         machine: with both cores kept busy by two `nice -n 19` spin loops, the echo server's \
-         single-connection rate doubles (10,000 to 21,000/s when this was written). hsmkms \
-         keeps its cores warmer (HSM, storage and audit threads), which is why it can beat the \
-         echo server at 1 connection; the ratios that matter are at 16 and 64 connections, \
-         where the cores are busy anyway.\n"
-    );
+    if let (Some(idle), Some(busy)) = (
+        rps("echo", "encrypt", false, 1),
+        results.figures.get("echo-1-connection-busy-cores"),
+    ) {
+        let _ = writeln!(
+            out,
+            "At 1 connection the figures mostly measure how fast an idle core wakes up on this \
+             machine: with both cores kept out of idle by two `nice -n 19` spin loops, the echo \
+             server's single-connection rate went from {idle:.0}/s to {:.0}/s in this run. \
+             hsmkms keeps its cores warmer (HSM, storage and audit threads), so it can beat \
+             the echo server at 1 connection; the ratios that matter are at 16 and 64 \
+             connections, where the cores are busy anyway.\n",
+            busy.value
+        );
+    }
     let _ = writeln!(
         out,
         "![requests/s and p99 latency against connections]({chart})\n"
