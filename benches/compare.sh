@@ -33,9 +33,22 @@ COMMANDS="$OUT/commands.txt"
 : >"$COMMANDS"
 
 PIDS=()
+# Stops a process: SIGTERM, up to 20 s to exit, then SIGKILL; forgets its pid.
+stop_pid() {
+  local pid=$1
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 200); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -9 "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  local kept=()
+  for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || kept+=("$p"); done
+  PIDS=("${kept[@]}")
+}
 cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
 }
 trap cleanup EXIT
 
@@ -43,11 +56,16 @@ note() { echo "== $*" >&2; }
 # Records a command in the report's list, then runs it.
 record() { echo "$*" >>"$COMMANDS"; "$@"; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-# Waits up to 60 s for a line in a log file.
+# Waits up to 60 s for a line in a log file written by process $3.
 wait_for_line() {
-  local file=$1 line=$2
+  local file=$1 line=$2 pid=$3
   for _ in $(seq 1 600); do
     grep -qx "$line" "$file" 2>/dev/null && return 0
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "the process writing $file exited" >&2
+      cat "$file" >&2
+      return 1
+    fi
     sleep 0.1
   done
   echo "timed out waiting for '$line' in $file" >&2
@@ -86,7 +104,7 @@ start_hsmkms() { # data-dir port log
   "$BIN" --data-dir "$1" --port "$2" >"$3" 2>&1 &
   PIDS+=($!)
   HSMKMS_PID=$!
-  wait_for_line "$3" "Ready."
+  wait_for_line "$3" "Ready." "$HSMKMS_PID"
 }
 
 HSMKMS_PORT=$(free_port)
@@ -95,10 +113,10 @@ MOTO_PORT=$(free_port)
 note "starting hsmkms on $HSMKMS_PORT, the echo server on $ECHO_PORT${MOTO:+, moto on $MOTO_PORT}"
 echo "$BIN --data-dir $OUT/data --port $HSMKMS_PORT" >>"$COMMANDS"
 start_hsmkms "$OUT/data" "$HSMKMS_PORT" "$OUT/hsmkms.log"
-echo "$BIN bench-echo --port $ECHO_PORT" >>"$COMMANDS"
-"$BIN" bench-echo --port "$ECHO_PORT" >"$OUT/echo.log" 2>&1 &
+echo "$BIN bench-echo --port $ECHO_PORT --workers 2" >>"$COMMANDS"
+"$BIN" bench-echo --port "$ECHO_PORT" --workers 2 >"$OUT/echo.log" 2>&1 &
 PIDS+=($!)
-wait_for_line "$OUT/echo.log" "Ready."
+wait_for_line "$OUT/echo.log" "Ready." $!
 if [ -n "$MOTO" ]; then
   echo "$MOTO -H 127.0.0.1 -p $MOTO_PORT" >>"$COMMANDS"
   "$MOTO" -H 127.0.0.1 -p "$MOTO_PORT" >"$OUT/moto.log" 2>&1 &
@@ -128,8 +146,21 @@ load hsmkms "$HSMKMS_PORT" --op encrypt --key-store --plaintext-bytes 4096 --con
 load hsmkms "$HSMKMS_PORT" --op decrypt --connections 64
 load hsmkms "$HSMKMS_PORT" --op decrypt --key-store --connections 64
 load hsmkms "$HSMKMS_PORT" --op generate-data-key --key-store --connections 64
-kill "$HSMKMS_PID"
-wait "$HSMKMS_PID" 2>/dev/null || true
+stop_pid "$HSMKMS_PID"
+
+# The echo server at 1 connection with both cores kept out of idle by two lowest-priority spin
+# loops (each ends by itself after the run): how much of a 1-connection figure is wake-up.
+note "echo at 1 connection with the cores kept busy"
+SPINNERS=()
+for _ in 1 2; do
+  timeout $((DURATION + 5)) nice -n 19 sh -c 'while :; do :; done' &
+  SPINNERS+=($!)
+  PIDS+=($!)
+done
+"$BIN" bench --label echo --endpoint "http://127.0.0.1:$ECHO_PORT" --duration "$DURATION" \
+  --connections 1 --json >"$OUT/echo-busy.json"
+for pid in "${SPINNERS[@]}"; do stop_pid "$pid"; done
+python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(json.dumps({"name":"echo-1-connection-busy-cores","value":r["requestsPerSecond"],"unit":"requests/s","note":"(echo encrypt at 1 connection, both cores kept out of idle by nice -n 19 spin loops)"}))' "$OUT/echo-busy.json" >>"$RESULTS"
 # CreateKey on a fresh emulator each time: a fast machine could otherwise reach KMS's quota of
 # 100,000 keys during the runs.
 for c in "${CONNECTIONS[@]}"; do
@@ -139,8 +170,7 @@ for c in "${CONNECTIONS[@]}"; do
   record "$BIN" bench --label hsmkms --endpoint "http://127.0.0.1:$CK_PORT" --duration "$DURATION" \
     --trust-anchor "$OUT/data-create-$c/customerCA.crt" --json --op create-key --key-store \
     --connections "$c" >>"$RESULTS"
-  kill "$HSMKMS_PID"
-  wait "$HSMKMS_PID" 2>/dev/null || true
+  stop_pid "$HSMKMS_PID"
 done
 
 note "memory: a fresh emulator with 100,000 keys"
@@ -157,7 +187,7 @@ def kms(op, body):
         {"X-Amz-Target": f"TrentService.{op}", "Content-Type": "application/x-amz-json-1.1"})
     return json.load(urllib.request.urlopen(req))
 count, marker, first = 0, None, None
-while True:
+for _ in range(200):  # 200 pages of 1,000: twice the quota, so the loop always ends
     page = kms("ListKeys", {"Limit": 1000, **({"Marker": marker} if marker else {})})
     count += len(page["Keys"])
     first = first or page["Keys"][0]["KeyId"]
@@ -168,21 +198,31 @@ print(count, first)
 EOF
 )
 read -r KEY_COUNT KEY_ID <<<"$KEYS"
+if [ "$KEY_COUNT" != 100000 ]; then
+  echo "the emulator holds $KEY_COUNT keys, not 100000; see $OUT/create-100k.json" >&2
+  exit 1
+fi
 AFTER_CREATE=$(rss_mib "$HSMKMS_PID")
+CREATE_PEAK=$(hwm_mib "$HSMKMS_PID")
 # Restart: the state as every later start loads it; then use a key under load.
-kill "$HSMKMS_PID"
-wait "$HSMKMS_PID" 2>/dev/null || true
+stop_pid "$HSMKMS_PID"
 start_hsmkms "$OUT/data-100k" "$MEM_PORT" "$OUT/hsmkms-100k-restart.log"
 AT_START=$(rss_mib "$HSMKMS_PID")
 record "$BIN" bench --label hsmkms --endpoint "http://127.0.0.1:$MEM_PORT" --op encrypt \
   --key-id "$KEY_ID" --connections 64 --duration "$DURATION" --json >"$OUT/encrypt-100k.json"
 UNDER_LOAD=$(rss_mib "$HSMKMS_PID")
 PEAK=$(hwm_mib "$HSMKMS_PID")
-WORST=$(python3 -c "print(max($AFTER_CREATE, $UNDER_LOAD, $PEAK))")
-figure memory-100k-keys "$WORST" MiB "(the most of: ${AFTER_CREATE} MiB after creating them, ${AT_START} MiB after a restart, ${UNDER_LOAD} MiB after ${DURATION} s of Encrypt, peak ${PEAK} MiB; ${KEY_COUNT} keys)"
+python3 -c '
+import json, sys
+for path in sys.argv[1:]:
+    run = json.load(open(path))
+    if run["errors"]:
+        sys.exit("%s: %d errors: %s" % (path, run["errors"], run["errorSamples"]))
+' "$OUT/create-100k.json" "$OUT/encrypt-100k.json"
+WORST=$(python3 -c "print(max($CREATE_PEAK, $PEAK))")
+figure memory-100k-keys "$WORST" MiB "(the peak resident set of the two processes: ${CREATE_PEAK} MiB creating them, ${AFTER_CREATE} MiB after; ${PEAK} MiB restarted and under ${DURATION} s of Encrypt, ${AT_START} MiB at start, ${UNDER_LOAD} MiB after; ${KEY_COUNT} keys)"
 python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(json.dumps({"name":"create-key-100k-rate","value":r["requestsPerSecond"],"unit":"keys/s","note":"(AWS_KMS keys, 64 connections, %d keys)" % (r["requests"]+1)}))' "$OUT/create-100k.json" >>"$RESULTS"
-kill "$HSMKMS_PID"
-wait "$HSMKMS_PID" 2>/dev/null || true
+stop_pid "$HSMKMS_PID"
 
 if [ "$CRITERION" = 1 ]; then
   note "criterion: an HSM catching up, and AES-256-GCM against ring"
@@ -195,7 +235,11 @@ for n in (1000, 10000):
     print(json.dumps({"name": f"catch-up-{n}", "value": median, "unit": "s",
                       "note": "(criterion median, from restarting the HSM to holding every key)"}))
 EOF
-  record cargo bench --bench aead | tee "$OUT/aead.txt" | grep '^RATIO' || true
+  record cargo bench --bench aead >"$OUT/aead.txt"
+  if [ "$(grep -c '^RATIO' "$OUT/aead.txt")" != 6 ]; then
+    echo "the AEAD bench printed no ratios; see $OUT/aead.txt" >&2
+    exit 1
+  fi
   grep '^RATIO' "$OUT/aead.txt" | while read -r _ name ratio; do
     figure "$name" "$ratio" "× ring" "(throughput ratio, median of 3 interleaved runs)"
   done

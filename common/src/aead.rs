@@ -7,8 +7,9 @@
 //! The cipher is `ring`'s: it picks at run time between stitched AES-NI/VAES + carry-less
 //! multiply code and constant-time fallbacks for CPUs without them, so one binary is fast where
 //! the CPU allows and still runs where it does not. RustCrypto's `aes-gcm` 0.10, used before,
-//! ran about five times slower at 4 KiB: two thirds of its time went to POLYVAL multiplying and
-//! reducing one block at a time (`benches/aead.rs` prints the ratio against `ring`).
+//! measured about five times slower at 4 KiB when it was replaced: two thirds of its time went
+//! to POLYVAL multiplying and reducing one block at a time. `benches/aead.rs` prints what this
+//! wrapper costs against bare `ring`.
 //! Nonces come from a thread-local CSPRNG (ChaCha, seeded and reseeded from the operating
 //! system) rather than a system call per message.
 

@@ -293,7 +293,8 @@ impl Registry {
         self.keys.get(id)
     }
 
-    /// The cipher of an AWS_KMS key.
+    /// The cipher of an AWS_KMS key. The AES key schedule ring expands inside it is not wiped
+    /// when the call that made it drops it (ring offers no way to); the material is.
     pub fn sealer(&self, id: &Uuid) -> Option<Sealer> {
         self.materials.get(id).map(Sealer::new)
     }
