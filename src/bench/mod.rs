@@ -140,8 +140,7 @@ struct Tally {
     issued: AtomicU64,
     measuring: AtomicBool,
     stop: AtomicBool,
-    /// When measuring started and when the last counted answer arrived, in µs since `origin`.
-    started_us: AtomicU64,
+    /// When the last counted answer arrived, in µs since `origin`.
     last_answer_us: AtomicU64,
     samples: Mutex<Vec<String>>,
 }
@@ -271,7 +270,7 @@ pub async fn run(args: &BenchArgs) -> Result<RunResult> {
     );
     // The first request of the run must succeed, or nothing after it means anything.
     let first = setup
-        .call("kms", &plan.target, plan.body.clone())
+        .call("kms", plan.target, plan.body.clone())
         .await
         .context("the first request")?;
     if let Err(why) = plan.check(&first) {
@@ -286,7 +285,6 @@ pub async fn run(args: &BenchArgs) -> Result<RunResult> {
         issued: AtomicU64::new(0),
         measuring: AtomicBool::new(false),
         stop: AtomicBool::new(false),
-        started_us: AtomicU64::new(0),
         last_answer_us: AtomicU64::new(0),
         samples: Mutex::new(Vec::new()),
     });
@@ -310,7 +308,7 @@ pub async fn run(args: &BenchArgs) -> Result<RunResult> {
     let bar = progress_bar(args);
     tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
     let started = Instant::now();
-    tally.started_us.store(tally.now_us(), Ordering::Relaxed);
+    let start_us = started.duration_since(tally.origin).as_micros() as u64;
     tally.measuring.store(true, Ordering::Relaxed);
     let _ = warmed.send(());
     let window = Duration::from_secs_f64(args.duration);
@@ -347,7 +345,6 @@ pub async fn run(args: &BenchArgs) -> Result<RunResult> {
     }
     // A timed run lasts its window (answers after it do not count); one of `--requests`
     // lasts until the last of its answers.
-    let start_us = tally.started_us.load(Ordering::Relaxed);
     let end_us = match args.requests {
         Some(_) => tally
             .last_answer_us
@@ -448,9 +445,7 @@ async fn worker(
             None => None,
         };
         let sent = Instant::now();
-        let result = connection
-            .call("kms", &plan.target, plan.body.clone())
-            .await;
+        let result = connection.call("kms", plan.target, plan.body.clone()).await;
         let took = sent.elapsed();
         let counted = tally.counts(ticket);
         match result {

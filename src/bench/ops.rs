@@ -32,6 +32,16 @@ impl Op {
             Op::CreateKey => "create-key",
         }
     }
+
+    /// The KMS operation, as `X-Amz-Target` names it.
+    pub fn target(self) -> &'static str {
+        match self {
+            Op::Encrypt => "TrentService.Encrypt",
+            Op::Decrypt => "TrentService.Decrypt",
+            Op::GenerateDataKey => "TrentService.GenerateDataKey",
+            Op::CreateKey => "TrentService.CreateKey",
+        }
+    }
 }
 
 /// The least a ciphertext blob adds to its plaintext: an AES-GCM nonce and tag (12 + 16 bytes).
@@ -55,15 +65,15 @@ pub struct KeyStoreChoice {
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub op: Op,
-    /// The key id requests name, and the ARN answers must name.
-    pub key_id: String,
+    /// The ARN answers must name.
     pub key_arn: String,
     /// The store new keys go to (`create-key --key-store`).
     pub key_store: Option<String>,
     pub plaintext: Vec<u8>,
     /// The body every request sends (`create-key` sends the same body each time).
     pub body: Vec<u8>,
-    pub target: String,
+    /// `X-Amz-Target` of every request.
+    pub target: &'static str,
 }
 
 /// A KMS key as CreateKey or DescribeKey returns it.
@@ -241,23 +251,13 @@ pub async fn plan(
         Op::GenerateDataKey => json!({"KeyId": key_id, "KeySpec": "AES_256"}),
         Op::CreateKey => create_key_body(key_store.as_deref()),
     };
-    let target = match op {
-        Op::Encrypt => "TrentService.Encrypt",
-        Op::Decrypt => "TrentService.Decrypt",
-        Op::GenerateDataKey => "TrentService.GenerateDataKey",
-        Op::CreateKey => "TrentService.CreateKey",
-    };
-    if plaintext.is_empty() && matches!(op, Op::Encrypt | Op::Decrypt) {
-        bail!("--plaintext-bytes must be 1 to 4096 for {}", op.name());
-    }
     Ok(Plan {
         op,
-        key_id,
         key_arn,
         key_store,
         plaintext,
         body: serde_json::to_vec(&body)?,
-        target: target.to_string(),
+        target: op.target(),
     })
 }
 
@@ -350,12 +350,11 @@ mod tests {
     fn plan(op: Op) -> Plan {
         Plan {
             op,
-            key_id: "1234abcd-12ab-34cd-56ef-1234567890ab".into(),
             key_arn: ARN.into(),
             key_store: None,
             plaintext: b"attack at dawn".to_vec(),
             body: Vec::new(),
-            target: String::new(),
+            target: op.target(),
         }
     }
 

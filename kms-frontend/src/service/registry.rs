@@ -171,11 +171,11 @@ impl Registry {
     /// The registry as loaded from the store; `master` unwraps AWS_KMS key material.
     pub fn load(arns: Arns, master: &KeyMaterial, loaded: &Loaded) -> Result<Self, StoreError> {
         let mut registry = Self {
-            arns: arns.clone(),
+            default_policy: Arc::from(default_policy(&arns.account_id)),
+            arns,
             master: Sealer::new(master),
             keys: HashMap::new(),
             materials: HashMap::new(),
-            default_policy: Arc::from(default_policy(&arns.account_id)),
             aliases: BTreeMap::new(),
             stores: BTreeMap::new(),
         };
