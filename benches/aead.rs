@@ -1,10 +1,9 @@
 //! AES-256-GCM seal and open with the project's AEAD ([`Sealer`]), beside the same operation with
 //! `ring` as a reference, at a small message, a page and a large blob, so a regression in either
 //! the per-call overhead or the bulk rate shows. Both sides do the same work: a random nonce, a
-//! fresh output buffer, nonce || ciphertext || tag. The project's AEAD is built on ring (it
-//! replaced RustCrypto's `aes-gcm`, which measured 0.17-0.29 of ring's throughput here at the
-//! time; see the commit that switched), so the ratio measures what the wrapper costs: chiefly
-//! wiping each decrypted plaintext on drop.
+//! fresh output buffer, nonce || ciphertext || tag. The project's AEAD is RustCrypto's `aes-gcm`
+//! 0.11 (the brief's crate); the ratio measures it, and what the wrapper costs (chiefly wiping
+//! each decrypted plaintext on drop), against ring's stitched AES-NI code.
 //!
 //! After criterion's groups, a short timed run of each pair prints the throughput ratio
 //! (project / ring) measured in the same run: `RATIO aead/seal/4KiB 0.93`.

@@ -130,11 +130,6 @@ impl SecretBytes {
     pub(crate) fn expose_mut(&mut self) -> &mut [u8] {
         &mut self.0
     }
-
-    /// Drops the tail (a verified tag, say); what is dropped is wiped with the rest on drop.
-    pub(crate) fn truncate(&mut self, len: usize) {
-        self.0.truncate(len);
-    }
 }
 
 impl fmt::Debug for SecretBytes {
