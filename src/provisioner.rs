@@ -156,6 +156,9 @@ impl LauncherProvisioner {
     }
 
     fn start_node(&self, hsm_id: &str, dir: &Path) -> Result<()> {
+        // A node of a launcher that was killed may still be stopping: let it finish first, so
+        // nothing talks to it as if it were the new one.
+        hsm_node::config::wait_unlocked(dir, hsm_node::config::LOCK_WAIT)?;
         match &self.runner {
             Runner::InProcess(nodes) => {
                 let handle = NodeHandle::start(dir, NodeOptions::default(), self.clock.clone())?;

@@ -69,6 +69,11 @@ pub fn run(args: NodeArgs) -> Result<()> {
         }
         std::fs::write(&path, serde_json::to_string_pretty(&node_config)?)?;
     }
+    if args.exit_with_parent {
+        // The kernel tells this process at once when the launcher dies, however it dies; the
+        // poll below covers a launcher that died before this line ran.
+        let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM);
+    }
     let node = NodeHandle::start(
         &args.node_dir,
         NodeOptions::default(),

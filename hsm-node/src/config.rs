@@ -34,6 +34,47 @@ pub const KEY_FILE: &str = "node.key";
 pub const SYNC_KEY_FILE: &str = "sync.key";
 pub const STORAGE_KEY_FILE: &str = "storage.key";
 pub const STORE_FILE: &str = "node.redb";
+/// Held (an exclusive lock on it) by the node serving the directory, so two processes never
+/// serve one HSM: a node left over from a launcher that was killed finishes stopping before
+/// the next one starts.
+pub const LOCK_FILE: &str = "node.lock";
+
+/// How long a node waits for the node that served its directory before to let go of it.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Takes the node directory's lock, waiting up to `wait` for a previous holder (a node
+/// process still stopping) to exit. The lock is held as long as the returned file is open.
+pub fn lock(dir: &Path, wait: std::time::Duration) -> Result<fs::File> {
+    let path = dir.join(LOCK_FILE);
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let started = std::time::Instant::now();
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(fs::TryLockError::WouldBlock) if started.elapsed() < wait => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(fs::TryLockError::WouldBlock) => anyhow::bail!(
+                "another node still serves {} after {wait:?}; stop it first",
+                dir.display()
+            ),
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("locking {}", path.display()))
+            }
+        }
+    }
+}
+
+/// Waits until no node serves `dir` (a node process of a launcher that was killed may still be
+/// stopping), for at most `wait`.
+pub fn wait_unlocked(dir: &Path, wait: std::time::Duration) -> Result<()> {
+    lock(dir, wait).map(drop)
+}
 
 /// A node's settings, as kept in `node.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -39,6 +39,7 @@ impl std::fmt::Debug for NodeHandle {
 impl NodeHandle {
     /// Starts the node kept in `dir`. Returns once it accepts connections.
     pub fn start(dir: &Path, options: NodeOptions, clock: Arc<dyn Clock>) -> Result<Self> {
+        let lock = config::lock(dir, config::LOCK_WAIT)?;
         let node = config::load(dir)?;
         let (server_tls, client_tls) = config::tls_configs(&node)?;
         let listener = std::net::TcpListener::bind(&node.config.listen)
@@ -89,6 +90,8 @@ impl NodeHandle {
                 // handles on the store: its thread finishes pending commits and closes the file.
                 drop(system);
                 let _ = store_thread.join();
+                // Only now may another node serve the directory.
+                drop(lock);
             })?;
         let actor = ready_rx
             .recv()
