@@ -126,7 +126,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     }
 
     // The KMS frontend, in front of the clusters.
-    let started = start_frontend(&args, provisioner.clone(), clock.clone());
+    let started = start_frontend(&args, provisioner.clone(), clock.clone()).await;
     let (frontend, server, store_thread) = match started {
         Ok(s) => s,
         Err(e) => {
@@ -155,7 +155,9 @@ type StartedFrontend = (
     std::thread::JoinHandle<()>,
 );
 
-fn start_frontend(
+/// Opens the frontend's state, rebuilds what must be running (connected key stores log in
+/// again, interrupted deletions finish), then serves.
+async fn start_frontend(
     args: &RunArgs,
     provisioner: Arc<LauncherProvisioner>,
     clock: Arc<dyn Clock>,
@@ -167,6 +169,7 @@ fn start_frontend(
         provisioner,
         base_clock: clock,
     })?;
+    frontend.recover().await;
     let bind = std::net::SocketAddr::from(([127, 0, 0, 1], args.port));
     let server = kms_frontend::serve(frontend.clone(), bind, 2)
         .with_context(|| format!("binding the KMS endpoint on {bind}"))?;

@@ -1,8 +1,9 @@
 //! The frontend's shared state and the flows that span the registry, the store, the audit trail
 //! and the cluster: what the API handlers call. One `Frontend` serves every HTTP worker.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 
 use anyhow::{Context, Result};
@@ -15,12 +16,14 @@ use crate::audit::{Audit, Metrics};
 use crate::cloudhsm::CloudHsm;
 use crate::cluster::{ClusterDirectory, Provisioner};
 use crate::hsm::HsmGateway;
+use crate::locks::{Locks, Resource};
+use crate::service::change::Change;
 use crate::service::clock::{EmulatorClock, OFFSET_KEY};
 use crate::service::error::KmsError;
-use crate::service::key_ref::Arns;
-use crate::service::model::KeyOrigin;
+use crate::service::key_ref::{Arns, KeyRef};
+use crate::service::model::{DeletedBacking, DeletionTask, KeyOrigin, KeyRecord};
 use crate::service::registry::Registry;
-use crate::store::{decode, Store, Write};
+use crate::store::{decode, Store, Table, Write};
 
 /// Where the frontend keeps its files, inside the data directory.
 pub const MASTER_KEY_FILE: &str = "master.key";
@@ -54,6 +57,52 @@ pub struct Frontend {
     pub arns: Arns,
     events: Audit,
     deletions: tokio::sync::Mutex<()>,
+    /// The owner of each custom key store's record (see [`StoreOwner`]); one entry per store
+    /// that exists, so at most [`crate::service::registry::MAX_KEY_STORES`].
+    owners: Mutex<HashMap<String, Arc<tokio::sync::Mutex<StoreOwner>>>>,
+    /// Store names are unique: CreateCustomKeyStore and renames take turns.
+    pub store_names: tokio::sync::Mutex<()>,
+    /// One change at a time to each key and alias.
+    locks: Locks,
+    /// Keys being created whose records are not durable yet, counted against the quota.
+    creating_keys: std::sync::atomic::AtomicUsize,
+    /// Clock advances take turns, so none is lost.
+    clock_advances: tokio::sync::Mutex<()>,
+}
+
+/// What the one owner of a custom key store's record keeps: whoever holds it may change the
+/// record; changes take turns in the order they asked.
+#[derive(Debug, Default)]
+pub struct StoreOwner {
+    /// Bumped by every connect and disconnect: a connect attempt whose generation is no
+    /// longer the store's was overtaken and changes nothing.
+    pub generation: u64,
+    /// Keys being created in the store whose records are not durable yet.
+    creating: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// A key creation in flight in a store; counted until dropped.
+#[derive(Debug)]
+pub struct Creating(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Creating {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl StoreOwner {
+    /// Counts a key creation in the store until the returned guard is dropped.
+    pub fn begin_create(&self) -> Creating {
+        self.creating
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Creating(self.creating.clone())
+    }
+
+    /// Key creations in flight.
+    pub fn creating(&self) -> usize {
+        self.creating.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 /// ISO 8601 time of a millisecond timestamp, as CloudTrail writes `eventTime`.
@@ -120,8 +169,46 @@ impl Frontend {
             arns,
             events: Audit::open(&options.dir.join(EVENTS_FILE))?,
             deletions: tokio::sync::Mutex::new(()),
+            owners: Mutex::new(HashMap::new()),
+            store_names: tokio::sync::Mutex::new(()),
+            locks: Locks::default(),
+            creating_keys: std::sync::atomic::AtomicUsize::new(0),
+            clock_advances: tokio::sync::Mutex::new(()),
         });
         Ok((frontend, thread))
+    }
+
+    /// Takes the owner of a store's record, waiting for the change before to finish.
+    /// CustomKeyStoreNotFoundException if there is no such store.
+    pub async fn store_owner(
+        &self,
+        store_id: &str,
+    ) -> Result<tokio::sync::OwnedMutexGuard<StoreOwner>, KmsError> {
+        self.registry().store(store_id)?;
+        let owner = {
+            let mut owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
+            owners.entry(store_id.to_string()).or_default().clone()
+        };
+        let guard = owner.lock_owned().await;
+        // Deleted while this caller waited.
+        self.registry().store(store_id)?;
+        Ok(guard)
+    }
+
+    /// Forgets a deleted store's owner and its sessions' actor.
+    pub fn forget_store(&self, store_id: &str) {
+        self.owners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(store_id);
+        self.hsm.forget(store_id);
+    }
+
+    /// Rebuilds, before the emulator serves, what must be running: custom key stores that were
+    /// connected connect again, then backing-key deletions that a stop interrupted finish.
+    pub async fn recover(self: &Arc<Self>) {
+        crate::api::key_stores::recover(self).await;
+        self.finish_interrupted_deletions().await;
     }
 
     /// Reads the registry. Never held across an await.
@@ -134,6 +221,63 @@ impl Frontend {
     /// Changes the registry. Never held across an await.
     pub fn registry_mut(&self) -> RwLockWriteGuard<'_, Registry> {
         self.registry.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs one change to the registry: takes the locks of `resources`, plans the change with
+    /// `plan` (a pure function of the registry), makes it durable, installs it, and answers.
+    /// If the commit fails, the registry is exactly as before and the caller gets
+    /// KMSInternalException.
+    pub async fn change<T>(
+        &self,
+        resources: Vec<Resource>,
+        plan: impl FnOnce(&Registry) -> Result<(Vec<Change>, T), KmsError>,
+    ) -> Result<T, KmsError> {
+        let _held = self.locks.acquire(resources).await;
+        let (changes, answer) = plan(&self.registry())?;
+        self.commit(Registry::writes(&changes)).await?;
+        self.registry_mut().install(changes).map_err(|e| {
+            KmsError::KmsInternal(format!("The change could not be installed: {e}"))
+        })?;
+        Ok(answer)
+    }
+
+    /// The lock a change to the key `key_id` names takes, if it names one well-formed key (a
+    /// malformed id takes none: the plan answers its error).
+    pub fn key_resource(&self, key_id: &str) -> Option<Resource> {
+        match self.arns.parse(key_id, false) {
+            Ok(KeyRef::Key(id)) => Some(Resource::Key(id)),
+            _ => None,
+        }
+    }
+
+    /// Adds a new key, counted against the quota from the plan until it is installed, so
+    /// concurrent creations cannot pass the quota together.
+    pub async fn add_key(&self, record: KeyRecord) -> Result<(), KmsError> {
+        use std::sync::atomic::Ordering;
+        let in_flight = self.creating_keys.fetch_add(1, Ordering::SeqCst);
+        let result = self
+            .change(vec![Resource::Key(record.key_id)], |reg| {
+                if reg.key_count() + in_flight >= crate::service::registry::MAX_KEYS {
+                    return Err(KmsError::LimitExceeded(format!(
+                        "The request was rejected because the number of KMS keys in this account and Region exceeds {}.",
+                        crate::service::registry::MAX_KEYS
+                    )));
+                }
+                Ok((reg.insert_key(record)?, ()))
+            })
+            .await;
+        self.creating_keys.fetch_sub(1, Ordering::SeqCst);
+        result
+    }
+
+    /// Moves the emulator's clock forward by `by_millis`: the new offset is durable before
+    /// anyone reads the clock at it.
+    pub async fn advance_clock(&self, by_millis: u64) -> Result<(), KmsError> {
+        let _one_at_a_time = self.clock_advances.lock().await;
+        let (offset, write) = self.clock.advanced(by_millis);
+        self.commit(vec![write]).await?;
+        self.clock.set_offset(offset);
+        Ok(())
     }
 
     /// Makes writes durable; an acknowledged change must have passed here.
@@ -154,90 +298,165 @@ impl Frontend {
     }
 
     /// Deletes every key whose waiting period has ended: the KMS key and its aliases first
-    /// (durably), then a best-effort delete of the backing key on every HSM of its cluster.
-    /// Each deletion is recorded (CloudTrail `DeleteKey`) and announced (`KMS CMK Deletion`).
+    /// (durably, with a [`DeletionTask`] in the same commit), then the task's effects: a
+    /// best-effort delete of the backing key on every HSM of its cluster, the CloudTrail
+    /// `DeleteKey` record and the `KMS CMK Deletion` event.
     pub async fn run_due_deletions(&self) -> usize {
         // One run at a time: the timer and a clock advance may both ask.
         let _running = self.deletions.lock().await;
         let due = self.registry().due_for_deletion(self.now());
         let mut done = 0;
         for id in due {
-            let (record, aliases, writes) = self.registry_mut().delete_key(&id);
-            let Some(record) = record else { continue };
+            let _held = self.locks.acquire(vec![Resource::Key(id)]).await;
+            let planned = {
+                let reg = self.registry();
+                // Cancelled (or rescheduled) while this run waited for the key's lock.
+                let still_due = reg
+                    .by_id(&id)
+                    .and_then(|k| k.deletion)
+                    .is_some_and(|d| d.deletion_date_millis <= self.now());
+                if still_due {
+                    reg.plan_delete_key(&id)
+                } else {
+                    None
+                }
+            };
+            let Some((record, aliases, mut writes)) = planned else {
+                continue;
+            };
+            let task = DeletionTask {
+                key_id: id,
+                backing: match &record.origin {
+                    KeyOrigin::CloudHsm {
+                        custom_key_store_id,
+                        cluster_id,
+                        backing_key,
+                    } => Some(DeletedBacking {
+                        custom_key_store_id: custom_key_store_id.clone(),
+                        cluster_id: cluster_id.clone(),
+                        backing_key: backing_key.clone(),
+                    }),
+                    KeyOrigin::AwsKms { .. } => None,
+                },
+                deleted_aliases: aliases.clone(),
+                deleted_at_millis: self.now(),
+            };
+            writes.push(Write::put(Table::Deletions, id.to_string(), &task));
+            // Persist, then install: a failed commit leaves the key as it was, and the next
+            // run retries it.
             if let Err(e) = self.commit(writes).await {
                 tracing::error!(key_id = %id, error = %e, "cannot record a key deletion; retrying later");
-                // Put it back so the next run retries; nothing was acknowledged.
-                let _ = self.registry_mut().insert_key(record);
                 continue;
             }
-            let arn = self.arns.key_arn(&id);
-            let mut additional = json!({});
-            if let KeyOrigin::CloudHsm {
-                custom_key_store_id,
-                cluster_id,
-                backing_key,
-            } = &record.origin
-            {
-                let statuses = self
-                    .hsm
-                    .delete_backing_key(custom_key_store_id, cluster_id, backing_key.key_handle)
-                    .await;
-                let backing = json!([{"keyHandle": backing_key.key_handle.to_string(), "backingKeyId": backing_key.backing_key_id}]);
-                let status: Vec<Value> = statuses
-                    .iter()
-                    .map(|(hsm_id, ok)| {
-                        json!({
-                            "keyHandle": backing_key.key_handle.to_string(),
-                            "backingKeyId": backing_key.backing_key_id,
-                            "hsmId": hsm_id,
-                            "deletionStatus": if *ok { "SUCCESS" } else { "FAILURE" },
-                        })
-                    })
-                    .collect();
-                additional = json!({
-                    "customKeyStoreId": custom_key_store_id,
-                    "clusterId": cluster_id,
-                    "backingKeys": backing.to_string(),
-                    "backingKeysDeletionStatus": Value::Array(status).to_string(),
-                });
-            }
-            let now = iso8601(self.now());
-            self.audit.record(
-                &self.metrics,
-                json!({
-                    "eventVersion": "1.08",
-                    "eventSource": "kms.amazonaws.com",
-                    "eventType": "AwsServiceEvent",
-                    "eventName": "DeleteKey",
-                    "eventTime": now,
-                    "userIdentity": {"accountId": self.arns.account_id, "invokedBy": "AWS Internal"},
-                    "requestParameters": null,
-                    "responseElements": {"keyId": arn},
-                    "resources": [{"ARN": arn, "type": "AWS::KMS::Key"}],
-                    "additionalEventData": additional,
-                    "deletedAliases": aliases,
-                }),
-            );
-            {
-                self.events.record(
-                    &self.metrics,
-                    json!({
-                        "version": "0",
-                        "id": uuid::Uuid::new_v4().to_string(),
-                        "detail-type": "KMS CMK Deletion",
-                        "source": "aws.kms",
-                        "account": self.arns.account_id,
-                        "time": now,
-                        "region": self.arns.region,
-                        "resources": [arn],
-                        "detail": {"key-id": id.to_string()},
-                    }),
-                );
-            }
+            self.registry_mut().remove_key(&id, &aliases);
+            drop(_held);
             self.metrics.count_deletion();
             tracing::info!(key_id = %id, "KMS key deleted at the end of its waiting period");
+            self.finish_deletion(task).await;
             done += 1;
         }
         done
+    }
+
+    /// Deletion tasks a stop interrupted, from the store.
+    fn pending_deletions(&self) -> Vec<DeletionTask> {
+        match self.store.list(Table::Deletions) {
+            Ok(rows) => rows
+                .iter()
+                .filter_map(|(key, value)| match decode::<DeletionTask>(value) {
+                    Ok(task) => Some(task),
+                    Err(e) => {
+                        tracing::error!(%key, error = %e, "an unreadable deletion task is skipped");
+                        None
+                    }
+                })
+                .collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the deletion tasks");
+                vec![]
+            }
+        }
+    }
+
+    /// Finishes the deletions a stop interrupted between the KMS commit and their effects.
+    pub async fn finish_interrupted_deletions(&self) {
+        let _running = self.deletions.lock().await;
+        for task in self.pending_deletions() {
+            tracing::info!(key_id = %task.key_id, "finishing a key deletion a stop interrupted");
+            self.finish_deletion(task).await;
+        }
+    }
+
+    /// The effects of one deletion, then the task's removal from the store.
+    async fn finish_deletion(&self, task: DeletionTask) {
+        let id = task.key_id;
+        let arn = self.arns.key_arn(&id);
+        let mut additional = json!({});
+        if let Some(b) = &task.backing {
+            let statuses = self
+                .hsm
+                .delete_backing_key(
+                    &b.custom_key_store_id,
+                    &b.cluster_id,
+                    b.backing_key.key_handle,
+                )
+                .await;
+            let backing = json!([{"keyHandle": b.backing_key.key_handle.to_string(), "backingKeyId": b.backing_key.backing_key_id}]);
+            let status: Vec<Value> = statuses
+                .iter()
+                .map(|(hsm_id, ok)| {
+                    json!({
+                        "keyHandle": b.backing_key.key_handle.to_string(),
+                        "backingKeyId": b.backing_key.backing_key_id,
+                        "hsmId": hsm_id,
+                        "deletionStatus": if *ok { "SUCCESS" } else { "FAILURE" },
+                    })
+                })
+                .collect();
+            additional = json!({
+                "customKeyStoreId": b.custom_key_store_id,
+                "clusterId": b.cluster_id,
+                "backingKeys": backing.to_string(),
+                "backingKeysDeletionStatus": Value::Array(status).to_string(),
+            });
+        }
+        let now = iso8601(task.deleted_at_millis);
+        self.audit.record(
+            &self.metrics,
+            json!({
+                "eventVersion": "1.08",
+                "eventSource": "kms.amazonaws.com",
+                "eventType": "AwsServiceEvent",
+                "eventName": "DeleteKey",
+                "eventTime": now,
+                "userIdentity": {"accountId": self.arns.account_id, "invokedBy": "AWS Internal"},
+                "requestParameters": null,
+                "responseElements": {"keyId": arn},
+                "resources": [{"ARN": arn, "type": "AWS::KMS::Key"}],
+                "additionalEventData": additional,
+                "deletedAliases": task.deleted_aliases,
+            }),
+        );
+        self.events.record(
+            &self.metrics,
+            json!({
+                "version": "0",
+                "id": uuid::Uuid::new_v4().to_string(),
+                "detail-type": "KMS CMK Deletion",
+                "source": "aws.kms",
+                "account": self.arns.account_id,
+                "time": now,
+                "region": self.arns.region,
+                "resources": [arn],
+                "detail": {"key-id": id.to_string()},
+            }),
+        );
+        if let Err(e) = self
+            .commit(vec![Write::delete(Table::Deletions, id.to_string())])
+            .await
+        {
+            // The next start runs it again: a second delete of the backing key finds nothing.
+            tracing::warn!(key_id = %id, error = %e, "cannot remove a finished deletion task");
+        }
     }
 }

@@ -18,7 +18,15 @@ use crate::service::connection_state::ConnectionErrorCode;
 use crate::service::error::KmsError;
 
 /// Deadline of every call to an HSM.
-pub const HSM_DEADLINE: Duration = Duration::from_secs(10);
+pub const HSM_DEADLINE: Duration = Duration::from_secs(5);
+/// Slack for an actor's own work on top of the HSM calls it waits for.
+pub const ACTOR_MARGIN: Duration = Duration::from_secs(2);
+/// Longest a crypto call of a key store key may take: one HSM that does not answer, then the
+/// next; past it the caller gets DependencyTimeoutException.
+pub const RUN_DEADLINE: Duration = Duration::from_secs(12);
+/// Longest opening (or closing) a store's sessions may take: connecting to and logging in on
+/// each HSM, and the USER_LOGGED_IN check.
+pub const OPEN_DEADLINE: Duration = Duration::from_secs(40);
 /// The crypto user KMS logs in as.
 pub const KMSUSER: &str = "kmsuser";
 
@@ -68,23 +76,31 @@ fn retryable(e: &ClientError) -> bool {
 // ---- the actor ------------------------------------------------------------------------
 
 /// Opens kmsuser sessions on every active HSM and checks nobody else is logged in as kmsuser.
+/// `generation` orders it against [`Close`]: an open older than the last close is refused, so a
+/// slow connect can never reopen sessions after a disconnect overtook it.
 #[derive(Debug, Message)]
-#[rtype(result = "Result<String, ConnectionErrorCode>")]
+#[rtype(result = "Result<SecretString, ConnectionErrorCode>")]
 struct Open {
+    generation: u64,
     cluster_id: String,
     password: SecretString,
     pending: Option<SecretString>,
 }
 
-/// Changes the kmsuser password (from a logged-in session).
+/// Changes the kmsuser password (from a logged-in session of `generation`).
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), KmsError>")]
-struct Rotate(SecretString);
+struct Rotate {
+    generation: u64,
+    password: SecretString,
+}
 
-/// Logs out and forgets every session.
+/// Logs out and forgets every session opened at or before `generation`.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-struct Close;
+struct Close {
+    generation: u64,
+}
 
 /// Builds a request afresh for each attempt (requests hold secrets, which are not `Clone`).
 type MakeRequest = Box<dyn Fn() -> Request + Send>;
@@ -105,19 +121,101 @@ impl std::fmt::Debug for Run {
 #[rtype(result = "Vec<String>")]
 struct SessionHsms;
 
+/// How often a connected store logs in again on active HSMs it has no session on (an HSM that
+/// restarted, or one whose session timed out and was set aside).
+pub const RELOGIN_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The sessions of one custom key store.
 #[derive(Debug)]
 pub struct KeyStoreActor {
     clusters: Arc<dyn ClusterDirectory>,
     sessions: Vec<Session>,
     next: usize,
+    /// The newest generation an [`Open`] or [`Close`] carried.
+    generation: u64,
     /// While connected: the cluster and the kmsuser password, to log in again on HSMs that
     /// restarted (the CloudHSM client reconnects by itself; the store stays CONNECTED).
     login: Option<(String, SecretString)>,
+    /// A background re-login is running.
+    relogging: bool,
 }
 
 impl Actor for KeyStoreActor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        ctx.run_interval(RELOGIN_INTERVAL, |act, ctx| act.relogin_missing(ctx));
+    }
+}
+
+/// Messages a key store actor queues before senders wait.
+pub const MAILBOX_CAPACITY: usize = 4_096;
+
+impl KeyStoreActor {
+    /// Logs in, in the background, on active HSMs that have no live session. Sessions whose
+    /// connection closed are dropped first.
+    fn relogin_missing(&mut self, ctx: &mut Context<Self>) {
+        self.sessions.retain(|s| !s.client.is_closed());
+        if self.relogging {
+            return;
+        }
+        let Some((cluster_id, password)) = self.login.as_ref() else {
+            return;
+        };
+        let Some(cluster) = self.clusters.cluster(cluster_id) else {
+            return;
+        };
+        let have: Vec<&str> = self.sessions.iter().map(|s| s.hsm_id.as_str()).collect();
+        let missing: Vec<(String, String)> = cluster
+            .active_hsms()
+            .into_iter()
+            .filter(|h| !have.contains(&h.hsm_id.as_str()))
+            .map(|h| (h.hsm_id.clone(), h.address.clone()))
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        let Some(tls) = self.clusters.client_tls(cluster_id) else {
+            return;
+        };
+        self.relogging = true;
+        let password = password.duplicate();
+        let generation = self.generation;
+        let attempt = async move {
+            let mut fresh = Vec::new();
+            for (hsm_id, address) in missing {
+                let one = async {
+                    let client = NodeClient::connect(&address, tls.clone(), HSM_DEADLINE).await?;
+                    login(&client, &password).await?;
+                    Ok::<_, ClientError>(client)
+                };
+                match one.await {
+                    Ok(client) => fresh.push(Session {
+                        hsm_id,
+                        client: Arc::new(client),
+                    }),
+                    Err(e) => {
+                        tracing::debug!(%hsm_id, error = %e, "cannot log in to the HSM again yet")
+                    }
+                }
+            }
+            fresh
+        };
+        ctx.spawn(attempt.into_actor(self).map(move |fresh, act, _| {
+            act.relogging = false;
+            // Only into the sessions it was started for: a close meanwhile ends them.
+            if act.generation != generation || act.login.is_none() {
+                return;
+            }
+            for s in fresh {
+                if !act.sessions.iter().any(|have| have.hsm_id == s.hsm_id) {
+                    tracing::info!(hsm_id = %s.hsm_id, "logged in to the HSM again");
+                    act.sessions.push(s);
+                }
+            }
+        }));
+    }
 }
 
 async fn login(client: &NodeClient, password: &SecretString) -> Result<(), ClientError> {
@@ -149,7 +247,7 @@ fn connection_error(e: &ClientError) -> ConnectionErrorCode {
 async fn open_sessions(
     clusters: Arc<dyn ClusterDirectory>,
     msg: Open,
-) -> Result<(Vec<Session>, String), ConnectionErrorCode> {
+) -> Result<(Vec<Session>, SecretString), ConnectionErrorCode> {
     let cluster = clusters
         .cluster(&msg.cluster_id)
         .ok_or(ConnectionErrorCode::ClusterNotFound)?;
@@ -160,12 +258,20 @@ async fn open_sessions(
     if active.is_empty() {
         return Err(ConnectionErrorCode::InsufficientCloudHsmHsms);
     }
-    let mut clients = Vec::new();
-    for hsm in active {
-        if let Ok(c) = NodeClient::connect(&hsm.address, tls.clone(), HSM_DEADLINE).await {
-            clients.push((hsm.hsm_id.clone(), Arc::new(c)));
+    let connects = active.iter().map(|hsm| {
+        let tls = tls.clone();
+        async move {
+            NodeClient::connect(&hsm.address, tls, HSM_DEADLINE)
+                .await
+                .ok()
+                .map(|c| (hsm.hsm_id.clone(), Arc::new(c)))
         }
-    }
+    });
+    let clients: Vec<(String, Arc<NodeClient>)> = futures::future::join_all(connects)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
     let Some((_, first)) = clients.first() else {
         return Err(ConnectionErrorCode::NetworkErrors);
     };
@@ -209,37 +315,61 @@ async fn open_sessions(
         .into_iter()
         .map(|(hsm_id, client)| Session { hsm_id, client })
         .collect();
-    Ok((sessions, password.expose().to_string()))
+    Ok((sessions, password))
+}
+
+async fn logout_all(sessions: Vec<Session>) {
+    futures::future::join_all(
+        sessions
+            .iter()
+            .map(|s| s.client.call(Request::Logout, HSM_DEADLINE)),
+    )
+    .await;
 }
 
 impl Handler<Open> for KeyStoreActor {
-    type Result = ResponseActFuture<Self, Result<String, ConnectionErrorCode>>;
+    type Result = AtomicResponse<Self, Result<SecretString, ConnectionErrorCode>>;
 
     fn handle(&mut self, msg: Open, _: &mut Context<Self>) -> Self::Result {
-        self.sessions.clear();
+        if msg.generation < self.generation {
+            // A disconnect (or a newer connect) overtook this one.
+            return AtomicResponse::new(Box::pin(fut::ready(Err(
+                ConnectionErrorCode::InternalError,
+            ))));
+        }
+        self.generation = msg.generation;
+        let old = std::mem::take(&mut self.sessions);
         self.login = None;
         let cluster_id = msg.cluster_id.clone();
-        Box::pin(
-            open_sessions(self.clusters.clone(), msg)
-                .into_actor(self)
-                .map(|r, act, _| {
-                    r.map(|(sessions, password)| {
-                        act.sessions = sessions;
-                        act.login = Some((cluster_id, SecretString::new(password.as_str())));
-                        password
-                    })
-                }),
-        )
+        let clusters = self.clusters.clone();
+        AtomicResponse::new(Box::pin(
+            async move {
+                logout_all(old).await;
+                open_sessions(clusters, msg).await
+            }
+            .into_actor(self)
+            .map(|r, act, _| {
+                r.map(|(sessions, password)| {
+                    act.sessions = sessions;
+                    act.login = Some((cluster_id, password.duplicate()));
+                    password
+                })
+            }),
+        ))
     }
 }
 
 impl Handler<Rotate> for KeyStoreActor {
-    type Result = ResponseActFuture<Self, Result<(), KmsError>>;
+    type Result = AtomicResponse<Self, Result<(), KmsError>>;
 
     fn handle(&mut self, msg: Rotate, _: &mut Context<Self>) -> Self::Result {
-        let first = self.sessions.first().cloned();
-        let new_password = msg.0.duplicate();
-        Box::pin(
+        let first = self
+            .sessions
+            .first()
+            .cloned()
+            .filter(|_| msg.generation == self.generation && self.login.is_some());
+        let new_password = msg.password.duplicate();
+        AtomicResponse::new(Box::pin(
             async move {
                 let session = first.ok_or_else(unreachable_cluster)?;
                 session
@@ -248,7 +378,7 @@ impl Handler<Rotate> for KeyStoreActor {
                         Request::ChangePassword {
                             username: KMSUSER.into(),
                             role: Role::CryptoUser,
-                            new_password: msg.0,
+                            new_password: msg.password,
                         },
                         HSM_DEADLINE,
                     )
@@ -265,21 +395,21 @@ impl Handler<Rotate> for KeyStoreActor {
                 }
                 r
             }),
-        )
+        ))
     }
 }
 
 impl Handler<Close> for KeyStoreActor {
-    type Result = ResponseFuture<()>;
+    type Result = AtomicResponse<Self, ()>;
 
-    fn handle(&mut self, _: Close, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Close, _: &mut Context<Self>) -> Self::Result {
+        if msg.generation < self.generation {
+            return AtomicResponse::new(Box::pin(fut::ready(())));
+        }
+        self.generation = msg.generation;
         let sessions = std::mem::take(&mut self.sessions);
         self.login = None;
-        Box::pin(async move {
-            for s in sessions {
-                let _ = s.client.call(Request::Logout, HSM_DEADLINE).await;
-            }
-        })
+        AtomicResponse::new(Box::pin(logout_all(sessions).into_actor(self)))
     }
 }
 
@@ -291,59 +421,44 @@ impl Handler<SessionHsms> for KeyStoreActor {
     }
 }
 
-/// Tries a request on each session in turn; the first answer wins, a refusal ends the round.
-async fn try_sessions(
-    order: &[Session],
-    make: &MakeRequest,
-) -> Result<(String, Response), (bool, KmsError)> {
-    let mut last = unreachable_cluster();
-    for session in order {
-        match session.client.call(make(), HSM_DEADLINE).await {
-            Ok(r) => return Ok((session.hsm_id.clone(), r)),
-            Err(e) if retryable(&e) => {
-                tracing::warn!(hsm_id = %session.hsm_id, error = %e, "HSM unreachable; trying the next");
-                last = hsm_error(e);
-            }
-            Err(e) => return Err((false, hsm_error(e))),
-        }
-    }
-    Err((true, last))
+/// What one round over the sessions found: the answer (or the error), and the HSMs whose
+/// session did not answer in time, to be set aside until they are logged in again.
+struct Round {
+    answer: Result<(String, Response), (bool, KmsError)>,
+    timed_out: Vec<String>,
 }
 
-/// Logs in again on every active HSM that answers (after HSMs restarted).
-async fn relogin(
-    clusters: Arc<dyn ClusterDirectory>,
-    cluster_id: &str,
-    password: &SecretString,
-) -> Vec<Session> {
-    let (Some(cluster), Some(tls)) = (
-        clusters.cluster(cluster_id),
-        clusters.client_tls(cluster_id),
-    ) else {
-        return vec![];
-    };
-    let mut sessions = Vec::new();
-    for hsm in cluster.active_hsms() {
-        let attempt = async {
-            let client = NodeClient::connect(&hsm.address, tls.clone(), HSM_DEADLINE).await?;
-            login(&client, password).await?;
-            Ok::<_, ClientError>(client)
-        };
-        match attempt.await {
-            Ok(client) => sessions.push(Session {
-                hsm_id: hsm.hsm_id.clone(),
-                client: Arc::new(client),
-            }),
+/// Tries a request on each session in turn; the first answer wins, a refusal ends the round.
+async fn try_sessions(order: &[Session], make: &MakeRequest) -> Round {
+    let mut last = unreachable_cluster();
+    let mut timed_out = Vec::new();
+    for session in order {
+        match session.client.call(make(), HSM_DEADLINE).await {
+            Ok(r) => {
+                return Round {
+                    answer: Ok((session.hsm_id.clone(), r)),
+                    timed_out,
+                }
+            }
+            Err(e) if retryable(&e) => {
+                tracing::warn!(hsm_id = %session.hsm_id, error = %e, "HSM unreachable; trying the next");
+                if matches!(e, ClientError::Timeout { .. }) {
+                    timed_out.push(session.hsm_id.clone());
+                }
+                last = hsm_error(e);
+            }
             Err(e) => {
-                tracing::warn!(hsm_id = %hsm.hsm_id, error = %e, "cannot log in to the HSM again")
+                return Round {
+                    answer: Err((false, hsm_error(e))),
+                    timed_out,
+                }
             }
         }
     }
-    tracing::info!(
-        sessions = sessions.len(),
-        "logged in to the cluster's HSMs again"
-    );
-    sessions
+    Round {
+        answer: Err((true, last)),
+        timed_out,
+    }
 }
 
 impl Handler<Run> for KeyStoreActor {
@@ -356,39 +471,18 @@ impl Handler<Run> for KeyStoreActor {
             self.next = (self.next + 1) % order.len();
             order.rotate_left(self.next);
         }
-        let login = self
-            .login
-            .as_ref()
-            .map(|(cluster, password)| (cluster.clone(), password.duplicate()));
-        let clusters = self.clusters.clone();
         Box::pin(
-            async move {
-                let make = msg.0;
-                match try_sessions(&order, &make).await {
-                    Ok(answer) => (Ok(answer), None),
-                    // Every session is gone: the HSMs may have restarted. Log in again once.
-                    Err((true, e)) => match login {
-                        Some((cluster_id, password)) => {
-                            let fresh = relogin(clusters, &cluster_id, &password).await;
-                            if fresh.is_empty() {
-                                return (Err(e), None);
-                            }
-                            let answer = try_sessions(&fresh, &make).await.map_err(|(_, e)| e);
-                            (answer, Some(fresh))
-                        }
-                        None => (Err(e), None),
-                    },
-                    Err((false, e)) => (Err(e), None),
-                }
-            }
-            .into_actor(self)
-            .map(|(answer, fresh), act, _| {
-                // Only while still connected: a Close meanwhile cleared the login.
-                if let (Some(fresh), true) = (fresh, act.login.is_some()) {
-                    act.sessions = fresh;
-                }
-                answer
-            }),
+            async move { try_sessions(&order, &msg.0).await }
+                .into_actor(self)
+                .map(|round, act, _| {
+                    // A session that timed out is set aside (the background re-login opens a new
+                    // one once its HSM answers again), so the next call does not wait on it too.
+                    if !round.timed_out.is_empty() {
+                        act.sessions
+                            .retain(|s| !round.timed_out.contains(&s.hsm_id));
+                    }
+                    round.answer.map_err(|(_, e)| e)
+                }),
         )
     }
 }
@@ -403,7 +497,16 @@ pub struct HsmGateway {
 }
 
 fn mailbox(e: MailboxError) -> KmsError {
-    KmsError::KmsInternal(format!("The key store connection is not answering: {e}"))
+    match e {
+        // The cluster did not answer within the request's deadline.
+        MailboxError::Timeout => KmsError::DependencyTimeout(
+            "The system timed out while trying to fulfill the request. The request can be retried."
+                .into(),
+        ),
+        MailboxError::Closed => {
+            KmsError::KmsInternal("The key store connection is not answering.".into())
+        }
+    }
 }
 
 impl HsmGateway {
@@ -423,40 +526,71 @@ impl HsmGateway {
                     clusters: self.clusters.clone(),
                     sessions: Vec::new(),
                     next: 0,
+                    generation: 0,
                     login: None,
+                    relogging: false,
                 }
                 .start()
             })
             .clone()
     }
 
-    /// Logs kmsuser in on every active HSM. Returns the password that worked.
+    /// Stops a deleted store's actor, so the map holds only stores that exist.
+    pub fn forget(&self, store_id: &str) {
+        let removed = self
+            .actors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(store_id);
+        drop(removed);
+    }
+
+    /// Logs kmsuser in on every active HSM (generation `generation` of the store's
+    /// connection). Returns the password that worked.
     pub async fn open(
         &self,
         store_id: &str,
+        generation: u64,
         cluster_id: &str,
-        password: String,
-        pending: Option<String>,
-    ) -> Result<String, ConnectionErrorCode> {
+        password: SecretString,
+        pending: Option<SecretString>,
+    ) -> Result<SecretString, ConnectionErrorCode> {
         self.actor(store_id)
             .send(Open {
+                generation,
                 cluster_id: cluster_id.to_string(),
-                password: SecretString::new(password),
-                pending: pending.map(SecretString::new),
+                password,
+                pending,
             })
+            .timeout(OPEN_DEADLINE)
             .await
             .unwrap_or(Err(ConnectionErrorCode::InternalError))
     }
 
-    pub async fn rotate(&self, store_id: &str, new_password: &str) -> Result<(), KmsError> {
+    /// Changes kmsuser's password through the sessions of `generation`.
+    pub async fn rotate(
+        &self,
+        store_id: &str,
+        generation: u64,
+        password: SecretString,
+    ) -> Result<(), KmsError> {
         self.actor(store_id)
-            .send(Rotate(SecretString::new(new_password)))
+            .send(Rotate {
+                generation,
+                password,
+            })
+            .timeout(HSM_DEADLINE + ACTOR_MARGIN)
             .await
             .map_err(mailbox)?
     }
 
-    pub async fn close(&self, store_id: &str) {
-        let _ = self.actor(store_id).send(Close).await;
+    /// Logs out every session opened at or before `generation`.
+    pub async fn close(&self, store_id: &str, generation: u64) {
+        let _ = self
+            .actor(store_id)
+            .send(Close { generation })
+            .timeout(OPEN_DEADLINE)
+            .await;
     }
 
     async fn run(
@@ -466,6 +600,7 @@ impl HsmGateway {
     ) -> Result<(String, Response), KmsError> {
         self.actor(store_id)
             .send(Run(Box::new(make)))
+            .timeout(RUN_DEADLINE)
             .await
             .map_err(mailbox)?
     }
@@ -556,6 +691,7 @@ impl HsmGateway {
         let connected = self
             .actor(store_id)
             .send(SessionHsms)
+            .timeout(ACTOR_MARGIN)
             .await
             .unwrap_or_default();
         if connected.is_empty() {

@@ -12,6 +12,7 @@
 //! - [`cluster`]: what KMS sees of clusters, and the provisioner trait the launcher implements.
 //! - [`cloudhsm`]: the CloudHSM service: clusters, HSMs, backups, on the provisioner.
 //! - [`store`]: the redb store with group commit.
+//! - [`locks`]: locks on keys and aliases, so changes to one resource take turns.
 //! - [`audit`]: the CloudTrail-like audit trail, metrics and events.
 //! - [`scheduler`]: the deletion scheduler.
 
@@ -21,6 +22,7 @@ pub mod cloudhsm;
 pub mod cluster;
 pub mod frontend;
 pub mod hsm;
+pub mod locks;
 pub mod scheduler;
 pub mod service;
 pub mod store;

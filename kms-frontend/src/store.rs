@@ -25,6 +25,9 @@ pub enum Table {
     Backups,
     /// Sealed backup images, read only when an HSM is restored from one.
     BackupImages,
+    /// Deletions of KMS keys whose effects (the backing key's delete, the audit record, the
+    /// event) have not all run yet: written with the key's removal, removed once they have.
+    Deletions,
 }
 
 impl Table {
@@ -37,10 +40,11 @@ impl Table {
             Table::Clusters => TableDefinition::new("clusters"),
             Table::Backups => TableDefinition::new("backups"),
             Table::BackupImages => TableDefinition::new("backup_images"),
+            Table::Deletions => TableDefinition::new("deletions"),
         }
     }
 
-    const ALL: [Table; 7] = [
+    const ALL: [Table; 8] = [
         Table::Keys,
         Table::Aliases,
         Table::KeyStores,
@@ -48,6 +52,7 @@ impl Table {
         Table::Clusters,
         Table::Backups,
         Table::BackupImages,
+        Table::Deletions,
     ];
 }
 
@@ -125,6 +130,7 @@ pub struct Loaded {
     pub meta: Vec<(String, Vec<u8>)>,
     pub clusters: Vec<(String, Vec<u8>)>,
     pub backups: Vec<(String, Vec<u8>)>,
+    pub deletions: Vec<(String, Vec<u8>)>,
 }
 
 /// A handle to the storage thread; cheap to clone.
@@ -171,6 +177,7 @@ impl Store {
                     Table::Meta => &mut loaded.meta,
                     Table::Clusters => &mut loaded.clusters,
                     Table::Backups => &mut loaded.backups,
+                    Table::Deletions => &mut loaded.deletions,
                     // Images stay on disk until a restore needs one.
                     Table::BackupImages => continue,
                 };
@@ -193,6 +200,18 @@ impl Store {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(table.definition())?;
         Ok(t.get(key)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Every record of a table as last committed (blocking: a disk read; for small tables).
+    pub fn list(&self, table: Table) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(table.definition())?;
+        let mut out = Vec::new();
+        for item in t.iter()? {
+            let (k, v) = item?;
+            out.push((k.value().to_string(), v.value().to_vec()));
+        }
+        Ok(out)
     }
 
     /// Makes `writes` durable, in one transaction with whatever else is waiting.

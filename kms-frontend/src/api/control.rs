@@ -80,8 +80,7 @@ async fn post_clock(fe: web::Data<Arc<Frontend>>, body: web::Bytes) -> HttpRespo
             "advanceSeconds must be at most {MAX_ADVANCE_SECONDS}."
         ));
     }
-    let write = fe.clock.advance(seconds * 1000);
-    if let Err(e) = fe.commit(vec![write]).await {
+    if let Err(e) = fe.advance_clock(seconds * 1000).await {
         return error_response(&e, &uuid::Uuid::new_v4().to_string());
     }
     // The cluster's clockwork first: the daily backups of the days that passed are taken

@@ -1,6 +1,11 @@
 //! The custom key store operations, and the flows that connect and disconnect a store: the
 //! connection state machine decides, the key store's actor talks to the cluster, and every
-//! state change is durable before anyone sees it.
+//! state change is durable before anyone sees it (persist, then install).
+//!
+//! One owner per store: every change to a store's record (create aside) holds the store's
+//! [`StoreOwner`], so changes apply one at a time and in order, each on the record as the
+//! previous one left it; a connect that a disconnect overtook finds a newer generation and
+//! changes nothing.
 
 use std::sync::Arc;
 
@@ -11,11 +16,13 @@ use serde_json::{json, Value};
 use super::kms::{key_store_record, metadata};
 use super::types::*;
 use crate::cluster::ClusterDirectory;
-use crate::frontend::{epoch_seconds, Frontend};
+use crate::frontend::{epoch_seconds, Frontend, StoreOwner};
 use crate::hsm::new_password;
 use crate::service::connection_state::{ConnectionErrorCode, ConnectionOp, ConnectionState};
 use crate::service::error::KmsError;
 use crate::service::model::KeyStoreRecord;
+use crate::service::registry::Registry;
+use hsmkms_common::secret::SecretString;
 
 fn to_json<T: serde::Serialize>(value: T) -> Result<Value, KmsError> {
     serde_json::to_value(value).map_err(|e| KmsError::KmsInternal(e.to_string()))
@@ -111,8 +118,10 @@ pub async fn create(
     }
     let cluster_id = required(req.cloud_hsm_cluster_id, "cloudHsmClusterId")?;
     let trust_anchor = required(req.trust_anchor_certificate, "trustAnchorCertificate")?;
-    let password = required(req.key_store_password, "keyStorePassword")?;
-    check_password(&password)?;
+    let password = SecretString::new(required(req.key_store_password, "keyStorePassword")?);
+    check_password(password.expose())?;
+    // Names are unique: creations and renames take turns.
+    let _names = fe.store_names.lock().await;
     // An identical request for an existing disconnected store is an idempotent retry.
     {
         let reg = fe.registry();
@@ -122,7 +131,7 @@ pub async fn create(
                 && existing.state == ConnectionState::Disconnected
                 && reg
                     .passwords(existing)
-                    .map(|(p, _)| p == password)
+                    .map(|(p, _)| p.ct_eq(password.expose()))
                     .unwrap_or(false);
             if same {
                 return Ok(json!({"CustomKeyStoreId": existing.id}));
@@ -150,8 +159,7 @@ pub async fn create(
         state: ConnectionState::Disconnected,
         created_at_millis: fe.now(),
     };
-    let writes = fe.registry_mut().put_store(record);
-    fe.commit(writes).await?;
+    persist(fe, record).await?;
     Ok(json!({"CustomKeyStoreId": id}))
 }
 
@@ -208,95 +216,176 @@ pub fn describe(
     Ok(answer)
 }
 
-/// Applies a transition to a store and makes it durable. Returns the store as it now is.
+/// Makes a store record durable, then installs it.
+async fn persist(fe: &Frontend, record: KeyStoreRecord) -> Result<KeyStoreRecord, KmsError> {
+    fe.commit(vec![Registry::store_write(&record)]).await?;
+    fe.registry_mut().install_store(record.clone());
+    Ok(record)
+}
+
+/// Applies a transition to a store (its owner held) and makes it durable. Returns the store
+/// as it now is.
 async fn transition(
-    fe: &Arc<Frontend>,
+    fe: &Frontend,
+    _owner: &StoreOwner,
     store_id: &str,
     op: ConnectionOp,
 ) -> Result<KeyStoreRecord, KmsError> {
-    let (record, writes) = {
-        let mut reg = fe.registry_mut();
-        let mut record = reg.store(store_id)?.clone();
-        record.state = record.state.apply(op, store_id)?;
-        let writes = reg.put_store(record.clone());
-        (record, writes)
-    };
-    fe.commit(writes).await?;
-    Ok(record)
+    let mut record = fe.registry().store(store_id)?.clone();
+    let next = record.state.apply(op, store_id)?;
+    if next == record.state {
+        return Ok(record);
+    }
+    record.state = next;
+    persist(fe, record).await
 }
 
 pub async fn connect(fe: &Arc<Frontend>, req: CustomKeyStoreIdRequest) -> Result<Value, KmsError> {
     let store_id = required(req.custom_key_store_id, "customKeyStoreId")?;
+    let mut owner = fe.store_owner(&store_id).await?;
     let before = fe.registry().store(&store_id)?.state;
-    let record = transition(fe, &store_id, ConnectionOp::Connect).await?;
+    transition(fe, &owner, &store_id, ConnectionOp::Connect).await?;
     if before == ConnectionState::Disconnected {
         // Connecting takes a while on AWS; the call returns at once and the store moves on.
+        owner.generation += 1;
+        let generation = owner.generation;
+        drop(owner);
         let fe = fe.clone();
-        actix::spawn(async move { finish_connect(&fe, record).await });
+        actix::spawn(async move { finish_connect(&fe, &store_id, generation).await });
     }
     Ok(json!({}))
 }
 
-async fn finish_connect(fe: &Arc<Frontend>, record: KeyStoreRecord) {
-    let store_id = record.id.clone();
-    let outcome = connect_to_cluster(fe, &record).await;
+/// Runs the connect protocol of `generation` and records its outcome, unless a later
+/// connect or disconnect overtook it.
+async fn finish_connect(fe: &Arc<Frontend>, store_id: &str, generation: u64) {
+    let outcome = connect_to_cluster(fe, store_id, generation).await;
+    let Ok(owner) = fe.store_owner(store_id).await else {
+        return;
+    };
+    if owner.generation != generation {
+        tracing::info!(%store_id, "a later call overtook this connection attempt");
+        return;
+    }
     let op = match outcome {
         Ok(()) => ConnectionOp::ConnectSucceeded,
         Err(code) => {
-            tracing::warn!(store_id = %store_id, code = code.as_str(), "custom key store connection failed");
-            fe.hsm.close(&store_id).await;
+            tracing::warn!(%store_id, code = code.as_str(), "custom key store connection failed");
+            fe.hsm.close(store_id, generation).await;
             ConnectionOp::ConnectFailed(code)
         }
     };
-    match transition(fe, &store_id, op).await {
+    match transition(fe, &owner, store_id, op).await {
         Ok(r) if r.state == ConnectionState::Connected => {
-            tracing::info!(store_id = %store_id, "custom key store CONNECTED")
+            tracing::info!(%store_id, "custom key store CONNECTED")
         }
-        Ok(_) => fe.hsm.close(&store_id).await,
+        Ok(_) => fe.hsm.close(store_id, generation).await,
         Err(e) => {
-            tracing::error!(store_id = %store_id, error = %e, "cannot record the connection outcome")
+            tracing::error!(%store_id, error = %e, "cannot record the connection outcome");
+            fe.hsm.close(store_id, generation).await;
         }
     }
+}
+
+/// Records the kmsuser passwords of a store, if `generation` is still the store's.
+async fn set_passwords(
+    fe: &Frontend,
+    store_id: &str,
+    generation: u64,
+    current: &SecretString,
+    pending: Option<&SecretString>,
+) -> Result<(), ConnectionErrorCode> {
+    let owner = fe
+        .store_owner(store_id)
+        .await
+        .map_err(|_| ConnectionErrorCode::InternalError)?;
+    if owner.generation != generation {
+        // Overtaken: the record keeps the pending password, which a later connect tries.
+        return Err(ConnectionErrorCode::InternalError);
+    }
+    let mut record = fe
+        .registry()
+        .store(store_id)
+        .map_err(|_| ConnectionErrorCode::InternalError)?
+        .clone();
+    {
+        let reg = fe.registry();
+        record.wrapped_password = reg.wrap_password(store_id, current);
+        record.wrapped_pending_password = pending.map(|p| reg.wrap_password(store_id, p));
+    }
+    persist(fe, record)
+        .await
+        .map(|_| ())
+        .map_err(|_| ConnectionErrorCode::InternalError)
 }
 
 /// Logs in as kmsuser and rotates its password, persisting the new password before the cluster
 /// has it (as pending) and after (as current), so a crash never loses it.
 async fn connect_to_cluster(
     fe: &Arc<Frontend>,
-    record: &KeyStoreRecord,
+    store_id: &str,
+    generation: u64,
 ) -> Result<(), ConnectionErrorCode> {
-    let (current, pending) = fe
-        .registry()
-        .passwords(record)
-        .map_err(|_| ConnectionErrorCode::InternalError)?;
+    let (cluster_id, current, pending) = {
+        let reg = fe.registry();
+        let record = reg
+            .store(store_id)
+            .map_err(|_| ConnectionErrorCode::InternalError)?;
+        let (current, pending) = reg
+            .passwords(record)
+            .map_err(|_| ConnectionErrorCode::InternalError)?;
+        (record.cluster_id.clone(), current, pending)
+    };
     let working = fe
         .hsm
-        .open(&record.id, &record.cluster_id, current, pending)
+        .open(store_id, generation, &cluster_id, current, pending)
         .await?;
-    let rotated = new_password();
-    let store_writes = |pending: Option<&str>, current: &str| {
-        let mut reg = fe.registry_mut();
-        let mut r = reg
-            .store(&record.id)
-            .map_err(|_| ConnectionErrorCode::InternalError)?
-            .clone();
-        r.wrapped_password = reg.wrap_password(&record.id, current);
-        r.wrapped_pending_password = pending.map(|p| reg.wrap_password(&record.id, p));
-        Ok::<_, ConnectionErrorCode>(reg.put_store(r))
-    };
-    let writes = store_writes(Some(&rotated), &working)?;
-    fe.commit(writes)
-        .await
-        .map_err(|_| ConnectionErrorCode::InternalError)?;
+    let rotated = SecretString::new(new_password());
+    set_passwords(fe, store_id, generation, &working, Some(&rotated)).await?;
     fe.hsm
-        .rotate(&record.id, &rotated)
+        .rotate(store_id, generation, rotated.duplicate())
         .await
         .map_err(|_| ConnectionErrorCode::InternalError)?;
-    let writes = store_writes(None, &rotated)?;
-    fe.commit(writes)
-        .await
-        .map_err(|_| ConnectionErrorCode::InternalError)?;
-    Ok(())
+    set_passwords(fe, store_id, generation, &rotated, None).await
+}
+
+/// At start, before the emulator serves: every store that was CONNECTED (or CONNECTING) when
+/// it stopped connects again (logging in with the persisted password and rotating it, as a
+/// connect does) and ends CONNECTED, or FAILED with the reason; a store that was being
+/// disconnected is DISCONNECTED. Stores recover side by side.
+pub async fn recover(fe: &Arc<Frontend>) {
+    let stores: Vec<(String, ConnectionState)> = fe
+        .registry()
+        .stores()
+        .map(|s| (s.id.clone(), s.state))
+        .collect();
+    let recoveries = stores.into_iter().map(|(store_id, state)| async move {
+        let Ok(mut owner) = fe.store_owner(&store_id).await else {
+            return;
+        };
+        match state {
+            ConnectionState::Connected | ConnectionState::Connecting => {
+                if let Err(e) = transition(fe, &owner, &store_id, ConnectionOp::Reconnect).await {
+                    tracing::error!(%store_id, error = %e, "cannot record the reconnection");
+                    return;
+                }
+                owner.generation += 1;
+                let generation = owner.generation;
+                drop(owner);
+                tracing::info!(%store_id, "reconnecting a custom key store that was connected");
+                finish_connect(fe, &store_id, generation).await;
+            }
+            ConnectionState::Disconnecting => {
+                if let Err(e) =
+                    transition(fe, &owner, &store_id, ConnectionOp::DisconnectCompleted).await
+                {
+                    tracing::error!(%store_id, error = %e, "cannot record the disconnection");
+                }
+            }
+            ConnectionState::Disconnected | ConnectionState::Failed(_) => {}
+        }
+    });
+    futures::future::join_all(recoveries).await;
 }
 
 pub async fn disconnect(
@@ -304,9 +393,11 @@ pub async fn disconnect(
     req: CustomKeyStoreIdRequest,
 ) -> Result<Value, KmsError> {
     let store_id = required(req.custom_key_store_id, "customKeyStoreId")?;
-    transition(fe, &store_id, ConnectionOp::Disconnect).await?;
-    fe.hsm.close(&store_id).await;
-    transition(fe, &store_id, ConnectionOp::DisconnectCompleted).await?;
+    let mut owner = fe.store_owner(&store_id).await?;
+    transition(fe, &owner, &store_id, ConnectionOp::Disconnect).await?;
+    owner.generation += 1;
+    fe.hsm.close(&store_id, owner.generation).await;
+    transition(fe, &owner, &store_id, ConnectionOp::DisconnectCompleted).await?;
     Ok(json!({}))
 }
 
@@ -315,6 +406,11 @@ pub async fn update(
     req: UpdateCustomKeyStoreRequest,
 ) -> Result<Value, KmsError> {
     let store_id = required(req.custom_key_store_id, "customKeyStoreId")?;
+    let _names = match req.new_custom_key_store_name {
+        Some(_) => Some(fe.store_names.lock().await),
+        None => None,
+    };
+    let owner = fe.store_owner(&store_id).await?;
     let record = fe.registry().store(&store_id)?.clone();
     let changes_secret = req.key_store_password.is_some() || req.cloud_hsm_cluster_id.is_some();
     let op = if changes_secret {
@@ -338,7 +434,8 @@ pub async fn update(
         updated.name = name;
     }
     if let Some(password) = req.key_store_password {
-        check_password(&password)?;
+        let password = SecretString::new(password);
+        check_password(password.expose())?;
         updated.wrapped_password = fe.registry().wrap_password(&store_id, &password);
         updated.wrapped_pending_password = None;
     }
@@ -359,26 +456,33 @@ pub async fn update(
             updated.cluster_id = cluster_id;
         }
     }
-    let writes = fe.registry_mut().put_store(updated);
-    fe.commit(writes).await?;
+    persist(fe, updated).await?;
+    drop(owner);
     Ok(json!({}))
 }
 
 pub async fn delete(fe: &Arc<Frontend>, req: CustomKeyStoreIdRequest) -> Result<Value, KmsError> {
     let store_id = required(req.custom_key_store_id, "customKeyStoreId")?;
-    let writes = {
-        let mut reg = fe.registry_mut();
-        let record = reg.store(&store_id)?.clone();
+    let owner = fe.store_owner(&store_id).await?;
+    {
+        let reg = fe.registry();
+        let record = reg.store(&store_id)?;
         record.state.apply(ConnectionOp::Delete, &store_id)?;
-        let keys = reg.keys_in_store(&store_id);
+        let keys = reg.keys_in_store(&store_id) + owner.creating();
         if keys > 0 {
             return Err(KmsError::CustomKeyStoreHasCmks(format!(
                 "Custom key store {store_id} still holds {keys} KMS keys (keys pending deletion count until their waiting period ends)."
             )));
         }
-        reg.remove_store(&store_id)
-    };
-    fe.commit(writes).await?;
+    }
+    fe.commit(vec![crate::store::Write::delete(
+        crate::store::Table::KeyStores,
+        store_id.clone(),
+    )])
+    .await?;
+    fe.registry_mut().uninstall_store(&store_id);
+    drop(owner);
+    fe.forget_store(&store_id);
     Ok(json!({}))
 }
 
@@ -390,6 +494,8 @@ pub async fn create_key_in_store(
     policy: Option<String>,
     tags: Vec<(String, String)>,
 ) -> Result<Value, KmsError> {
+    // Counted as in flight until its record is durable, so the store cannot be deleted under it.
+    let _creating = fe.store_owner(store_id).await?.begin_create();
     let (cluster_id, record) = {
         let reg = fe.registry();
         let store = reg.store(store_id)?;
@@ -408,8 +514,7 @@ pub async fn create_key_in_store(
     let arn = fe.arns.key_arn(&record.key_id);
     let handle = fe.hsm.generate_key(store_id, &arn).await?;
     let record = key_store_record(record, store_id, &cluster_id, handle);
-    let writes = fe.registry_mut().insert_key(record.clone())?;
-    fe.commit(writes).await?;
+    fe.add_key(record.clone()).await?;
     let reg = fe.registry();
     to_json(KeyMetadataResponse {
         key_metadata: metadata(&reg, &record),

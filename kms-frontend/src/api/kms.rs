@@ -15,6 +15,7 @@ use super::parse;
 use super::types::*;
 use crate::audit::api_call_record;
 use crate::frontend::{epoch_seconds, iso8601, Frontend};
+use crate::locks::Resource;
 use crate::service::ciphertext::{self, Header};
 use crate::service::error::KmsError;
 use crate::service::key_state::{self, KeyOp};
@@ -85,6 +86,11 @@ fn dry_run(flag: Option<bool>) -> Result<(), KmsError> {
         ));
     }
     Ok(())
+}
+
+/// The lock of the key a change names, if it names one.
+fn lock_key(fe: &Frontend, key_id: &str) -> Vec<Resource> {
+    fe.key_resource(key_id).into_iter().collect()
 }
 
 /// A key's metadata, as DescribeKey and CreateKey return it.
@@ -299,8 +305,7 @@ async fn create_key(fe: &Arc<Frontend>, req: CreateKeyRequest) -> Result<Value, 
             let (_, record, _material) =
                 fe.registry()
                     .new_key(true, req.description, req.policy, tags, now)?;
-            let writes = fe.registry_mut().insert_key(record.clone())?;
-            fe.commit(writes).await?;
+            fe.add_key(record.clone()).await?;
             let reg = fe.registry();
             to_json(KeyMetadataResponse {
                 key_metadata: metadata(&reg, &record),
@@ -374,8 +379,10 @@ async fn set_enabled(
     enabled: bool,
 ) -> Result<Value, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
-    let writes = fe.registry_mut().set_enabled(&key_id, enabled)?;
-    fe.commit(writes).await?;
+    fe.change(lock_key(fe, &key_id), |reg| {
+        Ok((reg.set_enabled(&key_id, enabled)?, ()))
+    })
+    .await?;
     Ok(json!({}))
 }
 
@@ -385,8 +392,10 @@ async fn update_description(
 ) -> Result<Value, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
     let description = required(req.description, "description")?;
-    let writes = fe.registry_mut().update_description(&key_id, description)?;
-    fe.commit(writes).await?;
+    fe.change(lock_key(fe, &key_id), |reg| {
+        Ok((reg.update_description(&key_id, description)?, ()))
+    })
+    .await?;
     Ok(json!({}))
 }
 
@@ -395,11 +404,13 @@ async fn schedule_deletion(
     req: ScheduleKeyDeletionRequest,
 ) -> Result<Value, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
-    let now = fe.now();
-    let (record, writes) =
-        fe.registry_mut()
-            .schedule_deletion(&key_id, req.pending_window_in_days, now)?;
-    fe.commit(writes).await?;
+    let record = fe
+        .change(lock_key(fe, &key_id), |reg| {
+            let (record, changes) =
+                reg.schedule_deletion(&key_id, req.pending_window_in_days, fe.now())?;
+            Ok((changes, record))
+        })
+        .await?;
     let deletion = record
         .deletion
         .ok_or_else(|| KmsError::KmsInternal("deletion not recorded".into()))?;
@@ -413,8 +424,12 @@ async fn schedule_deletion(
 
 async fn cancel_deletion(fe: &Arc<Frontend>, req: KeyIdRequest) -> Result<Value, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
-    let (id, writes) = fe.registry_mut().cancel_deletion(&key_id)?;
-    fe.commit(writes).await?;
+    let id = fe
+        .change(lock_key(fe, &key_id), |reg| {
+            let (id, changes) = reg.cancel_deletion(&key_id)?;
+            Ok((changes, id))
+        })
+        .await?;
     to_json(KeyIdResponse {
         key_id: fe.arns.key_arn(&id),
     })
@@ -435,8 +450,10 @@ async fn put_key_policy(fe: &Arc<Frontend>, req: KeyPolicyRequest) -> Result<Val
     let key_id = required(req.key_id, "keyId")?;
     let policy = required(req.policy, "policy")?;
     let name = req.policy_name.unwrap_or_else(|| "default".into());
-    let writes = fe.registry_mut().put_policy(&key_id, &name, policy)?;
-    fe.commit(writes).await?;
+    fe.change(lock_key(fe, &key_id), |reg| {
+        Ok((reg.put_policy(&key_id, &name, policy)?, ()))
+    })
+    .await?;
     Ok(json!({}))
 }
 
@@ -689,25 +706,46 @@ async fn generate_random(
 async fn create_alias(fe: &Arc<Frontend>, req: AliasRequest) -> Result<Value, KmsError> {
     let name = required(req.alias_name, "aliasName")?;
     let target = required(req.target_key_id, "targetKeyId")?;
-    let now = fe.now();
-    let writes = fe.registry_mut().create_alias(&name, &target, now)?;
-    fe.commit(writes).await?;
+    let mut resources = vec![Resource::Alias(name.clone())];
+    resources.extend(fe.key_resource(&target));
+    fe.change(resources, |reg| {
+        Ok((reg.create_alias(&name, &target, fe.now())?, ()))
+    })
+    .await?;
     Ok(json!({}))
 }
 
 async fn update_alias(fe: &Arc<Frontend>, req: AliasRequest) -> Result<Value, KmsError> {
     let name = required(req.alias_name, "aliasName")?;
     let target = required(req.target_key_id, "targetKeyId")?;
-    let now = fe.now();
-    let writes = fe.registry_mut().update_alias(&name, &target, now)?;
-    fe.commit(writes).await?;
+    // The alias, its old target and its new one: the old target is read before the locks are
+    // taken, so the plan checks it did not move meanwhile, and a move starts over.
+    loop {
+        let old = fe.registry().alias_target(&name);
+        let mut resources = vec![Resource::Alias(name.clone())];
+        resources.extend(fe.key_resource(&target));
+        resources.extend(old.map(Resource::Key));
+        let moved = fe
+            .change(resources, |reg| {
+                if reg.alias_target(&name) != old {
+                    return Ok((vec![], true));
+                }
+                Ok((reg.update_alias(&name, &target, fe.now())?, false))
+            })
+            .await?;
+        if !moved {
+            break;
+        }
+    }
     Ok(json!({}))
 }
 
 async fn delete_alias(fe: &Arc<Frontend>, req: AliasRequest) -> Result<Value, KmsError> {
     let name = required(req.alias_name, "aliasName")?;
-    let writes = fe.registry_mut().delete_alias(&name)?;
-    fe.commit(writes).await?;
+    fe.change(vec![Resource::Alias(name.clone())], |reg| {
+        Ok((reg.delete_alias(&name)?, ()))
+    })
+    .await?;
     Ok(json!({}))
 }
 
@@ -734,16 +772,20 @@ fn list_aliases(fe: &Arc<Frontend>, req: ListRequest) -> Result<Value, KmsError>
 async fn tag_resource(fe: &Arc<Frontend>, req: TagResourceRequest) -> Result<Value, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
     let tags = tag_pairs(Some(required(req.tags, "tags")?))?;
-    let writes = fe.registry_mut().tag(&key_id, tags)?;
-    fe.commit(writes).await?;
+    fe.change(lock_key(fe, &key_id), |reg| {
+        Ok((reg.tag(&key_id, tags)?, ()))
+    })
+    .await?;
     Ok(json!({}))
 }
 
 async fn untag_resource(fe: &Arc<Frontend>, req: UntagResourceRequest) -> Result<Value, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
     let keys = required(req.tag_keys, "tagKeys")?;
-    let writes = fe.registry_mut().untag(&key_id, keys)?;
-    fe.commit(writes).await?;
+    fe.change(lock_key(fe, &key_id), |reg| {
+        Ok((reg.untag(&key_id, keys)?, ()))
+    })
+    .await?;
     Ok(json!({}))
 }
 

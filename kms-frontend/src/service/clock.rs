@@ -31,13 +31,17 @@ impl EmulatorClock {
         self.offset_millis.load(Ordering::SeqCst)
     }
 
-    /// Moves the clock forward; returns the write that persists the new offset.
-    pub fn advance(&self, by_millis: u64) -> Write {
-        let new = self
-            .offset_millis
-            .fetch_add(by_millis, Ordering::SeqCst)
-            .saturating_add(by_millis);
-        Write::put(Table::Meta, OFFSET_KEY, &new)
+    /// The offset `by_millis` further on and the write that persists it; the clock moves only
+    /// once that is durable ([`EmulatorClock::set_offset`]).
+    pub fn advanced(&self, by_millis: u64) -> (u64, Write) {
+        let new = self.offset_millis().saturating_add(by_millis);
+        (new, Write::put(Table::Meta, OFFSET_KEY, &new))
+    }
+
+    /// Sets the offset (never backwards).
+    pub fn set_offset(&self, offset_millis: u64) {
+        self.offset_millis
+            .fetch_max(offset_millis, Ordering::SeqCst);
     }
 }
 
@@ -57,7 +61,13 @@ mod tests {
         let base = Arc::new(ManualClock::new(1_000));
         let clock = EmulatorClock::new(base.clone(), 500);
         assert_eq!(clock.now_millis(), 1_500);
-        let write = clock.advance(2_000);
+        let (offset, write) = clock.advanced(2_000);
+        assert_eq!(
+            clock.now_millis(),
+            1_500,
+            "nothing moves before the write is durable"
+        );
+        clock.set_offset(offset);
         assert_eq!(clock.now_millis(), 3_500);
         base.advance_millis(10);
         assert_eq!(clock.now_millis(), 3_510);

@@ -105,6 +105,9 @@ pub enum ConnectionOp {
     Disconnect,
     /// Internal: the disconnection finished.
     DisconnectCompleted,
+    /// Internal, at start: a store that was CONNECTED (or CONNECTING) when the emulator
+    /// stopped has no sessions any more and connects again, as its keys' users expect.
+    Reconnect,
     /// UpdateCustomKeyStore changing only `NewCustomKeyStoreName`.
     UpdateName,
     /// UpdateCustomKeyStore changing `KeyStorePassword` or `CloudHsmClusterId`.
@@ -170,6 +173,9 @@ impl ConnectionState {
 
             (ConnectionOp::DisconnectCompleted, Disconnecting) => Ok(Disconnected),
             (ConnectionOp::DisconnectCompleted, _) => Ok(self),
+
+            (ConnectionOp::Reconnect, Connected | Connecting) => Ok(Connecting),
+            (ConnectionOp::Reconnect, _) => Ok(self),
 
             (ConnectionOp::UpdateName, Connected | Disconnected) => Ok(self),
             (ConnectionOp::UpdateName, Connecting | Failed(_) | Disconnecting) => Err(invalid(
@@ -297,7 +303,7 @@ mod tests {
 
     /// §4 written out independently of the implementation. Columns:
     /// CONNECTED, CONNECTING, FAILED, DISCONNECTING, DISCONNECTED.
-    const TABLE: [(ConnectionOp, [Expect; 5]); 10] = [
+    const TABLE: [(ConnectionOp, [Expect; 5]); 11] = [
         (ConnectionOp::Connect, [Same, Same, X, X, To(Connecting)]),
         (
             ConnectionOp::ConnectSucceeded,
@@ -327,6 +333,10 @@ mod tests {
             ConnectionOp::DisconnectCompleted,
             [Same, Same, Same, To(Disconnected), Same],
         ),
+        (
+            ConnectionOp::Reconnect,
+            [To(Connecting), Same, Same, Same, Same],
+        ),
         (ConnectionOp::UpdateName, [Same, X, X, X, Same]),
         (ConnectionOp::UpdatePasswordOrCluster, [X, X, X, X, Same]),
         (ConnectionOp::Delete, [X, X, X, X, Same]),
@@ -342,6 +352,7 @@ mod tests {
             | ConnectionOp::ConnectFailed(_)
             | ConnectionOp::Disconnect
             | ConnectionOp::DisconnectCompleted
+            | ConnectionOp::Reconnect
             | ConnectionOp::UpdateName
             | ConnectionOp::UpdatePasswordOrCluster
             | ConnectionOp::Delete

@@ -1,5 +1,6 @@
 //! The domain: plain Rust, no actix or serde-JSON types in the logic.
 
+pub mod change;
 pub mod ciphertext;
 pub mod clock;
 pub mod cloudhsm;

@@ -129,3 +129,24 @@ impl fmt::Debug for KeyStoreRecord {
             .finish_non_exhaustive()
     }
 }
+
+/// A KMS key deleted at the end of its waiting period whose effects have not all run: the
+/// best-effort delete of its backing key, the audit record and the event. Persisted with the
+/// key's removal, so a stop between the two is finished by the next start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletionTask {
+    pub key_id: Uuid,
+    /// The key's origin as it was (without material for AWS_KMS keys).
+    pub backing: Option<DeletedBacking>,
+    pub deleted_aliases: Vec<String>,
+    /// When the key was removed, on the emulator clock.
+    pub deleted_at_millis: u64,
+}
+
+/// The backing key of a deleted key store key, to be deleted from its cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletedBacking {
+    pub custom_key_store_id: String,
+    pub cluster_id: String,
+    pub backing_key: BackingKey,
+}

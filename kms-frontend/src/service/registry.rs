@@ -1,15 +1,18 @@
 //! The key registry: every KMS key, alias and custom key store, and the rules of the KMS API
 //! that concern them alone (validation, key states, aliases, tags, policies, deletion). Plain
-//! data and pure methods: each change returns the [`Write`]s that make it durable, which the
-//! caller commits before answering. Calls into the cluster happen elsewhere.
+//! data and pure methods: each operation plans [`Change`]s from the registry as it is, without
+//! touching it; the caller makes them durable ([`Registry::writes`]), then installs them
+//! ([`Registry::install`]), so nothing is visible before it is on disk. Calls into the
+//! cluster happen elsewhere.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use hsmkms_common::aead::Sealer;
-use hsmkms_common::secret::KeyMaterial;
+use hsmkms_common::secret::{KeyMaterial, SecretString};
 use uuid::Uuid;
 
+use super::change::Change;
 use super::connection_state::ConnectionState;
 use super::error::KmsError;
 use super::key_ref::{Arns, KeyRef};
@@ -293,8 +296,8 @@ impl Registry {
         self.keys.get(id)
     }
 
-    /// The cipher of an AWS_KMS key. The AES key schedule ring expands inside it is not wiped
-    /// when the call that made it drops it (ring offers no way to); the material is.
+    /// The cipher of an AWS_KMS key, made for one call; its key schedule is wiped when the
+    /// call drops it.
     pub fn sealer(&self, id: &Uuid) -> Option<Sealer> {
         self.materials.get(id).map(Sealer::new)
     }
@@ -427,28 +430,56 @@ impl Registry {
         Ok((key_id, record, material))
     }
 
-    /// Adds a key made by [`Registry::new_key`] (and, for a key store key, its backing key).
-    pub fn insert_key(&mut self, record: KeyRecord) -> Result<Vec<Write>, KmsError> {
+    /// Plans adding a key made by [`Registry::new_key`] (and, for a key store key, its
+    /// backing key).
+    pub fn insert_key(&self, record: KeyRecord) -> Result<Vec<Change>, KmsError> {
         self.check_quota()?;
-        let write = Self::key_write(&record);
-        self.install_key(record)
-            .map_err(|e| KmsError::KmsInternal(e.to_string()))?;
-        Ok(vec![write])
+        Ok(vec![Change::PutKey(record)])
     }
 
-    fn update_key(&mut self, id: Uuid, change: impl FnOnce(&mut KeyRecord)) -> Vec<Write> {
-        match self.keys.get_mut(&id) {
+    /// Plans a change to a key's record: the changed copy; the registry is untouched.
+    fn update_key(&self, id: Uuid, change: impl FnOnce(&mut KeyRecord)) -> Vec<Change> {
+        match self.keys.get(&id) {
             Some(record) => {
-                change(record);
-                vec![Self::key_write(record)]
+                let mut record = record.clone();
+                change(&mut record);
+                vec![Change::PutKey(record)]
             }
             None => vec![],
         }
     }
 
+    /// The writes that make planned changes durable.
+    pub fn writes(changes: &[Change]) -> Vec<Write> {
+        changes
+            .iter()
+            .map(|c| match c {
+                Change::PutKey(record) => Self::key_write(record),
+                Change::PutAlias(alias) => Write::put(Table::Aliases, alias.name.clone(), alias),
+                Change::DeleteAlias(name) => Write::delete(Table::Aliases, name.clone()),
+            })
+            .collect()
+    }
+
+    /// Installs planned changes once they are durable.
+    pub fn install(&mut self, changes: Vec<Change>) -> Result<(), StoreError> {
+        for change in changes {
+            match change {
+                Change::PutKey(record) => self.install_key(record)?,
+                Change::PutAlias(alias) => {
+                    self.aliases.insert(alias.name.clone(), alias);
+                }
+                Change::DeleteAlias(name) => {
+                    self.aliases.remove(&name);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// EnableKey or DisableKey: sets the underlying flag (on an Unavailable key too; it shows
     /// once the store reconnects).
-    pub fn set_enabled(&mut self, key_id: &str, enabled: bool) -> Result<Vec<Write>, KmsError> {
+    pub fn set_enabled(&self, key_id: &str, enabled: bool) -> Result<Vec<Change>, KmsError> {
         let op = if enabled {
             KeyOp::EnableKey
         } else {
@@ -459,10 +490,10 @@ impl Registry {
     }
 
     pub fn update_description(
-        &mut self,
+        &self,
         key_id: &str,
         description: String,
-    ) -> Result<Vec<Write>, KmsError> {
+    ) -> Result<Vec<Change>, KmsError> {
         if description.chars().count() > 8192 {
             return Err(validation(
                 "description",
@@ -478,11 +509,11 @@ impl Registry {
 
     /// ScheduleKeyDeletion: window 7 to 30 days (default 30).
     pub fn schedule_deletion(
-        &mut self,
+        &self,
         key_id: &str,
         window_days: Option<i64>,
         now_millis: u64,
-    ) -> Result<(KeyRecord, Vec<Write>), KmsError> {
+    ) -> Result<(KeyRecord, Vec<Change>), KmsError> {
         let window = window_days.unwrap_or(30);
         if !(7..=30).contains(&window) {
             return Err(KmsError::Validation(
@@ -496,33 +527,32 @@ impl Registry {
             deletion_date_millis: now_millis + window as u64 * DAY_MILLIS,
             window_days: window as u32,
         };
-        let writes = self.update_key(id, |k| k.deletion = Some(deletion));
-        let record = self
-            .keys
-            .get(&id)
-            .cloned()
-            .ok_or_else(|| KmsError::KmsInternal("key vanished".into()))?;
-        Ok((record, writes))
+        let changes = self.update_key(id, |k| k.deletion = Some(deletion));
+        let record = match changes.first() {
+            Some(Change::PutKey(record)) => record.clone(),
+            _ => return Err(KmsError::KmsInternal("key vanished".into())),
+        };
+        Ok((record, changes))
     }
 
     /// CancelKeyDeletion: the key comes back Disabled, connected store or not.
-    pub fn cancel_deletion(&mut self, key_id: &str) -> Result<(Uuid, Vec<Write>), KmsError> {
+    pub fn cancel_deletion(&self, key_id: &str) -> Result<(Uuid, Vec<Change>), KmsError> {
         let id = self
             .checked(key_id, false, KeyOp::CancelKeyDeletion)?
             .key_id;
-        let writes = self.update_key(id, |k| {
+        let changes = self.update_key(id, |k| {
             k.deletion = None;
             k.enabled = false;
         });
-        Ok((id, writes))
+        Ok((id, changes))
     }
 
     pub fn put_policy(
-        &mut self,
+        &self,
         key_id: &str,
         name: &str,
         policy: String,
-    ) -> Result<Vec<Write>, KmsError> {
+    ) -> Result<Vec<Change>, KmsError> {
         if name != "default" {
             return Err(KmsError::NotFound(format!("No such policy exists: {name}")));
         }
@@ -532,12 +562,10 @@ impl Registry {
         Ok(self.update_key(id, |k| k.policy = policy))
     }
 
-    /// Removes a key whose waiting period ended, and its aliases.
-    pub fn delete_key(&mut self, id: &Uuid) -> (Option<KeyRecord>, Vec<String>, Vec<Write>) {
-        let Some(record) = self.keys.remove(id) else {
-            return (None, vec![], vec![]);
-        };
-        self.materials.remove(id);
+    /// Plans the removal of a key whose waiting period ended, and of its aliases: the record,
+    /// the aliases' names and the writes; nothing changes until [`Registry::remove_key`].
+    pub fn plan_delete_key(&self, id: &Uuid) -> Option<(KeyRecord, Vec<String>, Vec<Write>)> {
+        let record = self.keys.get(id)?.clone();
         let aliases: Vec<String> = self
             .aliases
             .values()
@@ -545,20 +573,26 @@ impl Registry {
             .map(|a| a.name.clone())
             .collect();
         let mut writes = vec![Write::delete(Table::Keys, id.to_string())];
-        for name in &aliases {
+        writes.extend(
+            aliases
+                .iter()
+                .map(|name| Write::delete(Table::Aliases, name.clone())),
+        );
+        Some((record, aliases, writes))
+    }
+
+    /// Removes a key and the aliases planned with it, once their deletion is durable.
+    pub fn remove_key(&mut self, id: &Uuid, aliases: &[String]) {
+        self.keys.remove(id);
+        self.materials.remove(id);
+        for name in aliases {
             self.aliases.remove(name);
-            writes.push(Write::delete(Table::Aliases, name.clone()));
         }
-        (Some(record), aliases, writes)
     }
 
     // ---- tags -------------------------------------------------------------------------
 
-    pub fn tag(
-        &mut self,
-        key_id: &str,
-        tags: Vec<(String, String)>,
-    ) -> Result<Vec<Write>, KmsError> {
+    pub fn tag(&self, key_id: &str, tags: Vec<(String, String)>) -> Result<Vec<Change>, KmsError> {
         check_tags(&tags)?;
         let record = self.checked(key_id, false, KeyOp::TagResource)?;
         let mut merged = record.tags.clone();
@@ -572,7 +606,7 @@ impl Registry {
         Ok(self.update_key(id, |k| k.tags = merged))
     }
 
-    pub fn untag(&mut self, key_id: &str, keys: Vec<String>) -> Result<Vec<Write>, KmsError> {
+    pub fn untag(&self, key_id: &str, keys: Vec<String>) -> Result<Vec<Change>, KmsError> {
         for k in &keys {
             if k.is_empty() || k.chars().count() > 128 {
                 return Err(validation(
@@ -593,11 +627,11 @@ impl Registry {
     // ---- aliases ----------------------------------------------------------------------
 
     pub fn create_alias(
-        &mut self,
+        &self,
         name: &str,
         target: &str,
         now_millis: u64,
-    ) -> Result<Vec<Write>, KmsError> {
+    ) -> Result<Vec<Change>, KmsError> {
         check_alias_name(name)?;
         let id = self.checked(target, false, KeyOp::CreateAlias)?.key_id;
         if self.aliases.contains_key(name) {
@@ -623,45 +657,49 @@ impl Registry {
             created_at_millis: now_millis,
             updated_at_millis: now_millis,
         };
-        let write = Write::put(Table::Aliases, name, &alias);
-        self.aliases.insert(name.to_string(), alias);
-        Ok(vec![write])
+        Ok(vec![Change::PutAlias(alias)])
     }
 
     pub fn update_alias(
-        &mut self,
+        &self,
         name: &str,
         target: &str,
         now_millis: u64,
-    ) -> Result<Vec<Write>, KmsError> {
+    ) -> Result<Vec<Change>, KmsError> {
         check_alias_name(name)?;
         let id = self
             .checked(target, false, KeyOp::UpdateAliasNewTarget)?
             .key_id;
-        let Some(alias) = self.aliases.get_mut(name) else {
+        let Some(alias) = self.aliases.get(name) else {
             return Err(KmsError::NotFound(format!(
                 "Alias {} is not found.",
                 self.arns.alias_arn(name)
             )));
         };
+        let mut alias = alias.clone();
         alias.target_key_id = id;
         alias.updated_at_millis = now_millis;
-        Ok(vec![Write::put(Table::Aliases, name, alias)])
+        Ok(vec![Change::PutAlias(alias)])
     }
 
-    pub fn delete_alias(&mut self, name: &str) -> Result<Vec<Write>, KmsError> {
+    pub fn delete_alias(&self, name: &str) -> Result<Vec<Change>, KmsError> {
         if !name.starts_with("alias/") {
             return Err(KmsError::InvalidAliasName(format!(
                 "Alias must start with the prefix \"alias/\": {name}"
             )));
         }
-        if self.aliases.remove(name).is_none() {
+        if !self.aliases.contains_key(name) {
             return Err(KmsError::NotFound(format!(
                 "Alias {} is not found.",
                 self.arns.alias_arn(name)
             )));
         }
-        Ok(vec![Write::delete(Table::Aliases, name)])
+        Ok(vec![Change::DeleteAlias(name.to_string())])
+    }
+
+    /// The key an alias points at, if the alias exists.
+    pub fn alias_target(&self, name: &str) -> Option<Uuid> {
+        self.aliases.get(name).map(|a| a.target_key_id)
     }
 
     /// Aliases in name order, optionally only those of one key, after `marker`.
@@ -728,18 +766,21 @@ impl Registry {
             .count()
     }
 
-    pub fn wrap_password(&self, store_id: &str, password: &str) -> Vec<u8> {
+    pub fn wrap_password(&self, store_id: &str, password: &SecretString) -> Vec<u8> {
         self.master
-            .seal(password.as_bytes(), &password_context(store_id))
+            .seal(password.expose().as_bytes(), &password_context(store_id))
     }
 
     /// The kmsuser password a store holds (and the one being rotated to, if any).
-    pub fn passwords(&self, store: &KeyStoreRecord) -> Result<(String, Option<String>), KmsError> {
+    pub fn passwords(
+        &self,
+        store: &KeyStoreRecord,
+    ) -> Result<(SecretString, Option<SecretString>), KmsError> {
         let open = |w: &[u8]| {
             self.master
                 .open(w, &password_context(&store.id))
                 .ok()
-                .and_then(|p| String::from_utf8(p.expose().to_vec()).ok())
+                .and_then(|p| std::str::from_utf8(p.expose()).ok().map(SecretString::new))
                 .ok_or_else(|| KmsError::KmsInternal("a stored password does not unwrap".into()))
         };
         let current = open(&store.wrapped_password)?;
@@ -759,16 +800,19 @@ impl Registry {
         Ok(())
     }
 
-    /// Writes a store record (new or changed).
-    pub fn put_store(&mut self, record: KeyStoreRecord) -> Vec<Write> {
-        let write = Write::put(Table::KeyStores, record.id.clone(), &record);
-        self.stores.insert(record.id.clone(), record);
-        vec![write]
+    /// The write that makes a store record (new or changed) durable.
+    pub fn store_write(record: &KeyStoreRecord) -> Write {
+        Write::put(Table::KeyStores, record.id.clone(), record)
     }
 
-    pub fn remove_store(&mut self, id: &str) -> Vec<Write> {
+    /// Installs a store record once it is durable.
+    pub fn install_store(&mut self, record: KeyStoreRecord) {
+        self.stores.insert(record.id.clone(), record);
+    }
+
+    /// Removes a store record once its deletion is durable.
+    pub fn uninstall_store(&mut self, id: &str) {
         self.stores.remove(id);
-        vec![Write::delete(Table::KeyStores, id)]
     }
 }
 

@@ -9,9 +9,15 @@ fn registry() -> Registry {
     Registry::load(arns, &KeyMaterial::generate(), &Loaded::default()).unwrap()
 }
 
+/// Installs planned changes, as the shell does once they are durable.
+fn apply(r: &mut Registry, changes: Vec<Change>) {
+    r.install(changes).unwrap();
+}
+
 fn add_key(r: &mut Registry) -> Uuid {
     let (id, record, _) = r.new_key(true, None, None, vec![], 1_000).unwrap();
-    r.insert_key(record).unwrap();
+    let changes = r.insert_key(record).unwrap();
+    apply(r, changes);
     id
 }
 
@@ -21,7 +27,8 @@ fn add_store_key(r: &mut Registry, connected: bool) -> Uuid {
         name: "s".into(),
         cluster_id: "cluster-abcdefghijk".into(),
         trust_anchor: String::new(),
-        wrapped_password: r.wrap_password("cks-1234567890abcdef0", "kmsPassword1"),
+        wrapped_password: r
+            .wrap_password("cks-1234567890abcdef0", &SecretString::new("kmsPassword1")),
         wrapped_pending_password: None,
         state: if connected {
             ConnectionState::Connected
@@ -30,7 +37,7 @@ fn add_store_key(r: &mut Registry, connected: bool) -> Uuid {
         },
         created_at_millis: 0,
     };
-    r.put_store(store);
+    r.install_store(store);
     let (id, mut record, _) = r.new_key(false, None, None, vec![], 1_000).unwrap();
     record.origin = KeyOrigin::CloudHsm {
         custom_key_store_id: "cks-1234567890abcdef0".into(),
@@ -40,7 +47,8 @@ fn add_store_key(r: &mut Registry, connected: bool) -> Uuid {
             backing_key_id: "b".into(),
         },
     };
-    r.insert_key(record).unwrap();
+    let changes = r.insert_key(record).unwrap();
+    apply(r, changes);
     id
 }
 
@@ -48,7 +56,8 @@ fn add_store_key(r: &mut Registry, connected: bool) -> Uuid {
 fn a_key_resolves_by_id_arn_alias_and_alias_arn() {
     let mut r = registry();
     let id = add_key(&mut r);
-    r.create_alias("alias/app", &id.to_string(), 5).unwrap();
+    let changes = r.create_alias("alias/app", &id.to_string(), 5).unwrap();
+    apply(&mut r, changes);
     for form in [
         id.to_string(),
         r.arns.key_arn(&id),
@@ -75,8 +84,13 @@ fn scheduling_checks_the_window_and_cancelling_leaves_the_key_disabled() {
             matches!(r.schedule_deletion(&id.to_string(), Some(bad), 0), Err(KmsError::Validation(m)) if m == "PendingWindowInDays must be between 7 and 30")
         );
     }
-    let (record, writes) = r.schedule_deletion(&id.to_string(), None, 0).unwrap();
-    assert_eq!(writes.len(), 1);
+    let (record, changes) = r.schedule_deletion(&id.to_string(), None, 0).unwrap();
+    assert_eq!(changes.len(), 1);
+    assert!(
+        r.due_for_deletion(u64::MAX).is_empty(),
+        "planning changes nothing"
+    );
+    apply(&mut r, changes);
     assert_eq!(
         record
             .deletion
@@ -88,7 +102,8 @@ fn scheduling_checks_the_window_and_cancelling_leaves_the_key_disabled() {
     );
     assert!(r.due_for_deletion(30 * DAY_MILLIS - 1).is_empty());
     assert_eq!(r.due_for_deletion(30 * DAY_MILLIS), vec![id]);
-    r.cancel_deletion(&id.to_string()).unwrap();
+    let (_, changes) = r.cancel_deletion(&id.to_string()).unwrap();
+    apply(&mut r, changes);
     let state = r.state_of(r.resolve(&id.to_string(), false).unwrap());
     assert_eq!(state, KeyState::Disabled);
     assert!(
@@ -106,20 +121,23 @@ fn store_keys_are_unavailable_while_disconnected_except_when_pending_deletion() 
         KeyState::Unavailable
     );
     // Disable while Unavailable: accepted, shows once the store reconnects.
-    r.set_enabled(&key, false).unwrap();
+    let changes = r.set_enabled(&key, false).unwrap();
+    apply(&mut r, changes);
     assert_eq!(
         r.state_of(r.resolve(&key, false).unwrap()),
         KeyState::Unavailable
     );
-    r.schedule_deletion(&key, Some(7), 0).unwrap();
+    let (_, changes) = r.schedule_deletion(&key, Some(7), 0).unwrap();
+    apply(&mut r, changes);
     assert_eq!(
         r.state_of(r.resolve(&key, false).unwrap()),
         KeyState::PendingDeletion
     );
-    r.cancel_deletion(&key).unwrap();
+    let (_, changes) = r.cancel_deletion(&key).unwrap();
+    apply(&mut r, changes);
     let mut store = r.store("cks-1234567890abcdef0").unwrap().clone();
     store.state = ConnectionState::Connected;
-    r.put_store(store);
+    r.install_store(store);
     assert_eq!(
         r.state_of(r.resolve(&key, false).unwrap()),
         KeyState::Disabled
@@ -131,13 +149,19 @@ fn deleting_a_key_takes_its_aliases_with_it() {
     let mut r = registry();
     let id = add_key(&mut r);
     let other = add_key(&mut r);
-    r.create_alias("alias/a", &id.to_string(), 0).unwrap();
-    r.create_alias("alias/b", &id.to_string(), 0).unwrap();
-    r.create_alias("alias/c", &other.to_string(), 0).unwrap();
-    let (record, aliases, writes) = r.delete_key(&id);
-    assert!(record.is_some());
+    let changes = r.create_alias("alias/a", &id.to_string(), 0).unwrap();
+    apply(&mut r, changes);
+    let changes = r.create_alias("alias/b", &id.to_string(), 0).unwrap();
+    apply(&mut r, changes);
+    let changes = r.create_alias("alias/c", &other.to_string(), 0).unwrap();
+    apply(&mut r, changes);
+    let (record, aliases, writes) = r.plan_delete_key(&id).unwrap();
+    assert_eq!(record.key_id, id);
     assert_eq!(aliases, vec!["alias/a".to_string(), "alias/b".to_string()]);
     assert_eq!(writes.len(), 3);
+    // Planning changes nothing; only removing does.
+    assert!(r.resolve(&id.to_string(), false).is_ok());
+    r.remove_key(&id, &aliases);
     assert!(r.resolve(&id.to_string(), false).is_err());
     let (left, _) = r.list_aliases(None, None, 50).unwrap();
     assert_eq!(
@@ -162,13 +186,15 @@ fn alias_names_follow_the_rules() {
         r.create_alias("alias/sp ace", &id, 0),
         Err(KmsError::Validation(_))
     ));
-    r.create_alias("alias/ok", &id, 0).unwrap();
+    let changes = r.create_alias("alias/ok", &id, 0).unwrap();
+    apply(&mut r, changes);
     assert!(matches!(
         r.create_alias("alias/ok", &id, 0),
         Err(KmsError::AlreadyExists(_))
     ));
     for i in 1..MAX_ALIASES_PER_KEY {
-        r.create_alias(&format!("alias/n{i}"), &id, 0).unwrap();
+        let changes = r.create_alias(&format!("alias/n{i}"), &id, 0).unwrap();
+        apply(&mut r, changes);
     }
     assert!(matches!(
         r.create_alias("alias/one-too-many", &id, 0),
@@ -180,10 +206,14 @@ fn alias_names_follow_the_rules() {
 fn tags_merge_replace_and_are_bounded() {
     let mut r = registry();
     let id = add_key(&mut r).to_string();
-    r.tag(&id, vec![("a".into(), "1".into()), ("b".into(), "".into())])
+    let changes = r
+        .tag(&id, vec![("a".into(), "1".into()), ("b".into(), "".into())])
         .unwrap();
-    r.tag(&id, vec![("a".into(), "2".into())]).unwrap();
-    r.untag(&id, vec!["b".into(), "absent".into()]).unwrap();
+    apply(&mut r, changes);
+    let changes = r.tag(&id, vec![("a".into(), "2".into())]).unwrap();
+    apply(&mut r, changes);
+    let changes = r.untag(&id, vec!["b".into(), "absent".into()]).unwrap();
+    apply(&mut r, changes);
     let tags = &r.resolve(&id, false).unwrap().tags;
     assert_eq!(
         tags.iter().collect::<Vec<_>>(),
@@ -226,7 +256,9 @@ fn aws_kms_material_survives_a_reload_and_passwords_unwrap() {
     };
     let mut r = Registry::load(arns.clone(), &master, &Loaded::default()).unwrap();
     let (id, record, _) = r.new_key(true, None, None, vec![], 0).unwrap();
-    let writes = r.insert_key(record).unwrap();
+    let changes = r.insert_key(record).unwrap();
+    let writes = Registry::writes(&changes);
+    apply(&mut r, changes);
     let sealed = r.sealer(&id).unwrap().seal(b"data", b"aad");
     let mut loaded = Loaded::default();
     for w in writes {

@@ -1,0 +1,16 @@
+//! A change to the key registry, as an operation plans it: what to persist, then install. An
+//! operation is a pure function of the registry and its request that returns changes (or an
+//! error); the shell makes them durable, installs them once they are, and only then answers.
+
+use super::model::{AliasRecord, KeyRecord};
+
+/// One planned change to the registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A key's record, new or changed.
+    PutKey(KeyRecord),
+    /// An alias, new or pointed at another key.
+    PutAlias(AliasRecord),
+    /// An alias removed.
+    DeleteAlias(String),
+}
