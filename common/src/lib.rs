@@ -14,6 +14,7 @@
 //!   and clients.
 //! - [`client`]: an async client for one node connection (pipelined calls, each with a deadline).
 //! - [`clock`]: the injected clock, so nothing in core code reads the system time directly.
+//! - [`quiet`]: a library's panic on a damaged file caught as an error, without a backtrace.
 
 pub mod aead;
 pub mod client;
@@ -22,6 +23,7 @@ pub mod frame;
 pub mod group_commit;
 pub mod ids;
 pub mod keyfile;
+pub mod quiet;
 pub mod secret;
 pub mod tls;
 pub mod wire;

@@ -3,10 +3,13 @@
 //! API answers, and concurrent changes share fsyncs. Nothing here is secret in the clear: key
 //! material and passwords arrive already wrapped.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
 use hsmkms_common::group_commit::Committer;
+use hsmkms_common::quiet::catch_quietly;
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -137,7 +140,19 @@ pub struct Loaded {
 #[derive(Clone)]
 pub struct Store {
     committer: Committer<Write, StoreError>,
-    db: std::sync::Arc<Database>,
+    shared: Arc<Shared>,
+}
+
+/// What the storage thread and the readers share: the open database (reopened after an I/O
+/// error, which redb requires before it writes again), the health of the last commit, and the
+/// fault injection switch.
+struct Shared {
+    path: PathBuf,
+    db: RwLock<Option<Database>>,
+    /// Why the last commit failed, while the store cannot commit; `None` once one succeeds.
+    failing: Mutex<Option<String>>,
+    /// Commits still to fail on purpose (fault injection).
+    inject: AtomicU32,
 }
 
 impl std::fmt::Debug for Store {
@@ -151,60 +166,114 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
     postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
+/// Opens the store file: an existing file must be a whole redb database (an empty or damaged
+/// file is refused, naming it, rather than silently started afresh); a missing one is created.
+fn open_file(path: &Path) -> Result<Database, StoreError> {
+    let exists = path.exists();
+    if exists && std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) == 0 {
+        return Err(StoreError::Corrupt(format!(
+            "{} is empty (0 bytes), so the keys, key stores and clusters it held are gone. If \
+             this data directory never served, delete the file to start afresh; otherwise \
+             restore it from a copy",
+            path.display()
+        )));
+    }
+    let builder = {
+        let mut b = redb::Builder::new();
+        b.set_cache_size(CACHE_BYTES);
+        b
+    };
+    // redb asserts on some kinds of damage; a damaged file must not take the process down.
+    let opened = catch_quietly(|| {
+        if exists {
+            builder.open(path)
+        } else {
+            builder.create(path)
+        }
+    });
+    match opened {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(e)) => Err(StoreError::Corrupt(format!(
+            "{} is not a readable hsmkms store ({e}); restore it from a copy, or move it \
+             away to start afresh",
+            path.display()
+        ))),
+        Err(_) => Err(StoreError::Corrupt(format!(
+            "{} is damaged; restore it from a copy, or move it away to start afresh",
+            path.display()
+        ))),
+    }
+}
+
+/// Reads every table but the images (which stay on disk until a restore needs one).
+fn load(db: &Database) -> Result<Loaded, StoreError> {
+    let txn = db.begin_write()?;
+    for table in Table::ALL {
+        txn.open_table(table.definition())?;
+    }
+    txn.commit()?;
+    let mut loaded = Loaded::default();
+    let txn = db.begin_read()?;
+    for table in Table::ALL {
+        let t = txn.open_table(table.definition())?;
+        let out = match table {
+            Table::Keys => &mut loaded.keys,
+            Table::Aliases => &mut loaded.aliases,
+            Table::KeyStores => &mut loaded.key_stores,
+            Table::Meta => &mut loaded.meta,
+            Table::Clusters => &mut loaded.clusters,
+            Table::Backups => &mut loaded.backups,
+            Table::Deletions => &mut loaded.deletions,
+            Table::BackupImages => continue,
+        };
+        for item in t.iter()? {
+            let (k, v) = item?;
+            out.push((k.value().to_string(), v.value().to_vec()));
+        }
+    }
+    Ok(loaded)
+}
+
 impl Store {
     /// Opens (or creates) the store and reads everything in it. The thread ends once every
     /// handle is dropped, after its last commit; join it to be sure the file is closed.
     pub fn open(path: &Path) -> Result<(Store, Loaded, JoinHandle<()>), StoreError> {
-        let db = std::sync::Arc::new(
-            redb::Builder::new()
-                .set_cache_size(CACHE_BYTES)
-                .create(path)?,
-        );
-        let txn = db.begin_write()?;
-        for table in Table::ALL {
-            txn.open_table(table.definition())?;
-        }
-        txn.commit()?;
-        let mut loaded = Loaded::default();
-        {
-            let txn = db.begin_read()?;
-            for table in Table::ALL {
-                let t = txn.open_table(table.definition())?;
-                let out = match table {
-                    Table::Keys => &mut loaded.keys,
-                    Table::Aliases => &mut loaded.aliases,
-                    Table::KeyStores => &mut loaded.key_stores,
-                    Table::Meta => &mut loaded.meta,
-                    Table::Clusters => &mut loaded.clusters,
-                    Table::Backups => &mut loaded.backups,
-                    Table::Deletions => &mut loaded.deletions,
-                    // Images stay on disk until a restore needs one.
-                    Table::BackupImages => continue,
-                };
-                for item in t.iter()? {
-                    let (k, v) = item?;
-                    out.push((k.value().to_string(), v.value().to_vec()));
-                }
-            }
-        }
-        let writer = db.clone();
-        let (committer, thread) = Committer::spawn("kms-store", move |batch: &[Vec<Write>]| {
-            write_batch(&writer, batch)
-        })
-        .map_err(|e| StoreError::Storage(e.to_string()))?;
-        Ok((Store { committer, db }, loaded, thread))
+        let db = open_file(path)?;
+        let loaded = catch_quietly(|| load(&db))
+            .map_err(|_| {
+                StoreError::Corrupt(format!(
+                    "{} is damaged; restore it from a copy, or move it away to start afresh",
+                    path.display()
+                ))
+            })?
+            .map_err(|e| StoreError::Corrupt(format!("{} cannot be read: {e}", path.display())))?;
+        let shared = Arc::new(Shared {
+            path: path.to_path_buf(),
+            db: RwLock::new(Some(db)),
+            failing: Mutex::new(None),
+            inject: AtomicU32::new(0),
+        });
+        let writer = shared.clone();
+        let (committer, thread) =
+            Committer::spawn("kms-store", move |batch: &[Vec<Write>]| writer.write(batch))
+                .map_err(|e| StoreError::Storage(e.to_string()))?;
+        Ok((Store { committer, shared }, loaded, thread))
     }
 
     /// Reads one record as last committed (blocking: a disk read).
     pub fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let db = self.shared.read();
+        let db = db.as_ref().ok_or_else(reopening)?;
+        let txn = db.begin_read()?;
         let t = txn.open_table(table.definition())?;
         Ok(t.get(key)?.map(|v| v.value().to_vec()))
     }
 
     /// Every record of a table as last committed (blocking: a disk read; for small tables).
     pub fn list(&self, table: Table) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let db = self.shared.read();
+        let db = db.as_ref().ok_or_else(reopening)?;
+        let txn = db.begin_read()?;
         let t = txn.open_table(table.definition())?;
         let mut out = Vec::new();
         for item in t.iter()? {
@@ -220,6 +289,62 @@ impl Store {
         writes: Vec<Write>,
     ) -> impl std::future::Future<Output = Result<(), StoreError>> + 'static {
         self.committer.commit(writes, StoreError::Stopped)
+    }
+
+    /// Why the store cannot commit now, if it cannot (the last commit failed).
+    pub fn failing(&self) -> Option<String> {
+        lock(&self.shared.failing).clone()
+    }
+
+    /// Fault injection: the next `count` commits fail, as if the disk had refused them.
+    pub fn fail_next_commits(&self, count: u32) {
+        self.shared.inject.store(count, Ordering::SeqCst);
+    }
+}
+
+fn reopening() -> StoreError {
+    StoreError::Storage("the store is being reopened after an I/O error".into())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Option<Database>> {
+        self.db.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One batch, on the storage thread. After an I/O error redb refuses every later write
+    /// until the database is reopened; so the next batch reopens it first, and the store
+    /// recovers by itself once the cause (a full disk, say) is gone.
+    fn write(&self, batch: &[Vec<Write>]) -> Result<(), StoreError> {
+        let injected = self
+            .inject
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        let result = if injected {
+            Err(StoreError::Storage(
+                "the commit failed (fault injection)".into(),
+            ))
+        } else {
+            self.write_reopening(batch)
+        };
+        *lock(&self.failing) = result.as_ref().err().map(|e| e.to_string());
+        result
+    }
+
+    fn write_reopening(&self, batch: &[Vec<Write>]) -> Result<(), StoreError> {
+        let needs_reopen = lock(&self.failing).is_some() || self.read().is_none();
+        if needs_reopen {
+            let mut db = self.db.write().unwrap_or_else(|e| e.into_inner());
+            // Closed first: redb refuses a second open of a file this process holds.
+            *db = None;
+            *db = Some(open_file(&self.path)?);
+        }
+        let db = self.read();
+        let db = db.as_ref().ok_or_else(reopening)?;
+        write_batch(db, batch)
     }
 }
 

@@ -137,6 +137,18 @@ impl Emulator {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
+    /// A KMS client that does not retry: every failed attempt reaches the test (the SDK
+    /// retries 5xx answers such as KMSInternalException by itself).
+    pub fn kms_without_retries(&self) -> aws_sdk_kms::Client {
+        let config = self
+            .kms()
+            .config()
+            .to_builder()
+            .retry_config(aws_sdk_kms::config::retry::RetryConfig::disabled())
+            .build();
+        aws_sdk_kms::Client::from_conf(config)
+    }
+
     /// A KMS client from the official SDK, for this emulator, reading nothing from the
     /// environment.
     pub fn kms(&self) -> aws_sdk_kms::Client {
@@ -288,6 +300,44 @@ impl Emulator {
             .timeout_global(Some(CALL_LIMIT))
             .build()
             .into()
+    }
+
+    /// POSTs a JSON body to the control API; the answer, whatever its status.
+    pub fn post_json_status(&self, path: &str, body: &Value) -> (u16, Value) {
+        let mut response = Self::agent()
+            .post(&self.url(path))
+            .header("content-type", "application/json")
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .send(body.to_string())
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("POST {path}: {e}: {text}")),
+        )
+    }
+
+    /// POSTs a JSON body to the control API, which must answer 200.
+    pub fn post_json(&self, path: &str, body: &Value) -> Value {
+        let (status, answer) = self.post_json_status(path, body);
+        assert_eq!(status, 200, "POST {path}: {answer}");
+        answer
+    }
+
+    /// GETs a JSON answer whatever its status (health answers 503 when unhealthy).
+    pub fn get_json_any_status(&self, path: &str) -> Value {
+        let mut response = Self::agent()
+            .get(&self.url(path))
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .call()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let text = response.body_mut().read_to_string().unwrap();
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("GET {path}: {e}: {text}"))
     }
 
     pub fn get_json(&self, path: &str) -> Value {

@@ -26,11 +26,22 @@ async fn health(fe: web::Data<Arc<Frontend>>) -> HttpResponse {
     let clusters = fe.clusters.clusters();
     // A cluster without HSMs (new, or emptied on purpose) is not a failure; one whose HSMs
     // are all down is.
-    let serving = clusters
+    let clusters_serving = clusters
         .iter()
         .all(|c| c.hsms.is_empty() || !c.active_hsms().is_empty());
+    // A store that cannot commit cannot acknowledge anything: not healthy, and why.
+    let storage = fe.store.failing();
+    let serving = clusters_serving && storage.is_none();
     let body = json!({
-        "status": if serving { "ok" } else { "degraded" },
+        "status": match (&storage, clusters_serving) {
+            (Some(_), _) => "unhealthy",
+            (None, false) => "degraded",
+            (None, true) => "ok",
+        },
+        "storage": match &storage {
+            Some(why) => json!({"status": "failing", "reason": why}),
+            None => json!({"status": "ok"}),
+        },
         "clusters": clusters.iter().map(|c| json!({
             "clusterId": c.cluster_id,
             "state": c.state,
@@ -116,26 +127,50 @@ async fn events(fe: web::Data<Arc<Frontend>>) -> HttpResponse {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Fault {
-    hsm_id: String,
-    /// `stop` (the HSM fails: DEGRADED, unreachable) or `start` (it comes back).
+    /// The HSM of `stop` and `start`.
+    hsm_id: Option<String>,
+    /// `stop` (the HSM fails: DEGRADED, unreachable), `start` (it comes back), or
+    /// `fail-commits` (the frontend's next `count` commits fail, as on a disk that refuses
+    /// writes).
     action: String,
+    count: Option<u32>,
 }
+
+/// Most commits one `fail-commits` may fail.
+const MAX_INJECTED_COMMIT_FAILURES: u32 = 1_000;
 
 async fn fault(fe: web::Data<Arc<Frontend>>, body: web::Bytes) -> HttpResponse {
     let fault: Fault = match serde_json::from_slice(&body) {
         Ok(f) => f,
         Err(e) => {
             return bad(format!(
-                "Expected {{\"hsmId\": \"hsm-...\", \"action\": \"stop\"|\"start\"}}: {e}"
+                "Expected {{\"hsmId\": \"hsm-...\", \"action\": \"stop\"|\"start\"}} or {{\"action\": \"fail-commits\", \"count\": N}}: {e}"
             ))
         }
     };
     let running = match fault.action.as_str() {
         "stop" => false,
         "start" => true,
-        other => return bad(format!("Unknown action {other:?}: use stop or start.")),
+        "fail-commits" => {
+            let count = fault.count.unwrap_or(1);
+            if count > MAX_INJECTED_COMMIT_FAILURES {
+                return bad(format!(
+                    "count must be at most {MAX_INJECTED_COMMIT_FAILURES}."
+                ));
+            }
+            fe.store.fail_next_commits(count);
+            return HttpResponse::Ok().json(json!({"failingCommits": count}));
+        }
+        other => {
+            return bad(format!(
+                "Unknown action {other:?}: use stop, start or fail-commits."
+            ))
+        }
     };
-    match fe.clusters.set_hsm_running(&fault.hsm_id, running).await {
+    let Some(hsm_id) = fault.hsm_id else {
+        return bad(format!("{} needs an hsmId.", fault.action));
+    };
+    match fe.clusters.set_hsm_running(&hsm_id, running).await {
         Ok(()) => {
             let hsms: Vec<_> = fe
                 .clusters
