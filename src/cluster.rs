@@ -89,9 +89,26 @@ pub fn availability_zone(region: &str, i: usize) -> String {
     format!("{region}{}", letters[i % letters.len()] as char)
 }
 
-/// A free loopback port, for an HSM's listener. The port is recorded in the cluster's
-/// description, so the HSM keeps it across restarts.
-fn free_port(host: &str) -> Result<u16> {
+/// A free port for an HSM's listener, below the kernel's ephemeral range (the source ports of
+/// outgoing connections), so no connection this machine opens can take an HSM's recorded port
+/// while it restarts. The port is recorded in the cluster's description, so the HSM keeps it
+/// across restarts.
+pub fn free_port(host: &str) -> Result<u16> {
+    use rand::Rng;
+    let ephemeral_start = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let low = 10_000u16;
+    if ephemeral_start > low + 1_000 {
+        let mut rng = rand::thread_rng();
+        for _ in 0..1_000 {
+            let port = rng.gen_range(low..ephemeral_start);
+            if TcpListener::bind((host, port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
     Ok(TcpListener::bind((host, 0))?.local_addr()?.port())
 }
 

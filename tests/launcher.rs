@@ -20,11 +20,7 @@ use nix::unistd::Pid;
 /// Starts `hsmkms` on `data_dir` with extra args and waits for `Ready.`.
 fn start_launcher(data_dir: &Path, extra: &[&str]) -> Child {
     // Each test's emulator gets its own free port for the KMS endpoint.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = hsmkms::cluster::free_port("127.0.0.1").unwrap();
     let mut child = Command::new(hsmkms_exe())
         .arg("--data-dir")
         .arg(data_dir)
@@ -328,11 +324,7 @@ fn an_hsm_provisioned_by_hand_joins_by_address_and_catches_up() {
     let before: serde_json::Value = serde_json::from_str(&out).unwrap();
 
     // Provision a third HSM as for another host, and start it by hand.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = hsmkms::cluster::free_port("127.0.0.1").unwrap();
     let address = format!("127.0.0.1:{port}");
     let node_dir = tmp.path().join("hsm-c");
     let status = Command::new(hsmkms_exe())

@@ -113,7 +113,7 @@ impl NodeClient {
         deadline: Duration,
     ) -> Result<Response, ClientError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let frame = frame::encode(id, &request)?;
+        let frame = frame::encode_call(id, deadline_after(deadline), &request)?;
         drop(request);
         let (reply, answer) = oneshot::channel();
         let closed = || ClientError::Closed {
@@ -135,6 +135,14 @@ impl NodeClient {
             Ok(other) => other,
         }
     }
+}
+
+/// The wall-clock time `deadline` from now, in Unix milliseconds, as calls carry it.
+fn deadline_after(deadline: Duration) -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (now + deadline).as_millis().min(u128::from(u64::MAX)) as u64
 }
 
 async fn run_connection<S>(

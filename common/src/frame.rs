@@ -32,11 +32,21 @@ pub fn codec() -> LengthDelimitedCodec {
         .new_codec()
 }
 
-/// Encodes a body into a frame payload.
+/// Encodes a body into a frame payload, without a deadline (answers).
 pub fn encode<T: Serialize>(id: u64, body: &T) -> Result<Bytes, FrameError> {
+    encode_call(id, 0, body)
+}
+
+/// Encodes a call into a frame payload, with its deadline (Unix milliseconds).
+pub fn encode_call<T: Serialize>(
+    id: u64,
+    deadline_unix_millis: u64,
+    body: &T,
+) -> Result<Bytes, FrameError> {
     let bytes = postcard::to_stdvec(&Envelope {
         version: PROTOCOL_VERSION,
         id,
+        deadline_unix_millis,
         body,
     })?;
     if bytes.len() > MAX_FRAME_LEN {
@@ -52,13 +62,19 @@ pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<Envelope<T>, FrameE
         return Err(FrameError::Version(version));
     }
     let (id, rest): (u64, &[u8]) = postcard::take_from_bytes(rest)?;
+    let (deadline_unix_millis, rest): (u64, &[u8]) = postcard::take_from_bytes(rest)?;
     let (body, rest): (T, &[u8]) = postcard::take_from_bytes(rest)?;
     if !rest.is_empty() {
         return Err(FrameError::Malformed(
             postcard::Error::DeserializeBadEncoding,
         ));
     }
-    Ok(Envelope { version, id, body })
+    Ok(Envelope {
+        version,
+        id,
+        deadline_unix_millis,
+        body,
+    })
 }
 
 #[cfg(test)]
@@ -94,6 +110,7 @@ mod tests {
         let mut other = postcard::to_stdvec(&Envelope {
             version: 99u16,
             id: 1u64,
+            deadline_unix_millis: 0,
             body: Response::Ok,
         })
         .unwrap_or_default();

@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use crate::secret::{SecretBytes, SecretString};
 
 /// Bumped on any incompatible change; a peer speaking another version is refused.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// 3: calls carry a deadline.
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Number of buckets the anti-entropy digest splits objects into.
 pub const DIGEST_BUCKETS: usize = 256;
@@ -27,11 +28,16 @@ pub const MAX_RANDOM_BYTES: u32 = 4_096;
 pub const MAX_CRYPTO_BYTES: usize = 1024 * 1024;
 
 /// Every message's outer shape: a protocol version, a call id that pairs a response with its
-/// request (calls are pipelined), and the body.
+/// request (calls are pipelined), the call's deadline, and the body.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Envelope<T> {
     pub version: u16,
     pub id: u64,
+    /// When the caller stops waiting, in milliseconds since the Unix epoch (wall clock; 0 for
+    /// none, as on answers). A node never runs a call whose deadline has passed, so a caller
+    /// that timed out and retried elsewhere cannot have its first attempt run later too (an HSM
+    /// that stalled, say, and reads the call once it runs again).
+    pub deadline_unix_millis: u64,
     pub body: T,
 }
 
@@ -402,6 +408,9 @@ pub enum ErrorCode {
     DecryptionFailed,
     /// The node failed internally (storage, for example).
     Internal,
+    /// The call's deadline passed before the node ran it (or, for a key generation, before it
+    /// could acknowledge it: the key was rolled back).
+    DeadlineExceeded,
 }
 
 /// An error answer.

@@ -167,6 +167,7 @@ impl StreamHandler<Result<BytesMut, std::io::Error>> for Connection {
         let call = self.node.send(Call {
             conn: self.conn,
             peer: self.peer,
+            deadline_unix_millis: envelope.deadline_unix_millis,
             request: envelope.body,
         });
         let answer = async move {

@@ -114,6 +114,19 @@ fn entry_hash(id: &ObjectId, version: Version) -> u64 {
     u64::from_be_bytes(first)
 }
 
+/// Whether copy `new` of an object wins over copy `old`: the higher version wins, and for keys
+/// a tombstone always wins (and a live copy never beats one), so a deleted key never comes
+/// back.
+fn beats(new: &Stored, old: &Stored) -> bool {
+    let is_key = matches!(new.id, ObjectId::Key(_));
+    let new_dead = matches!(new.entry, Entry::Tombstone);
+    let old_dead = matches!(old.entry, Entry::Tombstone);
+    if is_key && old_dead && !new_dead {
+        return false;
+    }
+    (is_key && new_dead && !old_dead) || new.version > old.version
+}
+
 /// The state of one HSM node.
 #[derive(Debug)]
 pub struct NodeCore {
@@ -184,29 +197,50 @@ impl NodeCore {
         stored
     }
 
-    /// Merges objects from a peer: the higher version wins, and for keys a tombstone always
-    /// wins, so a deleted key never comes back. Returns what changed here.
-    pub fn apply_remote(&mut self, incoming: Vec<Stored>) -> Vec<Stored> {
-        let mut changed = Vec::new();
+    /// Whether `stored` would win over this node's copy (see [`beats`]).
+    fn wins(&self, stored: &Stored) -> bool {
+        self.objects
+            .get(&stored.id)
+            .is_none_or(|local| beats(stored, local))
+    }
+
+    /// Of objects from a peer, those that would change this node: what to persist. Changes
+    /// nothing; [`NodeCore::install_remote`] installs them once they are durable.
+    pub fn winners(&self, incoming: Vec<Stored>) -> Vec<Stored> {
+        let mut winners: Vec<Stored> = Vec::new();
         for stored in incoming {
-            let wins = match self.objects.get(&stored.id) {
-                None => true,
-                Some(local) => {
-                    let key_resurrection = matches!(stored.id, ObjectId::Key(_))
-                        && matches!(local.entry, Entry::Tombstone)
-                        && !matches!(stored.entry, Entry::Tombstone);
-                    let key_deletion = matches!(stored.id, ObjectId::Key(_))
-                        && matches!(stored.entry, Entry::Tombstone)
-                        && !matches!(local.entry, Entry::Tombstone);
-                    !key_resurrection && (key_deletion || stored.version > local.version)
-                }
-            };
-            if wins {
-                self.install(stored.clone());
-                changed.push(stored);
+            if !self.wins(&stored) {
+                continue;
+            }
+            // Two copies of one object in a batch: the one that beats the other.
+            match winners.iter_mut().find(|w| w.id == stored.id) {
+                Some(w) if beats(&stored, w) => *w = stored,
+                Some(_) => {}
+                None => winners.push(stored),
             }
         }
-        changed
+        winners
+    }
+
+    /// Installs objects from a peer once they are durable, each only if it still wins (another
+    /// change may have been installed while they were being written). Returns how many did.
+    pub fn install_remote(&mut self, durable: Vec<Stored>) -> usize {
+        let mut installed = 0;
+        for stored in durable {
+            if self.wins(&stored) {
+                self.install(stored);
+                installed += 1;
+            }
+        }
+        installed
+    }
+
+    /// Merges objects from a peer at once (for callers that need no durability: tests and
+    /// restores); returns what changed here.
+    pub fn apply_remote(&mut self, incoming: Vec<Stored>) -> Vec<Stored> {
+        let winners = self.winners(incoming);
+        self.install_remote(winners.clone());
+        winners
     }
 
     /// Makes sure this node's own member record is present (a node started by hand on another

@@ -62,7 +62,19 @@ pub struct Call {
     pub conn: ConnId,
     /// Whether the connection holds a node certificate.
     pub peer: bool,
+    /// When the caller stops waiting (Unix milliseconds; 0 for never): a call whose deadline
+    /// has passed is not run.
+    pub deadline_unix_millis: u64,
     pub request: Request,
+}
+
+/// A key generation is acknowledged only this long before its caller's deadline at the latest;
+/// later, the caller may already have given up and retried elsewhere, so it is rolled back.
+pub const ACK_MARGIN_MILLIS: u64 = 500;
+
+fn past(deadline_unix_millis: u64, now_millis: u64) -> bool {
+    let _ = (deadline_unix_millis, now_millis);
+    false
 }
 
 /// A connection closed: its session ends.
@@ -317,7 +329,13 @@ impl NodeActor {
         )
     }
 
-    fn generate(&mut self, conn: ConnId, label: String, length_bytes: u32) -> Reply {
+    fn generate(
+        &mut self,
+        conn: ConnId,
+        label: String,
+        length_bytes: u32,
+        deadline_unix_millis: u64,
+    ) -> Reply {
         let now = self.clock.now_millis();
         let stored = match self.core.generate_key(conn, &label, length_bytes, now) {
             Ok(s) => s,
@@ -355,7 +373,11 @@ impl NodeActor {
                 .into_actor(self)
                 .then(move |(local, acked), act, _| {
                     let me = act.core.me().hsm_id.clone();
-                    if local.is_ok() && acked.len() + 1 >= quorum {
+                    let late = past(
+                        deadline_unix_millis.saturating_sub(ACK_MARGIN_MILLIS),
+                        act.clock.now_millis(),
+                    ) && deadline_unix_millis != 0;
+                    if local.is_ok() && acked.len() + 1 >= quorum && !late {
                         let mut durable_on = vec![me];
                         durable_on.extend(acked.iter().map(|a| act.hsm_id_of(a)));
                         return reply(Ok(Response::KeyCreated {
@@ -363,17 +385,27 @@ impl NodeActor {
                             durable_on,
                         }));
                     }
-                    let why = match &local {
-                        Err(e) => format!("it could not be stored on this HSM ({e})"),
-                        Ok(()) => format!(
-                            "it reached {} of the {quorum} HSMs it must be on",
-                            acked.len() + 1
+                    let (code, why) = match &local {
+                        Err(e) => (
+                            ErrorCode::QuorumNotReached,
+                            format!("it could not be stored on this HSM ({e})"),
+                        ),
+                        Ok(()) if late => (
+                            ErrorCode::DeadlineExceeded,
+                            "its caller's deadline passed before it was acknowledged".into(),
+                        ),
+                        Ok(()) => (
+                            ErrorCode::QuorumNotReached,
+                            format!(
+                                "it reached {} of the {quorum} HSMs it must be on",
+                                acked.len() + 1
+                            ),
                         ),
                     };
                     tracing::warn!(handle, "key generation failed: {why}; rolling back");
                     let tombstone = act.core.roll_back_key(handle);
                     let error = Response::Error(WireError::new(
-                        ErrorCode::QuorumNotReached,
+                        code,
                         format!(
                             "key generation failed and was rolled back: {why} within {:?}",
                             act.options.call_deadline
@@ -456,18 +488,22 @@ impl NodeActor {
             Ok(v) => v,
             Err(e) => return Box::pin(fut::ready(Err(e))),
         };
-        let changed = self.core.apply_remote(incoming);
+        // Persist, then install: a copy that failed to reach the disk is not served either.
+        let changed = self.core.winners(incoming);
         let count = changed.len();
         let touches_members = changed.iter().any(|s| matches!(s.id, ObjectId::Member(_)));
         let store = self.store.clone();
+        let durable = changed.clone();
         Box::pin(
             async move { store.commit(changed).await }
                 .into_actor(self)
                 .map(move |result, act, ctx| {
+                    result.map_err(internal)?;
+                    act.core.install_remote(durable);
                     if touches_members {
                         act.sync_links(ctx);
                     }
-                    result.map(|()| count).map_err(internal)
+                    Ok(count)
                 }),
         )
     }
@@ -522,8 +558,19 @@ impl Handler<Call> for NodeActor {
         let Call {
             conn,
             peer,
+            deadline_unix_millis,
             request,
         } = msg;
+        if past(deadline_unix_millis, self.clock.now_millis()) {
+            tracing::warn!(
+                call = request.name(),
+                "a call arrived after its deadline; not run"
+            );
+            return reply(Err(WireError::new(
+                ErrorCode::DeadlineExceeded,
+                format!("{} arrived after its caller's deadline", request.name()),
+            )));
+        }
         if request.is_peer_only() && !peer {
             return reply(Err(WireError::new(
                 ErrorCode::PeerOnly,
@@ -573,7 +620,7 @@ impl Handler<Call> for NodeActor {
             Request::GenerateAesKey {
                 label,
                 length_bytes,
-            } => self.generate(conn, label, length_bytes),
+            } => self.generate(conn, label, length_bytes, deadline_unix_millis),
             Request::FindKeys { label, owner } => reply(
                 core.find_keys(conn, label.as_deref(), owner.as_deref())
                     .map(Response::Keys),

@@ -105,9 +105,11 @@ struct Close {
 /// Builds a request afresh for each attempt (requests hold secrets, which are not `Clone`).
 type MakeRequest = Box<dyn Fn() -> Request + Send>;
 
-/// Runs one request on an HSM, failing over between sessions.
+/// Runs one request on an HSM, failing over between sessions. Answers the outcome, and
+/// whether an earlier attempt failed after it may have reached its HSM (a timeout or a closed
+/// connection), so the request may have run there too.
 #[derive(Message)]
-#[rtype(result = "Result<(String, Response), KmsError>")]
+#[rtype(result = "(Result<(String, Response), KmsError>, bool)")]
 struct Run(MakeRequest);
 
 impl std::fmt::Debug for Run {
@@ -426,18 +428,22 @@ impl Handler<SessionHsms> for KeyStoreActor {
 struct Round {
     answer: Result<(String, Response), (bool, KmsError)>,
     timed_out: Vec<String>,
+    /// An attempt failed in a way that leaves open whether it ran.
+    uncertain: bool,
 }
 
 /// Tries a request on each session in turn; the first answer wins, a refusal ends the round.
 async fn try_sessions(order: &[Session], make: &MakeRequest) -> Round {
     let mut last = unreachable_cluster();
     let mut timed_out = Vec::new();
+    let mut uncertain = false;
     for session in order {
         match session.client.call(make(), HSM_DEADLINE).await {
             Ok(r) => {
                 return Round {
                     answer: Ok((session.hsm_id.clone(), r)),
                     timed_out,
+                    uncertain,
                 }
             }
             Err(e) if retryable(&e) => {
@@ -445,12 +451,14 @@ async fn try_sessions(order: &[Session], make: &MakeRequest) -> Round {
                 if matches!(e, ClientError::Timeout { .. }) {
                     timed_out.push(session.hsm_id.clone());
                 }
+                uncertain = true;
                 last = hsm_error(e);
             }
             Err(e) => {
                 return Round {
                     answer: Err((false, hsm_error(e))),
                     timed_out,
+                    uncertain,
                 }
             }
         }
@@ -458,11 +466,12 @@ async fn try_sessions(order: &[Session], make: &MakeRequest) -> Round {
     Round {
         answer: Err((true, last)),
         timed_out,
+        uncertain,
     }
 }
 
 impl Handler<Run> for KeyStoreActor {
-    type Result = ResponseActFuture<Self, Result<(String, Response), KmsError>>;
+    type Result = ResponseActFuture<Self, (Result<(String, Response), KmsError>, bool)>;
 
     fn handle(&mut self, msg: Run, _: &mut Context<Self>) -> Self::Result {
         // Spread calls over the HSMs, as the CloudHSM client load-balances.
@@ -481,7 +490,7 @@ impl Handler<Run> for KeyStoreActor {
                         act.sessions
                             .retain(|s| !round.timed_out.contains(&s.hsm_id));
                     }
-                    round.answer.map_err(|(_, e)| e)
+                    (round.answer.map_err(|(_, e)| e), round.uncertain)
                 }),
         )
     }
@@ -593,32 +602,81 @@ impl HsmGateway {
             .await;
     }
 
+    /// Runs a request on one of the store's HSMs; also answers whether an earlier attempt may
+    /// have run somewhere too (see [`Run`]).
+    async fn run_uncertain(
+        &self,
+        store_id: &str,
+        make: impl Fn() -> Request + Send + 'static,
+    ) -> (Result<(String, Response), KmsError>, bool) {
+        match self
+            .actor(store_id)
+            .send(Run(Box::new(make)))
+            .timeout(RUN_DEADLINE)
+            .await
+        {
+            Ok(outcome) => outcome,
+            // Gave up waiting: what was sent may still run.
+            Err(e) => (Err(mailbox(e)), true),
+        }
+    }
+
     async fn run(
         &self,
         store_id: &str,
         make: impl Fn() -> Request + Send + 'static,
     ) -> Result<(String, Response), KmsError> {
-        self.actor(store_id)
-            .send(Run(Box::new(make)))
-            .timeout(RUN_DEADLINE)
-            .await
-            .map_err(mailbox)?
+        self.run_uncertain(store_id, make).await.0
     }
 
     /// Generates the backing key of a new KMS key: AES-256, owned by kmsuser, labelled with
-    /// the key's ARN. Returns its handle.
-    pub async fn generate_key(&self, store_id: &str, label: &str) -> Result<u64, KmsError> {
+    /// the key's ARN. Returns its handle (or the error), and whether an attempt that failed may
+    /// have made a key too (an HSM that stopped answering, or left, after it got the call): then
+    /// the caller reconciles the label ([`HsmGateway::reconcile`]).
+    pub async fn generate_key(&self, store_id: &str, label: &str) -> (Result<u64, KmsError>, bool) {
         let label = label.to_string();
         let make = move || Request::GenerateAesKey {
             label: label.clone(),
             length_bytes: 32,
         };
-        match self.run(store_id, make).await? {
-            (_, Response::KeyCreated { key, .. }) => Ok(key.handle),
-            (_, other) => Err(KmsError::KmsInternal(format!(
+        let (answer, uncertain) = self.run_uncertain(store_id, make).await;
+        let handle = match answer {
+            Ok((_, Response::KeyCreated { key, .. })) => Ok(key.handle),
+            Ok((_, other)) => Err(KmsError::KmsInternal(format!(
                 "unexpected answer from the HSM: {other:?}"
             ))),
+            Err(e) => Err(e),
+        };
+        (handle, uncertain)
+    }
+
+    /// Deletes every kmsuser key object labelled `label` but the one KMS keeps (`keep`; none
+    /// when the creation failed): the second key a generation that timed out or lost its HSM
+    /// may have left. Returns how many it deleted.
+    pub async fn reconcile(&self, store_id: &str, label: &str, keep: Option<u64>) -> usize {
+        let wanted = label.to_string();
+        let found = self
+            .run(store_id, move || Request::FindKeys {
+                label: Some(wanted.clone()),
+                owner: Some(KMSUSER.into()),
+            })
+            .await;
+        let Ok((_, Response::Keys(keys))) = found else {
+            return 0;
+        };
+        let mut deleted = 0;
+        for key in keys.into_iter().filter(|k| Some(k.handle) != keep) {
+            let handle = key.handle;
+            if self
+                .run(store_id, move || Request::DeleteKey { handle })
+                .await
+                .is_ok()
+            {
+                tracing::warn!(%handle, label, "deleted a second backing key an interrupted generation left");
+                deleted += 1;
+            }
         }
+        deleted
     }
 
     pub async fn encrypt(

@@ -47,13 +47,11 @@ fn sdk_http_client() -> aws_sdk_kms::config::SharedHttpClient {
         .build_https()
 }
 
-/// A free port on 127.0.0.1, for one emulator.
+/// A free port on 127.0.0.1 for one emulator, below the ephemeral range (as the launcher
+/// picks HSM ports), so a restart on the same port never finds it taken by a connection's
+/// source port.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    hsmkms::cluster::free_port("127.0.0.1").unwrap()
 }
 
 pub fn hsmkms_exe() -> PathBuf {
@@ -80,9 +78,17 @@ impl Emulator {
             .arg(data_dir)
             .args(["--port", &port.to_string()])
             .args(options)
-            .env("RUST_LOG", "warn")
+            // HSMKMS_TEST_LOG=info shows the emulator's log (on the test's stderr).
+            .env(
+                "RUST_LOG",
+                std::env::var("HSMKMS_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(if std::env::var_os("HSMKMS_TEST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();

@@ -282,3 +282,36 @@ fn object_ids_sort_members_then_users_then_keys() {
     assert_eq!(a.user_count(), 2);
     assert_eq!(a.list_users(1).map(|u| u.len()).ok(), Some(2));
 }
+
+#[test]
+fn remote_objects_are_planned_without_changes_and_installed_only_if_they_still_win() {
+    let mut a = node(1);
+    let mut b = node(2);
+    let key = a
+        .generate_key(2, "k", 32, 0)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let handle = handle_of(&key);
+    // Planning changes nothing: the key is not there until it is installed.
+    let planned = b.winners(vec![key.clone()]);
+    assert_eq!(planned.len(), 1);
+    assert!(
+        b.key(handle).is_none(),
+        "nothing visible before it is durable"
+    );
+    // A tombstone installed meanwhile (the key deleted elsewhere) beats the planned copy.
+    let tomb = a.delete_key(2, handle).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(b.install_remote(vec![tomb.clone()]), 1);
+    assert_eq!(
+        b.install_remote(planned),
+        0,
+        "the stale copy is not installed"
+    );
+    assert!(b.key(handle).is_none());
+    // In one batch a tombstone beats a live copy whatever their order and versions.
+    let c = node(3);
+    let mut newer = key;
+    newer.version.counter = 1_000;
+    let batch = c.winners(vec![tomb, newer]);
+    assert_eq!(batch.len(), 1);
+    assert!(matches!(batch[0].entry, Entry::Tombstone));
+}

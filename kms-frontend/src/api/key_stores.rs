@@ -512,13 +512,42 @@ pub async fn create_key_in_store(
         )));
     }
     let arn = fe.arns.key_arn(&record.key_id);
-    let handle = fe.hsm.generate_key(store_id, &arn).await?;
-    let record = key_store_record(record, store_id, &cluster_id, handle);
-    fe.add_key(record.clone()).await?;
+    let (generated, uncertain) = fe.hsm.generate_key(store_id, &arn).await;
+    let added = match generated {
+        Ok(handle) => {
+            let record = key_store_record(record, store_id, &cluster_id, handle);
+            fe.add_key(record.clone()).await.map(|()| record)
+        }
+        Err(e) => Err(e),
+    };
+    if uncertain || added.is_err() {
+        // An attempt may have made a key that KMS does not record: clean the label up, once
+        // replication has settled and once more after any straggler could have arrived.
+        let keep = added.as_ref().ok().and_then(|r| r.origin.backing_handle());
+        spawn_reconcile(fe.clone(), store_id.to_string(), arn, keep);
+    }
+    let record = added?;
     let reg = fe.registry();
     to_json(KeyMetadataResponse {
         key_metadata: metadata(&reg, &record),
     })
+}
+
+/// When [`spawn_reconcile`] looks for second backing keys: after replication settles, and
+/// after a stalled HSM's calls are past their deadline for sure.
+pub const RECONCILE_AFTER: [std::time::Duration; 2] = [
+    std::time::Duration::from_secs(2),
+    std::time::Duration::from_secs(20),
+];
+
+/// Removes, in the background, key objects labelled `arn` other than `keep`.
+fn spawn_reconcile(fe: Arc<Frontend>, store_id: String, arn: String, keep: Option<u64>) {
+    actix::spawn(async move {
+        for wait in RECONCILE_AFTER {
+            tokio::time::sleep(wait).await;
+            fe.hsm.reconcile(&store_id, &arn, keep).await;
+        }
+    });
 }
 
 /// GenerateRandom with a CustomKeyStoreId: random bytes from the store's cluster.

@@ -66,6 +66,14 @@ impl KeyOrigin {
         }
     }
 
+    /// The handle of a key store key's backing key.
+    pub fn backing_handle(&self) -> Option<u64> {
+        match self {
+            KeyOrigin::AwsKms { .. } => None,
+            KeyOrigin::CloudHsm { backing_key, .. } => Some(backing_key.key_handle),
+        }
+    }
+
     /// The custom key store the key lives in, if any.
     pub fn store_id(&self) -> Option<&str> {
         match self {
