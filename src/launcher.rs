@@ -64,11 +64,16 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, env = "HSMKMS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Total size the audit trail's files may take (it rotates in four files); the events'
+    /// files have the same cap.
+    #[arg(long, env = "HSMKMS_AUDIT_MAX_BYTES", default_value_t = kms_frontend::audit::DEFAULT_MAX_BYTES)]
+    pub audit_max_bytes: u64,
 }
 
 /// Runs the emulator until a termination signal.
 pub async fn run(args: RunArgs) -> Result<()> {
     hsm_node::cli::init_logging(args.log_format);
+    raise_open_file_limit();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
@@ -149,6 +154,21 @@ pub async fn run(args: RunArgs) -> Result<()> {
     Ok(())
 }
 
+/// Raises the soft limit on open files to the hard limit: every client connection, HSM session
+/// and peer link is a descriptor, and 1,024 (a common default) runs out under load long before
+/// the request deadlines close the stalled ones.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                Ok(()) => tracing::debug!(from = soft, to = hard, "raised the open file limit"),
+                Err(e) => tracing::warn!(error = %e, "cannot raise the open file limit"),
+            }
+        }
+    }
+}
+
 type StartedFrontend = (
     Arc<kms_frontend::Frontend>,
     actix_web::dev::ServerHandle,
@@ -168,6 +188,7 @@ async fn start_frontend(
         account_id: args.account_id.clone(),
         provisioner,
         base_clock: clock,
+        audit_max_bytes: args.audit_max_bytes,
     })?;
     frontend.recover().await;
     let bind = std::net::SocketAddr::from(([127, 0, 0, 1], args.port));

@@ -21,6 +21,9 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use crate::core::ConnId;
 use crate::node::{Call, ConnClosed, NodeActor, NodeOptions};
 
+/// TLS handshakes that may be in progress at once; more connections are closed at once.
+pub const MAX_HANDSHAKES: usize = 256;
+
 /// Calls one connection may have in flight; more get an error answer at once.
 pub const MAX_IN_FLIGHT_PER_CONNECTION: usize = 1_024;
 
@@ -33,6 +36,10 @@ pub async fn serve(
 ) {
     let acceptor = TlsAcceptor::from(tls);
     let permits = Arc::new(Semaphore::new(options.max_connections));
+    // Handshakes in progress are bounded apart: a connection counts against the cap only once
+    // it has proved it holds a certificate of the cluster, so a flood of idle or TLS-less
+    // connections cannot take the sessions of real clients.
+    let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
     let mut next_conn: ConnId = 1;
     loop {
         let (tcp, remote) = match listener.accept().await {
@@ -43,11 +50,12 @@ pub async fn serve(
                 continue;
             }
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tracing::warn!(%remote, "connection limit reached; refusing connection");
+        let Ok(handshaking) = handshakes.clone().try_acquire_owned() else {
+            tracing::warn!(%remote, "too many TLS handshakes in progress; refusing connection");
             continue;
         };
         let _ = tcp.set_nodelay(true);
+        let permits = permits.clone();
         let conn = next_conn;
         next_conn += 1;
         let acceptor = acceptor.clone();
@@ -64,6 +72,11 @@ pub async fn serve(
                     tracing::warn!(%remote, "TLS handshake timed out");
                     return;
                 }
+            };
+            drop(handshaking);
+            let Ok(permit) = permits.try_acquire_owned() else {
+                tracing::warn!(%remote, "connection limit reached; refusing connection");
+                return;
             };
             let peer = stream
                 .get_ref()

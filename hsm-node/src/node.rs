@@ -49,7 +49,7 @@ impl Default for NodeOptions {
             call_deadline: Duration::from_secs(5),
             anti_entropy_interval: Duration::from_secs(1),
             reconnect_interval: Duration::from_millis(250),
-            handshake_timeout: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(3),
             max_connections: 1_024,
         }
     }

@@ -41,6 +41,8 @@ pub struct FrontendOptions {
     /// Runs the HSMs of the CloudHSM service.
     pub provisioner: Arc<dyn Provisioner>,
     pub base_clock: Arc<dyn Clock>,
+    /// Total cap on the audit trail's files (and, apart, on the events').
+    pub audit_max_bytes: u64,
 }
 
 /// Everything the API handlers share.
@@ -162,12 +164,12 @@ impl Frontend {
             registry: RwLock::new(registry),
             store,
             clock,
-            audit: Audit::open(&options.dir.join(AUDIT_FILE))?,
+            audit: Audit::open(&options.dir.join(AUDIT_FILE), options.audit_max_bytes)?,
             metrics: Metrics::default(),
             hsm: HsmGateway::new(directory),
             clusters,
             arns,
-            events: Audit::open(&options.dir.join(EVENTS_FILE))?,
+            events: Audit::open(&options.dir.join(EVENTS_FILE), options.audit_max_bytes)?,
             deletions: tokio::sync::Mutex::new(()),
             owners: Mutex::new(HashMap::new()),
             store_names: tokio::sync::Mutex::new(()),
@@ -294,7 +296,7 @@ impl Frontend {
 
     /// Service events (`KMS CMK Deletion`), newest last.
     pub fn events(&self, limit: usize) -> Vec<Value> {
-        self.events.read(None, limit)
+        self.events.read(None, None, limit)
     }
 
     /// Deletes every key whose waiting period has ended: the KMS key and its aliases first

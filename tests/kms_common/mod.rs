@@ -132,6 +132,22 @@ impl Emulator {
         }
     }
 
+    /// The launcher's process id.
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    /// The launcher's resident memory, in bytes (VmRSS).
+    pub fn resident_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap()
+            * 1024
+    }
+
     /// SIGKILL, as a crash: nothing gets a chance to flush.
     pub fn crash(mut self) {
         let mut child = self.child.take().unwrap();
@@ -139,7 +155,7 @@ impl Emulator {
         child.wait().unwrap();
     }
 
-    fn url(&self, path: &str) -> String {
+    pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 

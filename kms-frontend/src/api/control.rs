@@ -74,7 +74,21 @@ struct Advance {
     advance_seconds: Option<u64>,
 }
 
-async fn post_clock(fe: web::Data<Arc<Frontend>>, body: web::Bytes) -> HttpResponse {
+/// Reads a control request's body with the same limits and deadline as the AWS endpoints.
+async fn body_of(payload: web::Payload) -> Result<web::BytesMut, HttpResponse> {
+    let id = uuid::Uuid::new_v4().to_string();
+    match super::read_body(payload).await {
+        Ok(body) => Ok(body),
+        Err(super::BodyError::Late) => Err(super::late_body(&id)),
+        Err(super::BodyError::Invalid(message)) => Err(bad(message)),
+    }
+}
+
+async fn post_clock(fe: web::Data<Arc<Frontend>>, payload: web::Payload) -> HttpResponse {
+    let body = match body_of(payload).await {
+        Ok(b) => b,
+        Err(answer) => return answer,
+    };
     let advance: Advance = match serde_json::from_slice(&body) {
         Ok(a) => a,
         Err(e) => {
@@ -105,13 +119,42 @@ async fn post_clock(fe: web::Data<Arc<Frontend>>, body: web::Bytes) -> HttpRespo
 
 #[derive(Debug, Deserialize)]
 struct AuditQuery {
+    /// Only records naming this key id or ARN.
     key: Option<String>,
+    /// Only records at or after this time: epoch seconds, or ISO 8601 as `eventTime` writes it.
+    since: Option<String>,
+    /// The newest this many (default 1,000, at most 10,000).
     limit: Option<usize>,
 }
 
+/// `GET /_hsmkms/audit[?key=][&since=][&limit=]`: read off the HTTP workers, bounded.
 async fn audit(fe: web::Data<Arc<Frontend>>, query: web::Query<AuditQuery>) -> HttpResponse {
-    let limit = query.limit.unwrap_or(1000).min(100_000);
-    HttpResponse::Ok().json(json!({"records": fe.audit.read(query.key.as_deref(), limit)}))
+    let limit = query
+        .limit
+        .unwrap_or(1000)
+        .min(crate::audit::MAX_QUERY_RECORDS);
+    let since = match query.since.as_deref() {
+        None => None,
+        Some(s) => match s.parse::<f64>() {
+            Ok(secs) if secs >= 0.0 => Some(iso8601((secs * 1000.0) as u64)),
+            Ok(_) => return bad("since must not be negative.".into()),
+            Err(_) if chrono::DateTime::parse_from_rfc3339(s).is_ok() => Some(s.to_string()),
+            Err(_) => {
+                return bad(format!(
+                    "since must be epoch seconds or an ISO 8601 time, not {s:?}."
+                ))
+            }
+        },
+    };
+    let key = query.key.clone();
+    let fe = fe.get_ref().clone();
+    match web::block(move || fe.audit.read(key.as_deref(), since.as_deref(), limit)).await {
+        Ok(records) => HttpResponse::Ok().json(json!({ "records": records })),
+        Err(e) => error_response(
+            &KmsError::KmsInternal(format!("The audit trail could not be read: {e}")),
+            &uuid::Uuid::new_v4().to_string(),
+        ),
+    }
 }
 
 async fn metrics(fe: web::Data<Arc<Frontend>>) -> HttpResponse {
@@ -121,7 +164,14 @@ async fn metrics(fe: web::Data<Arc<Frontend>>) -> HttpResponse {
 }
 
 async fn events(fe: web::Data<Arc<Frontend>>) -> HttpResponse {
-    HttpResponse::Ok().json(json!({"events": fe.events(10_000)}))
+    let fe = fe.get_ref().clone();
+    match web::block(move || fe.events(crate::audit::MAX_QUERY_RECORDS)).await {
+        Ok(events) => HttpResponse::Ok().json(json!({ "events": events })),
+        Err(e) => error_response(
+            &KmsError::KmsInternal(format!("The events could not be read: {e}")),
+            &uuid::Uuid::new_v4().to_string(),
+        ),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -139,7 +189,11 @@ struct Fault {
 /// Most commits one `fail-commits` may fail.
 const MAX_INJECTED_COMMIT_FAILURES: u32 = 1_000;
 
-async fn fault(fe: web::Data<Arc<Frontend>>, body: web::Bytes) -> HttpResponse {
+async fn fault(fe: web::Data<Arc<Frontend>>, payload: web::Payload) -> HttpResponse {
+    let body = match body_of(payload).await {
+        Ok(b) => b,
+        Err(answer) => return answer,
+    };
     let fault: Fault = match serde_json::from_slice(&body) {
         Ok(f) => f,
         Err(e) => {

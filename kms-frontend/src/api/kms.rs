@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::key_stores;
 use super::parse;
 use super::types::*;
-use crate::audit::api_call_record;
+use crate::audit::{self, api_call_record};
 use crate::frontend::{epoch_seconds, iso8601, Frontend};
 use crate::locks::Resource;
 use crate::service::ciphertext::{self, Header};
@@ -128,6 +128,41 @@ pub fn metadata(registry: &Registry, record: &KeyRecord) -> KeyMetadata {
     }
 }
 
+/// The KMS operations this emulator serves (what [`dispatch`] knows).
+pub const OPERATIONS: [&str; 31] = [
+    "CreateKey",
+    "DescribeKey",
+    "ListKeys",
+    "EnableKey",
+    "DisableKey",
+    "UpdateKeyDescription",
+    "ScheduleKeyDeletion",
+    "CancelKeyDeletion",
+    "GetKeyPolicy",
+    "PutKeyPolicy",
+    "ListKeyPolicies",
+    "GetKeyRotationStatus",
+    "Encrypt",
+    "Decrypt",
+    "ReEncrypt",
+    "GenerateDataKey",
+    "GenerateDataKeyWithoutPlaintext",
+    "GenerateRandom",
+    "CreateAlias",
+    "UpdateAlias",
+    "DeleteAlias",
+    "ListAliases",
+    "TagResource",
+    "UntagResource",
+    "ListResourceTags",
+    "CreateCustomKeyStore",
+    "DescribeCustomKeyStores",
+    "ConnectCustomKeyStore",
+    "DisconnectCustomKeyStore",
+    "UpdateCustomKeyStore",
+    "DeleteCustomKeyStore",
+];
+
 /// Runs one KMS operation, counts it and audits it.
 pub async fn call(
     frontend: &Arc<Frontend>,
@@ -135,7 +170,10 @@ pub async fn call(
     body: &[u8],
     request_id: &str,
 ) -> Result<Value, KmsError> {
-    frontend.metrics.count_request(op);
+    let served = audit::metric_name(op, &OPERATIONS) != "Other";
+    frontend
+        .metrics
+        .count_request(audit::metric_name(op, &OPERATIONS));
     let result = dispatch(frontend, op, body).await;
     if let Err(e) = &result {
         frontend.metrics.count_error(e.type_name());
@@ -143,7 +181,12 @@ pub async fn call(
             frontend.metrics.count_pending_deletion_error();
         }
     }
-    let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    // What CloudTrail records: the parameters of a request it knows, never the whole body.
+    let request = if served {
+        audit::request_parameters(body)
+    } else {
+        Value::Null
+    };
     let response = result.as_ref().ok().cloned().unwrap_or(Value::Null);
     let error = result.as_ref().err().map(|e| (e.type_name(), e.message()));
     let additional = additional_event_data(frontend, op, &request, &response);

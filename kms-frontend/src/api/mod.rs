@@ -49,17 +49,53 @@ pub fn error_response(e: &KmsError, request_id: &str) -> HttpResponse {
         .json(serde_json::json!({"__type": e.type_name(), "message": e.message()}))
 }
 
-/// Reads a request body, up to [`MAX_BODY`].
-async fn read_body(mut payload: web::Payload) -> Result<web::BytesMut, String> {
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = futures::StreamExt::next(&mut payload).await {
-        let chunk = chunk.map_err(|_| "The request body could not be read.".to_string())?;
-        if body.len() + chunk.len() > MAX_BODY {
-            return Err(format!("The request body is larger than {MAX_BODY} bytes."));
+/// How long a request body may take to arrive, whole. A client that stalls its upload is
+/// answered RequestTimeoutException and its connection closed, so stalled uploads cannot pile
+/// up and take every descriptor.
+pub const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Why a body could not be read.
+#[derive(Debug)]
+pub enum BodyError {
+    /// Unreadable or over [`MAX_BODY`]: the message.
+    Invalid(String),
+    /// Not all there within [`BODY_DEADLINE`].
+    Late,
+}
+
+/// Reads a request body, up to [`MAX_BODY`], within [`BODY_DEADLINE`].
+pub async fn read_body(mut payload: web::Payload) -> Result<web::BytesMut, BodyError> {
+    let read = async {
+        let mut body = web::BytesMut::new();
+        while let Some(chunk) = futures::StreamExt::next(&mut payload).await {
+            let chunk = chunk.map_err(|_| {
+                BodyError::Invalid("The request body could not be read.".to_string())
+            })?;
+            if body.len() + chunk.len() > MAX_BODY {
+                return Err(BodyError::Invalid(format!(
+                    "The request body is larger than {MAX_BODY} bytes."
+                )));
+            }
+            body.extend_from_slice(&chunk);
         }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
+        Ok(body)
+    };
+    tokio::time::timeout(BODY_DEADLINE, read)
+        .await
+        .unwrap_or(Err(BodyError::Late))
+}
+
+/// The answer to a body that did not arrive in time; the connection is closed after it.
+pub fn late_body(request_id: &str) -> HttpResponse {
+    let e = KmsError::RequestTimeout(format!(
+        "The request body did not arrive within {} seconds.",
+        BODY_DEADLINE.as_secs()
+    ));
+    let mut response = error_response(&e, request_id);
+    response
+        .head_mut()
+        .set_connection_type(actix_web::http::ConnectionType::Close);
+    response
 }
 
 /// The Region a request was signed for (the SigV4 credential scope), if it says.
@@ -98,7 +134,8 @@ async fn aws_json(
     // Read the body with a limit, so an oversized one gets an AWS-shaped answer too.
     let body = match read_body(payload).await {
         Ok(b) => b,
-        Err(message) => {
+        Err(BodyError::Late) => return late_body(&request_id),
+        Err(BodyError::Invalid(message)) => {
             return if target.starts_with("BaldrApiService.") {
                 cloudhsm_json_error(&CloudHsmError::InvalidRequest(message), &request_id)
             } else {
@@ -157,7 +194,8 @@ async fn rpc_v2_cbor(
     let request_id = uuid::Uuid::new_v4().to_string();
     let op = path.into_inner();
     let answer = match read_body(payload).await {
-        Err(message) => Err(CloudHsmError::InvalidRequest(message)),
+        Err(BodyError::Late) => return late_body(&request_id),
+        Err(BodyError::Invalid(message)) => Err(CloudHsmError::InvalidRequest(message)),
         Ok(body) => match cbor::decode(&body) {
             Err(message) => Err(CloudHsmError::InvalidRequest(format!(
                 "The request body is not valid: {message}."

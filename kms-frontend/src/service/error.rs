@@ -71,6 +71,9 @@ pub enum KmsError {
     DependencyTimeout(String),
     #[error("{0}")]
     KeyUnavailable(String),
+    /// The request's body did not arrive in time (HTTP 408, as AWS answers a stalled upload).
+    #[error("{0}")]
+    RequestTimeout(String),
 }
 
 impl KmsError {
@@ -110,6 +113,7 @@ impl KmsError {
             KmsError::KmsInternal(_) => "KMSInternalException",
             KmsError::DependencyTimeout(_) => "DependencyTimeoutException",
             KmsError::KeyUnavailable(_) => "KeyUnavailableException",
+            KmsError::RequestTimeout(_) => "RequestTimeoutException",
         }
     }
 
@@ -120,6 +124,7 @@ impl KmsError {
             KmsError::KmsInternal(_)
             | KmsError::DependencyTimeout(_)
             | KmsError::KeyUnavailable(_) => 500,
+            KmsError::RequestTimeout(_) => 408,
             _ => 400,
         }
     }
