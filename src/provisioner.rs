@@ -136,6 +136,17 @@ impl LauncherProvisioner {
         for dir in ClusterDir::discover(data_dir)? {
             let kept = Kept::open(dir)?;
             for hsm in kept.dir.info.hsms.iter().filter(|h| !h.external) {
+                // Each HSM knows its peers' addresses outside its store too, so one whose
+                // store is unreadable can rebuild from them.
+                let peers: Vec<String> = kept
+                    .dir
+                    .info
+                    .hsms
+                    .iter()
+                    .filter(|h| h.hsm_id != hsm.hsm_id)
+                    .map(|h| h.address.clone())
+                    .collect();
+                hsm_node::config::add_join(&kept.dir.node_dir(hsm), &peers)?;
                 provisioner.start_node(&hsm.hsm_id, &kept.dir.node_dir(hsm))?;
             }
             lock(&provisioner.clusters).insert(kept.dir.info.cluster_id.clone(), kept);

@@ -471,3 +471,61 @@ async fn an_empty_or_damaged_kms_store_stops_the_start_with_a_clear_message() {
     );
     emulator.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_hsm_store_is_rebuilt_from_its_peer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data");
+    let port = free_port();
+    let emulator = Emulator::start(&data_dir, port);
+    let kms = emulator.kms();
+    let store = emulator.create_connected_store(&kms, "rebuilt-store").await;
+    let mut keys = Vec::new();
+    for _ in 0..5 {
+        keys.push(kms_common::create_store_key(&kms, &store).await);
+    }
+    let blob = kms
+        .encrypt()
+        .key_id(keys[0].key_id())
+        .plaintext(aws_sdk_kms::primitives::Blob::new(b"before".to_vec()))
+        .send()
+        .await
+        .unwrap()
+        .ciphertext_blob()
+        .unwrap()
+        .clone();
+    let damaged_hsm = emulator.hsm_ids()[0].clone();
+    emulator.stop();
+
+    // One HSM's store is damaged while the emulator is down.
+    let node_store = data_dir.join("hsms").join(&damaged_hsm).join("node.redb");
+    let mut bytes = std::fs::read(&node_store).unwrap();
+    bytes[..4096].fill(0x5A);
+    std::fs::write(&node_store, &bytes).unwrap();
+
+    // It starts, rebuilds from its peer, and the store and its keys work at once.
+    let emulator = Emulator::start(&data_dir, port);
+    let kms = emulator.kms();
+    assert_eq!(
+        kms_common::connection_state(&kms, &store).await,
+        aws_sdk_kms::types::ConnectionStateType::Connected
+    );
+    let opened = kms.decrypt().ciphertext_blob(blob).send().await.unwrap();
+    assert_eq!(opened.plaintext().unwrap().as_ref(), b"before");
+    // The rebuilt HSM holds every backing key again, and serves them.
+    for key in &keys {
+        let arn = key.arn().unwrap();
+        kms_common::wait_until(
+            &format!("{damaged_hsm} holds the backing key of {arn}"),
+            Duration::from_secs(15),
+            || (emulator.keys_labelled(&damaged_hsm, arn).len() == 1).then_some(()),
+        );
+    }
+    // The damaged file is kept aside for inspection.
+    let aside = std::fs::read_dir(node_store.parent().unwrap())
+        .unwrap()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().contains("damaged"));
+    assert!(aside, "the damaged store is kept aside");
+    emulator.stop();
+}

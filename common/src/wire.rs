@@ -411,6 +411,9 @@ pub enum ErrorCode {
     /// The call's deadline passed before the node ran it (or, for a key generation, before it
     /// could acknowledge it: the key was rolled back).
     DeadlineExceeded,
+    /// The HSM is rebuilding its store from its peers and serves no client until it has
+    /// caught up; try another HSM.
+    Rebuilding,
 }
 
 /// An error answer.

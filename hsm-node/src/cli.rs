@@ -5,11 +5,11 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Parser, ValueEnum};
 use hsmkms_common::clock::SystemClock;
 
-use crate::config::{self, CONFIG_FILE};
+use crate::config;
 use crate::handle::NodeHandle;
 use crate::node::NodeOptions;
 
@@ -57,17 +57,7 @@ pub fn run(args: NodeArgs) -> Result<()> {
     init_logging(args.log_format);
     if !args.join.is_empty() {
         // Record the join targets in the node's config, so a restart rejoins the same way.
-        let path = args.node_dir.join(CONFIG_FILE);
-        let mut node_config: config::NodeConfig = serde_json::from_str(
-            &std::fs::read_to_string(&path)
-                .with_context(|| format!("reading {}", path.display()))?,
-        )?;
-        for address in &args.join {
-            if !node_config.join.contains(address) {
-                node_config.join.push(address.clone());
-            }
-        }
-        std::fs::write(&path, serde_json::to_string_pretty(&node_config)?)?;
+        config::add_join(&args.node_dir, &args.join)?;
     }
     if args.exit_with_parent {
         // The kernel tells this process at once when the launcher dies, however it dies; the

@@ -150,6 +150,29 @@ pub fn load(dir: &Path) -> Result<LoadedNode> {
     })
 }
 
+/// Adds `addresses` to the join list in a node directory's `node.json` (kept, so every later
+/// start introduces itself to them too), writing the file atomically. Its own address is
+/// never added.
+pub fn add_join(dir: &Path, addresses: &[String]) -> Result<()> {
+    let path = dir.join(CONFIG_FILE);
+    let mut config: NodeConfig = serde_json::from_str(
+        &fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,
+    )
+    .with_context(|| format!("parsing {}", path.display()))?;
+    let before = config.join.len();
+    for address in addresses {
+        if *address != config.advertise && !config.join.contains(address) {
+            config.join.push(address.clone());
+        }
+    }
+    if config.join.len() != before {
+        let tmp = dir.join(format!("{CONFIG_FILE}.tmp"));
+        fs::write(&tmp, serde_json::to_string_pretty(&config)?)?;
+        fs::rename(&tmp, &path)?;
+    }
+    Ok(())
+}
+
 /// Creates a node directory: certificate from the cluster CA, fresh storage key, the cluster's
 /// sync key, and a store holding `seeds` (the cluster's users and members, for the founding
 /// nodes; nothing for a node that will catch up from its peers).

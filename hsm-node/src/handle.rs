@@ -16,7 +16,7 @@ use crate::config::{self, STORE_FILE};
 use crate::connection::serve;
 use crate::core::NodeCore;
 use crate::node::{NodeActor, NodeOptions};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// A running node. Dropping it stops the node and waits until its store is closed.
 pub struct NodeHandle {
@@ -46,12 +46,36 @@ impl NodeHandle {
             .with_context(|| format!("binding {}", node.config.listen))?;
         listener.set_nonblocking(true)?;
         let address = listener.local_addr()?;
-        let (store, objects, store_thread) = Store::open(
-            &dir.join(STORE_FILE),
+        let store_path = dir.join(STORE_FILE);
+        let (store, objects, store_thread, rebuilding) = match Store::open(
+            &store_path,
             node.storage.clone(),
             &node.config.cluster_id,
-        )
-        .with_context(|| format!("opening the store in {}", dir.display()))?;
+        ) {
+            Ok((store, objects, thread)) => (store, objects, thread, false),
+            Err(e @ StoreError::Corrupt(_)) if !node.config.join.is_empty() => {
+                // The peers hold every acknowledged object: move the damaged file aside and
+                // start empty, serving no client until a peer has been caught up with.
+                let aside =
+                    store_path.with_extension(format!("redb.damaged-{}", clock.now_millis()));
+                std::fs::rename(&store_path, &aside)
+                    .with_context(|| format!("moving {} aside", store_path.display()))?;
+                tracing::error!(error = %e, moved_to = %aside.display(), "the HSM's store is unreadable; rebuilding it from its peers");
+                let (store, objects, thread) =
+                    Store::open(&store_path, node.storage.clone(), &node.config.cluster_id)
+                        .with_context(|| format!("opening a new store in {}", dir.display()))?;
+                (store, objects, thread, true)
+            }
+            Err(e) => {
+                return Err(anyhow!(e)).with_context(|| {
+                    format!(
+                        "opening the store in {} (no peer to rebuild it from: restore the file \
+                         from a copy)",
+                        dir.display()
+                    )
+                })
+            }
+        };
         let hsm_id = node.config.hsm_id.clone();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -81,6 +105,7 @@ impl NodeHandle {
                         options.clone(),
                         node.config.join.clone(),
                     )
+                    .rebuilding(rebuilding)
                     .start();
                     actix::spawn(serve(listener, server_tls, actor.clone(), options));
                     let _ = ready_tx.send(Ok(actor));

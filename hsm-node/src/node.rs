@@ -126,6 +126,17 @@ pub struct NodeActor {
     /// Addresses to link to that are not (yet) known members: join targets, and nodes that
     /// said Hello.
     seeds: HashSet<String>,
+    /// Its store was unreadable and it started empty: it answers no client (only peers) until
+    /// one anti-entropy round with a peer has caught it up, so it never serves, or mints a
+    /// key handle, from a state that lacks what it acknowledged before.
+    rebuilding: bool,
+}
+
+/// From a peer link: an anti-entropy round with its peer completed.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct CaughtUp {
+    pub address: String,
 }
 
 impl std::fmt::Debug for NodeActor {
@@ -166,7 +177,14 @@ impl NodeActor {
             links: HashMap::new(),
             linked: HashMap::new(),
             seeds: join.into_iter().collect(),
+            rebuilding: false,
         }
+    }
+
+    /// Starts the node rebuilding from its peers (see [`NodeActor::rebuilding`]).
+    pub fn rebuilding(mut self, rebuilding: bool) -> Self {
+        self.rebuilding = rebuilding;
+        self
     }
 
     /// Starts links to every member and seed we have none to, stops links to addresses that
@@ -571,6 +589,12 @@ impl Handler<Call> for NodeActor {
                 format!("{} arrived after its caller's deadline", request.name()),
             )));
         }
+        if self.rebuilding && !peer {
+            return reply(Err(WireError::new(
+                ErrorCode::Rebuilding,
+                "this HSM is rebuilding its store from its peers; try another HSM",
+            )));
+        }
         if request.is_peer_only() && !peer {
             return reply(Err(WireError::new(
                 ErrorCode::PeerOnly,
@@ -767,6 +791,21 @@ impl Handler<ApplyPulled> for NodeActor {
 
     fn handle(&mut self, msg: ApplyPulled, _: &mut Context<Self>) -> Self::Result {
         self.apply_objects(msg.0)
+    }
+}
+
+impl Handler<CaughtUp> for NodeActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: CaughtUp, _: &mut Context<Self>) {
+        if self.rebuilding {
+            self.rebuilding = false;
+            tracing::info!(
+                peer = %msg.address,
+                keys = self.core.key_count(),
+                "the HSM's store is rebuilt from its peer; serving clients again"
+            );
+        }
     }
 }
 

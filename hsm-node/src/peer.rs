@@ -12,7 +12,7 @@ use hsmkms_common::wire::{
 };
 use rustls::ClientConfig;
 
-use crate::node::{ApplyPulled, LinkState, LocalDigest, NodeActor, NodeOptions, Wanted};
+use crate::node::{ApplyPulled, CaughtUp, LinkState, LocalDigest, NodeActor, NodeOptions, Wanted};
 
 /// Buckets asked for in one `ListEntries` call.
 const BUCKETS_PER_CALL: usize = 32;
@@ -151,6 +151,11 @@ impl PeerLink {
         let deadline = self.options.call_deadline;
         ctx.spawn(pull(client, node, deadline).into_actor(self).map(|result, act, _| {
             act.syncing = false;
+            if result.is_ok() {
+                act.node.do_send(CaughtUp {
+                    address: act.address.clone(),
+                });
+            }
             match result {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(peer = %act.address, objects = n, "caught up from peer"),

@@ -9,6 +9,7 @@ use std::thread::JoinHandle;
 
 use hsmkms_common::aead::Sealer;
 use hsmkms_common::group_commit::Committer;
+use hsmkms_common::quiet::catch_quietly;
 use hsmkms_common::wire::Object;
 use redb::{Database, ReadableTable, TableDefinition};
 use thiserror::Error;
@@ -77,28 +78,46 @@ impl Store {
         storage_key: Arc<Sealer>,
         cluster_id: &str,
     ) -> Result<Opened, StoreError> {
-        let db = redb::Builder::new()
-            .set_cache_size(CACHE_BYTES)
-            .create(path)?;
+        // An existing file must be a whole store: an empty or damaged one is refused (the node
+        // then rebuilds from its peers, or stops saying why), never silently started afresh.
+        let exists = path.exists();
+        if exists && std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) == 0 {
+            return Err(StoreError::Corrupt(format!("{} is empty", path.display())));
+        }
+        let mut builder = redb::Builder::new();
+        builder.set_cache_size(CACHE_BYTES);
+        let db = match catch_quietly(|| {
+            if exists {
+                builder.open(path)
+            } else {
+                builder.create(path)
+            }
+        }) {
+            Ok(Ok(db)) => db,
+            Ok(Err(e)) => {
+                return Err(StoreError::Corrupt(format!(
+                    "{} is not a readable store: {e}",
+                    path.display()
+                )))
+            }
+            Err(panic) => {
+                return Err(StoreError::Corrupt(format!(
+                    "{} is damaged: {panic}",
+                    path.display()
+                )))
+            }
+        };
         {
             // Make sure the table exists, so reads of a fresh store see an empty table.
             let txn = db.begin_write()?;
             txn.open_table(OBJECTS)?;
             txn.commit()?;
         }
-        let mut loaded = Vec::new();
-        {
-            let txn = db.begin_read()?;
-            let table = txn.open_table(OBJECTS)?;
-            for item in table.iter()? {
-                let (_, value) = item?;
-                let object: Object = postcard::from_bytes(value.value())
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                let stored = material::unwrap(object, &storage_key, Place::Disk, cluster_id)
-                    .map_err(|e| StoreError::Corrupt(e.message))?;
-                loaded.push(stored);
-            }
-        }
+        let loaded = catch_quietly(|| load(&db, &storage_key, cluster_id))
+            .map_err(|panic| {
+                StoreError::Corrupt(format!("{} is damaged: {panic}", path.display()))
+            })?
+            .map_err(|e| StoreError::Corrupt(format!("{}: {e}", path.display())))?;
         let cluster_id = cluster_id.to_string();
         let (committer, thread) = Committer::spawn("hsm-store", move |batch: &[Vec<Stored>]| {
             write_batch(&db, batch, &storage_key, &cluster_id)
@@ -115,6 +134,22 @@ impl Store {
     ) -> impl std::future::Future<Output = Result<(), StoreError>> + 'static {
         self.committer.commit(objects, StoreError::Stopped)
     }
+}
+
+/// Every object in the store.
+fn load(db: &Database, storage_key: &Sealer, cluster_id: &str) -> Result<Vec<Stored>, StoreError> {
+    let mut loaded = Vec::new();
+    let txn = db.begin_read()?;
+    let table = txn.open_table(OBJECTS)?;
+    for item in table.iter()? {
+        let (_, value) = item?;
+        let object: Object =
+            postcard::from_bytes(value.value()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let stored = material::unwrap(object, storage_key, Place::Disk, cluster_id)
+            .map_err(|e| StoreError::Corrupt(e.message))?;
+        loaded.push(stored);
+    }
+    Ok(loaded)
 }
 
 fn write_batch(

@@ -68,9 +68,12 @@ fn hsm_error(e: ClientError) -> KmsError {
     }
 }
 
-/// Whether an error means "try another HSM".
+/// Whether an error means "try another HSM": it did not answer, or it is rebuilding.
 fn retryable(e: &ClientError) -> bool {
-    !matches!(e, ClientError::Remote(_))
+    match e {
+        ClientError::Remote(w) => w.code == ErrorCode::Rebuilding,
+        _ => true,
+    }
 }
 
 // ---- the actor ------------------------------------------------------------------------
@@ -274,6 +277,18 @@ async fn open_sessions(
         .into_iter()
         .flatten()
         .collect();
+    // An HSM rebuilding its store serves nobody yet: left out, logged in later in the
+    // background like one that did not answer.
+    let mut serving = Vec::new();
+    for (hsm_id, client) in clients {
+        match client.call(Request::Status, HSM_DEADLINE).await {
+            Err(ClientError::Remote(w)) if w.code == ErrorCode::Rebuilding => {
+                tracing::info!(%hsm_id, "HSM rebuilding; connecting without it for now")
+            }
+            _ => serving.push((hsm_id, client)),
+        }
+    }
+    let clients = serving;
     let Some((_, first)) = clients.first() else {
         return Err(ConnectionErrorCode::NetworkErrors);
     };
