@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # The side-by-side comparison: one run, on this machine, of hsmkms beside moto's server and a
 # minimal actix-web echo server (the ceiling of any actix-web service here), all loaded by the
-# same tool (`hsmkms bench`) with the same operation and connection counts; then the figures
+# same tool (`hsmkms-load bench`) with the same operation and connection counts; then the figures
 # that are not load runs (memory with 100,000 keys, an HSM catching up 10,000 keys, AES-GCM
-# against ring); then BENCHMARKS.md and its chart, written by `hsmkms bench-report`.
+# against ring); then BENCHMARKS.md and its chart, written by `hsmkms-load report`.
 #
 #   benches/compare.sh            the whole run (about 15 minutes on 2 cores)
 #   benches/compare.sh --quick    3-second load runs and no criterion figures (a few minutes)
 #
 # Installs moto from PyPI into target/bench-venv on first use. Every server listens on
 # 127.0.0.1 and is stopped when the script ends, however it ends. Every load run is bounded
-# (`hsmkms bench --duration`, at most 120 s).
+# (`hsmkms-load bench --duration`, at most 120 s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -88,8 +88,9 @@ figure() { # name value unit note
 }
 
 note "building the release binary"
-record cargo build --release
+record cargo build --release -p hsmkms -p hsmkms-load
 BIN=target/release/hsmkms
+LOAD=target/release/hsmkms-load
 
 note "installing moto $MOTO_VERSION into target/bench-venv"
 MOTO=""
@@ -113,8 +114,8 @@ MOTO_PORT=$(free_port)
 note "starting hsmkms on $HSMKMS_PORT, the echo server on $ECHO_PORT${MOTO:+, moto on $MOTO_PORT}"
 echo "$BIN --data-dir $OUT/data --port $HSMKMS_PORT" >>"$COMMANDS"
 start_hsmkms "$OUT/data" "$HSMKMS_PORT" "$OUT/hsmkms.log"
-echo "$BIN bench-echo --port $ECHO_PORT --workers 2" >>"$COMMANDS"
-"$BIN" bench-echo --port "$ECHO_PORT" --workers 2 >"$OUT/echo.log" 2>&1 &
+echo "$LOAD echo --port $ECHO_PORT --workers 2" >>"$COMMANDS"
+"$LOAD" echo --port "$ECHO_PORT" --workers 2 >"$OUT/echo.log" 2>&1 &
 PIDS+=($!)
 wait_for_line "$OUT/echo.log" "Ready." $!
 if [ -n "$MOTO" ]; then
@@ -128,7 +129,7 @@ load() { # label port extra-args...
   local label=$1 port=$2
   shift 2
   note "load: $label $*"
-  record "$BIN" bench --label "$label" --endpoint "http://127.0.0.1:$port" --duration "$DURATION" \
+  record "$LOAD" bench --label "$label" --endpoint "http://127.0.0.1:$port" --duration "$DURATION" \
     --trust-anchor "$OUT/data/customerCA.crt" --json "$@" >>"$RESULTS"
 }
 
@@ -157,7 +158,7 @@ for _ in 1 2; do
   SPINNERS+=($!)
   PIDS+=($!)
 done
-"$BIN" bench --label echo --endpoint "http://127.0.0.1:$ECHO_PORT" --duration "$DURATION" \
+"$LOAD" bench --label echo --endpoint "http://127.0.0.1:$ECHO_PORT" --duration "$DURATION" \
   --connections 1 --json >"$OUT/echo-busy.json"
 for pid in "${SPINNERS[@]}"; do stop_pid "$pid"; done
 python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(json.dumps({"name":"echo-1-connection-busy-cores","value":r["requestsPerSecond"],"unit":"requests/s","note":"(echo encrypt at 1 connection, both cores kept out of idle by nice -n 19 spin loops)"}))' "$OUT/echo-busy.json" >>"$RESULTS"
@@ -167,7 +168,7 @@ for c in "${CONNECTIONS[@]}"; do
   CK_PORT=$(free_port)
   start_hsmkms "$OUT/data-create-$c" "$CK_PORT" "$OUT/hsmkms-create-$c.log"
   note "load: hsmkms --op create-key --key-store --connections $c (fresh emulator)"
-  record "$BIN" bench --label hsmkms --endpoint "http://127.0.0.1:$CK_PORT" --duration "$DURATION" \
+  record "$LOAD" bench --label hsmkms --endpoint "http://127.0.0.1:$CK_PORT" --duration "$DURATION" \
     --trust-anchor "$OUT/data-create-$c/customerCA.crt" --json --op create-key --key-store \
     --connections "$c" >>"$RESULTS"
   stop_pid "$HSMKMS_PID"
@@ -177,7 +178,7 @@ note "memory: a fresh emulator with 100,000 keys"
 MEM_PORT=$(free_port)
 start_hsmkms "$OUT/data-100k" "$MEM_PORT" "$OUT/hsmkms-100k.log"
 # The tool's first request makes one key; 99,999 more make the quota's 100,000.
-record "$BIN" bench --label hsmkms --endpoint "http://127.0.0.1:$MEM_PORT" --op create-key \
+record "$LOAD" bench --label hsmkms --endpoint "http://127.0.0.1:$MEM_PORT" --op create-key \
   --connections 64 --warmup 0 --duration 120 --requests 99999 --json >"$OUT/create-100k.json"
 KEYS=$(python3 - "$MEM_PORT" <<'EOF'
 import json, sys, urllib.request
@@ -208,7 +209,7 @@ CREATE_PEAK=$(hwm_mib "$HSMKMS_PID")
 stop_pid "$HSMKMS_PID"
 start_hsmkms "$OUT/data-100k" "$MEM_PORT" "$OUT/hsmkms-100k-restart.log"
 AT_START=$(rss_mib "$HSMKMS_PID")
-record "$BIN" bench --label hsmkms --endpoint "http://127.0.0.1:$MEM_PORT" --op encrypt \
+record "$LOAD" bench --label hsmkms --endpoint "http://127.0.0.1:$MEM_PORT" --op encrypt \
   --key-id "$KEY_ID" --connections 64 --duration "$DURATION" --json >"$OUT/encrypt-100k.json"
 UNDER_LOAD=$(rss_mib "$HSMKMS_PID")
 PEAK=$(hwm_mib "$HSMKMS_PID")
@@ -246,5 +247,5 @@ EOF
 fi
 
 note "writing BENCHMARKS.md"
-record "$BIN" bench-report --results "$RESULTS" --commands "$COMMANDS" --out BENCHMARKS.md \
+record "$LOAD" report --results "$RESULTS" --commands "$COMMANDS" --out BENCHMARKS.md \
   --chart benches/results/encrypt.svg --commit "$(git rev-parse --short HEAD)"

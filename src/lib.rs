@@ -8,9 +8,9 @@
 //! - [`launcher`]: `hsmkms` itself: start the HSMs, wait until they serve, print `Ready.`.
 //! - [`supervisor`]: `--hsm-processes`: HSMs as supervised `hsm-node` processes.
 //! - [`hsm_cli`]: `hsmkms hsm-cli`, the counterpart of the CloudHSM CLI.
-//! - [`bench`]: `hsmkms bench`, the load tool, with the comparison's echo server and report.
+//!
+//! The load tool (`hsmkms-load`) is a workspace member of its own, `load/`.
 
-pub mod bench;
 pub mod cluster;
 pub mod hsm_cli;
 pub mod launcher;

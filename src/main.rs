@@ -27,14 +27,6 @@ enum Command {
     /// Provision a node directory for a new HSM that joins the running cluster by address,
     /// possibly on another host; start it there with `hsm-node --node-dir DIR`.
     AddHsm(AddHsm),
-    /// Load a running emulator (or any KMS endpoint) with signed KMS requests for a bounded
-    /// time; print requests/s, latency percentiles and errors.
-    Bench(hsmkms::bench::BenchArgs),
-    /// The comparison's ceiling: a minimal actix-web server that answers KMS JSON requests
-    /// with the smallest valid reply and does no KMS work.
-    BenchEcho(hsmkms::bench::echo::EchoArgs),
-    /// Write BENCHMARKS.md and its chart from the results of `benches/compare.sh`.
-    BenchReport(hsmkms::bench::report::ReportArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -89,11 +81,6 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }),
-        Some(Command::Bench(args)) => hsmkms::bench::main(args),
-        Some(Command::BenchEcho(args)) => {
-            actix_rt::System::new().block_on(hsmkms::bench::echo::run(args))
-        }
-        Some(Command::BenchReport(args)) => hsmkms::bench::report::main(args),
         None => actix_rt::System::new().block_on(hsmkms::launcher::run(cli.run)),
     }
 }

@@ -1,4 +1,4 @@
-//! `hsmkms bench`, `bench-echo` and `bench-report` as a user runs them: against a real emulator
+//! `hsmkms-load bench`, `echo` and `report` as a user runs them: against a real emulator
 //! it reports figures with no errors and leaves the keys it made where the SDK sees them; it
 //! refuses a server that answers 200 with something that is not KMS; its bounds are enforced;
 //! and the report turns its results into BENCHMARKS.md and a chart.
@@ -15,10 +15,22 @@ use std::sync::Arc;
 
 use aws_sdk_kms::types::{ConnectionStateType, OriginType};
 use kms_common::{free_port, hsmkms_exe, Emulator};
+
+/// The load tool's binary, built beside `hsmkms` by `cargo test --workspace` (its own crate,
+/// `load/`, has tests of its own, so cargo builds it before any test runs).
+fn load_exe() -> std::path::PathBuf {
+    let exe = hsmkms_exe().with_file_name("hsmkms-load");
+    assert!(
+        exe.exists(),
+        "{} is missing: run the tests with `cargo test --workspace`",
+        exe.display()
+    );
+    exe
+}
 use serde_json::Value;
 
 fn bench(args: &[&str]) -> Output {
-    Command::new(hsmkms_exe())
+    Command::new(load_exe())
         .arg("bench")
         .args(args)
         .env("RUST_BACKTRACE", "0")
@@ -26,12 +38,12 @@ fn bench(args: &[&str]) -> Output {
         .unwrap()
 }
 
-/// Runs `hsmkms bench --json`; returns its one result object.
+/// Runs `hsmkms-load bench --json`; returns its one result object.
 fn bench_json(args: &[&str]) -> Value {
     let out = bench(&[args, &["--json"]].concat());
     assert!(
         out.status.success(),
-        "hsmkms bench {args:?} failed: {}",
+        "hsmkms-load bench {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
@@ -272,8 +284,8 @@ async fn the_load_tool_measures_a_real_emulator_and_refuses_wrong_answers() {
     // The echo server answers what the tool accepts; the report turns runs into a page.
     let echo_port = free_port();
     let mut echo = Killed(
-        Command::new(hsmkms_exe())
-            .args(["bench-echo", "--port", &echo_port.to_string()])
+        Command::new(load_exe())
+            .args(["echo", "--port", &echo_port.to_string()])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -308,8 +320,8 @@ async fn the_load_tool_measures_a_real_emulator_and_refuses_wrong_answers() {
     .unwrap();
     let report = tmp.path().join("BENCHMARKS.md");
     let chart = tmp.path().join("results/encrypt.svg");
-    let out = Command::new(hsmkms_exe())
-        .arg("bench-report")
+    let out = Command::new(load_exe())
+        .arg("report")
         .arg("--results")
         .arg(&results)
         .arg("--out")

@@ -11,7 +11,7 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::client::{Answer, Connection};
+use crate::client::{Answer, Connection};
 
 /// The operations the load tool can drive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -189,9 +189,9 @@ fn create_key_body(key_store: Option<&str>) -> Value {
         Some(store) => json!({
             "Origin": "AWS_CLOUDHSM",
             "CustomKeyStoreId": store,
-            "Description": "hsmkms bench",
+            "Description": "hsmkms-load bench",
         }),
-        None => json!({"Description": "hsmkms bench"}),
+        None => json!({"Description": "hsmkms-load bench"}),
     }
 }
 

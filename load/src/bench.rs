@@ -1,19 +1,5 @@
-//! `hsmkms bench`: a load tool that drives a running emulator (or any KMS endpoint) over HTTP
-//! with real, signed KMS requests for a bounded time and reports requests/s and latency.
-//!
-//! # Layout
-//!
-//! - [`client`]: one keep-alive connection sending SigV4-signed AWS JSON 1.1 requests.
-//! - [`ops`]: what each operation sends, how its answer is checked, and the set-up before a run.
-//! - [`echo`]: `hsmkms bench-echo`, the minimal actix-web JSON server the comparison uses as
-//!   the ceiling of any actix-web service on the machine.
-//! - [`report`]: `hsmkms bench-report`, which turns comparison results into `BENCHMARKS.md`
-//!   and an SVG chart.
-
-pub mod client;
-pub mod echo;
-pub mod ops;
-pub mod report;
+//! `hsmkms-load bench`: drives a running emulator (or any KMS endpoint) over HTTP with real,
+//! signed KMS requests for a bounded time and reports requests/s and latency.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,8 +11,8 @@ use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
-use self::client::{Connection, Endpoint};
-use self::ops::{KeyStoreChoice, Op, Plan};
+use crate::client::{self, Connection, Endpoint};
+use crate::ops::{self, KeyStoreChoice, Op, Plan};
 
 /// The longest run the tool accepts: every load loop stops by itself.
 pub const MAX_DURATION: Duration = Duration::from_secs(120);
@@ -37,7 +23,7 @@ const ERROR_SAMPLES: usize = 5;
 /// A connection that fails to reconnect this many times in a row gives up.
 const RECONNECT_ATTEMPTS: u32 = 20;
 
-/// Options of `hsmkms bench`.
+/// Options of `hsmkms-load bench`.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
     /// The operation every request makes.
@@ -176,7 +162,7 @@ impl Tally {
     }
 }
 
-/// Runs `hsmkms bench` on its own runtime.
+/// Runs `hsmkms-load bench` on its own runtime.
 pub fn main(args: BenchArgs) -> Result<()> {
     let threads = args
         .threads

@@ -1,4 +1,4 @@
-//! `hsmkms bench-report`: turns what one comparison run measured (JSON lines written by
+//! `hsmkms-load report`: turns what one comparison run measured (JSON lines written by
 //! `benches/compare.sh`) into `BENCHMARKS.md` and an SVG chart of requests/s and p99 latency
 //! against connection count. Every ratio in it is between figures of the same run.
 
@@ -11,12 +11,12 @@ use plotters::prelude::*;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::RunResult;
+use crate::bench::RunResult;
 
-/// Options of `hsmkms bench-report`.
+/// Options of `hsmkms-load report`.
 #[derive(Debug, clap::Args)]
 pub struct ReportArgs {
-    /// JSON lines: load runs (`hsmkms bench --json`) and other measurements.
+    /// JSON lines: load runs (`hsmkms-load bench --json`) and other measurements.
     #[arg(long)]
     pub results: PathBuf,
     /// The commands the run used, one per line, shown in the report.
@@ -207,10 +207,10 @@ fn verdict(ok: bool) -> &'static str {
 fn render(results: &Results, chart: &str, commands: &str, commit: &str) -> String {
     let mut out = String::new();
     let date = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC");
-    let _ = writeln!(out, "# hsmkms benchmarks\n");
+    let _ = writeln!(out, "# hsmkms-load benchmarks\n");
     let _ = writeln!(
         out,
-        "The latest run of `benches/compare.sh`, written by `hsmkms bench-report`. Every ratio \
+        "The latest run of `benches/compare.sh`, written by `hsmkms-load report`. Every ratio \
          below is between figures measured in this one run, on this one machine, so the numbers \
          can be compared with each other but not with another machine's.\n"
     );
@@ -226,14 +226,14 @@ fn render(results: &Results, chart: &str, commands: &str, commit: &str) -> Strin
     let _ = writeln!(out, "- Machine: {}", machine());
     let _ = writeln!(
         out,
-        "- Load: `hsmkms bench`, on the same machine as the server (so both share the cores); \
+        "- Load: `hsmkms-load bench`, on the same machine as the server (so both share the cores); \
          SigV4-signed KMS JSON requests over keep-alive HTTP/1.1 connections, each connection \
          sending its next request when the previous answer arrives. Every answer is checked \
          (key ARN, blob, plaintext); one that is not a proper KMS answer counts as an error.\n"
     );
     let _ = writeln!(
         out,
-        "Targets: `echo` is `hsmkms bench-echo`, an actix-web server with the same 2 workers as \
+        "Targets: `echo` is `hsmkms-load echo`, an actix-web server with the same 2 workers as \
          hsmkms that parses each request and answers the smallest valid reply, no crypto: the \
          ceiling of any actix-web service here. `moto` is moto's server from PyPI; it closes \
          each connection after answering, so each of its requests also pays a reconnect, as an \

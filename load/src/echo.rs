@@ -1,4 +1,4 @@
-//! `hsmkms bench-echo`: the ceiling of the comparison. A minimal actix-web server, with as many
+//! `hsmkms-load echo`: the ceiling of the comparison. A minimal actix-web server, with as many
 //! workers as the emulator's frontend, that parses each KMS JSON request and answers with the
 //! smallest well-formed answer the load tool accepts, without any cryptography, storage or
 //! key lookup. Whatever hsmkms loses against it is what the KMS work itself costs.
@@ -9,7 +9,7 @@ use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 
-/// Options of `hsmkms bench-echo`.
+/// Options of `hsmkms-load echo`.
 #[derive(Debug, clap::Args)]
 pub struct EchoArgs {
     /// Port on 127.0.0.1.
