@@ -474,3 +474,60 @@ async fn delete_hsm_during_create_key_load_keeps_every_acknowledged_key() {
     one_backing_key_each_on_every_hsm(&emulator, &arns).await;
     emulator.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_cluster_changes_are_all_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let emulator = Emulator::start(&tmp.path().join("data"), free_port());
+    let hsm = emulator.cloudhsm();
+    let cluster_id = emulator.cluster_id();
+    // 20 tags and a retention change, each from its own client, at once: none is lost.
+    let tags = (0..20).map(|i| {
+        let hsm = hsm.clone();
+        let cluster_id = cluster_id.clone();
+        async move {
+            hsm.tag_resource()
+                .resource_id(cluster_id)
+                .tag_list(
+                    aws_sdk_cloudhsmv2::types::Tag::builder()
+                        .key(format!("k{i}"))
+                        .value(format!("v{i}"))
+                        .build()
+                        .unwrap(),
+                )
+                .send()
+                .await
+                .unwrap();
+        }
+    });
+    let retention = async {
+        hsm.modify_cluster()
+            .cluster_id(&cluster_id)
+            .backup_retention_policy(
+                aws_sdk_cloudhsmv2::types::BackupRetentionPolicy::builder()
+                    .r#type(aws_sdk_cloudhsmv2::types::BackupRetentionType::Days)
+                    .value("30")
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+    };
+    futures::join!(join_all(tags), retention);
+    let listed = hsm
+        .list_tags()
+        .resource_id(&cluster_id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.tag_list().len(), 20);
+    let cluster = describe_cluster(&hsm, &cluster_id).await;
+    assert_eq!(
+        cluster
+            .backup_retention_policy()
+            .and_then(|p| p.value())
+            .map(str::to_string),
+        Some("30".to_string())
+    );
+    emulator.stop();
+}

@@ -72,6 +72,9 @@ pub struct CloudHsm {
     state: Mutex<State>,
     /// One run of the periodic work at a time.
     jobs: tokio::sync::Mutex<()>,
+    /// Changes to existing cluster and backup records take turns: each reads the record as the
+    /// previous change left it, persists, installs, and only then lets the next one read.
+    records: tokio::sync::Mutex<()>,
 }
 
 fn not_found(what: &str, id: &str) -> CloudHsmError {
@@ -148,6 +151,7 @@ impl CloudHsm {
                 region: region.to_string(),
                 state: Mutex::new(state),
                 jobs: tokio::sync::Mutex::new(()),
+                records: tokio::sync::Mutex::new(()),
             },
             writes,
         ))
@@ -298,6 +302,34 @@ impl CloudHsm {
             .ok_or_else(|| not_found("Backup", backup_id))
     }
 
+    /// Changes one live cluster's record: `change` sees it as the last change left it (and may
+    /// refuse); the result is durable (with `more` in the same commit), then installed.
+    async fn update_cluster<T>(
+        &self,
+        cluster_id: &str,
+        more: Vec<Write>,
+        change: impl FnOnce(&mut ClusterRecord) -> Result<T, CloudHsmError>,
+    ) -> Result<(ClusterRecord, T), CloudHsmError> {
+        let _turn = self.records.lock().await;
+        let mut record = self.live_cluster(cluster_id)?;
+        let out = change(&mut record)?;
+        self.put_cluster(&record, more).await?;
+        Ok((record, out))
+    }
+
+    /// Changes one backup's record, the same way.
+    async fn update_backup(
+        &self,
+        backup_id: &str,
+        region: &str,
+        change: impl FnOnce(&mut BackupRecord) -> Result<(), CloudHsmError>,
+    ) -> Result<BackupRecord, CloudHsmError> {
+        let _turn = self.records.lock().await;
+        let mut backup = self.backup(backup_id, region)?;
+        change(&mut backup)?;
+        self.put_backup(backup).await
+    }
+
     fn live_cluster(&self, cluster_id: &str) -> Result<ClusterRecord, CloudHsmError> {
         self.state()
             .clusters
@@ -442,7 +474,7 @@ impl CloudHsm {
 
     /// DeleteCluster: only a cluster without HSMs.
     pub async fn delete_cluster(&self, cluster_id: &str) -> Result<ClusterRecord, CloudHsmError> {
-        let mut record = self.live_cluster(cluster_id)?;
+        let record = self.live_cluster(cluster_id)?;
         let hsms = self.hsms_of(&record);
         if !hsms.is_empty() {
             return Err(CloudHsmError::InvalidRequest(format!(
@@ -457,9 +489,13 @@ impl CloudHsm {
                 .await
                 .map_err(CloudHsmError::InternalFailure)?;
         }
-        record.state = ClusterState::Deleted;
         let seed = Write::delete(Table::BackupImages, seed_key(cluster_id));
-        self.put_cluster(&record, vec![seed]).await?;
+        let (record, ()) = self
+            .update_cluster(cluster_id, vec![seed], |r| {
+                r.state = ClusterState::Deleted;
+                Ok(())
+            })
+            .await?;
         Ok(record)
     }
 
@@ -471,27 +507,31 @@ impl CloudHsm {
         signed_cert: &str,
         trust_anchor: &str,
     ) -> Result<ClusterRecord, CloudHsmError> {
-        let mut record = self.live_cluster(cluster_id)?;
-        if record.state != ClusterState::Uninitialized || record.source_backup_id.is_some() {
-            return Err(CloudHsmError::InvalidRequest(format!(
-                "Cluster {cluster_id} is {}{}; only an UNINITIALIZED cluster that was not created from a backup can be initialized.",
-                record.state.as_str(),
-                if record.source_backup_id.is_some() { ", created from a backup" } else { "" }
-            )));
-        }
-        let Some(csr) = record.cluster_csr.clone() else {
-            return Err(CloudHsmError::InvalidRequest(format!(
-                "Cluster {cluster_id} has no active HSM yet; create one and wait until it is ACTIVE."
-            )));
-        };
-        hsmkms_common::tls::verify_signed_csr(&csr, signed_cert, trust_anchor)
-            .map_err(|e| CloudHsmError::InvalidRequest(format!("Invalid certificates: {e}.")))?;
-        record.state = ClusterState::Initialized;
-        record.state_message =
-            "Cluster initialized; activate it with `hsm-cli cluster activate`.".into();
-        record.cluster_certificate = Some(signed_cert.to_string());
-        record.trust_anchor = Some(trust_anchor.to_string());
-        self.put_cluster(&record, vec![]).await?;
+        let (record, ()) = self
+            .update_cluster(cluster_id, vec![], |record| {
+                if record.state != ClusterState::Uninitialized || record.source_backup_id.is_some() {
+                    return Err(CloudHsmError::InvalidRequest(format!(
+                        "Cluster {cluster_id} is {}{}; only an UNINITIALIZED cluster that was not created from a backup can be initialized.",
+                        record.state.as_str(),
+                        if record.source_backup_id.is_some() { ", created from a backup" } else { "" }
+                    )));
+                }
+                let Some(csr) = record.cluster_csr.clone() else {
+                    return Err(CloudHsmError::InvalidRequest(format!(
+                        "Cluster {cluster_id} has no active HSM yet; create one and wait until it is ACTIVE."
+                    )));
+                };
+                hsmkms_common::tls::verify_signed_csr(&csr, signed_cert, trust_anchor).map_err(
+                    |e| CloudHsmError::InvalidRequest(format!("Invalid certificates: {e}.")),
+                )?;
+                record.state = ClusterState::Initialized;
+                record.state_message =
+                    "Cluster initialized; activate it with `hsm-cli cluster activate`.".into();
+                record.cluster_certificate = Some(signed_cert.to_string());
+                record.trust_anchor = Some(trust_anchor.to_string());
+                Ok(())
+            })
+            .await?;
         Ok(record)
     }
 
@@ -501,11 +541,15 @@ impl CloudHsm {
         cluster_id: &str,
         retention_days: Option<u32>,
     ) -> Result<ClusterRecord, CloudHsmError> {
-        let mut record = self.live_cluster(cluster_id)?;
-        if let Some(days) = check_retention(retention_days)? {
-            record.retention_days = days;
-        }
-        self.put_cluster(&record, vec![]).await?;
+        let days = check_retention(retention_days)?;
+        let (record, ()) = self
+            .update_cluster(cluster_id, vec![], |record| {
+                if let Some(days) = days {
+                    record.retention_days = days;
+                }
+                Ok(())
+            })
+            .await?;
         Ok(record)
     }
 
@@ -603,35 +647,38 @@ impl CloudHsm {
             tracing::error!(%cluster_id, %hsm_id, error = %e, "CreateHsm failed; the HSM is removed");
             return;
         }
-        let record = self.state().clusters.get(&cluster_id).cloned();
-        let Some(mut record) = record else {
-            self.state().pending.remove(&hsm_id);
-            return;
-        };
-        let restored_activation =
-            record.state == ClusterState::Uninitialized && record.source_backup_id.is_some();
-        let backup = restored_activation || (record.state == ClusterState::Active && had_hsms);
-        let mut changed = false;
-        if restored_activation {
-            // A restored cluster is initialized and activated already: its first HSM brings
-            // the backup's users, keys and certificates.
-            record.state = ClusterState::Active;
-            changed = true;
-        } else if record.state == ClusterState::Uninitialized && record.cluster_csr.is_none() {
-            // A new cluster's first HSM offers the CSR the customer's CA is to sign.
-            match hsmkms_common::tls::cluster_csr(&cluster_id, &hsm_id) {
-                Ok(csr) => {
-                    record.cluster_csr = Some(csr);
-                    changed = true;
+        // The cluster's record as the last change left it: a restored cluster turns ACTIVE
+        // with its first HSM; a new cluster's first HSM offers the CSR.
+        let settled = self
+            .update_cluster(&cluster_id, vec![], |record| {
+                let restored_activation = record.state == ClusterState::Uninitialized
+                    && record.source_backup_id.is_some();
+                let backup =
+                    restored_activation || (record.state == ClusterState::Active && had_hsms);
+                if restored_activation {
+                    // A restored cluster is initialized and activated already: its first HSM
+                    // brings the backup's users, keys and certificates.
+                    record.state = ClusterState::Active;
+                } else if record.state == ClusterState::Uninitialized
+                    && record.cluster_csr.is_none()
+                {
+                    match hsmkms_common::tls::cluster_csr(&cluster_id, &hsm_id) {
+                        Ok(csr) => record.cluster_csr = Some(csr),
+                        Err(e) => {
+                            tracing::error!(%cluster_id, error = %e, "cannot make the cluster's CSR")
+                        }
+                    }
                 }
-                Err(e) => tracing::error!(%cluster_id, error = %e, "cannot make the cluster's CSR"),
-            }
-        }
-        if changed {
-            if let Err(e) = self.put_cluster(&record, vec![]).await {
+                Ok(backup)
+            })
+            .await;
+        let backup = match settled {
+            Ok((_, backup)) => backup,
+            Err(e) => {
                 tracing::error!(%cluster_id, error = %e, "cannot record the cluster");
+                false
             }
-        }
+        };
         // The cluster's state is settled before the HSM shows ACTIVE.
         self.state().pending.remove(&hsm_id);
         tracing::info!(%cluster_id, %hsm_id, "HSM ACTIVE");
@@ -794,16 +841,19 @@ impl CloudHsm {
         backup_id: &str,
         region: &str,
     ) -> Result<BackupRecord, CloudHsmError> {
-        let mut backup = self.backup(backup_id, region)?;
-        if backup.state != BackupState::Ready {
-            return Err(CloudHsmError::InvalidRequest(format!(
-                "Backup {backup_id} is {}; only a READY backup can be deleted.",
-                backup.state.as_str()
-            )));
-        }
-        backup.state = BackupState::PendingDeletion;
-        backup.delete_at_millis = Some(self.now());
-        self.put_backup(backup).await
+        let now = self.now();
+        self.update_backup(backup_id, region, |backup| {
+            if backup.state != BackupState::Ready {
+                return Err(CloudHsmError::InvalidRequest(format!(
+                    "Backup {backup_id} is {}; only a READY backup can be deleted.",
+                    backup.state.as_str()
+                )));
+            }
+            backup.state = BackupState::PendingDeletion;
+            backup.delete_at_millis = Some(now);
+            Ok(())
+        })
+        .await
     }
 
     /// RestoreBackup: a backup pending deletion, within its 7 days, is READY again.
@@ -812,16 +862,19 @@ impl CloudHsm {
         backup_id: &str,
         region: &str,
     ) -> Result<BackupRecord, CloudHsmError> {
-        let mut backup = self.backup(backup_id, region)?;
-        if !restorable(&backup, self.now()) {
-            return Err(CloudHsmError::InvalidRequest(format!(
-                "Backup {backup_id} is {}; only a backup pending deletion, within 7 days of its deletion, can be restored.",
-                backup.state.as_str()
-            )));
-        }
-        backup.state = BackupState::Ready;
-        backup.delete_at_millis = None;
-        self.put_backup(backup).await
+        let now = self.now();
+        self.update_backup(backup_id, region, |backup| {
+            if !restorable(backup, now) {
+                return Err(CloudHsmError::InvalidRequest(format!(
+                    "Backup {backup_id} is {}; only a backup pending deletion, within 7 days of its deletion, can be restored.",
+                    backup.state.as_str()
+                )));
+            }
+            backup.state = BackupState::Ready;
+            backup.delete_at_millis = None;
+            Ok(())
+        })
+        .await
     }
 
     /// ModifyBackupAttributes: NeverExpires.
@@ -831,14 +884,16 @@ impl CloudHsm {
         region: &str,
         never_expires: bool,
     ) -> Result<BackupRecord, CloudHsmError> {
-        let mut backup = self.backup(backup_id, region)?;
-        if backup.state == BackupState::Deleted {
-            return Err(CloudHsmError::InvalidRequest(format!(
-                "Backup {backup_id} is DELETED."
-            )));
-        }
-        backup.never_expires = never_expires;
-        self.put_backup(backup).await
+        self.update_backup(backup_id, region, |backup| {
+            if backup.state == BackupState::Deleted {
+                return Err(CloudHsmError::InvalidRequest(format!(
+                    "Backup {backup_id} is DELETED."
+                )));
+            }
+            backup.never_expires = never_expires;
+            Ok(())
+        })
+        .await
     }
 
     /// CopyBackupToRegion: a copy in another Region, linked to no cluster, without retention.
@@ -926,21 +981,34 @@ impl CloudHsm {
         Err(not_found("Resource", resource_id))
     }
 
-    async fn set_tags(
+    /// Changes a cluster's or a backup's tags with `change`, on the tags as the last change
+    /// left them.
+    async fn change_tags(
         &self,
         resource_id: &str,
         region: &str,
-        tags: BTreeMap<String, String>,
+        change: impl FnOnce(&mut BTreeMap<String, String>),
     ) -> Result<(), CloudHsmError> {
-        check_tags(&tags)?;
-        let cluster = self.state().clusters.get(resource_id).cloned();
-        if let Some(mut c) = cluster.filter(|c| c.state != ClusterState::Deleted) {
-            c.tags = tags;
-            return self.put_cluster(&c, vec![]).await;
+        let is_cluster = self
+            .state()
+            .clusters
+            .get(resource_id)
+            .is_some_and(|c| c.state != ClusterState::Deleted);
+        if is_cluster {
+            self.update_cluster(resource_id, vec![], |c| {
+                change(&mut c.tags);
+                check_tags(&c.tags)
+            })
+            .await?;
+            return Ok(());
         }
-        let mut backup = self.backup(resource_id, region)?;
-        backup.tags = tags;
-        self.put_backup(backup).await.map(|_| ())
+        self.tags_of(resource_id, region)?;
+        self.update_backup(resource_id, region, |b| {
+            change(&mut b.tags);
+            check_tags(&b.tags)
+        })
+        .await
+        .map(|_| ())
     }
 
     pub fn list_tags(
@@ -957,9 +1025,8 @@ impl CloudHsm {
         region: &str,
         add: BTreeMap<String, String>,
     ) -> Result<(), CloudHsmError> {
-        let mut tags = self.tags_of(resource_id, region)?;
-        tags.extend(add);
-        self.set_tags(resource_id, region, tags).await
+        self.change_tags(resource_id, region, |tags| tags.extend(add))
+            .await
     }
 
     pub async fn untag(
@@ -968,11 +1035,12 @@ impl CloudHsm {
         region: &str,
         keys: &[String],
     ) -> Result<(), CloudHsmError> {
-        let mut tags = self.tags_of(resource_id, region)?;
-        for k in keys {
-            tags.remove(k);
-        }
-        self.set_tags(resource_id, region, tags).await
+        self.change_tags(resource_id, region, |tags| {
+            for k in keys {
+                tags.remove(k);
+            }
+        })
+        .await
     }
 
     // ---- periodic work ----------------------------------------------------------------
@@ -1020,21 +1088,45 @@ impl CloudHsm {
             }
         }
         for backup_id in purges {
-            let backup = self.state().backups.get(&backup_id).cloned();
-            if let Some(mut b) = backup {
+            let region = self
+                .state()
+                .backups
+                .get(&backup_id)
+                .map(|b| b.region.clone());
+            let Some(region) = region else { continue };
+            let purged = self
+                .update_backup(&backup_id, &region, |b| {
+                    // Still READY: a call meanwhile may have deleted or kept it.
+                    if b.state == BackupState::Ready && !b.never_expires {
+                        b.state = BackupState::PendingDeletion;
+                        b.delete_at_millis = Some(now);
+                    }
+                    Ok(())
+                })
+                .await;
+            if purged.is_ok() {
                 tracing::info!(%backup_id, "the retention policy deletes a backup");
-                b.state = BackupState::PendingDeletion;
-                b.delete_at_millis = Some(now);
-                let _ = self.put_backup(b).await;
             }
         }
         for backup_id in expired {
-            let backup = self.state().backups.get(&backup_id).cloned();
-            if let Some(mut b) = backup {
+            let region = self
+                .state()
+                .backups
+                .get(&backup_id)
+                .map(|b| b.region.clone());
+            let Some(region) = region else { continue };
+            let gone = self
+                .update_backup(&backup_id, &region, |b| {
+                    // Still expired: a RestoreBackup meanwhile brings it back instead.
+                    if deletion_expired(b, now) {
+                        b.state = BackupState::Deleted;
+                        b.keys.clear();
+                    }
+                    Ok(())
+                })
+                .await;
+            if gone.is_ok() {
                 tracing::info!(%backup_id, "a deleted backup is gone for good");
-                b.state = BackupState::Deleted;
-                b.keys.clear();
-                let _ = self.put_backup(b).await;
             }
         }
     }
@@ -1048,17 +1140,27 @@ impl CloudHsm {
             .filter(|c| c.state == ClusterState::Initialized)
             .cloned()
             .collect();
-        for mut record in initialized {
+        for record in initialized {
             let provisioner = self.provisioner.clone();
             let id = record.cluster_id.clone();
             let activated = blocking(move || provisioner.snapshot(&id).map(|s| s.activated)).await;
             if activated != Ok(true) {
                 continue;
             }
-            record.state = ClusterState::Active;
-            record.state_message = String::new();
             let id = record.cluster_id.clone();
-            if self.put_cluster(&record, vec![]).await.is_ok() {
+            let activated = self
+                .update_cluster(&id, vec![], |r| {
+                    if r.state != ClusterState::Initialized {
+                        return Err(CloudHsmError::InvalidRequest(
+                            "no longer INITIALIZED".into(),
+                        ));
+                    }
+                    r.state = ClusterState::Active;
+                    r.state_message = String::new();
+                    Ok(())
+                })
+                .await;
+            if activated.is_ok() {
                 tracing::info!(cluster_id = %id, "cluster activated: ACTIVE");
                 let _ = self.take_backup(&id).await;
             }
