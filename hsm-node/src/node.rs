@@ -22,7 +22,7 @@ use rustls::ClientConfig;
 use crate::core::{ConnId, NodeCore, Stored};
 use crate::material::{self, Place};
 use crate::password;
-use crate::peer::{PeerLink, Push};
+use crate::peer::{PeerLink, Push, NOT_CONNECTED};
 use crate::store::Store;
 
 /// Messages the node actor queues before senders wait.
@@ -258,6 +258,44 @@ impl NodeActor {
             .collect()
     }
 
+    /// Pushes objects to every peer link, as [`NodeActor::push_all`], but a link that is not
+    /// connected (a peer that just restarted, say) is tried again every 100 ms until the call
+    /// deadline: a new key waits for its quorum to come back rather than failing at once.
+    fn push_until_linked(
+        &self,
+        stored: &[Stored],
+    ) -> FuturesUnordered<impl std::future::Future<Output = (String, Result<(), String>)>> {
+        let objects = self.wire(stored);
+        let until = tokio::time::Instant::now() + self.options.call_deadline;
+        self.links
+            .iter()
+            .map(|(address, link)| {
+                let (address, link, objects) = (address.clone(), link.clone(), objects.clone());
+                async move {
+                    loop {
+                        let left = until.saturating_duration_since(tokio::time::Instant::now());
+                        let outcome = match tokio::time::timeout(
+                            left,
+                            link.send(Push(objects.clone())),
+                        )
+                        .await
+                        {
+                            Ok(Ok(result)) => result,
+                            Ok(Err(_)) => Err("peer link stopped".to_string()),
+                            Err(_) => Err(format!("no answer within {left:?}")),
+                        };
+                        match outcome {
+                            Err(e) if e == NOT_CONNECTED && !left.is_zero() => {
+                                tokio::time::sleep(left.min(Duration::from_millis(100))).await
+                            }
+                            other => return (address, other),
+                        }
+                    }
+                }
+            })
+            .collect()
+    }
+
     /// Persists changes and pushes them to peers (best effort), answering `ok` once they are
     /// durable here.
     fn commit_then(&mut self, changed: Vec<Stored>, ok: Response) -> Reply {
@@ -369,7 +407,7 @@ impl NodeActor {
         let quorum = self.core.quorum();
         let store = self.store.clone();
         let local = store.commit(vec![stored.clone()]);
-        let mut pushes = self.push_all(&[stored]);
+        let mut pushes = self.push_until_linked(&[stored]);
         let need_remote = quorum.saturating_sub(1);
         let remote = async move {
             let mut acked = Vec::new();

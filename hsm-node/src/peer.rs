@@ -14,6 +14,9 @@ use rustls::ClientConfig;
 
 use crate::node::{ApplyPulled, CaughtUp, LinkState, LocalDigest, NodeActor, NodeOptions, Wanted};
 
+/// What a push to a peer that is not connected answers.
+pub const NOT_CONNECTED: &str = "not connected";
+
 /// Buckets asked for in one `ListEntries` call.
 const BUCKETS_PER_CALL: usize = 32;
 
@@ -240,7 +243,7 @@ impl Handler<Push> for PeerLink {
 
     fn handle(&mut self, msg: Push, _: &mut Context<Self>) -> Self::Result {
         let Some(client) = self.live_client() else {
-            return Box::pin(async { Err("not connected".to_string()) });
+            return Box::pin(async { Err(NOT_CONNECTED.to_string()) });
         };
         let deadline = self.options.call_deadline;
         Box::pin(async move {
