@@ -269,6 +269,30 @@ impl ClusterDir {
         Ok(())
     }
 
+    /// Takes the addresses the launcher's HSMs advertise from their node directories (an HSM
+    /// whose port was taken listens on another and records it there), and saves the cluster
+    /// if one moved. Returns whether one did.
+    pub fn refresh_addresses(&mut self) -> Result<bool> {
+        let mut moved = false;
+        for i in 0..self.info.hsms.len() {
+            if self.info.hsms[i].external {
+                continue;
+            }
+            let dir = self.node_dir(&self.info.hsms[i]);
+            if let Ok(address) = node_config::advertised_address(&dir) {
+                if address != self.info.hsms[i].address {
+                    tracing::info!(hsm_id = %self.info.hsms[i].hsm_id, from = %self.info.hsms[i].address, to = %address, "an HSM moved to another port");
+                    self.info.hsms[i].address = address;
+                    moved = true;
+                }
+            }
+        }
+        if moved {
+            self.save()?;
+        }
+        Ok(moved)
+    }
+
     /// The node directory of an HSM.
     pub fn node_dir(&self, hsm: &HsmEntry) -> PathBuf {
         self.root.join(&hsm.dir)

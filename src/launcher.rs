@@ -125,6 +125,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
             provisioner.shutdown().await;
             return Err(e);
         }
+    }
+    // HSMs whose recorded port was taken listen on another: the cluster learns where.
+    provisioner.refresh_addresses()?;
+    for dir in provisioner.cluster_dirs() {
         for h in dir.info.hsms.iter().filter(|h| !h.external) {
             tracing::info!(cluster_id = %dir.info.cluster_id, hsm_id = %h.hsm_id, availability_zone = %h.availability_zone, address = %h.address, "HSM ACTIVE");
         }
@@ -218,8 +222,11 @@ pub async fn wait_until_serving(cluster: &ClusterDir) -> Result<()> {
             if !waiting.contains(&h.hsm_id) {
                 continue;
             }
+            // Where it listens now: an HSM whose port was taken records another.
+            let address = hsm_node::config::advertised_address(&cluster.node_dir(h))
+                .unwrap_or_else(|_| h.address.clone());
             let ok = async {
-                let client = NodeClient::connect(&h.address, tls.clone(), Duration::from_secs(2))
+                let client = NodeClient::connect(&address, tls.clone(), Duration::from_secs(2))
                     .await
                     .ok()?;
                 match client

@@ -154,6 +154,15 @@ impl LauncherProvisioner {
         Ok(provisioner)
     }
 
+    /// Takes the addresses the HSMs now listen on from their node directories (see
+    /// [`ClusterDir::refresh_addresses`]).
+    pub fn refresh_addresses(&self) -> Result<()> {
+        for kept in lock(&self.clusters).values_mut().filter(|k| !k.deleted()) {
+            kept.dir.refresh_addresses()?;
+        }
+        Ok(())
+    }
+
     /// Every cluster directory that is not deleted (for waiting until they serve).
     pub fn cluster_dirs(&self) -> Vec<ClusterDir> {
         lock(&self.clusters)

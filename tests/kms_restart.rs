@@ -185,3 +185,45 @@ async fn in_process_hsms_a_restarted_emulator_serves_the_store_at_once() {
 async fn hsm_processes_a_restarted_emulator_serves_the_store_at_once() {
     restarts_keep_the_store_connected(&["--hsm-processes"], true).await;
 }
+
+/// The address `cluster.json` records for the cluster's first HSM.
+fn first_hsm_address(data_dir: &Path) -> String {
+    let cluster: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(data_dir.join("cluster.json")).unwrap())
+            .unwrap();
+    cluster["hsms"][0]["address"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hsm_whose_port_was_taken_listens_on_another_and_the_cluster_learns_it() {
+    for options in [&[][..], &["--hsm-processes"][..]] {
+        let tmp = tempfile::tempdir().unwrap();
+        let data_dir = tmp.path().join("data");
+        let port = free_port();
+        let emulator = Emulator::start_with(&data_dir, port, options);
+        let kms = emulator.kms();
+        let store = emulator.create_connected_store(&kms, "moved-store").await;
+        let key = create_store_key(&kms, &store).await;
+        let blobs = vec![(encrypt(&kms, key.key_id(), b"moved").await, &b"moved"[..])];
+        emulator.stop();
+
+        // Another process takes the first HSM's port while the emulator is down.
+        let taken = first_hsm_address(&data_dir);
+        let squatter = std::net::TcpListener::bind(&taken).unwrap();
+        let emulator = Emulator::start_with(&data_dir, port, options);
+        let moved = first_hsm_address(&data_dir);
+        assert_ne!(moved, taken, "{options:?}: the HSM listens on another port");
+        first_calls_work(&emulator, &store, &blobs, "after the port was taken").await;
+        // Both HSMs work together: a new key reaches its quorum, the CLI finds the HSM.
+        let kms = emulator.kms();
+        let again = create_store_key(&kms, &store).await;
+        let hsm = emulator.hsm_ids()[0].clone();
+        wait_until(
+            &format!("{hsm} at its new address holds the new key"),
+            Duration::from_secs(15),
+            || (emulator.keys_labelled(&hsm, again.arn().unwrap()).len() == 1).then_some(()),
+        );
+        drop(squatter);
+        emulator.stop();
+    }
+}

@@ -150,6 +150,29 @@ pub fn load(dir: &Path) -> Result<LoadedNode> {
     })
 }
 
+/// Records a new listening address for the node (its port was taken): `listen`, and
+/// `advertise` where it was the same, in `node.json` (atomically) and in `config`.
+pub fn set_address(dir: &Path, config: &mut NodeConfig, address: &str) -> Result<()> {
+    if config.advertise == config.listen {
+        config.advertise = address.to_string();
+    }
+    config.listen = address.to_string();
+    let tmp = dir.join(format!("{CONFIG_FILE}.tmp"));
+    fs::write(&tmp, serde_json::to_string_pretty(config)?)?;
+    fs::rename(&tmp, dir.join(CONFIG_FILE))?;
+    Ok(())
+}
+
+/// The address a node directory's node advertises (`node.json`).
+pub fn advertised_address(dir: &Path) -> Result<String> {
+    let path = dir.join(CONFIG_FILE);
+    let config: NodeConfig = serde_json::from_str(
+        &fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,
+    )
+    .with_context(|| format!("parsing {}", path.display()))?;
+    Ok(config.advertise)
+}
+
 /// Adds `addresses` to the join list in a node directory's `node.json` (kept, so every later
 /// start introduces itself to them too), writing the file atomically. Its own address is
 /// never added.

@@ -40,10 +40,31 @@ impl NodeHandle {
     /// Starts the node kept in `dir`. Returns once it accepts connections.
     pub fn start(dir: &Path, options: NodeOptions, clock: Arc<dyn Clock>) -> Result<Self> {
         let lock = config::lock(dir, config::LOCK_WAIT)?;
-        let node = config::load(dir)?;
+        let mut node = config::load(dir)?;
         let (server_tls, client_tls) = config::tls_configs(&node)?;
-        let listener = std::net::TcpListener::bind(&node.config.listen)
-            .with_context(|| format!("binding {}", node.config.listen))?;
+        let listener = match std::net::TcpListener::bind(&node.config.listen) {
+            Ok(l) => l,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                // Another process took the recorded port while this node was down: listen on
+                // another port of the same host and record it; peers learn the new address
+                // from its Hello and its member record, the launcher from node.json.
+                let host = node
+                    .config
+                    .listen
+                    .rsplit_once(':')
+                    .map(|(h, _)| h.to_string())
+                    .unwrap_or_else(|| "127.0.0.1".into());
+                let l = std::net::TcpListener::bind((host.as_str(), 0))
+                    .with_context(|| format!("binding {host}:0"))?;
+                let moved = l.local_addr()?.to_string();
+                tracing::warn!(taken = %node.config.listen, now = %moved, "the HSM's port is taken; listening on another");
+                config::set_address(dir, &mut node.config, &moved)?;
+                l
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("binding {}", node.config.listen));
+            }
+        };
         listener.set_nonblocking(true)?;
         let address = listener.local_addr()?;
         let store_path = dir.join(STORE_FILE);
