@@ -311,18 +311,7 @@ async fn an_idle_flood_on_an_hsm_port_locks_nobody_out() {
     // flood is still open.
     tokio::time::sleep(Duration::from_secs(4)).await;
     let hsm = emulator.hsm_ids()[0].clone();
-    let listed = emulator.hsm_cli(&[
-        "--hsm",
-        &hsm,
-        "--username",
-        "admin",
-        "--role",
-        "admin",
-        "--password",
-        kms_common::ADMIN_PASSWORD,
-        "user",
-        "list",
-    ]);
+    let listed = emulator.admin_cli(&hsm, &["user", "list"]);
     assert!(listed["users"].as_array().is_some_and(|u| !u.is_empty()));
     drop(flood);
     emulator.stop();

@@ -26,18 +26,7 @@ fn kmsuser_sessions(emulator: &Emulator) -> Vec<u64> {
         .hsm_ids()
         .iter()
         .map(|hsm| {
-            let listed = emulator.hsm_cli(&[
-                "--hsm",
-                hsm,
-                "--username",
-                "admin",
-                "--role",
-                "admin",
-                "--password",
-                kms_common::ADMIN_PASSWORD,
-                "user",
-                "list",
-            ]);
+            let listed = emulator.admin_cli(hsm, &["user", "list"]);
             listed["users"]
                 .as_array()
                 .unwrap()
@@ -55,18 +44,7 @@ fn labels_per_hsm(emulator: &Emulator) -> Vec<(String, BTreeMap<String, usize>)>
         .hsm_ids()
         .iter()
         .map(|hsm| {
-            let listed = emulator.hsm_cli(&[
-                "--hsm",
-                hsm,
-                "--username",
-                "admin",
-                "--role",
-                "admin",
-                "--password",
-                kms_common::ADMIN_PASSWORD,
-                "key",
-                "list",
-            ]);
+            let listed = emulator.admin_cli(hsm, &["key", "list"]);
             let mut counts = BTreeMap::new();
             for k in listed["keys"].as_array().unwrap() {
                 *counts

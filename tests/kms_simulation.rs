@@ -165,17 +165,7 @@ impl Sim {
                 key.deletion.map(f64::round),
                 "{ctx}: deletion date of {id}"
             );
-            let tags: BTreeMap<String, String> = self
-                .kms
-                .list_resource_tags()
-                .key_id(id)
-                .send()
-                .await
-                .unwrap()
-                .tags()
-                .iter()
-                .map(|t| (t.tag_key().to_string(), t.tag_value().to_string()))
-                .collect();
+            let tags = kms_common::key_tags(&self.kms, id).await;
             assert_eq!(tags, key.tags, "{ctx}: tags of {id}");
         }
         let aliases: BTreeMap<String, String> = self
@@ -221,18 +211,7 @@ impl Sim {
                 &format!("{ctx}: {hsm} holds exactly the model's backing keys"),
                 Duration::from_secs(30),
                 || {
-                    let listed = emulator.hsm_cli(&[
-                        "--hsm",
-                        &hsm,
-                        "--username",
-                        "admin",
-                        "--role",
-                        "admin",
-                        "--password",
-                        kms_common::ADMIN_PASSWORD,
-                        "key",
-                        "list",
-                    ]);
+                    let listed = emulator.admin_cli(&hsm, &["key", "list"]);
                     let labels: Vec<String> = listed["keys"]
                         .as_array()
                         .unwrap()
@@ -272,17 +251,7 @@ impl Sim {
             }
         }
         if let Some(id) = touched {
-            let tags: BTreeMap<String, String> = self
-                .kms
-                .list_resource_tags()
-                .key_id(&id)
-                .send()
-                .await
-                .unwrap()
-                .tags()
-                .iter()
-                .map(|t| (t.tag_key().to_string(), t.tag_value().to_string()))
-                .collect();
+            let tags = kms_common::key_tags(&self.kms, &id).await;
             if let Some(k) = self.model.keys.get_mut(&id) {
                 k.tags = tags;
             }

@@ -28,14 +28,9 @@ fn health(emulator: &Emulator) -> serde_json::Value {
 }
 
 async fn tags(kms: &aws_sdk_kms::Client, key_id: &str) -> Vec<(String, String)> {
-    kms.list_resource_tags()
-        .key_id(key_id)
-        .send()
+    kms_common::key_tags(kms, key_id)
         .await
-        .unwrap()
-        .tags()
-        .iter()
-        .map(|t| (t.tag_key().to_string(), t.tag_value().to_string()))
+        .into_iter()
         .collect()
 }
 

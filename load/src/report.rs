@@ -297,7 +297,7 @@ fn render(results: &Results, chart: &str, commands: &str, commit: &str) -> Strin
                     "Resident memory of the emulator with 100,000 keys".to_string()
                 }
                 other => format!(
-                    "AES-256-GCM {}: the project's AEAD (ring in a wrapper that wipes \
+                    "AES-256-GCM {}: the project's AEAD (RustCrypto aes-gcm 0.11, wiping \
                      plaintexts) against bare ring, same run",
                     other.trim_start_matches("aead/")
                 ),

@@ -267,6 +267,22 @@ impl Emulator {
             .unwrap_or_else(|e| panic!("hsm-cli {args:?} answered {stdout}: {e}"))
     }
 
+    /// `hsm-cli --json` on one HSM, logged in as the admin (who sees every user and key).
+    pub fn admin_cli(&self, hsm_id: &str, args: &[&str]) -> Value {
+        let mut all = vec![
+            "--hsm",
+            hsm_id,
+            "--username",
+            "admin",
+            "--role",
+            "admin",
+            "--password",
+            ADMIN_PASSWORD,
+        ];
+        all.extend_from_slice(args);
+        self.hsm_cli(&all)
+    }
+
     /// Stops or starts an HSM through the control API's fault injection.
     pub fn fault(&self, hsm_id: &str, action: &str) {
         let status = Self::agent()
@@ -789,6 +805,22 @@ pub async fn create_kms_key(kms: &aws_sdk_kms::Client) -> KeyMetadata {
         .key_metadata()
         .unwrap()
         .clone()
+}
+
+/// A key's tags, as ListResourceTags shows them.
+pub async fn key_tags(
+    kms: &aws_sdk_kms::Client,
+    key_id: &str,
+) -> std::collections::BTreeMap<String, String> {
+    kms.list_resource_tags()
+        .key_id(key_id)
+        .send()
+        .await
+        .unwrap()
+        .tags()
+        .iter()
+        .map(|t| (t.tag_key().to_string(), t.tag_value().to_string()))
+        .collect()
 }
 
 /// DescribeKey, which must succeed.
