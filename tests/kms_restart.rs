@@ -227,3 +227,64 @@ async fn an_hsm_whose_port_was_taken_listens_on_another_and_the_cluster_learns_i
         emulator.stop();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_interrupted_after_its_commit_finishes_on_the_next_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data");
+    let port = free_port();
+    let emulator = Emulator::start(&data_dir, port);
+    let kms = emulator.kms();
+    let store = emulator
+        .create_connected_store(&kms, "interrupted-store")
+        .await;
+    let doomed = create_store_key(&kms, &store).await;
+    kms.schedule_key_deletion()
+        .key_id(doomed.key_id())
+        .pending_window_in_days(7)
+        .send()
+        .await
+        .unwrap();
+
+    // The process dies right after the key's removal is durable, before any HSM hears of it.
+    emulator.post_json(
+        "/_hsmkms/faults",
+        &serde_json::json!({"action": "crash-after-deletion-commit"}),
+    );
+    let (status, _) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        emulator.post_json_status(
+            "/_hsmkms/clock",
+            &serde_json::json!({ "advanceSeconds": EIGHT_DAYS_SECONDS }),
+        )
+    }))
+    .unwrap_or((0, serde_json::Value::Null));
+    assert_ne!(status, 200, "the clock call did not get its answer");
+    emulator.crash();
+
+    // The next start finishes it: the backing key is deleted from every HSM, the audit trail
+    // and the event say so, and nothing is orphaned.
+    let emulator = Emulator::start(&data_dir, port);
+    let kms = emulator.kms();
+    let err = kms
+        .describe_key()
+        .key_id(doomed.key_id())
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    kms_common::assert_error(&err, "NotFoundException", None);
+    let record = emulator.wait_for_delete_key_record(doomed.key_id());
+    let statuses = backing_key_deletion_statuses(&record);
+    assert!(
+        !statuses.is_empty() && statuses.iter().all(|(_, s)| s == "SUCCESS"),
+        "{statuses:?}"
+    );
+    emulator.wait_for_deletion_event(doomed.arn().unwrap(), doomed.key_id());
+    for hsm in emulator.hsm_ids() {
+        assert!(emulator
+            .keys_labelled(&hsm, doomed.arn().unwrap())
+            .is_empty());
+    }
+    assert!(emulator.orphans().iter().all(|(_, l)| l.is_empty()));
+    emulator.stop();
+}

@@ -70,6 +70,9 @@ pub struct Frontend {
     creating_keys: std::sync::atomic::AtomicUsize,
     /// Clock advances take turns, so none is lost.
     clock_advances: tokio::sync::Mutex<()>,
+    /// Fault injection: the process dies right after the next key deletion is committed,
+    /// before its effects run (the crash the deletion task exists for).
+    pub crash_after_deletion_commit: std::sync::atomic::AtomicBool,
 }
 
 /// What the one owner of a custom key store's record keeps: whoever holds it may change the
@@ -176,6 +179,7 @@ impl Frontend {
             locks: Locks::default(),
             creating_keys: std::sync::atomic::AtomicUsize::new(0),
             clock_advances: tokio::sync::Mutex::new(()),
+            crash_after_deletion_commit: std::sync::atomic::AtomicBool::new(false),
         });
         Ok((frontend, thread))
     }
@@ -352,6 +356,13 @@ impl Frontend {
             }
             self.registry_mut().remove_key(&id, &aliases);
             drop(_held);
+            if self
+                .crash_after_deletion_commit
+                .swap(false, std::sync::atomic::Ordering::SeqCst)
+            {
+                tracing::error!(key_id = %id, "fault injection: the process dies after the deletion's commit");
+                std::process::abort();
+            }
             self.metrics.count_deletion();
             tracing::info!(key_id = %id, "KMS key deleted at the end of its waiting period");
             self.finish_deletion(task).await;

@@ -181,7 +181,8 @@ struct Fault {
     hsm_id: Option<String>,
     /// `stop` (the HSM fails: DEGRADED, unreachable), `start` (it comes back), or
     /// `fail-commits` (the frontend's next `count` commits fail, as on a disk that refuses
-    /// writes).
+    /// writes), or `crash-after-deletion-commit` (the process dies right after the next key
+    /// deletion is durable, before the HSMs hear of it).
     action: String,
     count: Option<u32>,
 }
@@ -205,6 +206,11 @@ async fn fault(fe: web::Data<Arc<Frontend>>, payload: web::Payload) -> HttpRespo
     let running = match fault.action.as_str() {
         "stop" => false,
         "start" => true,
+        "crash-after-deletion-commit" => {
+            fe.crash_after_deletion_commit
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            return HttpResponse::Ok().json(json!({"crashAfterDeletionCommit": true}));
+        }
         "fail-commits" => {
             let count = fault.count.unwrap_or(1);
             if count > MAX_INJECTED_COMMIT_FAILURES {
@@ -217,7 +223,7 @@ async fn fault(fe: web::Data<Arc<Frontend>>, payload: web::Payload) -> HttpRespo
         }
         other => {
             return bad(format!(
-                "Unknown action {other:?}: use stop, start or fail-commits."
+                "Unknown action {other:?}: use stop, start, fail-commits or crash-after-deletion-commit."
             ))
         }
     };
