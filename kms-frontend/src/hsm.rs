@@ -143,6 +143,8 @@ pub struct KeyStoreActor {
     login: Option<(String, SecretString)>,
     /// A background re-login is running.
     relogging: bool,
+    /// HSMs whose session timed out: only the background re-login tries them again.
+    suspect: Vec<String>,
 }
 
 impl Actor for KeyStoreActor {
@@ -165,62 +167,90 @@ impl KeyStoreActor {
         if self.relogging {
             return;
         }
-        let Some((cluster_id, password)) = self.login.as_ref() else {
-            return;
-        };
-        let Some(cluster) = self.clusters.cluster(cluster_id) else {
-            return;
-        };
-        let have: Vec<&str> = self.sessions.iter().map(|s| s.hsm_id.as_str()).collect();
-        let missing: Vec<(String, String)> = cluster
-            .active_hsms()
-            .into_iter()
-            .filter(|h| !have.contains(&h.hsm_id.as_str()))
-            .map(|h| (h.hsm_id.clone(), h.address.clone()))
-            .collect();
-        if missing.is_empty() {
-            return;
-        }
-        let Some(tls) = self.clusters.client_tls(cluster_id) else {
+        let Some(plan) = self.relogin_plan(&[]) else {
             return;
         };
         self.relogging = true;
-        let password = password.duplicate();
         let generation = self.generation;
-        let attempt = async move {
-            let mut fresh = Vec::new();
-            for (hsm_id, address) in missing {
-                let one = async {
-                    let client = NodeClient::connect(&address, tls.clone(), HSM_DEADLINE).await?;
-                    login(&client, &password).await?;
-                    Ok::<_, ClientError>(client)
-                };
-                match one.await {
-                    Ok(client) => fresh.push(Session {
-                        hsm_id,
-                        client: Arc::new(client),
-                    }),
-                    Err(e) => {
-                        tracing::debug!(%hsm_id, error = %e, "cannot log in to the HSM again yet")
-                    }
-                }
-            }
-            fresh
-        };
-        ctx.spawn(attempt.into_actor(self).map(move |fresh, act, _| {
-            act.relogging = false;
-            // Only into the sessions it was started for: a close meanwhile ends them.
-            if act.generation != generation || act.login.is_none() {
-                return;
-            }
-            for s in fresh {
-                if !act.sessions.iter().any(|have| have.hsm_id == s.hsm_id) {
-                    tracing::info!(hsm_id = %s.hsm_id, "logged in to the HSM again");
-                    act.sessions.push(s);
-                }
-            }
-        }));
+        ctx.spawn(
+            log_in_again(plan)
+                .into_actor(self)
+                .map(move |fresh, act, _| {
+                    act.relogging = false;
+                    act.adopt(generation, fresh);
+                }),
+        );
     }
+
+    /// What logging in again takes: the active HSMs with no live session (less `skip`), the
+    /// TLS configuration, the password. `None` when not connected or nothing is missing.
+    fn relogin_plan(&self, skip: &[String]) -> Option<Relogin> {
+        let (cluster_id, password) = self.login.as_ref()?;
+        let cluster = self.clusters.cluster(cluster_id)?;
+        let have: Vec<&str> = self
+            .sessions
+            .iter()
+            .filter(|s| !s.client.is_closed())
+            .map(|s| s.hsm_id.as_str())
+            .collect();
+        let missing: Vec<(String, String)> = cluster
+            .active_hsms()
+            .into_iter()
+            .filter(|h| !have.contains(&h.hsm_id.as_str()) && !skip.contains(&h.hsm_id))
+            .map(|h| (h.hsm_id.clone(), h.address.clone()))
+            .collect();
+        if missing.is_empty() {
+            return None;
+        }
+        Some(Relogin {
+            missing,
+            tls: self.clusters.client_tls(cluster_id)?,
+            password: password.duplicate(),
+        })
+    }
+
+    /// Takes sessions logged in again, if the connection they were made for still stands.
+    fn adopt(&mut self, generation: u64, fresh: Vec<Session>) {
+        // Only into the sessions it was started for: a close meanwhile ends them.
+        if self.generation != generation || self.login.is_none() {
+            return;
+        }
+        self.sessions.retain(|s| !s.client.is_closed());
+        for s in fresh {
+            self.suspect.retain(|h| *h != s.hsm_id);
+            if !self.sessions.iter().any(|have| have.hsm_id == s.hsm_id) {
+                tracing::info!(hsm_id = %s.hsm_id, "logged in to the HSM again");
+                self.sessions.push(s);
+            }
+        }
+    }
+}
+
+/// HSMs to log in to again, and how.
+struct Relogin {
+    missing: Vec<(String, String)>,
+    tls: Arc<rustls::ClientConfig>,
+    password: SecretString,
+}
+
+/// Connects and logs in as kmsuser on each HSM of `plan`; returns the sessions that worked.
+async fn log_in_again(plan: Relogin) -> Vec<Session> {
+    let mut fresh = Vec::new();
+    for (hsm_id, address) in plan.missing {
+        let one = async {
+            let client = NodeClient::connect(&address, plan.tls.clone(), HSM_DEADLINE).await?;
+            login(&client, &plan.password).await?;
+            Ok::<_, ClientError>(client)
+        };
+        match one.await {
+            Ok(client) => fresh.push(Session {
+                hsm_id,
+                client: Arc::new(client),
+            }),
+            Err(e) => tracing::debug!(%hsm_id, error = %e, "cannot log in to the HSM again yet"),
+        }
+    }
+    fresh
 }
 
 async fn login(client: &NodeClient, password: &SecretString) -> Result<(), ClientError> {
@@ -357,6 +387,7 @@ impl Handler<Open> for KeyStoreActor {
         self.generation = msg.generation;
         let old = std::mem::take(&mut self.sessions);
         self.login = None;
+        self.suspect.clear();
         let cluster_id = msg.cluster_id.clone();
         let clusters = self.clusters.clone();
         AtomicResponse::new(Box::pin(
@@ -426,6 +457,7 @@ impl Handler<Close> for KeyStoreActor {
         self.generation = msg.generation;
         let sessions = std::mem::take(&mut self.sessions);
         self.login = None;
+        self.suspect.clear();
         AtomicResponse::new(Box::pin(logout_all(sessions).into_actor(self)))
     }
 }
@@ -495,19 +527,61 @@ impl Handler<Run> for KeyStoreActor {
             self.next = (self.next + 1) % order.len();
             order.rotate_left(self.next);
         }
+        // If no session answers because every one was closed (the HSMs restarted), log in
+        // again at once and try once more; HSMs that timed out are left to the background.
+        let make = std::rc::Rc::new(msg.0);
+        let again = make.clone();
         Box::pin(
-            async move { try_sessions(&order, &msg.0).await }
+            async move { try_sessions(&order, &make).await }
                 .into_actor(self)
-                .map(|round, act, _| {
-                    // A session that timed out is set aside (the background re-login opens a new
-                    // one once its HSM answers again), so the next call does not wait on it too.
-                    if !round.timed_out.is_empty() {
-                        act.sessions
-                            .retain(|s| !round.timed_out.contains(&s.hsm_id));
-                    }
-                    (round.answer.map_err(|(_, e)| e), round.uncertain)
-                }),
+                .then(move |first, act, _| -> RunRound {
+                    act.set_aside(&first.timed_out);
+                    let all_closed =
+                        matches!(first.answer, Err((true, _))) && first.timed_out.is_empty();
+                    let plan = if all_closed {
+                        act.relogin_plan(&act.suspect)
+                    } else {
+                        None
+                    };
+                    let Some(plan) = plan else {
+                        return Box::pin(fut::ready(first));
+                    };
+                    let generation = act.generation;
+                    Box::pin(
+                        async move {
+                            let fresh = log_in_again(plan).await;
+                            let mut second = try_sessions(&fresh, &again).await;
+                            second.uncertain |= first.uncertain;
+                            (second, fresh)
+                        }
+                        .into_actor(act)
+                        .map(move |(second, fresh), act, _| {
+                            act.set_aside(&second.timed_out);
+                            act.adopt(generation, fresh);
+                            second
+                        }),
+                    )
+                })
+                .map(|round, _, _| (round.answer.map_err(|(_, e)| e), round.uncertain)),
         )
+    }
+}
+
+/// A round over the sessions, as the actor runs it.
+type RunRound = std::pin::Pin<Box<dyn ActorFuture<KeyStoreActor, Output = Round>>>;
+
+impl KeyStoreActor {
+    /// Sets aside sessions that timed out: the background re-login opens a new one once their
+    /// HSM answers again, so the next call does not wait on them too.
+    fn set_aside(&mut self, timed_out: &[String]) {
+        if !timed_out.is_empty() {
+            self.sessions.retain(|s| !timed_out.contains(&s.hsm_id));
+            for hsm in timed_out {
+                if !self.suspect.contains(hsm) {
+                    self.suspect.push(hsm.clone());
+                }
+            }
+        }
     }
 }
 
@@ -553,6 +627,7 @@ impl HsmGateway {
                     generation: 0,
                     login: None,
                     relogging: false,
+                    suspect: Vec::new(),
                 }
                 .start()
             })
