@@ -293,7 +293,13 @@ impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Vec<u8>>) {
         while let Some(first) = rx.blocking_recv() {
             let mut buf = first;
-            while buf.len() < 1024 * 1024 {
+            // A batch fills at most the room left in the current file (and 1 MiB), so a file
+            // passes its share of the cap by one record at most.
+            let room = self
+                .segment_bytes
+                .saturating_sub(self.written)
+                .min(1024 * 1024) as usize;
+            while buf.len() < room {
                 match rx.try_recv() {
                     Ok(next) => buf.extend_from_slice(&next),
                     Err(_) => break,
