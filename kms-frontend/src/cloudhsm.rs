@@ -317,6 +317,14 @@ impl CloudHsm {
         Ok((record, out))
     }
 
+    /// The Region a backup lives in, if it exists.
+    fn region_of(&self, backup_id: &str) -> Option<String> {
+        self.state()
+            .backups
+            .get(backup_id)
+            .map(|b| b.region.clone())
+    }
+
     /// Changes one backup's record, the same way.
     async fn update_backup(
         &self,
@@ -1088,12 +1096,9 @@ impl CloudHsm {
             }
         }
         for backup_id in purges {
-            let region = self
-                .state()
-                .backups
-                .get(&backup_id)
-                .map(|b| b.region.clone());
-            let Some(region) = region else { continue };
+            let Some(region) = self.region_of(&backup_id) else {
+                continue;
+            };
             let purged = self
                 .update_backup(&backup_id, &region, |b| {
                     // Still READY: a call meanwhile may have deleted or kept it.
@@ -1109,12 +1114,9 @@ impl CloudHsm {
             }
         }
         for backup_id in expired {
-            let region = self
-                .state()
-                .backups
-                .get(&backup_id)
-                .map(|b| b.region.clone());
-            let Some(region) = region else { continue };
+            let Some(region) = self.region_of(&backup_id) else {
+                continue;
+            };
             let gone = self
                 .update_backup(&backup_id, &region, |b| {
                     // Still expired: a RestoreBackup meanwhile brings it back instead.

@@ -170,7 +170,7 @@ pub async fn call(
     body: &[u8],
     request_id: &str,
 ) -> Result<Value, KmsError> {
-    let served = audit::metric_name(op, &OPERATIONS) != "Other";
+    let served = OPERATIONS.contains(&op);
     frontend
         .metrics
         .count_request(audit::metric_name(op, &OPERATIONS));
