@@ -143,7 +143,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
             return Err(e);
         }
     };
-    let scheduler = kms_frontend::scheduler::DeletionScheduler::new(frontend.clone()).start();
+    let scheduler =
+        kms_frontend::actors::scheduler::DeletionScheduler::new(frontend.clone()).start();
     tracing::info!(endpoint = %format!("http://127.0.0.1:{}", args.port), "KMS and CloudHSMv2 serving");
     println!("Ready.");
     let _ = std::io::stdout().flush();
@@ -193,6 +194,7 @@ async fn start_frontend(
         provisioner,
         base_clock: clock,
         audit_max_bytes: args.audit_max_bytes,
+        entropy: std::sync::Arc::new(hsmkms_common::entropy::OsEntropy),
     })?;
     frontend.recover().await;
     let bind = std::net::SocketAddr::from(([127, 0, 0, 1], args.port));

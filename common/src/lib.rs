@@ -14,11 +14,13 @@
 //!   and clients.
 //! - [`client`]: an async client for one node connection (pipelined calls, each with a deadline).
 //! - [`clock`]: the injected clock, so nothing in core code reads the system time directly.
+//! - [`entropy`]: injected randomness (the OS's, or seeded for simulations and tests).
 //! - [`quiet`]: a library's panic on a damaged file caught as an error, without a backtrace.
 
 pub mod aead;
 pub mod client;
 pub mod clock;
+pub mod entropy;
 pub mod frame;
 pub mod group_commit;
 pub mod ids;

@@ -4,7 +4,6 @@
 
 use std::fmt;
 
-use rand::RngCore;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, Zeroizing};
@@ -19,8 +18,13 @@ pub struct KeyMaterial(Zeroizing<[u8; KEY_LEN]>);
 impl KeyMaterial {
     /// Fresh material from the operating system's CSPRNG.
     pub fn generate() -> Self {
+        Self::generate_from(&crate::entropy::OsEntropy)
+    }
+
+    /// Fresh material from `entropy`.
+    pub fn generate_from(entropy: &dyn crate::entropy::Entropy) -> Self {
         let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
-        rand::rngs::OsRng.fill_bytes(bytes.as_mut());
+        entropy.fill(bytes.as_mut());
         Self(bytes)
     }
 

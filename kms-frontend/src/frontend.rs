@@ -8,14 +8,15 @@ use std::thread::JoinHandle;
 
 use anyhow::{Context, Result};
 use hsmkms_common::clock::Clock;
+use hsmkms_common::entropy::Entropy;
 use hsmkms_common::keyfile;
 use hsmkms_common::secret::KeyMaterial;
 use serde_json::{json, Value};
 
+use crate::actors::HsmGateway;
 use crate::audit::{Audit, Metrics};
 use crate::cloudhsm::CloudHsm;
 use crate::cluster::{ClusterDirectory, Provisioner};
-use crate::hsm::HsmGateway;
 use crate::locks::{Locks, Resource};
 use crate::service::change::Change;
 use crate::service::clock::{EmulatorClock, OFFSET_KEY};
@@ -43,6 +44,8 @@ pub struct FrontendOptions {
     pub base_clock: Arc<dyn Clock>,
     /// Total cap on the audit trail's files (and, apart, on the events').
     pub audit_max_bytes: u64,
+    /// Where ids, key material, passwords and data keys come from.
+    pub entropy: Arc<dyn Entropy>,
 }
 
 /// Everything the API handlers share.
@@ -57,6 +60,8 @@ pub struct Frontend {
     pub clusters: Arc<CloudHsm>,
     pub hsm: HsmGateway,
     pub arns: Arns,
+    /// Where ids, key material, passwords and data keys come from (injected, like the clock).
+    pub entropy: Arc<dyn Entropy>,
     events: Audit,
     deletions: tokio::sync::Mutex<()>,
     /// The owner of each custom key store's record (see [`StoreOwner`]); one entry per store
@@ -172,6 +177,7 @@ impl Frontend {
             hsm: HsmGateway::new(directory),
             clusters,
             arns,
+            entropy: options.entropy.clone(),
             events: Audit::open(&options.dir.join(EVENTS_FILE), options.audit_max_bytes)?,
             deletions: tokio::sync::Mutex::new(()),
             owners: Mutex::new(HashMap::new()),
@@ -213,7 +219,7 @@ impl Frontend {
     /// Rebuilds, before the emulator serves, what must be running: custom key stores that were
     /// connected connect again, then backing-key deletions that a stop interrupted finish.
     pub async fn recover(self: &Arc<Self>) {
-        crate::api::key_stores::recover(self).await;
+        crate::key_stores::recover(self).await;
         self.finish_interrupted_deletions().await;
     }
 
@@ -291,7 +297,7 @@ impl Frontend {
         self.store
             .commit(writes)
             .await
-            .map_err(|e| KmsError::KmsInternal(format!("The change could not be stored: {e}")))
+            .map_err(KmsError::not_stored)
     }
 
     pub fn now(&self) -> u64 {

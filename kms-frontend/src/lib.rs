@@ -8,22 +8,24 @@
 //! - [`service`]: the domain: key states, key store connection states, the ciphertext format,
 //!   the registry of keys, aliases and key stores, the emulator clock, errors.
 //! - [`frontend`]: the shared state of the handlers and the deletion flow.
-//! - [`hsm`]: one actor per custom key store holding its kmsuser sessions; the gateway to them.
+//! - [`key_stores`]: the flows of a custom key store beyond one request: the connect
+//!   protocol, recovery on start, keys created in a store.
+//! - [`actors`]: the thin actix shells: one actor per custom key store holding its kmsuser
+//!   sessions and the gateway to them, and the deletion scheduler.
 //! - [`cluster`]: what KMS sees of clusters, and the provisioner trait the launcher implements.
 //! - [`cloudhsm`]: the CloudHSM service: clusters, HSMs, backups, on the provisioner.
 //! - [`store`]: the redb store with group commit.
 //! - [`locks`]: locks on keys and aliases, so changes to one resource take turns.
 //! - [`audit`]: the CloudTrail-like audit trail, metrics and events.
-//! - [`scheduler`]: the deletion scheduler.
 
+pub mod actors;
 pub mod api;
 pub mod audit;
 pub mod cloudhsm;
 pub mod cluster;
 pub mod frontend;
-pub mod hsm;
+pub mod key_stores;
 pub mod locks;
-pub mod scheduler;
 pub mod service;
 pub mod store;
 

@@ -7,7 +7,6 @@
 pub mod cbor;
 pub mod cloudhsm;
 pub mod control;
-pub mod key_stores;
 pub mod kms;
 pub mod types;
 

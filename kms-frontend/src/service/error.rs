@@ -134,3 +134,86 @@ impl KmsError {
         self.to_string()
     }
 }
+
+// Errors that more than one place gives, each text written once, here.
+impl KmsError {
+    /// No HSM of a key store's cluster answered, or the store has no session on any.
+    pub fn cluster_unreachable() -> Self {
+        KmsError::KmsInvalidState(
+            "KMS cannot communicate with your CloudHSM cluster. This might be a transient network issue. \
+             If you see this error repeatedly, verify that the Network ACLs and the security group rules \
+             for the VPC of your AWS CloudHSM cluster are correct."
+                .into(),
+        )
+    }
+
+    /// The backing key of a key store key is not on the HSM that was asked.
+    pub fn key_material_missing() -> Self {
+        KmsError::KmsInvalidState(
+            "The key material for this KMS key is not in the associated AWS CloudHSM cluster."
+                .into(),
+        )
+    }
+
+    /// The cluster did not answer within the request's deadline.
+    pub fn dependency_timeout() -> Self {
+        KmsError::DependencyTimeout(
+            "The system timed out while trying to fulfill the request. The request can be retried."
+                .into(),
+        )
+    }
+
+    /// A ciphertext that does not open under its key with the given encryption context.
+    pub fn invalid_ciphertext() -> Self {
+        KmsError::InvalidCiphertext(
+            "The ciphertext is invalid, or the encryption context does not match.".into(),
+        )
+    }
+
+    /// A commit to the store failed: nothing changed.
+    pub fn not_stored(cause: impl std::fmt::Display) -> Self {
+        KmsError::KmsInternal(format!("The change could not be stored: {cause}"))
+    }
+
+    /// GetKeyPolicy or PutKeyPolicy with a policy name other than `default`.
+    pub fn no_such_policy(name: &str) -> Self {
+        KmsError::NotFound(format!("No such policy exists: {name}"))
+    }
+
+    /// GenerateDataKey or GenerateRandom without a length.
+    pub fn length_missing() -> Self {
+        KmsError::Validation("Please specify either number of bytes or key spec.".into())
+    }
+
+    /// A key store name another store of the account has.
+    pub fn store_name_in_use(name: &str) -> Self {
+        KmsError::CustomKeyStoreNameInUse(format!(
+            "The custom key store name {name} is already in use."
+        ))
+    }
+
+    /// A cluster ID the account does not have.
+    pub fn cluster_not_found(cluster_id: &str) -> Self {
+        KmsError::CloudHsmClusterNotFound(format!("AWS CloudHSM cluster {cluster_id} not found."))
+    }
+
+    /// A cluster without two active HSMs in two Availability Zones.
+    pub fn cluster_too_small(cluster_id: &str) -> Self {
+        KmsError::CloudHsmClusterInvalidConfiguration(format!(
+            "AWS CloudHSM cluster {cluster_id} must contain at least two active HSMs in different Availability Zones."
+        ))
+    }
+
+    /// A key that would have more tags than a key may.
+    pub fn too_many_tags(max: usize) -> Self {
+        KmsError::Tag(format!("A key can have at most {max} tags."))
+    }
+
+    /// A value of an enumerated member outside its set.
+    pub fn not_in_enum(member: &str, value: &str, allowed: &[&str]) -> Self {
+        KmsError::Validation(format!(
+            "1 validation error detected: Value '{value}' at '{member}' failed to satisfy constraint: Member must satisfy enum value set: [{}]",
+            allowed.join(", ")
+        ))
+    }
+}

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use hsmkms_common::aead::Sealer;
+use hsmkms_common::entropy::Entropy;
 use hsmkms_common::secret::{KeyMaterial, SecretString};
 use uuid::Uuid;
 
@@ -371,6 +372,7 @@ impl Registry {
         policy: Option<String>,
         tags: Vec<(String, String)>,
         now_millis: u64,
+        entropy: &dyn Entropy,
     ) -> Result<(Uuid, KeyRecord, Option<KeyMaterial>), KmsError> {
         self.check_quota()?;
         let description = description.unwrap_or_default();
@@ -390,13 +392,13 @@ impl Registry {
         };
         check_tags(&tags)?;
         if tags.len() > MAX_TAGS_PER_KEY {
-            return Err(KmsError::Tag(format!(
-                "A key can have at most {MAX_TAGS_PER_KEY} tags."
-            )));
+            return Err(KmsError::too_many_tags(MAX_TAGS_PER_KEY));
         }
-        let key_id = Uuid::new_v4();
+        let mut id = [0u8; 16];
+        entropy.fill(&mut id);
+        let key_id = uuid::Builder::from_random_bytes(id).into_uuid();
         let (origin, material) = if origin_is_aws_kms {
-            let material = KeyMaterial::generate();
+            let material = KeyMaterial::generate_from(entropy);
             (
                 KeyOrigin::AwsKms {
                     wrapped_material: self.master.wrap(&material, &material_context(&key_id)),
@@ -554,7 +556,7 @@ impl Registry {
         policy: String,
     ) -> Result<Vec<Change>, KmsError> {
         if name != "default" {
-            return Err(KmsError::NotFound(format!("No such policy exists: {name}")));
+            return Err(KmsError::no_such_policy(name));
         }
         check_policy(&policy)?;
         let id = self.checked(key_id, false, KeyOp::PutKeyPolicy)?.key_id;
@@ -598,9 +600,7 @@ impl Registry {
         let mut merged = record.tags.clone();
         merged.extend(tags);
         if merged.len() > MAX_TAGS_PER_KEY {
-            return Err(KmsError::Tag(format!(
-                "A key can have at most {MAX_TAGS_PER_KEY} tags."
-            )));
+            return Err(KmsError::too_many_tags(MAX_TAGS_PER_KEY));
         }
         let id = record.key_id;
         Ok(self.update_key(id, |k| k.tags = merged))

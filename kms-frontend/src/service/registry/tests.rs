@@ -1,5 +1,6 @@
 use super::*;
 use crate::service::model::BackingKey;
+use hsmkms_common::entropy::{OsEntropy, SeededEntropy};
 
 fn registry() -> Registry {
     let arns = Arns {
@@ -15,7 +16,9 @@ fn apply(r: &mut Registry, changes: Vec<Change>) {
 }
 
 fn add_key(r: &mut Registry) -> Uuid {
-    let (id, record, _) = r.new_key(true, None, None, vec![], 1_000).unwrap();
+    let (id, record, _) = r
+        .new_key(true, None, None, vec![], 1_000, &OsEntropy)
+        .unwrap();
     let changes = r.insert_key(record).unwrap();
     apply(r, changes);
     id
@@ -38,7 +41,9 @@ fn add_store_key(r: &mut Registry, connected: bool) -> Uuid {
         created_at_millis: 0,
     };
     r.install_store(store);
-    let (id, mut record, _) = r.new_key(false, None, None, vec![], 1_000).unwrap();
+    let (id, mut record, _) = r
+        .new_key(false, None, None, vec![], 1_000, &OsEntropy)
+        .unwrap();
     record.origin = KeyOrigin::CloudHsm {
         custom_key_store_id: "cks-1234567890abcdef0".into(),
         cluster_id: "cluster-abcdefghijk".into(),
@@ -255,7 +260,7 @@ fn aws_kms_material_survives_a_reload_and_passwords_unwrap() {
         account_id: "111122223333".into(),
     };
     let mut r = Registry::load(arns.clone(), &master, &Loaded::default()).unwrap();
-    let (id, record, _) = r.new_key(true, None, None, vec![], 0).unwrap();
+    let (id, record, _) = r.new_key(true, None, None, vec![], 0, &OsEntropy).unwrap();
     let changes = r.insert_key(record).unwrap();
     let writes = Registry::writes(&changes);
     apply(&mut r, changes);
@@ -271,4 +276,27 @@ fn aws_kms_material_survives_a_reload_and_passwords_unwrap() {
     assert_eq!(opened.expose(), b"data");
     // Under another master key the material does not unwrap: the store alone reveals nothing.
     assert!(Registry::load(arns, &KeyMaterial::generate(), &loaded).is_err());
+}
+
+/// Randomness is injected: two registries given the same seed mint the same key and the same
+/// material (a ciphertext made by one opens in the other's key), and another seed mints others.
+#[test]
+fn the_same_seed_mints_the_same_keys() {
+    let mint = |seed| {
+        let r = registry();
+        let (id, _, material) = r
+            .new_key(true, None, None, vec![], 0, &SeededEntropy::new(seed))
+            .unwrap();
+        (id, material.unwrap())
+    };
+    let ((a, ma), (b, mb), (c, mc)) = (mint(1), mint(1), mint(2));
+    assert_eq!(a, b);
+    assert_eq!(a.get_version_num(), 4, "still a version 4 UUID");
+    assert_ne!(a, c);
+    let sealed = Sealer::new(&ma).seal(b"hello", b"aad");
+    assert_eq!(
+        Sealer::new(&mb).open(&sealed, b"aad").unwrap().expose(),
+        b"hello"
+    );
+    assert!(Sealer::new(&mc).open(&sealed, b"aad").is_err());
 }

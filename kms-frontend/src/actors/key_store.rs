@@ -1,17 +1,15 @@
-//! The frontend's side of the cluster: one actor per custom key store that owns the store's
-//! kmsuser sessions (one per HSM), and the gateway that routes calls to them. Crypto calls for
-//! key store keys run on an HSM (any active one, failing over to the next), as KMS sends them
-//! to the cluster.
+//! One actor per custom key store: it owns the store's kmsuser sessions (one per HSM), opens
+//! and closes them in generation order, logs in again on HSMs that come back, and runs crypto
+//! calls on an HSM (any active one, failing over to the next), as KMS sends them to the
+//! cluster.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use hsmkms_common::client::{ClientError, NodeClient};
-use hsmkms_common::secret::{SecretBytes, SecretString};
+use hsmkms_common::secret::SecretString;
 use hsmkms_common::wire::{ErrorCode, Request, Response, Role};
-use rand::distributions::{Alphanumeric, DistString};
 
 use crate::cluster::ClusterDirectory;
 use crate::service::connection_state::ConnectionErrorCode;
@@ -37,34 +35,19 @@ struct Session {
     client: Arc<NodeClient>,
 }
 
-/// A new random kmsuser password: 32 letters and digits, as KMS sets on every connect.
-pub fn new_password() -> String {
-    Alphanumeric.sample_string(&mut rand::rngs::OsRng, 32)
-}
-
-fn unreachable_cluster() -> KmsError {
-    KmsError::KmsInvalidState(
-        "KMS cannot communicate with your CloudHSM cluster. This might be a transient network issue. \
-         If you see this error repeatedly, verify that the Network ACLs and the security group rules \
-         for the VPC of your AWS CloudHSM cluster are correct."
-            .into(),
-    )
-}
-
 fn hsm_error(e: ClientError) -> KmsError {
     match e {
-        ClientError::Remote(w) if w.code == ErrorCode::KeyNotFound => KmsError::KmsInvalidState(
-            "The key material for this KMS key is not in the associated AWS CloudHSM cluster."
-                .into(),
-        ),
+        ClientError::Remote(w) if w.code == ErrorCode::KeyNotFound => {
+            KmsError::key_material_missing()
+        }
         ClientError::Remote(w) if w.code == ErrorCode::DecryptionFailed => {
-            KmsError::InvalidCiphertext("The ciphertext failed authentication.".into())
+            KmsError::invalid_ciphertext()
         }
         ClientError::Remote(w) => KmsError::KmsInternal(format!(
             "The CloudHSM cluster refused the call: {}",
             w.message
         )),
-        _ => unreachable_cluster(),
+        _ => KmsError::cluster_unreachable(),
     }
 }
 
@@ -83,37 +66,37 @@ fn retryable(e: &ClientError) -> bool {
 /// slow connect can never reopen sessions after a disconnect overtook it.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<SecretString, ConnectionErrorCode>")]
-struct Open {
-    generation: u64,
-    cluster_id: String,
-    password: SecretString,
-    pending: Option<SecretString>,
+pub(super) struct Open {
+    pub(super) generation: u64,
+    pub(super) cluster_id: String,
+    pub(super) password: SecretString,
+    pub(super) pending: Option<SecretString>,
 }
 
 /// Changes the kmsuser password (from a logged-in session of `generation`).
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), KmsError>")]
-struct Rotate {
-    generation: u64,
-    password: SecretString,
+pub(super) struct Rotate {
+    pub(super) generation: u64,
+    pub(super) password: SecretString,
 }
 
 /// Logs out and forgets every session opened at or before `generation`.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-struct Close {
-    generation: u64,
+pub(super) struct Close {
+    pub(super) generation: u64,
 }
 
 /// Builds a request afresh for each attempt (requests hold secrets, which are not `Clone`).
-type MakeRequest = Box<dyn Fn() -> Request + Send>;
+pub(super) type MakeRequest = Box<dyn Fn() -> Request + Send>;
 
 /// Runs one request on an HSM, failing over between sessions. Answers the outcome, and
 /// whether an earlier attempt failed after it may have reached its HSM (a timeout or a closed
 /// connection), so the request may have run there too.
 #[derive(Message)]
 #[rtype(result = "(Result<(String, Response), KmsError>, bool)")]
-struct Run(MakeRequest);
+pub(super) struct Run(pub(super) MakeRequest);
 
 impl std::fmt::Debug for Run {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -124,7 +107,7 @@ impl std::fmt::Debug for Run {
 /// Which HSMs the store has sessions on.
 #[derive(Debug, Message)]
 #[rtype(result = "Vec<String>")]
-struct SessionHsms;
+pub(super) struct SessionHsms;
 
 /// How often a connected store logs in again on active HSMs it has no session on (an HSM that
 /// restarted, or one whose session timed out and was set aside).
@@ -145,6 +128,21 @@ pub struct KeyStoreActor {
     relogging: bool,
     /// HSMs whose session timed out: only the background re-login tries them again.
     suspect: Vec<String>,
+}
+
+impl KeyStoreActor {
+    /// A store's actor before its first connect: no sessions.
+    pub fn new(clusters: Arc<dyn ClusterDirectory>) -> Self {
+        Self {
+            clusters,
+            sessions: Vec::new(),
+            next: 0,
+            generation: 0,
+            login: None,
+            relogging: false,
+            suspect: Vec::new(),
+        }
+    }
 }
 
 impl Actor for KeyStoreActor {
@@ -419,7 +417,7 @@ impl Handler<Rotate> for KeyStoreActor {
         let new_password = msg.password.duplicate();
         AtomicResponse::new(Box::pin(
             async move {
-                let session = first.ok_or_else(unreachable_cluster)?;
+                let session = first.ok_or_else(KmsError::cluster_unreachable)?;
                 session
                     .client
                     .call(
@@ -481,7 +479,7 @@ struct Round {
 
 /// Tries a request on each session in turn; the first answer wins, a refusal ends the round.
 async fn try_sessions(order: &[Session], make: &MakeRequest) -> Round {
-    let mut last = unreachable_cluster();
+    let mut last = KmsError::cluster_unreachable();
     let mut timed_out = Vec::new();
     let mut uncertain = false;
     for session in order {
@@ -581,279 +579,6 @@ impl KeyStoreActor {
                     self.suspect.push(hsm.clone());
                 }
             }
-        }
-    }
-}
-
-// ---- the gateway ----------------------------------------------------------------------
-
-/// Routes calls to the key store actors.
-#[derive(Debug)]
-pub struct HsmGateway {
-    clusters: Arc<dyn ClusterDirectory>,
-    actors: Mutex<HashMap<String, Addr<KeyStoreActor>>>,
-}
-
-fn mailbox(e: MailboxError) -> KmsError {
-    match e {
-        // The cluster did not answer within the request's deadline.
-        MailboxError::Timeout => KmsError::DependencyTimeout(
-            "The system timed out while trying to fulfill the request. The request can be retried."
-                .into(),
-        ),
-        MailboxError::Closed => {
-            KmsError::KmsInternal("The key store connection is not answering.".into())
-        }
-    }
-}
-
-impl HsmGateway {
-    pub fn new(clusters: Arc<dyn ClusterDirectory>) -> Self {
-        Self {
-            clusters,
-            actors: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn actor(&self, store_id: &str) -> Addr<KeyStoreActor> {
-        let mut actors = self.actors.lock().unwrap_or_else(|e| e.into_inner());
-        actors
-            .entry(store_id.to_string())
-            .or_insert_with(|| {
-                KeyStoreActor {
-                    clusters: self.clusters.clone(),
-                    sessions: Vec::new(),
-                    next: 0,
-                    generation: 0,
-                    login: None,
-                    relogging: false,
-                    suspect: Vec::new(),
-                }
-                .start()
-            })
-            .clone()
-    }
-
-    /// Stops a deleted store's actor, so the map holds only stores that exist.
-    pub fn forget(&self, store_id: &str) {
-        let removed = self
-            .actors
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(store_id);
-        drop(removed);
-    }
-
-    /// Logs kmsuser in on every active HSM (generation `generation` of the store's
-    /// connection). Returns the password that worked.
-    pub async fn open(
-        &self,
-        store_id: &str,
-        generation: u64,
-        cluster_id: &str,
-        password: SecretString,
-        pending: Option<SecretString>,
-    ) -> Result<SecretString, ConnectionErrorCode> {
-        self.actor(store_id)
-            .send(Open {
-                generation,
-                cluster_id: cluster_id.to_string(),
-                password,
-                pending,
-            })
-            .timeout(OPEN_DEADLINE)
-            .await
-            .unwrap_or(Err(ConnectionErrorCode::InternalError))
-    }
-
-    /// Changes kmsuser's password through the sessions of `generation`.
-    pub async fn rotate(
-        &self,
-        store_id: &str,
-        generation: u64,
-        password: SecretString,
-    ) -> Result<(), KmsError> {
-        self.actor(store_id)
-            .send(Rotate {
-                generation,
-                password,
-            })
-            .timeout(HSM_DEADLINE + ACTOR_MARGIN)
-            .await
-            .map_err(mailbox)?
-    }
-
-    /// Logs out every session opened at or before `generation`.
-    pub async fn close(&self, store_id: &str, generation: u64) {
-        let _ = self
-            .actor(store_id)
-            .send(Close { generation })
-            .timeout(OPEN_DEADLINE)
-            .await;
-    }
-
-    /// Runs a request on one of the store's HSMs; also answers whether an earlier attempt may
-    /// have run somewhere too (see [`Run`]).
-    async fn run_uncertain(
-        &self,
-        store_id: &str,
-        make: impl Fn() -> Request + Send + 'static,
-    ) -> (Result<(String, Response), KmsError>, bool) {
-        match self
-            .actor(store_id)
-            .send(Run(Box::new(make)))
-            .timeout(RUN_DEADLINE)
-            .await
-        {
-            Ok(outcome) => outcome,
-            // Gave up waiting: what was sent may still run.
-            Err(e) => (Err(mailbox(e)), true),
-        }
-    }
-
-    async fn run(
-        &self,
-        store_id: &str,
-        make: impl Fn() -> Request + Send + 'static,
-    ) -> Result<(String, Response), KmsError> {
-        self.run_uncertain(store_id, make).await.0
-    }
-
-    /// Generates the backing key of a new KMS key: AES-256, owned by kmsuser, labelled with
-    /// the key's ARN. Returns its handle (or the error), and whether an attempt that failed may
-    /// have made a key too (an HSM that stopped answering, or left, after it got the call): then
-    /// the caller reconciles the label ([`HsmGateway::reconcile`]).
-    pub async fn generate_key(&self, store_id: &str, label: &str) -> (Result<u64, KmsError>, bool) {
-        let label = label.to_string();
-        let make = move || Request::GenerateAesKey {
-            label: label.clone(),
-            length_bytes: 32,
-        };
-        let (answer, uncertain) = self.run_uncertain(store_id, make).await;
-        let handle = match answer {
-            Ok((_, Response::KeyCreated { key, .. })) => Ok(key.handle),
-            Ok((_, other)) => Err(KmsError::KmsInternal(format!(
-                "unexpected answer from the HSM: {other:?}"
-            ))),
-            Err(e) => Err(e),
-        };
-        (handle, uncertain)
-    }
-
-    /// Deletes every kmsuser key object labelled `label` but the one KMS keeps (`keep`; none
-    /// when the creation failed): the second key a generation that timed out or lost its HSM
-    /// may have left. Returns how many it deleted.
-    pub async fn reconcile(&self, store_id: &str, label: &str, keep: Option<u64>) -> usize {
-        let wanted = label.to_string();
-        let found = self
-            .run(store_id, move || Request::FindKeys {
-                label: Some(wanted.clone()),
-                owner: Some(KMSUSER.into()),
-            })
-            .await;
-        let Ok((_, Response::Keys(keys))) = found else {
-            return 0;
-        };
-        let mut deleted = 0;
-        for key in keys.into_iter().filter(|k| Some(k.handle) != keep) {
-            let handle = key.handle;
-            if self
-                .run(store_id, move || Request::DeleteKey { handle })
-                .await
-                .is_ok()
-            {
-                tracing::warn!(%handle, label, "deleted a second backing key an interrupted generation left");
-                deleted += 1;
-            }
-        }
-        deleted
-    }
-
-    pub async fn encrypt(
-        &self,
-        store_id: &str,
-        handle: u64,
-        plaintext: &[u8],
-        aad: &[u8],
-    ) -> Result<Vec<u8>, KmsError> {
-        let (plaintext, aad) = (zeroize::Zeroizing::new(plaintext.to_vec()), aad.to_vec());
-        let make = move || Request::Encrypt {
-            handle,
-            plaintext: SecretBytes::new(plaintext.to_vec()),
-            aad: aad.clone(),
-        };
-        match self.run(store_id, make).await? {
-            (_, Response::Ciphertext(c)) => Ok(c),
-            (_, other) => Err(KmsError::KmsInternal(format!(
-                "unexpected answer from the HSM: {other:?}"
-            ))),
-        }
-    }
-
-    pub async fn decrypt(
-        &self,
-        store_id: &str,
-        handle: u64,
-        sealed: &[u8],
-        aad: &[u8],
-    ) -> Result<SecretBytes, KmsError> {
-        let (sealed, aad) = (sealed.to_vec(), aad.to_vec());
-        let make = move || Request::Decrypt {
-            handle,
-            ciphertext: sealed.clone(),
-            aad: aad.clone(),
-        };
-        match self.run(store_id, make).await? {
-            (_, Response::Plaintext(p)) => Ok(p),
-            (_, other) => Err(KmsError::KmsInternal(format!(
-                "unexpected answer from the HSM: {other:?}"
-            ))),
-        }
-    }
-
-    pub async fn random(&self, store_id: &str, length: u32) -> Result<SecretBytes, KmsError> {
-        match self
-            .run(store_id, move || Request::GenerateRandom { length })
-            .await?
-        {
-            (_, Response::Random(r)) => Ok(r),
-            (_, other) => Err(KmsError::KmsInternal(format!(
-                "unexpected answer from the HSM: {other:?}"
-            ))),
-        }
-    }
-
-    /// Best-effort delete of a backing key: with the store's session if it has one, else it
-    /// fails on every HSM and the material stays (orphaned). Returns the outcome per HSM.
-    pub async fn delete_backing_key(
-        &self,
-        store_id: &str,
-        cluster_id: &str,
-        handle: u64,
-    ) -> Vec<(String, bool)> {
-        let all_hsms: Vec<String> = self
-            .clusters
-            .cluster(cluster_id)
-            .map(|c| c.hsms.iter().map(|h| h.hsm_id.clone()).collect())
-            .unwrap_or_default();
-        let connected = self
-            .actor(store_id)
-            .send(SessionHsms)
-            .timeout(ACTOR_MARGIN)
-            .await
-            .unwrap_or_default();
-        if connected.is_empty() {
-            return all_hsms.into_iter().map(|h| (h, false)).collect();
-        }
-        match self
-            .run(store_id, move || Request::DeleteKey { handle })
-            .await
-        {
-            Ok((_, Response::KeyDeleted { outcomes, .. })) => outcomes
-                .into_iter()
-                .map(|o| (o.hsm_id, o.success))
-                .collect(),
-            _ => all_hsms.into_iter().map(|h| (h, false)).collect(),
         }
     }
 }

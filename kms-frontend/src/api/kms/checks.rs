@@ -1,0 +1,145 @@
+//! Checks and conversions the KMS operations share: request members, limits, DryRun.
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use serde_json::Value;
+
+use crate::api::types::*;
+use crate::cluster::ClusterDirectory;
+use crate::frontend::Frontend;
+use crate::locks::Resource;
+use crate::service::error::KmsError;
+
+/// Largest plaintext Encrypt takes (SYMMETRIC_DEFAULT).
+pub const MAX_PLAINTEXT: usize = 4096;
+
+pub(super) fn to_json<T: serde::Serialize>(value: T) -> Result<Value, KmsError> {
+    serde_json::to_value(value).map_err(|e| KmsError::KmsInternal(e.to_string()))
+}
+
+/// Decodes a base64 blob member.
+pub(super) fn blob(value: Option<String>, member: &str) -> Result<Vec<u8>, KmsError> {
+    let text = required(value, member)?;
+    B64.decode(text.as_bytes()).map_err(|_| {
+        KmsError::Serialization(format!("The value of '{member}' is not valid base64."))
+    })
+}
+
+pub(super) fn check_limit(limit: Option<i64>, max: i64, default: i64) -> Result<usize, KmsError> {
+    let limit = limit.unwrap_or(default);
+    if !(1..=max).contains(&limit) {
+        return Err(KmsError::Validation(format!(
+            "1 validation error detected: Value '{limit}' at 'limit' failed to satisfy constraint: Member must have value between 1 and {max}"
+        )));
+    }
+    Ok(limit as usize)
+}
+
+pub(super) fn check_algorithm(algorithm: Option<&str>) -> Result<(), KmsError> {
+    const ALL: [&str; 4] = [
+        "SYMMETRIC_DEFAULT",
+        "RSAES_OAEP_SHA_1",
+        "RSAES_OAEP_SHA_256",
+        "SM2PKE",
+    ];
+    match algorithm {
+        None | Some("SYMMETRIC_DEFAULT") => Ok(()),
+        Some(a) if ALL.contains(&a) => Err(KmsError::InvalidKeyUsage(format!(
+            "The encryption algorithm {a} is not valid for a symmetric KMS key."
+        ))),
+        Some(a) => Err(KmsError::not_in_enum("encryptionAlgorithm", a, &ALL)),
+    }
+}
+
+pub(super) fn check_grant_tokens(tokens: &Option<Vec<String>>) -> Result<(), KmsError> {
+    if tokens.as_ref().is_some_and(|t| t.len() > 10) {
+        return Err(KmsError::Validation(
+            "1 validation error detected: Value at 'grantTokens' failed to satisfy constraint: Member must have length less than or equal to 10".into(),
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn dry_run(flag: Option<bool>) -> Result<(), KmsError> {
+    if flag == Some(true) {
+        return Err(KmsError::DryRunOperation(
+            "The request would have succeeded, but the DryRun option is set.".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The lock of the key a change names, if it names one.
+pub(super) fn lock_key(fe: &Frontend, key_id: &str) -> Vec<Resource> {
+    fe.key_resource(key_id).into_iter().collect()
+}
+
+pub(super) fn check_password(password: &str) -> Result<(), KmsError> {
+    if !(7..=32).contains(&password.len()) {
+        return Err(KmsError::Validation(
+            "1 validation error detected: Value at 'keyStorePassword' failed to satisfy constraint: Member must have length between 7 and 32".into(),
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn check_name(name: &str) -> Result<(), KmsError> {
+    if name.is_empty() || name.chars().count() > 256 {
+        return Err(KmsError::Validation(format!(
+            "1 validation error detected: Value '{name}' at 'customKeyStoreName' failed to satisfy constraint: Member must have length between 1 and 256"
+        )));
+    }
+    Ok(())
+}
+
+/// A new custom key store id: `cks-` and 17 hex characters.
+pub(super) fn new_store_id(entropy: &dyn hsmkms_common::entropy::Entropy) -> String {
+    let mut bytes = [0u8; 9];
+    entropy.fill(&mut bytes);
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("cks-{}", &hex[..17])
+}
+
+/// The trust anchor matches when the certificates are equal, PEM whitespace aside.
+pub(super) fn same_certificate(a: &str, b: &str) -> bool {
+    let norm = |s: &str| s.split_whitespace().collect::<String>();
+    norm(a) == norm(b)
+}
+
+/// Checks the cluster a store is to use (CreateCustomKeyStore, UpdateCustomKeyStore).
+pub(super) fn check_cluster(
+    fe: &Frontend,
+    cluster_id: &str,
+    except_store: Option<&str>,
+) -> Result<crate::cluster::ClusterView, KmsError> {
+    let cluster = fe
+        .clusters
+        .cluster(cluster_id)
+        .ok_or_else(|| KmsError::cluster_not_found(cluster_id))?;
+    if cluster.state != "ACTIVE" {
+        return Err(KmsError::CloudHsmClusterNotActive(format!(
+            "AWS CloudHSM cluster {cluster_id} is {}; it must be ACTIVE.",
+            cluster.state
+        )));
+    }
+    let reg = fe.registry();
+    for store in reg.stores() {
+        if Some(store.id.as_str()) == except_store {
+            continue;
+        }
+        let shares_history = fe
+            .clusters
+            .cluster(&store.cluster_id)
+            .is_some_and(|other| same_certificate(&other.trust_anchor, &cluster.trust_anchor));
+        if store.cluster_id == cluster_id || shares_history {
+            return Err(KmsError::CloudHsmClusterInUse(format!(
+                "AWS CloudHSM cluster {cluster_id} (or a cluster that shares its backup history) is already associated with custom key store {}.",
+                store.id
+            )));
+        }
+    }
+    if !cluster.has_two_zones() {
+        return Err(KmsError::cluster_too_small(cluster_id));
+    }
+    Ok(cluster)
+}

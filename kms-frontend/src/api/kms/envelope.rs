@@ -1,0 +1,99 @@
+//! Sealing and opening ciphertext blobs, shared by the operations that encrypt and decrypt:
+//! in the frontend for AWS_KMS keys, on an HSM for key store keys.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use hsmkms_common::secret::SecretBytes;
+
+use crate::frontend::Frontend;
+use crate::service::ciphertext::{self, Header};
+use crate::service::error::KmsError;
+use crate::service::key_state::KeyOp;
+use crate::service::model::KeyOrigin;
+use crate::service::registry::UsableKey;
+
+/// Seals `plaintext` under a usable key: in the frontend for AWS_KMS keys, on an HSM for key
+/// store keys. Returns the ciphertext blob.
+pub(super) async fn seal(
+    fe: &Arc<Frontend>,
+    key: &UsableKey,
+    plaintext: &[u8],
+    ctx: &BTreeMap<String, String>,
+) -> Result<Vec<u8>, KmsError> {
+    let header = Header {
+        key_id: key.record.key_id,
+    };
+    let aad = ciphertext::aad(&header, ctx);
+    let sealed = match (&key.sealer, &key.record.origin) {
+        (Some(sealer), _) => sealer.seal(plaintext, &aad),
+        (
+            None,
+            KeyOrigin::CloudHsm {
+                custom_key_store_id,
+                backing_key,
+                ..
+            },
+        ) => {
+            fe.hsm
+                .encrypt(custom_key_store_id, backing_key.key_handle, plaintext, &aad)
+                .await?
+        }
+        (None, KeyOrigin::AwsKms { .. }) => {
+            return Err(KmsError::KmsInternal("key material is not loaded".into()))
+        }
+    };
+    Ok(ciphertext::assemble(&header, &sealed))
+}
+
+/// Opens a ciphertext blob: finds its key (checking a given KeyId matches), checks the key's
+/// state for `op`, and decrypts. Returns the plaintext and the key.
+pub(super) async fn open(
+    fe: &Arc<Frontend>,
+    blob: &[u8],
+    key_id: Option<String>,
+    ctx: &BTreeMap<String, String>,
+    op: KeyOp,
+) -> Result<(SecretBytes, UsableKey), KmsError> {
+    let (header, sealed) = ciphertext::parse(blob)?;
+    let key = {
+        let reg = fe.registry();
+        let record = reg.by_id(&header.key_id).ok_or_else(|| {
+            KmsError::NotFound(format!(
+                "Key '{}' does not exist",
+                reg.arns.key_arn(&header.key_id)
+            ))
+        })?;
+        if let Some(given) = key_id {
+            let named = reg.resolve(&given, true)?;
+            if named.key_id != record.key_id {
+                return Err(KmsError::IncorrectKey(
+                    "The key ID in the request does not identify a CMK that can perform this operation.".into(),
+                ));
+            }
+        }
+        reg.usable(&record.key_id.to_string(), op)?
+    };
+    let aad = ciphertext::aad(&header, ctx);
+    let plaintext = match (&key.sealer, &key.record.origin) {
+        (Some(sealer), _) => sealer
+            .open(sealed, &aad)
+            .map_err(|_| KmsError::invalid_ciphertext())?,
+        (
+            None,
+            KeyOrigin::CloudHsm {
+                custom_key_store_id,
+                backing_key,
+                ..
+            },
+        ) => {
+            fe.hsm
+                .decrypt(custom_key_store_id, backing_key.key_handle, sealed, &aad)
+                .await?
+        }
+        (None, KeyOrigin::AwsKms { .. }) => {
+            return Err(KmsError::KmsInternal("key material is not loaded".into()))
+        }
+    };
+    Ok((plaintext, key))
+}

@@ -1,0 +1,42 @@
+//! KeyMetadata, as DescribeKey, CreateKey and the other key answers give it.
+
+use crate::api::types::*;
+use crate::frontend::epoch_seconds;
+use crate::service::key_state;
+use crate::service::model::{KeyOrigin, KeyRecord};
+use crate::service::registry::Registry;
+
+/// A key's metadata, as DescribeKey and CreateKey return it.
+pub fn metadata(registry: &Registry, record: &KeyRecord) -> KeyMetadata {
+    let state = registry.state_of(record);
+    let (store, cluster) = match &record.origin {
+        KeyOrigin::CloudHsm {
+            custom_key_store_id,
+            cluster_id,
+            ..
+        } => (Some(custom_key_store_id.clone()), Some(cluster_id.clone())),
+        KeyOrigin::AwsKms { .. } => (None, None),
+    };
+    KeyMetadata {
+        aws_account_id: registry.arns.account_id.clone(),
+        key_id: record.key_id.to_string(),
+        arn: registry.arns.key_arn(&record.key_id),
+        creation_date: epoch_seconds(record.created_at_millis),
+        enabled: state == key_state::KeyState::Enabled,
+        description: record.description.clone(),
+        key_usage: "ENCRYPT_DECRYPT",
+        key_state: state.as_str(),
+        deletion_date: record
+            .deletion
+            .map(|d| epoch_seconds(d.deletion_date_millis)),
+        pending_deletion_window_in_days: record.deletion.map(|d| d.window_days),
+        origin: record.origin.as_str(),
+        custom_key_store_id: store,
+        cloud_hsm_cluster_id: cluster,
+        key_manager: "CUSTOMER",
+        customer_master_key_spec: "SYMMETRIC_DEFAULT",
+        key_spec: "SYMMETRIC_DEFAULT",
+        encryption_algorithms: vec!["SYMMETRIC_DEFAULT"],
+        multi_region: false,
+    }
+}

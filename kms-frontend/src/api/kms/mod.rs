@@ -1,0 +1,217 @@
+//! The KMS operations (`TrentService.*`), one per file, named after the operation: request
+//! checks, the calls into the registry, the store and the cluster, and the JSON answers. Each
+//! operation is audited and counted here.
+
+mod cancel_key_deletion;
+mod checks;
+mod connect_custom_key_store;
+mod create_alias;
+mod create_custom_key_store;
+mod create_key;
+mod decrypt;
+mod delete_alias;
+mod delete_custom_key_store;
+mod describe_custom_key_stores;
+mod describe_key;
+mod disable_key;
+mod disconnect_custom_key_store;
+mod enable_key;
+mod encrypt;
+mod envelope;
+mod generate_data_key;
+mod generate_data_key_without_plaintext;
+mod generate_random;
+mod get_key_policy;
+mod get_key_rotation_status;
+mod list_aliases;
+mod list_key_policies;
+mod list_keys;
+mod list_resource_tags;
+mod metadata;
+mod put_key_policy;
+mod re_encrypt;
+mod schedule_key_deletion;
+mod tag_resource;
+mod untag_resource;
+mod update_alias;
+mod update_custom_key_store;
+mod update_key_description;
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+pub use checks::MAX_PLAINTEXT;
+pub use metadata::metadata;
+
+use super::parse;
+use crate::audit::{self, api_call_record};
+use crate::frontend::{iso8601, Frontend};
+use crate::service::error::KmsError;
+use crate::service::key_state;
+use crate::service::model::KeyOrigin;
+
+/// The KMS operations this emulator serves (what [`dispatch`] knows).
+pub const OPERATIONS: [&str; 31] = [
+    "CreateKey",
+    "DescribeKey",
+    "ListKeys",
+    "EnableKey",
+    "DisableKey",
+    "UpdateKeyDescription",
+    "ScheduleKeyDeletion",
+    "CancelKeyDeletion",
+    "GetKeyPolicy",
+    "PutKeyPolicy",
+    "ListKeyPolicies",
+    "GetKeyRotationStatus",
+    "Encrypt",
+    "Decrypt",
+    "ReEncrypt",
+    "GenerateDataKey",
+    "GenerateDataKeyWithoutPlaintext",
+    "GenerateRandom",
+    "CreateAlias",
+    "UpdateAlias",
+    "DeleteAlias",
+    "ListAliases",
+    "TagResource",
+    "UntagResource",
+    "ListResourceTags",
+    "CreateCustomKeyStore",
+    "DescribeCustomKeyStores",
+    "ConnectCustomKeyStore",
+    "DisconnectCustomKeyStore",
+    "UpdateCustomKeyStore",
+    "DeleteCustomKeyStore",
+];
+
+/// Runs one KMS operation, counts it and audits it.
+pub async fn call(
+    frontend: &Arc<Frontend>,
+    op: &str,
+    body: &[u8],
+    request_id: &str,
+) -> Result<Value, KmsError> {
+    let served = OPERATIONS.contains(&op);
+    frontend
+        .metrics
+        .count_request(audit::metric_name(op, &OPERATIONS));
+    let result = dispatch(frontend, op, body).await;
+    if let Err(e) = &result {
+        frontend.metrics.count_error(e.type_name());
+        if key_state::counts_as_pending_deletion_error(e) {
+            frontend.metrics.count_pending_deletion_error();
+        }
+    }
+    // What CloudTrail records: the parameters of a request it knows, never the whole body.
+    let request = if served {
+        audit::request_parameters(body)
+    } else {
+        Value::Null
+    };
+    let response = result.as_ref().ok().cloned().unwrap_or(Value::Null);
+    let error = result.as_ref().err().map(|e| (e.type_name(), e.message()));
+    let additional = additional_event_data(frontend, op, &request, &response);
+    frontend.audit.record(
+        &frontend.metrics,
+        api_call_record(
+            iso8601(frontend.now()),
+            op,
+            request_id,
+            request,
+            response,
+            error,
+            additional,
+        ),
+    );
+    result
+}
+
+/// CloudTrail's `additionalEventData` for calls that concern a custom key store: the store and
+/// cluster, and for keys the backing key (handle and id) KMS records.
+fn additional_event_data(
+    fe: &Frontend,
+    op: &str,
+    request: &Value,
+    response: &Value,
+) -> Option<Value> {
+    let reg = fe.registry();
+    let store_data = |store_id: &str| {
+        reg.store(store_id).ok().map(|s| {
+            json!({"customKeyStoreId": s.id, "customKeyStoreName": s.name, "clusterId": s.cluster_id})
+        })
+    };
+    if op.contains("CustomKeyStore") {
+        let id = request["CustomKeyStoreId"]
+            .as_str()
+            .or_else(|| response["CustomKeyStoreId"].as_str())?;
+        return store_data(id);
+    }
+    let key_id = response["KeyMetadata"]["KeyId"]
+        .as_str()
+        .or_else(|| response["KeyId"].as_str())
+        .or_else(|| request["KeyId"].as_str())
+        .or_else(|| request["DestinationKeyId"].as_str())?;
+    let record = reg.resolve(key_id, true).ok()?;
+    match &record.origin {
+        KeyOrigin::CloudHsm {
+            custom_key_store_id,
+            cluster_id,
+            backing_key,
+        } => {
+            let backing = json!({"keyHandle": backing_key.key_handle.to_string(), "backingKeyId": backing_key.backing_key_id});
+            let mut data =
+                json!({"customKeyStoreId": custom_key_store_id, "clusterId": cluster_id});
+            if op == "CreateKey" {
+                data["backingKey"] = json!(backing.to_string());
+            } else if op == "ScheduleKeyDeletion" {
+                data["backingKeys"] = json!(json!([backing]).to_string());
+            }
+            Some(data)
+        }
+        KeyOrigin::AwsKms { .. } => None,
+    }
+}
+
+/// The operation's handler, given the request parsed into its shape.
+async fn dispatch(fe: &Arc<Frontend>, op: &str, body: &[u8]) -> Result<Value, KmsError> {
+    match op {
+        "CreateKey" => create_key::handle(fe, parse(body)?).await,
+        "DescribeKey" => describe_key::handle(fe, parse(body)?),
+        "ListKeys" => list_keys::handle(fe, parse(body)?),
+        "EnableKey" => enable_key::handle(fe, parse(body)?).await,
+        "DisableKey" => disable_key::handle(fe, parse(body)?).await,
+        "UpdateKeyDescription" => update_key_description::handle(fe, parse(body)?).await,
+        "ScheduleKeyDeletion" => schedule_key_deletion::handle(fe, parse(body)?).await,
+        "CancelKeyDeletion" => cancel_key_deletion::handle(fe, parse(body)?).await,
+        "GetKeyPolicy" => get_key_policy::handle(fe, parse(body)?),
+        "PutKeyPolicy" => put_key_policy::handle(fe, parse(body)?).await,
+        "ListKeyPolicies" => list_key_policies::handle(fe, parse(body)?),
+        "GetKeyRotationStatus" => get_key_rotation_status::handle(fe, parse(body)?),
+        "Encrypt" => encrypt::handle(fe, parse(body)?).await,
+        "Decrypt" => decrypt::handle(fe, parse(body)?).await,
+        "ReEncrypt" => re_encrypt::handle(fe, parse(body)?).await,
+        "GenerateDataKey" => generate_data_key::handle(fe, parse(body)?).await,
+        "GenerateDataKeyWithoutPlaintext" => {
+            generate_data_key_without_plaintext::handle(fe, parse(body)?).await
+        }
+        "GenerateRandom" => generate_random::handle(fe, parse(body)?).await,
+        "CreateAlias" => create_alias::handle(fe, parse(body)?).await,
+        "UpdateAlias" => update_alias::handle(fe, parse(body)?).await,
+        "DeleteAlias" => delete_alias::handle(fe, parse(body)?).await,
+        "ListAliases" => list_aliases::handle(fe, parse(body)?),
+        "TagResource" => tag_resource::handle(fe, parse(body)?).await,
+        "UntagResource" => untag_resource::handle(fe, parse(body)?).await,
+        "ListResourceTags" => list_resource_tags::handle(fe, parse(body)?),
+        "CreateCustomKeyStore" => create_custom_key_store::handle(fe, parse(body)?).await,
+        "DescribeCustomKeyStores" => describe_custom_key_stores::handle(fe, parse(body)?),
+        "ConnectCustomKeyStore" => connect_custom_key_store::handle(fe, parse(body)?).await,
+        "DisconnectCustomKeyStore" => disconnect_custom_key_store::handle(fe, parse(body)?).await,
+        "UpdateCustomKeyStore" => update_custom_key_store::handle(fe, parse(body)?).await,
+        "DeleteCustomKeyStore" => delete_custom_key_store::handle(fe, parse(body)?).await,
+        other => Err(KmsError::UnknownOperation(format!(
+            "TrentService.{other} is not an operation hsmkms serves."
+        ))),
+    }
+}

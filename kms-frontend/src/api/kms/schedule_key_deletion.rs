@@ -1,0 +1,33 @@
+//! ScheduleKeyDeletion: the key turns PendingDeletion until its waiting period ends.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::checks::*;
+use crate::api::types::*;
+use crate::frontend::{epoch_seconds, Frontend};
+use crate::service::error::KmsError;
+
+pub(super) async fn handle(
+    fe: &Arc<Frontend>,
+    req: ScheduleKeyDeletionRequest,
+) -> Result<Value, KmsError> {
+    let key_id = required(req.key_id, "keyId")?;
+    let record = fe
+        .change(lock_key(fe, &key_id), |reg| {
+            let (record, changes) =
+                reg.schedule_deletion(&key_id, req.pending_window_in_days, fe.now())?;
+            Ok((changes, record))
+        })
+        .await?;
+    let deletion = record
+        .deletion
+        .ok_or_else(|| KmsError::KmsInternal("deletion not recorded".into()))?;
+    to_json(ScheduleKeyDeletionResponse {
+        key_id: fe.arns.key_arn(&record.key_id),
+        deletion_date: epoch_seconds(deletion.deletion_date_millis),
+        key_state: "PendingDeletion",
+        pending_window_in_days: deletion.window_days,
+    })
+}

@@ -1,0 +1,281 @@
+//! How a custom key store's state moves beyond one request: the connect protocol (log in as
+//! kmsuser on every HSM, rotate the password, record the outcome), recovery on start, keys
+//! created in a store, and random bytes from its cluster. The connection state machine
+//! ([`ConnectionState::apply`]) decides; the store's actor talks to the cluster; every state
+//! change is durable before anyone sees it (persist, then install).
+//!
+//! One owner per store: every change to a store's record (create aside) holds the store's
+//! [`StoreOwner`], so changes apply one at a time and in the order they asked, each on the
+//! record as the previous one left it; a connect that a disconnect overtook finds a newer
+//! generation and changes nothing.
+
+use std::sync::Arc;
+
+use hsmkms_common::entropy::{Entropy, EntropyRng};
+use hsmkms_common::secret::{SecretBytes, SecretString};
+use rand::distributions::{Alphanumeric, DistString};
+
+use crate::cluster::ClusterDirectory;
+use crate::frontend::{Frontend, StoreOwner};
+use crate::service::connection_state::{ConnectionErrorCode, ConnectionOp, ConnectionState};
+use crate::service::error::KmsError;
+use crate::service::model::{BackingKey, KeyOrigin, KeyRecord, KeyStoreRecord};
+use crate::service::registry::Registry;
+
+/// A new random kmsuser password: 32 letters and digits, as KMS sets on every connect.
+pub fn new_password(entropy: &dyn Entropy) -> SecretString {
+    SecretString::new(Alphanumeric.sample_string(&mut EntropyRng(entropy), 32))
+}
+
+/// Makes a store record durable, then installs it.
+pub async fn persist(fe: &Frontend, record: KeyStoreRecord) -> Result<KeyStoreRecord, KmsError> {
+    fe.commit(vec![Registry::store_write(&record)]).await?;
+    fe.registry_mut().install_store(record.clone());
+    Ok(record)
+}
+
+/// Applies a transition to a store (its owner held) and makes it durable. Returns the store
+/// as it now is.
+pub async fn transition(
+    fe: &Frontend,
+    _owner: &StoreOwner,
+    store_id: &str,
+    op: ConnectionOp,
+) -> Result<KeyStoreRecord, KmsError> {
+    let mut record = fe.registry().store(store_id)?.clone();
+    let next = record.state.apply(op, store_id)?;
+    if next == record.state {
+        return Ok(record);
+    }
+    record.state = next;
+    persist(fe, record).await
+}
+
+/// Runs the connect protocol of `generation` and records its outcome, unless a later
+/// connect or disconnect overtook it.
+pub async fn finish_connect(fe: &Arc<Frontend>, store_id: &str, generation: u64) {
+    let outcome = connect_to_cluster(fe, store_id, generation).await;
+    let Ok(owner) = fe.store_owner(store_id).await else {
+        return;
+    };
+    if owner.generation != generation {
+        tracing::info!(%store_id, "a later call overtook this connection attempt");
+        return;
+    }
+    let op = match outcome {
+        Ok(()) => ConnectionOp::ConnectSucceeded,
+        Err(code) => {
+            tracing::warn!(%store_id, code = code.as_str(), "custom key store connection failed");
+            fe.hsm.close(store_id, generation).await;
+            ConnectionOp::ConnectFailed(code)
+        }
+    };
+    match transition(fe, &owner, store_id, op).await {
+        Ok(r) if r.state == ConnectionState::Connected => {
+            tracing::info!(%store_id, "custom key store CONNECTED")
+        }
+        Ok(_) => fe.hsm.close(store_id, generation).await,
+        Err(e) => {
+            tracing::error!(%store_id, error = %e, "cannot record the connection outcome");
+            fe.hsm.close(store_id, generation).await;
+        }
+    }
+}
+
+/// Records the kmsuser passwords of a store, if `generation` is still the store's.
+pub async fn set_passwords(
+    fe: &Frontend,
+    store_id: &str,
+    generation: u64,
+    current: &SecretString,
+    pending: Option<&SecretString>,
+) -> Result<(), ConnectionErrorCode> {
+    let owner = fe
+        .store_owner(store_id)
+        .await
+        .map_err(|_| ConnectionErrorCode::InternalError)?;
+    if owner.generation != generation {
+        // Overtaken: the record keeps the pending password, which a later connect tries.
+        return Err(ConnectionErrorCode::InternalError);
+    }
+    let mut record = fe
+        .registry()
+        .store(store_id)
+        .map_err(|_| ConnectionErrorCode::InternalError)?
+        .clone();
+    {
+        let reg = fe.registry();
+        record.wrapped_password = reg.wrap_password(store_id, current);
+        record.wrapped_pending_password = pending.map(|p| reg.wrap_password(store_id, p));
+    }
+    persist(fe, record)
+        .await
+        .map(|_| ())
+        .map_err(|_| ConnectionErrorCode::InternalError)
+}
+
+/// Logs in as kmsuser and rotates its password, persisting the new password before the cluster
+/// has it (as pending) and after (as current), so a crash never loses it.
+pub async fn connect_to_cluster(
+    fe: &Arc<Frontend>,
+    store_id: &str,
+    generation: u64,
+) -> Result<(), ConnectionErrorCode> {
+    let (cluster_id, current, pending) = {
+        let reg = fe.registry();
+        let record = reg
+            .store(store_id)
+            .map_err(|_| ConnectionErrorCode::InternalError)?;
+        let (current, pending) = reg
+            .passwords(record)
+            .map_err(|_| ConnectionErrorCode::InternalError)?;
+        (record.cluster_id.clone(), current, pending)
+    };
+    let working = fe
+        .hsm
+        .open(store_id, generation, &cluster_id, current, pending)
+        .await?;
+    let rotated = new_password(fe.entropy.as_ref());
+    set_passwords(fe, store_id, generation, &working, Some(&rotated)).await?;
+    fe.hsm
+        .rotate(store_id, generation, rotated.duplicate())
+        .await
+        .map_err(|_| ConnectionErrorCode::InternalError)?;
+    set_passwords(fe, store_id, generation, &rotated, None).await
+}
+
+/// At start, before the emulator serves: every store that was CONNECTED (or CONNECTING) when
+/// it stopped connects again (logging in with the persisted password and rotating it, as a
+/// connect does) and ends CONNECTED, or FAILED with the reason; a store that was being
+/// disconnected is DISCONNECTED. Stores recover side by side.
+pub async fn recover(fe: &Arc<Frontend>) {
+    let stores: Vec<(String, ConnectionState)> = fe
+        .registry()
+        .stores()
+        .map(|s| (s.id.clone(), s.state))
+        .collect();
+    let recoveries = stores.into_iter().map(|(store_id, state)| async move {
+        let Ok(mut owner) = fe.store_owner(&store_id).await else {
+            return;
+        };
+        match state {
+            ConnectionState::Connected | ConnectionState::Connecting => {
+                if let Err(e) = transition(fe, &owner, &store_id, ConnectionOp::Reconnect).await {
+                    tracing::error!(%store_id, error = %e, "cannot record the reconnection");
+                    return;
+                }
+                owner.generation += 1;
+                let generation = owner.generation;
+                drop(owner);
+                tracing::info!(%store_id, "reconnecting a custom key store that was connected");
+                finish_connect(fe, &store_id, generation).await;
+            }
+            ConnectionState::Disconnecting => {
+                if let Err(e) =
+                    transition(fe, &owner, &store_id, ConnectionOp::DisconnectCompleted).await
+                {
+                    tracing::error!(%store_id, error = %e, "cannot record the disconnection");
+                }
+            }
+            ConnectionState::Disconnected | ConnectionState::Failed(_) => {}
+        }
+    });
+    futures::future::join_all(recoveries).await;
+}
+
+/// CreateKey with `Origin=AWS_CLOUDHSM`: the backing key is generated in the cluster first.
+pub async fn create_key_in_store(
+    fe: &Arc<Frontend>,
+    store_id: &str,
+    description: Option<String>,
+    policy: Option<String>,
+    tags: Vec<(String, String)>,
+) -> Result<KeyRecord, KmsError> {
+    // Counted as in flight until its record is durable, so the store cannot be deleted under it.
+    let _creating = fe.store_owner(store_id).await?.begin_create();
+    let (cluster_id, record) = {
+        let reg = fe.registry();
+        let store = reg.store(store_id)?;
+        store.state.apply(ConnectionOp::CreateKey, store_id)?;
+        let (_, record, _) = reg.new_key(
+            false,
+            description,
+            policy,
+            tags,
+            fe.now(),
+            fe.entropy.as_ref(),
+        )?;
+        (store.cluster_id.clone(), record)
+    };
+    let cluster = fe
+        .clusters
+        .cluster(&cluster_id)
+        .ok_or_else(|| KmsError::cluster_not_found(&cluster_id))?;
+    if !cluster.has_two_zones() {
+        return Err(KmsError::cluster_too_small(&cluster_id));
+    }
+    let arn = fe.arns.key_arn(&record.key_id);
+    let (generated, uncertain) = fe.hsm.generate_key(store_id, &arn).await;
+    let added = match generated {
+        Ok(handle) => {
+            let record =
+                key_store_record(fe.entropy.as_ref(), record, store_id, &cluster_id, handle);
+            fe.add_key(record.clone()).await.map(|()| record)
+        }
+        Err(e) => Err(e),
+    };
+    if uncertain || added.is_err() {
+        // An attempt may have made a key that KMS does not record: clean the label up, once
+        // replication has settled and once more after any straggler could have arrived.
+        let keep = added.as_ref().ok().and_then(|r| r.origin.backing_handle());
+        spawn_reconcile(fe.clone(), store_id.to_string(), arn, keep);
+    }
+    added
+}
+
+/// Creates the KMS record of a key store key whose backing key the cluster just made.
+fn key_store_record(
+    entropy: &dyn Entropy,
+    mut record: KeyRecord,
+    store_id: &str,
+    cluster_id: &str,
+    handle: u64,
+) -> KeyRecord {
+    let mut id = [0u8; 16];
+    entropy.fill(&mut id);
+    record.origin = KeyOrigin::CloudHsm {
+        custom_key_store_id: store_id.to_string(),
+        cluster_id: cluster_id.to_string(),
+        backing_key: BackingKey {
+            key_handle: handle,
+            backing_key_id: id.iter().map(|b| format!("{b:02x}")).collect(),
+        },
+    };
+    record
+}
+
+/// When [`spawn_reconcile`] looks for second backing keys: after replication settles, and
+/// after a stalled HSM's calls are past their deadline for sure.
+pub const RECONCILE_AFTER: [std::time::Duration; 2] = [
+    std::time::Duration::from_secs(2),
+    std::time::Duration::from_secs(20),
+];
+
+/// Removes, in the background, key objects labelled `arn` other than `keep`.
+fn spawn_reconcile(fe: Arc<Frontend>, store_id: String, arn: String, keep: Option<u64>) {
+    actix::spawn(async move {
+        for wait in RECONCILE_AFTER {
+            tokio::time::sleep(wait).await;
+            fe.hsm.reconcile(&store_id, &arn, keep).await;
+        }
+    });
+}
+
+/// GenerateRandom with a CustomKeyStoreId: random bytes from the store's cluster.
+pub async fn random(fe: &Arc<Frontend>, store_id: &str, n: u32) -> Result<SecretBytes, KmsError> {
+    fe.registry()
+        .store(store_id)?
+        .state
+        .apply(ConnectionOp::GenerateRandom, store_id)?;
+    fe.hsm.random(store_id, n).await
+}
