@@ -36,6 +36,8 @@ struct Key {
     deletion: Option<f64>,
     description: String,
     tags: BTreeMap<String, String>,
+    /// The policy last put, or None for the default one.
+    policy: Option<String>,
 }
 
 /// What the emulator should show.
@@ -44,6 +46,8 @@ struct Model {
     keys: BTreeMap<String, Key>,
     aliases: BTreeMap<String, String>,
     connected: bool,
+    /// The store's name (renamed while disconnected).
+    store_name: String,
     hsm_stopped: bool,
     /// Keys deleted: never to come back.
     deleted: BTreeSet<String>,
@@ -167,6 +171,20 @@ impl Sim {
             );
             let tags = kms_common::key_tags(&self.kms, id).await;
             assert_eq!(tags, key.tags, "{ctx}: tags of {id}");
+            let policy = self
+                .kms
+                .get_key_policy()
+                .key_id(id)
+                .send()
+                .await
+                .unwrap()
+                .policy()
+                .unwrap_or_default()
+                .to_string();
+            match &key.policy {
+                Some(want) => assert_eq!(&policy, want, "{ctx}: policy of {id}"),
+                None => assert!(!policy.contains("sim-policy"), "{ctx}: policy of {id}"),
+            }
         }
         let aliases: BTreeMap<String, String> = self
             .kms
@@ -192,6 +210,18 @@ impl Sim {
             ConnectionStateType::Disconnected
         };
         assert_eq!(state, want_state, "{ctx}: the store");
+        let stores = self
+            .kms
+            .describe_custom_key_stores()
+            .custom_key_store_id(&self.store)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            stores.custom_key_stores()[0].custom_key_store_name(),
+            Some(self.model.store_name.as_str()),
+            "{ctx}: the store's name"
+        );
     }
 
     /// Every HSM holds exactly the backing keys of the model's store keys and its orphans.
@@ -245,6 +275,7 @@ impl Sim {
                             deletion: None,
                             description: String::new(),
                             tags: BTreeMap::new(),
+                            policy: None,
                         },
                     );
                 }
@@ -262,24 +293,26 @@ impl Sim {
         self.step += 1;
         let roll = self.rng.gen_range(0..100);
         match roll {
-            0..=11 => self.create_key().await,
-            12..=21 => self.tag().await,
-            22..=25 => self.untag().await,
-            26..=31 => self.enable_disable().await,
-            32..=35 => self.describe_change().await,
-            36..=42 => self.schedule().await,
-            43..=46 => self.cancel().await,
-            47..=53 => self.alias().await,
-            54..=61 => self.crypto().await,
-            62..=65 => self.connection().await,
-            66..=69 => self.advance().await,
-            70..=77 => self.failed_commit().await,
-            78..=81 => self.hsm_fault().await,
-            82..=86 => {
+            0..=10 => self.create_key().await,
+            11..=19 => self.tag().await,
+            20..=23 => self.untag().await,
+            24..=29 => self.enable_disable().await,
+            30..=33 => self.describe_change().await,
+            34..=39 => self.schedule().await,
+            40..=43 => self.cancel().await,
+            44..=49 => self.alias().await,
+            50..=56 => self.crypto().await,
+            57..=60 => self.connection().await,
+            61..=63 => self.policy().await,
+            64..=66 => self.store_admin().await,
+            67..=69 => self.advance().await,
+            70..=76 => self.failed_commit().await,
+            77..=81 => self.hsm_fault().await,
+            82..=85 => {
                 self.restart(true);
                 self.check_all("after a crash").await;
             }
-            87..=89 => {
+            86..=88 => {
                 self.restart(false);
                 self.check_all("after a stop").await;
             }
@@ -311,6 +344,7 @@ impl Sim {
                         deletion: None,
                         description: String::new(),
                         tags: BTreeMap::new(),
+                        policy: None,
                     },
                 );
             }
@@ -571,6 +605,69 @@ impl Sim {
         }
     }
 
+    /// PutKeyPolicy, allowed in every key state.
+    async fn policy(&mut self) {
+        let Some(id) = self.pick_key() else { return };
+        let policy = format!(
+            r#"{{"Version":"2012-10-17","Id":"sim-policy-{}","Statement":[{{"Sid":"root","Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::111122223333:root"}},"Action":"kms:*","Resource":"*"}}]}}"#,
+            self.step
+        );
+        let ctx = self.ctx("PutKeyPolicy");
+        outcome(
+            self.kms
+                .put_key_policy()
+                .key_id(&id)
+                .policy_name("default")
+                .policy(&policy)
+                .send()
+                .await,
+        )
+        .unwrap_or_else(|e| panic!("{ctx}: {e}"));
+        self.model.keys.get_mut(&id).unwrap().policy = Some(policy);
+    }
+
+    /// Changes to the store itself: a rename, or a delete, which a connected store or one that
+    /// holds keys refuses.
+    async fn store_admin(&mut self) {
+        let ctx = self.ctx("UpdateCustomKeyStore / DeleteCustomKeyStore");
+        if self.rng.gen_bool(0.7) {
+            let name = format!("sim-store-{}", self.step);
+            let answer = outcome(
+                self.kms
+                    .update_custom_key_store()
+                    .custom_key_store_id(&self.store)
+                    .new_custom_key_store_name(&name)
+                    .send()
+                    .await,
+            );
+            // A rename is allowed CONNECTED or DISCONNECTED (the newer KMS model).
+            answer.unwrap_or_else(|e| panic!("{ctx}: {e}"));
+            self.model.store_name = name;
+            return;
+        }
+        let answer = outcome(
+            self.kms
+                .delete_custom_key_store()
+                .custom_key_store_id(&self.store)
+                .send()
+                .await,
+        );
+        let holds_keys = self.model.keys.values().any(|k| k.in_store);
+        let expected = if self.model.connected {
+            Err("CustomKeyStoreInvalidStateException".to_string())
+        } else if holds_keys {
+            Err("CustomKeyStoreHasCMKsException".to_string())
+        } else {
+            Ok(())
+        };
+        assert_eq!(answer, expected, "{ctx}");
+        if answer.is_ok() {
+            // Gone: a new store takes its place, disconnected, under the model's name.
+            let name = self.model.store_name.clone();
+            self.store = self.emulator().create_store(&self.kms, &name).await;
+        }
+    }
+
     async fn advance(&mut self) {
         let seconds = self.rng.gen_range(1..=10) * DAY;
         let now = self.emulator().now_seconds() + seconds as f64;
@@ -704,6 +801,7 @@ async fn run(seed: u64, steps: usize, dir: &Path) {
         kms,
         model: Model {
             connected: true,
+            store_name: "sim-store".into(),
             ..Model::default()
         },
         store,
