@@ -16,13 +16,14 @@ use crate::config::{self, STORE_FILE};
 use crate::connection::serve;
 use crate::core::NodeCore;
 use crate::node::{NodeActor, NodeOptions};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, StoreFaults};
 
 /// A running node. Dropping it stops the node and waits until its store is closed.
 pub struct NodeHandle {
     hsm_id: String,
     address: SocketAddr,
     actor: Addr<NodeActor>,
+    faults: StoreFaults,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -98,6 +99,7 @@ impl NodeHandle {
             }
         };
         let hsm_id = node.config.hsm_id.clone();
+        let faults = store.faults();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
@@ -146,6 +148,7 @@ impl NodeHandle {
             hsm_id,
             address,
             actor,
+            faults,
             stop: Some(stop_tx),
             thread: Some(thread),
         })
@@ -163,6 +166,12 @@ impl NodeHandle {
     /// Where the node listens.
     pub fn address(&self) -> SocketAddr {
         self.address
+    }
+
+    /// Fault injection: the node's next `count` commits fail, as if its disk had refused them.
+    /// Calls whose changes they held answer `Internal` and change nothing.
+    pub fn fail_next_commits(&self, count: u32) {
+        self.faults.fail_next_commits(count);
     }
 
     /// Stops the node and waits until its store is closed.

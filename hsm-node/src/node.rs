@@ -1,7 +1,9 @@
 //! The node actor: the thin shell around [`NodeCore`]. It routes calls into the core, sends the
-//! changes the core returns to the store and to the peer links, and answers once they are
-//! durable (on the quorum of HSMs, for new keys). Slow work (password hashing, fsync, peer
-//! round trips) runs off the actor's thread; the actor only waits for its results.
+//! changes the core decides on to the store, installs them in the core once they are durable
+//! (or abandons them if the commit failed, so nothing visible changes), then pushes them to
+//! the peer links and answers (once on the quorum of HSMs, for new keys). Slow work (password
+//! hashing, fsync, peer round trips) runs off the actor's thread; the actor only waits for its
+//! results.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -19,7 +21,7 @@ use hsmkms_common::wire::{
 use rand::RngCore;
 use rustls::ClientConfig;
 
-use crate::core::{ConnId, NodeCore, Stored};
+use crate::core::{ConnId, Entry, NodeCore, Stored};
 use crate::material::{self, Place};
 use crate::password;
 use crate::peer::{PeerLink, Push, NOT_CONNECTED};
@@ -155,6 +157,14 @@ fn reply(result: Result<Response, WireError>) -> Reply {
 
 fn internal(e: impl std::fmt::Display) -> WireError {
     WireError::new(ErrorCode::Internal, e.to_string())
+}
+
+/// The answer to a call whose change could not be made durable: nothing changed.
+fn not_durable(e: impl std::fmt::Display) -> Response {
+    Response::Error(WireError::new(
+        ErrorCode::Internal,
+        format!("{e}; nothing was changed"),
+    ))
 }
 
 impl NodeActor {
@@ -296,27 +306,42 @@ impl NodeActor {
             .collect()
     }
 
-    /// Persists changes and pushes them to peers (best effort), answering `ok` once they are
-    /// durable here.
+    /// Persists local changes the core decided on, installs them once they are durable,
+    /// pushes them to peers (best effort), and answers `ok`.
     fn commit_then(&mut self, changed: Vec<Stored>, ok: Response) -> Reply {
-        let touches_members = changed.iter().any(|s| matches!(s.id, ObjectId::Member(_)));
+        self.commit_and(changed, move |_| ok)
+    }
+
+    /// Persists local changes the core decided on; once they are durable, installs them, pushes
+    /// them to peers (best effort: anti-entropy covers a push that fails) and answers with
+    /// `then`. If the commit fails the core abandons them, so nothing visible changed, nothing
+    /// left this node, and the caller hears why.
+    fn commit_and(
+        &mut self,
+        changed: Vec<Stored>,
+        then: impl FnOnce(&mut NodeActor) -> Response + 'static,
+    ) -> Reply {
         let store = self.store.clone();
-        let mut pushes = self.push_all(&changed);
-        // Let peer pushes finish on their own; anti-entropy covers any that fail.
-        actix::spawn(async move { while pushes.next().await.is_some() {} });
-        Box::pin(
-            async move { store.commit(changed).await }
-                .into_actor(self)
-                .map(move |result, act, ctx| {
-                    if touches_members {
-                        act.sync_links(ctx);
-                    }
-                    match result {
-                        Ok(()) => ok,
-                        Err(e) => Response::Error(internal(e)),
-                    }
-                }),
-        )
+        let commit = store.commit(changed.clone());
+        Box::pin(commit.into_actor(self).map(move |result, act, ctx| {
+            if let Err(e) = result {
+                act.core.abandon(&changed);
+                return not_durable(e);
+            }
+            let mut pushes = act.push_all(&changed);
+            actix::spawn(async move { while pushes.next().await.is_some() {} });
+            act.install(changed, ctx);
+            then(act)
+        }))
+    }
+
+    /// Installs durable local changes, and follows a change of membership with the links.
+    fn install(&mut self, durable: Vec<Stored>, ctx: &mut Context<Self>) {
+        let touches_members = durable.iter().any(|s| matches!(s.id, ObjectId::Member(_)));
+        self.core.install_local(durable);
+        if touches_members {
+            self.sync_links(ctx);
+        }
     }
 
     fn hsm_id_of(&self, address: &str) -> String {
@@ -347,17 +372,23 @@ impl NodeActor {
             async move { verify.await.unwrap_or(false) }
                 .into_actor(self)
                 .then(move |ok, act, _| {
-                    let (result, changed) = act.core.finish_login(conn, &username, role, ok);
-                    let answer = match result {
-                        Ok(s) => Response::LoggedIn {
-                            username: s.username,
-                            role: s.role,
-                        },
+                    let (result, changed) = act.core.finish_login(&username, role, ok);
+                    // The session opens only once the reset failure count is durable: a login
+                    // answered with an error leaves no session behind.
+                    let open = move |act: &mut NodeActor| match result {
+                        Ok(session) => {
+                            let answer = Response::LoggedIn {
+                                username: session.username.clone(),
+                                role: session.role,
+                            };
+                            act.core.open_session(conn, session);
+                            answer
+                        }
                         Err(e) => Response::Error(e),
                     };
                     match changed {
-                        Some(changed) => act.commit_then(vec![changed], answer),
-                        None => reply(Ok(answer)),
+                        Some(changed) => act.commit_and(vec![changed], open),
+                        None => reply(Ok(open(act))),
                     }
                 }),
         )
@@ -397,17 +428,18 @@ impl NodeActor {
             Ok(s) => s,
             Err(e) => return reply(Err(e)),
         };
-        let ObjectId::Key(handle) = stored.id else {
+        let (ObjectId::Key(handle), Entry::Key(key)) = (&stored.id, &stored.entry) else {
+            self.core.abandon(&[stored]);
             return reply(Err(internal("generated object is not a key")));
         };
-        let attributes = match self.core.key(handle) {
-            Some(k) => k.attributes.clone(),
-            None => return reply(Err(internal("generated key vanished"))),
-        };
+        let (handle, attributes) = (*handle, key.attributes.clone());
         let quorum = self.core.quorum();
         let store = self.store.clone();
         let local = store.commit(vec![stored.clone()]);
-        let mut pushes = self.push_until_linked(&[stored]);
+        // The push runs beside the local commit, not after it: a new key's latency is then one
+        // fsync, not two in a row. A key that reaches a peer but not this disk is rolled back
+        // below, on the peers too.
+        let mut pushes = self.push_until_linked(std::slice::from_ref(&stored));
         let need_remote = quorum.saturating_sub(1);
         let remote = async move {
             let mut acked = Vec::new();
@@ -427,7 +459,13 @@ impl NodeActor {
         Box::pin(
             async move { futures::join!(local, remote) }
                 .into_actor(self)
-                .then(move |(local, acked), act, _| {
+                .then(move |(local, acked), act, ctx| {
+                    // Memory follows the disk: the key is installed if it is durable here, even
+                    // if it is rolled back below.
+                    match &local {
+                        Ok(()) => act.install(vec![stored], ctx),
+                        Err(_) => act.core.abandon(&[stored]),
+                    }
                     let me = act.core.me().hsm_id.clone();
                     let late = past(
                         deadline_unix_millis.saturating_sub(ACK_MARGIN_MILLIS),
@@ -467,7 +505,21 @@ impl NodeActor {
                             act.options.call_deadline
                         ),
                     ));
-                    act.commit_then(vec![tombstone], error)
+                    // Peers that got the key hear of the roll-back even if this disk refuses it.
+                    let mut pushes = act.push_all(std::slice::from_ref(&tombstone));
+                    actix::spawn(async move { while pushes.next().await.is_some() {} });
+                    let store = act.store.clone();
+                    let commit = store.commit(vec![tombstone.clone()]);
+                    Box::pin(commit.into_actor(act).map(move |result, act, ctx| {
+                        match result {
+                            Ok(()) => act.install(vec![tombstone], ctx),
+                            Err(e) => {
+                                tracing::error!(handle, error = %e, "cannot persist a key's roll-back");
+                                act.core.abandon(&[tombstone]);
+                            }
+                        }
+                        error
+                    })) as Reply
                 }),
         )
     }
@@ -478,50 +530,57 @@ impl NodeActor {
             Err(e) => return reply(Err(e)),
         };
         let local = self.store.commit(vec![stored.clone()]);
-        let pushes = self.push_all(&[stored]);
         let me = self.core.me().clone();
-        Box::pin(
-            async move { futures::join!(local, pushes.collect::<Vec<_>>()) }
-                .into_actor(self)
-                .map(move |(local, pushed), act, _| {
-                    if let Err(e) = local {
-                        return Response::Error(internal(e));
-                    }
-                    let mut outcomes = vec![NodeOutcome {
-                        hsm_id: me.hsm_id.clone(),
-                        success: true,
-                        detail: "deleted".into(),
-                    }];
-                    let pushed: HashMap<String, Result<(), String>> = pushed.into_iter().collect();
-                    for member in act.core.members() {
-                        if member.hsm_id == me.hsm_id {
-                            continue;
-                        }
-                        let outcome = match pushed.get(&member.address) {
-                            Some(Ok(())) => NodeOutcome {
-                                hsm_id: member.hsm_id,
-                                success: true,
-                                detail: "deleted".into(),
-                            },
-                            Some(Err(e)) => NodeOutcome {
-                                hsm_id: member.hsm_id,
-                                success: false,
-                                detail: format!(
+        // Persist, install, then push: a deletion this disk refused reaches no peer either.
+        Box::pin(local.into_actor(self).then(move |local, act, ctx| {
+            if let Err(e) = local {
+                act.core.abandon(&[stored]);
+                return reply(Ok(not_durable(e)));
+            }
+            let pushes = act.push_all(std::slice::from_ref(&stored));
+            act.install(vec![stored], ctx);
+            Box::pin(
+                async move { pushes.collect::<Vec<_>>().await }
+                    .into_actor(act)
+                    .map(move |pushed, act, _| {
+                        let mut outcomes = vec![NodeOutcome {
+                            hsm_id: me.hsm_id.clone(),
+                            success: true,
+                            detail: "deleted".into(),
+                        }];
+                        let pushed: HashMap<String, Result<(), String>> =
+                            pushed.into_iter().collect();
+                        for member in act.core.members() {
+                            if member.hsm_id == me.hsm_id {
+                                continue;
+                            }
+                            let outcome = match pushed.get(&member.address) {
+                                Some(Ok(())) => NodeOutcome {
+                                    hsm_id: member.hsm_id,
+                                    success: true,
+                                    detail: "deleted".into(),
+                                },
+                                Some(Err(e)) => NodeOutcome {
+                                    hsm_id: member.hsm_id,
+                                    success: false,
+                                    detail: format!(
                                     "not reached ({e}); it will sync the deletion when it rejoins"
                                 ),
-                            },
-                            None => NodeOutcome {
-                                hsm_id: member.hsm_id,
-                                success: false,
-                                detail: "not connected; it will sync the deletion when it rejoins"
-                                    .into(),
-                            },
-                        };
-                        outcomes.push(outcome);
-                    }
-                    Response::KeyDeleted { handle, outcomes }
-                }),
-        )
+                                },
+                                None => NodeOutcome {
+                                    hsm_id: member.hsm_id,
+                                    success: false,
+                                    detail:
+                                        "not connected; it will sync the deletion when it rejoins"
+                                            .into(),
+                                },
+                            };
+                            outcomes.push(outcome);
+                        }
+                        Response::KeyDeleted { handle, outcomes }
+                    }),
+            )
+        }))
     }
 
     fn apply_objects(
@@ -587,14 +646,19 @@ impl Actor for NodeActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         if let Some(me) = self.core.ensure_self_member() {
-            let store = self.store.clone();
-            ctx.spawn(
-                async move {
-                    if let Err(e) = store.commit(vec![me]).await {
-                        tracing::error!(error = %e, "cannot persist this node's member record");
-                    }
-                }
-                .into_actor(self),
+            // Nothing else runs until the record is durable and installed (`wait`), so no call
+            // sees a membership this node does not hold on disk.
+            let commit = self.store.commit(vec![me.clone()]);
+            ctx.wait(
+                commit
+                    .into_actor(self)
+                    .map(move |result, act, ctx| match result {
+                        Ok(()) => act.install(vec![me], ctx),
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot persist this node's member record");
+                            act.core.abandon(&[me]);
+                        }
+                    }),
             );
         }
         self.sync_links(ctx);
