@@ -19,7 +19,9 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use crate::core::ConnId;
-use crate::node::{Call, ConnClosed, NodeActor, NodeOptions};
+use crate::messages::{Call, ConnClosed};
+use crate::node::NodeActor;
+use crate::options::NodeOptions;
 
 /// TLS handshakes that may be in progress at once; more connections are closed at once.
 pub const MAX_HANDSHAKES: usize = 256;

@@ -15,7 +15,8 @@ use tokio::sync::oneshot;
 use crate::config::{self, STORE_FILE};
 use crate::connection::serve;
 use crate::core::NodeCore;
-use crate::node::{NodeActor, NodeOptions};
+use crate::node::NodeActor;
+use crate::options::NodeOptions;
 use crate::store::{Store, StoreError, StoreFaults};
 
 /// A running node. Dropping it stops the node and waits until its store is closed.
@@ -192,7 +193,7 @@ impl NodeHandle {
     #[cfg(feature = "test-util")]
     pub async fn material_for_test(&self, handle: u64) -> Option<[u8; 32]> {
         self.actor
-            .send(crate::node::MaterialForTest(handle))
+            .send(crate::messages::MaterialForTest(handle))
             .await
             .ok()
             .flatten()

@@ -10,6 +10,9 @@
 //! - [`password`]: argon2 password hashing.
 //! - [`store`]: the redb store behind a group-committing storage thread.
 //! - [`config`]: the node directory: configuration, certificates, keys; provisioning.
+//! - [`options`]: the node's tunables: deadlines, intervals, bounds.
+//! - [`messages`]: what the actors say to each other; a peer link reaches its node through
+//!   recipients ([`messages::NodeSide`]), so the node and peer actors never import each other.
 //! - [`node`]: the node actor, the shell that does the core's I/O.
 //! - [`peer`]: one actor per peer: pushes, reconnects, anti-entropy pulls.
 //! - [`connection`]: the TLS listener and one actor per client or peer connection.
@@ -23,10 +26,12 @@ pub mod connection;
 pub mod core;
 pub mod handle;
 pub mod material;
+pub mod messages;
 pub mod node;
+pub mod options;
 pub mod password;
 pub mod peer;
 pub mod store;
 
 pub use handle::NodeHandle;
-pub use node::NodeOptions;
+pub use options::NodeOptions;

@@ -16,7 +16,7 @@ use hsmkms_common::clock::Clock;
 use hsmkms_common::secret::{SecretBytes, SecretString};
 use hsmkms_common::wire::{
     ErrorCode, KeyHandle, NodeOutcome, NodeStatus, Object, ObjectId, Request, Response, Role,
-    Version, WireError, DIGEST_BUCKETS, MAX_CRYPTO_BYTES, MAX_OBJECTS_PER_CALL, MAX_RANDOM_BYTES,
+    WireError, DIGEST_BUCKETS, MAX_CRYPTO_BYTES, MAX_OBJECTS_PER_CALL, MAX_RANDOM_BYTES,
 };
 use rand::RngCore;
 use rustls::ClientConfig;
@@ -24,51 +24,17 @@ use rustls::ClientConfig;
 use crate::core::{ConnId, Entry, NodeCore, Stored};
 use crate::material::{self, Place};
 use crate::password;
-use crate::peer::{PeerLink, Push, NOT_CONNECTED};
+use crate::peer::PeerLink;
 use crate::store::Store;
 
-/// Messages the node actor queues before senders wait.
-pub const MAILBOX_CAPACITY: usize = 4_096;
-
-/// Tunables of a node; every cross-node wait has a deadline here.
-#[derive(Debug, Clone)]
-pub struct NodeOptions {
-    /// How long a new key may take to reach its quorum, and any peer call may take.
-    pub call_deadline: Duration,
-    /// How often each peer link compares digests with its peer.
-    pub anti_entropy_interval: Duration,
-    /// How often a broken peer link tries to reconnect.
-    pub reconnect_interval: Duration,
-    /// How long a TLS handshake may take before the connection is dropped.
-    pub handshake_timeout: Duration,
-    /// Most client and peer connections served at once.
-    pub max_connections: usize,
-}
-
-impl Default for NodeOptions {
-    fn default() -> Self {
-        Self {
-            call_deadline: Duration::from_secs(5),
-            anti_entropy_interval: Duration::from_secs(1),
-            reconnect_interval: Duration::from_millis(250),
-            handshake_timeout: Duration::from_secs(3),
-            max_connections: 1_024,
-        }
-    }
-}
-
-/// A call from a client or peer connection.
-#[derive(Debug, Message)]
-#[rtype(result = "Response")]
-pub struct Call {
-    pub conn: ConnId,
-    /// Whether the connection holds a node certificate.
-    pub peer: bool,
-    /// When the caller stops waiting (Unix milliseconds; 0 for never): a call whose deadline
-    /// has passed is not run.
-    pub deadline_unix_millis: u64,
-    pub request: Request,
-}
+// The node actor's messages and options, also under the paths callers have always used.
+#[cfg(feature = "test-util")]
+pub use crate::messages::MaterialForTest;
+pub use crate::messages::{
+    ApplyPulled, Call, CaughtUp, ConnClosed, LinkState, LocalDigest, Wanted,
+};
+use crate::messages::{NodeSide, Push, Stop, NOT_CONNECTED};
+pub use crate::options::{NodeOptions, MAILBOX_CAPACITY};
 
 /// A key generation is acknowledged only this long before its caller's deadline at the latest;
 /// later, the caller may already have given up and retried elsewhere, so it is rolled back.
@@ -78,40 +44,6 @@ fn past(deadline_unix_millis: u64, now_millis: u64) -> bool {
     let _ = (deadline_unix_millis, now_millis);
     false
 }
-
-/// A connection closed: its session ends.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct ConnClosed(pub ConnId);
-
-/// From a peer link: our digest, for comparison with the peer's.
-#[derive(Debug, Message)]
-#[rtype(result = "Vec<u64>")]
-pub struct LocalDigest;
-
-/// From a peer link: which of the peer's entries we should fetch.
-#[derive(Debug, Message)]
-#[rtype(result = "Vec<ObjectId>")]
-pub struct Wanted(pub Vec<(ObjectId, Version)>);
-
-/// From a peer link: objects pulled from the peer, to merge and persist.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<usize, WireError>")]
-pub struct ApplyPulled(pub Vec<Object>);
-
-/// From a peer link: it is connected to the peer `hsm_id`, or (None) it lost its connection.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct LinkState {
-    pub address: String,
-    pub hsm_id: Option<String>,
-}
-
-/// Tests only: the plaintext material of a key.
-#[cfg(feature = "test-util")]
-#[derive(Debug, Message)]
-#[rtype(result = "Option<[u8; 32]>")]
-pub struct MaterialForTest(pub KeyHandle);
 
 /// The actor holding one HSM node's state.
 pub struct NodeActor {
@@ -132,13 +64,6 @@ pub struct NodeActor {
     /// one anti-entropy round with a peer has caught it up, so it never serves, or mints a
     /// key handle, from a state that lacks what it acknowledged before.
     rebuilding: bool,
-}
-
-/// From a peer link: an anti-entropy round with its peer completed.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct CaughtUp {
-    pub address: String,
 }
 
 impl std::fmt::Debug for NodeActor {
@@ -216,7 +141,7 @@ impl NodeActor {
         self.links.retain(|address, link| {
             let keep = wanted.contains(address);
             if !keep {
-                link.do_send(crate::peer::Stop);
+                link.do_send(Stop);
             }
             keep
         });
@@ -225,7 +150,7 @@ impl NodeActor {
             if !self.links.contains_key(&address) {
                 let link = PeerLink::new(
                     address.clone(),
-                    ctx.address(),
+                    NodeSide::of(&ctx.address()),
                     me.clone(),
                     self.core.cluster_id().to_string(),
                     self.tls.clone(),

@@ -7,33 +7,21 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use hsmkms_common::client::{ClientError, NodeClient};
-use hsmkms_common::wire::{
-    MemberRecord, Object, Request, Response, DIGEST_BUCKETS, MAX_OBJECTS_PER_CALL,
-};
+use hsmkms_common::wire::{MemberRecord, Request, Response, DIGEST_BUCKETS, MAX_OBJECTS_PER_CALL};
 use rustls::ClientConfig;
 
-use crate::node::{ApplyPulled, CaughtUp, LinkState, LocalDigest, NodeActor, NodeOptions, Wanted};
-
-/// What a push to a peer that is not connected answers.
-pub const NOT_CONNECTED: &str = "not connected";
+use crate::messages::{
+    ApplyPulled, CaughtUp, LinkState, LocalDigest, NodeSide, Push, Stop, Wanted, NOT_CONNECTED,
+};
+use crate::options::{NodeOptions, MAILBOX_CAPACITY};
 
 /// Buckets asked for in one `ListEntries` call.
 const BUCKETS_PER_CALL: usize = 32;
 
-/// Push objects to the peer; resolves once the peer has them durably.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<(), String>")]
-pub struct Push(pub Vec<Object>);
-
-/// Stop the link (the peer left the cluster).
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct Stop;
-
 /// The link to one peer.
 pub struct PeerLink {
     address: String,
-    node: Addr<NodeActor>,
+    node: NodeSide,
     me: MemberRecord,
     cluster_id: String,
     tls: Arc<ClientConfig>,
@@ -55,7 +43,7 @@ impl std::fmt::Debug for PeerLink {
 impl PeerLink {
     pub fn new(
         address: String,
-        node: Addr<NodeActor>,
+        node: NodeSide,
         me: MemberRecord,
         cluster_id: String,
         tls: Arc<ClientConfig>,
@@ -78,7 +66,7 @@ impl PeerLink {
     fn live_client(&mut self) -> Option<Arc<NodeClient>> {
         if self.client.as_ref().is_some_and(|c| c.is_closed()) {
             self.client = None;
-            self.node.do_send(LinkState {
+            self.node.link_state.do_send(LinkState {
                 address: self.address.clone(),
                 hsm_id: None,
             });
@@ -125,7 +113,7 @@ impl PeerLink {
                 Ok((client, member)) => {
                     act.failures = 0;
                     act.client = Some(Arc::new(client));
-                    act.node.do_send(LinkState {
+                    act.node.link_state.do_send(LinkState {
                         address: act.address.clone(),
                         hsm_id: Some(member.hsm_id),
                     });
@@ -155,7 +143,7 @@ impl PeerLink {
         ctx.spawn(pull(client, node, deadline).into_actor(self).map(|result, act, _| {
             act.syncing = false;
             if result.is_ok() {
-                act.node.do_send(CaughtUp {
+                act.node.caught_up.do_send(CaughtUp {
                     address: act.address.clone(),
                 });
             }
@@ -171,7 +159,7 @@ impl PeerLink {
 /// One anti-entropy round: pull from the peer everything that would win here.
 async fn pull(
     client: Arc<NodeClient>,
-    node: Addr<NodeActor>,
+    node: NodeSide,
     deadline: std::time::Duration,
 ) -> Result<usize, String> {
     let theirs = match client
@@ -182,7 +170,11 @@ async fn pull(
         Response::Digest { buckets } if buckets.len() == DIGEST_BUCKETS => buckets,
         other => return Err(format!("unexpected answer to Digest: {other:?}")),
     };
-    let ours = node.send(LocalDigest).await.map_err(|e| e.to_string())?;
+    let ours = node
+        .digest
+        .send(LocalDigest)
+        .await
+        .map_err(|e| e.to_string())?;
     let differing: Vec<u16> = (0..DIGEST_BUCKETS)
         .filter(|&i| ours.get(i) != theirs.get(i))
         .map(|i| i as u16)
@@ -203,6 +195,7 @@ async fn pull(
             other => return Err(format!("unexpected answer to ListEntries: {other:?}")),
         };
         let wanted = node
+            .wanted
             .send(Wanted(entries))
             .await
             .map_err(|e| e.to_string())?;
@@ -216,6 +209,7 @@ async fn pull(
                 other => return Err(format!("unexpected answer to Fetch: {other:?}")),
             };
             pulled += node
+                .apply
                 .send(ApplyPulled(objects))
                 .await
                 .map_err(|e| e.to_string())?
@@ -229,7 +223,7 @@ impl Actor for PeerLink {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(crate::node::MAILBOX_CAPACITY);
+        ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         self.ensure_connected(ctx);
         ctx.run_interval(self.options.reconnect_interval, |act, ctx| {
             act.ensure_connected(ctx)
