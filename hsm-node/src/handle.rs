@@ -12,10 +12,10 @@ use anyhow::{anyhow, Context as _, Result};
 use hsmkms_common::clock::Clock;
 use tokio::sync::oneshot;
 
+use crate::actors::connection::serve;
+use crate::actors::node::NodeActor;
 use crate::config::{self, STORE_FILE};
-use crate::connection::serve;
 use crate::core::NodeCore;
-use crate::node::NodeActor;
 use crate::options::NodeOptions;
 use crate::store::{Store, StoreError, StoreFaults};
 
@@ -193,7 +193,7 @@ impl NodeHandle {
     #[cfg(feature = "test-util")]
     pub async fn material_for_test(&self, handle: u64) -> Option<[u8; 32]> {
         self.actor
-            .send(crate::messages::MaterialForTest(handle))
+            .send(crate::actors::messages::MaterialForTest(handle))
             .await
             .ok()
             .flatten()

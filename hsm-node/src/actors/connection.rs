@@ -18,9 +18,9 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
+use crate::actors::messages::{Call, ConnClosed};
+use crate::actors::node::NodeActor;
 use crate::core::ConnId;
-use crate::messages::{Call, ConnClosed};
-use crate::node::NodeActor;
 use crate::options::NodeOptions;
 
 /// TLS handshakes that may be in progress at once; more connections are closed at once.

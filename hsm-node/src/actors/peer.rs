@@ -10,7 +10,7 @@ use hsmkms_common::client::{ClientError, NodeClient};
 use hsmkms_common::wire::{MemberRecord, Request, Response, DIGEST_BUCKETS, MAX_OBJECTS_PER_CALL};
 use rustls::ClientConfig;
 
-use crate::messages::{
+use crate::actors::messages::{
     ApplyPulled, CaughtUp, LinkState, LocalDigest, NodeSide, Push, Stop, Wanted, NOT_CONNECTED,
 };
 use crate::options::{NodeOptions, MAILBOX_CAPACITY};

@@ -21,19 +21,19 @@ use hsmkms_common::wire::{
 use rand::RngCore;
 use rustls::ClientConfig;
 
+use crate::actors::peer::PeerLink;
 use crate::core::{ConnId, Entry, NodeCore, Stored};
 use crate::material::{self, Place};
 use crate::password;
-use crate::peer::PeerLink;
 use crate::store::Store;
 
 // The node actor's messages and options, also under the paths callers have always used.
 #[cfg(feature = "test-util")]
-pub use crate::messages::MaterialForTest;
-pub use crate::messages::{
+pub use crate::actors::messages::MaterialForTest;
+pub use crate::actors::messages::{
     ApplyPulled, Call, CaughtUp, ConnClosed, LinkState, LocalDigest, Wanted,
 };
-use crate::messages::{NodeSide, Push, Stop, NOT_CONNECTED};
+use crate::actors::messages::{NodeSide, Push, Stop, NOT_CONNECTED};
 pub use crate::options::{NodeOptions, MAILBOX_CAPACITY};
 
 /// A key generation is acknowledged only this long before its caller's deadline at the latest;
