@@ -13,6 +13,7 @@
 //! - [`backup`]: cluster backups: reading every object of an HSM, sealing, restoring.
 //! - [`config`]: the node directory: configuration, certificates, keys; provisioning.
 //! - [`options`]: the node's tunables: deadlines, intervals, bounds.
+//! - [`stall`]: the stall switch of fault injection (a node that behaves as if SIGSTOPped).
 //!
 //! The actix shells, under [`actors`] (each also at its old path, `hsm_node::node` and so on):
 //!
@@ -20,6 +21,7 @@
 //! - [`actors::peer`]: one actor per peer: pushes, reconnects, anti-entropy pulls.
 //! - [`actors::connection`]: the TLS listener and one actor per client or peer connection.
 //! - [`actors::messages`]: what the actors say to each other.
+//! - [`actors::stall`]: how each actor obeys the stall switch.
 //!
 //! Running it:
 //!
@@ -35,6 +37,7 @@ pub mod handle;
 pub mod material;
 pub mod options;
 pub mod password;
+pub mod stall;
 pub mod store;
 
 // The actors at the paths other crates have used (`hsm_node::node::LocalDigest`, ...).

@@ -6,8 +6,10 @@
 //! - [`connection`]: the TLS listener and one actor per client or peer connection.
 //! - [`messages`]: what they say to each other; a peer link reaches its node through
 //!   recipients ([`messages::NodeSide`]), so the node and peer actors never import each other.
+//! - [`stall`]: how each of them obeys the stall switch ([`crate::stall`]).
 
 pub mod connection;
 pub mod messages;
 pub mod node;
 pub mod peer;
+pub mod stall;

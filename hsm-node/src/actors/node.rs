@@ -22,9 +22,11 @@ use rand::RngCore;
 use rustls::ClientConfig;
 
 use crate::actors::peer::PeerLink;
+use crate::actors::stall::{after_stall, freeze_while_stalled};
 use crate::core::{ConnId, Entry, NodeCore, Stored};
 use crate::material::{self, Place};
 use crate::password;
+use crate::stall::StallGate;
 use crate::store::Store;
 
 // The node actor's messages and options, also under the paths callers have always used.
@@ -40,9 +42,9 @@ pub use crate::options::{NodeOptions, MAILBOX_CAPACITY};
 /// later, the caller may already have given up and retried elsewhere, so it is rolled back.
 pub const ACK_MARGIN_MILLIS: u64 = 500;
 
+/// Whether a caller's deadline (Unix milliseconds, 0 for none) has passed at `now_millis`.
 fn past(deadline_unix_millis: u64, now_millis: u64) -> bool {
-    let _ = (deadline_unix_millis, now_millis);
-    false
+    deadline_unix_millis != 0 && now_millis >= deadline_unix_millis
 }
 
 /// The actor holding one HSM node's state.
@@ -64,6 +66,9 @@ pub struct NodeActor {
     /// one anti-entropy round with a peer has caught it up, so it never serves, or mints a
     /// key handle, from a state that lacks what it acknowledged before.
     rebuilding: bool,
+    /// The stall switch of fault injection ([`crate::stall`]); never closes unless a handle
+    /// holds its switch.
+    gate: StallGate,
 }
 
 impl std::fmt::Debug for NodeActor {
@@ -113,7 +118,14 @@ impl NodeActor {
             linked: HashMap::new(),
             seeds: join.into_iter().collect(),
             rebuilding: false,
+            gate: StallGate::open(),
         }
+    }
+
+    /// Makes the node obey a stall switch (see [`crate::stall`]).
+    pub fn stall_gate(mut self, gate: StallGate) -> Self {
+        self.gate = gate;
+        self
     }
 
     /// Starts the node rebuilding from its peers (see [`NodeActor::rebuilding`]).
@@ -155,6 +167,7 @@ impl NodeActor {
                     self.core.cluster_id().to_string(),
                     self.tls.clone(),
                     self.options.clone(),
+                    self.gate.clone(),
                 )
                 .start();
                 self.links.insert(address, link);
@@ -570,6 +583,7 @@ impl Actor for NodeActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        freeze_while_stalled(self.gate.clone(), ctx);
         if let Some(me) = self.core.ensure_self_member() {
             // Nothing else runs until the record is durable and installed (`wait`), so no call
             // sees a membership this node does not hold on disk.
@@ -600,6 +614,29 @@ impl Handler<Call> for NodeActor {
     type Result = Reply;
 
     fn handle(&mut self, msg: Call, ctx: &mut Context<Self>) -> Reply {
+        if self.gate.is_stalled() {
+            // A stalled node holds the call and runs it (deadline check first) once it runs
+            // again, before anything that queued meanwhile.
+            let (answer, answered) = tokio::sync::oneshot::channel();
+            after_stall(&self.gate, ctx, move |act, ctx| {
+                let reply = act.call(msg, ctx);
+                ctx.spawn(reply.map(move |response, _, _| {
+                    let _ = answer.send(response);
+                }));
+            });
+            return Box::pin(fut::wrap_future(async move {
+                answered.await.unwrap_or_else(|_| {
+                    Response::Error(internal("the node stopped before it ran the call"))
+                })
+            }));
+        }
+        self.call(msg, ctx)
+    }
+}
+
+impl NodeActor {
+    /// Runs a call: the deadline and access rules first, then the call itself.
+    fn call(&mut self, msg: Call, ctx: &mut Context<Self>) -> Reply {
         let Call {
             conn,
             peer,

@@ -13,7 +13,9 @@ use rustls::ClientConfig;
 use crate::actors::messages::{
     ApplyPulled, CaughtUp, LinkState, LocalDigest, NodeSide, Push, Stop, Wanted, NOT_CONNECTED,
 };
+use crate::actors::stall::{after_stall, freeze_while_stalled};
 use crate::options::{NodeOptions, MAILBOX_CAPACITY};
+use crate::stall::StallGate;
 
 /// Buckets asked for in one `ListEntries` call.
 const BUCKETS_PER_CALL: usize = 32;
@@ -30,6 +32,8 @@ pub struct PeerLink {
     connecting: bool,
     syncing: bool,
     failures: u32,
+    /// The node's stall switch: a stalled node does no replication work.
+    gate: StallGate,
 }
 
 impl std::fmt::Debug for PeerLink {
@@ -48,6 +52,7 @@ impl PeerLink {
         cluster_id: String,
         tls: Arc<ClientConfig>,
         options: NodeOptions,
+        gate: StallGate,
     ) -> Self {
         Self {
             address,
@@ -60,6 +65,7 @@ impl PeerLink {
             connecting: false,
             syncing: false,
             failures: 0,
+            gate,
         }
     }
 
@@ -224,6 +230,7 @@ impl Actor for PeerLink {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        freeze_while_stalled(self.gate.clone(), ctx);
         self.ensure_connected(ctx);
         ctx.run_interval(self.options.reconnect_interval, |act, ctx| {
             act.ensure_connected(ctx)
@@ -235,7 +242,22 @@ impl Actor for PeerLink {
 impl Handler<Push> for PeerLink {
     type Result = ResponseFuture<Result<(), String>>;
 
-    fn handle(&mut self, msg: Push, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Push, ctx: &mut Context<Self>) -> Self::Result {
+        if self.gate.is_stalled() {
+            // Held until the node runs again, as the node's own calls are.
+            let (answer, answered) = tokio::sync::oneshot::channel();
+            after_stall(&self.gate, ctx, move |act, ctx| {
+                let push = <PeerLink as Handler<Push>>::handle(act, msg, ctx);
+                actix::spawn(async move {
+                    let _ = answer.send(push.await);
+                });
+            });
+            return Box::pin(async move {
+                answered
+                    .await
+                    .unwrap_or_else(|_| Err("peer link stopped".to_string()))
+            });
+        }
         let Some(client) = self.live_client() else {
             return Box::pin(async { Err(NOT_CONNECTED.to_string()) });
         };
