@@ -11,7 +11,7 @@ use hsmkms_common::clock::SystemClock;
 
 use crate::config;
 use crate::handle::NodeHandle;
-use crate::node::NodeOptions;
+use crate::options::NodeOptions;
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

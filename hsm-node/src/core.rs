@@ -1,9 +1,15 @@
 //! The node core: everything an HSM node knows and decides, as a plain struct with no I/O.
 //!
 //! It holds the replicated objects (members, users, keys and their tombstones), the versions
-//! that decide which copy wins, the anti-entropy digest, and the open sessions. Every change
-//! returns the [`Stored`] objects that must be made durable (and pushed to peers) before the
-//! caller may acknowledge it; the actor around the core does that I/O.
+//! that decide which copy wins, the anti-entropy digest, and the open sessions.
+//!
+//! Decide, persist, install: a call that changes something only decides, returning the
+//! [`Stored`] objects to make durable, and changes nothing anyone can see. The shell commits
+//! them, then hands them back: [`NodeCore::install_local`] once they are durable, or
+//! [`NodeCore::abandon`] if the commit failed, which leaves every visible state as it was.
+//! Decisions still in flight are kept apart (`pending`) so that the next decision builds on
+//! them (a second failed login counts as the second, not again as the first) while every
+//! query sees only what is durable.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -137,6 +143,11 @@ pub struct NodeCore {
     lamport: u64,
     next_handle_seq: u64,
     sessions: HashMap<ConnId, Session>,
+    /// Local changes decided but not yet durable, by object: what the next decision reads,
+    /// never what a query answers. The version numbers and key handles they took are not given
+    /// back if their commit fails: a copy may have reached a peer, and must never be confused
+    /// with a later change.
+    pending: BTreeMap<ObjectId, Stored>,
 }
 
 impl NodeCore {
@@ -150,6 +161,7 @@ impl NodeCore {
             lamport: 0,
             next_handle_seq: 1,
             sessions: HashMap::new(),
+            pending: BTreeMap::new(),
         };
         for stored in objects {
             core.install(stored);
@@ -182,8 +194,9 @@ impl NodeCore {
         self.objects.insert(stored.id.clone(), stored);
     }
 
-    /// Records a change made on this node, at a version newer than any it has seen.
-    fn change(&mut self, id: ObjectId, entry: Entry) -> Stored {
+    /// Decides a change made on this node, at a version newer than any it has seen. Nothing
+    /// visible changes: the change waits in `pending` until it is installed or abandoned.
+    fn decide(&mut self, id: ObjectId, entry: Entry) -> Stored {
         self.lamport += 1;
         let stored = Stored {
             id,
@@ -193,11 +206,52 @@ impl NodeCore {
             },
             entry,
         };
-        self.install(stored.clone());
+        self.pending.insert(stored.id.clone(), stored.clone());
         stored
     }
 
-    /// Whether `stored` would win over this node's copy (see [`beats`]).
+    /// Installs local changes once they are durable (each only if it still wins: a newer copy
+    /// may have been installed while they were being written).
+    pub fn install_local(&mut self, durable: Vec<Stored>) {
+        for stored in durable {
+            self.settle(&stored);
+            if self.wins(&stored) {
+                self.install(stored);
+            }
+        }
+    }
+
+    /// Forgets local changes whose commit failed: every visible state stays as it was.
+    pub fn abandon(&mut self, failed: &[Stored]) {
+        for stored in failed {
+            self.settle(stored);
+        }
+    }
+
+    /// Takes a change out of `pending`, unless a later decision on the same object replaced it
+    /// there (that one settles on its own).
+    fn settle(&mut self, stored: &Stored) {
+        if self
+            .pending
+            .get(&stored.id)
+            .is_some_and(|p| p.version == stored.version)
+        {
+            self.pending.remove(&stored.id);
+        }
+    }
+
+    /// The newest copy of an object this node has decided on, durable or not: what decisions
+    /// read.
+    fn latest(&self, id: &ObjectId) -> Option<&Stored> {
+        self.pending.get(id).or_else(|| self.objects.get(id))
+    }
+
+    /// Local changes decided and not yet settled (for tests and diagnostics).
+    pub fn pending_count(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Whether `stored` would win over this node's installed copy (see [`beats`]).
     fn wins(&self, stored: &Stored) -> bool {
         self.objects
             .get(&stored.id)
@@ -205,11 +259,17 @@ impl NodeCore {
     }
 
     /// Of objects from a peer, those that would change this node: what to persist. Changes
-    /// nothing; [`NodeCore::install_remote`] installs them once they are durable.
+    /// nothing; [`NodeCore::install_remote`] installs them once they are durable. A copy that
+    /// loses to a local change still being committed is not planned either: written after it,
+    /// it would leave the disk holding the loser.
     pub fn winners(&self, incoming: Vec<Stored>) -> Vec<Stored> {
         let mut winners: Vec<Stored> = Vec::new();
         for stored in incoming {
-            if !self.wins(&stored) {
+            let beats_pending = self
+                .pending
+                .get(&stored.id)
+                .is_none_or(|p| beats(&stored, p));
+            if !self.wins(&stored) || !beats_pending {
                 continue;
             }
             // Two copies of one object in a batch: the one that beats the other.
@@ -244,15 +304,15 @@ impl NodeCore {
     }
 
     /// Makes sure this node's own member record is present (a node started by hand on another
-    /// host brings it along). Returns it if it had to be written.
+    /// host brings it along). Returns it if it has to be written (and installed once durable).
     pub fn ensure_self_member(&mut self) -> Option<Stored> {
         let id = ObjectId::Member(self.me.hsm_id.clone());
-        match self.objects.get(&id) {
+        match self.latest(&id) {
             Some(Stored {
                 entry: Entry::Member(m),
                 ..
             }) if *m == self.me => None,
-            _ => Some(self.change(id, Entry::Member(self.me.clone()))),
+            _ => Some(self.decide(id, Entry::Member(self.me.clone()))),
         }
     }
 
@@ -268,8 +328,8 @@ impl NodeCore {
             ));
         }
         let id = ObjectId::Member(hsm_id.to_string());
-        match self.objects.get(&id).map(|s| &s.entry) {
-            Some(Entry::Member(_)) => Ok(Some(self.change(id, Entry::Tombstone))),
+        match self.latest(&id).map(|s| &s.entry) {
+            Some(Entry::Member(_)) => Ok(Some(self.decide(id, Entry::Tombstone))),
             _ => Ok(None),
         }
     }
@@ -346,14 +406,29 @@ impl NodeCore {
 
     // ---- users and sessions -----------------------------------------------------------
 
+    /// A user as decisions see it: including changes still being committed.
     fn user(&self, username: &str) -> Option<&UserRecord> {
-        match self.objects.get(&ObjectId::User(username.to_string())) {
+        match self.latest(&ObjectId::User(username.to_string())) {
             Some(Stored {
                 entry: Entry::User(u),
                 ..
             }) => Some(u),
             _ => None,
         }
+    }
+
+    /// A user as a login sees it: its password and role as durable (a login never rests on a
+    /// creation or password change that may still fail), its failure count and lockout as
+    /// decided (so failed logins in flight at once all count).
+    fn login_user(&self, username: &str) -> Option<(&UserRecord, &UserRecord)> {
+        let durable = match self.objects.get(&ObjectId::User(username.to_string())) {
+            Some(Stored {
+                entry: Entry::User(u),
+                ..
+            }) => u,
+            _ => return None,
+        };
+        Some((durable, self.user(username)?))
     }
 
     pub fn session(&self, conn: ConnId) -> Option<&Session> {
@@ -393,13 +468,13 @@ impl NodeCore {
                 "this session is already logged in; log out first",
             ));
         }
-        let user = self.user(username).ok_or_else(|| {
+        let (user, latest) = self.login_user(username).ok_or_else(|| {
             err(
                 ErrorCode::UserNotFound,
                 format!("user {username} does not exist"),
             )
         })?;
-        if user.locked {
+        if user.locked || latest.locked {
             return Err(err(
                 ErrorCode::UserLockedOut,
                 format!(
@@ -419,16 +494,17 @@ impl NodeCore {
         })
     }
 
-    /// Second half of a login, once the password was checked. Returns the session, or the
-    /// error to answer, and the user record to persist if its failure count changed.
+    /// Second half of a login, once the password was checked. Decides the session, or the
+    /// error to answer, and the user record to persist if its failure count changes; the
+    /// caller opens the session ([`NodeCore::open_session`]) and answers once that record is
+    /// durable.
     pub fn finish_login(
         &mut self,
-        conn: ConnId,
         username: &str,
         role: Role,
         password_ok: bool,
     ) -> (Result<Session, WireError>, Option<Stored>) {
-        let Some(mut user) = self.user(username).cloned() else {
+        let Some(mut user) = self.login_user(username).map(|(_, latest)| latest.clone()) else {
             return (
                 Err(err(
                     ErrorCode::UserNotFound,
@@ -449,7 +525,7 @@ impl NodeCore {
         if password_ok {
             let changed = if user.failed_logins != 0 {
                 user.failed_logins = 0;
-                Some(self.change(ObjectId::User(username.to_string()), Entry::User(user)))
+                Some(self.decide(ObjectId::User(username.to_string()), Entry::User(user)))
             } else {
                 None
             };
@@ -457,7 +533,6 @@ impl NodeCore {
                 username: username.to_string(),
                 role,
             };
-            self.sessions.insert(conn, session.clone());
             return (Ok(session), changed);
         }
         user.failed_logins += 1;
@@ -470,11 +545,16 @@ impl NodeCore {
         } else {
             format!("invalid user name, role or password for {username}")
         };
-        let stored = self.change(ObjectId::User(username.to_string()), Entry::User(user));
+        let stored = self.decide(ObjectId::User(username.to_string()), Entry::User(user));
         (
             Err(err(ErrorCode::InvalidCredentials, message)),
             Some(stored),
         )
+    }
+
+    /// Opens the session a login decided on, once what it changed is durable.
+    pub fn open_session(&mut self, conn: ConnId, session: Session) {
+        self.sessions.insert(conn, session);
     }
 
     /// Ends the session of a connection (logout or disconnect).
@@ -552,7 +632,7 @@ impl NodeCore {
         user.password_hash = password_hash;
         user.failed_logins = 0;
         user.locked = false;
-        Ok(self.change(ObjectId::User(username.to_string()), Entry::User(user)))
+        Ok(self.decide(ObjectId::User(username.to_string()), Entry::User(user)))
     }
 
     /// Checks that a user may be created, before the slow hash.
@@ -575,7 +655,7 @@ impl NodeCore {
 
     /// Adds a user (the caller has checked with [`NodeCore::check_create_user`]).
     pub fn create_user(&mut self, username: &str, role: Role, password_hash: String) -> Stored {
-        self.change(
+        self.decide(
             ObjectId::User(username.to_string()),
             Entry::User(UserRecord {
                 username: username.to_string(),
@@ -602,8 +682,9 @@ impl NodeCore {
                 format!("user {username} does not exist"),
             ));
         }
+        // Keys being generated count too: a user must not go while one is on its way.
         let owned = self
-            .keys()
+            .latest_keys()
             .filter(|k| k.attributes.owner == username)
             .count();
         if owned > 0 {
@@ -612,7 +693,7 @@ impl NodeCore {
                 format!("user {username} owns {owned} keys; delete them first"),
             ));
         }
-        Ok(self.change(ObjectId::User(username.to_string()), Entry::Tombstone))
+        Ok(self.decide(ObjectId::User(username.to_string()), Entry::Tombstone))
     }
 
     /// Open sessions on this node, by user name.
@@ -629,6 +710,21 @@ impl NodeCore {
         // Keys sort last (`ObjectId`'s variant order).
         self.objects
             .range(ObjectId::Key(0)..)
+            .filter_map(|(_, s)| match &s.entry {
+                Entry::Key(k) => Some(k),
+                _ => None,
+            })
+    }
+
+    /// Live keys as decisions see them: including generations and deletions still being
+    /// committed.
+    fn latest_keys(&self) -> impl Iterator<Item = &Arc<KeyEntry>> {
+        let durable = self
+            .objects
+            .range(ObjectId::Key(0)..)
+            .filter(|(id, _)| !self.pending.contains_key(id));
+        durable
+            .chain(self.pending.range(ObjectId::Key(0)..))
             .filter_map(|(_, s)| match &s.entry {
                 Entry::Key(k) => Some(k),
                 _ => None,
@@ -688,7 +784,7 @@ impl NodeCore {
             created_at_millis: now_millis,
         };
         let entry = KeyEntry::new(attributes, KeyMaterial::generate());
-        Ok(self.change(ObjectId::Key(handle), Entry::Key(Arc::new(entry))))
+        Ok(self.decide(ObjectId::Key(handle), Entry::Key(Arc::new(entry))))
     }
 
     /// Keys matching the filters that the session's user may see: its own keys (a crypto
@@ -749,7 +845,11 @@ impl NodeCore {
     /// Deletes a key: only its owner may. The tombstone is what replicates.
     pub fn delete_key(&mut self, conn: ConnId, handle: KeyHandle) -> Result<Stored, WireError> {
         let session = self.require_session(conn)?.clone();
-        let key = self.key(handle).ok_or_else(|| {
+        let deleting = matches!(
+            self.pending.get(&ObjectId::Key(handle)).map(|s| &s.entry),
+            Some(Entry::Tombstone)
+        );
+        let key = self.key(handle).filter(|_| !deleting).ok_or_else(|| {
             err(
                 ErrorCode::KeyNotFound,
                 format!("no key with handle {handle}"),
@@ -764,13 +864,13 @@ impl NodeCore {
                 ),
             ));
         }
-        Ok(self.change(ObjectId::Key(handle), Entry::Tombstone))
+        Ok(self.decide(ObjectId::Key(handle), Entry::Tombstone))
     }
 
     /// Takes back a key whose creation did not reach its quorum: a tombstone, so no copy that
     /// did get out can come back.
     pub fn roll_back_key(&mut self, handle: KeyHandle) -> Stored {
-        self.change(ObjectId::Key(handle), Entry::Tombstone)
+        self.decide(ObjectId::Key(handle), Entry::Tombstone)
     }
 
     pub fn key_count(&self) -> u64 {

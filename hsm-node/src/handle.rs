@@ -12,17 +12,21 @@ use anyhow::{anyhow, Context as _, Result};
 use hsmkms_common::clock::Clock;
 use tokio::sync::oneshot;
 
+use crate::actors::connection::serve;
+use crate::actors::node::NodeActor;
 use crate::config::{self, STORE_FILE};
-use crate::connection::serve;
 use crate::core::NodeCore;
-use crate::node::{NodeActor, NodeOptions};
-use crate::store::{Store, StoreError};
+use crate::options::NodeOptions;
+use crate::stall::StallSwitch;
+use crate::store::{Store, StoreError, StoreFaults};
 
 /// A running node. Dropping it stops the node and waits until its store is closed.
 pub struct NodeHandle {
     hsm_id: String,
     address: SocketAddr,
     actor: Addr<NodeActor>,
+    faults: StoreFaults,
+    stall: StallSwitch,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -98,6 +102,8 @@ impl NodeHandle {
             }
         };
         let hsm_id = node.config.hsm_id.clone();
+        let faults = store.faults();
+        let (stall, gate) = StallSwitch::new();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
@@ -127,8 +133,9 @@ impl NodeHandle {
                         node.config.join.clone(),
                     )
                     .rebuilding(rebuilding)
+                    .stall_gate(gate.clone())
                     .start();
-                    actix::spawn(serve(listener, server_tls, actor.clone(), options));
+                    actix::spawn(serve(listener, server_tls, actor.clone(), options, gate));
                     let _ = ready_tx.send(Ok(actor));
                     let _ = stop_rx.await;
                 });
@@ -146,6 +153,8 @@ impl NodeHandle {
             hsm_id,
             address,
             actor,
+            faults,
+            stall,
             stop: Some(stop_tx),
             thread: Some(thread),
         })
@@ -163,6 +172,30 @@ impl NodeHandle {
     /// Where the node listens.
     pub fn address(&self) -> SocketAddr {
         self.address
+    }
+
+    /// Fault injection: the node's next `count` commits fail, as if its disk had refused them.
+    /// Calls whose changes they held answer `Internal` and change nothing.
+    pub fn fail_next_commits(&self, count: u32) {
+        self.faults.fail_next_commits(count);
+    }
+
+    /// Fault injection: stalls the node (`true`) as SIGSTOP stalls a process, or lets it run
+    /// again (`false`). While stalled it keeps its listening socket and open connections but
+    /// accepts, reads, answers and replicates nothing; what arrives is held (within the
+    /// existing bounds) and handled once it runs again, when calls whose caller's deadline
+    /// passed meanwhile are refused (`DeadlineExceeded`). Stopping a stalled node drops what
+    /// it holds unanswered, like killing a stopped process.
+    pub fn set_stalled(&self, stalled: bool) {
+        if stalled != self.stall.is_on() {
+            tracing::warn!(hsm_id = %self.hsm_id, stalled, "fault injection: HSM stall switch");
+        }
+        self.stall.set(stalled);
+    }
+
+    /// Whether the node is stalled ([`NodeHandle::set_stalled`]).
+    pub fn is_stalled(&self) -> bool {
+        self.stall.is_on()
     }
 
     /// Stops the node and waits until its store is closed.
@@ -183,7 +216,7 @@ impl NodeHandle {
     #[cfg(feature = "test-util")]
     pub async fn material_for_test(&self, handle: u64) -> Option<[u8; 32]> {
         self.actor
-            .send(crate::node::MaterialForTest(handle))
+            .send(crate::actors::messages::MaterialForTest(handle))
             .await
             .ok()
             .flatten()

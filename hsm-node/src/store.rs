@@ -4,6 +4,7 @@
 //! file alone never reveals it.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -55,6 +56,27 @@ from_redb!(
 #[derive(Clone)]
 pub struct Store {
     committer: Committer<Stored, StoreError>,
+    faults: StoreFaults,
+}
+
+/// Fault injection on a store: makes its next commits fail as if the disk had refused them.
+/// Apart from [`Store`] because it does not keep the storage thread alive: whoever stops the
+/// node (its handle) may hold one.
+#[derive(Debug, Clone, Default)]
+pub struct StoreFaults(Arc<AtomicU32>);
+
+impl StoreFaults {
+    /// The next `count` batches (group commits, and with them every write in them) fail.
+    pub fn fail_next_commits(&self, count: u32) {
+        self.0.store(count, Ordering::SeqCst);
+    }
+
+    /// Whether this batch is to fail; counts it down if so.
+    fn take(&self) -> bool {
+        self.0
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -119,11 +141,26 @@ impl Store {
             })?
             .map_err(|e| StoreError::Corrupt(format!("{}: {e}", path.display())))?;
         let cluster_id = cluster_id.to_string();
+        let faults = StoreFaults::default();
+        let injected = faults.clone();
         let (committer, thread) = Committer::spawn("hsm-store", move |batch: &[Vec<Stored>]| {
+            if injected.take() {
+                return Err(StoreError::Storage("injected fault: commit refused".into()));
+            }
             write_batch(&db, batch, &storage_key, &cluster_id)
         })
         .map_err(|e| StoreError::Storage(e.to_string()))?;
-        Ok((Store { committer }, loaded, thread))
+        Ok((Store { committer, faults }, loaded, thread))
+    }
+
+    /// The store's fault injection switch.
+    pub fn faults(&self) -> StoreFaults {
+        self.faults.clone()
+    }
+
+    /// Fault injection: the next `count` batches fail, as if the disk had refused them.
+    pub fn fail_next_commits(&self, count: u32) {
+        self.faults.fail_next_commits(count);
     }
 
     /// Makes `objects` durable; resolves once they are on disk (fsync'd). The future does not
@@ -172,4 +209,46 @@ fn write_batch(
     }
     txn.commit()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use hsmkms_common::secret::KeyMaterial;
+    use hsmkms_common::wire::{ObjectId, Version};
+
+    use super::*;
+    use crate::core::Entry;
+
+    fn tombstone(n: u64) -> Stored {
+        Stored {
+            id: ObjectId::Key(n),
+            version: Version {
+                counter: n,
+                node: 1,
+            },
+            entry: Entry::Tombstone,
+        }
+    }
+
+    #[test]
+    fn an_injected_fault_fails_one_commit_writes_nothing_and_the_next_commit_works() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.redb");
+        let key = Arc::new(Sealer::new(&KeyMaterial::generate()));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (store, loaded, thread) = Store::open(&path, key.clone(), "c").unwrap();
+        assert!(loaded.is_empty());
+        store.fail_next_commits(1);
+        assert!(runtime.block_on(store.commit(vec![tombstone(1)])).is_err());
+        assert!(runtime.block_on(store.commit(vec![tombstone(2)])).is_ok());
+        drop(store);
+        thread.join().unwrap();
+        // Only the second write reached the disk.
+        let (_, loaded, thread) = Store::open(&path, key, "c").unwrap();
+        let ids: Vec<ObjectId> = loaded.into_iter().map(|s| s.id).collect();
+        assert_eq!(ids, vec![ObjectId::Key(2)]);
+        thread.join().unwrap();
+    }
 }

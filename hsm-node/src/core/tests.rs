@@ -41,12 +41,34 @@ fn node(n: u32) -> NodeCore {
         },
     ];
     core.apply_remote(seed);
-    core.ensure_self_member();
-    let (s, _) = core.finish_login(1, "admin", Role::CryptoOfficer, true);
-    assert!(s.is_ok());
-    let (s, _) = core.finish_login(2, "kmsuser", Role::CryptoUser, true);
-    assert!(s.is_ok());
+    let me = core.ensure_self_member();
+    core.install_local(me.into_iter().collect());
+    assert!(login(&mut core, 1, "admin", Role::CryptoOfficer, true).is_ok());
+    assert!(login(&mut core, 2, "kmsuser", Role::CryptoUser, true).is_ok());
     core
+}
+
+/// A local change as the shell makes it: decided, then (the commit succeeded) installed.
+fn durable(core: &mut NodeCore, decided: Result<Stored, WireError>) -> Result<Stored, WireError> {
+    let stored = decided?;
+    core.install_local(vec![stored.clone()]);
+    Ok(stored)
+}
+
+/// A login as the shell runs it once the password is checked: the change durable, then the
+/// session open.
+fn login(
+    core: &mut NodeCore,
+    conn: ConnId,
+    username: &str,
+    role: Role,
+    password_ok: bool,
+) -> Result<Session, WireError> {
+    let (result, changed) = core.finish_login(username, role, password_ok);
+    core.install_local(changed.into_iter().collect());
+    let session = result?;
+    core.open_session(conn, session.clone());
+    Ok(session)
 }
 
 fn handle_of(stored: &Stored) -> KeyHandle {
@@ -59,9 +81,8 @@ fn handle_of(stored: &Stored) -> KeyHandle {
 #[test]
 fn generated_keys_are_owned_by_the_crypto_user_and_non_extractable() {
     let mut a = node(1);
-    let k = a
-        .generate_key(2, "arn:aws:kms:us-east-1:111122223333:key/x", 32, 7)
-        .map_err(|e| e.to_string());
+    let k = a.generate_key(2, "arn:aws:kms:us-east-1:111122223333:key/x", 32, 7);
+    let k = durable(&mut a, k).map_err(|e| e.to_string());
     let k = k.as_ref().map(handle_of);
     let handle = *k.as_ref().unwrap_or(&0);
     let attrs = a.visible_key(2, handle).map(|k| k.attributes.clone());
@@ -93,12 +114,13 @@ fn generated_keys_are_owned_by_the_crypto_user_and_non_extractable() {
 fn a_tombstone_beats_a_key_whatever_the_versions() {
     let mut a = node(1);
     let mut b = node(2);
-    let key = a.generate_key(2, "k", 32, 0).map_err(|e| e.to_string());
-    let key = key.unwrap_or_else(|e| panic!("{e}"));
+    let key = a.generate_key(2, "k", 32, 0);
+    let key = durable(&mut a, key).unwrap_or_else(|e| panic!("{e}"));
     let handle = handle_of(&key);
     b.apply_remote(vec![key.clone()]);
     assert!(b.key(handle).is_some());
-    let tomb = b.delete_key(2, handle).unwrap_or_else(|e| panic!("{e}"));
+    let tomb = b.delete_key(2, handle);
+    let tomb = durable(&mut b, tomb).unwrap_or_else(|e| panic!("{e}"));
     a.apply_remote(vec![tomb]);
     assert!(a.key(handle).is_none());
     // The old key arriving again, even at an inflated version, does not bring it back.
@@ -116,8 +138,10 @@ fn digests_converge_after_exchanging_wanted_objects() {
     let mut a = node(1);
     let mut b = node(2);
     for i in 0..50 {
-        let _ = a.generate_key(2, &format!("a{i}"), 32, 0);
-        let _ = b.generate_key(2, &format!("b{i}"), 32, 0);
+        let k = a.generate_key(2, &format!("a{i}"), 32, 0);
+        let _ = durable(&mut a, k);
+        let k = b.generate_key(2, &format!("b{i}"), 32, 0);
+        let _ = durable(&mut b, k);
     }
     assert_ne!(a.digest(), b.digest());
     // b pulls from a, a pulls from b, via the buckets that differ.
@@ -142,7 +166,7 @@ fn digests_converge_after_exchanging_wanted_objects() {
 fn five_failed_logins_lock_the_user_until_an_officer_changes_its_password() {
     let mut a = node(1);
     for attempt in 1..=5 {
-        let (r, changed) = a.finish_login(10, "kmsuser", Role::CryptoUser, false);
+        let (r, changed) = a.finish_login("kmsuser", Role::CryptoUser, false);
         assert_eq!(
             r.err().map(|e| e.code),
             Some(ErrorCode::InvalidCredentials),
@@ -152,6 +176,7 @@ fn five_failed_logins_lock_the_user_until_an_officer_changes_its_password() {
             changed.is_some(),
             "each failure is persisted and replicated"
         );
+        a.install_local(changed.into_iter().collect());
     }
     assert_eq!(
         a.begin_login(10, "kmsuser", Role::CryptoUser)
@@ -159,7 +184,7 @@ fn five_failed_logins_lock_the_user_until_an_officer_changes_its_password() {
             .map(|e| e.code),
         Some(ErrorCode::UserLockedOut)
     );
-    let (r, _) = a.finish_login(10, "kmsuser", Role::CryptoUser, true);
+    let (r, _) = a.finish_login("kmsuser", Role::CryptoUser, true);
     assert_eq!(
         r.err().map(|e| e.code),
         Some(ErrorCode::UserLockedOut),
@@ -175,7 +200,8 @@ fn five_failed_logins_lock_the_user_until_an_officer_changes_its_password() {
     assert!(a
         .check_change_password(1, "kmsuser", Role::CryptoUser, 10)
         .is_ok());
-    assert!(a.set_password("kmsuser", "new".into()).is_ok());
+    let changed = a.set_password("kmsuser", "new".into());
+    assert!(durable(&mut a, changed).is_ok());
     assert!(a.begin_login(10, "kmsuser", Role::CryptoUser).is_ok());
 }
 
@@ -183,14 +209,13 @@ fn five_failed_logins_lock_the_user_until_an_officer_changes_its_password() {
 fn failures_before_a_success_are_forgotten() {
     let mut a = node(1);
     for _ in 0..4 {
-        let _ = a.finish_login(10, "kmsuser", Role::CryptoUser, false);
+        let _ = login(&mut a, 10, "kmsuser", Role::CryptoUser, false);
     }
-    let (r, changed) = a.finish_login(10, "kmsuser", Role::CryptoUser, true);
+    let (r, changed) = a.finish_login("kmsuser", Role::CryptoUser, true);
     assert!(r.is_ok());
     assert!(changed.is_some(), "the reset counter is persisted");
-    assert!(a.logout(10).is_ok());
-    let (r, _) = a.finish_login(10, "kmsuser", Role::CryptoUser, false);
-    assert!(r.is_err());
+    a.install_local(changed.into_iter().collect());
+    assert!(login(&mut a, 10, "kmsuser", Role::CryptoUser, false).is_err());
     assert!(
         a.begin_login(10, "kmsuser", Role::CryptoUser).is_ok(),
         "one failure is not five"
@@ -200,14 +225,13 @@ fn failures_before_a_success_are_forgotten() {
 #[test]
 fn only_the_owner_deletes_a_key() {
     let mut a = node(1);
-    let key = a
-        .generate_key(2, "k", 32, 0)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let key = a.generate_key(2, "k", 32, 0);
+    let key = durable(&mut a, key).unwrap_or_else(|e| panic!("{e}"));
     let handle = handle_of(&key);
     let hash = "h".to_string();
-    a.create_user("alice", Role::CryptoUser, hash);
-    let (r, _) = a.finish_login(3, "alice", Role::CryptoUser, true);
-    assert!(r.is_ok());
+    let alice = a.create_user("alice", Role::CryptoUser, hash);
+    a.install_local(vec![alice]);
+    assert!(login(&mut a, 3, "alice", Role::CryptoUser, true).is_ok());
     // Neither another crypto user nor the officer owns it: both are refused, saying why.
     assert_eq!(
         a.delete_key(3, handle).err().map(|e| e.code),
@@ -222,7 +246,8 @@ fn only_the_owner_deletes_a_key() {
         Some(ErrorCode::AccessDenied)
     );
     assert!(a.key(handle).is_some());
-    assert!(a.delete_key(2, handle).is_ok());
+    let tomb = a.delete_key(2, handle);
+    assert!(durable(&mut a, tomb).is_ok());
     assert!(a.key(handle).is_none());
 }
 
@@ -254,9 +279,8 @@ fn quorum_is_two_or_one_for_a_single_node() {
 #[test]
 fn handle_counter_resumes_after_reload() {
     let mut a = node(1);
-    let first = a
-        .generate_key(2, "k", 32, 0)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let first = a.generate_key(2, "k", 32, 0);
+    let first = durable(&mut a, first).unwrap_or_else(|e| panic!("{e}"));
     let reloaded = NodeCore::new(
         member(1),
         "c".into(),
@@ -264,8 +288,7 @@ fn handle_counter_resumes_after_reload() {
     );
     let mut reloaded = reloaded;
     reloaded.apply_remote(a.get_objects(&[ObjectId::User("kmsuser".into())]));
-    let (r, _) = reloaded.finish_login(2, "kmsuser", Role::CryptoUser, true);
-    assert!(r.is_ok());
+    assert!(login(&mut reloaded, 2, "kmsuser", Role::CryptoUser, true).is_ok());
     let second = reloaded
         .generate_key(2, "k", 32, 0)
         .unwrap_or_else(|e| panic!("{e}"));
@@ -287,9 +310,8 @@ fn object_ids_sort_members_then_users_then_keys() {
 fn remote_objects_are_planned_without_changes_and_installed_only_if_they_still_win() {
     let mut a = node(1);
     let mut b = node(2);
-    let key = a
-        .generate_key(2, "k", 32, 0)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let key = a.generate_key(2, "k", 32, 0);
+    let key = durable(&mut a, key).unwrap_or_else(|e| panic!("{e}"));
     let handle = handle_of(&key);
     // Planning changes nothing: the key is not there until it is installed.
     let planned = b.winners(vec![key.clone()]);
@@ -299,7 +321,8 @@ fn remote_objects_are_planned_without_changes_and_installed_only_if_they_still_w
         "nothing visible before it is durable"
     );
     // A tombstone installed meanwhile (the key deleted elsewhere) beats the planned copy.
-    let tomb = a.delete_key(2, handle).unwrap_or_else(|e| panic!("{e}"));
+    let tomb = a.delete_key(2, handle);
+    let tomb = durable(&mut a, tomb).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(b.install_remote(vec![tomb.clone()]), 1);
     assert_eq!(
         b.install_remote(planned),
@@ -314,4 +337,158 @@ fn remote_objects_are_planned_without_changes_and_installed_only_if_they_still_w
     let batch = c.winners(vec![tomb, newer]);
     assert_eq!(batch.len(), 1);
     assert!(matches!(batch[0].entry, Entry::Tombstone));
+}
+
+/// Everything a client or peer can see of a node, to compare before and after.
+fn visible(core: &NodeCore) -> String {
+    format!(
+        "{:?}",
+        (
+            core.digest(),
+            core.key_count(),
+            core.user_count(),
+            core.list_users(1).ok(),
+            core.find_keys(1, None, None).ok(),
+            core.members(),
+            core.session(10),
+            core.begin_login(10, "kmsuser", Role::CryptoUser).err(),
+            core.begin_login(11, "bob", Role::CryptoUser).err(),
+        )
+    )
+}
+
+#[test]
+fn a_failed_commit_of_any_local_change_leaves_every_visible_state_as_it_was() {
+    let mut a = node(1);
+    let key = a.generate_key(2, "kept", 32, 0);
+    let key = durable(&mut a, key).unwrap_or_else(|e| panic!("{e}"));
+    let m2 = Stored {
+        id: ObjectId::Member(member(2).hsm_id),
+        version: Version {
+            counter: 1,
+            node: 2,
+        },
+        entry: Entry::Member(member(2)),
+    };
+    a.apply_remote(vec![m2]);
+    let before = visible(&a);
+    // Each kind of local change, decided and then failed: nothing anyone sees moves.
+    let decided: Vec<Stored> = vec![
+        a.generate_key(2, "doomed", 32, 0)
+            .unwrap_or_else(|e| panic!("{e}")),
+        a.delete_key(2, handle_of(&key))
+            .unwrap_or_else(|e| panic!("{e}")),
+        a.create_user("bob", Role::CryptoUser, "h".into()),
+        a.set_password("kmsuser", "other".into())
+            .unwrap_or_else(|e| panic!("{e}")),
+        a.forget_member(&member(2).hsm_id)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("member 2 is there")),
+    ];
+    let (r, failed_login) = a.finish_login("kmsuser", Role::CryptoUser, false);
+    assert!(r.is_err());
+    let failed_login = failed_login.unwrap_or_else(|| panic!("a failure is persisted"));
+    assert_eq!(visible(&a), before, "deciding shows nothing");
+    a.abandon(&decided);
+    a.abandon(&[failed_login]);
+    assert_eq!(visible(&a), before, "a failed commit shows nothing");
+    assert_eq!(a.pending_count(), 0, "and leaves nothing behind");
+    // The next commits work, and show at once.
+    let bob = a.create_user("bob", Role::CryptoUser, "h".into());
+    a.install_local(vec![bob]);
+    assert_eq!(a.user_count(), 3);
+    let tomb = a.delete_key(2, handle_of(&key));
+    assert!(durable(&mut a, tomb).is_ok());
+    assert!(a.key(handle_of(&key)).is_none());
+    let new = a.generate_key(2, "new", 32, 0);
+    let new = durable(&mut a, new).unwrap_or_else(|e| panic!("{e}"));
+    assert_ne!(
+        handle_of(&new),
+        handle_of(&decided[0]),
+        "a handle that may have reached a peer is never reused"
+    );
+    assert_eq!(a.key_count(), 1);
+    let gone = a
+        .forget_member(&member(2).hsm_id)
+        .map(|g| g.unwrap_or_else(|| panic!("still there")));
+    assert!(durable(&mut a, gone).is_ok());
+    assert_eq!(a.members().len(), 1);
+}
+
+#[test]
+fn a_failed_login_commit_opens_no_session_and_counts_no_failure() {
+    let mut a = node(1);
+    for _ in 0..MAX_FAILED_LOGINS {
+        let (r, changed) = a.finish_login("kmsuser", Role::CryptoUser, false);
+        assert_eq!(r.err().map(|e| e.code), Some(ErrorCode::InvalidCredentials));
+        a.abandon(&changed.into_iter().collect::<Vec<_>>());
+    }
+    assert!(
+        a.begin_login(10, "kmsuser", Role::CryptoUser).is_ok(),
+        "failures that never became durable lock nobody out"
+    );
+    // Three failures stick; the success that resets them fails to commit: no session, and
+    // the count stands.
+    for _ in 0..3 {
+        let _ = login(&mut a, 10, "kmsuser", Role::CryptoUser, false);
+    }
+    let (r, reset) = a.finish_login("kmsuser", Role::CryptoUser, true);
+    assert!(r.is_ok());
+    let reset = reset.unwrap_or_else(|| panic!("the reset is persisted"));
+    a.abandon(&[reset]);
+    assert!(a.session(10).is_none());
+    for _ in 0..2 {
+        let _ = login(&mut a, 10, "kmsuser", Role::CryptoUser, false);
+    }
+    assert_eq!(
+        a.begin_login(10, "kmsuser", Role::CryptoUser)
+            .err()
+            .map(|e| e.code),
+        Some(ErrorCode::UserLockedOut),
+        "3 + 2 failures lock the user"
+    );
+}
+
+#[test]
+fn decisions_in_flight_build_on_each_other_but_stay_invisible() {
+    let mut a = node(1);
+    // Five failed logins whose commits are all still running lock the user: each counts.
+    let mut in_flight = Vec::new();
+    for _ in 0..MAX_FAILED_LOGINS {
+        let (_, changed) = a.finish_login("kmsuser", Role::CryptoUser, false);
+        in_flight.extend(changed);
+    }
+    assert!(a.begin_login(10, "kmsuser", Role::CryptoUser).is_err());
+    assert_eq!(
+        a.list_users(1)
+            .ok()
+            .and_then(|u| u.into_iter().find(|u| u.username == "kmsuser"))
+            .map(|u| u.locked),
+        Some(false),
+        "queries see only what is durable"
+    );
+    // Durable in whatever order the commits come back: the newest decision wins.
+    in_flight.reverse();
+    a.install_local(in_flight);
+    assert_eq!(a.pending_count(), 0);
+    assert_eq!(
+        a.begin_login(10, "kmsuser", Role::CryptoUser)
+            .err()
+            .map(|e| e.code),
+        Some(ErrorCode::UserLockedOut)
+    );
+    // A user with a key on its way cannot be deleted; a peer's older copy of an object with a
+    // local change in flight is not planned.
+    let key = a
+        .generate_key(2, "k", 32, 0)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        a.delete_user(1, "kmsuser").err().map(|e| e.code),
+        Some(ErrorCode::InvalidRequest)
+    );
+    let mut stale = key.clone();
+    stale.version.counter -= 1;
+    stale.version.node = 2;
+    assert!(a.winners(vec![stale]).is_empty());
+    a.install_local(vec![key]);
 }

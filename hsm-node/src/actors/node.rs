@@ -1,7 +1,9 @@
 //! The node actor: the thin shell around [`NodeCore`]. It routes calls into the core, sends the
-//! changes the core returns to the store and to the peer links, and answers once they are
-//! durable (on the quorum of HSMs, for new keys). Slow work (password hashing, fsync, peer
-//! round trips) runs off the actor's thread; the actor only waits for its results.
+//! changes the core decides on to the store, installs them in the core once they are durable
+//! (or abandons them if the commit failed, so nothing visible changes), then pushes them to
+//! the peer links and answers (once on the quorum of HSMs, for new keys). Slow work (password
+//! hashing, fsync, peer round trips) runs off the actor's thread; the actor only waits for its
+//! results.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -14,102 +16,36 @@ use hsmkms_common::clock::Clock;
 use hsmkms_common::secret::{SecretBytes, SecretString};
 use hsmkms_common::wire::{
     ErrorCode, KeyHandle, NodeOutcome, NodeStatus, Object, ObjectId, Request, Response, Role,
-    Version, WireError, DIGEST_BUCKETS, MAX_CRYPTO_BYTES, MAX_OBJECTS_PER_CALL, MAX_RANDOM_BYTES,
+    WireError, DIGEST_BUCKETS, MAX_CRYPTO_BYTES, MAX_OBJECTS_PER_CALL, MAX_RANDOM_BYTES,
 };
 use rand::RngCore;
 use rustls::ClientConfig;
 
-use crate::core::{ConnId, NodeCore, Stored};
+use crate::actors::peer::PeerLink;
+use crate::actors::stall::{after_stall, freeze_while_stalled};
+use crate::core::{ConnId, Entry, NodeCore, Stored};
 use crate::material::{self, Place};
 use crate::password;
-use crate::peer::{PeerLink, Push, NOT_CONNECTED};
+use crate::stall::StallGate;
 use crate::store::Store;
 
-/// Messages the node actor queues before senders wait.
-pub const MAILBOX_CAPACITY: usize = 4_096;
-
-/// Tunables of a node; every cross-node wait has a deadline here.
-#[derive(Debug, Clone)]
-pub struct NodeOptions {
-    /// How long a new key may take to reach its quorum, and any peer call may take.
-    pub call_deadline: Duration,
-    /// How often each peer link compares digests with its peer.
-    pub anti_entropy_interval: Duration,
-    /// How often a broken peer link tries to reconnect.
-    pub reconnect_interval: Duration,
-    /// How long a TLS handshake may take before the connection is dropped.
-    pub handshake_timeout: Duration,
-    /// Most client and peer connections served at once.
-    pub max_connections: usize,
-}
-
-impl Default for NodeOptions {
-    fn default() -> Self {
-        Self {
-            call_deadline: Duration::from_secs(5),
-            anti_entropy_interval: Duration::from_secs(1),
-            reconnect_interval: Duration::from_millis(250),
-            handshake_timeout: Duration::from_secs(3),
-            max_connections: 1_024,
-        }
-    }
-}
-
-/// A call from a client or peer connection.
-#[derive(Debug, Message)]
-#[rtype(result = "Response")]
-pub struct Call {
-    pub conn: ConnId,
-    /// Whether the connection holds a node certificate.
-    pub peer: bool,
-    /// When the caller stops waiting (Unix milliseconds; 0 for never): a call whose deadline
-    /// has passed is not run.
-    pub deadline_unix_millis: u64,
-    pub request: Request,
-}
+// The node actor's messages and options, also under the paths callers have always used.
+#[cfg(feature = "test-util")]
+pub use crate::actors::messages::MaterialForTest;
+pub use crate::actors::messages::{
+    ApplyPulled, Call, CaughtUp, ConnClosed, LinkState, LocalDigest, Wanted,
+};
+use crate::actors::messages::{NodeSide, Push, Stop, NOT_CONNECTED};
+pub use crate::options::{NodeOptions, MAILBOX_CAPACITY};
 
 /// A key generation is acknowledged only this long before its caller's deadline at the latest;
 /// later, the caller may already have given up and retried elsewhere, so it is rolled back.
 pub const ACK_MARGIN_MILLIS: u64 = 500;
 
+/// Whether a caller's deadline (Unix milliseconds, 0 for none) has passed at `now_millis`.
 fn past(deadline_unix_millis: u64, now_millis: u64) -> bool {
-    let _ = (deadline_unix_millis, now_millis);
-    false
+    deadline_unix_millis != 0 && now_millis >= deadline_unix_millis
 }
-
-/// A connection closed: its session ends.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct ConnClosed(pub ConnId);
-
-/// From a peer link: our digest, for comparison with the peer's.
-#[derive(Debug, Message)]
-#[rtype(result = "Vec<u64>")]
-pub struct LocalDigest;
-
-/// From a peer link: which of the peer's entries we should fetch.
-#[derive(Debug, Message)]
-#[rtype(result = "Vec<ObjectId>")]
-pub struct Wanted(pub Vec<(ObjectId, Version)>);
-
-/// From a peer link: objects pulled from the peer, to merge and persist.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<usize, WireError>")]
-pub struct ApplyPulled(pub Vec<Object>);
-
-/// From a peer link: it is connected to the peer `hsm_id`, or (None) it lost its connection.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct LinkState {
-    pub address: String,
-    pub hsm_id: Option<String>,
-}
-
-/// Tests only: the plaintext material of a key.
-#[cfg(feature = "test-util")]
-#[derive(Debug, Message)]
-#[rtype(result = "Option<[u8; 32]>")]
-pub struct MaterialForTest(pub KeyHandle);
 
 /// The actor holding one HSM node's state.
 pub struct NodeActor {
@@ -130,13 +66,9 @@ pub struct NodeActor {
     /// one anti-entropy round with a peer has caught it up, so it never serves, or mints a
     /// key handle, from a state that lacks what it acknowledged before.
     rebuilding: bool,
-}
-
-/// From a peer link: an anti-entropy round with its peer completed.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct CaughtUp {
-    pub address: String,
+    /// The stall switch of fault injection ([`crate::stall`]); never closes unless a handle
+    /// holds its switch.
+    gate: StallGate,
 }
 
 impl std::fmt::Debug for NodeActor {
@@ -155,6 +87,14 @@ fn reply(result: Result<Response, WireError>) -> Reply {
 
 fn internal(e: impl std::fmt::Display) -> WireError {
     WireError::new(ErrorCode::Internal, e.to_string())
+}
+
+/// The answer to a call whose change could not be made durable: nothing changed.
+fn not_durable(e: impl std::fmt::Display) -> Response {
+    Response::Error(WireError::new(
+        ErrorCode::Internal,
+        format!("{e}; nothing was changed"),
+    ))
 }
 
 impl NodeActor {
@@ -178,7 +118,14 @@ impl NodeActor {
             linked: HashMap::new(),
             seeds: join.into_iter().collect(),
             rebuilding: false,
+            gate: StallGate::open(),
         }
+    }
+
+    /// Makes the node obey a stall switch (see [`crate::stall`]).
+    pub fn stall_gate(mut self, gate: StallGate) -> Self {
+        self.gate = gate;
+        self
     }
 
     /// Starts the node rebuilding from its peers (see [`NodeActor::rebuilding`]).
@@ -206,7 +153,7 @@ impl NodeActor {
         self.links.retain(|address, link| {
             let keep = wanted.contains(address);
             if !keep {
-                link.do_send(crate::peer::Stop);
+                link.do_send(Stop);
             }
             keep
         });
@@ -215,11 +162,12 @@ impl NodeActor {
             if !self.links.contains_key(&address) {
                 let link = PeerLink::new(
                     address.clone(),
-                    ctx.address(),
+                    NodeSide::of(&ctx.address()),
                     me.clone(),
                     self.core.cluster_id().to_string(),
                     self.tls.clone(),
                     self.options.clone(),
+                    self.gate.clone(),
                 )
                 .start();
                 self.links.insert(address, link);
@@ -296,27 +244,42 @@ impl NodeActor {
             .collect()
     }
 
-    /// Persists changes and pushes them to peers (best effort), answering `ok` once they are
-    /// durable here.
+    /// Persists local changes the core decided on, installs them once they are durable,
+    /// pushes them to peers (best effort), and answers `ok`.
     fn commit_then(&mut self, changed: Vec<Stored>, ok: Response) -> Reply {
-        let touches_members = changed.iter().any(|s| matches!(s.id, ObjectId::Member(_)));
+        self.commit_and(changed, move |_| ok)
+    }
+
+    /// Persists local changes the core decided on; once they are durable, installs them, pushes
+    /// them to peers (best effort: anti-entropy covers a push that fails) and answers with
+    /// `then`. If the commit fails the core abandons them, so nothing visible changed, nothing
+    /// left this node, and the caller hears why.
+    fn commit_and(
+        &mut self,
+        changed: Vec<Stored>,
+        then: impl FnOnce(&mut NodeActor) -> Response + 'static,
+    ) -> Reply {
         let store = self.store.clone();
-        let mut pushes = self.push_all(&changed);
-        // Let peer pushes finish on their own; anti-entropy covers any that fail.
-        actix::spawn(async move { while pushes.next().await.is_some() {} });
-        Box::pin(
-            async move { store.commit(changed).await }
-                .into_actor(self)
-                .map(move |result, act, ctx| {
-                    if touches_members {
-                        act.sync_links(ctx);
-                    }
-                    match result {
-                        Ok(()) => ok,
-                        Err(e) => Response::Error(internal(e)),
-                    }
-                }),
-        )
+        let commit = store.commit(changed.clone());
+        Box::pin(commit.into_actor(self).map(move |result, act, ctx| {
+            if let Err(e) = result {
+                act.core.abandon(&changed);
+                return not_durable(e);
+            }
+            let mut pushes = act.push_all(&changed);
+            actix::spawn(async move { while pushes.next().await.is_some() {} });
+            act.install(changed, ctx);
+            then(act)
+        }))
+    }
+
+    /// Installs durable local changes, and follows a change of membership with the links.
+    fn install(&mut self, durable: Vec<Stored>, ctx: &mut Context<Self>) {
+        let touches_members = durable.iter().any(|s| matches!(s.id, ObjectId::Member(_)));
+        self.core.install_local(durable);
+        if touches_members {
+            self.sync_links(ctx);
+        }
     }
 
     fn hsm_id_of(&self, address: &str) -> String {
@@ -347,17 +310,23 @@ impl NodeActor {
             async move { verify.await.unwrap_or(false) }
                 .into_actor(self)
                 .then(move |ok, act, _| {
-                    let (result, changed) = act.core.finish_login(conn, &username, role, ok);
-                    let answer = match result {
-                        Ok(s) => Response::LoggedIn {
-                            username: s.username,
-                            role: s.role,
-                        },
+                    let (result, changed) = act.core.finish_login(&username, role, ok);
+                    // The session opens only once the reset failure count is durable: a login
+                    // answered with an error leaves no session behind.
+                    let open = move |act: &mut NodeActor| match result {
+                        Ok(session) => {
+                            let answer = Response::LoggedIn {
+                                username: session.username.clone(),
+                                role: session.role,
+                            };
+                            act.core.open_session(conn, session);
+                            answer
+                        }
                         Err(e) => Response::Error(e),
                     };
                     match changed {
-                        Some(changed) => act.commit_then(vec![changed], answer),
-                        None => reply(Ok(answer)),
+                        Some(changed) => act.commit_and(vec![changed], open),
+                        None => reply(Ok(open(act))),
                     }
                 }),
         )
@@ -397,17 +366,18 @@ impl NodeActor {
             Ok(s) => s,
             Err(e) => return reply(Err(e)),
         };
-        let ObjectId::Key(handle) = stored.id else {
+        let (ObjectId::Key(handle), Entry::Key(key)) = (&stored.id, &stored.entry) else {
+            self.core.abandon(&[stored]);
             return reply(Err(internal("generated object is not a key")));
         };
-        let attributes = match self.core.key(handle) {
-            Some(k) => k.attributes.clone(),
-            None => return reply(Err(internal("generated key vanished"))),
-        };
+        let (handle, attributes) = (*handle, key.attributes.clone());
         let quorum = self.core.quorum();
         let store = self.store.clone();
         let local = store.commit(vec![stored.clone()]);
-        let mut pushes = self.push_until_linked(&[stored]);
+        // The push runs beside the local commit, not after it: a new key's latency is then one
+        // fsync, not two in a row. A key that reaches a peer but not this disk is rolled back
+        // below, on the peers too.
+        let mut pushes = self.push_until_linked(std::slice::from_ref(&stored));
         let need_remote = quorum.saturating_sub(1);
         let remote = async move {
             let mut acked = Vec::new();
@@ -427,7 +397,13 @@ impl NodeActor {
         Box::pin(
             async move { futures::join!(local, remote) }
                 .into_actor(self)
-                .then(move |(local, acked), act, _| {
+                .then(move |(local, acked), act, ctx| {
+                    // Memory follows the disk: the key is installed if it is durable here, even
+                    // if it is rolled back below.
+                    match &local {
+                        Ok(()) => act.install(vec![stored], ctx),
+                        Err(_) => act.core.abandon(&[stored]),
+                    }
                     let me = act.core.me().hsm_id.clone();
                     let late = past(
                         deadline_unix_millis.saturating_sub(ACK_MARGIN_MILLIS),
@@ -467,7 +443,21 @@ impl NodeActor {
                             act.options.call_deadline
                         ),
                     ));
-                    act.commit_then(vec![tombstone], error)
+                    // Peers that got the key hear of the roll-back even if this disk refuses it.
+                    let mut pushes = act.push_all(std::slice::from_ref(&tombstone));
+                    actix::spawn(async move { while pushes.next().await.is_some() {} });
+                    let store = act.store.clone();
+                    let commit = store.commit(vec![tombstone.clone()]);
+                    Box::pin(commit.into_actor(act).map(move |result, act, ctx| {
+                        match result {
+                            Ok(()) => act.install(vec![tombstone], ctx),
+                            Err(e) => {
+                                tracing::error!(handle, error = %e, "cannot persist a key's roll-back");
+                                act.core.abandon(&[tombstone]);
+                            }
+                        }
+                        error
+                    })) as Reply
                 }),
         )
     }
@@ -478,50 +468,57 @@ impl NodeActor {
             Err(e) => return reply(Err(e)),
         };
         let local = self.store.commit(vec![stored.clone()]);
-        let pushes = self.push_all(&[stored]);
         let me = self.core.me().clone();
-        Box::pin(
-            async move { futures::join!(local, pushes.collect::<Vec<_>>()) }
-                .into_actor(self)
-                .map(move |(local, pushed), act, _| {
-                    if let Err(e) = local {
-                        return Response::Error(internal(e));
-                    }
-                    let mut outcomes = vec![NodeOutcome {
-                        hsm_id: me.hsm_id.clone(),
-                        success: true,
-                        detail: "deleted".into(),
-                    }];
-                    let pushed: HashMap<String, Result<(), String>> = pushed.into_iter().collect();
-                    for member in act.core.members() {
-                        if member.hsm_id == me.hsm_id {
-                            continue;
-                        }
-                        let outcome = match pushed.get(&member.address) {
-                            Some(Ok(())) => NodeOutcome {
-                                hsm_id: member.hsm_id,
-                                success: true,
-                                detail: "deleted".into(),
-                            },
-                            Some(Err(e)) => NodeOutcome {
-                                hsm_id: member.hsm_id,
-                                success: false,
-                                detail: format!(
+        // Persist, install, then push: a deletion this disk refused reaches no peer either.
+        Box::pin(local.into_actor(self).then(move |local, act, ctx| {
+            if let Err(e) = local {
+                act.core.abandon(&[stored]);
+                return reply(Ok(not_durable(e)));
+            }
+            let pushes = act.push_all(std::slice::from_ref(&stored));
+            act.install(vec![stored], ctx);
+            Box::pin(
+                async move { pushes.collect::<Vec<_>>().await }
+                    .into_actor(act)
+                    .map(move |pushed, act, _| {
+                        let mut outcomes = vec![NodeOutcome {
+                            hsm_id: me.hsm_id.clone(),
+                            success: true,
+                            detail: "deleted".into(),
+                        }];
+                        let pushed: HashMap<String, Result<(), String>> =
+                            pushed.into_iter().collect();
+                        for member in act.core.members() {
+                            if member.hsm_id == me.hsm_id {
+                                continue;
+                            }
+                            let outcome = match pushed.get(&member.address) {
+                                Some(Ok(())) => NodeOutcome {
+                                    hsm_id: member.hsm_id,
+                                    success: true,
+                                    detail: "deleted".into(),
+                                },
+                                Some(Err(e)) => NodeOutcome {
+                                    hsm_id: member.hsm_id,
+                                    success: false,
+                                    detail: format!(
                                     "not reached ({e}); it will sync the deletion when it rejoins"
                                 ),
-                            },
-                            None => NodeOutcome {
-                                hsm_id: member.hsm_id,
-                                success: false,
-                                detail: "not connected; it will sync the deletion when it rejoins"
-                                    .into(),
-                            },
-                        };
-                        outcomes.push(outcome);
-                    }
-                    Response::KeyDeleted { handle, outcomes }
-                }),
-        )
+                                },
+                                None => NodeOutcome {
+                                    hsm_id: member.hsm_id,
+                                    success: false,
+                                    detail:
+                                        "not connected; it will sync the deletion when it rejoins"
+                                            .into(),
+                                },
+                            };
+                            outcomes.push(outcome);
+                        }
+                        Response::KeyDeleted { handle, outcomes }
+                    }),
+            )
+        }))
     }
 
     fn apply_objects(
@@ -586,15 +583,21 @@ impl Actor for NodeActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        freeze_while_stalled(self.gate.clone(), ctx);
         if let Some(me) = self.core.ensure_self_member() {
-            let store = self.store.clone();
-            ctx.spawn(
-                async move {
-                    if let Err(e) = store.commit(vec![me]).await {
-                        tracing::error!(error = %e, "cannot persist this node's member record");
-                    }
-                }
-                .into_actor(self),
+            // Nothing else runs until the record is durable and installed (`wait`), so no call
+            // sees a membership this node does not hold on disk.
+            let commit = self.store.commit(vec![me.clone()]);
+            ctx.wait(
+                commit
+                    .into_actor(self)
+                    .map(move |result, act, ctx| match result {
+                        Ok(()) => act.install(vec![me], ctx),
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot persist this node's member record");
+                            act.core.abandon(&[me]);
+                        }
+                    }),
             );
         }
         self.sync_links(ctx);
@@ -611,6 +614,29 @@ impl Handler<Call> for NodeActor {
     type Result = Reply;
 
     fn handle(&mut self, msg: Call, ctx: &mut Context<Self>) -> Reply {
+        if self.gate.is_stalled() {
+            // A stalled node holds the call and runs it (deadline check first) once it runs
+            // again, before anything that queued meanwhile.
+            let (answer, answered) = tokio::sync::oneshot::channel();
+            after_stall(&self.gate, ctx, move |act, ctx| {
+                let reply = act.call(msg, ctx);
+                ctx.spawn(reply.map(move |response, _, _| {
+                    let _ = answer.send(response);
+                }));
+            });
+            return Box::pin(fut::wrap_future(async move {
+                answered.await.unwrap_or_else(|_| {
+                    Response::Error(internal("the node stopped before it ran the call"))
+                })
+            }));
+        }
+        self.call(msg, ctx)
+    }
+}
+
+impl NodeActor {
+    /// Runs a call: the deadline and access rules first, then the call itself.
+    fn call(&mut self, msg: Call, ctx: &mut Context<Self>) -> Reply {
         let Call {
             conn,
             peer,

@@ -7,33 +7,23 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use hsmkms_common::client::{ClientError, NodeClient};
-use hsmkms_common::wire::{
-    MemberRecord, Object, Request, Response, DIGEST_BUCKETS, MAX_OBJECTS_PER_CALL,
-};
+use hsmkms_common::wire::{MemberRecord, Request, Response, DIGEST_BUCKETS, MAX_OBJECTS_PER_CALL};
 use rustls::ClientConfig;
 
-use crate::node::{ApplyPulled, CaughtUp, LinkState, LocalDigest, NodeActor, NodeOptions, Wanted};
-
-/// What a push to a peer that is not connected answers.
-pub const NOT_CONNECTED: &str = "not connected";
+use crate::actors::messages::{
+    ApplyPulled, CaughtUp, LinkState, LocalDigest, NodeSide, Push, Stop, Wanted, NOT_CONNECTED,
+};
+use crate::actors::stall::{after_stall, freeze_while_stalled};
+use crate::options::{NodeOptions, MAILBOX_CAPACITY};
+use crate::stall::StallGate;
 
 /// Buckets asked for in one `ListEntries` call.
 const BUCKETS_PER_CALL: usize = 32;
 
-/// Push objects to the peer; resolves once the peer has them durably.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<(), String>")]
-pub struct Push(pub Vec<Object>);
-
-/// Stop the link (the peer left the cluster).
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct Stop;
-
 /// The link to one peer.
 pub struct PeerLink {
     address: String,
-    node: Addr<NodeActor>,
+    node: NodeSide,
     me: MemberRecord,
     cluster_id: String,
     tls: Arc<ClientConfig>,
@@ -42,6 +32,8 @@ pub struct PeerLink {
     connecting: bool,
     syncing: bool,
     failures: u32,
+    /// The node's stall switch: a stalled node does no replication work.
+    gate: StallGate,
 }
 
 impl std::fmt::Debug for PeerLink {
@@ -55,11 +47,12 @@ impl std::fmt::Debug for PeerLink {
 impl PeerLink {
     pub fn new(
         address: String,
-        node: Addr<NodeActor>,
+        node: NodeSide,
         me: MemberRecord,
         cluster_id: String,
         tls: Arc<ClientConfig>,
         options: NodeOptions,
+        gate: StallGate,
     ) -> Self {
         Self {
             address,
@@ -72,13 +65,14 @@ impl PeerLink {
             connecting: false,
             syncing: false,
             failures: 0,
+            gate,
         }
     }
 
     fn live_client(&mut self) -> Option<Arc<NodeClient>> {
         if self.client.as_ref().is_some_and(|c| c.is_closed()) {
             self.client = None;
-            self.node.do_send(LinkState {
+            self.node.link_state.do_send(LinkState {
                 address: self.address.clone(),
                 hsm_id: None,
             });
@@ -125,7 +119,7 @@ impl PeerLink {
                 Ok((client, member)) => {
                     act.failures = 0;
                     act.client = Some(Arc::new(client));
-                    act.node.do_send(LinkState {
+                    act.node.link_state.do_send(LinkState {
                         address: act.address.clone(),
                         hsm_id: Some(member.hsm_id),
                     });
@@ -155,7 +149,7 @@ impl PeerLink {
         ctx.spawn(pull(client, node, deadline).into_actor(self).map(|result, act, _| {
             act.syncing = false;
             if result.is_ok() {
-                act.node.do_send(CaughtUp {
+                act.node.caught_up.do_send(CaughtUp {
                     address: act.address.clone(),
                 });
             }
@@ -171,7 +165,7 @@ impl PeerLink {
 /// One anti-entropy round: pull from the peer everything that would win here.
 async fn pull(
     client: Arc<NodeClient>,
-    node: Addr<NodeActor>,
+    node: NodeSide,
     deadline: std::time::Duration,
 ) -> Result<usize, String> {
     let theirs = match client
@@ -182,7 +176,11 @@ async fn pull(
         Response::Digest { buckets } if buckets.len() == DIGEST_BUCKETS => buckets,
         other => return Err(format!("unexpected answer to Digest: {other:?}")),
     };
-    let ours = node.send(LocalDigest).await.map_err(|e| e.to_string())?;
+    let ours = node
+        .digest
+        .send(LocalDigest)
+        .await
+        .map_err(|e| e.to_string())?;
     let differing: Vec<u16> = (0..DIGEST_BUCKETS)
         .filter(|&i| ours.get(i) != theirs.get(i))
         .map(|i| i as u16)
@@ -203,6 +201,7 @@ async fn pull(
             other => return Err(format!("unexpected answer to ListEntries: {other:?}")),
         };
         let wanted = node
+            .wanted
             .send(Wanted(entries))
             .await
             .map_err(|e| e.to_string())?;
@@ -216,6 +215,7 @@ async fn pull(
                 other => return Err(format!("unexpected answer to Fetch: {other:?}")),
             };
             pulled += node
+                .apply
                 .send(ApplyPulled(objects))
                 .await
                 .map_err(|e| e.to_string())?
@@ -229,7 +229,8 @@ impl Actor for PeerLink {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(crate::node::MAILBOX_CAPACITY);
+        ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        freeze_while_stalled(self.gate.clone(), ctx);
         self.ensure_connected(ctx);
         ctx.run_interval(self.options.reconnect_interval, |act, ctx| {
             act.ensure_connected(ctx)
@@ -241,7 +242,22 @@ impl Actor for PeerLink {
 impl Handler<Push> for PeerLink {
     type Result = ResponseFuture<Result<(), String>>;
 
-    fn handle(&mut self, msg: Push, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Push, ctx: &mut Context<Self>) -> Self::Result {
+        if self.gate.is_stalled() {
+            // Held until the node runs again, as the node's own calls are.
+            let (answer, answered) = tokio::sync::oneshot::channel();
+            after_stall(&self.gate, ctx, move |act, ctx| {
+                let push = <PeerLink as Handler<Push>>::handle(act, msg, ctx);
+                actix::spawn(async move {
+                    let _ = answer.send(push.await);
+                });
+            });
+            return Box::pin(async move {
+                answered
+                    .await
+                    .unwrap_or_else(|_| Err("peer link stopped".to_string()))
+            });
+        }
         let Some(client) = self.live_client() else {
             return Box::pin(async { Err(NOT_CONNECTED.to_string()) });
         };

@@ -18,8 +18,12 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
+use crate::actors::messages::{Call, ConnClosed};
+use crate::actors::node::NodeActor;
+use crate::actors::stall::{after_stall, freeze_while_stalled};
 use crate::core::ConnId;
-use crate::node::{Call, ConnClosed, NodeActor, NodeOptions};
+use crate::options::NodeOptions;
+use crate::stall::StallGate;
 
 /// TLS handshakes that may be in progress at once; more connections are closed at once.
 pub const MAX_HANDSHAKES: usize = 256;
@@ -33,6 +37,7 @@ pub async fn serve(
     tls: Arc<rustls::ServerConfig>,
     node: Addr<NodeActor>,
     options: NodeOptions,
+    gate: StallGate,
 ) {
     let acceptor = TlsAcceptor::from(tls);
     let permits = Arc::new(Semaphore::new(options.max_connections));
@@ -42,6 +47,8 @@ pub async fn serve(
     let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
     let mut next_conn: ConnId = 1;
     loop {
+        // A stalled node accepts nothing: connections wait in the kernel's backlog.
+        gate.clone().running().await;
         let (tcp, remote) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
@@ -61,7 +68,10 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         let node = node.clone();
         let handshake_timeout = options.handshake_timeout;
+        let gate = gate.clone();
         actix::spawn(async move {
+            // Nor does it finish handshakes it had not begun.
+            gate.clone().running().await;
             let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(e)) => {
@@ -103,6 +113,7 @@ pub async fn serve(
                     node,
                     out,
                     in_flight: 0,
+                    gate,
                     _permit: permit,
                 }
             });
@@ -117,6 +128,8 @@ pub struct Connection {
     node: Addr<NodeActor>,
     out: mpsc::Sender<Bytes>,
     in_flight: usize,
+    /// The node's stall switch: a stalled node reads no frame and answers nothing.
+    gate: StallGate,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -132,6 +145,10 @@ impl std::fmt::Debug for Connection {
 impl Actor for Connection {
     type Context = Context<Self>;
 
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        freeze_while_stalled(self.gate.clone(), ctx);
+    }
+
     fn stopped(&mut self, _: &mut Context<Self>) {
         // A notification that needs no answer: the session of this connection ends.
         self.node.do_send(ConnClosed(self.conn));
@@ -140,6 +157,26 @@ impl Actor for Connection {
 
 impl StreamHandler<Result<BytesMut, std::io::Error>> for Connection {
     fn handle(&mut self, item: Result<BytesMut, std::io::Error>, ctx: &mut Context<Self>) {
+        if self.gate.is_stalled() {
+            // Held, not even decoded, until the node runs again; no later frame is read
+            // meanwhile (the context waits), so a connection holds at most this one.
+            after_stall(&self.gate.clone(), ctx, move |act, ctx| {
+                act.on_frame(item, ctx)
+            });
+            return;
+        }
+        self.on_frame(item, ctx);
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+impl Connection {
+    /// Decodes one frame and hands its call to the node; the answer is written back when it
+    /// comes.
+    fn on_frame(&mut self, item: Result<BytesMut, std::io::Error>, ctx: &mut Context<Self>) {
         let payload = match item {
             Ok(payload) => payload,
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
@@ -201,9 +238,5 @@ impl StreamHandler<Result<BytesMut, std::io::Error>> for Connection {
             }
         };
         ctx.spawn(answer.into_actor(self).map(|(), act, _| act.in_flight -= 1));
-    }
-
-    fn finished(&mut self, ctx: &mut Context<Self>) {
-        ctx.stop();
     }
 }

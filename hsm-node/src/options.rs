@@ -1,0 +1,33 @@
+//! A node's tunables. Every cross-node wait has its deadline here; every queue its bound.
+
+use std::time::Duration;
+
+/// Messages the node actor queues before senders wait.
+pub const MAILBOX_CAPACITY: usize = 4_096;
+
+/// Tunables of a node; every cross-node wait has a deadline here.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// How long a new key may take to reach its quorum, and any peer call may take.
+    pub call_deadline: Duration,
+    /// How often each peer link compares digests with its peer.
+    pub anti_entropy_interval: Duration,
+    /// How often a broken peer link tries to reconnect.
+    pub reconnect_interval: Duration,
+    /// How long a TLS handshake may take before the connection is dropped.
+    pub handshake_timeout: Duration,
+    /// Most client and peer connections served at once.
+    pub max_connections: usize,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        Self {
+            call_deadline: Duration::from_secs(5),
+            anti_entropy_interval: Duration::from_secs(1),
+            reconnect_interval: Duration::from_millis(250),
+            handshake_timeout: Duration::from_secs(3),
+            max_connections: 1_024,
+        }
+    }
+}

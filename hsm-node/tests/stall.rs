@@ -1,0 +1,91 @@
+//! The stall switch: a stalled in-process HSM keeps its socket and connections but answers
+//! nothing; once it runs again it answers what is still wanted, refuses what its caller gave
+//! up on (the deadline passed during the stall), and leaves nothing of the refused call behind.
+
+mod support;
+
+use std::time::Duration;
+
+use hsmkms_common::wire::{ErrorCode, Request, Response};
+use support::{now_millis, OneNode};
+
+#[actix_rt::test]
+async fn a_stalled_node_answers_nothing_and_refuses_afterwards_what_outlived_its_deadline() {
+    let hsm = OneNode::start().await;
+    let mut patient = hsm.kmsuser().await;
+    let mut hasty = hsm.kmsuser().await;
+    let mut admin = hsm.admin().await;
+
+    // Stalled: a call gets no answer within 300 ms, though its caller would wait 10 s.
+    hsm.node.set_stalled(true);
+    assert!(hsm.node.is_stalled());
+    let held = patient
+        .call_with(
+            Request::Status,
+            now_millis() + 10_000,
+            Duration::from_millis(300),
+        )
+        .await;
+    assert!(held.is_none(), "a stalled HSM answered: {held:?}");
+
+    // A key generation whose caller gives up after 200 ms arrives meanwhile, and sits there.
+    let generate_id = hasty.next_id();
+    let early = hasty
+        .call_with(
+            Request::GenerateAesKey {
+                label: "too-late".into(),
+                length_bytes: 32,
+            },
+            now_millis() + 200,
+            Duration::from_millis(400),
+        )
+        .await;
+    assert!(early.is_none(), "a stalled HSM answered: {early:?}");
+
+    // Nor does it take new connections: the TLS handshake does not finish.
+    let newcomer = tokio::time::timeout(Duration::from_millis(300), hsm.connect()).await;
+    assert!(newcomer.is_err(), "a stalled HSM completed a handshake");
+
+    // Running again: the patient call is answered at last, the late generation is refused
+    // for its deadline, and fresh calls are answered.
+    hsm.node.set_stalled(false);
+    let status_id = patient.next_id() - 1;
+    assert!(matches!(
+        patient.answer(status_id, Duration::from_secs(5)).await,
+        Some(Response::Status(_))
+    ));
+    match hasty.answer(generate_id, Duration::from_secs(5)).await {
+        Some(Response::Error(e)) => assert_eq!(e.code, ErrorCode::DeadlineExceeded, "{e}"),
+        other => panic!("expected DeadlineExceeded, got {other:?}"),
+    }
+    assert!(matches!(
+        patient.call(Request::GenerateRandom { length: 16 }).await,
+        Ok(Response::Random(_))
+    ));
+
+    // The refused generation left no key object: not for its owner, not for an officer.
+    match admin
+        .call(Request::FindKeys {
+            label: None,
+            owner: None,
+        })
+        .await
+    {
+        Ok(Response::Keys(keys)) => assert!(keys.is_empty(), "{keys:?}"),
+        other => panic!("{other:?}"),
+    }
+    match hasty.call(Request::Status).await {
+        Ok(Response::Status(status)) => assert_eq!(status.key_count, 0),
+        other => panic!("{other:?}"),
+    }
+    // And a new generation works as ever.
+    assert!(matches!(
+        hasty
+            .call(Request::GenerateAesKey {
+                label: "in-time".into(),
+                length_bytes: 32,
+            })
+            .await,
+        Ok(Response::KeyCreated { .. })
+    ));
+}

@@ -1,0 +1,201 @@
+//! A one-HSM cluster in a temporary directory, run in this process, and a bare client
+//! connection that sets each call's deadline itself (the library client always derives it from
+//! how long it waits, so it could never see a call refused for a deadline that passed while
+//! the node was stalled).
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::{SinkExt, StreamExt};
+use hsm_node::config::{self, NodeConfig};
+use hsm_node::core::{Entry, Stored};
+use hsm_node::{NodeHandle, NodeOptions};
+use hsmkms_common::clock::SystemClock;
+use hsmkms_common::frame;
+use hsmkms_common::secret::{KeyMaterial, SecretString};
+use hsmkms_common::tls::{self, CertKind, ClusterCa};
+use hsmkms_common::wire::{
+    MemberRecord, ObjectId, Request, Response, Role, UserRecord, Version, WireError,
+};
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+
+pub const KMSUSER_PASSWORD: &str = "kmsPassword1";
+pub const ADMIN_PASSWORD: &str = "adminPassword1";
+
+/// One running HSM and what a client needs to reach it.
+pub struct OneNode {
+    pub node: NodeHandle,
+    pub client_tls: Arc<rustls::ClientConfig>,
+    _dir: tempfile::TempDir,
+}
+
+fn seed(id: ObjectId, entry: Entry) -> Stored {
+    Stored {
+        id,
+        version: Version {
+            counter: 1,
+            node: 0,
+        },
+        entry,
+    }
+}
+
+fn user(name: &str, role: Role, password: &str) -> Stored {
+    seed(
+        ObjectId::User(name.into()),
+        Entry::User(UserRecord {
+            username: name.into(),
+            role,
+            password_hash: hsm_node::password::hash(password).unwrap(),
+            failed_logins: 0,
+            locked: false,
+        }),
+    )
+}
+
+impl OneNode {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let address = format!("127.0.0.1:{port}");
+        let cluster_id = "cluster-abcdefghijk".to_string();
+        let ca = ClusterCa::generate(&cluster_id).unwrap();
+        let config = NodeConfig {
+            cluster_id: cluster_id.clone(),
+            hsm_id: "hsm-abcdefghijk".into(),
+            availability_zone: "us-east-1a".into(),
+            listen: address.clone(),
+            advertise: address,
+            node_number: 1,
+            join: vec![],
+        };
+        let member = config.member();
+        let seeds = vec![
+            user("admin", Role::CryptoOfficer, ADMIN_PASSWORD),
+            user("kmsuser", Role::CryptoUser, KMSUSER_PASSWORD),
+            seed(
+                ObjectId::Member(member.hsm_id.clone()),
+                Entry::Member(MemberRecord { ..member }),
+            ),
+        ];
+        let node_dir = dir.path().join("node");
+        config::provision(&node_dir, &config, &ca, &KeyMaterial::generate(), seeds)
+            .await
+            .unwrap();
+        let node =
+            NodeHandle::start(&node_dir, NodeOptions::default(), Arc::new(SystemClock)).unwrap();
+        let client = ca.issue(CertKind::Client, "test-client").unwrap();
+        let client_tls = tls::client_config(&ca.identity.cert_pem, &client).unwrap();
+        Self {
+            node,
+            client_tls,
+            _dir: dir,
+        }
+    }
+
+    pub async fn connect(&self) -> Conn {
+        let tcp = TcpStream::connect(self.node.address()).await.unwrap();
+        let stream = tokio_rustls::TlsConnector::from(self.client_tls.clone())
+            .connect(tls::node_server_name(), tcp)
+            .await
+            .unwrap();
+        Conn {
+            framed: Framed::new(stream, frame::codec()),
+            next_id: 1,
+        }
+    }
+
+    /// A connection with `kmsuser` logged in.
+    pub async fn kmsuser(&self) -> Conn {
+        self.logged_in("kmsuser", Role::CryptoUser, KMSUSER_PASSWORD)
+            .await
+    }
+
+    /// A connection with `admin` logged in.
+    pub async fn admin(&self) -> Conn {
+        self.logged_in("admin", Role::CryptoOfficer, ADMIN_PASSWORD)
+            .await
+    }
+
+    async fn logged_in(&self, username: &str, role: Role, password: &str) -> Conn {
+        let mut conn = self.connect().await;
+        let answer = conn
+            .call(Request::Login {
+                username: username.into(),
+                role,
+                password: SecretString::new(password.to_string()),
+            })
+            .await;
+        assert!(
+            matches!(answer, Ok(Response::LoggedIn { .. })),
+            "{answer:?}"
+        );
+        conn
+    }
+}
+
+/// Unix milliseconds, as deadlines are written.
+pub fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// A bare client connection: one call at a time, the deadline chosen by the caller.
+pub struct Conn {
+    framed:
+        Framed<tokio_rustls::client::TlsStream<TcpStream>, tokio_util::codec::LengthDelimitedCodec>,
+    next_id: u64,
+}
+
+impl Conn {
+    /// A call with a 10 s deadline, answered within it.
+    pub async fn call(&mut self, request: Request) -> Result<Response, WireError> {
+        let answer = self
+            .call_with(request, now_millis() + 10_000, Duration::from_secs(10))
+            .await
+            .expect("an answer within 10 s");
+        match answer {
+            Response::Error(e) => Err(e),
+            other => Ok(other),
+        }
+    }
+
+    /// Sends a call carrying `deadline_unix_millis` and waits `wait` for its answer: `None` if
+    /// none came.
+    pub async fn call_with(
+        &mut self,
+        request: Request,
+        deadline_unix_millis: u64,
+        wait: Duration,
+    ) -> Option<Response> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let bytes = frame::encode_call(id, deadline_unix_millis, &request).unwrap();
+        self.framed.send(bytes).await.unwrap();
+        self.answer(id, wait).await
+    }
+
+    /// Waits `wait` for the answer to call `id`.
+    pub async fn answer(&mut self, id: u64, wait: Duration) -> Option<Response> {
+        let payload = tokio::time::timeout(wait, self.framed.next())
+            .await
+            .ok()??;
+        let envelope = frame::decode::<Response>(&payload.unwrap()).unwrap();
+        assert_eq!(envelope.id, id, "answers come in order here");
+        Some(envelope.body)
+    }
+
+    /// The id the next call will carry.
+    pub fn next_id(&self) -> u64 {
+        self.next_id
+    }
+}
