@@ -89,3 +89,73 @@ async fn a_stalled_node_answers_nothing_and_refuses_afterwards_what_outlived_its
         Ok(Response::KeyCreated { .. })
     ));
 }
+
+/// Waits until `check` holds, for at most 10 s.
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while !check().await {
+        assert!(std::time::Instant::now() < until, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn key_count(conn: &mut support::Conn) -> u64 {
+    match conn.call(Request::Status).await {
+        Ok(Response::Status(status)) => status.key_count,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[actix_rt::test]
+async fn a_key_made_while_its_second_hsm_is_stalled_is_rolled_back_there_too() {
+    let options = hsm_node::NodeOptions {
+        call_deadline: Duration::from_millis(800),
+        ..Default::default()
+    };
+    let hsms = support::cluster(2, options).await;
+    let mut a = hsms[0].kmsuser().await;
+    let mut b = hsms[1].kmsuser().await;
+
+    // Linked: a key made on A is durable on both.
+    eventually("a key on two HSMs", async || {
+        matches!(
+            a.call(Request::GenerateAesKey { label: "first".into(), length_bytes: 32 }).await,
+            Ok(Response::KeyCreated { durable_on, .. }) if durable_on.len() == 2
+        )
+    })
+    .await;
+    let made = key_count(&mut a).await;
+    eventually("B holds every key", async || {
+        key_count(&mut b).await == made
+    })
+    .await;
+
+    // B stalls: a key made on A cannot reach its quorum and is rolled back.
+    hsms[1].node.set_stalled(true);
+    let stalled = a
+        .call(Request::GenerateAesKey {
+            label: "while-stalled".into(),
+            length_bytes: 32,
+        })
+        .await;
+    assert_eq!(
+        stalled.err().map(|e| e.code),
+        Some(ErrorCode::QuorumNotReached)
+    );
+    assert_eq!(key_count(&mut a).await, made);
+
+    // B runs again and replays what it held: it ends without the rolled-back key too.
+    hsms[1].node.set_stalled(false);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(key_count(&mut b).await, made);
+    match b
+        .call(Request::FindKeys {
+            label: Some("while-stalled".into()),
+            owner: None,
+        })
+        .await
+    {
+        Ok(Response::Keys(keys)) => assert!(keys.is_empty(), "{keys:?}"),
+        other => panic!("{other:?}"),
+    }
+}

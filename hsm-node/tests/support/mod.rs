@@ -29,7 +29,7 @@ pub const ADMIN_PASSWORD: &str = "adminPassword1";
 pub struct OneNode {
     pub node: NodeHandle,
     pub client_tls: Arc<rustls::ClientConfig>,
-    _dir: tempfile::TempDir,
+    _dir: Arc<tempfile::TempDir>,
 }
 
 fn seed(id: ObjectId, entry: Entry) -> Stored {
@@ -56,48 +56,68 @@ fn user(name: &str, role: Role, password: &str) -> Stored {
     )
 }
 
-impl OneNode {
-    pub async fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let address = format!("127.0.0.1:{port}");
-        let cluster_id = "cluster-abcdefghijk".to_string();
-        let ca = ClusterCa::generate(&cluster_id).unwrap();
-        let config = NodeConfig {
-            cluster_id: cluster_id.clone(),
-            hsm_id: "hsm-abcdefghijk".into(),
-            availability_zone: "us-east-1a".into(),
-            listen: address.clone(),
-            advertise: address,
-            node_number: 1,
-            join: vec![],
-        };
-        let member = config.member();
-        let seeds = vec![
-            user("admin", Role::CryptoOfficer, ADMIN_PASSWORD),
-            user("kmsuser", Role::CryptoUser, KMSUSER_PASSWORD),
-            seed(
-                ObjectId::Member(member.hsm_id.clone()),
-                Entry::Member(MemberRecord { ..member }),
-            ),
-        ];
-        let node_dir = dir.path().join("node");
-        config::provision(&node_dir, &config, &ca, &KeyMaterial::generate(), seeds)
+fn free_address() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
+/// Starts a cluster of `n` HSMs (`admin` and `kmsuser` on each), each in this process.
+pub async fn cluster(n: u32, options: NodeOptions) -> Vec<OneNode> {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let cluster_id = "cluster-abcdefghijk".to_string();
+    let ca = ClusterCa::generate(&cluster_id).unwrap();
+    let sync_key = KeyMaterial::generate();
+    let configs: Vec<NodeConfig> = (1..=n)
+        .map(|i| {
+            let address = free_address();
+            NodeConfig {
+                cluster_id: cluster_id.clone(),
+                hsm_id: format!("hsm-abcdefghij{i}"),
+                availability_zone: format!("us-east-1{}", (b'a' + i as u8) as char),
+                listen: address.clone(),
+                advertise: address,
+                node_number: i,
+                join: vec![],
+            }
+        })
+        .collect();
+    let mut seeds = vec![
+        user("admin", Role::CryptoOfficer, ADMIN_PASSWORD),
+        user("kmsuser", Role::CryptoUser, KMSUSER_PASSWORD),
+    ];
+    for config in &configs {
+        let member: MemberRecord = config.member();
+        seeds.push(seed(
+            ObjectId::Member(member.hsm_id.clone()),
+            Entry::Member(member),
+        ));
+    }
+    let client = ca.issue(CertKind::Client, "test-client").unwrap();
+    let client_tls = tls::client_config(&ca.identity.cert_pem, &client).unwrap();
+    let mut nodes = Vec::new();
+    for config in &configs {
+        let node_dir = dir.path().join(&config.hsm_id);
+        config::provision(&node_dir, config, &ca, &sync_key, seeds.clone())
             .await
             .unwrap();
-        let node =
-            NodeHandle::start(&node_dir, NodeOptions::default(), Arc::new(SystemClock)).unwrap();
-        let client = ca.issue(CertKind::Client, "test-client").unwrap();
-        let client_tls = tls::client_config(&ca.identity.cert_pem, &client).unwrap();
-        Self {
+        let node = NodeHandle::start(&node_dir, options.clone(), Arc::new(SystemClock)).unwrap();
+        nodes.push(OneNode {
             node,
-            client_tls,
-            _dir: dir,
-        }
+            client_tls: client_tls.clone(),
+            _dir: dir.clone(),
+        });
+    }
+    nodes
+}
+
+impl OneNode {
+    pub async fn start() -> Self {
+        let mut nodes = cluster(1, NodeOptions::default()).await;
+        nodes.pop().unwrap()
     }
 
     pub async fn connect(&self) -> Conn {
