@@ -585,4 +585,21 @@ impl Provisioner for LauncherProvisioner {
         }
         Ok(())
     }
+
+    fn set_hsm_stalled(&self, hsm_id: &str, stalled: bool) -> Result<(), String> {
+        let Runner::InProcess(nodes) = &self.runner else {
+            return Err(
+                "stall needs in-process HSMs (run without --hsm-processes, or send the HSM process SIGSTOP)".into(),
+            );
+        };
+        let nodes = lock(nodes);
+        match nodes.get(hsm_id) {
+            Some((_, Some(handle))) => {
+                handle.set_stalled(stalled);
+                Ok(())
+            }
+            Some((_, None)) => Err(format!("HSM {hsm_id} is stopped; start it first")),
+            None => Err(format!("no HSM {hsm_id} runs in this emulator")),
+        }
+    }
 }

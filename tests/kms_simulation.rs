@@ -307,7 +307,8 @@ impl Sim {
             64..=66 => self.store_admin().await,
             67..=69 => self.advance().await,
             70..=76 => self.failed_commit().await,
-            77..=81 => self.hsm_fault().await,
+            77..=79 => self.hsm_fault().await,
+            80..=81 => self.hsm_stall().await,
             82..=85 => {
                 self.restart(true);
                 self.check_all("after a crash").await;
@@ -630,7 +631,8 @@ impl Sim {
     /// holds keys refuses.
     async fn store_admin(&mut self) {
         let ctx = self.ctx("UpdateCustomKeyStore / DeleteCustomKeyStore");
-        if self.rng.gen_bool(0.7) {
+        // A store is created again only on a cluster with both HSMs running.
+        if self.rng.gen_bool(0.7) || self.model.hsm_stopped {
             let name = format!("sim-store-{}", self.step);
             let answer = outcome(
                 self.kms
@@ -750,6 +752,58 @@ impl Sim {
         };
         self.emulator().fault(&hsm, action);
         self.model.hsm_stopped = !self.model.hsm_stopped;
+    }
+
+    /// An HSM that stalls (ACTIVE, connected, silent) under key store calls: Decrypt fails
+    /// over to the other HSM and succeeds; a CreateKey succeeds or fails, and neither leaves a
+    /// second key object (checked on every HSM at the end); then the HSM runs again.
+    async fn hsm_stall(&mut self) {
+        if self.model.hsm_stopped || !self.model.connected {
+            return;
+        }
+        let hsm = self.emulator().hsm_ids()[1].clone();
+        self.emulator().fault(&hsm, "stall");
+        let usable = self.model.blobs.iter().position(|(id, _, _)| {
+            self.model
+                .keys
+                .get(id)
+                .is_some_and(|k| k.in_store && self.model.state(k) == KeyState::Enabled)
+        });
+        if let Some(i) = usable {
+            let (id, blob, plaintext) = self.model.blobs[i].clone();
+            let ctx = self.ctx(&format!("Decrypt under {id} with an HSM stalled"));
+            let a = self
+                .kms
+                .decrypt()
+                .ciphertext_blob(blob)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{ctx}: {e:?}"));
+            assert_eq!(a.plaintext().unwrap().as_ref(), plaintext, "{ctx}");
+        }
+        let created = self
+            .kms
+            .create_key()
+            .origin(OriginType::AwsCloudhsm)
+            .custom_key_store_id(&self.store)
+            .send()
+            .await;
+        if let Ok(created) = created {
+            let m = created.key_metadata().unwrap();
+            self.model.keys.insert(
+                m.key_id().to_string(),
+                Key {
+                    arn: m.arn().unwrap().to_string(),
+                    in_store: true,
+                    enabled: true,
+                    deletion: None,
+                    description: String::new(),
+                    tags: BTreeMap::new(),
+                    policy: None,
+                },
+            );
+        }
+        self.emulator().fault(&hsm, "resume");
     }
 
     /// A crash while a call is in flight: its outcome is unknown; after the restart the

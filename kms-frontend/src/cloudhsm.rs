@@ -784,6 +784,13 @@ impl CloudHsm {
         blocking(move || provisioner.set_hsm_running(&id, running)).await
     }
 
+    /// Fault injection: stalls an HSM, or lets it run again (the control API).
+    pub async fn set_hsm_stalled(&self, hsm_id: &str, stalled: bool) -> Result<(), String> {
+        let provisioner = self.provisioner.clone();
+        let id = hsm_id.to_string();
+        blocking(move || provisioner.set_hsm_stalled(&id, stalled)).await
+    }
+
     // ---- backups ----------------------------------------------------------------------
 
     /// Takes a backup of the cluster now.

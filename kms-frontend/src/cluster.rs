@@ -152,4 +152,11 @@ pub trait Provisioner: Send + Sync + std::fmt::Debug {
         let _ = (hsm_id, running);
         Err("this emulator does not support fault injection".into())
     }
+
+    /// Fault injection: stalls an HSM (`stalled = true`): alive and ACTIVE, its connections
+    /// open, but it answers nothing until it runs again, as a process under SIGSTOP.
+    fn set_hsm_stalled(&self, hsm_id: &str, stalled: bool) -> Result<(), String> {
+        let _ = (hsm_id, stalled);
+        Err("this emulator does not support fault injection".into())
+    }
 }

@@ -179,7 +179,9 @@ async fn events(fe: web::Data<Arc<Frontend>>) -> HttpResponse {
 struct Fault {
     /// The HSM of `stop` and `start`.
     hsm_id: Option<String>,
-    /// `stop` (the HSM fails: DEGRADED, unreachable), `start` (it comes back), or
+    /// `stop` (the HSM fails: DEGRADED, unreachable), `start` (it comes back), `stall` (it
+    /// stays ACTIVE and connected but answers nothing, as under SIGSTOP), `resume` (it runs
+    /// again and answers what it held, refusing what is past its deadline), or
     /// `fail-commits` (the frontend's next `count` commits fail, as on a disk that refuses
     /// writes), or `crash-after-deletion-commit` (the process dies right after the next key
     /// deletion is durable, before the HSMs hear of it).
@@ -199,13 +201,19 @@ async fn fault(fe: web::Data<Arc<Frontend>>, payload: web::Payload) -> HttpRespo
         Ok(f) => f,
         Err(e) => {
             return bad(format!(
-                "Expected {{\"hsmId\": \"hsm-...\", \"action\": \"stop\"|\"start\"}} or {{\"action\": \"fail-commits\", \"count\": N}}: {e}"
+                "Expected {{\"hsmId\": \"hsm-...\", \"action\": \"stop\"|\"start\"|\"stall\"|\"resume\"}} or {{\"action\": \"fail-commits\", \"count\": N}}: {e}"
             ))
         }
     };
-    let running = match fault.action.as_str() {
-        "stop" => false,
-        "start" => true,
+    enum HsmFault {
+        Running(bool),
+        Stalled(bool),
+    }
+    let change = match fault.action.as_str() {
+        "stop" => HsmFault::Running(false),
+        "start" => HsmFault::Running(true),
+        "stall" => HsmFault::Stalled(true),
+        "resume" => HsmFault::Stalled(false),
         "crash-after-deletion-commit" => {
             fe.crash_after_deletion_commit
                 .store(true, std::sync::atomic::Ordering::SeqCst);
@@ -223,14 +231,18 @@ async fn fault(fe: web::Data<Arc<Frontend>>, payload: web::Payload) -> HttpRespo
         }
         other => {
             return bad(format!(
-                "Unknown action {other:?}: use stop, start, fail-commits or crash-after-deletion-commit."
+                "Unknown action {other:?}: use stop, start, stall, resume, fail-commits or crash-after-deletion-commit."
             ))
         }
     };
     let Some(hsm_id) = fault.hsm_id else {
         return bad(format!("{} needs an hsmId.", fault.action));
     };
-    match fe.clusters.set_hsm_running(&hsm_id, running).await {
+    let applied = match change {
+        HsmFault::Running(running) => fe.clusters.set_hsm_running(&hsm_id, running).await,
+        HsmFault::Stalled(stalled) => fe.clusters.set_hsm_stalled(&hsm_id, stalled).await,
+    };
+    match applied {
         Ok(()) => {
             let hsms: Vec<_> = fe
                 .clusters
