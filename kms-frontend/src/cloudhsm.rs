@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 
 use crate::cluster::{ClusterDirectory, ClusterView, HsmView, KeyObject, Provisioner};
 use crate::service::cloudhsm::error::CloudHsmError;
+use crate::service::cloudhsm::hsm::{HsmOp, HsmState};
 use crate::service::cloudhsm::{
     backup_due, deletion_expired, restorable, retention_purges, BackupRecord, BackupState,
     ClusterRecord, ClusterState, DEFAULT_RETENTION_DAYS, MAX_HSMS_PER_CLUSTER, MAX_RETENTION_DAYS,
@@ -45,7 +46,7 @@ pub fn zones(region: &str) -> Vec<String> {
 struct Pending {
     cluster_id: String,
     availability_zone: String,
-    state: &'static str,
+    state: HsmState,
 }
 
 #[derive(Debug, Default)]
@@ -232,18 +233,14 @@ impl CloudHsm {
         let mut hsms: Vec<HsmInfo> = provisioned
             .into_iter()
             .map(|h| {
-                let state = match pending.get(&h.hsm_id) {
-                    Some(p) => p.state,
-                    None if h.running => "ACTIVE",
-                    None => "DEGRADED",
-                };
+                let state = HsmState::observed(pending.get(&h.hsm_id).map(|p| p.state), h.running);
                 HsmInfo {
                     subnet_id: subnet(&h.availability_zone),
                     view: HsmView {
                         hsm_id: h.hsm_id,
                         availability_zone: h.availability_zone,
                         address: h.address,
-                        state: state.into(),
+                        state,
                     },
                 }
             })
@@ -256,7 +253,7 @@ impl CloudHsm {
                         hsm_id: hsm_id.clone(),
                         availability_zone: p.availability_zone.clone(),
                         address: String::new(),
-                        state: p.state.into(),
+                        state: p.state,
                     },
                 });
             }
@@ -606,7 +603,7 @@ impl CloudHsm {
             Pending {
                 cluster_id: cluster_id.into(),
                 availability_zone: availability_zone.into(),
-                state: "CREATE_IN_PROGRESS",
+                state: HsmState::CreateInProgress,
             },
         );
         let service = self.clone();
@@ -627,7 +624,7 @@ impl CloudHsm {
                 hsm_id,
                 availability_zone: availability_zone.into(),
                 address: String::new(),
-                state: "CREATE_IN_PROGRESS".into(),
+                state: HsmState::CreateInProgress,
             },
         })
     }
@@ -739,12 +736,11 @@ impl CloudHsm {
             let what = hsm_id.or(eni_id).or(eni_ip).unwrap_or("(none given)");
             return Err(not_found(&format!("HSM in cluster {cluster_id}:"), what));
         };
-        if hsm.view.state == "CREATE_IN_PROGRESS" || hsm.view.state == "DELETE_IN_PROGRESS" {
-            return Err(CloudHsmError::InvalidRequest(format!(
-                "HSM {} is {}; try again once that is done.",
-                hsm.view.hsm_id, hsm.view.state
-            )));
-        }
+        let current = {
+            let pending = self.state().pending.get(&hsm.view.hsm_id).map(|p| p.state);
+            HsmState::observed(pending, hsm.view.state != HsmState::Degraded)
+        };
+        let deleting = current.apply(HsmOp::Delete, &hsm.view.hsm_id)?;
         let hsm_id = hsm.view.hsm_id.clone();
         // Deleting an HSM forces a backup, taken while the HSM is still there.
         if record.state == ClusterState::Active {
@@ -757,7 +753,7 @@ impl CloudHsm {
             Pending {
                 cluster_id: cluster_id.into(),
                 availability_zone: hsm.view.availability_zone.clone(),
-                state: "DELETE_IN_PROGRESS",
+                state: deleting,
             },
         );
         let service = self.clone();
@@ -1095,7 +1091,7 @@ impl CloudHsm {
         for cluster_id in due {
             let has_running = self
                 .describe(&cluster_id)
-                .is_some_and(|(_, hsms)| hsms.iter().any(|h| h.view.state == "ACTIVE"));
+                .is_some_and(|(_, hsms)| hsms.iter().any(|h| h.view.state == HsmState::Active));
             if has_running {
                 if let Err(e) = self.take_backup(&cluster_id).await {
                     tracing::warn!(%cluster_id, error = %e, "the daily backup failed");
@@ -1194,7 +1190,7 @@ impl CloudHsm {
         for cluster_id in clusters {
             let has_hsm = self
                 .describe(&cluster_id)
-                .is_some_and(|(_, hsms)| hsms.iter().any(|h| h.view.state == "ACTIVE"));
+                .is_some_and(|(_, hsms)| hsms.iter().any(|h| h.view.state == HsmState::Active));
             if !has_hsm {
                 out.push((cluster_id, Ok(vec![])));
                 continue;

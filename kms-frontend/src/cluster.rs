@@ -5,6 +5,8 @@
 
 use std::sync::Arc;
 
+pub use crate::service::cloudhsm::hsm::HsmState;
+
 /// One HSM as the cluster directory reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HsmView {
@@ -12,8 +14,8 @@ pub struct HsmView {
     pub availability_zone: String,
     /// `host:port` of the HSM's listener.
     pub address: String,
-    /// CloudHSM's HsmState name: ACTIVE, CREATE_IN_PROGRESS, DEGRADED, DELETE_IN_PROGRESS, ...
-    pub state: String,
+    /// CloudHSM's HsmState.
+    pub state: HsmState,
 }
 
 /// One cluster as the directory reports it.
@@ -37,7 +39,10 @@ pub struct ClusterView {
 impl ClusterView {
     /// HSMs in the ACTIVE state.
     pub fn active_hsms(&self) -> Vec<&HsmView> {
-        self.hsms.iter().filter(|h| h.state == "ACTIVE").collect()
+        self.hsms
+            .iter()
+            .filter(|h| h.state == HsmState::Active)
+            .collect()
     }
 
     /// Whether it has active HSMs in at least two Availability Zones, as KMS requires for

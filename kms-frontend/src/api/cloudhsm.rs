@@ -78,8 +78,8 @@ fn hsm_json(cluster_id: &str, h: &HsmInfo, hsm_type: &str) -> Value {
         "EniIp": ip,
         "HsmId": h.view.hsm_id,
         "HsmType": hsm_type,
-        "State": h.view.state,
-        "StateMessage": format!("HSM {} is {}.", h.view.hsm_id, h.view.state),
+        "State": h.view.state.as_str(),
+        "StateMessage": format!("HSM {} is {}.", h.view.hsm_id, h.view.state.as_str()),
     })
 }
 

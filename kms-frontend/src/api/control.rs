@@ -249,7 +249,7 @@ async fn fault(fe: web::Data<Arc<Frontend>>, payload: web::Payload) -> HttpRespo
                 .clusters()
                 .iter()
                 .flat_map(|c| c.hsms.clone())
-                .map(|h| json!({"hsmId": h.hsm_id, "state": h.state}))
+                .map(|h| json!({"hsmId": h.hsm_id, "state": h.state.as_str()}))
                 .collect();
             HttpResponse::Ok().json(json!({"hsms": hsms}))
         }

@@ -3,6 +3,7 @@
 //! deleted backup is gone for good). The shell that runs them is `crate::cloudhsm`.
 
 pub mod error;
+pub mod hsm;
 
 use std::collections::BTreeMap;
 

@@ -1,0 +1,123 @@
+//! An HSM's life cycle as CloudHSM shows it (`HsmState`): created in the background, ACTIVE
+//! while its node runs, DEGRADED while it does not, deleted in the background. One pure
+//! transition decides what each event does; the runtime (`crate::cloudhsm`) only records the
+//! pending creates and deletes and asks the provisioner whether the node runs.
+
+use super::error::CloudHsmError;
+
+/// CloudHSM's `HsmState`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HsmState {
+    CreateInProgress,
+    Active,
+    Degraded,
+    DeleteInProgress,
+    Deleted,
+}
+
+/// What happens to an HSM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HsmOp {
+    /// The provisioner finished creating it; it runs (or not).
+    Created { running: bool },
+    /// Its node stopped or came back (a fault, or a restart).
+    Running(bool),
+    /// DeleteHsm.
+    Delete,
+    /// The provisioner finished deleting it.
+    DeleteFinished,
+}
+
+impl HsmState {
+    /// The AWS name, as DescribeClusters shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HsmState::CreateInProgress => "CREATE_IN_PROGRESS",
+            HsmState::Active => "ACTIVE",
+            HsmState::Degraded => "DEGRADED",
+            HsmState::DeleteInProgress => "DELETE_IN_PROGRESS",
+            HsmState::Deleted => "DELETED",
+        }
+    }
+
+    /// The state of an HSM whose node exists: a create or delete under way shows as such;
+    /// otherwise ACTIVE while the node runs and DEGRADED while it does not.
+    pub fn observed(pending: Option<HsmState>, running: bool) -> HsmState {
+        match pending {
+            Some(p) => p,
+            None if running => HsmState::Active,
+            None => HsmState::Degraded,
+        }
+    }
+
+    /// The one transition. `hsm_id` names the HSM in a refusal.
+    pub fn apply(self, op: HsmOp, hsm_id: &str) -> Result<HsmState, CloudHsmError> {
+        use HsmState::*;
+        match (self, op) {
+            (CreateInProgress, HsmOp::Created { running }) => Ok(Self::observed(None, running)),
+            (Active | Degraded, HsmOp::Running(running)) => Ok(Self::observed(None, running)),
+            // A create or delete under way shows as such whatever the node does meanwhile.
+            (CreateInProgress | DeleteInProgress, HsmOp::Running(_)) => Ok(self),
+            (Active | Degraded, HsmOp::Delete) => Ok(DeleteInProgress),
+            (CreateInProgress | DeleteInProgress, HsmOp::Delete) => Err(busy(hsm_id, self)),
+            (DeleteInProgress, HsmOp::DeleteFinished) => Ok(Deleted),
+            (state, op) => Err(CloudHsmError::InvalidRequest(format!(
+                "HSM {hsm_id} is {}; {op:?} does not apply.",
+                state.as_str()
+            ))),
+        }
+    }
+}
+
+/// DeleteHsm while a create or delete of the HSM is under way.
+fn busy(hsm_id: &str, state: HsmState) -> CloudHsmError {
+    CloudHsmError::InvalidRequest(format!(
+        "HSM {hsm_id} is {}; try again once that is done.",
+        state.as_str()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HsmOp::*;
+    use super::HsmState::*;
+    use super::*;
+
+    #[test]
+    fn every_state_and_event() {
+        let ok = |s: HsmState, op| s.apply(op, "hsm-abcdefghijk").unwrap();
+        let refused = |s: HsmState, op| s.apply(op, "hsm-abcdefghijk").is_err();
+        assert_eq!(ok(CreateInProgress, Created { running: true }), Active);
+        assert_eq!(ok(CreateInProgress, Created { running: false }), Degraded);
+        assert_eq!(ok(Active, Running(false)), Degraded);
+        assert_eq!(ok(Degraded, Running(true)), Active);
+        assert_eq!(ok(CreateInProgress, Running(false)), CreateInProgress);
+        assert_eq!(ok(DeleteInProgress, Running(true)), DeleteInProgress);
+        assert_eq!(ok(Active, Delete), DeleteInProgress);
+        assert_eq!(ok(Degraded, Delete), DeleteInProgress);
+        assert_eq!(ok(DeleteInProgress, DeleteFinished), Deleted);
+        assert!(refused(CreateInProgress, Delete));
+        assert!(refused(DeleteInProgress, Delete));
+        assert!(refused(Active, DeleteFinished));
+        assert!(refused(Deleted, Running(true)));
+        assert!(refused(Deleted, Delete));
+        assert!(refused(Active, Created { running: true }));
+        assert_eq!(
+            CreateInProgress
+                .apply(Delete, "hsm-abcdefghijk")
+                .unwrap_err()
+                .to_string(),
+            "HSM hsm-abcdefghijk is CREATE_IN_PROGRESS; try again once that is done."
+        );
+    }
+
+    #[test]
+    fn observed_state_is_the_pending_one_or_whether_the_node_runs() {
+        assert_eq!(
+            HsmState::observed(Some(DeleteInProgress), true),
+            DeleteInProgress
+        );
+        assert_eq!(HsmState::observed(None, true), Active);
+        assert_eq!(HsmState::observed(None, false), Degraded);
+    }
+}
