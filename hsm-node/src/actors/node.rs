@@ -69,6 +69,10 @@ pub struct NodeActor {
     /// The stall switch of fault injection ([`crate::stall`]); never closes unless a handle
     /// holds its switch.
     gate: StallGate,
+    /// Connections with a login in flight (its password check or commit still running): a
+    /// connection that closes meanwhile leaves here, and its login then opens no session, so
+    /// no stale session keeps the user "logged in" (KMS's USER_LOGGED_IN) after it is gone.
+    logins: HashSet<ConnId>,
 }
 
 impl std::fmt::Debug for NodeActor {
@@ -119,6 +123,7 @@ impl NodeActor {
             seeds: join.into_iter().collect(),
             rebuilding: false,
             gate: StallGate::open(),
+            logins: HashSet::new(),
         }
     }
 
@@ -303,6 +308,7 @@ impl NodeActor {
             Ok(check) => check,
             Err(e) => return reply(Err(e)),
         };
+        self.logins.insert(conn);
         let verify = tokio::task::spawn_blocking(move || {
             password::verify(&check.password_hash, password.expose())
         });
@@ -314,6 +320,10 @@ impl NodeActor {
                     // The session opens only once the reset failure count is durable: a login
                     // answered with an error leaves no session behind.
                     let open = move |act: &mut NodeActor| match result {
+                        Ok(_) if !act.logins.remove(&conn) => Response::Error(WireError::new(
+                            ErrorCode::NotLoggedIn,
+                            "the connection closed before its login finished",
+                        )),
                         Ok(session) => {
                             let answer = Response::LoggedIn {
                                 username: session.username.clone(),
@@ -322,7 +332,10 @@ impl NodeActor {
                             act.core.open_session(conn, session);
                             answer
                         }
-                        Err(e) => Response::Error(e),
+                        Err(e) => {
+                            act.logins.remove(&conn);
+                            Response::Error(e)
+                        }
                     };
                     match changed {
                         Some(changed) => act.commit_and(vec![changed], open),
@@ -830,6 +843,7 @@ impl Handler<ConnClosed> for NodeActor {
     type Result = ();
 
     fn handle(&mut self, msg: ConnClosed, _: &mut Context<Self>) {
+        self.logins.remove(&msg.0);
         let _ = self.core.logout(msg.0);
     }
 }
