@@ -22,6 +22,7 @@ use crate::service::cloudhsm::{
     MIN_RETENTION_DAYS,
 };
 use crate::store::{decode, Loaded, Store, Table, Write};
+use hsmkms_common::entropy::{Entropy, EntropyRng};
 
 /// Key of a restored cluster's starting image in the image table, until it has backups.
 fn seed_key(cluster_id: &str) -> String {
@@ -69,6 +70,8 @@ pub struct CloudHsm {
     provisioner: Arc<dyn Provisioner>,
     store: Store,
     clock: Arc<dyn Clock>,
+    /// Where cluster, HSM and backup ids come from (injected, like the clock).
+    entropy: Arc<dyn Entropy>,
     pub region: String,
     state: Mutex<State>,
     /// One run of the periodic work at a time.
@@ -102,6 +105,7 @@ impl CloudHsm {
         store: Store,
         loaded: &Loaded,
         clock: Arc<dyn Clock>,
+        entropy: Arc<dyn Entropy>,
         region: &str,
     ) -> anyhow::Result<(Self, Vec<Write>)> {
         let mut state = State::default();
@@ -149,6 +153,7 @@ impl CloudHsm {
                 provisioner,
                 store,
                 clock,
+                entropy,
                 region: region.to_string(),
                 state: Mutex::new(state),
                 jobs: tokio::sync::Mutex::new(()),
@@ -383,7 +388,7 @@ impl CloudHsm {
                 Some(backup)
             }
         };
-        let cluster_id = ids::new_cluster_id(&mut rand::thread_rng());
+        let cluster_id = ids::new_cluster_id(&mut EntropyRng(self.entropy.as_ref()));
         let (certificate, trust_anchor) = match &source {
             Some(b) => {
                 let origin = self.state().clusters.get(&b.lineage).cloned();
@@ -597,7 +602,7 @@ impl CloudHsm {
                 )))
             }
         }
-        let hsm_id = ids::new_hsm_id(&mut rand::thread_rng());
+        let hsm_id = ids::new_hsm_id(&mut EntropyRng(self.entropy.as_ref()));
         self.state().pending.insert(
             hsm_id.clone(),
             Pending {
@@ -798,7 +803,7 @@ impl CloudHsm {
             .await
             .map_err(CloudHsmError::InternalFailure)?;
         let backup = BackupRecord {
-            backup_id: ids::new_backup_id(&mut rand::thread_rng()),
+            backup_id: ids::new_backup_id(&mut EntropyRng(self.entropy.as_ref())),
             region: self.region.clone(),
             cluster_id: Some(cluster_id.into()),
             lineage: cluster_id.into(),
@@ -936,7 +941,7 @@ impl CloudHsm {
         let image = self.image(backup_id).await?;
         let now = self.now();
         let copy = BackupRecord {
-            backup_id: ids::new_backup_id(&mut rand::thread_rng()),
+            backup_id: ids::new_backup_id(&mut EntropyRng(self.entropy.as_ref())),
             region: destination.into(),
             cluster_id: None,
             lineage: source.lineage.clone(),

@@ -161,6 +161,7 @@ impl Frontend {
             store.clone(),
             &loaded,
             clock.clone(),
+            options.entropy.clone(),
             &options.region,
         )?;
         // Clusters the launcher made before the service knew them; recorded before serving.
