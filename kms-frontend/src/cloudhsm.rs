@@ -741,11 +741,7 @@ impl CloudHsm {
             let what = hsm_id.or(eni_id).or(eni_ip).unwrap_or("(none given)");
             return Err(not_found(&format!("HSM in cluster {cluster_id}:"), what));
         };
-        let current = {
-            let pending = self.state().pending.get(&hsm.view.hsm_id).map(|p| p.state);
-            HsmState::observed(pending, hsm.view.state != HsmState::Degraded)
-        };
-        let deleting = current.apply(HsmOp::Delete, &hsm.view.hsm_id)?;
+        let deleting = hsm.view.state.apply(HsmOp::Delete, &hsm.view.hsm_id)?;
         let hsm_id = hsm.view.hsm_id.clone();
         // Deleting an HSM forces a backup, taken while the HSM is still there.
         if record.state == ClusterState::Active {

@@ -192,23 +192,7 @@ impl NodeActor {
         &self,
         stored: &[Stored],
     ) -> FuturesUnordered<impl std::future::Future<Output = (String, Result<(), String>)>> {
-        let objects = self.wire(stored);
-        let deadline = self.options.call_deadline;
-        self.links
-            .iter()
-            .map(|(address, link)| {
-                let send = link.send(Push(objects.clone()));
-                let address = address.clone();
-                async move {
-                    let outcome = match tokio::time::timeout(deadline, send).await {
-                        Ok(Ok(result)) => result,
-                        Ok(Err(_)) => Err("peer link stopped".to_string()),
-                        Err(_) => Err(format!("no answer within {deadline:?}")),
-                    };
-                    (address, outcome)
-                }
-            })
-            .collect()
+        self.push(stored, false)
     }
 
     /// Pushes objects to every peer link, as [`NodeActor::push_all`], but a link that is not
@@ -217,6 +201,16 @@ impl NodeActor {
     fn push_until_linked(
         &self,
         stored: &[Stored],
+    ) -> FuturesUnordered<impl std::future::Future<Output = (String, Result<(), String>)>> {
+        self.push(stored, true)
+    }
+
+    /// One push to every link within the call deadline; with `retry_unlinked`, a link that is
+    /// not connected is tried again until the deadline.
+    fn push(
+        &self,
+        stored: &[Stored],
+        retry_unlinked: bool,
     ) -> FuturesUnordered<impl std::future::Future<Output = (String, Result<(), String>)>> {
         let objects = self.wire(stored);
         let until = tokio::time::Instant::now() + self.options.call_deadline;
@@ -238,7 +232,7 @@ impl NodeActor {
                             Err(_) => Err(format!("no answer within {left:?}")),
                         };
                         match outcome {
-                            Err(e) if e == NOT_CONNECTED && !left.is_zero() => {
+                            Err(e) if retry_unlinked && e == NOT_CONNECTED && !left.is_zero() => {
                                 tokio::time::sleep(left.min(Duration::from_millis(100))).await
                             }
                             other => return (address, other),

@@ -39,9 +39,7 @@ pub(super) async fn seal(
                 .encrypt(custom_key_store_id, backing_key.key_handle, plaintext, &aad)
                 .await?
         }
-        (None, KeyOrigin::AwsKms { .. }) => {
-            return Err(KmsError::KmsInternal("key material is not loaded".into()))
-        }
+        (None, KeyOrigin::AwsKms { .. }) => return Err(not_loaded()),
     };
     Ok(ciphertext::assemble(&header, &sealed))
 }
@@ -91,9 +89,12 @@ pub(super) async fn open(
                 .decrypt(custom_key_store_id, backing_key.key_handle, sealed, &aad)
                 .await?
         }
-        (None, KeyOrigin::AwsKms { .. }) => {
-            return Err(KmsError::KmsInternal("key material is not loaded".into()))
-        }
+        (None, KeyOrigin::AwsKms { .. }) => return Err(not_loaded()),
     };
     Ok((plaintext, key))
+}
+
+/// An AWS_KMS key whose material the registry did not unwrap: a defect, never a client's doing.
+fn not_loaded() -> KmsError {
+    KmsError::KmsInternal("key material is not loaded".into())
 }

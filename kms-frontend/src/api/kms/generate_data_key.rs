@@ -45,8 +45,7 @@ pub(super) async fn generate(
     };
     let key = fe.registry().usable(&key_id, op)?;
     dry_run(req.dry_run)?;
-    let mut bytes = vec![0u8; length];
-    fe.entropy.fill(&mut bytes);
+    let bytes = hsmkms_common::entropy::bytes(fe.entropy.as_ref(), length);
     let data_key = SecretBytes::new(bytes);
     let ctx = req.encryption_context.unwrap_or_default();
     let blob = seal(fe, &key, data_key.expose(), &ctx).await?;

@@ -28,8 +28,7 @@ pub(super) async fn handle(
     let bytes = match req.custom_key_store_id {
         Some(store_id) => key_stores::random(fe, &store_id, n).await?,
         None => {
-            let mut bytes = vec![0u8; n as usize];
-            fe.entropy.fill(&mut bytes);
+            let bytes = hsmkms_common::entropy::bytes(fe.entropy.as_ref(), n as usize);
             SecretBytes::new(bytes)
         }
     };
