@@ -92,6 +92,9 @@ pub struct Latency {
     pub p50: f64,
     pub p90: f64,
     pub p99: f64,
+    /// p99.9 (absent from results written before it was measured).
+    #[serde(default)]
+    pub p999: f64,
     pub max: f64,
     pub mean: f64,
 }
@@ -101,6 +104,9 @@ pub struct Latency {
 #[serde(rename_all = "camelCase")]
 pub struct RunResult {
     pub label: String,
+    /// What generated the load: `hsmkms-load` (this tool, every answer checked) or `wrk`.
+    #[serde(default = "default_loader")]
+    pub loader: String,
     pub op: String,
     pub key_store: bool,
     pub connections: usize,
@@ -112,6 +118,10 @@ pub struct RunResult {
     pub requests_per_second: f64,
     pub latency_ms: Latency,
     pub error_samples: Vec<String>,
+}
+
+fn default_loader() -> String {
+    "hsmkms-load".to_string()
 }
 
 /// Shared counters of a run. An answer counts (as ok or as an error) when it arrives inside the
@@ -211,8 +221,9 @@ fn print_table(r: &RunResult) {
     }
 }
 
-/// Sets up, loads the endpoint for the warm-up and the measured window, and gathers figures.
-pub async fn run(args: &BenchArgs) -> Result<RunResult> {
+/// Checks a run's options, sets up its key (and store) and checks that the first request
+/// succeeds: the endpoint and the plan every request follows.
+pub async fn prepare(args: &BenchArgs) -> Result<(Endpoint, Plan)> {
     if !(args.duration > 0.0 && args.duration <= MAX_DURATION.as_secs_f64()) {
         bail!(
             "--duration must be more than 0 and at most {} seconds",
@@ -243,17 +254,15 @@ pub async fn run(args: &BenchArgs) -> Result<RunResult> {
         trust_anchor: args.trust_anchor.clone(),
         kmsuser_password: args.kmsuser_password.clone(),
     });
-    let plan = Arc::new(
-        ops::plan(
-            &mut setup,
-            args.op,
-            args.key_id.clone(),
-            store.as_ref(),
-            args.plaintext_bytes,
-        )
-        .await
-        .context("setting up the run")?,
-    );
+    let plan = ops::plan(
+        &mut setup,
+        args.op,
+        args.key_id.clone(),
+        store.as_ref(),
+        args.plaintext_bytes,
+    )
+    .await
+    .context("setting up the run")?;
     // The first request of the run must succeed, or nothing after it means anything.
     let first = setup
         .call("kms", plan.target, plan.body.clone())
@@ -262,7 +271,13 @@ pub async fn run(args: &BenchArgs) -> Result<RunResult> {
     if let Err(why) = plan.check(&first) {
         bail!("the first request failed: {why}");
     }
-    drop(setup);
+    Ok((endpoint, plan))
+}
+
+/// Sets up, loads the endpoint for the warm-up and the measured window, and gathers figures.
+pub async fn run(args: &BenchArgs) -> Result<RunResult> {
+    let (endpoint, plan) = prepare(args).await?;
+    let plan = Arc::new(plan);
 
     let tally = Arc::new(Tally {
         origin: Instant::now(),
@@ -348,6 +363,7 @@ pub async fn run(args: &BenchArgs) -> Result<RunResult> {
         .clone();
     Ok(RunResult {
         label: args.label.clone(),
+        loader: default_loader(),
         op: args.op.name().to_string(),
         key_store: plan.key_store.is_some(),
         connections: args.connections,
@@ -360,6 +376,7 @@ pub async fn run(args: &BenchArgs) -> Result<RunResult> {
             p50: ms(histogram.value_at_quantile(0.50)),
             p90: ms(histogram.value_at_quantile(0.90)),
             p99: ms(histogram.value_at_quantile(0.99)),
+            p999: ms(histogram.value_at_quantile(0.999)),
             max: ms(histogram.max()),
             mean: histogram.mean() / 1000.0,
         },

@@ -51,7 +51,7 @@ impl Endpoint {
     }
 
     /// The headers of one signed request (SigV4, signed now).
-    fn signed_headers(
+    pub fn signed_headers(
         &self,
         service: &str,
         target: &str,
