@@ -11,8 +11,16 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use std::borrow::Cow;
+
+use serde::ser::{SerializeMap, SerializeSeq, Serializer};
+use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use crate::api::kms::OPERATIONS;
 
 /// Members never written to the trail.
 const SECRET_MEMBERS: [&str; 4] = [
@@ -34,6 +42,9 @@ pub const MAX_QUEUED_BYTES: usize = 32 * 1024 * 1024;
 pub const SEGMENTS: u64 = 4;
 /// The default total cap on the trail's files (`--audit-max-bytes`).
 pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// The longest a written record waits to be made durable (fsync'd): the trail loses at most
+/// this much of its newest records if the machine stops, and nothing if only the process does.
+pub const SYNC_INTERVAL: Duration = Duration::from_millis(100);
 /// Most records one query returns.
 pub const MAX_QUERY_RECORDS: usize = 10_000;
 
@@ -51,35 +62,97 @@ pub fn scrub(value: &mut Value) {
     }
 }
 
-/// What CloudTrail records of a request: its parameters, without secrets and bounded (at most
-/// [`MAX_PARAMETERS`] members, each at most [`MAX_PARAMETER_BYTES`] serialized; a longer one is
-/// replaced by a note of its size). Not a JSON object: nothing.
-pub fn request_parameters(body: &[u8]) -> Value {
-    let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(body) else {
-        return Value::Null;
-    };
-    let mut kept = serde_json::Map::new();
-    for (name, mut value) in map.into_iter().take(MAX_PARAMETERS) {
-        if SECRET_MEMBERS.contains(&name.as_str()) {
-            continue;
-        }
-        scrub(&mut value);
-        let size = serde_json::to_vec(&value).map(|v| v.len()).unwrap_or(0);
-        if size > MAX_PARAMETER_BYTES {
-            value = json!(format!("({size} bytes, not recorded)"));
-        }
-        kept.insert(name, value);
-    }
-    Value::Object(kept)
+/// One recorded request parameter: its JSON text as the client sent it (strings, numbers and
+/// the like), a structure to be written without its secret members, or a note of its size.
+#[derive(Debug)]
+enum Parameter<'a> {
+    Raw(&'a RawValue),
+    Structure(Value),
+    Note(String),
 }
 
-/// The operations whose requests are counted by name; anything else counts as `Other`, so
-/// the metrics hold one entry per operation this emulator serves whatever clients send.
-pub fn metric_name<'a>(operation: &'a str, served: &[&'static str]) -> &'a str {
-    if served.contains(&operation) {
-        operation
-    } else {
-        "Other"
+/// What CloudTrail records of a request: its parameters, without secrets and bounded (at most
+/// [`MAX_PARAMETERS`] members, in name order, each at most [`MAX_PARAMETER_BYTES`] as sent; a
+/// longer one is replaced by a note of its size). Borrowed from the body, so recording a
+/// request copies only what it writes.
+#[derive(Debug)]
+pub struct Parameters<'a> {
+    members: Vec<(Cow<'a, str>, Parameter<'a>)>,
+}
+
+impl<'a> Parameters<'a> {
+    /// The parameters of `body`; `None` if it is not a JSON object.
+    pub fn of(body: &'a [u8]) -> Option<Self> {
+        let map: BTreeMap<Cow<'a, str>, &'a RawValue> = serde_json::from_slice(body).ok()?;
+        let members = map
+            .into_iter()
+            .filter(|(name, _)| !SECRET_MEMBERS.contains(&name.as_ref()))
+            .take(MAX_PARAMETERS)
+            .map(|(name, raw)| {
+                let text = raw.get();
+                let parameter = if text.len() > MAX_PARAMETER_BYTES {
+                    Parameter::Note(format!("({} bytes, not recorded)", text.len()))
+                } else if text.starts_with(['{', '[']) {
+                    Parameter::Structure(serde_json::from_str(text).unwrap_or(Value::Null))
+                } else {
+                    Parameter::Raw(raw)
+                };
+                (name, parameter)
+            })
+            .collect();
+        Some(Self { members })
+    }
+
+    /// A string parameter.
+    pub fn str(&self, name: &str) -> Option<Cow<'a, str>> {
+        self.members.iter().find_map(|(n, p)| match p {
+            Parameter::Raw(raw) if n == name => serde_json::from_str::<Cow<'a, str>>(raw.get())
+                .ok()
+                .map(|s| Cow::Owned(s.into_owned())),
+            _ => None,
+        })
+    }
+}
+
+impl Serialize for Parameters<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.members.len()))?;
+        for (name, parameter) in &self.members {
+            match parameter {
+                Parameter::Raw(raw) => map.serialize_entry(name, raw)?,
+                Parameter::Structure(value) => map.serialize_entry(name, &Scrubbed(value))?,
+                Parameter::Note(note) => map.serialize_entry(name, note)?,
+            }
+        }
+        map.end()
+    }
+}
+
+/// A JSON value written without its secret members, at any depth, without copying it.
+#[derive(Debug)]
+pub struct Scrubbed<'a>(pub &'a Value);
+
+impl Serialize for Scrubbed<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Object(members) => {
+                let mut map = serializer.serialize_map(None)?;
+                for (name, value) in members {
+                    if !SECRET_MEMBERS.contains(&name.as_str()) {
+                        map.serialize_entry(name, &Scrubbed(value))?;
+                    }
+                }
+                map.end()
+            }
+            Value::Array(items) => {
+                let mut seq = serializer.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    seq.serialize_element(&Scrubbed(item))?;
+                }
+                seq.end()
+            }
+            other => other.serialize(serializer),
+        }
     }
 }
 
@@ -91,29 +164,45 @@ fn label(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// Counters of the emulator, served at `/_hsmkms/metrics`.
-#[derive(Debug, Default)]
+/// Counters of the emulator, served at `/_hsmkms/metrics`. Requests are counted per operation
+/// this emulator serves, in one atomic each (anything else counts as `Other`), so the metrics
+/// hold a bounded set of entries whatever clients send, and counting takes no lock.
+#[derive(Debug)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<String, u64>>,
-    errors: Mutex<BTreeMap<String, u64>>,
+    /// One counter per entry of [`OPERATIONS`], then `Other`.
+    requests: Box<[AtomicU64]>,
+    errors: Mutex<BTreeMap<&'static str, u64>>,
     pending_deletion_errors: AtomicU64,
     deletions: AtomicU64,
     audit_dropped: AtomicU64,
 }
 
-impl Metrics {
-    /// Counts a request of `operation`, which must be one of a bounded set (see
-    /// [`metric_name`]).
-    pub fn count_request(&self, operation: &str) {
-        if let Ok(mut m) = self.requests.lock() {
-            *m.entry(operation.to_string()).or_default() += 1;
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            requests: (0..=OPERATIONS.len()).map(|_| AtomicU64::new(0)).collect(),
+            errors: Mutex::new(BTreeMap::new()),
+            pending_deletion_errors: AtomicU64::new(0),
+            deletions: AtomicU64::new(0),
+            audit_dropped: AtomicU64::new(0),
         }
+    }
+}
+
+impl Metrics {
+    /// Counts a request of `operation`: one of [`OPERATIONS`], or `Other`.
+    pub fn count_request(&self, operation: &str) {
+        let index = OPERATIONS
+            .iter()
+            .position(|op| *op == operation)
+            .unwrap_or(OPERATIONS.len());
+        self.requests[index].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts an error by its AWS type name (a fixed set).
-    pub fn count_error(&self, error_type: &str) {
+    pub fn count_error(&self, error_type: &'static str) {
         if let Ok(mut m) = self.errors.lock() {
-            *m.entry(error_type.to_string()).or_default() += 1;
+            *m.entry(error_type).or_default() += 1;
         }
     }
 
@@ -141,13 +230,18 @@ impl Metrics {
             self.pending_deletion_errors()
         ));
         out.push_str("# HELP hsmkms_requests_total API calls by operation.\n# TYPE hsmkms_requests_total counter\n");
-        if let Ok(m) = self.requests.lock() {
-            for (op, n) in m.iter() {
-                out.push_str(&format!(
-                    "hsmkms_requests_total{{operation=\"{}\"}} {n}\n",
-                    label(op)
-                ));
-            }
+        let mut counted: Vec<(&str, u64)> = OPERATIONS
+            .iter()
+            .copied()
+            .chain(["Other"])
+            .zip(self.requests.iter().map(|n| n.load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        counted.sort_unstable();
+        for (op, n) in counted {
+            out.push_str(&format!(
+                "hsmkms_requests_total{{operation=\"{op}\"}} {n}\n"
+            ));
         }
         out.push_str("# HELP hsmkms_errors_total Failed API calls by error type.\n# TYPE hsmkms_errors_total counter\n");
         if let Ok(m) = self.errors.lock() {
@@ -178,7 +272,7 @@ impl Metrics {
 #[derive(Debug)]
 pub struct Audit {
     path: PathBuf,
-    tx: mpsc::Sender<Vec<u8>>,
+    tx: mpsc::SyncSender<Vec<u8>>,
     queued: Arc<AtomicUsize>,
 }
 
@@ -197,7 +291,7 @@ impl Audit {
     /// stay under `max_bytes`.
     pub fn open(path: &Path, max_bytes: u64) -> std::io::Result<Self> {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
-        let (tx, rx) = mpsc::channel(65_536);
+        let (tx, rx) = mpsc::sync_channel(65_536);
         let queued = Arc::new(AtomicUsize::new(0));
         let writer = Writer {
             path: path.to_path_buf(),
@@ -233,6 +327,22 @@ impl Audit {
             }
             line = serde_json::to_vec(&record).unwrap_or_default();
         }
+        self.enqueue(metrics, line);
+    }
+
+    /// Appends the record of an API call, as [`Audit::record`] does.
+    pub fn record_call(&self, metrics: &Metrics, mut call: ApiCall<'_>) {
+        let mut line = Vec::with_capacity(512);
+        let _ = serde_json::to_writer(&mut line, &call);
+        if line.len() > MAX_RECORD_BYTES {
+            call.truncated = true;
+            line.clear();
+            let _ = serde_json::to_writer(&mut line, &call);
+        }
+        self.enqueue(metrics, line);
+    }
+
+    fn enqueue(&self, metrics: &Metrics, mut line: Vec<u8>) {
         line.push(b'\n');
         let len = line.len();
         if self.queued.fetch_add(len, Ordering::SeqCst) + len > MAX_QUEUED_BYTES
@@ -290,35 +400,66 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(mut self, mut rx: mpsc::Receiver<Vec<u8>>) {
-        while let Some(first) = rx.blocking_recv() {
-            let mut buf = first;
-            // A batch fills at most the room left in the current file (and 1 MiB), so a file
-            // passes its share of the cap by one record at most.
-            let room = self
-                .segment_bytes
-                .saturating_sub(self.written)
-                .min(1024 * 1024) as usize;
-            while buf.len() < room {
-                match rx.try_recv() {
-                    Ok(next) => buf.extend_from_slice(&next),
-                    Err(_) => break,
+    /// Appends batches as they come (so a query sees a record at once) and makes them durable
+    /// on a schedule: at most [`SYNC_INTERVAL`] after they were written, before a rotation,
+    /// and when the trail closes.
+    fn run(mut self, rx: mpsc::Receiver<Vec<u8>>) {
+        let mut unsynced: Option<Instant> = None;
+        loop {
+            let next = match unsynced {
+                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                Some(since) => rx.recv_timeout(SYNC_INTERVAL.saturating_sub(since.elapsed())),
+            };
+            match next {
+                Ok(first) => {
+                    self.append(first, &rx);
+                    unsynced.get_or_insert_with(Instant::now);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.sync();
+                    return;
                 }
             }
-            self.queued.fetch_sub(buf.len(), Ordering::SeqCst);
-            if let Err(e) = self
-                .file
-                .write_all(&buf)
-                .and_then(|_| self.file.sync_data())
-            {
-                tracing::error!(error = %e, path = %self.path.display(), "cannot append to the audit trail");
+            if unsynced.is_some_and(|since| since.elapsed() >= SYNC_INTERVAL) {
+                self.sync();
+                unsynced = None;
             }
-            self.written += buf.len() as u64;
             if self.written >= self.segment_bytes {
+                self.sync();
+                unsynced = None;
                 if let Err(e) = self.rotate() {
                     tracing::error!(error = %e, "cannot rotate the audit trail");
                 }
             }
+        }
+    }
+
+    /// Writes `first` and whatever else is queued, as one batch.
+    fn append(&mut self, first: Vec<u8>, rx: &mpsc::Receiver<Vec<u8>>) {
+        let mut buf = first;
+        // A batch fills at most the room left in the current file (and 1 MiB), so a file
+        // passes its share of the cap by one record at most.
+        let room = self
+            .segment_bytes
+            .saturating_sub(self.written)
+            .min(1024 * 1024) as usize;
+        while buf.len() < room {
+            match rx.try_recv() {
+                Ok(next) => buf.extend_from_slice(&next),
+                Err(_) => break,
+            }
+        }
+        self.queued.fetch_sub(buf.len(), Ordering::SeqCst);
+        if let Err(e) = self.file.write_all(&buf) {
+            tracing::error!(error = %e, path = %self.path.display(), "cannot append to the audit trail");
+        }
+        self.written += buf.len() as u64;
+    }
+
+    fn sync(&mut self) {
+        if let Err(e) = self.file.sync_data() {
+            tracing::error!(error = %e, path = %self.path.display(), "cannot sync the audit trail");
         }
     }
 
@@ -339,36 +480,53 @@ impl Writer {
     }
 }
 
-/// A CloudTrail-like record of one API call.
-pub fn api_call_record(
-    event_time: String,
-    event_name: &str,
-    request_id: &str,
-    mut request: Value,
-    mut response: Value,
-    error: Option<(&str, String)>,
-    additional: Option<Value>,
-) -> Value {
-    scrub(&mut request);
-    scrub(&mut response);
-    let mut record = json!({
-        "eventVersion": "1.08",
-        "eventSource": "kms.amazonaws.com",
-        "eventType": "AwsApiCall",
-        "eventName": event_name,
-        "eventTime": event_time,
-        "requestID": request_id,
-        "requestParameters": request,
-        "responseElements": if error.is_some() { Value::Null } else { response },
-    });
-    if let Some((code, message)) = error {
-        record["errorCode"] = json!(code);
-        record["errorMessage"] = json!(message);
+/// A CloudTrail-like record of one API call, written straight from what the call has (its
+/// parameters borrowed from the body, its answer) without building a JSON tree.
+#[derive(Debug)]
+pub struct ApiCall<'a> {
+    pub event_time: String,
+    pub event_name: &'a str,
+    pub request_id: &'a str,
+    /// `None` for operations this emulator does not serve and bodies that are not objects.
+    pub request: Option<&'a Parameters<'a>>,
+    /// The answer, or the error's type and message.
+    pub result: Result<&'a Value, (&'static str, String)>,
+    pub additional: Option<Value>,
+    /// Written as `{"truncated": true}` in place of parameters, elements and additional data.
+    pub truncated: bool,
+}
+
+impl Serialize for ApiCall<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let truncated = serde_json::json!({"truncated": true});
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("eventVersion", "1.08")?;
+        map.serialize_entry("eventSource", "kms.amazonaws.com")?;
+        map.serialize_entry("eventType", "AwsApiCall")?;
+        map.serialize_entry("eventName", self.event_name)?;
+        map.serialize_entry("eventTime", &self.event_time)?;
+        map.serialize_entry("requestID", self.request_id)?;
+        if self.truncated {
+            map.serialize_entry("requestParameters", &truncated)?;
+            map.serialize_entry("responseElements", &truncated)?;
+        } else {
+            map.serialize_entry("requestParameters", &self.request)?;
+            map.serialize_entry(
+                "responseElements",
+                &self.result.as_ref().ok().map(|v| Scrubbed(v)),
+            )?;
+        }
+        if let Err((code, message)) = &self.result {
+            map.serialize_entry("errorCode", code)?;
+            map.serialize_entry("errorMessage", message)?;
+        }
+        match (&self.additional, self.truncated) {
+            (Some(_), true) => map.serialize_entry("additionalEventData", &truncated)?,
+            (Some(extra), false) => map.serialize_entry("additionalEventData", extra)?,
+            (None, _) => {}
+        }
+        map.end()
     }
-    if let Some(extra) = additional {
-        record["additionalEventData"] = extra;
-    }
-    record
 }
 
 #[cfg(test)]
@@ -394,9 +552,14 @@ mod tests {
 
     #[test]
     fn unknown_operations_share_one_label_and_labels_are_escaped() {
-        assert_eq!(metric_name("Encrypt", &["Encrypt"]), "Encrypt");
-        assert_eq!(metric_name("\"} 1e99 #", &["Encrypt"]), "Other");
         let m = Metrics::default();
+        m.count_request("Encrypt");
+        m.count_request("\"} 1e99 #");
+        m.count_request("Nope");
+        let text = m.render();
+        assert!(text.contains("hsmkms_requests_total{operation=\"Encrypt\"} 1\n"));
+        assert!(text.contains("hsmkms_requests_total{operation=\"Other\"} 2\n"));
+        assert!(!text.contains("1e99"));
         m.count_error("a\"b\\c\nd");
         assert!(m
             .render()
@@ -407,15 +570,26 @@ mod tests {
     fn request_parameters_are_bounded_and_secret_free() {
         let big = "x".repeat(10_000);
         let body = json!({"KeyId": "k", "Plaintext": "c2VjcmV0", "Policy": big}).to_string();
-        let p = request_parameters(body.as_bytes());
+        let recorded =
+            |body: &[u8]| serde_json::to_value(Parameters::of(body)).unwrap_or(Value::Null);
+        let p = recorded(body.as_bytes());
         assert_eq!(p["KeyId"], "k");
         assert!(p.get("Plaintext").is_none());
         assert_eq!(p["Policy"], "(10002 bytes, not recorded)");
+        let nested = json!({"Deep": {"Plaintext": "c2VjcmV0", "Kept": [{"CiphertextBlob": "x", "n": 1}]}, "Esc": "a\"b"});
+        let p = recorded(nested.to_string().as_bytes());
+        assert_eq!(p, json!({"Deep": {"Kept": [{"n": 1}]}, "Esc": "a\"b"}));
+        assert_eq!(
+            Parameters::of(nested.to_string().as_bytes())
+                .and_then(|p| p.str("Esc"))
+                .as_deref(),
+            Some("a\"b")
+        );
         let many: serde_json::Map<String, Value> =
             (0..1000).map(|i| (format!("m{i:04}"), json!(i))).collect();
-        let p = request_parameters(Value::Object(many).to_string().as_bytes());
+        let p = recorded(Value::Object(many).to_string().as_bytes());
         assert_eq!(p.as_object().unwrap().len(), MAX_PARAMETERS);
-        assert_eq!(request_parameters(b"not json"), Value::Null);
+        assert_eq!(recorded(b"not json"), Value::Null);
     }
 
     #[test]

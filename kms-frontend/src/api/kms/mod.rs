@@ -45,7 +45,7 @@ pub use checks::MAX_PLAINTEXT;
 pub use metadata::metadata;
 
 use super::parse;
-use crate::audit::{self, api_call_record};
+use crate::audit::{ApiCall, Parameters};
 use crate::frontend::{iso8601, Frontend};
 use crate::service::error::KmsError;
 use crate::service::key_state;
@@ -94,9 +94,7 @@ pub async fn call(
     request_id: &str,
 ) -> Result<Value, KmsError> {
     let served = OPERATIONS.contains(&op);
-    frontend
-        .metrics
-        .count_request(audit::metric_name(op, &OPERATIONS));
+    frontend.metrics.count_request(op);
     let result = dispatch(frontend, op, body).await;
     if let Err(e) = &result {
         frontend.metrics.count_error(e.type_name());
@@ -105,25 +103,23 @@ pub async fn call(
         }
     }
     // What CloudTrail records: the parameters of a request it knows, never the whole body.
-    let request = if served {
-        audit::request_parameters(body)
-    } else {
-        Value::Null
+    let request = served.then(|| Parameters::of(body)).flatten();
+    let recorded = match &result {
+        Ok(value) => Ok(value),
+        Err(e) => Err((e.type_name(), e.message())),
     };
-    let response = result.as_ref().ok().cloned().unwrap_or(Value::Null);
-    let error = result.as_ref().err().map(|e| (e.type_name(), e.message()));
-    let additional = additional_event_data(frontend, op, &request, &response);
-    frontend.audit.record(
+    let additional = additional_event_data(frontend, op, request.as_ref(), result.as_ref().ok());
+    frontend.audit.record_call(
         &frontend.metrics,
-        api_call_record(
-            iso8601(frontend.now()),
-            op,
+        ApiCall {
+            event_time: iso8601(frontend.now()),
+            event_name: op,
             request_id,
-            request,
-            response,
-            error,
+            request: request.as_ref(),
+            result: recorded,
             additional,
-        ),
+            truncated: false,
+        },
     );
     result
 }
@@ -133,9 +129,17 @@ pub async fn call(
 fn additional_event_data(
     fe: &Frontend,
     op: &str,
-    request: &Value,
-    response: &Value,
+    request: Option<&Parameters<'_>>,
+    response: Option<&Value>,
 ) -> Option<Value> {
+    let asked = |name: &str| request.and_then(|r| r.str(name));
+    let answered = |path: &[&str]| {
+        let mut v = response?;
+        for member in path {
+            v = v.get(*member)?;
+        }
+        v.as_str().map(|s| std::borrow::Cow::Owned(s.to_string()))
+    };
     let reg = fe.registry();
     let store_data = |store_id: &str| {
         reg.store(store_id).ok().map(|s| {
@@ -143,17 +147,14 @@ fn additional_event_data(
         })
     };
     if op.contains("CustomKeyStore") {
-        let id = request["CustomKeyStoreId"]
-            .as_str()
-            .or_else(|| response["CustomKeyStoreId"].as_str())?;
-        return store_data(id);
+        let id = asked("CustomKeyStoreId").or_else(|| answered(&["CustomKeyStoreId"]))?;
+        return store_data(&id);
     }
-    let key_id = response["KeyMetadata"]["KeyId"]
-        .as_str()
-        .or_else(|| response["KeyId"].as_str())
-        .or_else(|| request["KeyId"].as_str())
-        .or_else(|| request["DestinationKeyId"].as_str())?;
-    let record = reg.resolve(key_id, true).ok()?;
+    let key_id = answered(&["KeyMetadata", "KeyId"])
+        .or_else(|| answered(&["KeyId"]))
+        .or_else(|| asked("KeyId"))
+        .or_else(|| asked("DestinationKeyId"))?;
+    let record = reg.resolve(&key_id, true).ok()?;
     match &record.origin {
         KeyOrigin::CloudHsm {
             custom_key_store_id,
