@@ -45,6 +45,11 @@ pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
 /// The longest a written record waits to be made durable (fsync'd): the trail loses at most
 /// this much of its newest records if the machine stops, and nothing if only the process does.
 pub const SYNC_INTERVAL: Duration = Duration::from_millis(100);
+/// How long the writer lets records gather after writing a batch. While it waits, callers
+/// queue records without waking it (a wake-up per record cost more than the record).
+const BATCH_PAUSE: Duration = Duration::from_millis(2);
+/// The longest a query waits for the records queued before it to be written.
+const QUERY_WAIT: Duration = Duration::from_secs(1);
 /// Most records one query returns.
 pub const MAX_QUERY_RECORDS: usize = 10_000;
 
@@ -274,6 +279,9 @@ pub struct Audit {
     path: PathBuf,
     tx: mpsc::SyncSender<Vec<u8>>,
     queued: Arc<AtomicUsize>,
+    /// Records handed to the writer, and records it has written.
+    sent: AtomicU64,
+    written: Arc<AtomicU64>,
 }
 
 /// The `n`-th older file of the trail at `path` (`audit.jsonl` -> `audit.1.jsonl`).
@@ -293,7 +301,9 @@ impl Audit {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         let (tx, rx) = mpsc::sync_channel(65_536);
         let queued = Arc::new(AtomicUsize::new(0));
+        let written = Arc::new(AtomicU64::new(0));
         let writer = Writer {
+            records: written.clone(),
             path: path.to_path_buf(),
             segment_bytes: (max_bytes / SEGMENTS).max(64 * 1024),
             written: file.metadata().map(|m| m.len()).unwrap_or(0),
@@ -307,6 +317,8 @@ impl Audit {
             path: path.to_path_buf(),
             tx,
             queued,
+            sent: AtomicU64::new(0),
+            written,
         })
     }
 
@@ -350,6 +362,18 @@ impl Audit {
         {
             self.queued.fetch_sub(len, Ordering::SeqCst);
             metrics.audit_dropped.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.sent.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Waits (at most [`QUERY_WAIT`]) until the records queued before this call are written,
+    /// so a query sees every call answered before it.
+    fn settle(&self) {
+        let sent = self.sent.load(Ordering::SeqCst);
+        let deadline = Instant::now() + QUERY_WAIT;
+        while self.written.load(Ordering::SeqCst) < sent && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 
@@ -358,6 +382,7 @@ impl Audit {
     /// most [`MAX_QUERY_RECORDS`]). A blocking read of the trail's files: call it off the HTTP
     /// workers.
     pub fn read(&self, key: Option<&str>, since: Option<&str>, limit: usize) -> Vec<Value> {
+        self.settle();
         let limit = limit.min(MAX_QUERY_RECORDS);
         let mut kept: std::collections::VecDeque<String> = std::collections::VecDeque::new();
         for n in (0..SEGMENTS).rev() {
@@ -397,10 +422,12 @@ struct Writer {
     written: u64,
     file: File,
     queued: Arc<AtomicUsize>,
+    /// Records written so far.
+    records: Arc<AtomicU64>,
 }
 
 impl Writer {
-    /// Appends batches as they come (so a query sees a record at once) and makes them durable
+    /// Appends batches as they come (a query waits for those queued before it) and makes them durable
     /// on a schedule: at most [`SYNC_INTERVAL`] after they were written, before a rotation,
     /// and when the trail closes.
     fn run(mut self, rx: mpsc::Receiver<Vec<u8>>) {
@@ -414,6 +441,7 @@ impl Writer {
                 Ok(first) => {
                     self.append(first, &rx);
                     unsynced.get_or_insert_with(Instant::now);
+                    std::thread::sleep(BATCH_PAUSE);
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
@@ -438,6 +466,7 @@ impl Writer {
     /// Writes `first` and whatever else is queued, as one batch.
     fn append(&mut self, first: Vec<u8>, rx: &mpsc::Receiver<Vec<u8>>) {
         let mut buf = first;
+        let mut records = 1;
         // A batch fills at most the room left in the current file (and 1 MiB), so a file
         // passes its share of the cap by one record at most.
         let room = self
@@ -446,7 +475,10 @@ impl Writer {
             .min(1024 * 1024) as usize;
         while buf.len() < room {
             match rx.try_recv() {
-                Ok(next) => buf.extend_from_slice(&next),
+                Ok(next) => {
+                    buf.extend_from_slice(&next);
+                    records += 1;
+                }
                 Err(_) => break,
             }
         }
@@ -455,6 +487,7 @@ impl Writer {
             tracing::error!(error = %e, path = %self.path.display(), "cannot append to the audit trail");
         }
         self.written += buf.len() as u64;
+        self.records.fetch_add(records, Ordering::SeqCst);
     }
 
     fn sync(&mut self) {
