@@ -156,12 +156,26 @@ async fn run_connection<S>(
         tokio::select! {
             outgoing = rx.recv() => {
                 let Some(out) = outgoing else { break };
-                if pending.len() >= MAX_IN_FLIGHT {
-                    // Callers that timed out dropped their receivers; forget them.
-                    pending.retain(|_, reply| !reply.is_closed());
+                // This call and whatever else is queued go out in one flush.
+                let mut next = Some(out);
+                let mut written = 0;
+                let mut failed = false;
+                while let Some(out) = next.take() {
+                    if pending.len() >= MAX_IN_FLIGHT {
+                        // Callers that timed out dropped their receivers; forget them.
+                        pending.retain(|_, reply| !reply.is_closed());
+                    }
+                    pending.insert(out.id, out.reply);
+                    if framed.feed(out.frame).await.is_err() {
+                        failed = true;
+                        break;
+                    }
+                    written += 1;
+                    if written < frame::MAX_BATCH {
+                        next = rx.try_recv().ok();
+                    }
                 }
-                pending.insert(out.id, out.reply);
-                if framed.send(out.frame).await.is_err() {
+                if failed || SinkExt::<Bytes>::flush(&mut framed).await.is_err() {
                     break;
                 }
             }

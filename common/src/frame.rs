@@ -26,6 +26,10 @@ pub enum FrameError {
 }
 
 /// The codec for node connections: 4-byte big-endian length prefix, [`MAX_FRAME_LEN`] bound.
+/// Most frames a connection's writer coalesces into one flush: what is queued when it writes
+/// goes out together (one TLS record and one system call rather than one per frame).
+pub const MAX_BATCH: usize = 64;
+
 pub fn codec() -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder()
         .max_frame_length(MAX_FRAME_LEN)

@@ -99,8 +99,20 @@ pub async fn serve(
             let (out, mut outgoing) = mpsc::channel::<Bytes>(MAX_IN_FLIGHT_PER_CONNECTION);
             actix::spawn(async move {
                 let mut sink = FramedWrite::new(write, frame::codec());
-                while let Some(bytes) = outgoing.recv().await {
-                    if sink.send(bytes).await.is_err() {
+                // An answer and whatever others are ready go out in one flush.
+                'writing: while let Some(bytes) = outgoing.recv().await {
+                    let mut next = Some(bytes);
+                    let mut written = 0;
+                    while let Some(bytes) = next.take() {
+                        if sink.feed(bytes).await.is_err() {
+                            break 'writing;
+                        }
+                        written += 1;
+                        if written < frame::MAX_BATCH {
+                            next = outgoing.try_recv().ok();
+                        }
+                    }
+                    if SinkExt::<Bytes>::flush(&mut sink).await.is_err() {
                         break;
                     }
                 }
