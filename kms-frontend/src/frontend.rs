@@ -142,12 +142,12 @@ impl Frontend {
         std::fs::create_dir_all(&options.dir)
             .with_context(|| format!("creating {}", options.dir.display()))?;
         let master = master_key(&options.dir)?;
-        let (store, loaded, thread) = Store::open(&options.dir.join(STORE_FILE))?;
+        let (store, mut loaded, thread) = Store::open(&options.dir.join(STORE_FILE))?;
         let arns = Arns {
             region: options.region.clone(),
             account_id: options.account_id.clone(),
         };
-        let registry = Registry::load(arns.clone(), &master, &loaded)?;
+        let registry = Registry::load(arns.clone(), &master, &mut loaded)?;
         let offset = loaded
             .meta
             .iter()

@@ -140,7 +140,9 @@ pub struct UsableKey {
 pub struct Registry {
     pub arns: Arns,
     master: Sealer,
-    keys: HashMap<Uuid, KeyRecord>,
+    /// Boxed, so the table holds pointers: it has little slack at any size and a resize
+    /// copies 8 bytes an entry, not the whole record (memory with 100,000 keys).
+    keys: HashMap<Uuid, Box<KeyRecord>>,
     /// The material of AWS_KMS keys, unwrapped once at load or creation.
     materials: HashMap<Uuid, KeyMaterial>,
     /// The default key policy, shared by every key that has it.
@@ -173,18 +175,20 @@ fn password_context(store_id: &str) -> Vec<u8> {
 
 impl Registry {
     /// The registry as loaded from the store; `master` unwraps AWS_KMS key material.
-    pub fn load(arns: Arns, master: &KeyMaterial, loaded: &Loaded) -> Result<Self, StoreError> {
+    /// The keys' raw records are taken out of `loaded` and freed as they are decoded.
+    pub fn load(arns: Arns, master: &KeyMaterial, loaded: &mut Loaded) -> Result<Self, StoreError> {
+        let raw_keys = std::mem::take(&mut loaded.keys);
         let mut registry = Self {
             default_policy: Arc::from(default_policy(&arns.account_id)),
             arns,
             master: Sealer::new(master),
-            keys: HashMap::new(),
-            materials: HashMap::new(),
+            keys: HashMap::with_capacity(raw_keys.len()),
+            materials: HashMap::with_capacity(raw_keys.len()),
             aliases: BTreeMap::new(),
             stores: BTreeMap::new(),
         };
-        for (_, v) in &loaded.keys {
-            let record: KeyRecord = decode(v)?;
+        for (_, v) in raw_keys {
+            let record: KeyRecord = decode(&v)?;
             registry.install_key(record)?;
         }
         for (_, v) in &loaded.aliases {
@@ -221,7 +225,7 @@ impl Registry {
                 })?;
             self.materials.insert(record.key_id, material);
         }
-        self.keys.insert(record.key_id, record);
+        self.keys.insert(record.key_id, Box::new(record));
         Ok(())
     }
 
@@ -247,7 +251,7 @@ impl Registry {
                     .target_key_id
             }
         };
-        self.keys.get(&id).ok_or_else(|| {
+        self.keys.get(&id).map(|r| &**r).ok_or_else(|| {
             KmsError::NotFound(format!("Key '{}' does not exist", self.arns.key_arn(&id)))
         })
     }
@@ -294,7 +298,7 @@ impl Registry {
 
     /// A key by id, for decrypting a blob that names it.
     pub fn by_id(&self, id: &Uuid) -> Option<&KeyRecord> {
-        self.keys.get(id)
+        self.keys.get(id).map(|r| &**r)
     }
 
     /// The cipher of an AWS_KMS key, made for one call; its key schedule is wiped when the
@@ -443,7 +447,7 @@ impl Registry {
     fn update_key(&self, id: Uuid, change: impl FnOnce(&mut KeyRecord)) -> Vec<Change> {
         match self.keys.get(&id) {
             Some(record) => {
-                let mut record = record.clone();
+                let mut record = KeyRecord::clone(record);
                 change(&mut record);
                 vec![Change::PutKey(record)]
             }
@@ -567,7 +571,7 @@ impl Registry {
     /// Plans the removal of a key whose waiting period ended, and of its aliases: the record,
     /// the aliases' names and the writes; nothing changes until [`Registry::remove_key`].
     pub fn plan_delete_key(&self, id: &Uuid) -> Option<(KeyRecord, Vec<String>, Vec<Write>)> {
-        let record = self.keys.get(id)?.clone();
+        let record = KeyRecord::clone(self.keys.get(id)?);
         let aliases: Vec<String> = self
             .aliases
             .values()

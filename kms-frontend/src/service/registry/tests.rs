@@ -7,7 +7,7 @@ fn registry() -> Registry {
         region: "us-east-1".into(),
         account_id: "111122223333".into(),
     };
-    Registry::load(arns, &KeyMaterial::generate(), &Loaded::default()).unwrap()
+    Registry::load(arns, &KeyMaterial::generate(), &mut Loaded::default()).unwrap()
 }
 
 /// Installs planned changes, as the shell does once they are durable.
@@ -259,7 +259,7 @@ fn aws_kms_material_survives_a_reload_and_passwords_unwrap() {
         region: "us-east-1".into(),
         account_id: "111122223333".into(),
     };
-    let mut r = Registry::load(arns.clone(), &master, &Loaded::default()).unwrap();
+    let mut r = Registry::load(arns.clone(), &master, &mut Loaded::default()).unwrap();
     let (id, record, _) = r.new_key(true, None, None, vec![], 0, &OsEntropy).unwrap();
     let changes = r.insert_key(record).unwrap();
     let writes = Registry::writes(&changes);
@@ -271,11 +271,13 @@ fn aws_kms_material_survives_a_reload_and_passwords_unwrap() {
             loaded.keys.push((key, value));
         }
     }
-    let reloaded = Registry::load(arns.clone(), &master, &loaded).unwrap();
+    let keys = loaded.keys.clone();
+    let reloaded = Registry::load(arns.clone(), &master, &mut loaded).unwrap();
     let opened = reloaded.sealer(&id).unwrap().open(&sealed, b"aad").unwrap();
     assert_eq!(opened.expose(), b"data");
     // Under another master key the material does not unwrap: the store alone reveals nothing.
-    assert!(Registry::load(arns, &KeyMaterial::generate(), &loaded).is_err());
+    loaded.keys = keys;
+    assert!(Registry::load(arns, &KeyMaterial::generate(), &mut loaded).is_err());
 }
 
 /// Randomness is injected: two registries given the same seed mint the same key and the same
