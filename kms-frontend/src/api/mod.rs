@@ -128,8 +128,7 @@ async fn aws_json(
         .headers()
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+        .unwrap_or("");
     // Read the body with a limit, so an oversized one gets an AWS-shaped answer too.
     let body = match read_body(payload).await {
         Ok(b) => b,

@@ -63,11 +63,19 @@ impl Header {
 /// unambiguous, because every string is length-prefixed (so `{"ab":"c"}` and `{"a":"bc"}`
 /// differ): u32 BE pair count, then per pair u32 BE key length, key, u32 BE value length, value.
 pub fn encode_context(ctx: &BTreeMap<String, String>) -> Vec<u8> {
-    let size = 4 + ctx
+    let mut out = Vec::with_capacity(context_len(ctx));
+    write_context(&mut out, ctx);
+    out
+}
+
+fn context_len(ctx: &BTreeMap<String, String>) -> usize {
+    4 + ctx
         .iter()
         .map(|(k, v)| 8 + k.len() + v.len())
-        .sum::<usize>();
-    let mut out = Vec::with_capacity(size);
+        .sum::<usize>()
+}
+
+fn write_context(out: &mut Vec<u8>, ctx: &BTreeMap<String, String>) {
     out.extend_from_slice(&len_u32(ctx.len()));
     for (key, value) in ctx {
         out.extend_from_slice(&len_u32(key.len()));
@@ -75,13 +83,13 @@ pub fn encode_context(ctx: &BTreeMap<String, String>) -> Vec<u8> {
         out.extend_from_slice(&len_u32(value.len()));
         out.extend_from_slice(value.as_bytes());
     }
-    out
 }
 
 /// The associated data a blob's body is sealed with: the header, then the encryption context.
 pub fn aad(header: &Header, ctx: &BTreeMap<String, String>) -> Vec<u8> {
-    let mut out = header.encode().to_vec();
-    out.extend_from_slice(&encode_context(ctx));
+    let mut out = Vec::with_capacity(HEADER_LEN + context_len(ctx));
+    out.extend_from_slice(&header.encode());
+    write_context(&mut out, ctx);
     out
 }
 

@@ -37,8 +37,14 @@ impl Arns {
             )));
         }
         if let Some(rest) = key_id.strip_prefix("arn:") {
-            let parts: Vec<&str> = rest.splitn(5, ':').collect();
-            let [partition, service, region, account, resource] = parts[..] else {
+            let mut parts = rest.splitn(5, ':');
+            let (Some(partition), Some(service), Some(region), Some(account), Some(resource)) = (
+                parts.next(),
+                parts.next(),
+                parts.next(),
+                parts.next(),
+                parts.next(),
+            ) else {
                 return Err(KmsError::InvalidArn(format!(
                     "{key_id} is not a valid ARN."
                 )));

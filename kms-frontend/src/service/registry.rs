@@ -128,7 +128,7 @@ pub fn check_alias_name(name: &str) -> Result<(), KmsError> {
 /// cipher of an AWS_KMS key.
 #[derive(Debug)]
 pub struct UsableKey {
-    pub record: KeyRecord,
+    pub record: Arc<KeyRecord>,
     pub arn: String,
     pub state: KeyState,
     /// Made for this call from the key's material: 185 ns, where keeping a cipher per key
@@ -140,9 +140,10 @@ pub struct UsableKey {
 pub struct Registry {
     pub arns: Arns,
     master: Sealer,
-    /// Boxed, so the table holds pointers: it has little slack at any size and a resize
-    /// copies 8 bytes an entry, not the whole record (memory with 100,000 keys).
-    keys: HashMap<Uuid, Box<KeyRecord>>,
+    /// Behind pointers, so the table has little slack at any size and a resize copies 8
+    /// bytes an entry, not the whole record (memory with 100,000 keys); shared, so a crypto
+    /// call takes the record without copying it.
+    keys: HashMap<Uuid, Arc<KeyRecord>>,
     /// The material of AWS_KMS keys, unwrapped once at load or creation.
     materials: HashMap<Uuid, KeyMaterial>,
     /// The default key policy, shared by every key that has it.
@@ -225,7 +226,7 @@ impl Registry {
                 })?;
             self.materials.insert(record.key_id, material);
         }
-        self.keys.insert(record.key_id, Box::new(record));
+        self.keys.insert(record.key_id, Arc::new(record));
         Ok(())
     }
 
@@ -237,6 +238,10 @@ impl Registry {
 
     /// The key a `KeyId` names (following an alias if allowed).
     pub fn resolve(&self, key_id: &str, allow_alias: bool) -> Result<&KeyRecord, KmsError> {
+        self.resolve_shared(key_id, allow_alias).map(|r| &**r)
+    }
+
+    fn resolve_shared(&self, key_id: &str, allow_alias: bool) -> Result<&Arc<KeyRecord>, KmsError> {
         let id = match self.arns.parse(key_id, allow_alias)? {
             KeyRef::Key(id) => id,
             KeyRef::Alias(name) => {
@@ -251,7 +256,7 @@ impl Registry {
                     .target_key_id
             }
         };
-        self.keys.get(&id).map(|r| &**r).ok_or_else(|| {
+        self.keys.get(&id).ok_or_else(|| {
             KmsError::NotFound(format!("Key '{}' does not exist", self.arns.key_arn(&id)))
         })
     }
@@ -287,11 +292,15 @@ impl Registry {
 
     /// A key for a crypto operation, checked for `op`.
     pub fn usable(&self, key_id: &str, op: KeyOp) -> Result<UsableKey, KmsError> {
-        let record = self.checked(key_id, true, op)?;
+        let record = self.resolve_shared(key_id, true)?;
+        let id = record.key_id;
+        let arn = self.arns.key_arn(&id);
+        let state = self.state_of(record);
+        key_state::check(op, state, &arn, record.origin.store_id().is_some())?;
         Ok(UsableKey {
-            arn: self.arns.key_arn(&record.key_id),
-            state: self.state_of(record),
-            sealer: self.sealer(&record.key_id),
+            arn,
+            state,
+            sealer: self.sealer(&id),
             record: record.clone(),
         })
     }
