@@ -479,7 +479,7 @@ struct Round {
 
 /// Tries a request on each session in turn; the first answer wins, a refusal ends the round.
 async fn try_sessions(order: &[Session], make: &MakeRequest) -> Round {
-    let mut last = KmsError::cluster_unreachable();
+    let mut last = None;
     let mut timed_out = Vec::new();
     let mut uncertain = false;
     for session in order {
@@ -497,7 +497,7 @@ async fn try_sessions(order: &[Session], make: &MakeRequest) -> Round {
                     timed_out.push(session.hsm_id.clone());
                 }
                 uncertain = true;
-                last = hsm_error(e);
+                last = Some(hsm_error(e));
             }
             Err(e) => {
                 return Round {
@@ -509,7 +509,7 @@ async fn try_sessions(order: &[Session], make: &MakeRequest) -> Round {
         }
     }
     Round {
-        answer: Err((true, last)),
+        answer: Err((true, last.unwrap_or_else(KmsError::cluster_unreachable))),
         timed_out,
         uncertain,
     }
