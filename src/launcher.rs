@@ -24,6 +24,19 @@ use crate::supervisor::Supervisor;
 /// How long the cluster may take to serve before start-up fails.
 const READY_DEADLINE: Duration = Duration::from_secs(60);
 
+/// A password given as an option: typed from the moment clap parses it (clap wants `Clone`
+/// values; this shares the one zeroizing copy instead of making more).
+#[derive(Debug, Clone)]
+pub struct PasswordArg(pub Arc<SecretString>);
+
+impl std::str::FromStr for PasswordArg {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(Arc::new(SecretString::new(s))))
+    }
+}
+
 /// Options of the emulator; each has an `HSMKMS_*` environment variable.
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -52,7 +65,7 @@ pub struct RunArgs {
         default_value = "kmsPassword1",
         hide_env_values = true
     )]
-    pub kmsuser_password: String,
+    pub kmsuser_password: PasswordArg,
     /// Initial password of the cluster's `admin` crypto officer (7-32 characters).
     #[arg(
         long,
@@ -60,7 +73,7 @@ pub struct RunArgs {
         default_value = "adminPassword1",
         hide_env_values = true
     )]
-    pub admin_password: String,
+    pub admin_password: PasswordArg,
     /// Log format.
     #[arg(long, env = "HSMKMS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -81,8 +94,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
         region: args.region.clone(),
         account_id: args.account_id.clone(),
         hsms: args.hsms,
-        admin_password: SecretString::new(args.admin_password.clone()),
-        kmsuser_password: SecretString::new(args.kmsuser_password.clone()),
+        admin_password: args.admin_password.0.duplicate(),
+        kmsuser_password: args.kmsuser_password.0.duplicate(),
         host: "127.0.0.1".into(),
     };
     let cluster = ClusterDir::open_or_create(&args.data_dir, &spec, clock.as_ref()).await?;

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use hsmkms_common::secret::SecretString;
 use serde::{Deserialize, Serialize};
 
 use crate::service::error::KmsError;
@@ -256,7 +257,7 @@ pub struct CreateCustomKeyStoreRequest {
     pub custom_key_store_name: Option<String>,
     pub cloud_hsm_cluster_id: Option<String>,
     pub trust_anchor_certificate: Option<String>,
-    pub key_store_password: Option<String>,
+    pub key_store_password: Option<SecretString>,
     pub custom_key_store_type: Option<String>,
 }
 
@@ -280,7 +281,7 @@ pub struct DescribeCustomKeyStoresRequest {
 pub struct UpdateCustomKeyStoreRequest {
     pub custom_key_store_id: Option<String>,
     pub new_custom_key_store_name: Option<String>,
-    pub key_store_password: Option<String>,
+    pub key_store_password: Option<SecretString>,
     pub cloud_hsm_cluster_id: Option<String>,
 }
 

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use hsmkms_common::secret::SecretString;
 use serde_json::{json, Value};
 
 use super::checks::*;
@@ -33,7 +32,7 @@ pub(super) async fn handle(
     }
     let cluster_id = required(req.cloud_hsm_cluster_id, "cloudHsmClusterId")?;
     let trust_anchor = required(req.trust_anchor_certificate, "trustAnchorCertificate")?;
-    let password = SecretString::new(required(req.key_store_password, "keyStorePassword")?);
+    let password = required(req.key_store_password, "keyStorePassword")?;
     check_password(password.expose())?;
     // Names are unique: creations and renames take turns.
     let _names = fe.store_names.lock().await;

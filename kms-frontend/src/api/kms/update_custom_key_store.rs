@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use hsmkms_common::secret::SecretString;
 use serde_json::{json, Value};
 
 use super::checks::*;
@@ -44,7 +43,6 @@ pub(super) async fn handle(
         updated.name = name;
     }
     if let Some(password) = req.key_store_password {
-        let password = SecretString::new(password);
         check_password(password.expose())?;
         updated.wrapped_password = fe.registry().wrap_password(&store_id, &password);
         updated.wrapped_pending_password = None;
