@@ -81,6 +81,11 @@ pub struct RunArgs {
     /// files have the same cap.
     #[arg(long, env = "HSMKMS_AUDIT_MAX_BYTES", default_value_t = kms_frontend::audit::DEFAULT_MAX_BYTES)]
     pub audit_max_bytes: u64,
+    /// Longest a KMS or CloudHSM request may take, in seconds, before it is answered
+    /// DependencyTimeoutException (CloudHsmInternalFailureException); what it started still
+    /// finishes.
+    #[arg(long, env = "HSMKMS_REQUEST_DEADLINE", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub request_deadline: u64,
 }
 
 /// Runs the emulator until a termination signal.
@@ -207,6 +212,7 @@ async fn start_frontend(
         provisioner,
         base_clock: clock,
         audit_max_bytes: args.audit_max_bytes,
+        request_deadline: Duration::from_secs(args.request_deadline),
         entropy: std::sync::Arc::new(hsmkms_common::entropy::OsEntropy),
     })?;
     frontend.recover().await;

@@ -279,6 +279,74 @@ async fn an_hsm_that_never_answers_fails_encrypt_within_its_deadline() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_disk_meets_the_request_deadline_and_the_change_still_lands() {
+    let tmp = tempfile::tempdir().unwrap();
+    let emulator = Emulator::start_with(
+        &tmp.path().join("data"),
+        free_port(),
+        &["--request-deadline", "2"],
+    );
+    let kms = emulator.kms_without_retries();
+    let key = create_kms_key(&kms).await;
+    let id = key.key_id();
+
+    // The store's disk stops answering for 6 s: a change cannot commit, and its caller gets
+    // DependencyTimeoutException at the 2 s deadline instead of waiting on the disk.
+    emulator.post_json(
+        "/_hsmkms/faults",
+        &serde_json::json!({"action": "stall-commits", "seconds": 6}),
+    );
+    let started = Instant::now();
+    let err = kms
+        .tag_resource()
+        .key_id(id)
+        .tags(
+            aws_sdk_kms::types::Tag::builder()
+                .tag_key("landed")
+                .tag_value("late")
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    let waited = started.elapsed();
+    assert_eq!(
+        err.meta().code(),
+        Some("DependencyTimeoutException"),
+        "{err:?}"
+    );
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_secs(5),
+        "answered after {waited:?}"
+    );
+    // Crypto does not need the disk and is served meanwhile.
+    kms.encrypt()
+        .key_id(id)
+        .plaintext(Blob::new(b"x".to_vec()))
+        .send()
+        .await
+        .unwrap();
+
+    // The change that timed out was not cancelled: once the disk answers it commits and is
+    // installed, as a call that timed out on AWS may still have happened.
+    let started = Instant::now();
+    loop {
+        let tags = kms.list_resource_tags().key_id(id).send().await.unwrap();
+        if tags.tags().iter().any(|t| t.tag_key() == "landed") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the tag landed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    emulator.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_flood_on_an_hsm_port_locks_nobody_out() {
     raise_open_file_limit();
     let tmp = tempfile::tempdir().unwrap();

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use aws_sdk_kms::types::{KeyState, Tag};
+use aws_sdk_kms::types::{ConnectionStateType, KeyState, Tag};
 use kms_common::{assert_error, create_kms_key, describe, free_port, hsmkms_exe, Emulator};
 
 /// `POST /_hsmkms/faults {"action": "fail-commits", "count": n}`.
@@ -288,6 +288,77 @@ async fn a_failed_commit_changes_nothing_and_the_next_commit_works() {
         describe(&kms, &id).await.key_state(),
         Some(&KeyState::Enabled)
     );
+    emulator.stop();
+}
+
+/// `POST /_hsmkms/faults {"action": "fail-commits", "count": 1, "after": after}`.
+fn fail_commit_after(emulator: &Emulator, after: u32) {
+    let answer = emulator.post_json(
+        "/_hsmkms/faults",
+        &serde_json::json!({"action": "fail-commits", "count": 1, "after": after}),
+    );
+    assert_eq!(answer["failingAfter"], after, "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_or_disconnect_whose_last_commit_fails_still_completes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data");
+    let emulator = Emulator::start(&data_dir, free_port());
+    let kms = emulator.kms_without_retries();
+    // The first backup commits in the background after the start; out of the way first.
+    kms_common::wait_until(
+        "the cluster's first backup",
+        Duration::from_secs(30),
+        || {
+            (!emulator.get_json("/_hsmkms/backups")["backups"]
+                .as_array()
+                .unwrap()
+                .is_empty())
+            .then_some(())
+        },
+    );
+    let store = emulator.create_connected_store(&kms, "settles").await;
+    let key = kms_common::create_store_key(&kms, &store).await;
+    let blob = kms
+        .encrypt()
+        .key_id(key.key_id())
+        .plaintext(aws_sdk_kms::primitives::Blob::new(b"settled".to_vec()))
+        .send()
+        .await
+        .unwrap()
+        .ciphertext_blob
+        .unwrap();
+
+    // A disconnection whose DISCONNECTING is durable but whose end fails to commit was
+    // accepted: it answers, and the store ends DISCONNECTED without anyone asking again.
+    fail_commit_after(&emulator, 1);
+    kms.disconnect_custom_key_store()
+        .custom_key_store_id(&store)
+        .send()
+        .await
+        .expect("an accepted disconnection answers");
+    kms_common::wait_for_connection_state(&kms, &store, ConnectionStateType::Disconnected).await;
+
+    // A connection whose outcome fails to commit (the fourth commit: CONNECTING, the pending
+    // password, the rotated one, the outcome) is tried again, and the store ends CONNECTED.
+    fail_commit_after(&emulator, 3);
+    kms.connect_custom_key_store()
+        .custom_key_store_id(&store)
+        .send()
+        .await
+        .unwrap();
+    kms_common::wait_for_connection_state(&kms, &store, ConnectionStateType::Connected).await;
+    let plain = kms
+        .decrypt()
+        .ciphertext_blob(blob)
+        .send()
+        .await
+        .unwrap()
+        .plaintext
+        .unwrap();
+    assert_eq!(plain.as_ref(), b"settled");
+    assert_eq!(health(&emulator)["status"], "ok");
     emulator.stop();
 }
 

@@ -32,6 +32,9 @@ pub const STORE_FILE: &str = "kms.redb";
 pub const AUDIT_FILE: &str = "audit.jsonl";
 pub const EVENTS_FILE: &str = "events.jsonl";
 
+/// Deletions whose effects (backing-key deletes, records) run at once.
+pub const DELETION_EFFECTS_AT_ONCE: usize = 16;
+
 /// How the frontend is set up.
 #[derive(Debug, Clone)]
 pub struct FrontendOptions {
@@ -46,6 +49,8 @@ pub struct FrontendOptions {
     pub audit_max_bytes: u64,
     /// Where ids, key material, passwords and data keys come from.
     pub entropy: Arc<dyn Entropy>,
+    /// Longest one KMS or CloudHSM request may take before it is answered with a timeout.
+    pub request_deadline: std::time::Duration,
 }
 
 /// Everything the API handlers share.
@@ -62,6 +67,8 @@ pub struct Frontend {
     pub arns: Arns,
     /// Where ids, key material, passwords and data keys come from (injected, like the clock).
     pub entropy: Arc<dyn Entropy>,
+    /// Longest one KMS or CloudHSM request may take before it is answered with a timeout.
+    pub request_deadline: std::time::Duration,
     events: Audit,
     deletions: tokio::sync::Mutex<()>,
     /// The owner of each custom key store's record (see [`StoreOwner`]); one entry per store
@@ -89,6 +96,10 @@ pub struct StoreOwner {
     pub generation: u64,
     /// Keys being created in the store whose records are not durable yet.
     creating: Arc<std::sync::atomic::AtomicUsize>,
+    /// The generation of the connect attempt running in the background, until it has taken
+    /// the owner to record its outcome. A CONNECTING store with none lost its outcome to a
+    /// failed commit, and [`crate::key_stores::settle`] starts it again.
+    pub attempt: Option<u64>,
 }
 
 /// A key creation in flight in a store; counted until dropped.
@@ -179,6 +190,7 @@ impl Frontend {
             clusters,
             arns,
             entropy: options.entropy.clone(),
+            request_deadline: options.request_deadline,
             events: Audit::open(&options.dir.join(EVENTS_FILE), options.audit_max_bytes)?,
             deletions: tokio::sync::Mutex::new(()),
             owners: Mutex::new(HashMap::new()),
@@ -202,10 +214,33 @@ impl Frontend {
             let mut owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
             owners.entry(store_id.to_string()).or_default().clone()
         };
-        let guard = owner.lock_owned().await;
-        // Deleted while this caller waited.
-        self.registry().store(store_id)?;
+        let guard = owner.clone().lock_owned().await;
+        // Deleted while this caller waited: the deletion forgot the owner, and this caller
+        // may have put it back in the table; take it out again.
+        if let Err(e) = self.registry().store(store_id) {
+            let mut owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
+            if owners.get(store_id).is_some_and(|o| Arc::ptr_eq(o, &owner)) {
+                owners.remove(store_id);
+            }
+            return Err(e);
+        }
         Ok(guard)
+    }
+
+    /// The owner of a store's record if nobody holds it now (see [`Frontend::store_owner`]).
+    pub fn try_store_owner(
+        &self,
+        store_id: &str,
+    ) -> Option<tokio::sync::OwnedMutexGuard<StoreOwner>> {
+        self.registry().store(store_id).ok()?;
+        let owner = self
+            .owners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(store_id.to_string())
+            .or_default()
+            .clone();
+        owner.try_lock_owned().ok()
     }
 
     /// Forgets a deleted store's owner and its sessions' actor.
@@ -314,11 +349,15 @@ impl Frontend {
     /// (durably, with a [`DeletionTask`] in the same commit), then the task's effects: a
     /// best-effort delete of the backing key on every HSM of its cluster, the CloudTrail
     /// `DeleteKey` record and the `KMS CMK Deletion` event.
+    ///
+    /// The KMS side is committed key by key; the effects then run side by side (at most
+    /// [`DELETION_EFFECTS_AT_ONCE`]), so an HSM that does not answer costs one call's deadline
+    /// for the whole run rather than one per key.
     pub async fn run_due_deletions(&self) -> usize {
         // One run at a time: the timer and a clock advance may both ask.
         let _running = self.deletions.lock().await;
         let due = self.registry().due_for_deletion(self.now());
-        let mut done = 0;
+        let mut tasks = Vec::new();
         for id in due {
             let _held = self.locks.acquire(vec![Resource::Key(id)]).await;
             let planned = {
@@ -372,10 +411,19 @@ impl Frontend {
             }
             self.metrics.count_deletion();
             tracing::info!(key_id = %id, "KMS key deleted at the end of its waiting period");
-            self.finish_deletion(task).await;
-            done += 1;
+            tasks.push(task);
         }
+        let done = tasks.len();
+        self.finish_deletions(tasks).await;
         done
+    }
+
+    /// Runs the effects of deletions side by side, a bounded number at a time.
+    async fn finish_deletions(&self, tasks: Vec<DeletionTask>) {
+        use futures::StreamExt;
+        futures::stream::iter(tasks)
+            .for_each_concurrent(DELETION_EFFECTS_AT_ONCE, |task| self.finish_deletion(task))
+            .await;
     }
 
     /// Deletion tasks a stop interrupted, from the store.
@@ -401,10 +449,11 @@ impl Frontend {
     /// Finishes the deletions a stop interrupted between the KMS commit and their effects.
     pub async fn finish_interrupted_deletions(&self) {
         let _running = self.deletions.lock().await;
-        for task in self.pending_deletions() {
+        let tasks = self.pending_deletions();
+        for task in &tasks {
             tracing::info!(key_id = %task.key_id, "finishing a key deletion a stop interrupted");
-            self.finish_deletion(task).await;
         }
+        self.finish_deletions(tasks).await;
     }
 
     /// The effects of one deletion, then the task's removal from the store.

@@ -55,9 +55,12 @@ pub async fn transition(
 /// connect or disconnect overtook it.
 pub async fn finish_connect(fe: &Arc<Frontend>, store_id: &str, generation: u64) {
     let outcome = connect_to_cluster(fe, store_id, generation).await;
-    let Ok(owner) = fe.store_owner(store_id).await else {
+    let Ok(mut owner) = fe.store_owner(store_id).await else {
         return;
     };
+    if owner.attempt == Some(generation) {
+        owner.attempt = None;
+    }
     if owner.generation != generation {
         tracing::info!(%store_id, "a later call overtook this connection attempt");
         return;
@@ -76,8 +79,68 @@ pub async fn finish_connect(fe: &Arc<Frontend>, store_id: &str, generation: u64)
         }
         Ok(_) => fe.hsm.close(store_id, generation).await,
         Err(e) => {
+            // The store stays CONNECTING with no attempt running; `settle` starts another.
             tracing::error!(%store_id, error = %e, "cannot record the connection outcome");
             fe.hsm.close(store_id, generation).await;
+        }
+    }
+}
+
+/// Starts a connect attempt in the background, as the next generation of the store's
+/// connection (the store is CONNECTING and durable so).
+pub fn start_connect(fe: &Arc<Frontend>, owner: &mut StoreOwner, store_id: &str) {
+    owner.generation += 1;
+    let generation = owner.generation;
+    owner.attempt = Some(generation);
+    let fe = fe.clone();
+    let store_id = store_id.to_string();
+    actix::spawn(async move { finish_connect(&fe, &store_id, generation).await });
+}
+
+/// Completes a disconnection whose DISCONNECTING state is durable: the sessions close, then
+/// the store is DISCONNECTED. If that last commit fails, the store stays DISCONNECTING and
+/// `settle` completes it later.
+pub async fn complete_disconnect(fe: &Frontend, owner: &mut StoreOwner, store_id: &str) {
+    owner.generation += 1;
+    fe.hsm.close(store_id, owner.generation).await;
+    if let Err(e) = transition(fe, owner, store_id, ConnectionOp::DisconnectCompleted).await {
+        tracing::error!(%store_id, error = %e, "cannot record the disconnection; retrying");
+    }
+}
+
+/// Moves on, from the scheduler's tick, every store that a failed commit left between two
+/// states with nobody working on it: a CONNECTING store whose attempt's outcome was lost
+/// connects again, a DISCONNECTING store finishes disconnecting. A store whose owner is
+/// held is being worked on and is left alone.
+pub async fn settle(fe: &Arc<Frontend>) {
+    let unsettled: Vec<String> = fe
+        .registry()
+        .stores()
+        .filter(|s| {
+            matches!(
+                s.state,
+                ConnectionState::Connecting | ConnectionState::Disconnecting
+            )
+        })
+        .map(|s| s.id.clone())
+        .collect();
+    for store_id in unsettled {
+        let Some(mut owner) = fe.try_store_owner(&store_id) else {
+            continue;
+        };
+        let Ok(state) = fe.registry().store(&store_id).map(|s| s.state) else {
+            continue;
+        };
+        match state {
+            ConnectionState::Connecting if owner.attempt.is_none() => {
+                tracing::warn!(%store_id, "a connection's outcome was not recorded; connecting again");
+                start_connect(fe, &mut owner, &store_id);
+            }
+            ConnectionState::Disconnecting => {
+                tracing::warn!(%store_id, "finishing a disconnection whose end was not recorded");
+                complete_disconnect(fe, &mut owner, &store_id).await;
+            }
+            _ => {}
         }
     }
 }
@@ -166,6 +229,7 @@ pub async fn recover(fe: &Arc<Frontend>) {
                 }
                 owner.generation += 1;
                 let generation = owner.generation;
+                owner.attempt = Some(generation);
                 drop(owner);
                 tracing::info!(%store_id, "reconnecting a custom key store that was connected");
                 finish_connect(fe, &store_id, generation).await;

@@ -153,6 +153,10 @@ struct Shared {
     failing: Mutex<Option<String>>,
     /// Commits still to fail on purpose (fault injection).
     inject: AtomicU32,
+    /// Commits to let through before the injected failures start.
+    inject_after: AtomicU32,
+    /// Fault injection: commits wait until then, as on a disk that hangs.
+    stall_until: Mutex<Option<std::time::Instant>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -252,6 +256,8 @@ impl Store {
             db: RwLock::new(Some(db)),
             failing: Mutex::new(None),
             inject: AtomicU32::new(0),
+            inject_after: AtomicU32::new(0),
+            stall_until: Mutex::new(None),
         });
         let writer = shared.clone();
         let (committer, thread) =
@@ -296,8 +302,16 @@ impl Store {
         lock(&self.shared.failing).clone()
     }
 
-    /// Fault injection: the next `count` commits fail, as if the disk had refused them.
-    pub fn fail_next_commits(&self, count: u32) {
+    /// Fault injection: commits hang for `for_time` from now (the batch being written and
+    /// every one after it), as on a disk that stops answering for a while.
+    pub fn stall_commits(&self, for_time: std::time::Duration) {
+        *lock(&self.shared.stall_until) = Some(std::time::Instant::now() + for_time);
+    }
+
+    /// Fault injection: after `after` more commits, the next `count` fail, as if the disk had
+    /// refused them.
+    pub fn fail_next_commits(&self, count: u32, after: u32) {
+        self.shared.inject_after.store(after, Ordering::SeqCst);
         self.shared.inject.store(count, Ordering::SeqCst);
     }
 }
@@ -319,10 +333,19 @@ impl Shared {
     /// until the database is reopened; so the next batch reopens it first, and the store
     /// recovers by itself once the cause (a full disk, say) is gone.
     fn write(&self, batch: &[Vec<Write>]) -> Result<(), StoreError> {
-        let injected = self
-            .inject
+        let stalled = lock(&self.stall_until).take();
+        if let Some(until) = stalled {
+            std::thread::sleep(until.saturating_duration_since(std::time::Instant::now()));
+        }
+        let let_through = self
+            .inject_after
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok();
+        let injected = !let_through
+            && self
+                .inject
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
         let result = if injected {
             Err(StoreError::Storage(
                 "the commit failed (fault injection)".into(),

@@ -38,7 +38,9 @@ impl HsmGateway {
         }
     }
 
-    fn actor(&self, store_id: &str) -> Addr<KeyStoreActor> {
+    /// The store's actor, started if it has none: only a connect starts one, so the map holds
+    /// only stores that connected since the start and still exist.
+    fn actor_to_connect(&self, store_id: &str) -> Addr<KeyStoreActor> {
         let mut actors = self.actors.lock().unwrap_or_else(|e| e.into_inner());
         actors
             .entry(store_id.to_string())
@@ -46,14 +48,29 @@ impl HsmGateway {
             .clone()
     }
 
-    /// Stops a deleted store's actor, so the map holds only stores that exist.
+    /// The store's actor if it has one. A store without one has no sessions, so every other
+    /// call is answered as for a store with none, without starting an actor for it (a store
+    /// that was deleted meanwhile, say).
+    fn actor(&self, store_id: &str) -> Option<Addr<KeyStoreActor>> {
+        self.actors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(store_id)
+            .cloned()
+    }
+
+    /// Stops a deleted store's actor (its timers would otherwise keep it running), so the map
+    /// and the running actors are only those of stores that exist.
     pub fn forget(&self, store_id: &str) {
         let removed = self
             .actors
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(store_id);
-        drop(removed);
+        if let Some(addr) = removed {
+            // Nothing to wait for: a deleted store has no sessions left to close.
+            addr.do_send(Stop);
+        }
     }
 
     /// Logs kmsuser in on every active HSM (generation `generation` of the store's
@@ -66,7 +83,7 @@ impl HsmGateway {
         password: SecretString,
         pending: Option<SecretString>,
     ) -> Result<SecretString, ConnectionErrorCode> {
-        self.actor(store_id)
+        self.actor_to_connect(store_id)
             .send(Open {
                 generation,
                 cluster_id: cluster_id.to_string(),
@@ -85,7 +102,10 @@ impl HsmGateway {
         generation: u64,
         password: SecretString,
     ) -> Result<(), KmsError> {
-        self.actor(store_id)
+        let actor = self
+            .actor(store_id)
+            .ok_or_else(KmsError::cluster_unreachable)?;
+        actor
             .send(Rotate {
                 generation,
                 password,
@@ -97,11 +117,12 @@ impl HsmGateway {
 
     /// Logs out every session opened at or before `generation`.
     pub async fn close(&self, store_id: &str, generation: u64) {
-        let _ = self
-            .actor(store_id)
-            .send(Close { generation })
-            .timeout(OPEN_DEADLINE)
-            .await;
+        if let Some(actor) = self.actor(store_id) {
+            let _ = actor
+                .send(Close { generation })
+                .timeout(OPEN_DEADLINE)
+                .await;
+        }
     }
 
     /// Runs a request on one of the store's HSMs; also answers whether an earlier attempt may
@@ -111,12 +132,10 @@ impl HsmGateway {
         store_id: &str,
         make: impl Fn() -> Request + Send + 'static,
     ) -> (Result<(String, Response), KmsError>, bool) {
-        match self
-            .actor(store_id)
-            .send(Run(Box::new(make)))
-            .timeout(RUN_DEADLINE)
-            .await
-        {
+        let Some(actor) = self.actor(store_id) else {
+            return (Err(KmsError::cluster_unreachable()), false);
+        };
+        match actor.send(Run(Box::new(make))).timeout(RUN_DEADLINE).await {
             Ok(outcome) => outcome,
             // Gave up waiting: what was sent may still run.
             Err(e) => (Err(mailbox(e)), true),
@@ -248,12 +267,14 @@ impl HsmGateway {
             .cluster(cluster_id)
             .map(|c| c.hsms.iter().map(|h| h.hsm_id.clone()).collect())
             .unwrap_or_default();
-        let connected = self
-            .actor(store_id)
-            .send(SessionHsms)
-            .timeout(ACTOR_MARGIN)
-            .await
-            .unwrap_or_default();
+        let connected = match self.actor(store_id) {
+            Some(actor) => actor
+                .send(SessionHsms)
+                .timeout(ACTOR_MARGIN)
+                .await
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
         if connected.is_empty() {
             return all_hsms.into_iter().map(|h| (h, false)).collect();
         }

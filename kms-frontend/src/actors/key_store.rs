@@ -104,6 +104,11 @@ impl std::fmt::Debug for Run {
     }
 }
 
+/// Stops the actor: its store was deleted.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(super) struct Stop;
+
 /// Which HSMs the store has sessions on.
 #[derive(Debug, Message)]
 #[rtype(result = "Vec<String>")]
@@ -457,6 +462,14 @@ impl Handler<Close> for KeyStoreActor {
         self.login = None;
         self.suspect.clear();
         AtomicResponse::new(Box::pin(logout_all(sessions).into_actor(self)))
+    }
+}
+
+impl Handler<Stop> for KeyStoreActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+        ctx.stop();
     }
 }
 

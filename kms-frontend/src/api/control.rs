@@ -183,11 +183,19 @@ struct Fault {
     /// stays ACTIVE and connected but answers nothing, as under SIGSTOP), `resume` (it runs
     /// again and answers what it held, refusing what is past its deadline), or
     /// `fail-commits` (the frontend's next `count` commits fail, as on a disk that refuses
-    /// writes), or `crash-after-deletion-commit` (the process dies right after the next key
+    /// writes), `stall-commits` (they hang for `seconds`), or `crash-after-deletion-commit` (the process dies right after the next key
     /// deletion is durable, before the HSMs hear of it).
     action: String,
     count: Option<u32>,
+    /// `fail-commits` only: how many commits succeed before the failures start (default 0).
+    after: Option<u32>,
+    /// `stall-commits`: how long the frontend's commits hang, as on a disk that stops
+    /// answering.
+    seconds: Option<u64>,
 }
+
+/// Longest one `stall-commits` may hang the store.
+const MAX_COMMIT_STALL_SECONDS: u64 = 600;
 
 /// Most commits one `fail-commits` may fail.
 const MAX_INJECTED_COMMIT_FAILURES: u32 = 1_000;
@@ -219,19 +227,32 @@ async fn fault(fe: web::Data<Arc<Frontend>>, payload: web::Payload) -> HttpRespo
                 .store(true, std::sync::atomic::Ordering::SeqCst);
             return HttpResponse::Ok().json(json!({"crashAfterDeletionCommit": true}));
         }
-        "fail-commits" => {
-            let count = fault.count.unwrap_or(1);
-            if count > MAX_INJECTED_COMMIT_FAILURES {
+        "stall-commits" => {
+            let seconds = fault.seconds.unwrap_or(0);
+            if seconds == 0 || seconds > MAX_COMMIT_STALL_SECONDS {
                 return bad(format!(
-                    "count must be at most {MAX_INJECTED_COMMIT_FAILURES}."
+                    "stall-commits needs seconds, from 1 to {MAX_COMMIT_STALL_SECONDS}."
                 ));
             }
-            fe.store.fail_next_commits(count);
-            return HttpResponse::Ok().json(json!({"failingCommits": count}));
+            fe.store
+                .stall_commits(std::time::Duration::from_secs(seconds));
+            return HttpResponse::Ok().json(json!({"stalledCommitsSeconds": seconds}));
+        }
+        "fail-commits" => {
+            let count = fault.count.unwrap_or(1);
+            let after = fault.after.unwrap_or(0);
+            if count > MAX_INJECTED_COMMIT_FAILURES || after > MAX_INJECTED_COMMIT_FAILURES {
+                return bad(format!(
+                    "count and after must be at most {MAX_INJECTED_COMMIT_FAILURES}."
+                ));
+            }
+            fe.store.fail_next_commits(count, after);
+            return HttpResponse::Ok()
+                .json(json!({"failingCommits": count, "failingAfter": after}));
         }
         other => {
             return bad(format!(
-                "Unknown action {other:?}: use stop, start, stall, resume, fail-commits or crash-after-deletion-commit."
+                "Unknown action {other:?}: use stop, start, stall, resume, fail-commits, stall-commits or crash-after-deletion-commit."
             ))
         }
     };

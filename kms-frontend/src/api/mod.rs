@@ -147,7 +147,7 @@ async fn aws_json(
             let region = signed_region(&req).unwrap_or_else(|| frontend.arns.region.clone());
             let answer = match parse::<Value>(&body) {
                 Ok(input) if input.is_object() => {
-                    cloudhsm::call(&frontend, op, input, &region).await
+                    cloudhsm_within_deadline(&frontend, op, input, region).await
                 }
                 _ => Err(CloudHsmError::InvalidRequest(
                     "The request body is not a JSON object.".into(),
@@ -171,6 +171,30 @@ async fn aws_json(
             .insert_header(("x-amzn-RequestId", request_id))
             .json(value),
         Err(e) => error_response(&e, &request_id),
+    }
+}
+
+/// Runs a CloudHSMv2 operation within the request deadline, as a task of its own that the
+/// deadline does not cancel (see `kms::within_deadline`): past it the client gets
+/// CloudHsmInternalFailureException, and what the operation started still finishes.
+async fn cloudhsm_within_deadline(
+    fe: &Arc<Frontend>,
+    op: &str,
+    input: Value,
+    region: String,
+) -> Result<Value, CloudHsmError> {
+    let deadline = fe.request_deadline;
+    let (task_fe, op) = (fe.clone(), op.to_string());
+    let task = actix::spawn(async move { cloudhsm::call(&task_fe, &op, input, &region).await });
+    match tokio::time::timeout(deadline, task).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(_)) => Err(CloudHsmError::InternalFailure(
+            "The request could not be completed.".into(),
+        )),
+        Err(_) => Err(CloudHsmError::InternalFailure(format!(
+            "The request did not complete within {} seconds; it may still take effect.",
+            deadline.as_secs()
+        ))),
     }
 }
 
@@ -200,7 +224,7 @@ async fn rpc_v2_cbor(
             ))),
             Ok(input) => {
                 let region = signed_region(&req).unwrap_or_else(|| frontend.arns.region.clone());
-                cloudhsm::call(&frontend, &op, input, &region).await
+                cloudhsm_within_deadline(&frontend, &op, input, region).await
             }
         },
     };

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use crate::api::types::*;
 use crate::frontend::Frontend;
-use crate::key_stores::{finish_connect, transition};
+use crate::key_stores::{start_connect, transition};
 use crate::service::connection_state::{ConnectionOp, ConnectionState};
 use crate::service::error::KmsError;
 
@@ -21,11 +21,7 @@ pub(super) async fn handle(
     transition(fe, &owner, &store_id, ConnectionOp::Connect).await?;
     if before == ConnectionState::Disconnected {
         // Connecting takes a while on AWS; the call returns at once and the store moves on.
-        owner.generation += 1;
-        let generation = owner.generation;
-        drop(owner);
-        let fe = fe.clone();
-        actix::spawn(async move { finish_connect(&fe, &store_id, generation).await });
+        start_connect(fe, &mut owner, &store_id);
     }
     Ok(json!({}))
 }

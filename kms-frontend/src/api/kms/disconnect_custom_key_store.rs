@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use crate::api::types::*;
 use crate::frontend::Frontend;
-use crate::key_stores::transition;
+use crate::key_stores::{complete_disconnect, transition};
 use crate::service::connection_state::ConnectionOp;
 use crate::service::error::KmsError;
 
@@ -16,9 +16,9 @@ pub(super) async fn handle(
 ) -> Result<Value, KmsError> {
     let store_id = required(req.custom_key_store_id, "customKeyStoreId")?;
     let mut owner = fe.store_owner(&store_id).await?;
+    // Once DISCONNECTING is durable the disconnection is accepted and will complete, as on
+    // AWS, where the store shows DISCONNECTING until it has.
     transition(fe, &owner, &store_id, ConnectionOp::Disconnect).await?;
-    owner.generation += 1;
-    fe.hsm.close(&store_id, owner.generation).await;
-    transition(fe, &owner, &store_id, ConnectionOp::DisconnectCompleted).await?;
+    complete_disconnect(fe, &mut owner, &store_id).await;
     Ok(json!({}))
 }

@@ -95,7 +95,7 @@ pub async fn call(
 ) -> Result<Value, KmsError> {
     let served = OPERATIONS.contains(&op);
     frontend.metrics.count_request(op);
-    let result = dispatch(frontend, op, body).await;
+    let result = within_deadline(frontend, op, body).await;
     if let Err(e) = &result {
         frontend.metrics.count_error(e.type_name());
         if key_state::counts_as_pending_deletion_error(e) {
@@ -172,6 +172,49 @@ fn additional_event_data(
             Some(data)
         }
         KeyOrigin::AwsKms { .. } => None,
+    }
+}
+
+/// Operations that change nothing (reads, and crypto, the hot path): cancelling one at any
+/// await leaves nothing half done. Every other operation may commit a change and then install
+/// it, and must not be cancelled in between.
+const CHANGE_NOTHING: [&str; 14] = [
+    "DescribeKey",
+    "ListKeys",
+    "GetKeyPolicy",
+    "ListKeyPolicies",
+    "GetKeyRotationStatus",
+    "Encrypt",
+    "Decrypt",
+    "ReEncrypt",
+    "GenerateDataKey",
+    "GenerateDataKeyWithoutPlaintext",
+    "GenerateRandom",
+    "ListAliases",
+    "ListResourceTags",
+    "DescribeCustomKeyStores",
+];
+
+/// Runs the operation within the frontend's request deadline; past it the client gets
+/// DependencyTimeoutException. An operation that may change state runs as a task of its own,
+/// which the deadline does not cancel: a change that was committed is always installed (and
+/// its effects run), whether or not its caller still waits, as on AWS, where a call that timed
+/// out may still have happened. The others are simply dropped at the deadline.
+async fn within_deadline(fe: &Arc<Frontend>, op: &str, body: &[u8]) -> Result<Value, KmsError> {
+    let deadline = fe.request_deadline;
+    if CHANGE_NOTHING.contains(&op) {
+        return tokio::time::timeout(deadline, dispatch(fe, op, body))
+            .await
+            .unwrap_or_else(|_| Err(KmsError::dependency_timeout()));
+    }
+    let (task_fe, op, body) = (fe.clone(), op.to_string(), body.to_vec());
+    let task = actix::spawn(async move { dispatch(&task_fe, &op, &body).await });
+    match tokio::time::timeout(deadline, task).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(_)) => Err(KmsError::KmsInternal(
+            "The request could not be completed.".into(),
+        )),
+        Err(_) => Err(KmsError::dependency_timeout()),
     }
 }
 
