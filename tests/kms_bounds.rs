@@ -290,23 +290,17 @@ async fn a_hung_disk_meets_the_request_deadline_and_the_change_still_lands() {
     let key = create_kms_key(&kms).await;
     let id = key.key_id();
 
-    // The store's disk stops answering for 6 s: a change cannot commit, and its caller gets
+    // The store's disk stops answering for 8 s: a change cannot commit, and its caller gets
     // DependencyTimeoutException at the 2 s deadline instead of waiting on the disk.
     emulator.post_json(
         "/_hsmkms/faults",
-        &serde_json::json!({"action": "stall-commits", "seconds": 6}),
+        &serde_json::json!({"action": "stall-commits", "seconds": 8}),
     );
     let started = Instant::now();
     let err = kms
-        .tag_resource()
+        .update_key_description()
         .key_id(id)
-        .tags(
-            aws_sdk_kms::types::Tag::builder()
-                .tag_key("landed")
-                .tag_value("late")
-                .build()
-                .unwrap(),
-        )
+        .description("landed late")
         .send()
         .await
         .unwrap_err()
@@ -321,6 +315,23 @@ async fn a_hung_disk_meets_the_request_deadline_and_the_change_still_lands() {
         waited >= Duration::from_secs(2) && waited < Duration::from_secs(5),
         "answered after {waited:?}"
     );
+    // An operation whose errors in KMS's model have no DependencyTimeoutException answers
+    // KMSInternalException instead.
+    let err = kms
+        .tag_resource()
+        .key_id(id)
+        .tags(
+            aws_sdk_kms::types::Tag::builder()
+                .tag_key("landed")
+                .tag_value("late")
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert_eq!(err.meta().code(), Some("KMSInternalException"), "{err:?}");
     // Crypto does not need the disk and is served meanwhile.
     kms.encrypt()
         .key_id(id)
@@ -329,17 +340,20 @@ async fn a_hung_disk_meets_the_request_deadline_and_the_change_still_lands() {
         .await
         .unwrap();
 
-    // The change that timed out was not cancelled: once the disk answers it commits and is
-    // installed, as a call that timed out on AWS may still have happened.
+    // The changes that timed out were not cancelled: once the disk answers they commit and
+    // are installed, as a call that timed out on AWS may still have happened.
     let started = Instant::now();
     loop {
+        let described = kms_common::describe(&kms, id).await;
         let tags = kms.list_resource_tags().key_id(id).send().await.unwrap();
-        if tags.tags().iter().any(|t| t.tag_key() == "landed") {
+        if described.description() == Some("landed late")
+            && tags.tags().iter().any(|t| t.tag_key() == "landed")
+        {
             break;
         }
         assert!(
             started.elapsed() < Duration::from_secs(20),
-            "the tag landed"
+            "the changes landed"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

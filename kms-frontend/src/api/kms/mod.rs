@@ -195,8 +195,39 @@ const CHANGE_NOTHING: [&str; 14] = [
     "DescribeCustomKeyStores",
 ];
 
+/// Operations whose errors in KMS's model do not include DependencyTimeoutException: past the
+/// deadline they answer KMSInternalException, which theirs do.
+const NO_DEPENDENCY_TIMEOUT: [&str; 14] = [
+    "ConnectCustomKeyStore",
+    "CreateCustomKeyStore",
+    "DeleteCustomKeyStore",
+    "DescribeCustomKeyStores",
+    "DisconnectCustomKeyStore",
+    "GenerateMac",
+    "ListKeyRotations",
+    "ListResourceTags",
+    "ReplicateKey",
+    "TagResource",
+    "UntagResource",
+    "UpdateCustomKeyStore",
+    "UpdatePrimaryRegion",
+    "VerifyMac",
+];
+
+/// The answer to a call past the request deadline.
+fn past_deadline(op: &str, deadline: std::time::Duration) -> KmsError {
+    if NO_DEPENDENCY_TIMEOUT.contains(&op) {
+        KmsError::KmsInternal(format!(
+            "The request did not complete within {} seconds; it may still take effect.",
+            deadline.as_secs()
+        ))
+    } else {
+        KmsError::dependency_timeout()
+    }
+}
+
 /// Runs the operation within the frontend's request deadline; past it the client gets
-/// DependencyTimeoutException. An operation that may change state runs as a task of its own,
+/// DependencyTimeoutException (KMSInternalException where the model has no such error). An operation that may change state runs as a task of its own,
 /// which the deadline does not cancel: a change that was committed is always installed (and
 /// its effects run), whether or not its caller still waits, as on AWS, where a call that timed
 /// out may still have happened. The others are simply dropped at the deadline.
@@ -205,16 +236,16 @@ async fn within_deadline(fe: &Arc<Frontend>, op: &str, body: &[u8]) -> Result<Va
     if CHANGE_NOTHING.contains(&op) {
         return tokio::time::timeout(deadline, dispatch(fe, op, body))
             .await
-            .unwrap_or_else(|_| Err(KmsError::dependency_timeout()));
+            .unwrap_or_else(|_| Err(past_deadline(op, deadline)));
     }
-    let (task_fe, op, body) = (fe.clone(), op.to_string(), body.to_vec());
-    let task = actix::spawn(async move { dispatch(&task_fe, &op, &body).await });
+    let (task_fe, task_op, body) = (fe.clone(), op.to_string(), body.to_vec());
+    let task = actix::spawn(async move { dispatch(&task_fe, &task_op, &body).await });
     match tokio::time::timeout(deadline, task).await {
         Ok(Ok(answer)) => answer,
         Ok(Err(_)) => Err(KmsError::KmsInternal(
             "The request could not be completed.".into(),
         )),
-        Err(_) => Err(KmsError::dependency_timeout()),
+        Err(_) => Err(past_deadline(op, deadline)),
     }
 }
 
