@@ -52,7 +52,8 @@ async fn encrypt(kms: &aws_sdk_kms::Client, key_id: &str, plaintext: &[u8]) -> B
 /// The first calls after `Ready.`: the store is CONNECTED and every blob decrypts at once,
 /// with no retry.
 async fn first_calls_work(emulator: &Emulator, store: &str, blobs: &[(Blob, &[u8])], when: &str) {
-    let kms = emulator.kms();
+    // No SDK retry: the first attempt itself must work.
+    let kms = emulator.kms_without_retries();
     let described = describe_store(&kms, store).await;
     assert_eq!(
         described.connection_state(),
