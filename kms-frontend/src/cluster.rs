@@ -128,7 +128,9 @@ pub trait Provisioner: Send + Sync + std::fmt::Debug {
     fn delete_cluster(&self, cluster_id: &str) -> Result<(), String>;
 
     /// Provisions and starts a new HSM from `image` (the latest backup, or none for the first
-    /// HSM of a new cluster), and returns once it has caught up with its peers.
+    /// HSM of a new cluster), and returns once it has caught up with its peers. An HSM already
+    /// provisioned (a create that a stop interrupted) is only started and waited for, so the
+    /// service can finish an interrupted create by asking again. On failure the HSM is gone.
     fn create_hsm(
         &self,
         cluster_id: &str,
@@ -137,7 +139,8 @@ pub trait Provisioner: Send + Sync + std::fmt::Debug {
         image: Option<&[u8]>,
     ) -> Result<(), String>;
 
-    /// Stops an HSM, removes it from the cluster's membership and deletes its files.
+    /// Stops an HSM, removes it from the cluster's membership and deletes its files; an HSM
+    /// that is already gone is fine, so an interrupted delete finishes by asking again.
     fn delete_hsm(&self, cluster_id: &str, hsm_id: &str) -> Result<(), String>;
 
     /// Takes a backup from a running HSM of the cluster.
@@ -155,6 +158,12 @@ pub trait Provisioner: Send + Sync + std::fmt::Debug {
     /// DEGRADED and unreachable, as a failed HSM is.
     fn set_hsm_running(&self, hsm_id: &str, running: bool) -> Result<(), String> {
         let _ = (hsm_id, running);
+        Err("this emulator does not support fault injection".into())
+    }
+
+    /// Fault injection: the process dies during the next HSM deletion, once the HSM's peers
+    /// have forgotten it and before the cluster's files say it is gone.
+    fn crash_during_next_hsm_delete(&self) -> Result<(), String> {
         Err("this emulator does not support fault injection".into())
     }
 

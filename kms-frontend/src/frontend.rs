@@ -217,9 +217,12 @@ impl Frontend {
         self.hsm.forget(store_id);
     }
 
-    /// Rebuilds, before the emulator serves, what must be running: custom key stores that were
-    /// connected connect again, then backing-key deletions that a stop interrupted finish.
+    /// Rebuilds, before the emulator serves, what must be running: HSMs and clusters being
+    /// created or deleted finish (so stores connect to the HSMs the cluster really has), custom
+    /// key stores that were connected connect again, then backing-key deletions that a stop
+    /// interrupted finish.
     pub async fn recover(self: &Arc<Self>) {
+        self.clusters.recover().await;
         crate::key_stores::recover(self).await;
         self.finish_interrupted_deletions().await;
     }

@@ -184,7 +184,10 @@ struct Fault {
     /// again and answers what it held, refusing what is past its deadline), or
     /// `fail-commits` (the frontend's next `count` commits fail, as on a disk that refuses
     /// writes), or `crash-after-deletion-commit` (the process dies right after the next key
-    /// deletion is durable, before the HSMs hear of it).
+    /// deletion is durable, before the HSMs hear of it), or `crash-during-hsm-create` (the
+    /// process dies once the next new HSM serves, before it is recorded ACTIVE), or
+    /// `crash-during-hsm-delete` (the process dies once the next deleted HSM's peers have
+    /// forgotten it, before its removal is recorded).
     action: String,
     count: Option<u32>,
 }
@@ -219,6 +222,18 @@ async fn fault(fe: web::Data<Arc<Frontend>>, payload: web::Payload) -> HttpRespo
                 .store(true, std::sync::atomic::Ordering::SeqCst);
             return HttpResponse::Ok().json(json!({"crashAfterDeletionCommit": true}));
         }
+        "crash-during-hsm-create" => {
+            fe.clusters
+                .crash_during_hsm_create
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            return HttpResponse::Ok().json(json!({"crashDuringHsmCreate": true}));
+        }
+        "crash-during-hsm-delete" => {
+            return match fe.clusters.crash_during_next_hsm_delete() {
+                Ok(()) => HttpResponse::Ok().json(json!({"crashDuringHsmDelete": true})),
+                Err(message) => bad(message),
+            };
+        }
         "fail-commits" => {
             let count = fault.count.unwrap_or(1);
             if count > MAX_INJECTED_COMMIT_FAILURES {
@@ -231,7 +246,7 @@ async fn fault(fe: web::Data<Arc<Frontend>>, payload: web::Payload) -> HttpRespo
         }
         other => {
             return bad(format!(
-                "Unknown action {other:?}: use stop, start, stall, resume, fail-commits or crash-after-deletion-commit."
+                "Unknown action {other:?}: use stop, start, stall, resume, fail-commits, crash-after-deletion-commit, crash-during-hsm-create or crash-during-hsm-delete."
             ))
         }
     };

@@ -1,0 +1,255 @@
+//! The CloudHSM service keeps what it is doing on disk and finishes it on the next start: an HSM
+//! whose create or delete a crash interrupted ends ACTIVE (with what its cluster needed from it:
+//! the CSR, the backup) or gone. Concurrent changes to one HSM have one winner.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod kms_common;
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_cloudhsmv2::types::ClusterState;
+use aws_sdk_kms::primitives::Blob;
+use futures::future::join_all;
+use kms_common::{
+    assert_error, backups, create_store_key, describe_cluster, free_port, wait_for_active_hsms,
+    wait_until_async, Emulator,
+};
+
+/// Waits until the emulator's process has died (a fault injection made it abort): its port
+/// refuses connections. Then reaps it.
+fn wait_for_death(emulator: Emulator) {
+    let started = Instant::now();
+    let address = format!("127.0.0.1:{}", emulator.port);
+    while std::net::TcpStream::connect_timeout(
+        &address.parse().unwrap(),
+        Duration::from_millis(200),
+    )
+    .is_ok()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the emulator died at its crash point"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    emulator.crash();
+}
+
+async fn create_cluster(hsm: &aws_sdk_cloudhsmv2::Client, subnet: u32) -> String {
+    hsm.create_cluster()
+        .hsm_type("hsm1.medium")
+        .subnet_ids(format!("subnet-{subnet:017x}"))
+        .subnet_ids(format!("subnet-{:017x}", subnet + 1))
+        .send()
+        .await
+        .unwrap()
+        .cluster()
+        .unwrap()
+        .cluster_id()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hsm_creates_interrupted_by_a_crash_finish_on_the_next_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data");
+    let port = free_port();
+    let emulator = Emulator::start(&data_dir, port);
+    let hsm = emulator.cloudhsm();
+
+    // A new cluster's first HSM whose record fails to commit three times: the service tries
+    // again, and the cluster offers its CSR without a restart.
+    let retried = create_cluster(&hsm, 0xc00).await;
+    hsm.create_hsm()
+        .cluster_id(&retried)
+        .availability_zone("us-east-1a")
+        .send()
+        .await
+        .unwrap();
+    emulator.post_json(
+        "/_hsmkms/faults",
+        &serde_json::json!({"action": "fail-commits", "count": 3}),
+    );
+    wait_for_active_hsms(&hsm, &retried, 1).await;
+    let described = describe_cluster(&hsm, &retried).await;
+    assert!(
+        described
+            .certificates()
+            .and_then(|c| c.cluster_csr())
+            .is_some(),
+        "the cluster offers its CSR: {described:?}"
+    );
+
+    // A new cluster's first HSM: the process dies once it serves, before it is recorded.
+    let fresh = create_cluster(&hsm, 0xf00).await;
+    emulator.post_json(
+        "/_hsmkms/faults",
+        &serde_json::json!({"action": "crash-during-hsm-create"}),
+    );
+    hsm.create_hsm()
+        .cluster_id(&fresh)
+        .availability_zone("us-east-1a")
+        .send()
+        .await
+        .unwrap();
+    wait_for_death(emulator);
+
+    // After the restart the HSM is ACTIVE and the cluster offers its CSR: not stuck.
+    let emulator = Emulator::start(&data_dir, port);
+    let hsm = emulator.cloudhsm();
+    wait_for_active_hsms(&hsm, &fresh, 1).await;
+    let described = describe_cluster(&hsm, &fresh).await;
+    assert_eq!(described.state(), Some(&ClusterState::Uninitialized));
+    assert!(
+        described
+            .certificates()
+            .and_then(|c| c.cluster_csr())
+            .is_some_and(|csr| csr.contains("CERTIFICATE REQUEST")),
+        "the cluster offers its CSR: {described:?}"
+    );
+
+    // An HSM added to the ACTIVE cluster: the backup that follows it happens after the restart.
+    let cluster = emulator.cluster_id();
+    wait_until_async("the launcher's cluster has a backup", || async {
+        (!backups(&hsm).await.is_empty()).then_some(())
+    })
+    .await;
+    let before = backups(&hsm).await.len();
+    emulator.post_json(
+        "/_hsmkms/faults",
+        &serde_json::json!({"action": "crash-during-hsm-create"}),
+    );
+    hsm.create_hsm()
+        .cluster_id(&cluster)
+        .availability_zone("us-east-1c")
+        .send()
+        .await
+        .unwrap();
+    wait_for_death(emulator);
+    let emulator = Emulator::start(&data_dir, port);
+    let hsm = emulator.cloudhsm();
+    wait_for_active_hsms(&hsm, &cluster, 3).await;
+    wait_until_async("a backup follows the added HSM", || async {
+        (backups(&hsm).await.len() > before).then_some(())
+    })
+    .await;
+    emulator.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hsm_delete_interrupted_after_its_peers_forgot_it_finishes_on_the_next_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data");
+    let port = free_port();
+    let emulator = Emulator::start(&data_dir, port);
+    let kms = emulator.kms();
+    let hsm = emulator.cloudhsm();
+    let cluster = emulator.cluster_id();
+
+    // A connected store with a key, so the rest of the cluster can show it still serves.
+    let store = emulator.create_connected_store(&kms, "delete-crash").await;
+    let key = create_store_key(&kms, &store).await;
+    let blob = kms
+        .encrypt()
+        .key_id(key.key_id())
+        .plaintext(Blob::new(b"before".to_vec()))
+        .send()
+        .await
+        .unwrap()
+        .ciphertext_blob()
+        .unwrap()
+        .clone();
+
+    // DeleteHsm; the process dies once the other HSM has forgotten this one.
+    let doomed = emulator.hsm_ids()[1].clone();
+    emulator.post_json(
+        "/_hsmkms/faults",
+        &serde_json::json!({"action": "crash-during-hsm-delete"}),
+    );
+    hsm.delete_hsm()
+        .cluster_id(&cluster)
+        .hsm_id(&doomed)
+        .send()
+        .await
+        .unwrap();
+    wait_for_death(emulator);
+
+    // After the restart the HSM is gone, the other is ACTIVE and serves the store's key.
+    let emulator = Emulator::start(&data_dir, port);
+    let hsm = emulator.cloudhsm();
+    let kms = emulator.kms();
+    let left = wait_for_active_hsms(&hsm, &cluster, 1).await;
+    assert_ne!(left[0].hsm_id(), doomed.as_str());
+    assert!(!emulator.hsm_ids().contains(&doomed));
+    let decrypted = kms.decrypt().ciphertext_blob(blob).send().await.unwrap();
+    assert_eq!(decrypted.plaintext().unwrap().as_ref(), b"before");
+    kms.encrypt()
+        .key_id(key.key_id())
+        .plaintext(Blob::new(b"after".to_vec()))
+        .send()
+        .await
+        .unwrap();
+    emulator.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_hsm_changes_have_one_winner() {
+    let tmp = tempfile::tempdir().unwrap();
+    let emulator = Emulator::start(&tmp.path().join("data"), free_port());
+    let hsm = emulator.cloudhsm();
+
+    // Six CreateHsm at once in an UNINITIALIZED cluster: exactly one HSM.
+    let fresh = create_cluster(&hsm, 0xa00).await;
+    let creates = (0..6).map(|_| {
+        let hsm = hsm.clone();
+        let fresh = fresh.clone();
+        async move {
+            hsm.create_hsm()
+                .cluster_id(fresh)
+                .availability_zone("us-east-1a")
+                .send()
+                .await
+        }
+    });
+    let answers = join_all(creates).await;
+    let won = answers.iter().filter(|a| a.is_ok()).count();
+    assert_eq!(won, 1, "{answers:?}");
+    for err in answers.iter().filter_map(|a| a.as_ref().err()) {
+        assert_error(err, "CloudHsmInvalidRequestException", None);
+    }
+    wait_for_active_hsms(&hsm, &fresh, 1).await;
+
+    // Eight DeleteHsm of one HSM at once: exactly one is accepted.
+    let cluster = emulator.cluster_id();
+    let doomed = emulator.hsm_ids()[0].clone();
+    let deletes = (0..8).map(|_| {
+        let hsm = hsm.clone();
+        let (cluster, doomed) = (cluster.clone(), doomed.clone());
+        async move {
+            hsm.delete_hsm()
+                .cluster_id(cluster)
+                .hsm_id(doomed)
+                .send()
+                .await
+        }
+    });
+    let answers = join_all(deletes).await;
+    let won = answers.iter().filter(|a| a.is_ok()).count();
+    assert_eq!(won, 1, "{answers:?}");
+    for err in answers.iter().filter_map(|a| a.as_ref().err()) {
+        // Refused while it is DELETE_IN_PROGRESS, or not found once it is gone.
+        let code = aws_sdk_cloudhsmv2::error::ProvideErrorMetadata::code(err);
+        assert!(
+            matches!(
+                code,
+                Some("CloudHsmInvalidRequestException" | "CloudHsmResourceNotFoundException")
+            ),
+            "{err:?}"
+        );
+    }
+    let left = wait_for_active_hsms(&hsm, &cluster, 1).await;
+    assert_ne!(left[0].hsm_id(), doomed.as_str());
+    emulator.stop();
+}
