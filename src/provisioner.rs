@@ -91,6 +91,9 @@ pub struct LauncherProvisioner {
     crash_during_hsm_delete: AtomicBool,
 }
 
+/// Where clusters without a record are set aside (see [`Provisioner::discard_cluster`]).
+pub const UNRECORDED_DIR: &str = "clusters-unrecorded";
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -437,6 +440,15 @@ impl LauncherProvisioner {
             .ok_or_else(|| anyhow!("no cluster {cluster_id}"))?;
         kept.dir.remove_hsm(hsm_id)
     }
+
+    /// Stops a cluster's HSMs and takes it out of the provisioner's clusters.
+    fn take_out(&self, cluster_id: &str) -> Option<Kept> {
+        let kept = lock(&self.clusters).remove(cluster_id)?;
+        for hsm in kept.dir.info.hsms.iter().filter(|h| !h.external) {
+            self.stop_node(&hsm.hsm_id);
+        }
+        Some(kept)
+    }
 }
 
 /// Waits until the node at `address` holds every object of `baseline` at least at its version.
@@ -497,6 +509,7 @@ impl Provisioner for LauncherProvisioner {
                         running: !h.leaving && (h.external || self.running(&h.hsm_id)),
                     })
                     .collect(),
+                launcher_made: k.dir.root == self.data_dir,
             })
             .collect()
     }
@@ -542,9 +555,10 @@ impl Provisioner for LauncherProvisioner {
     fn delete_cluster(&self, cluster_id: &str) -> Result<(), String> {
         let _one_at_a_time = lock(&self.changes);
         let mut clusters = lock(&self.clusters);
-        let kept = clusters
-            .get_mut(cluster_id)
-            .ok_or_else(|| format!("no cluster {cluster_id}"))?;
+        // Nothing of it here (set aside, or never made): nothing to delete.
+        let Some(kept) = clusters.get_mut(cluster_id) else {
+            return Ok(());
+        };
         if !kept.dir.info.hsms.is_empty() {
             return Err(format!("cluster {cluster_id} still has HSMs"));
         }
@@ -557,6 +571,32 @@ impl Provisioner for LauncherProvisioner {
         if hsms.exists() {
             let _ = std::fs::remove_dir_all(hsms);
         }
+        Ok(())
+    }
+
+    fn discard_cluster(&self, cluster_id: &str) -> Result<(), String> {
+        let _one_at_a_time = lock(&self.changes);
+        let root = self.data_dir.join(CLUSTERS_DIR).join(cluster_id);
+        if lock(&self.clusters)
+            .get(cluster_id)
+            .is_some_and(|k| k.dir.root == self.data_dir)
+        {
+            return Err("the launcher's own cluster is never set aside".into());
+        }
+        self.take_out(cluster_id);
+        if !root.exists() {
+            return Ok(());
+        }
+        // Set aside, not deleted: if kms.redb was replaced by an older copy, the cluster is
+        // still there to recover by hand.
+        let aside = self
+            .data_dir
+            .join(UNRECORDED_DIR)
+            .join(format!("{cluster_id}-{}", self.clock.now_millis()));
+        std::fs::create_dir_all(self.data_dir.join(UNRECORDED_DIR))
+            .and_then(|()| std::fs::rename(&root, &aside))
+            .map_err(|e| format!("moving {} to {}: {e}", root.display(), aside.display()))?;
+        tracing::warn!(%cluster_id, path = %aside.display(), "a cluster without a record is set aside");
         Ok(())
     }
 

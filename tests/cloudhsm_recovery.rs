@@ -1,6 +1,7 @@
 //! The CloudHSM service keeps what it is doing on disk and finishes it on the next start: an HSM
 //! whose create or delete a crash interrupted ends ACTIVE (with what its cluster needed from it:
-//! the CSR, the backup) or gone. Concurrent changes to one HSM have one winner.
+//! the CSR, the backup) or gone; a CreateCluster that failed never comes back as a cluster.
+//! Concurrent changes to one HSM or cluster have one winner.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -36,6 +37,17 @@ fn wait_for_death(emulator: Emulator) {
     emulator.crash();
 }
 
+/// A CloudHSMv2 client that does not retry, so a 500 reaches the test as it was answered.
+fn cloudhsm_without_retries(emulator: &Emulator) -> aws_sdk_cloudhsmv2::Client {
+    let config = emulator
+        .cloudhsm()
+        .config()
+        .to_builder()
+        .retry_config(aws_sdk_cloudhsmv2::config::retry::RetryConfig::disabled())
+        .build();
+    aws_sdk_cloudhsmv2::Client::from_conf(config)
+}
+
 async fn create_cluster(hsm: &aws_sdk_cloudhsmv2::Client, subnet: u32) -> String {
     hsm.create_cluster()
         .hsm_type("hsm1.medium")
@@ -49,6 +61,17 @@ async fn create_cluster(hsm: &aws_sdk_cloudhsmv2::Client, subnet: u32) -> String
         .cluster_id()
         .unwrap()
         .to_string()
+}
+
+fn cluster_ids_on_disk(emulator: &Emulator) -> Vec<String> {
+    let dir = emulator.data_dir.join("clusters");
+    match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect(),
+        Err(_) => vec![],
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,5 +274,78 @@ async fn concurrent_hsm_changes_have_one_winner() {
     }
     let left = wait_for_active_hsms(&hsm, &cluster, 1).await;
     assert_ne!(left[0].hsm_id(), doomed.as_str());
+    emulator.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_cluster_that_failed_never_comes_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data");
+    let port = free_port();
+    let emulator = Emulator::start(&data_dir, port);
+    let hsm = cloudhsm_without_retries(&emulator);
+
+    // A cluster created normally, whose directory serves as a template below.
+    let kept = create_cluster(&hsm, 0xd00).await;
+
+    // The next commit fails: CreateCluster answers an internal failure and changes nothing.
+    emulator.post_json(
+        "/_hsmkms/faults",
+        &serde_json::json!({"action": "fail-commits", "count": 1}),
+    );
+    let err = hsm
+        .create_cluster()
+        .hsm_type("hsm1.medium")
+        .subnet_ids("subnet-00000000000000e01")
+        .send()
+        .await
+        .unwrap_err();
+    assert_error(&err, "CloudHsmInternalFailureException", None);
+    let listed = hsm.describe_clusters().send().await.unwrap();
+    assert_eq!(listed.clusters().len(), 2);
+    assert_eq!(cluster_ids_on_disk(&emulator), vec![kept.clone()]);
+    emulator.stop();
+
+    // A cluster directory with no record (as a CreateCluster that died after making it left):
+    // set aside on start, never served.
+    let stray = "cluster-strayclusterxx";
+    let from = data_dir.join("clusters").join(&kept);
+    let to = data_dir.join("clusters").join(stray);
+    std::fs::create_dir_all(to.join("cluster")).unwrap();
+    for file in ["cluster.json", "customerCA.crt"] {
+        std::fs::copy(from.join(file), to.join(file)).unwrap();
+    }
+    for file in ["ca.key", "sync.key", "client.crt", "client.key"] {
+        std::fs::copy(
+            from.join("cluster").join(file),
+            to.join("cluster").join(file),
+        )
+        .unwrap();
+    }
+    let json = std::fs::read_to_string(to.join("cluster.json"))
+        .unwrap()
+        .replace(&kept, stray);
+    std::fs::write(to.join("cluster.json"), json).unwrap();
+
+    // After the restart only the two recorded clusters exist.
+    let emulator = Emulator::start(&data_dir, port);
+    let hsm = emulator.cloudhsm();
+    let listed = hsm.describe_clusters().send().await.unwrap();
+    let mut ids: Vec<&str> = listed
+        .clusters()
+        .iter()
+        .filter_map(|c| c.cluster_id())
+        .collect();
+    ids.sort();
+    let mut expected = vec![emulator.cluster_id(), kept.clone()];
+    expected.sort();
+    assert_eq!(ids, expected);
+    assert_eq!(cluster_ids_on_disk(&emulator), vec![kept]);
+    let aside: Vec<String> = std::fs::read_dir(data_dir.join("clusters-unrecorded"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    assert!(aside.len() == 1 && aside[0].starts_with(stray), "{aside:?}");
     emulator.stop();
 }

@@ -54,8 +54,8 @@ const RETRY_AFTER: Duration = Duration::from_secs(10);
 struct State {
     clusters: BTreeMap<String, ClusterRecord>,
     backups: BTreeMap<String, BackupRecord>,
-    /// Ids of the HSMs whose create or delete a task of this process is carrying out now (at
-    /// most one per HSM change): the periodic
+    /// Ids of the HSMs and clusters whose create or delete a task of this process is carrying
+    /// out now (at most one per HSM change and cluster being created or deleted): the periodic
     /// settling leaves those alone and finishes the others (after a stop, or a failed attempt).
     working: BTreeSet<String>,
     /// When the periodic settling may try a change again after an attempt that failed.
@@ -83,8 +83,8 @@ pub struct CloudHsm {
     jobs: tokio::sync::Mutex<()>,
     /// Changes to cluster and backup records take turns: each reads the records as the
     /// previous change left them, persists, installs, and only then lets the next one read. So
-    /// a check that spans records (one HSM per UNINITIALIZED cluster, an HSM being deleted)
-    /// and the change it allows are one step.
+    /// a check that spans records (one HSM per UNINITIALIZED cluster, an HSM being deleted,
+    /// a cluster without HSMs) and the change it allows are one step.
     records: tokio::sync::Mutex<()>,
     /// Fault injection: the process dies once the next new HSM serves, before the service
     /// records it ACTIVE (the crash the start-up recovery of HSM changes exists for).
@@ -108,8 +108,9 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl CloudHsm {
-    /// Loads the service's records; clusters the provisioner has but the records lack (the
-    /// launcher's first cluster) are adopted as ACTIVE.
+    /// Loads the service's records. The launcher's first cluster, if the records lack it, is
+    /// adopted as ACTIVE; any other cluster the provisioner has without a record (a
+    /// CreateCluster that never finished) is set aside, never served.
     pub fn open(
         provisioner: Arc<dyn Provisioner>,
         store: Store,
@@ -133,6 +134,13 @@ impl CloudHsm {
                 continue;
             }
             let id = provisioned.cluster_id.clone();
+            if !provisioned.launcher_made {
+                tracing::warn!(cluster_id = %id, "a cluster without a record (its CreateCluster never finished) is set aside");
+                provisioner
+                    .discard_cluster(&id)
+                    .map_err(|e| anyhow::anyhow!("setting aside cluster {id}: {e}"))?;
+                continue;
+            }
             let mut subnet_zones: BTreeSet<String> = zones(region).into_iter().take(3).collect();
             subnet_zones.extend(provisioned.hsms.iter().map(|h| h.availability_zone.clone()));
             let record = ClusterRecord {
@@ -179,7 +187,8 @@ impl CloudHsm {
     }
 
     /// Rebuilds, before the emulator serves, what the records say is under way: HSMs being
-    /// created finish (or, if they cannot, are removed), HSMs being deleted finish.
+    /// created finish (or, if they cannot, are removed), HSMs and clusters being deleted
+    /// finish, and clusters whose creation was never acknowledged are removed.
     pub async fn recover(self: &Arc<Self>) {
         self.settle_changes(true).await;
     }
@@ -420,17 +429,19 @@ impl CloudHsm {
             }
             None => (None, None),
         };
-        {
-            let provisioner = self.provisioner.clone();
-            let id = cluster_id.clone();
-            let lineage = source.as_ref().map(|b| b.lineage.clone());
-            blocking(move || provisioner.create_cluster(&id, lineage.as_deref()))
-                .await
-                .map_err(CloudHsmError::InternalFailure)?;
+        let mut writes = vec![];
+        if let Some(b) = &source {
+            // The restored cluster keeps its own copy: the backup may be deleted meanwhile.
+            let image = self.image(&b.backup_id).await?;
+            writes.push(Write::Put {
+                table: Table::BackupImages,
+                key: seed_key(&cluster_id),
+                value: image,
+            });
         }
         let record = ClusterRecord {
             cluster_id: cluster_id.clone(),
-            state: ClusterState::Uninitialized,
+            state: ClusterState::CreateInProgress,
             state_message: String::new(),
             hsm_type,
             created_at_millis: self.now(),
@@ -446,18 +457,75 @@ impl CloudHsm {
             hsm_changes: BTreeMap::new(),
             deleted_at_millis: None,
         };
-        let mut writes = vec![];
-        if let Some(b) = &source {
-            // The restored cluster keeps its own copy: the backup may be deleted meanwhile.
-            let image = self.image(&b.backup_id).await?;
-            writes.push(Write::Put {
-                table: Table::BackupImages,
-                key: seed_key(&cluster_id),
-                value: image,
-            });
+        // The record first (CREATE_IN_PROGRESS): the cluster exists only through it, so files
+        // the provisioner makes next are never a cluster nobody recorded.
+        {
+            let _turn = self.records.lock().await;
+            self.state().working.insert(cluster_id.clone());
+            if let Err(e) = self.put_cluster(&record, writes).await {
+                self.state().working.remove(&cluster_id);
+                return Err(e);
+            }
         }
-        self.put_cluster(&record, writes).await?;
-        Ok(record)
+        let provisioned = {
+            let provisioner = self.provisioner.clone();
+            let id = cluster_id.clone();
+            let lineage = source.as_ref().map(|b| b.lineage.clone());
+            blocking(move || provisioner.create_cluster(&id, lineage.as_deref())).await
+        };
+        let created = match provisioned {
+            Ok(()) => self
+                .update_cluster(&cluster_id, vec![], |r| {
+                    r.state = ClusterState::Uninitialized;
+                    Ok(())
+                })
+                .await
+                .map(|(r, ())| r),
+            Err(e) => Err(CloudHsmError::InternalFailure(format!(
+                "The cluster could not be created: {e}"
+            ))),
+        };
+        match created {
+            Ok(r) => {
+                self.state().working.remove(&cluster_id);
+                Ok(r)
+            }
+            Err(e) => {
+                // Never acknowledged: the cluster goes again (now, or, if that fails too, from
+                // the periodic work once this is no longer its owner).
+                self.abandon_cluster(&cluster_id).await;
+                self.state().working.remove(&cluster_id);
+                Err(e)
+            }
+        }
+    }
+
+    /// Removes a cluster whose CreateCluster was never acknowledged: its record (durably),
+    /// then its files. If the record cannot be removed now, the next settling tries again.
+    async fn abandon_cluster(&self, cluster_id: &str) {
+        let writes = vec![
+            Write::delete(Table::Clusters, cluster_id),
+            Write::delete(Table::BackupImages, seed_key(cluster_id)),
+        ];
+        {
+            let _turn = self.records.lock().await;
+            if let Err(e) = self.commit(writes).await {
+                tracing::error!(%cluster_id, error = %e, "cannot remove an unfinished cluster; retrying later");
+                self.retry_later(cluster_id);
+                return;
+            }
+            self.state().clusters.remove(cluster_id);
+        }
+        let provisioner = self.provisioner.clone();
+        let id = cluster_id.to_string();
+        // Files made for it, if the provisioner got that far.
+        let discarded = blocking(move || provisioner.discard_cluster(&id)).await;
+        match discarded {
+            Ok(()) => tracing::warn!(%cluster_id, "an unfinished CreateCluster is undone"),
+            Err(e) => {
+                tracing::error!(%cluster_id, error = %e, "cannot set aside an unfinished cluster's files")
+            }
+        }
     }
 
     /// Which Availability Zone each subnet is in: a subnet of an existing cluster keeps its
@@ -505,31 +573,64 @@ impl CloudHsm {
         Ok(mapping)
     }
 
-    /// DeleteCluster: only a cluster without HSMs.
-    pub async fn delete_cluster(&self, cluster_id: &str) -> Result<ClusterRecord, CloudHsmError> {
-        let record = self.live_cluster(cluster_id)?;
-        let hsms = self.hsms_of(&record);
-        if !hsms.is_empty() {
-            return Err(CloudHsmError::InvalidRequest(format!(
-                "Cluster {cluster_id} still has {} HSM(s). Delete all HSMs in the cluster before deleting the cluster.",
-                hsms.len()
-            )));
-        }
-        {
-            let provisioner = self.provisioner.clone();
-            let id = cluster_id.to_string();
-            blocking(move || provisioner.delete_cluster(&id))
-                .await
-                .map_err(CloudHsmError::InternalFailure)?;
-        }
-        let seed = Write::delete(Table::BackupImages, seed_key(cluster_id));
+    /// DeleteCluster: only a cluster without HSMs. The check and DELETE_IN_PROGRESS are one
+    /// durable step, so no CreateHsm slips in between; then the provisioner removes the
+    /// cluster's HSM homes and the cluster is DELETED (a stop in between is finished on start).
+    pub async fn delete_cluster(
+        self: &Arc<Self>,
+        cluster_id: &str,
+    ) -> Result<ClusterRecord, CloudHsmError> {
         let (record, ()) = self
-            .update_cluster(cluster_id, vec![seed], |r| {
-                r.state = ClusterState::Deleted;
+            .update_cluster(cluster_id, vec![], |record| {
+                if matches!(
+                    record.state,
+                    ClusterState::CreateInProgress | ClusterState::DeleteInProgress
+                ) {
+                    return Err(CloudHsmError::InvalidRequest(format!(
+                        "Cluster {cluster_id} is {}; try again once that is done.",
+                        record.state.as_str()
+                    )));
+                }
+                let hsms = self.hsms_of(record);
+                if !hsms.is_empty() {
+                    return Err(CloudHsmError::InvalidRequest(format!(
+                        "Cluster {cluster_id} still has {} HSM(s). Delete all HSMs in the cluster before deleting the cluster.",
+                        hsms.len()
+                    )));
+                }
+                record.state = ClusterState::DeleteInProgress;
                 Ok(())
             })
             .await?;
+        self.state().working.insert(cluster_id.to_string());
+        self.finish_delete_cluster(cluster_id).await;
+        self.state().working.remove(cluster_id);
         Ok(record)
+    }
+
+    /// The rest of a DeleteCluster whose DELETE_IN_PROGRESS is durable: the provisioner's
+    /// part, then DELETED. A failure leaves it DELETE_IN_PROGRESS for the next settling.
+    async fn finish_delete_cluster(&self, cluster_id: &str) {
+        let provisioner = self.provisioner.clone();
+        let id = cluster_id.to_string();
+        if let Err(e) = blocking(move || provisioner.delete_cluster(&id)).await {
+            tracing::error!(%cluster_id, error = %e, "DeleteCluster failed; retrying later");
+            self.retry_later(cluster_id);
+            return;
+        }
+        let seed = Write::delete(Table::BackupImages, seed_key(cluster_id));
+        let now = self.now();
+        let done = self
+            .update_cluster(cluster_id, vec![seed], |r| {
+                r.state = ClusterState::Deleted;
+                r.deleted_at_millis = Some(now);
+                Ok(())
+            })
+            .await;
+        if let Err(e) = done {
+            tracing::error!(%cluster_id, error = %e, "cannot record a cluster DELETED; retrying later");
+            self.retry_later(cluster_id);
+        }
     }
 
     /// Leaves a change that failed to the periodic settling, a while from now.
@@ -865,13 +966,16 @@ impl CloudHsm {
         self.state().working.remove(&hsm_id);
     }
 
-    /// Finishes (or undoes) every HSM change no task of this process owns: HSMs being created
-    /// or deleted. On start (`wait`) it runs them to the end before the emulator serves; from
-    /// the periodic work it starts them in the background.
+    /// Finishes (or undoes) every change no task of this process owns: HSMs being created or
+    /// deleted, clusters being deleted, and clusters whose CreateCluster was never
+    /// acknowledged. On start (`wait`) it runs them to the end before the emulator serves;
+    /// from the periodic work it starts them in the background.
     pub async fn settle_changes(self: &Arc<Self>, wait: bool) {
         enum Work {
             CreateHsm(String, String, HsmChange),
             DeleteHsm(String, String),
+            DeleteCluster(String),
+            AbandonCluster(String),
         }
         let now = tokio::time::Instant::now();
         let work: Vec<Work> = {
@@ -892,6 +996,15 @@ impl CloudHsm {
             };
             let mut work = Vec::new();
             for c in clusters.values() {
+                match c.state {
+                    ClusterState::CreateInProgress if take(&c.cluster_id) => {
+                        work.push(Work::AbandonCluster(c.cluster_id.clone()))
+                    }
+                    ClusterState::DeleteInProgress if take(&c.cluster_id) => {
+                        work.push(Work::DeleteCluster(c.cluster_id.clone()))
+                    }
+                    _ => {}
+                }
                 for (hsm_id, change) in &c.hsm_changes {
                     if !take(hsm_id) {
                         continue;
@@ -916,6 +1029,15 @@ impl CloudHsm {
                     Work::DeleteHsm(c, h) => {
                         tracing::info!(cluster_id = %c, hsm_id = %h, "finishing an interrupted DeleteHsm");
                         service.finish_delete_hsm(c, h).await
+                    }
+                    Work::DeleteCluster(c) => {
+                        tracing::info!(cluster_id = %c, "finishing an interrupted DeleteCluster");
+                        service.finish_delete_cluster(&c).await;
+                        service.state().working.remove(&c);
+                    }
+                    Work::AbandonCluster(c) => {
+                        service.abandon_cluster(&c).await;
+                        service.state().working.remove(&c);
                     }
                 }
             };

@@ -110,6 +110,10 @@ pub struct ProvisionedCluster {
     pub certificate: String,
     pub created_at_millis: u64,
     pub hsms: Vec<ProvisionedHsm>,
+    /// Made by the launcher itself on first start, not through CreateCluster: the service
+    /// adopts it as ACTIVE when it has no record of it. Any other cluster exists only through
+    /// its record.
+    pub launcher_made: bool,
 }
 
 /// What the CloudHSM service asks of the host that runs HSMs (the launcher: in-process nodes
@@ -126,6 +130,10 @@ pub trait Provisioner: Send + Sync + std::fmt::Debug {
 
     /// Removes a cluster that has no HSMs left.
     fn delete_cluster(&self, cluster_id: &str) -> Result<(), String>;
+
+    /// Sets aside the files of a cluster that no record backs (a CreateCluster that never
+    /// finished), stopping its HSMs if it has any, so it never serves; nothing is destroyed.
+    fn discard_cluster(&self, cluster_id: &str) -> Result<(), String>;
 
     /// Provisions and starts a new HSM from `image` (the latest backup, or none for the first
     /// HSM of a new cluster), and returns once it has caught up with its peers. An HSM already
