@@ -68,6 +68,14 @@ pub struct RunArgs {
     /// files have the same cap.
     #[arg(long, env = "HSMKMS_AUDIT_MAX_BYTES", default_value_t = kms_frontend::audit::DEFAULT_MAX_BYTES)]
     pub audit_max_bytes: u64,
+    /// CloudHSM clusters the account may have (not DELETED), the launcher's own included:
+    /// CloudHSM's adjustable quota, 4 per account and Region by default.
+    #[arg(long, env = "HSMKMS_MAX_CLUSTERS", default_value_t = kms_frontend::service::cloudhsm::DEFAULT_MAX_CLUSTERS)]
+    pub max_clusters: usize,
+    /// CloudHSM HSMs the account may have in every cluster together, the launcher's cluster's
+    /// included: CloudHSM's adjustable quota, 6 per account and Region by default.
+    #[arg(long, env = "HSMKMS_MAX_HSMS", default_value_t = kms_frontend::service::cloudhsm::DEFAULT_MAX_HSMS)]
+    pub max_hsms: usize,
 }
 
 /// Runs the emulator until a termination signal.
@@ -195,6 +203,10 @@ async fn start_frontend(
         base_clock: clock,
         audit_max_bytes: args.audit_max_bytes,
         entropy: std::sync::Arc::new(hsmkms_common::entropy::OsEntropy),
+        cloudhsm_quotas: kms_frontend::service::cloudhsm::Quotas {
+            clusters: args.max_clusters,
+            hsms: args.max_hsms,
+        },
     })?;
     frontend.recover().await;
     let bind = std::net::SocketAddr::from(([127, 0, 0, 1], args.port));

@@ -600,6 +600,27 @@ impl Provisioner for LauncherProvisioner {
         Ok(())
     }
 
+    fn purge_cluster(&self, cluster_id: &str) -> Result<(), String> {
+        let _one_at_a_time = lock(&self.changes);
+        let root = {
+            let clusters = lock(&self.clusters);
+            let Some(kept) = clusters.get(cluster_id) else {
+                return Ok(());
+            };
+            if !kept.deleted() {
+                return Err(format!("cluster {cluster_id} is not deleted"));
+            }
+            // The launcher's own cluster lives at the data directory's root: its files stay,
+            // so the next start does not take the directory for a new one.
+            if kept.dir.root == self.data_dir {
+                return Ok(());
+            }
+            kept.dir.root.clone()
+        };
+        self.take_out(cluster_id);
+        std::fs::remove_dir_all(&root).map_err(|e| format!("removing {}: {e}", root.display()))
+    }
+
     fn crash_during_next_hsm_delete(&self) -> Result<(), String> {
         self.crash_during_hsm_delete.store(true, Ordering::SeqCst);
         Ok(())

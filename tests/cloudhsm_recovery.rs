@@ -1,7 +1,8 @@
 //! The CloudHSM service keeps what it is doing on disk and finishes it on the next start: an HSM
 //! whose create or delete a crash interrupted ends ACTIVE (with what its cluster needed from it:
 //! the CSR, the backup) or gone; a CreateCluster that failed never comes back as a cluster.
-//! Concurrent changes to one HSM or cluster have one winner.
+//! Concurrent changes to one HSM or cluster have one winner, the account quotas and the backup
+//! cap hold, and deleted clusters and backups are pruned after a while.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -9,13 +10,15 @@ mod kms_common;
 
 use std::time::{Duration, Instant};
 
-use aws_sdk_cloudhsmv2::types::ClusterState;
+use aws_sdk_cloudhsmv2::types::{BackupState, ClusterState, HsmState};
 use aws_sdk_kms::primitives::Blob;
 use futures::future::join_all;
 use kms_common::{
     assert_error, backups, create_store_key, describe_cluster, free_port, wait_for_active_hsms,
     wait_until_async, Emulator,
 };
+
+const ONE_DAY_SECONDS: u64 = 24 * 3600;
 
 /// Waits until the emulator's process has died (a fault injection made it abort): its port
 /// refuses connections. Then reaps it.
@@ -278,6 +281,60 @@ async fn concurrent_hsm_changes_have_one_winner() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_account_quotas_refuse_a_fifth_cluster_and_a_seventh_hsm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let emulator = Emulator::start(&tmp.path().join("data"), free_port());
+    let hsm = emulator.cloudhsm();
+
+    // The launcher's cluster and three more make four; a fifth is refused, and not created.
+    let mut clusters = vec![];
+    for i in 0..3 {
+        clusters.push(create_cluster(&hsm, 0xb00 + 0x10 * i).await);
+    }
+    let err = hsm
+        .create_cluster()
+        .hsm_type("hsm1.medium")
+        .subnet_ids("subnet-00000000000000c01")
+        .send()
+        .await
+        .unwrap_err();
+    assert_error(&err, "CloudHsmServiceException", None);
+    let listed = hsm.describe_clusters().send().await.unwrap();
+    assert_eq!(listed.clusters().len(), 4);
+
+    // Two HSMs in the launcher's cluster, one in each new one, one more: six; a seventh is
+    // refused and nothing changes.
+    for c in &clusters {
+        hsm.create_hsm()
+            .cluster_id(c)
+            .availability_zone("us-east-1a")
+            .send()
+            .await
+            .unwrap();
+    }
+    let cluster = emulator.cluster_id();
+    hsm.create_hsm()
+        .cluster_id(&cluster)
+        .availability_zone("us-east-1c")
+        .send()
+        .await
+        .unwrap();
+    let err = hsm
+        .create_hsm()
+        .cluster_id(&cluster)
+        .availability_zone("us-east-1c")
+        .send()
+        .await
+        .unwrap_err();
+    assert_error(&err, "CloudHsmServiceException", None);
+    wait_for_active_hsms(&hsm, &cluster, 3).await;
+    for c in &clusters {
+        wait_for_active_hsms(&hsm, c, 1).await;
+    }
+    emulator.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_create_cluster_that_failed_never_comes_back() {
     let tmp = tempfile::tempdir().unwrap();
     let data_dir = tmp.path().join("data");
@@ -347,5 +404,112 @@ async fn a_create_cluster_that_failed_never_comes_back() {
         .map(|e| e.file_name().to_string_lossy().to_string())
         .collect();
     assert!(aside.len() == 1 && aside[0].starts_with(stray), "{aside:?}");
+    emulator.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_clusters_and_backups_are_pruned_after_thirty_days() {
+    let tmp = tempfile::tempdir().unwrap();
+    let emulator = Emulator::start(&tmp.path().join("data"), free_port());
+    let hsm = emulator.cloudhsm();
+
+    // A deleted cluster and a deleted backup are still listed as DELETED for a while.
+    let doomed = create_cluster(&hsm, 0xe00).await;
+    hsm.delete_cluster()
+        .cluster_id(&doomed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        describe_cluster(&hsm, &doomed).await.state(),
+        Some(&ClusterState::Deleted)
+    );
+    let backup = wait_until_async("the launcher's cluster has a backup", || async {
+        backups(&hsm).await.first().cloned()
+    })
+    .await;
+    let backup_id = backup.backup_id().to_string();
+    hsm.delete_backup()
+        .backup_id(&backup_id)
+        .send()
+        .await
+        .unwrap();
+    emulator.advance_clock(8 * ONE_DAY_SECONDS);
+    let listed = backups(&hsm).await;
+    let state = listed
+        .iter()
+        .find(|b| b.backup_id() == backup_id)
+        .and_then(|b| b.backup_state().cloned());
+    assert_eq!(state, Some(BackupState::Deleted));
+    assert_eq!(
+        describe_cluster(&hsm, &doomed).await.state(),
+        Some(&ClusterState::Deleted)
+    );
+
+    // Thirty days after their deletion both are gone, and so are the cluster's files.
+    emulator.advance_clock(31 * ONE_DAY_SECONDS);
+    let listed = hsm.describe_clusters().send().await.unwrap();
+    assert!(
+        listed
+            .clusters()
+            .iter()
+            .all(|c| c.cluster_id() != Some(doomed.as_str())),
+        "{listed:?}"
+    );
+    assert!(backups(&hsm)
+        .await
+        .iter()
+        .all(|b| b.backup_id() != backup_id));
+    assert!(!emulator.data_dir.join("clusters").join(&doomed).exists());
+    // The launcher's cluster is untouched: ACTIVE, its HSMs serving.
+    let cluster = emulator.cluster_id();
+    let hsms = wait_for_active_hsms(&hsm, &cluster, 2).await;
+    assert!(hsms.iter().all(|h| h.state() == Some(&HsmState::Active)));
+    emulator.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_stop_at_the_backup_cap_and_change_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let emulator = Emulator::start(&tmp.path().join("data"), free_port());
+    let hsm = emulator.cloudhsm();
+    let west = emulator.cloudhsm_in("us-west-2");
+
+    // Copies have no retention policy; copying one backup again and again stops at the cap of
+    // 1,000 backups that hold data, every Region together.
+    let backup = wait_until_async("the launcher's cluster has a backup", || async {
+        backups(&hsm).await.first().cloned()
+    })
+    .await;
+    let home = backups(&hsm).await.len();
+    let started = Instant::now();
+    let mut copies = 0;
+    let refused = loop {
+        assert!(
+            copies <= 1_000 && started.elapsed() < Duration::from_secs(300),
+            "copies stop at the cap ({copies} made)"
+        );
+        match hsm
+            .copy_backup_to_region()
+            .backup_id(backup.backup_id())
+            .destination_region("us-west-2")
+            .send()
+            .await
+        {
+            Ok(_) => copies += 1,
+            Err(e) => break e,
+        }
+    };
+    assert_error(&refused, "CloudHsmServiceException", None);
+    assert_eq!(home + copies, 1_000);
+    let listed = west
+        .describe_backups()
+        .into_paginator()
+        .send()
+        .collect::<Result<Vec<_>, _>>()
+        .await
+        .unwrap();
+    let in_west: usize = listed.iter().map(|p| p.backups().len()).sum();
+    assert_eq!(in_west, copies, "the refused copy left nothing");
     emulator.stop();
 }

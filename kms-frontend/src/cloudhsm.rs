@@ -19,9 +19,9 @@ use crate::cluster::{ClusterDirectory, ClusterView, HsmView, KeyObject, Provisio
 use crate::service::cloudhsm::error::CloudHsmError;
 use crate::service::cloudhsm::hsm::{HsmChange, HsmOp, HsmState};
 use crate::service::cloudhsm::{
-    backup_due, deletion_expired, restorable, retention_purges, BackupRecord, BackupState,
-    ClusterRecord, ClusterState, DEFAULT_RETENTION_DAYS, MAX_HSMS_PER_CLUSTER, MAX_RETENTION_DAYS,
-    MIN_RETENTION_DAYS,
+    backup_due, backup_prunable, cluster_prunable, deletion_expired, restorable, retention_purges,
+    BackupRecord, BackupState, ClusterRecord, ClusterState, Quotas, DEFAULT_RETENTION_DAYS,
+    MAX_BACKUPS, MAX_HSMS_PER_CLUSTER, MAX_RETENTION_DAYS, MIN_RETENTION_DAYS,
 };
 use crate::store::{decode, Loaded, Store, Table, Write};
 use hsmkms_common::entropy::{Entropy, EntropyRng};
@@ -83,9 +83,10 @@ pub struct CloudHsm {
     jobs: tokio::sync::Mutex<()>,
     /// Changes to cluster and backup records take turns: each reads the records as the
     /// previous change left them, persists, installs, and only then lets the next one read. So
-    /// a check that spans records (one HSM per UNINITIALIZED cluster, an HSM being deleted,
-    /// a cluster without HSMs) and the change it allows are one step.
+    /// a check that spans records (a quota, one HSM per UNINITIALIZED cluster, an HSM being
+    /// deleted, a cluster without HSMs) and the change it allows are one step.
     records: tokio::sync::Mutex<()>,
+    quotas: Quotas,
     /// Fault injection: the process dies once the next new HSM serves, before the service
     /// records it ACTIVE (the crash the start-up recovery of HSM changes exists for).
     pub crash_during_hsm_create: AtomicBool,
@@ -118,6 +119,7 @@ impl CloudHsm {
         clock: Arc<dyn Clock>,
         entropy: Arc<dyn Entropy>,
         region: &str,
+        quotas: Quotas,
     ) -> anyhow::Result<(Self, Vec<Write>)> {
         let mut state = State::default();
         for (id, bytes) in &loaded.clusters {
@@ -180,6 +182,7 @@ impl CloudHsm {
                 state: Mutex::new(state),
                 jobs: tokio::sync::Mutex::new(()),
                 records: tokio::sync::Mutex::new(()),
+                quotas,
                 crash_during_hsm_create: AtomicBool::new(false),
             },
             writes,
@@ -457,10 +460,23 @@ impl CloudHsm {
             hsm_changes: BTreeMap::new(),
             deleted_at_millis: None,
         };
-        // The record first (CREATE_IN_PROGRESS): the cluster exists only through it, so files
-        // the provisioner makes next are never a cluster nobody recorded.
+        // The record first (CREATE_IN_PROGRESS), counted against the quota in the same turn:
+        // the cluster exists only through it, so files the provisioner makes next are never
+        // a cluster nobody recorded.
         {
             let _turn = self.records.lock().await;
+            let live = self
+                .state()
+                .clusters
+                .values()
+                .filter(|c| c.state != ClusterState::Deleted)
+                .count();
+            if live >= self.quotas.clusters {
+                return Err(CloudHsmError::Service(format!(
+                    "Cluster quota exceeded: this account already has {live} clusters in {}, its quota is {} (delete one, or raise the quota with --max-clusters).",
+                    self.region, self.quotas.clusters
+                )));
+            }
             self.state().working.insert(cluster_id.clone());
             if let Err(e) = self.put_cluster(&record, writes).await {
                 self.state().working.remove(&cluster_id);
@@ -696,10 +712,23 @@ impl CloudHsm {
 
     // ---- HSMs -------------------------------------------------------------------------
 
+    /// HSMs of every live cluster, those being created or deleted included (the account quota).
+    fn hsms_in_account(&self) -> usize {
+        let records: Vec<ClusterRecord> = self
+            .state()
+            .clusters
+            .values()
+            .filter(|c| c.state != ClusterState::Deleted)
+            .cloned()
+            .collect();
+        records.iter().map(|r| self.hsms_of(r).len()).sum()
+    }
+
     /// CreateHsm: answers at once with the HSM CREATE_IN_PROGRESS, durable in the cluster's
     /// record; the node is provisioned from the latest backup, starts, catches up with its
-    /// peers, and turns ACTIVE. The checks (one HSM while UNINITIALIZED, 28 per cluster) and
-    /// the record of the new HSM are one turn, so concurrent calls cannot pass them together.
+    /// peers, and turns ACTIVE. The checks (one HSM while UNINITIALIZED, 28 per cluster, the
+    /// account quota) and the record of the new HSM are one turn, so concurrent calls cannot
+    /// pass them together.
     pub async fn create_hsm(
         self: &Arc<Self>,
         cluster_id: &str,
@@ -736,6 +765,13 @@ impl CloudHsm {
                     other.as_str()
                 )))
             }
+        }
+        let in_account = self.hsms_in_account();
+        if in_account >= self.quotas.hsms {
+            return Err(CloudHsmError::Service(format!(
+                "HSM quota exceeded: this account already has {in_account} HSMs in {}, its quota is {} (delete one, or raise the quota with --max-hsms).",
+                self.region, self.quotas.hsms
+            )));
         }
         let change = HsmChange {
             availability_zone: availability_zone.into(),
@@ -1100,8 +1136,21 @@ impl CloudHsm {
         Ok(backup)
     }
 
-    /// Records a new backup and its image.
+    /// Records a new backup and its image, within [`MAX_BACKUPS`]: the count and the insert
+    /// are one turn, so concurrent backups cannot pass the bound together.
     async fn add_backup(&self, backup: &BackupRecord, image: Vec<u8>) -> Result<(), CloudHsmError> {
+        let _turn = self.records.lock().await;
+        let holding = self
+            .state()
+            .backups
+            .values()
+            .filter(|b| b.holds_data())
+            .count();
+        if holding >= MAX_BACKUPS {
+            return Err(CloudHsmError::Service(format!(
+                "Backup limit reached: {holding} backups hold data, the most this emulator keeps is {MAX_BACKUPS}; delete some (DeleteBackup) first."
+            )));
+        }
         self.commit(vec![
             Write::put(Table::Backups, backup.backup_id.clone(), backup),
             Write::Put {
@@ -1409,6 +1458,67 @@ impl CloudHsm {
                 .await;
             if gone.is_ok() {
                 tracing::info!(%backup_id, "a deleted backup is gone for good");
+            }
+        }
+        self.prune_deleted(now).await;
+    }
+
+    /// DELETED backups and clusters that have been listed long enough go from the records
+    /// (and a cluster's files with it), so what deleted resources take stays bounded.
+    async fn prune_deleted(&self, now: u64) {
+        let (backups, clusters) = {
+            let _turn = self.records.lock().await;
+            let (backups, clusters): (Vec<String>, Vec<String>) = {
+                let state = self.state();
+                let all: Vec<&BackupRecord> = state.backups.values().collect();
+                (
+                    all.iter()
+                        .filter(|b| backup_prunable(b, now))
+                        .map(|b| b.backup_id.clone())
+                        .collect(),
+                    state
+                        .clusters
+                        .values()
+                        .filter(|c| cluster_prunable(c, &all, now))
+                        .map(|c| c.cluster_id.clone())
+                        .collect(),
+                )
+            };
+            if backups.is_empty() && clusters.is_empty() {
+                return;
+            }
+            let writes = backups
+                .iter()
+                .map(|id| Write::delete(Table::Backups, id.clone()))
+                .chain(
+                    clusters
+                        .iter()
+                        .map(|id| Write::delete(Table::Clusters, id.clone())),
+                )
+                .collect();
+            if let Err(e) = self.commit(writes).await {
+                tracing::warn!(error = %e, "cannot prune deleted clusters and backups; retrying later");
+                return;
+            }
+            let mut state = self.state();
+            for id in &backups {
+                state.backups.remove(id);
+            }
+            for id in &clusters {
+                state.clusters.remove(id);
+            }
+            (backups, clusters)
+        };
+        tracing::info!(
+            backups = backups.len(),
+            clusters = clusters.len(),
+            "deleted resources pruned"
+        );
+        for cluster_id in clusters {
+            let provisioner = self.provisioner.clone();
+            let id = cluster_id.clone();
+            if let Err(e) = blocking(move || provisioner.purge_cluster(&id)).await {
+                tracing::warn!(%cluster_id, error = %e, "cannot remove a pruned cluster's files");
             }
         }
     }

@@ -135,6 +135,9 @@ pub trait Provisioner: Send + Sync + std::fmt::Debug {
     /// finished), stopping its HSMs if it has any, so it never serves; nothing is destroyed.
     fn discard_cluster(&self, cluster_id: &str) -> Result<(), String>;
 
+    /// Removes the files of a deleted cluster for good, once nothing can be restored from it.
+    fn purge_cluster(&self, cluster_id: &str) -> Result<(), String>;
+
     /// Provisions and starts a new HSM from `image` (the latest backup, or none for the first
     /// HSM of a new cluster), and returns once it has caught up with its peers. An HSM already
     /// provisioned (a create that a stop interrupted) is only started and waited for, so the

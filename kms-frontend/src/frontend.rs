@@ -46,6 +46,8 @@ pub struct FrontendOptions {
     pub audit_max_bytes: u64,
     /// Where ids, key material, passwords and data keys come from.
     pub entropy: Arc<dyn Entropy>,
+    /// The CloudHSM account quotas (clusters, HSMs) per Region.
+    pub cloudhsm_quotas: crate::service::cloudhsm::Quotas,
 }
 
 /// Everything the API handlers share.
@@ -163,6 +165,7 @@ impl Frontend {
             clock.clone(),
             options.entropy.clone(),
             &options.region,
+            options.cloudhsm_quotas,
         )?;
         // Clusters the launcher made before the service knew them; recorded before serving.
         futures::executor::block_on(store.commit(adopted))

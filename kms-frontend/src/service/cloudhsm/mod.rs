@@ -23,6 +23,16 @@ pub const MAX_RETENTION_DAYS: u32 = 379;
 pub const DEFAULT_RETENTION_DAYS: u32 = 90;
 /// HSMs per cluster (a fixed quota of CloudHSM).
 pub const MAX_HSMS_PER_CLUSTER: usize = 28;
+/// CloudHSM's default account quotas per Region (adjustable on AWS, options here).
+pub const DEFAULT_MAX_CLUSTERS: usize = 4;
+pub const DEFAULT_MAX_HSMS: usize = 6;
+/// Backups that still hold data, every Region together. AWS documents no backup quota; the
+/// emulator needs one, since NeverExpires backups, copies (which have no retention policy)
+/// and HSMs added and removed in a loop are not bounded by the retention policy.
+pub const MAX_BACKUPS: usize = 1_000;
+/// How long a DELETED cluster or backup is still listed (emulator time) before it is gone for
+/// good, as AWS stops showing deleted resources after a while.
+pub const DELETED_RETENTION_MILLIS: u64 = 30 * DAY_MILLIS;
 const DAY_MILLIS: u64 = 24 * 3600 * 1000;
 
 /// CloudHSM's `ClusterState`.
@@ -102,7 +112,7 @@ pub struct ClusterRecord {
     pub tags: BTreeMap<String, String>,
     /// HSMs being created or deleted, by HSM id (see [`HsmChange`]).
     pub hsm_changes: BTreeMap<String, HsmChange>,
-    /// When the cluster was deleted.
+    /// When the cluster was deleted (DELETED clusters are listed for a while, then pruned).
     pub deleted_at_millis: Option<u64>,
 }
 
@@ -152,6 +162,24 @@ impl ClusterRecord {
                     deleted_at_millis: None,
                 })
             }
+        }
+    }
+}
+
+/// The account quotas the service enforces (per account and Region, as CloudHSM's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quotas {
+    /// Clusters that are not DELETED.
+    pub clusters: usize,
+    /// HSMs in every cluster together, those being created or deleted included.
+    pub hsms: usize,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Self {
+            clusters: DEFAULT_MAX_CLUSTERS,
+            hsms: DEFAULT_MAX_HSMS,
         }
     }
 }
@@ -219,6 +247,27 @@ pub fn deletion_expired(backup: &BackupRecord, now: u64) -> bool {
         && backup
             .delete_at_millis
             .is_some_and(|t| now.saturating_sub(t) >= PENDING_DELETION_MILLIS)
+}
+
+/// Whether a DELETED cluster is gone for good now: deleted for [`DELETED_RETENTION_MILLIS`],
+/// and no backup that holds data needs its record (a restore takes the cluster's certificate
+/// and trust anchor from it). A record from before `deleted_at_millis` counts from its creation.
+pub fn cluster_prunable(cluster: &ClusterRecord, backups: &[&BackupRecord], now: u64) -> bool {
+    let since = cluster
+        .deleted_at_millis
+        .unwrap_or(cluster.created_at_millis);
+    cluster.state == ClusterState::Deleted
+        && now.saturating_sub(since) >= DELETED_RETENTION_MILLIS
+        && !backups
+            .iter()
+            .any(|b| b.lineage == cluster.cluster_id && b.holds_data())
+}
+
+/// Whether a DELETED backup (its data gone 7 days after its deletion) is no longer listed.
+pub fn backup_prunable(backup: &BackupRecord, now: u64) -> bool {
+    let since = backup.delete_at_millis.unwrap_or(backup.created_at_millis);
+    backup.state == BackupState::Deleted
+        && now.saturating_sub(since) >= PENDING_DELETION_MILLIS + DELETED_RETENTION_MILLIS
 }
 
 /// Whether a backup can be restored (RestoreBackup) now.

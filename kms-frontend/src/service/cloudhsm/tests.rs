@@ -142,3 +142,23 @@ fn a_cluster_record_of_the_layout_before_hsm_changes_still_reads() {
     assert_eq!(ClusterRecord::decode(&bytes).unwrap(), current);
     assert!(ClusterRecord::decode(&[0xff, 0xff, 0xff]).is_err());
 }
+
+#[test]
+fn deleted_clusters_and_backups_are_pruned_after_their_retention() {
+    let mut gone = cluster("cluster-aaaaaaaaaaa", ClusterState::Deleted);
+    gone.deleted_at_millis = Some(10 * DAY_MILLIS);
+    assert!(!cluster_prunable(&gone, &[], 39 * DAY_MILLIS));
+    assert!(cluster_prunable(&gone, &[], 40 * DAY_MILLIS));
+    // A backup that can still be restored keeps the record it needs.
+    let kept = backup("backup-kept", 0, BackupState::Ready, false);
+    assert!(!cluster_prunable(&gone, &[&kept], 400 * DAY_MILLIS));
+    let live = cluster("cluster-ccccccccccc", ClusterState::Active);
+    assert!(!cluster_prunable(&live, &[], 400 * DAY_MILLIS));
+
+    let mut deleted = backup("backup-x", 0, BackupState::Deleted, false);
+    deleted.delete_at_millis = Some(DAY_MILLIS);
+    assert!(!backup_prunable(&deleted, 37 * DAY_MILLIS));
+    assert!(backup_prunable(&deleted, 38 * DAY_MILLIS));
+    let pending = backup("backup-y", 0, BackupState::PendingDeletion, false);
+    assert!(!backup_prunable(&pending, 400 * DAY_MILLIS));
+}
