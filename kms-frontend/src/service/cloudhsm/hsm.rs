@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use super::error::CloudHsmError;
 
-/// CloudHSM's `HsmState`.
+/// CloudHSM's `HsmState`. Stored in cluster records (see [`HsmChange`]) by variant index: new
+/// variants go at the end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HsmState {
     CreateInProgress,

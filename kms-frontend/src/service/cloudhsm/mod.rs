@@ -116,7 +116,7 @@ pub struct ClusterRecord {
     pub deleted_at_millis: Option<u64>,
 }
 
-/// A cluster record as stores before `hsm_changes` and `deleted_at_millis` keep it: postcard
+/// A cluster record as stores wrote it before `hsm_changes` and `deleted_at_millis`: postcard
 /// has no field names, so an older record is read with its own layout.
 #[derive(Deserialize)]
 struct ClusterRecordV1 {
