@@ -47,6 +47,10 @@ pub struct HsmEntry {
     /// Provisioned for another host (`hsmkms add-hsm`); the launcher does not start it.
     #[serde(default)]
     pub external: bool,
+    /// Being deleted (DeleteHsm): recorded before its node is stopped and its peers forget it,
+    /// so a launcher that stops midway never starts it again; the service finishes the delete.
+    #[serde(default)]
+    pub leaving: bool,
 }
 
 /// The cluster's description, kept in `cluster.json`.
@@ -196,6 +200,7 @@ impl ClusterDir {
                     dir: PathBuf::from("hsms").join(&hsm_id),
                     hsm_id,
                     external: false,
+                    leaving: false,
                 })
             })
             .collect::<Result<_>>()?;
@@ -362,6 +367,7 @@ impl ClusterDir {
             node_number: self.next_node_number(min_node_number),
             dir: PathBuf::from("hsms").join(hsm_id),
             external: false,
+            leaving: false,
         };
         let config = NodeConfig {
             cluster_id: self.info.cluster_id.clone(),
@@ -381,6 +387,17 @@ impl ClusterDir {
         self.info.hsms.push(entry.clone());
         self.save()?;
         Ok(entry)
+    }
+
+    /// Records that an HSM is leaving (DeleteHsm has begun), before anything else happens to it.
+    pub fn mark_leaving(&mut self, hsm_id: &str) -> Result<()> {
+        if let Some(entry) = self.info.hsms.iter_mut().find(|h| h.hsm_id == hsm_id) {
+            if !entry.leaving {
+                entry.leaving = true;
+                self.save()?;
+            }
+        }
+        Ok(())
     }
 
     /// Forgets an HSM (DeleteHsm) and deletes its node directory.
@@ -499,6 +516,7 @@ impl ClusterDir {
             node_number,
             dir: std::path::absolute(out)?,
             external: true,
+            leaving: false,
         };
         self.info.hsms.push(entry.clone());
         self.save()?;

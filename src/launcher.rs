@@ -86,6 +86,14 @@ pub struct RunArgs {
     /// finishes.
     #[arg(long, env = "HSMKMS_REQUEST_DEADLINE", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
     pub request_deadline: u64,
+    /// CloudHSM clusters the account may have (not DELETED), the launcher's own included:
+    /// CloudHSM's adjustable quota, 4 per account and Region by default.
+    #[arg(long, env = "HSMKMS_MAX_CLUSTERS", default_value_t = kms_frontend::service::cloudhsm::DEFAULT_MAX_CLUSTERS)]
+    pub max_clusters: usize,
+    /// CloudHSM HSMs the account may have in every cluster together, the launcher's cluster's
+    /// included: CloudHSM's adjustable quota, 6 per account and Region by default.
+    #[arg(long, env = "HSMKMS_MAX_HSMS", default_value_t = kms_frontend::service::cloudhsm::DEFAULT_MAX_HSMS)]
+    pub max_hsms: usize,
 }
 
 /// Runs the emulator until a termination signal.
@@ -214,6 +222,10 @@ async fn start_frontend(
         audit_max_bytes: args.audit_max_bytes,
         request_deadline: Duration::from_secs(args.request_deadline),
         entropy: std::sync::Arc::new(hsmkms_common::entropy::OsEntropy),
+        cloudhsm_quotas: kms_frontend::service::cloudhsm::Quotas {
+            clusters: args.max_clusters,
+            hsms: args.max_hsms,
+        },
     })?;
     frontend.recover().await;
     let bind = std::net::SocketAddr::from(([127, 0, 0, 1], args.port));

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -86,7 +87,12 @@ pub struct LauncherProvisioner {
     clusters: Mutex<BTreeMap<String, Kept>>,
     /// Creations and deletions of HSMs and clusters, one at a time (node numbers, ports).
     changes: Mutex<()>,
+    /// Fault injection: the process dies in the next HSM deletion once the peers forgot it.
+    crash_during_hsm_delete: AtomicBool,
 }
+
+/// Where clusters without a record are set aside (see [`Provisioner::discard_cluster`]).
+pub const UNRECORDED_DIR: &str = "clusters-unrecorded";
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -132,10 +138,19 @@ impl LauncherProvisioner {
             runner,
             clusters: Mutex::new(BTreeMap::new()),
             changes: Mutex::new(()),
+            crash_during_hsm_delete: AtomicBool::new(false),
         };
         for dir in ClusterDir::discover(data_dir)? {
             let kept = Kept::open(dir)?;
-            for hsm in kept.dir.info.hsms.iter().filter(|h| !h.external) {
+            // An HSM whose DeleteHsm a stop interrupted never serves again; the service
+            // finishes its delete.
+            for hsm in kept
+                .dir
+                .info
+                .hsms
+                .iter()
+                .filter(|h| !h.external && !h.leaving)
+            {
                 // Each HSM knows its peers' addresses outside its store too, so one whose
                 // store is unreadable can rebuild from them.
                 let peers: Vec<String> = kept
@@ -143,7 +158,7 @@ impl LauncherProvisioner {
                     .info
                     .hsms
                     .iter()
-                    .filter(|h| h.hsm_id != hsm.hsm_id)
+                    .filter(|h| h.hsm_id != hsm.hsm_id && !h.leaving)
                     .map(|h| h.address.clone())
                     .collect();
                 hsm_node::config::add_join(&kept.dir.node_dir(hsm), &peers)?;
@@ -163,14 +178,19 @@ impl LauncherProvisioner {
         Ok(())
     }
 
-    /// Every cluster directory that is not deleted (for waiting until they serve).
+    /// Every cluster directory that is not deleted, without its leaving HSMs (for waiting
+    /// until they serve).
     pub fn cluster_dirs(&self) -> Vec<ClusterDir> {
         lock(&self.clusters)
             .values()
             .filter(|k| !k.deleted())
-            .map(|k| ClusterDir {
-                root: k.dir.root.clone(),
-                info: k.dir.info.clone(),
+            .map(|k| {
+                let mut info = k.dir.info.clone();
+                info.hsms.retain(|h| !h.leaving);
+                ClusterDir {
+                    root: k.dir.root.clone(),
+                    info,
+                }
             })
             .collect()
     }
@@ -242,7 +262,7 @@ impl LauncherProvisioner {
             .info
             .hsms
             .iter()
-            .filter(|h| h.external || self.running(&h.hsm_id))
+            .filter(|h| !h.leaving && (h.external || self.running(&h.hsm_id)))
             .map(|h| (h.hsm_id.clone(), h.address.clone()))
             .collect();
         Ok((hsms, kept.service_tls.clone()))
@@ -293,25 +313,7 @@ impl LauncherProvisioner {
         };
         // What a peer holds now: the new HSM is ACTIVE once it holds at least that.
         let (peers, tls) = self.reachable(cluster_id)?;
-        let (seeds, min_node_number) = match image {
-            Some(sealed) => {
-                let image = Image::open(sealed, &sync)?;
-                let min = image.highest_node_number();
-                let members = dir.info.hsms.iter().map(|h| h.hsm_id.clone()).collect();
-                (image.seeds(&sync, &members)?, min)
-            }
-            // No backup yet, but peers: it learns everything from them.
-            None if !peers.is_empty() => (vec![], 0),
-            // The first HSM of a new cluster: only the unactivated admin.
-            None => (
-                vec![seed_user(
-                    "admin",
-                    Role::CryptoOfficer,
-                    UNACTIVATED_ADMIN_PASSWORD,
-                )?],
-                0,
-            ),
-        };
+        let peers: Vec<HsmAddress> = peers.into_iter().filter(|(id, _)| id != hsm_id).collect();
         let baseline: Vec<(ObjectId, Version)> = match peers.first() {
             None => vec![],
             Some((_, address)) => {
@@ -322,18 +324,58 @@ impl LauncherProvisioner {
                 })??
             }
         };
-        let host = self.host.clone();
-        let entry = block_on(dir.provision_hsm(hsm_id, zone, &host, seeds, min_node_number))??;
+        let provisioned = dir
+            .info
+            .hsms
+            .iter()
+            .find(|h| h.hsm_id == hsm_id && !h.leaving)
+            .cloned();
+        let entry = match provisioned {
+            // Provisioned before a stop interrupted its create: it only needs to run and
+            // catch up.
+            Some(entry) => entry,
+            None => {
+                let (seeds, min_node_number) = match image {
+                    Some(sealed) => {
+                        let image = Image::open(sealed, &sync)?;
+                        let min = image.highest_node_number();
+                        let members = dir.info.hsms.iter().map(|h| h.hsm_id.clone()).collect();
+                        (image.seeds(&sync, &members)?, min)
+                    }
+                    // No backup yet, but peers: it learns everything from them.
+                    None if !peers.is_empty() => (vec![], 0),
+                    // The first HSM of a new cluster: only the unactivated admin.
+                    None => (
+                        vec![seed_user(
+                            "admin",
+                            Role::CryptoOfficer,
+                            UNACTIVATED_ADMIN_PASSWORD,
+                        )?],
+                        0,
+                    ),
+                };
+                let host = self.host.clone();
+                let entry =
+                    block_on(dir.provision_hsm(hsm_id, zone, &host, seeds, min_node_number))??;
+                if let Some(kept) = lock(&self.clusters).get_mut(cluster_id) {
+                    kept.dir.info = dir.info.clone();
+                }
+                entry
+            }
+        };
         let node_dir = dir.node_dir(&entry);
-        if let Some(kept) = lock(&self.clusters).get_mut(cluster_id) {
-            kept.dir.info = dir.info.clone();
+        let started = if entry.external || self.running(hsm_id) {
+            Ok(())
+        } else {
+            self.start_node(hsm_id, &node_dir)
         }
-        let started = self
-            .start_node(hsm_id, &node_dir)
-            .and_then(|()| wait_caught_up(&entry.address, &tls, &baseline));
+        .and_then(|()| wait_caught_up(&entry.address, &tls, &baseline));
         if let Err(e) = started {
-            // It never served as a member; take it out again.
+            // It never served as a member; take it out again, peers' memberships included.
             self.stop_node(hsm_id);
+            if let Err(forget) = self.forget_at_peers(cluster_id, hsm_id) {
+                tracing::warn!(%hsm_id, error = %format!("{forget:#}"), "the peers of a failed HSM may still list it");
+            }
             if let Some(kept) = lock(&self.clusters).get_mut(cluster_id) {
                 let _ = kept.dir.remove_hsm(hsm_id);
             }
@@ -342,40 +384,70 @@ impl LauncherProvisioner {
         Ok(())
     }
 
-    fn delete_hsm_inner(&self, cluster_id: &str, hsm_id: &str) -> Result<()> {
-        let _one_at_a_time = lock(&self.changes);
-        self.stop_node(hsm_id);
-        // The others forget it, so they stop linking to it and count it out of the quorum.
+    /// Tells one running peer of `hsm_id` to forget it (membership replicates to the others),
+    /// so they stop linking to it and count it out of the quorum.
+    fn forget_at_peers(&self, cluster_id: &str, hsm_id: &str) -> Result<()> {
         let (others, tls) = self.reachable(cluster_id)?;
         let others: Vec<String> = others
             .into_iter()
             .filter(|(id, _)| id != hsm_id)
             .map(|(_, a)| a)
             .collect();
-        if !others.is_empty() {
-            let id = hsm_id.to_string();
-            block_on(async move {
-                for address in others {
-                    let forget = async {
-                        let client =
-                            NodeClient::connect(&address, tls.clone(), CALL_DEADLINE).await?;
-                        client
-                            .call(Request::Forget { hsm_id: id.clone() }, CALL_DEADLINE)
-                            .await?;
-                        Ok::<_, anyhow::Error>(())
-                    };
-                    if forget.await.is_ok() {
-                        return Ok(());
-                    }
+        if others.is_empty() {
+            return Ok(());
+        }
+        let id = hsm_id.to_string();
+        block_on(async move {
+            for address in others {
+                let forget = async {
+                    let client = NodeClient::connect(&address, tls.clone(), CALL_DEADLINE).await?;
+                    client
+                        .call(Request::Forget { hsm_id: id.clone() }, CALL_DEADLINE)
+                        .await?;
+                    Ok::<_, anyhow::Error>(())
+                };
+                if forget.await.is_ok() {
+                    return Ok(());
                 }
-                Err(anyhow!("no HSM of the cluster took the removal"))
-            })??;
+            }
+            Err(anyhow!("no HSM of the cluster took the removal"))
+        })?
+    }
+
+    fn delete_hsm_inner(&self, cluster_id: &str, hsm_id: &str) -> Result<()> {
+        let _one_at_a_time = lock(&self.changes);
+        {
+            let mut clusters = lock(&self.clusters);
+            let Some(kept) = clusters.get_mut(cluster_id) else {
+                return Ok(());
+            };
+            // Gone already: a delete a stop interrupted after its last step.
+            if !kept.dir.info.hsms.iter().any(|h| h.hsm_id == hsm_id) {
+                return Ok(());
+            }
+            // Persist, then act: from here on a stop never starts it again.
+            kept.dir.mark_leaving(hsm_id)?;
+        }
+        self.stop_node(hsm_id);
+        self.forget_at_peers(cluster_id, hsm_id)?;
+        if self.crash_during_hsm_delete.swap(false, Ordering::SeqCst) {
+            tracing::error!(%hsm_id, "fault injection: the process dies after the peers forgot the HSM");
+            std::process::abort();
         }
         let mut clusters = lock(&self.clusters);
         let kept = clusters
             .get_mut(cluster_id)
             .ok_or_else(|| anyhow!("no cluster {cluster_id}"))?;
         kept.dir.remove_hsm(hsm_id)
+    }
+
+    /// Stops a cluster's HSMs and takes it out of the provisioner's clusters.
+    fn take_out(&self, cluster_id: &str) -> Option<Kept> {
+        let kept = lock(&self.clusters).remove(cluster_id)?;
+        for hsm in kept.dir.info.hsms.iter().filter(|h| !h.external) {
+            self.stop_node(&hsm.hsm_id);
+        }
+        Some(kept)
     }
 }
 
@@ -434,9 +506,10 @@ impl Provisioner for LauncherProvisioner {
                         hsm_id: h.hsm_id.clone(),
                         availability_zone: h.availability_zone.clone(),
                         address: h.address.clone(),
-                        running: h.external || self.running(&h.hsm_id),
+                        running: !h.leaving && (h.external || self.running(&h.hsm_id)),
                     })
                     .collect(),
+                launcher_made: k.dir.root == self.data_dir,
             })
             .collect()
     }
@@ -482,9 +555,10 @@ impl Provisioner for LauncherProvisioner {
     fn delete_cluster(&self, cluster_id: &str) -> Result<(), String> {
         let _one_at_a_time = lock(&self.changes);
         let mut clusters = lock(&self.clusters);
-        let kept = clusters
-            .get_mut(cluster_id)
-            .ok_or_else(|| format!("no cluster {cluster_id}"))?;
+        // Nothing of it here (set aside, or never made): nothing to delete.
+        let Some(kept) = clusters.get_mut(cluster_id) else {
+            return Ok(());
+        };
         if !kept.dir.info.hsms.is_empty() {
             return Err(format!("cluster {cluster_id} still has HSMs"));
         }
@@ -497,6 +571,58 @@ impl Provisioner for LauncherProvisioner {
         if hsms.exists() {
             let _ = std::fs::remove_dir_all(hsms);
         }
+        Ok(())
+    }
+
+    fn discard_cluster(&self, cluster_id: &str) -> Result<(), String> {
+        let _one_at_a_time = lock(&self.changes);
+        let root = self.data_dir.join(CLUSTERS_DIR).join(cluster_id);
+        if lock(&self.clusters)
+            .get(cluster_id)
+            .is_some_and(|k| k.dir.root == self.data_dir)
+        {
+            return Err("the launcher's own cluster is never set aside".into());
+        }
+        self.take_out(cluster_id);
+        if !root.exists() {
+            return Ok(());
+        }
+        // Set aside, not deleted: if kms.redb was replaced by an older copy, the cluster is
+        // still there to recover by hand.
+        let aside = self
+            .data_dir
+            .join(UNRECORDED_DIR)
+            .join(format!("{cluster_id}-{}", self.clock.now_millis()));
+        std::fs::create_dir_all(self.data_dir.join(UNRECORDED_DIR))
+            .and_then(|()| std::fs::rename(&root, &aside))
+            .map_err(|e| format!("moving {} to {}: {e}", root.display(), aside.display()))?;
+        tracing::warn!(%cluster_id, path = %aside.display(), "a cluster without a record is set aside");
+        Ok(())
+    }
+
+    fn purge_cluster(&self, cluster_id: &str) -> Result<(), String> {
+        let _one_at_a_time = lock(&self.changes);
+        let root = {
+            let clusters = lock(&self.clusters);
+            let Some(kept) = clusters.get(cluster_id) else {
+                return Ok(());
+            };
+            if !kept.deleted() {
+                return Err(format!("cluster {cluster_id} is not deleted"));
+            }
+            // The launcher's own cluster lives at the data directory's root: its files stay,
+            // so the next start does not take the directory for a new one.
+            if kept.dir.root == self.data_dir {
+                return Ok(());
+            }
+            kept.dir.root.clone()
+        };
+        self.take_out(cluster_id);
+        std::fs::remove_dir_all(&root).map_err(|e| format!("removing {}: {e}", root.display()))
+    }
+
+    fn crash_during_next_hsm_delete(&self) -> Result<(), String> {
+        self.crash_during_hsm_delete.store(true, Ordering::SeqCst);
         Ok(())
     }
 

@@ -7,7 +7,9 @@
 //! blocking thread; the service's own lock is never held across one.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use hsmkms_common::clock::Clock;
 use hsmkms_common::ids;
@@ -15,11 +17,11 @@ use sha2::{Digest, Sha256};
 
 use crate::cluster::{ClusterDirectory, ClusterView, HsmView, KeyObject, Provisioner};
 use crate::service::cloudhsm::error::CloudHsmError;
-use crate::service::cloudhsm::hsm::{HsmOp, HsmState};
+use crate::service::cloudhsm::hsm::{HsmChange, HsmOp, HsmState};
 use crate::service::cloudhsm::{
-    backup_due, deletion_expired, restorable, retention_purges, BackupRecord, BackupState,
-    ClusterRecord, ClusterState, DEFAULT_RETENTION_DAYS, MAX_HSMS_PER_CLUSTER, MAX_RETENTION_DAYS,
-    MIN_RETENTION_DAYS,
+    backup_due, backup_prunable, cluster_prunable, deletion_expired, restorable, retention_purges,
+    BackupRecord, BackupState, ClusterRecord, ClusterState, Quotas, DEFAULT_RETENTION_DAYS,
+    MAX_BACKUPS, MAX_HSMS_PER_CLUSTER, MAX_RETENTION_DAYS, MIN_RETENTION_DAYS,
 };
 use crate::store::{decode, Loaded, Store, Table, Write};
 use hsmkms_common::entropy::{Entropy, EntropyRng};
@@ -42,19 +44,22 @@ pub fn zones(region: &str) -> Vec<String> {
     "abcdef".chars().map(|c| format!("{region}{c}")).collect()
 }
 
-/// An HSM being created or deleted: shown with that state until the provisioner is done.
-#[derive(Debug, Clone)]
-struct Pending {
-    cluster_id: String,
-    availability_zone: String,
-    state: HsmState,
-}
+/// How often settling an HSM change tries to record its outcome before it leaves the retry to
+/// the periodic work, and how long that waits after a failed attempt.
+const SETTLE_ATTEMPTS: u32 = 5;
+const SETTLE_BACKOFF: Duration = Duration::from_millis(200);
+const RETRY_AFTER: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Default)]
 struct State {
     clusters: BTreeMap<String, ClusterRecord>,
     backups: BTreeMap<String, BackupRecord>,
-    pending: BTreeMap<String, Pending>,
+    /// Ids of the HSMs and clusters whose create or delete a task of this process is carrying
+    /// out now (at most one per HSM change and cluster being created or deleted): the periodic
+    /// settling leaves those alone and finishes the others (after a stop, or a failed attempt).
+    working: BTreeSet<String>,
+    /// When the periodic settling may try a change again after an attempt that failed.
+    retry_at: BTreeMap<String, tokio::time::Instant>,
 }
 
 /// One HSM as DescribeClusters shows it.
@@ -76,9 +81,15 @@ pub struct CloudHsm {
     state: Mutex<State>,
     /// One run of the periodic work at a time.
     jobs: tokio::sync::Mutex<()>,
-    /// Changes to existing cluster and backup records take turns: each reads the record as the
-    /// previous change left it, persists, installs, and only then lets the next one read.
+    /// Changes to cluster and backup records take turns: each reads the records as the
+    /// previous change left them, persists, installs, and only then lets the next one read. So
+    /// a check that spans records (a quota, one HSM per UNINITIALIZED cluster, an HSM being
+    /// deleted, a cluster without HSMs) and the change it allows are one step.
     records: tokio::sync::Mutex<()>,
+    quotas: Quotas,
+    /// Fault injection: the process dies once the next new HSM serves, before the service
+    /// records it ACTIVE (the crash the start-up recovery of HSM changes exists for).
+    pub crash_during_hsm_create: AtomicBool,
 }
 
 fn not_found(what: &str, id: &str) -> CloudHsmError {
@@ -98,8 +109,9 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl CloudHsm {
-    /// Loads the service's records; clusters the provisioner has but the records lack (the
-    /// launcher's first cluster) are adopted as ACTIVE.
+    /// Loads the service's records. The launcher's first cluster, if the records lack it, is
+    /// adopted as ACTIVE; any other cluster the provisioner has without a record (a
+    /// CreateCluster that never finished) is set aside, never served.
     pub fn open(
         provisioner: Arc<dyn Provisioner>,
         store: Store,
@@ -107,10 +119,13 @@ impl CloudHsm {
         clock: Arc<dyn Clock>,
         entropy: Arc<dyn Entropy>,
         region: &str,
+        quotas: Quotas,
     ) -> anyhow::Result<(Self, Vec<Write>)> {
         let mut state = State::default();
         for (id, bytes) in &loaded.clusters {
-            state.clusters.insert(id.clone(), decode(bytes)?);
+            state
+                .clusters
+                .insert(id.clone(), ClusterRecord::decode(bytes)?);
         }
         for (id, bytes) in &loaded.backups {
             state.backups.insert(id.clone(), decode(bytes)?);
@@ -121,6 +136,13 @@ impl CloudHsm {
                 continue;
             }
             let id = provisioned.cluster_id.clone();
+            if !provisioned.launcher_made {
+                tracing::warn!(cluster_id = %id, "a cluster without a record (its CreateCluster never finished) is set aside");
+                provisioner
+                    .discard_cluster(&id)
+                    .map_err(|e| anyhow::anyhow!("setting aside cluster {id}: {e}"))?;
+                continue;
+            }
             let mut subnet_zones: BTreeSet<String> = zones(region).into_iter().take(3).collect();
             subnet_zones.extend(provisioned.hsms.iter().map(|h| h.availability_zone.clone()));
             let record = ClusterRecord {
@@ -144,6 +166,8 @@ impl CloudHsm {
                 trust_anchor: Some(provisioned.certificate.clone()),
                 cluster_csr: None,
                 tags: BTreeMap::new(),
+                hsm_changes: BTreeMap::new(),
+                deleted_at_millis: None,
             };
             writes.push(Write::put(Table::Clusters, id.clone(), &record));
             state.clusters.insert(id, record);
@@ -158,9 +182,18 @@ impl CloudHsm {
                 state: Mutex::new(state),
                 jobs: tokio::sync::Mutex::new(()),
                 records: tokio::sync::Mutex::new(()),
+                quotas,
+                crash_during_hsm_create: AtomicBool::new(false),
             },
             writes,
         ))
+    }
+
+    /// Rebuilds, before the emulator serves, what the records say is under way: HSMs being
+    /// created finish (or, if they cannot, are removed), HSMs and clusters being deleted
+    /// finish, and clusters whose creation was never acknowledged are removed.
+    pub async fn recover(self: &Arc<Self>) {
+        self.settle_changes(true).await;
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -233,12 +266,12 @@ impl CloudHsm {
             .find(|c| c.cluster_id == record.cluster_id)
             .map(|c| c.hsms)
             .unwrap_or_default();
-        let pending = self.state().pending.clone();
+        let changes = &record.hsm_changes;
         let subnet = |az: &str| record.subnet_mapping.get(az).cloned().unwrap_or_default();
         let mut hsms: Vec<HsmInfo> = provisioned
             .into_iter()
             .map(|h| {
-                let state = HsmState::observed(pending.get(&h.hsm_id).map(|p| p.state), h.running);
+                let state = HsmState::observed(changes.get(&h.hsm_id).map(|p| p.state), h.running);
                 HsmInfo {
                     subnet_id: subnet(&h.availability_zone),
                     view: HsmView {
@@ -250,8 +283,8 @@ impl CloudHsm {
                 }
             })
             .collect();
-        for (hsm_id, p) in pending.iter() {
-            if p.cluster_id == record.cluster_id && !hsms.iter().any(|h| &h.view.hsm_id == hsm_id) {
+        for (hsm_id, p) in changes {
+            if !hsms.iter().any(|h| &h.view.hsm_id == hsm_id) {
                 hsms.push(HsmInfo {
                     subnet_id: subnet(&p.availability_zone),
                     view: HsmView {
@@ -399,17 +432,19 @@ impl CloudHsm {
             }
             None => (None, None),
         };
-        {
-            let provisioner = self.provisioner.clone();
-            let id = cluster_id.clone();
-            let lineage = source.as_ref().map(|b| b.lineage.clone());
-            blocking(move || provisioner.create_cluster(&id, lineage.as_deref()))
-                .await
-                .map_err(CloudHsmError::InternalFailure)?;
+        let mut writes = vec![];
+        if let Some(b) = &source {
+            // The restored cluster keeps its own copy: the backup may be deleted meanwhile.
+            let image = self.image(&b.backup_id).await?;
+            writes.push(Write::Put {
+                table: Table::BackupImages,
+                key: seed_key(&cluster_id),
+                value: image,
+            });
         }
         let record = ClusterRecord {
             cluster_id: cluster_id.clone(),
-            state: ClusterState::Uninitialized,
+            state: ClusterState::CreateInProgress,
             state_message: String::new(),
             hsm_type,
             created_at_millis: self.now(),
@@ -422,19 +457,91 @@ impl CloudHsm {
             trust_anchor,
             cluster_csr: None,
             tags,
+            hsm_changes: BTreeMap::new(),
+            deleted_at_millis: None,
         };
-        let mut writes = vec![];
-        if let Some(b) = &source {
-            // The restored cluster keeps its own copy: the backup may be deleted meanwhile.
-            let image = self.image(&b.backup_id).await?;
-            writes.push(Write::Put {
-                table: Table::BackupImages,
-                key: seed_key(&cluster_id),
-                value: image,
-            });
+        // The record first (CREATE_IN_PROGRESS), counted against the quota in the same turn:
+        // the cluster exists only through it, so files the provisioner makes next are never
+        // a cluster nobody recorded.
+        {
+            let _turn = self.records.lock().await;
+            let live = self
+                .state()
+                .clusters
+                .values()
+                .filter(|c| c.state != ClusterState::Deleted)
+                .count();
+            if live >= self.quotas.clusters {
+                return Err(CloudHsmError::Service(format!(
+                    "Cluster quota exceeded: this account already has {live} clusters in {}, its quota is {} (delete one, or raise the quota with --max-clusters).",
+                    self.region, self.quotas.clusters
+                )));
+            }
+            self.state().working.insert(cluster_id.clone());
+            if let Err(e) = self.put_cluster(&record, writes).await {
+                self.state().working.remove(&cluster_id);
+                return Err(e);
+            }
         }
-        self.put_cluster(&record, writes).await?;
-        Ok(record)
+        let provisioned = {
+            let provisioner = self.provisioner.clone();
+            let id = cluster_id.clone();
+            let lineage = source.as_ref().map(|b| b.lineage.clone());
+            blocking(move || provisioner.create_cluster(&id, lineage.as_deref())).await
+        };
+        let created = match provisioned {
+            Ok(()) => self
+                .update_cluster(&cluster_id, vec![], |r| {
+                    r.state = ClusterState::Uninitialized;
+                    Ok(())
+                })
+                .await
+                .map(|(r, ())| r),
+            Err(e) => Err(CloudHsmError::InternalFailure(format!(
+                "The cluster could not be created: {e}"
+            ))),
+        };
+        match created {
+            Ok(r) => {
+                self.state().working.remove(&cluster_id);
+                Ok(r)
+            }
+            Err(e) => {
+                // Never acknowledged: the cluster goes again (now, or, if that fails too, from
+                // the periodic work once this is no longer its owner).
+                self.abandon_cluster(&cluster_id).await;
+                self.state().working.remove(&cluster_id);
+                Err(e)
+            }
+        }
+    }
+
+    /// Removes a cluster whose CreateCluster was never acknowledged: its record (durably),
+    /// then its files. If the record cannot be removed now, the next settling tries again.
+    async fn abandon_cluster(&self, cluster_id: &str) {
+        let writes = vec![
+            Write::delete(Table::Clusters, cluster_id),
+            Write::delete(Table::BackupImages, seed_key(cluster_id)),
+        ];
+        {
+            let _turn = self.records.lock().await;
+            if let Err(e) = self.commit(writes).await {
+                tracing::error!(%cluster_id, error = %e, "cannot remove an unfinished cluster; retrying later");
+                self.retry_later(cluster_id);
+                return;
+            }
+            self.state().clusters.remove(cluster_id);
+        }
+        let provisioner = self.provisioner.clone();
+        let id = cluster_id.to_string();
+        // Files made for it, if the provisioner got that far.
+        let discarded = blocking(move || provisioner.discard_cluster(&id)).await;
+        match discarded {
+            Ok(()) => tracing::warn!(%cluster_id, "an unfinished CreateCluster is undone"),
+            Err(e) => {
+                tracing::error!(%cluster_id, error = %e, "cannot set aside an unfinished cluster's files")
+            }
+        }
     }
 
     /// Which Availability Zone each subnet is in: a subnet of an existing cluster keeps its
@@ -482,31 +589,71 @@ impl CloudHsm {
         Ok(mapping)
     }
 
-    /// DeleteCluster: only a cluster without HSMs.
-    pub async fn delete_cluster(&self, cluster_id: &str) -> Result<ClusterRecord, CloudHsmError> {
-        let record = self.live_cluster(cluster_id)?;
-        let hsms = self.hsms_of(&record);
-        if !hsms.is_empty() {
-            return Err(CloudHsmError::InvalidRequest(format!(
-                "Cluster {cluster_id} still has {} HSM(s). Delete all HSMs in the cluster before deleting the cluster.",
-                hsms.len()
-            )));
-        }
-        {
-            let provisioner = self.provisioner.clone();
-            let id = cluster_id.to_string();
-            blocking(move || provisioner.delete_cluster(&id))
-                .await
-                .map_err(CloudHsmError::InternalFailure)?;
-        }
-        let seed = Write::delete(Table::BackupImages, seed_key(cluster_id));
+    /// DeleteCluster: only a cluster without HSMs. The check and DELETE_IN_PROGRESS are one
+    /// durable step, so no CreateHsm slips in between; then the provisioner removes the
+    /// cluster's HSM homes and the cluster is DELETED (a stop in between is finished on start).
+    pub async fn delete_cluster(
+        self: &Arc<Self>,
+        cluster_id: &str,
+    ) -> Result<ClusterRecord, CloudHsmError> {
         let (record, ()) = self
-            .update_cluster(cluster_id, vec![seed], |r| {
-                r.state = ClusterState::Deleted;
+            .update_cluster(cluster_id, vec![], |record| {
+                if matches!(
+                    record.state,
+                    ClusterState::CreateInProgress | ClusterState::DeleteInProgress
+                ) {
+                    return Err(CloudHsmError::InvalidRequest(format!(
+                        "Cluster {cluster_id} is {}; try again once that is done.",
+                        record.state.as_str()
+                    )));
+                }
+                let hsms = self.hsms_of(record);
+                if !hsms.is_empty() {
+                    return Err(CloudHsmError::InvalidRequest(format!(
+                        "Cluster {cluster_id} still has {} HSM(s). Delete all HSMs in the cluster before deleting the cluster.",
+                        hsms.len()
+                    )));
+                }
+                record.state = ClusterState::DeleteInProgress;
                 Ok(())
             })
             .await?;
+        self.state().working.insert(cluster_id.to_string());
+        self.finish_delete_cluster(cluster_id).await;
+        self.state().working.remove(cluster_id);
         Ok(record)
+    }
+
+    /// The rest of a DeleteCluster whose DELETE_IN_PROGRESS is durable: the provisioner's
+    /// part, then DELETED. A failure leaves it DELETE_IN_PROGRESS for the next settling.
+    async fn finish_delete_cluster(&self, cluster_id: &str) {
+        let provisioner = self.provisioner.clone();
+        let id = cluster_id.to_string();
+        if let Err(e) = blocking(move || provisioner.delete_cluster(&id)).await {
+            tracing::error!(%cluster_id, error = %e, "DeleteCluster failed; retrying later");
+            self.retry_later(cluster_id);
+            return;
+        }
+        let seed = Write::delete(Table::BackupImages, seed_key(cluster_id));
+        let now = self.now();
+        let done = self
+            .update_cluster(cluster_id, vec![seed], |r| {
+                r.state = ClusterState::Deleted;
+                r.deleted_at_millis = Some(now);
+                Ok(())
+            })
+            .await;
+        if let Err(e) = done {
+            tracing::error!(%cluster_id, error = %e, "cannot record a cluster DELETED; retrying later");
+            self.retry_later(cluster_id);
+        }
+    }
+
+    /// Leaves a change that failed to the periodic settling, a while from now.
+    fn retry_later(&self, id: &str) {
+        self.state()
+            .retry_at
+            .insert(id.to_string(), tokio::time::Instant::now() + RETRY_AFTER);
     }
 
     /// InitializeCluster: the customer's CA signed the cluster's CSR; the cluster is
@@ -565,14 +712,31 @@ impl CloudHsm {
 
     // ---- HSMs -------------------------------------------------------------------------
 
-    /// CreateHsm: answers at once with the HSM CREATE_IN_PROGRESS; the node is provisioned
-    /// from the latest backup, starts, catches up with its peers, and turns ACTIVE.
+    /// HSMs of every live cluster, those being created or deleted included (the account quota).
+    fn hsms_in_account(&self) -> usize {
+        let records: Vec<ClusterRecord> = self
+            .state()
+            .clusters
+            .values()
+            .filter(|c| c.state != ClusterState::Deleted)
+            .cloned()
+            .collect();
+        records.iter().map(|r| self.hsms_of(r).len()).sum()
+    }
+
+    /// CreateHsm: answers at once with the HSM CREATE_IN_PROGRESS, durable in the cluster's
+    /// record; the node is provisioned from the latest backup, starts, catches up with its
+    /// peers, and turns ACTIVE. The checks (one HSM while UNINITIALIZED, 28 per cluster, the
+    /// account quota) and the record of the new HSM are one turn, so concurrent calls cannot
+    /// pass them together.
     pub async fn create_hsm(
         self: &Arc<Self>,
         cluster_id: &str,
         availability_zone: &str,
     ) -> Result<HsmInfo, CloudHsmError> {
-        let record = self.live_cluster(cluster_id)?;
+        let hsm_id = ids::new_hsm_id(&mut EntropyRng(self.entropy.as_ref()));
+        let turn = self.records.lock().await;
+        let mut record = self.live_cluster(cluster_id)?;
         let Some(subnet_id) = record.subnet_mapping.get(availability_zone).cloned() else {
             return Err(CloudHsmError::InvalidRequest(format!(
                 "Cluster {cluster_id} has no subnet in Availability Zone {availability_zone}; its subnets are in {}.",
@@ -602,27 +766,30 @@ impl CloudHsm {
                 )))
             }
         }
-        let hsm_id = ids::new_hsm_id(&mut EntropyRng(self.entropy.as_ref()));
-        self.state().pending.insert(
-            hsm_id.clone(),
-            Pending {
-                cluster_id: cluster_id.into(),
-                availability_zone: availability_zone.into(),
-                state: HsmState::CreateInProgress,
-            },
-        );
+        let in_account = self.hsms_in_account();
+        if in_account >= self.quotas.hsms {
+            return Err(CloudHsmError::Service(format!(
+                "HSM quota exceeded: this account already has {in_account} HSMs in {}, its quota is {} (delete one, or raise the quota with --max-hsms).",
+                self.region, self.quotas.hsms
+            )));
+        }
+        let change = HsmChange {
+            availability_zone: availability_zone.into(),
+            state: HsmState::CreateInProgress,
+            had_peers: !hsms.is_empty(),
+        };
+        record.hsm_changes.insert(hsm_id.clone(), change.clone());
+        // This call owns the change from before it is durable, so the periodic settling never
+        // runs it a second time alongside.
+        self.state().working.insert(hsm_id.clone());
+        if let Err(e) = self.put_cluster(&record, vec![]).await {
+            self.state().working.remove(&hsm_id);
+            return Err(e);
+        }
+        drop(turn);
         let service = self.clone();
-        let (cluster, hsm, zone) = (
-            cluster_id.to_string(),
-            hsm_id.clone(),
-            availability_zone.to_string(),
-        );
-        let had_hsms = !hsms.is_empty();
-        tokio::spawn(async move {
-            service
-                .finish_create_hsm(cluster, hsm, zone, had_hsms)
-                .await;
-        });
+        let (cluster, hsm) = (cluster_id.to_string(), hsm_id.clone());
+        tokio::spawn(async move { service.finish_create_hsm(cluster, hsm, change).await });
         Ok(HsmInfo {
             subnet_id,
             view: HsmView {
@@ -634,12 +801,17 @@ impl CloudHsm {
         })
     }
 
+    /// The rest of a CreateHsm whose CREATE_IN_PROGRESS is durable (the caller owns it in
+    /// `working`): the provisioner creates the HSM (or finds it created before a stop), then
+    /// the cluster's record settles in one commit: the change goes, a restored cluster turns
+    /// ACTIVE, a new cluster's first HSM offers the CSR; then the backup after adding an HSM.
+    /// If the provisioner fails, the HSM is gone and so is the change. A commit that fails is
+    /// retried, then left to the periodic settling.
     async fn finish_create_hsm(
         self: Arc<Self>,
         cluster_id: String,
         hsm_id: String,
-        zone: String,
-        had_hsms: bool,
+        change: HsmChange,
     ) {
         let image = match self.latest_image(&cluster_id).await {
             Ok(i) => i,
@@ -649,54 +821,86 @@ impl CloudHsm {
             }
         };
         let provisioner = self.provisioner.clone();
-        let (c, h) = (cluster_id.clone(), hsm_id.clone());
+        let (c, h, zone) = (
+            cluster_id.clone(),
+            hsm_id.clone(),
+            change.availability_zone.clone(),
+        );
         let created =
             blocking(move || provisioner.create_hsm(&c, &h, &zone, image.as_deref())).await;
-        if let Err(e) = created {
-            self.state().pending.remove(&hsm_id);
-            tracing::error!(%cluster_id, %hsm_id, error = %e, "CreateHsm failed; the HSM is removed");
-            return;
+        if created.is_ok() && self.crash_during_hsm_create.swap(false, Ordering::SeqCst) {
+            tracing::error!(%cluster_id, %hsm_id, "fault injection: the process dies before the new HSM is recorded");
+            std::process::abort();
         }
-        // The cluster's record as the last change left it: a restored cluster turns ACTIVE
-        // with its first HSM; a new cluster's first HSM offers the CSR.
-        let settled = self
-            .update_cluster(&cluster_id, vec![], |record| {
-                let restored_activation = record.state == ClusterState::Uninitialized
-                    && record.source_backup_id.is_some();
-                let backup =
-                    restored_activation || (record.state == ClusterState::Active && had_hsms);
-                if restored_activation {
-                    // A restored cluster is initialized and activated already: its first HSM
-                    // brings the backup's users, keys and certificates.
-                    record.state = ClusterState::Active;
-                } else if record.state == ClusterState::Uninitialized
-                    && record.cluster_csr.is_none()
-                {
-                    match hsmkms_common::tls::cluster_csr(&cluster_id, &hsm_id) {
-                        Ok(csr) => record.cluster_csr = Some(csr),
-                        Err(e) => {
-                            tracing::error!(%cluster_id, error = %e, "cannot make the cluster's CSR")
+        let settled = match &created {
+            Ok(()) => {
+                self.settle(&cluster_id, &hsm_id, |record| {
+                    if record.hsm_changes.remove(&hsm_id).is_none() {
+                        return Ok(false);
+                    }
+                    let restored_activation = record.state == ClusterState::Uninitialized
+                        && record.source_backup_id.is_some();
+                    let backup = restored_activation
+                        || (record.state == ClusterState::Active && change.had_peers);
+                    if restored_activation {
+                        // A restored cluster is initialized and activated already: its first HSM
+                        // brings the backup's users, keys and certificates.
+                        record.state = ClusterState::Active;
+                    } else if record.state == ClusterState::Uninitialized
+                        && record.cluster_csr.is_none()
+                    {
+                        match hsmkms_common::tls::cluster_csr(&cluster_id, &hsm_id) {
+                            Ok(csr) => record.cluster_csr = Some(csr),
+                            Err(e) => {
+                                tracing::error!(%cluster_id, error = %e, "cannot make the cluster's CSR")
+                            }
                         }
                     }
-                }
-                Ok(backup)
-            })
-            .await;
-        let backup = match settled {
-            Ok((_, backup)) => backup,
+                    Ok(backup)
+                })
+                .await
+            }
             Err(e) => {
-                tracing::error!(%cluster_id, error = %e, "cannot record the cluster");
-                false
+                tracing::error!(%cluster_id, %hsm_id, error = %e, "CreateHsm failed; the HSM is removed");
+                self.settle(&cluster_id, &hsm_id, |record| {
+                    record.hsm_changes.remove(&hsm_id);
+                    Ok(false)
+                })
+                .await
             }
         };
-        // The cluster's state is settled before the HSM shows ACTIVE.
-        self.state().pending.remove(&hsm_id);
-        tracing::info!(%cluster_id, %hsm_id, "HSM ACTIVE");
-        if backup {
+        self.state().working.remove(&hsm_id);
+        if created.is_ok() && settled.is_some() {
+            tracing::info!(%cluster_id, %hsm_id, "HSM ACTIVE");
+        }
+        if settled == Some(true) {
             if let Err(e) = self.take_backup(&cluster_id).await {
                 tracing::warn!(%cluster_id, error = %e, "no backup after adding an HSM");
             }
         }
+    }
+
+    /// Records how an HSM change ended, with `change` on the cluster's record as the last
+    /// change left it; retried a few times, then left to the periodic settling (`None`).
+    async fn settle<T>(
+        &self,
+        cluster_id: &str,
+        hsm_id: &str,
+        change: impl Fn(&mut ClusterRecord) -> Result<T, CloudHsmError>,
+    ) -> Option<T> {
+        for attempt in 0..SETTLE_ATTEMPTS {
+            match self.update_cluster(cluster_id, vec![], &change).await {
+                Ok((_, out)) => return Some(out),
+                Err(CloudHsmError::ResourceNotFound(_)) => return None,
+                Err(e) => {
+                    tracing::warn!(%cluster_id, %hsm_id, attempt, error = %e, "cannot record the end of an HSM change");
+                    tokio::time::sleep(SETTLE_BACKOFF * 2u32.pow(attempt)).await;
+                }
+            }
+        }
+        tracing::error!(%cluster_id, %hsm_id, "the end of an HSM change is not recorded yet; retrying later");
+        self.retry_later(hsm_id);
+        None
     }
 
     /// The image a new HSM of the cluster starts from: its newest backup, or the backup it was
@@ -721,8 +925,10 @@ impl CloudHsm {
             })
     }
 
-    /// DeleteHsm by HSM id, ENI id or ENI IP: a backup first, then the HSM leaves (at once it
-    /// is DELETE_IN_PROGRESS and no longer serves KMS), then its node is removed.
+    /// DeleteHsm by HSM id, ENI id or ENI IP: the HSM is DELETE_IN_PROGRESS (no longer used by
+    /// KMS), durable in the cluster's record, in the same turn as the check that it may be
+    /// deleted (so of concurrent calls one wins, the others see it being deleted); then a
+    /// backup, taken while the HSM is still there; then its node is removed in the background.
     pub async fn delete_hsm(
         self: &Arc<Self>,
         cluster_id: &str,
@@ -730,7 +936,8 @@ impl CloudHsm {
         eni_id: Option<&str>,
         eni_ip: Option<&str>,
     ) -> Result<String, CloudHsmError> {
-        let record = self.live_cluster(cluster_id)?;
+        let turn = self.records.lock().await;
+        let mut record = self.live_cluster(cluster_id)?;
         let hsms = self.hsms_of(&record);
         let found = hsms.iter().find(|h| {
             hsm_id.is_some_and(|id| id == h.view.hsm_id)
@@ -743,35 +950,139 @@ impl CloudHsm {
         };
         let deleting = hsm.view.state.apply(HsmOp::Delete, &hsm.view.hsm_id)?;
         let hsm_id = hsm.view.hsm_id.clone();
+        record.hsm_changes.insert(
+            hsm_id.clone(),
+            HsmChange {
+                availability_zone: hsm.view.availability_zone.clone(),
+                state: deleting,
+                had_peers: false,
+            },
+        );
+        self.state().working.insert(hsm_id.clone());
+        if let Err(e) = self.put_cluster(&record, vec![]).await {
+            self.state().working.remove(&hsm_id);
+            return Err(e);
+        }
+        drop(turn);
         // Deleting an HSM forces a backup, taken while the HSM is still there.
         if record.state == ClusterState::Active {
             if let Err(e) = self.take_backup(cluster_id).await {
                 tracing::warn!(%cluster_id, error = %e, "no backup before DeleteHsm");
             }
         }
-        self.state().pending.insert(
-            hsm_id.clone(),
-            Pending {
-                cluster_id: cluster_id.into(),
-                availability_zone: hsm.view.availability_zone.clone(),
-                state: deleting,
-            },
-        );
         let service = self.clone();
         let (c, h) = (cluster_id.to_string(), hsm_id.clone());
-        tokio::spawn(async move {
-            let provisioner = service.provisioner.clone();
-            let (c2, h2) = (c.clone(), h.clone());
-            let deleted = blocking(move || provisioner.delete_hsm(&c2, &h2)).await;
-            service.state().pending.remove(&h);
-            match deleted {
-                Ok(()) => tracing::info!(cluster_id = %c, hsm_id = %h, "HSM deleted"),
-                Err(e) => {
-                    tracing::error!(cluster_id = %c, hsm_id = %h, error = %e, "DeleteHsm failed")
+        tokio::spawn(async move { service.finish_delete_hsm(c, h).await });
+        Ok(hsm_id)
+    }
+
+    /// The rest of a DeleteHsm whose DELETE_IN_PROGRESS is durable (the caller owns it in
+    /// `working`): the provisioner removes the HSM (or finds it removed before a stop), then
+    /// the change goes from the record. A delete always finishes: a failure is retried later.
+    async fn finish_delete_hsm(self: Arc<Self>, cluster_id: String, hsm_id: String) {
+        let provisioner = self.provisioner.clone();
+        let (c, h) = (cluster_id.clone(), hsm_id.clone());
+        match blocking(move || provisioner.delete_hsm(&c, &h)).await {
+            Ok(()) => {
+                let settled = self
+                    .settle(&cluster_id, &hsm_id, |record| {
+                        record.hsm_changes.remove(&hsm_id);
+                        Ok(())
+                    })
+                    .await;
+                if settled.is_some() {
+                    tracing::info!(%cluster_id, %hsm_id, "HSM deleted");
                 }
             }
-        });
-        Ok(hsm_id)
+            Err(e) => {
+                tracing::error!(%cluster_id, %hsm_id, error = %e, "DeleteHsm failed; retrying later");
+                self.retry_later(&hsm_id);
+            }
+        }
+        self.state().working.remove(&hsm_id);
+    }
+
+    /// Finishes (or undoes) every change no task of this process owns: HSMs being created or
+    /// deleted, clusters being deleted, and clusters whose CreateCluster was never
+    /// acknowledged. On start (`wait`) it runs them to the end before the emulator serves;
+    /// from the periodic work it starts them in the background.
+    pub async fn settle_changes(self: &Arc<Self>, wait: bool) {
+        enum Work {
+            CreateHsm(String, String, HsmChange),
+            DeleteHsm(String, String),
+            DeleteCluster(String),
+            AbandonCluster(String),
+        }
+        let now = tokio::time::Instant::now();
+        let work: Vec<Work> = {
+            let mut state = self.state();
+            let State {
+                clusters,
+                working,
+                retry_at,
+                ..
+            } = &mut *state;
+            retry_at.retain(|_, at| *at > now);
+            let mut take = |id: &str| {
+                let free = !working.contains(id) && !retry_at.contains_key(id);
+                if free {
+                    working.insert(id.to_string());
+                }
+                free
+            };
+            let mut work = Vec::new();
+            for c in clusters.values() {
+                match c.state {
+                    ClusterState::CreateInProgress if take(&c.cluster_id) => {
+                        work.push(Work::AbandonCluster(c.cluster_id.clone()))
+                    }
+                    ClusterState::DeleteInProgress if take(&c.cluster_id) => {
+                        work.push(Work::DeleteCluster(c.cluster_id.clone()))
+                    }
+                    _ => {}
+                }
+                for (hsm_id, change) in &c.hsm_changes {
+                    if !take(hsm_id) {
+                        continue;
+                    }
+                    let (cluster, hsm) = (c.cluster_id.clone(), hsm_id.clone());
+                    work.push(match change.state {
+                        HsmState::DeleteInProgress => Work::DeleteHsm(cluster, hsm),
+                        _ => Work::CreateHsm(cluster, hsm, change.clone()),
+                    });
+                }
+            }
+            work
+        };
+        for item in work {
+            let service = self.clone();
+            let run = async move {
+                match item {
+                    Work::CreateHsm(c, h, change) => {
+                        tracing::info!(cluster_id = %c, hsm_id = %h, "finishing an interrupted CreateHsm");
+                        service.finish_create_hsm(c, h, change).await
+                    }
+                    Work::DeleteHsm(c, h) => {
+                        tracing::info!(cluster_id = %c, hsm_id = %h, "finishing an interrupted DeleteHsm");
+                        service.finish_delete_hsm(c, h).await
+                    }
+                    Work::DeleteCluster(c) => {
+                        tracing::info!(cluster_id = %c, "finishing an interrupted DeleteCluster");
+                        service.finish_delete_cluster(&c).await;
+                        service.state().working.remove(&c);
+                    }
+                    Work::AbandonCluster(c) => {
+                        service.abandon_cluster(&c).await;
+                        service.state().working.remove(&c);
+                    }
+                }
+            };
+            if wait {
+                run.await;
+            } else {
+                tokio::spawn(run);
+            }
+        }
     }
 
     /// Fault injection on an HSM (the control API).
@@ -779,6 +1090,11 @@ impl CloudHsm {
         let provisioner = self.provisioner.clone();
         let id = hsm_id.to_string();
         blocking(move || provisioner.set_hsm_running(&id, running)).await
+    }
+
+    /// Fault injection: the process dies during the next HSM deletion (the control API).
+    pub fn crash_during_next_hsm_delete(&self) -> Result<(), String> {
+        self.provisioner.crash_during_next_hsm_delete()
     }
 
     /// Fault injection: stalls an HSM, or lets it run again (the control API).
@@ -815,20 +1131,39 @@ impl CloudHsm {
             tags: BTreeMap::new(),
             keys: snapshot.keys,
         };
+        self.add_backup(&backup, snapshot.image).await?;
+        tracing::info!(%cluster_id, backup_id = %backup.backup_id, keys = backup.keys.len(), "backup taken");
+        Ok(backup)
+    }
+
+    /// Records a new backup and its image, within [`MAX_BACKUPS`]: the count and the insert
+    /// are one turn, so concurrent backups cannot pass the bound together.
+    async fn add_backup(&self, backup: &BackupRecord, image: Vec<u8>) -> Result<(), CloudHsmError> {
+        let _turn = self.records.lock().await;
+        let holding = self
+            .state()
+            .backups
+            .values()
+            .filter(|b| b.holds_data())
+            .count();
+        if holding >= MAX_BACKUPS {
+            return Err(CloudHsmError::Service(format!(
+                "Backup limit reached: {holding} backups hold data, the most this emulator keeps is {MAX_BACKUPS}; delete some (DeleteBackup) first."
+            )));
+        }
         self.commit(vec![
-            Write::put(Table::Backups, backup.backup_id.clone(), &backup),
+            Write::put(Table::Backups, backup.backup_id.clone(), backup),
             Write::Put {
                 table: Table::BackupImages,
                 key: backup.backup_id.clone(),
-                value: snapshot.image,
+                value: image,
             },
         ])
         .await?;
-        tracing::info!(%cluster_id, backup_id = %backup.backup_id, keys = backup.keys.len(), "backup taken");
         self.state()
             .backups
             .insert(backup.backup_id.clone(), backup.clone());
-        Ok(backup)
+        Ok(())
     }
 
     async fn put_backup(&self, backup: BackupRecord) -> Result<BackupRecord, CloudHsmError> {
@@ -953,18 +1288,7 @@ impl CloudHsm {
             tags,
             keys: source.keys.clone(),
         };
-        self.commit(vec![
-            Write::put(Table::Backups, copy.backup_id.clone(), &copy),
-            Write::Put {
-                table: Table::BackupImages,
-                key: copy.backup_id.clone(),
-                value: image,
-            },
-        ])
-        .await?;
-        self.state()
-            .backups
-            .insert(copy.backup_id.clone(), copy.clone());
+        self.add_backup(&copy, image).await?;
         Ok(copy)
     }
 
@@ -1059,8 +1383,9 @@ impl CloudHsm {
 
     /// The service's clockwork, run every tick and after the clock moves: daily backups,
     /// the retention policy, and backups whose 7 days of pending deletion are over.
-    pub async fn run_due(&self) {
+    pub async fn run_due(self: &Arc<Self>) {
         let _one_at_a_time = self.jobs.lock().await;
+        self.settle_changes(false).await;
         self.check_activations().await;
         let now = self.now();
         let (due, purges, expired) = {
@@ -1133,6 +1458,67 @@ impl CloudHsm {
                 .await;
             if gone.is_ok() {
                 tracing::info!(%backup_id, "a deleted backup is gone for good");
+            }
+        }
+        self.prune_deleted(now).await;
+    }
+
+    /// DELETED backups and clusters that have been listed long enough go from the records
+    /// (and a cluster's files with it), so what deleted resources take stays bounded.
+    async fn prune_deleted(&self, now: u64) {
+        let (backups, clusters) = {
+            let _turn = self.records.lock().await;
+            let (backups, clusters): (Vec<String>, Vec<String>) = {
+                let state = self.state();
+                let all: Vec<&BackupRecord> = state.backups.values().collect();
+                (
+                    all.iter()
+                        .filter(|b| backup_prunable(b, now))
+                        .map(|b| b.backup_id.clone())
+                        .collect(),
+                    state
+                        .clusters
+                        .values()
+                        .filter(|c| cluster_prunable(c, &all, now))
+                        .map(|c| c.cluster_id.clone())
+                        .collect(),
+                )
+            };
+            if backups.is_empty() && clusters.is_empty() {
+                return;
+            }
+            let writes = backups
+                .iter()
+                .map(|id| Write::delete(Table::Backups, id.clone()))
+                .chain(
+                    clusters
+                        .iter()
+                        .map(|id| Write::delete(Table::Clusters, id.clone())),
+                )
+                .collect();
+            if let Err(e) = self.commit(writes).await {
+                tracing::warn!(error = %e, "cannot prune deleted clusters and backups; retrying later");
+                return;
+            }
+            let mut state = self.state();
+            for id in &backups {
+                state.backups.remove(id);
+            }
+            for id in &clusters {
+                state.clusters.remove(id);
+            }
+            (backups, clusters)
+        };
+        tracing::info!(
+            backups = backups.len(),
+            clusters = clusters.len(),
+            "deleted resources pruned"
+        );
+        for cluster_id in clusters {
+            let provisioner = self.provisioner.clone();
+            let id = cluster_id.clone();
+            if let Err(e) = blocking(move || provisioner.purge_cluster(&id)).await {
+                tracing::warn!(%cluster_id, error = %e, "cannot remove a pruned cluster's files");
             }
         }
     }

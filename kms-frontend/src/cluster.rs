@@ -110,6 +110,10 @@ pub struct ProvisionedCluster {
     pub certificate: String,
     pub created_at_millis: u64,
     pub hsms: Vec<ProvisionedHsm>,
+    /// Made by the launcher itself on first start, not through CreateCluster: the service
+    /// adopts it as ACTIVE when it has no record of it. Any other cluster exists only through
+    /// its record.
+    pub launcher_made: bool,
 }
 
 /// What the CloudHSM service asks of the host that runs HSMs (the launcher: in-process nodes
@@ -127,8 +131,17 @@ pub trait Provisioner: Send + Sync + std::fmt::Debug {
     /// Removes a cluster that has no HSMs left.
     fn delete_cluster(&self, cluster_id: &str) -> Result<(), String>;
 
+    /// Sets aside the files of a cluster that no record backs (a CreateCluster that never
+    /// finished), stopping its HSMs if it has any, so it never serves; nothing is destroyed.
+    fn discard_cluster(&self, cluster_id: &str) -> Result<(), String>;
+
+    /// Removes the files of a deleted cluster for good, once nothing can be restored from it.
+    fn purge_cluster(&self, cluster_id: &str) -> Result<(), String>;
+
     /// Provisions and starts a new HSM from `image` (the latest backup, or none for the first
-    /// HSM of a new cluster), and returns once it has caught up with its peers.
+    /// HSM of a new cluster), and returns once it has caught up with its peers. An HSM already
+    /// provisioned (a create that a stop interrupted) is only started and waited for, so the
+    /// service can finish an interrupted create by asking again. On failure the HSM is gone.
     fn create_hsm(
         &self,
         cluster_id: &str,
@@ -137,7 +150,8 @@ pub trait Provisioner: Send + Sync + std::fmt::Debug {
         image: Option<&[u8]>,
     ) -> Result<(), String>;
 
-    /// Stops an HSM, removes it from the cluster's membership and deletes its files.
+    /// Stops an HSM, removes it from the cluster's membership and deletes its files; an HSM
+    /// that is already gone is fine, so an interrupted delete finishes by asking again.
     fn delete_hsm(&self, cluster_id: &str, hsm_id: &str) -> Result<(), String>;
 
     /// Takes a backup from a running HSM of the cluster.
@@ -155,6 +169,12 @@ pub trait Provisioner: Send + Sync + std::fmt::Debug {
     /// DEGRADED and unreachable, as a failed HSM is.
     fn set_hsm_running(&self, hsm_id: &str, running: bool) -> Result<(), String> {
         let _ = (hsm_id, running);
+        Err("this emulator does not support fault injection".into())
+    }
+
+    /// Fault injection: the process dies during the next HSM deletion, once the HSM's peers
+    /// have forgotten it and before the cluster's files say it is gone.
+    fn crash_during_next_hsm_delete(&self) -> Result<(), String> {
         Err("this emulator does not support fault injection".into())
     }
 

@@ -51,6 +51,8 @@ pub struct FrontendOptions {
     pub entropy: Arc<dyn Entropy>,
     /// Longest one KMS or CloudHSM request may take before it is answered with a timeout.
     pub request_deadline: std::time::Duration,
+    /// The CloudHSM account quotas (clusters, HSMs) per Region.
+    pub cloudhsm_quotas: crate::service::cloudhsm::Quotas,
 }
 
 /// Everything the API handlers share.
@@ -174,6 +176,7 @@ impl Frontend {
             clock.clone(),
             options.entropy.clone(),
             &options.region,
+            options.cloudhsm_quotas,
         )?;
         // Clusters the launcher made before the service knew them; recorded before serving.
         futures::executor::block_on(store.commit(adopted))
@@ -252,9 +255,12 @@ impl Frontend {
         self.hsm.forget(store_id);
     }
 
-    /// Rebuilds, before the emulator serves, what must be running: custom key stores that were
-    /// connected connect again, then backing-key deletions that a stop interrupted finish.
+    /// Rebuilds, before the emulator serves, what must be running: HSMs and clusters being
+    /// created or deleted finish (so stores connect to the HSMs the cluster really has), custom
+    /// key stores that were connected connect again, then backing-key deletions that a stop
+    /// interrupted finish.
     pub async fn recover(self: &Arc<Self>) {
+        self.clusters.recover().await;
         crate::key_stores::recover(self).await;
         self.finish_interrupted_deletions().await;
     }

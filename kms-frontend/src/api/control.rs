@@ -183,8 +183,11 @@ struct Fault {
     /// stays ACTIVE and connected but answers nothing, as under SIGSTOP), `resume` (it runs
     /// again and answers what it held, refusing what is past its deadline), or
     /// `fail-commits` (the frontend's next `count` commits fail, as on a disk that refuses
-    /// writes), `stall-commits` (they hang for `seconds`), or `crash-after-deletion-commit` (the process dies right after the next key
-    /// deletion is durable, before the HSMs hear of it).
+    /// writes), `stall-commits` (they hang for `seconds`), or `crash-after-deletion-commit`
+    /// (the process dies right after the next key deletion is durable, before the HSMs hear of
+    /// it), or `crash-during-hsm-create` (the process dies once the next new HSM serves, before
+    /// it is recorded ACTIVE), or `crash-during-hsm-delete` (the process dies once the next
+    /// deleted HSM's peers have forgotten it, before its removal is recorded).
     action: String,
     count: Option<u32>,
     /// `fail-commits` only: how many commits succeed before the failures start (default 0).
@@ -227,6 +230,18 @@ async fn fault(fe: web::Data<Arc<Frontend>>, payload: web::Payload) -> HttpRespo
                 .store(true, std::sync::atomic::Ordering::SeqCst);
             return HttpResponse::Ok().json(json!({"crashAfterDeletionCommit": true}));
         }
+        "crash-during-hsm-create" => {
+            fe.clusters
+                .crash_during_hsm_create
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            return HttpResponse::Ok().json(json!({"crashDuringHsmCreate": true}));
+        }
+        "crash-during-hsm-delete" => {
+            return match fe.clusters.crash_during_next_hsm_delete() {
+                Ok(()) => HttpResponse::Ok().json(json!({"crashDuringHsmDelete": true})),
+                Err(message) => bad(message),
+            };
+        }
         "stall-commits" => {
             let seconds = fault.seconds.unwrap_or(0);
             if seconds == 0 || seconds > MAX_COMMIT_STALL_SECONDS {
@@ -252,7 +267,7 @@ async fn fault(fe: web::Data<Arc<Frontend>>, payload: web::Payload) -> HttpRespo
         }
         other => {
             return bad(format!(
-                "Unknown action {other:?}: use stop, start, stall, resume, fail-commits, stall-commits or crash-after-deletion-commit."
+                "Unknown action {other:?}: use stop, start, stall, resume, fail-commits, stall-commits, crash-after-deletion-commit, crash-during-hsm-create or crash-during-hsm-delete."
             ))
         }
     };

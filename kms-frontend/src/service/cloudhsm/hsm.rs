@@ -3,10 +3,13 @@
 //! transition decides what each event does; the runtime (`crate::cloudhsm`) only records the
 //! pending creates and deletes and asks the provisioner whether the node runs.
 
+use serde::{Deserialize, Serialize};
+
 use super::error::CloudHsmError;
 
-/// CloudHSM's `HsmState`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// CloudHSM's `HsmState`. Stored in cluster records (see [`HsmChange`]) by variant index: new
+/// variants go at the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HsmState {
     CreateInProgress,
     Active,
@@ -69,12 +72,30 @@ impl HsmState {
     }
 }
 
+/// An HSM being created or deleted, as its cluster's record keeps it until the provisioner is
+/// done: durable before the provisioner is asked, so a restart finishes (or fails) it instead
+/// of finding an HSM that nothing settles.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HsmChange {
+    pub availability_zone: String,
+    /// CREATE_IN_PROGRESS or DELETE_IN_PROGRESS.
+    pub state: HsmState,
+    /// For a create: whether the cluster had other HSMs then (a new HSM of an ACTIVE cluster
+    /// that had some is followed by a backup, as on CloudHSM).
+    pub had_peers: bool,
+}
+
 /// DeleteHsm while a create or delete of the HSM is under way.
 fn busy(hsm_id: &str, state: HsmState) -> CloudHsmError {
-    CloudHsmError::InvalidRequest(format!(
-        "HSM {hsm_id} is {}; try again once that is done.",
-        state.as_str()
-    ))
+    CloudHsmError::InvalidRequest(match state {
+        HsmState::DeleteInProgress => {
+            format!("HSM {hsm_id} is DELETE_IN_PROGRESS; it is being deleted already.")
+        }
+        _ => format!(
+            "HSM {hsm_id} is {}; try again once that is done.",
+            state.as_str()
+        ),
+    })
 }
 
 #[cfg(test)]

@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::KeyObject;
+use crate::store::{decode, StoreError};
+use hsm::HsmChange;
 
 /// Backups are taken at least this often (of emulator time), per cluster.
 pub const BACKUP_INTERVAL_MILLIS: u64 = 24 * 3600 * 1000;
@@ -21,6 +23,16 @@ pub const MAX_RETENTION_DAYS: u32 = 379;
 pub const DEFAULT_RETENTION_DAYS: u32 = 90;
 /// HSMs per cluster (a fixed quota of CloudHSM).
 pub const MAX_HSMS_PER_CLUSTER: usize = 28;
+/// CloudHSM's default account quotas per Region (adjustable on AWS, options here).
+pub const DEFAULT_MAX_CLUSTERS: usize = 4;
+pub const DEFAULT_MAX_HSMS: usize = 6;
+/// Backups that still hold data, every Region together. AWS documents no backup quota; the
+/// emulator needs one, since NeverExpires backups, copies (which have no retention policy)
+/// and HSMs added and removed in a loop are not bounded by the retention policy.
+pub const MAX_BACKUPS: usize = 1_000;
+/// How long a DELETED cluster or backup is still listed (emulator time) before it is gone for
+/// good, as AWS stops showing deleted resources after a while.
+pub const DELETED_RETENTION_MILLIS: u64 = 30 * DAY_MILLIS;
 const DAY_MILLIS: u64 = 24 * 3600 * 1000;
 
 /// CloudHSM's `ClusterState`.
@@ -98,6 +110,78 @@ pub struct ClusterRecord {
     /// The certificate signing request of an UNINITIALIZED cluster with an HSM.
     pub cluster_csr: Option<String>,
     pub tags: BTreeMap<String, String>,
+    /// HSMs being created or deleted, by HSM id (see [`HsmChange`]).
+    pub hsm_changes: BTreeMap<String, HsmChange>,
+    /// When the cluster was deleted (DELETED clusters are listed for a while, then pruned).
+    pub deleted_at_millis: Option<u64>,
+}
+
+/// A cluster record as stores wrote it before `hsm_changes` and `deleted_at_millis`: postcard
+/// has no field names, so an older record is read with its own layout.
+#[derive(Deserialize)]
+struct ClusterRecordV1 {
+    cluster_id: String,
+    state: ClusterState,
+    state_message: String,
+    hsm_type: String,
+    created_at_millis: u64,
+    vpc_id: String,
+    security_group: String,
+    subnet_mapping: BTreeMap<String, String>,
+    retention_days: u32,
+    source_backup_id: Option<String>,
+    cluster_certificate: Option<String>,
+    trust_anchor: Option<String>,
+    cluster_csr: Option<String>,
+    tags: BTreeMap<String, String>,
+}
+
+impl ClusterRecord {
+    /// Reads a stored record, in the current layout or the one before it.
+    pub fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        match decode::<ClusterRecord>(bytes) {
+            Ok(record) => Ok(record),
+            Err(current) => {
+                let old: ClusterRecordV1 = decode(bytes).map_err(|_| current)?;
+                Ok(ClusterRecord {
+                    cluster_id: old.cluster_id,
+                    state: old.state,
+                    state_message: old.state_message,
+                    hsm_type: old.hsm_type,
+                    created_at_millis: old.created_at_millis,
+                    vpc_id: old.vpc_id,
+                    security_group: old.security_group,
+                    subnet_mapping: old.subnet_mapping,
+                    retention_days: old.retention_days,
+                    source_backup_id: old.source_backup_id,
+                    cluster_certificate: old.cluster_certificate,
+                    trust_anchor: old.trust_anchor,
+                    cluster_csr: old.cluster_csr,
+                    tags: old.tags,
+                    hsm_changes: BTreeMap::new(),
+                    deleted_at_millis: None,
+                })
+            }
+        }
+    }
+}
+
+/// The account quotas the service enforces (per account and Region, as CloudHSM's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quotas {
+    /// Clusters that are not DELETED.
+    pub clusters: usize,
+    /// HSMs in every cluster together, those being created or deleted included.
+    pub hsms: usize,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Self {
+            clusters: DEFAULT_MAX_CLUSTERS,
+            hsms: DEFAULT_MAX_HSMS,
+        }
+    }
 }
 
 /// A backup.
@@ -163,6 +247,27 @@ pub fn deletion_expired(backup: &BackupRecord, now: u64) -> bool {
         && backup
             .delete_at_millis
             .is_some_and(|t| now.saturating_sub(t) >= PENDING_DELETION_MILLIS)
+}
+
+/// Whether a DELETED cluster is gone for good now: deleted for [`DELETED_RETENTION_MILLIS`],
+/// and no backup that holds data needs its record (a restore takes the cluster's certificate
+/// and trust anchor from it). A record from before `deleted_at_millis` counts from its creation.
+pub fn cluster_prunable(cluster: &ClusterRecord, backups: &[&BackupRecord], now: u64) -> bool {
+    let since = cluster
+        .deleted_at_millis
+        .unwrap_or(cluster.created_at_millis);
+    cluster.state == ClusterState::Deleted
+        && now.saturating_sub(since) >= DELETED_RETENTION_MILLIS
+        && !backups
+            .iter()
+            .any(|b| b.lineage == cluster.cluster_id && b.holds_data())
+}
+
+/// Whether a DELETED backup (its data gone 7 days after its deletion) is no longer listed.
+pub fn backup_prunable(backup: &BackupRecord, now: u64) -> bool {
+    let since = backup.delete_at_millis.unwrap_or(backup.created_at_millis);
+    backup.state == BackupState::Deleted
+        && now.saturating_sub(since) >= PENDING_DELETION_MILLIS + DELETED_RETENTION_MILLIS
 }
 
 /// Whether a backup can be restored (RestoreBackup) now.
