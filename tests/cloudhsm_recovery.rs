@@ -22,21 +22,11 @@ const ONE_DAY_SECONDS: u64 = 24 * 3600;
 
 /// Waits until the emulator's process has died (a fault injection made it abort): its port
 /// refuses connections. Then reaps it.
-fn wait_for_death(emulator: Emulator) {
-    let started = Instant::now();
-    let address = format!("127.0.0.1:{}", emulator.port);
-    while std::net::TcpStream::connect_timeout(
-        &address.parse().unwrap(),
-        Duration::from_millis(200),
-    )
-    .is_ok()
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the emulator died at its crash point"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn wait_for_death(mut emulator: Emulator) {
+    assert!(
+        emulator.wait_for_exit(Duration::from_secs(60)),
+        "the emulator died at its crash point"
+    );
     emulator.crash();
 }
 

@@ -49,6 +49,8 @@ struct Model {
     /// The store's name (renamed while disconnected).
     store_name: String,
     hsm_stopped: bool,
+    /// The cluster has a third HSM (made with CreateHsm, in us-east-1c).
+    third_hsm: bool,
     /// Keys deleted: never to come back.
     deleted: BTreeSet<String>,
     /// ARNs of store keys deleted while the store was disconnected: their material stays.
@@ -317,7 +319,84 @@ impl Sim {
                 self.restart(false);
                 self.check_all("after a stop").await;
             }
+            89..=91 => self.cluster_change().await,
             _ => self.crash_during_a_call().await,
+        }
+    }
+
+    /// CreateHsm of a third HSM, or DeleteHsm of it, sometimes with the emulator dying in the
+    /// middle (once the new HSM serves, before it is recorded; once the deleted one's peers
+    /// forgot it, before its removal is recorded). Afterwards the cluster has settled with
+    /// every HSM ACTIVE, the keys are all there, and a new HSM holds every backing key.
+    async fn cluster_change(&mut self) {
+        // The check that the cluster settled wants every HSM ACTIVE: not with one stopped.
+        if self.model.hsm_stopped {
+            return;
+        }
+        let crash = self.rng.gen_bool(0.3);
+        let adding = !self.model.third_hsm;
+        let ctx = self.ctx(&format!(
+            "{} a third HSM{}",
+            if adding { "CreateHsm" } else { "DeleteHsm" },
+            if crash {
+                ", crashing in the middle"
+            } else {
+                ""
+            }
+        ));
+        let hsm = self.emulator().cloudhsm();
+        let cluster = self.emulator().cluster_id();
+        if adding {
+            if crash {
+                self.emulator().post_json(
+                    "/_hsmkms/faults",
+                    &serde_json::json!({"action": "crash-during-hsm-create"}),
+                );
+            }
+            hsm.create_hsm()
+                .cluster_id(&cluster)
+                .availability_zone("us-east-1c")
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{ctx}: {e:?}"));
+        } else {
+            let third = kms_common::describe_cluster(&hsm, &cluster)
+                .await
+                .hsms()
+                .iter()
+                .find(|h| h.availability_zone() == Some("us-east-1c"))
+                .map(|h| h.hsm_id().to_string())
+                .unwrap_or_else(|| panic!("{ctx}: the third HSM is listed"));
+            if crash {
+                self.emulator().post_json(
+                    "/_hsmkms/faults",
+                    &serde_json::json!({"action": "crash-during-hsm-delete"}),
+                );
+            }
+            hsm.delete_hsm()
+                .cluster_id(&cluster)
+                .hsm_id(&third)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{ctx}: {e:?}"));
+        }
+        if crash {
+            assert!(
+                self.emulator
+                    .as_mut()
+                    .unwrap()
+                    .wait_for_exit(Duration::from_secs(60)),
+                "{ctx}: the emulator died at its crash point"
+            );
+            self.restart(true);
+        }
+        let hsm = self.emulator().cloudhsm();
+        let want = if adding { 3 } else { 2 };
+        kms_common::wait_for_active_hsms(&hsm, &cluster, want).await;
+        self.model.third_hsm = adding;
+        self.check_all("after a cluster change").await;
+        if adding {
+            self.check_hsms("after an HSM joined").await;
         }
     }
 

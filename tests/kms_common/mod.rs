@@ -148,6 +148,20 @@ impl Emulator {
             * 1024
     }
 
+    /// Waits up to `limit` for the process to end by itself (at a crash point a fault
+    /// armed); answers whether it did.
+    pub fn wait_for_exit(&mut self, limit: Duration) -> bool {
+        let child = self.child.as_mut().unwrap();
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if child.try_wait().unwrap().is_some() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
     /// SIGKILL, as a crash: nothing gets a chance to flush.
     pub fn crash(mut self) {
         let mut child = self.child.take().unwrap();
