@@ -124,13 +124,23 @@ fn entry_hash(id: &ObjectId, version: Version) -> u64 {
 /// a tombstone always wins (and a live copy never beats one), so a deleted key never comes
 /// back.
 fn beats(new: &Stored, old: &Stored) -> bool {
-    let is_key = matches!(new.id, ObjectId::Key(_));
-    let new_dead = matches!(new.entry, Entry::Tombstone);
-    let old_dead = matches!(old.entry, Entry::Tombstone);
+    supersedes(
+        &new.id,
+        (new.version, matches!(new.entry, Entry::Tombstone)),
+        (old.version, matches!(old.entry, Entry::Tombstone)),
+    )
+}
+
+/// The rule of [`beats`] on an object's id and each copy's version and whether it is a
+/// tombstone: what the store needs to refuse, on disk too, to replace a copy with one that
+/// lost to it.
+pub fn supersedes(id: &ObjectId, new: (Version, bool), old: (Version, bool)) -> bool {
+    let is_key = matches!(id, ObjectId::Key(_));
+    let ((new_version, new_dead), (old_version, old_dead)) = (new, old);
     if is_key && old_dead && !new_dead {
         return false;
     }
-    (is_key && new_dead && !old_dead) || new.version > old.version
+    (is_key && new_dead && !old_dead) || new_version > old_version
 }
 
 /// The state of one HSM node.
@@ -148,6 +158,10 @@ pub struct NodeCore {
     /// back if their commit fails: a copy may have reached a peer, and must never be confused
     /// with a later change.
     pending: BTreeMap<ObjectId, Stored>,
+    /// Copies from peers planned for the disk and not yet durable, by object. A later copy is
+    /// planned only if it beats these too: one that lost to a copy still being written would
+    /// otherwise be written after it and leave the disk holding the loser.
+    incoming: BTreeMap<ObjectId, Stored>,
 }
 
 impl NodeCore {
@@ -162,6 +176,7 @@ impl NodeCore {
             next_handle_seq: 1,
             sessions: HashMap::new(),
             pending: BTreeMap::new(),
+            incoming: BTreeMap::new(),
         };
         for stored in objects {
             core.install(stored);
@@ -251,6 +266,11 @@ impl NodeCore {
         self.pending.len()
     }
 
+    /// Copies from peers planned and not yet settled (for tests and diagnostics).
+    pub fn incoming_count(&self) -> usize {
+        self.incoming.len()
+    }
+
     /// Whether `stored` would win over this node's installed copy (see [`beats`]).
     fn wins(&self, stored: &Stored) -> bool {
         self.objects
@@ -258,18 +278,17 @@ impl NodeCore {
             .is_none_or(|local| beats(stored, local))
     }
 
-    /// Of objects from a peer, those that would change this node: what to persist. Changes
-    /// nothing; [`NodeCore::install_remote`] installs them once they are durable. A copy that
-    /// loses to a local change still being committed is not planned either: written after it,
-    /// it would leave the disk holding the loser.
-    pub fn winners(&self, incoming: Vec<Stored>) -> Vec<Stored> {
+    /// Of objects from a peer, those that would change this node: what to persist. Nothing
+    /// visible changes; the copies are kept as in flight until [`NodeCore::install_remote`]
+    /// installs them once they are durable, or [`NodeCore::abandon_remote`] forgets them. A
+    /// copy is planned only if it beats everything this node holds or is writing: the
+    /// installed copy, a local change still being committed, and a peer's copy still being
+    /// written. Planned after one that beats it, it would be written after it too, and leave
+    /// the disk holding the loser.
+    pub fn winners(&mut self, incoming: Vec<Stored>) -> Vec<Stored> {
         let mut winners: Vec<Stored> = Vec::new();
         for stored in incoming {
-            let beats_pending = self
-                .pending
-                .get(&stored.id)
-                .is_none_or(|p| beats(&stored, p));
-            if !self.wins(&stored) || !beats_pending {
+            if !self.beats_all_known(&stored) {
                 continue;
             }
             // Two copies of one object in a batch: the one that beats the other.
@@ -279,7 +298,33 @@ impl NodeCore {
                 None => winners.push(stored),
             }
         }
+        for w in &winners {
+            // A Lamport clock moves on when it hears of a version: a change decided here while
+            // these are written is newer than they are.
+            self.lamport = self.lamport.max(w.version.counter);
+            self.incoming.insert(w.id.clone(), w.clone());
+        }
         winners
+    }
+
+    /// Whether a peer's copy beats the installed copy and every copy in flight here.
+    fn beats_all_known(&self, stored: &Stored) -> bool {
+        self.wins(stored)
+            && [self.pending.get(&stored.id), self.incoming.get(&stored.id)]
+                .into_iter()
+                .flatten()
+                .all(|in_flight| beats(stored, in_flight))
+    }
+
+    /// Takes a peer's copy out of the in-flight set, unless a later one replaced it there.
+    fn settle_incoming(&mut self, stored: &Stored) {
+        if self
+            .incoming
+            .get(&stored.id)
+            .is_some_and(|i| i.version == stored.version)
+        {
+            self.incoming.remove(&stored.id);
+        }
     }
 
     /// Installs objects from a peer once they are durable, each only if it still wins (another
@@ -287,12 +332,21 @@ impl NodeCore {
     pub fn install_remote(&mut self, durable: Vec<Stored>) -> usize {
         let mut installed = 0;
         for stored in durable {
+            self.settle_incoming(&stored);
             if self.wins(&stored) {
                 self.install(stored);
                 installed += 1;
             }
         }
         installed
+    }
+
+    /// Forgets objects from a peer whose commit failed: nothing visible changed, and a later
+    /// copy of them is planned as if they had never come.
+    pub fn abandon_remote(&mut self, failed: &[Stored]) {
+        for stored in failed {
+            self.settle_incoming(stored);
+        }
     }
 
     /// Merges objects from a peer at once (for callers that need no durability: tests and

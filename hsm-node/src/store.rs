@@ -11,11 +11,11 @@ use std::thread::JoinHandle;
 use hsmkms_common::aead::Sealer;
 use hsmkms_common::group_commit::Committer;
 use hsmkms_common::quiet::catch_quietly;
-use hsmkms_common::wire::Object;
+use hsmkms_common::wire::{Object, ObjectBody};
 use redb::{Database, ReadableTable, TableDefinition};
 use thiserror::Error;
 
-use crate::core::Stored;
+use crate::core::{supersedes, Entry, Stored};
 use crate::material::{self, Place};
 
 const OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("objects");
@@ -201,6 +201,25 @@ fn write_batch(
         for stored in batch.iter().flatten() {
             let key =
                 postcard::to_stdvec(&stored.id).map_err(|e| StoreError::Storage(e.to_string()))?;
+            // The disk never trades a copy for one that lost to it (an older version, or a
+            // live key over its tombstone), whatever order the writes came in: memory installs
+            // only winners, and the disk must hold what memory holds.
+            let new = (stored.version, matches!(stored.entry, Entry::Tombstone));
+            let replaces = match table.get(key.as_slice())? {
+                Some(old) => match postcard::from_bytes::<Object>(old.value()) {
+                    Ok(old) => supersedes(
+                        &stored.id,
+                        new,
+                        (old.version, matches!(old.body, ObjectBody::Tombstone)),
+                    ),
+                    // An unreadable copy is replaced by a readable one.
+                    Err(_) => true,
+                },
+                None => true,
+            };
+            if !replaces {
+                continue;
+            }
             let object = material::wrap(stored, storage_key, Place::Disk, cluster_id);
             let value =
                 postcard::to_stdvec(&object).map_err(|e| StoreError::Storage(e.to_string()))?;
@@ -217,7 +236,6 @@ mod tests {
     use hsmkms_common::wire::{ObjectId, Version};
 
     use super::*;
-    use crate::core::Entry;
 
     fn tombstone(n: u64) -> Stored {
         Stored {
@@ -228,6 +246,95 @@ mod tests {
             },
             entry: Entry::Tombstone,
         }
+    }
+
+    fn live_key(n: u64, counter: u64) -> Stored {
+        use hsmkms_common::wire::{KeyAttributes, KeyClass, KeyType};
+        let attributes = KeyAttributes {
+            handle: n,
+            label: "k".into(),
+            owner: "kmsuser".into(),
+            class: KeyClass::SecretKey,
+            key_type: KeyType::Aes,
+            length_bytes: 32,
+            extractable: false,
+            token: true,
+            created_at_millis: 0,
+        };
+        Stored {
+            id: ObjectId::Key(n),
+            version: Version { counter, node: 3 },
+            entry: Entry::Key(Arc::new(crate::core::KeyEntry::new(
+                attributes,
+                KeyMaterial::generate(),
+            ))),
+        }
+    }
+
+    fn member_at(counter: u64, address: &str) -> Stored {
+        let record = hsmkms_common::wire::MemberRecord {
+            hsm_id: "hsm-abcdefghijk".into(),
+            availability_zone: "us-east-1a".into(),
+            address: address.into(),
+            node_number: 1,
+        };
+        Stored {
+            id: ObjectId::Member(record.hsm_id.clone()),
+            version: Version { counter, node: 1 },
+            entry: Entry::Member(record),
+        }
+    }
+
+    #[test]
+    fn a_write_never_replaces_a_newer_copy_or_a_tombstone_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.redb");
+        let key = Arc::new(Sealer::new(&KeyMaterial::generate()));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (store, _, thread) = Store::open(&path, key.clone(), "c").unwrap();
+        // A tombstone v6 is written, then (a pull that raced it) the live key v5: then the
+        // same key at v9, which is newer but still a live copy of a deleted key.
+        let tomb = Stored {
+            version: Version {
+                counter: 6,
+                node: 2,
+            },
+            ..tombstone(7)
+        };
+        runtime.block_on(store.commit(vec![tomb])).unwrap();
+        runtime
+            .block_on(store.commit(vec![live_key(7, 5)]))
+            .unwrap();
+        runtime
+            .block_on(store.commit(vec![live_key(7, 9)]))
+            .unwrap();
+        // Other objects: the newer version stays, in one batch or in two.
+        runtime
+            .block_on(store.commit(vec![member_at(8, "new:1"), member_at(4, "old:1")]))
+            .unwrap();
+        runtime
+            .block_on(store.commit(vec![member_at(3, "older:1")]))
+            .unwrap();
+        drop(store);
+        thread.join().unwrap();
+        let (_, loaded, thread) = Store::open(&path, key, "c").unwrap();
+        thread.join().unwrap();
+        let key7 = loaded.iter().find(|s| s.id == ObjectId::Key(7)).unwrap();
+        assert!(
+            matches!(key7.entry, Entry::Tombstone),
+            "the deleted key came back on disk"
+        );
+        assert_eq!(key7.version.counter, 6);
+        let member = loaded
+            .iter()
+            .find(|s| matches!(s.id, ObjectId::Member(_)))
+            .unwrap();
+        assert_eq!(
+            member.version.counter, 8,
+            "an older copy replaced a newer one"
+        );
     }
 
     #[test]

@@ -558,7 +558,10 @@ impl NodeActor {
             async move { store.commit(changed).await }
                 .into_actor(self)
                 .map(move |result, act, ctx| {
-                    result.map_err(internal)?;
+                    if let Err(e) = result {
+                        act.core.abandon_remote(&durable);
+                        return Err(internal(e));
+                    }
                     act.core.install_remote(durable);
                     if touches_members {
                         act.sync_links(ctx);

@@ -331,7 +331,7 @@ fn remote_objects_are_planned_without_changes_and_installed_only_if_they_still_w
     );
     assert!(b.key(handle).is_none());
     // In one batch a tombstone beats a live copy whatever their order and versions.
-    let c = node(3);
+    let mut c = node(3);
     let mut newer = key;
     newer.version.counter = 1_000;
     let batch = c.winners(vec![tomb, newer]);
@@ -491,4 +491,56 @@ fn decisions_in_flight_build_on_each_other_but_stay_invisible() {
     stale.version.node = 2;
     assert!(a.winners(vec![stale]).is_empty());
     a.install_local(vec![key]);
+}
+
+#[test]
+fn a_copy_that_loses_to_one_still_being_written_is_not_planned() {
+    let mut a = node(1);
+    let mut b = node(2);
+    let key = b.generate_key(2, "k", 32, 0);
+    let key = durable(&mut b, key).unwrap_or_else(|e| panic!("{e}"));
+    let handle = handle_of(&key);
+    let tomb = b.delete_key(2, handle);
+    let tomb = durable(&mut b, tomb).unwrap_or_else(|e| panic!("{e}"));
+    // B's tombstone is being written on A when a pull from C brings the live key: planned
+    // after the tombstone, it would be written after it, and the deleted key be back on disk.
+    assert_eq!(a.winners(vec![tomb.clone()]).len(), 1);
+    assert!(
+        a.winners(vec![key.clone()]).is_empty(),
+        "a live copy of a key whose tombstone is being written was planned"
+    );
+    // Users too: an older copy does not follow a newer one still being written.
+    let newer = Stored {
+        id: ObjectId::User("kmsuser".into()),
+        version: Version {
+            counter: 10,
+            node: 2,
+        },
+        entry: Entry::User(user("kmsuser", Role::CryptoUser)),
+    };
+    let older = Stored {
+        version: Version {
+            counter: 9,
+            node: 3,
+        },
+        ..newer.clone()
+    };
+    assert_eq!(a.winners(vec![newer.clone()]).len(), 1);
+    assert!(a.winners(vec![older]).is_empty());
+    // A change decided here meanwhile is newer than what it heard of.
+    let changed = a
+        .set_password("kmsuser", "h2".into())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(changed.version > newer.version);
+    // The writes land: the tombstone and the user are installed, nothing is left in flight.
+    assert_eq!(a.install_remote(vec![tomb, newer]), 2);
+    assert_eq!(a.incoming_count(), 0);
+    assert!(a.key(handle).is_none());
+    // A failed write is forgotten: the same copy is planned again afterwards.
+    let mut c = node(3);
+    let planned = c.winners(vec![key.clone()]);
+    assert_eq!(planned.len(), 1);
+    c.abandon_remote(&planned);
+    assert_eq!(c.incoming_count(), 0);
+    assert_eq!(c.winners(vec![key]).len(), 1);
 }
