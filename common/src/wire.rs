@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use crate::secret::{SecretBytes, SecretString};
 
 /// Bumped on any incompatible change; a peer speaking another version is refused.
-/// 3: calls carry a deadline.
-pub const PROTOCOL_VERSION: u16 = 3;
+/// 3: calls carry a deadline. 4: `NodeStatus` says whether the node's store is failing.
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// Number of buckets the anti-entropy digest splits objects into.
 pub const DIGEST_BUCKETS: usize = 256;
@@ -208,6 +208,10 @@ pub struct NodeStatus {
     pub connected_peers: Vec<String>,
     pub key_count: u64,
     pub user_count: u64,
+    /// Why the node's store cannot commit, while its last commit failed (a full disk, say);
+    /// `None` when it commits. It reopens its file before the next commit, so this clears
+    /// by itself once the cause is gone.
+    pub storage_failing: Option<String>,
 }
 
 /// The result of deleting a key on one HSM, as `deleteKey` reports per node.

@@ -11,6 +11,7 @@ use std::thread::JoinHandle;
 use hsmkms_common::aead::Sealer;
 use hsmkms_common::group_commit::Committer;
 use hsmkms_common::quiet::catch_quietly;
+use hsmkms_common::reopen::Reopening;
 use hsmkms_common::wire::{Object, ObjectBody};
 use redb::{Database, ReadableTable, TableDefinition};
 use thiserror::Error;
@@ -57,6 +58,8 @@ from_redb!(
 pub struct Store {
     committer: Committer<Stored, StoreError>,
     faults: StoreFaults,
+    /// The database, shared with the storage thread, which reopens it after a failed commit.
+    db: Arc<Reopening<Database, StoreError>>,
 }
 
 /// Fault injection on a store: makes its next commits fail as if the disk had refused them.
@@ -100,35 +103,7 @@ impl Store {
         storage_key: Arc<Sealer>,
         cluster_id: &str,
     ) -> Result<Opened, StoreError> {
-        // An existing file must be a whole store: an empty or damaged one is refused (the node
-        // then rebuilds from its peers, or stops saying why), never silently started afresh.
-        let exists = path.exists();
-        if exists && std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) == 0 {
-            return Err(StoreError::Corrupt(format!("{} is empty", path.display())));
-        }
-        let mut builder = redb::Builder::new();
-        builder.set_cache_size(CACHE_BYTES);
-        let db = match catch_quietly(|| {
-            if exists {
-                builder.open(path)
-            } else {
-                builder.create(path)
-            }
-        }) {
-            Ok(Ok(db)) => db,
-            Ok(Err(e)) => {
-                return Err(StoreError::Corrupt(format!(
-                    "{} is not a readable store: {e}",
-                    path.display()
-                )))
-            }
-            Err(panic) => {
-                return Err(StoreError::Corrupt(format!(
-                    "{} is damaged: {panic}",
-                    path.display()
-                )))
-            }
-        };
+        let db = open_file(path)?;
         {
             // Make sure the table exists, so reads of a fresh store see an empty table.
             let txn = db.begin_write()?;
@@ -140,17 +115,42 @@ impl Store {
                 StoreError::Corrupt(format!("{} is damaged: {panic}", path.display()))
             })?
             .map_err(|e| StoreError::Corrupt(format!("{}: {e}", path.display())))?;
+        let reopen_path = path.to_path_buf();
+        let db = Arc::new(Reopening::new(
+            db,
+            move || open_file(&reopen_path),
+            || StoreError::Storage("the store could not be reopened after an I/O error".into()),
+        ));
         let cluster_id = cluster_id.to_string();
         let faults = StoreFaults::default();
         let injected = faults.clone();
+        let writer = db.clone();
         let (committer, thread) = Committer::spawn("hsm-store", move |batch: &[Vec<Stored>]| {
             if injected.take() {
-                return Err(StoreError::Storage("injected fault: commit refused".into()));
+                let e = StoreError::Storage("injected fault: commit refused".into());
+                writer.record_failure(&e);
+                return Err(e);
             }
-            write_batch(&db, batch, &storage_key, &cluster_id)
+            // After an I/O error redb refuses every later transaction until the file is
+            // opened again: the write reopens it first, so the node recovers by itself once
+            // the cause (a full disk, say) is gone.
+            writer.write(|db| write_batch(db, batch, &storage_key, &cluster_id))
         })
         .map_err(|e| StoreError::Storage(e.to_string()))?;
-        Ok((Store { committer, faults }, loaded, thread))
+        Ok((
+            Store {
+                committer,
+                faults,
+                db,
+            },
+            loaded,
+            thread,
+        ))
+    }
+
+    /// Why the store cannot commit now, if its last commit failed; `None` once one succeeds.
+    pub fn failing(&self) -> Option<String> {
+        self.db.failing()
     }
 
     /// The store's fault injection switch.
@@ -170,6 +170,35 @@ impl Store {
         objects: Vec<Stored>,
     ) -> impl std::future::Future<Output = Result<(), StoreError>> + 'static {
         self.committer.commit(objects, StoreError::Stopped)
+    }
+}
+
+/// Opens the store file: an existing file must be a whole store, so an empty or damaged one
+/// is refused (the node then rebuilds from its peers, or stops saying why), never silently
+/// started afresh; a missing one is created.
+fn open_file(path: &Path) -> Result<Database, StoreError> {
+    let exists = path.exists();
+    if exists && std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) == 0 {
+        return Err(StoreError::Corrupt(format!("{} is empty", path.display())));
+    }
+    let mut builder = redb::Builder::new();
+    builder.set_cache_size(CACHE_BYTES);
+    match catch_quietly(|| {
+        if exists {
+            builder.open(path)
+        } else {
+            builder.create(path)
+        }
+    }) {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(e)) => Err(StoreError::Corrupt(format!(
+            "{} is not a readable store: {e}",
+            path.display()
+        ))),
+        Err(panic) => Err(StoreError::Corrupt(format!(
+            "{} is damaged: {panic}",
+            path.display()
+        ))),
     }
 }
 

@@ -584,6 +584,7 @@ impl NodeActor {
             connected_peers,
             key_count: self.core.key_count(),
             user_count: self.core.user_count(),
+            storage_failing: self.store.failing(),
         }
     }
 }
