@@ -91,7 +91,7 @@ impl NodeHandle {
                         .with_context(|| format!("opening a new store in {}", dir.display()))?;
                 (store, objects, thread, true)
             }
-            Err(e) => {
+            Err(e @ StoreError::Corrupt(_)) => {
                 return Err(anyhow!(e)).with_context(|| {
                     format!(
                         "opening the store in {} (no peer to rebuild it from: restore the file \
@@ -99,6 +99,17 @@ impl NodeHandle {
                         dir.display()
                     )
                 })
+            }
+            Err(e) => {
+                // Not damage: the file may hold changes only this HSM has, so it is neither
+                // moved aside nor rebuilt.
+                return Err(anyhow!(e)).with_context(|| {
+                    format!(
+                        "the HSM cannot open its store {} (left as it is): fix the cause, such \
+                         as the file's permissions or the disk, and start it again",
+                        store_path.display()
+                    )
+                });
             }
         };
         let hsm_id = node.config.hsm_id.clone();

@@ -26,8 +26,14 @@ const OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("objects");
 pub enum StoreError {
     #[error("storage failed: {0}")]
     Storage(String),
+    /// The file holds no whole store (empty, truncated, damaged): moving it aside and
+    /// rebuilding from peers loses nothing they hold.
     #[error("stored object is unreadable: {0}")]
     Corrupt(String),
+    /// The file could not be opened or read (permissions, an I/O error, not a file, another
+    /// process holding it): it may well be whole, so it is left where it is.
+    #[error("cannot use the store file: {0}")]
+    Io(String),
     #[error("the storage thread has stopped")]
     Stopped,
 }
@@ -104,17 +110,10 @@ impl Store {
         cluster_id: &str,
     ) -> Result<Opened, StoreError> {
         let db = open_file(path)?;
-        {
-            // Make sure the table exists, so reads of a fresh store see an empty table.
-            let txn = db.begin_write()?;
-            txn.open_table(OBJECTS)?;
-            txn.commit()?;
-        }
-        let loaded = catch_quietly(|| load(&db, &storage_key, cluster_id))
-            .map_err(|panic| {
+        let loaded =
+            catch_quietly(|| load(path, &db, &storage_key, cluster_id)).map_err(|panic| {
                 StoreError::Corrupt(format!("{} is damaged: {panic}", path.display()))
-            })?
-            .map_err(|e| StoreError::Corrupt(format!("{}: {e}", path.display())))?;
+            })??;
         let reopen_path = path.to_path_buf();
         let db = Arc::new(Reopening::new(
             db,
@@ -173,28 +172,48 @@ impl Store {
     }
 }
 
-/// Opens the store file: an existing file must be a whole store, so an empty or damaged one
-/// is refused (the node then rebuilds from its peers, or stops saying why), never silently
-/// started afresh; a missing one is created.
+/// Opens the store file, making sure its table exists (so reads of a fresh store see an
+/// empty table): an existing file must be a whole store, so an empty or damaged one is refused
+/// as [`StoreError::Corrupt`] (the node then rebuilds from its peers, or stops saying why),
+/// never silently started afresh; a file that cannot be opened or read is
+/// [`StoreError::Io`], and left alone. A missing one is created.
 fn open_file(path: &Path) -> Result<Database, StoreError> {
-    let exists = path.exists();
-    if exists && std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) == 0 {
-        return Err(StoreError::Corrupt(format!("{} is empty", path.display())));
-    }
+    let exists = match std::fs::metadata(path) {
+        Ok(m) if !m.is_file() => {
+            return Err(StoreError::Io(format!("{} is not a file", path.display())))
+        }
+        Ok(m) if m.len() == 0 => {
+            return Err(StoreError::Corrupt(format!("{} is empty", path.display())))
+        }
+        Ok(_) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => {
+            return Err(StoreError::Io(format!(
+                "cannot look at {}: {e}",
+                path.display()
+            )))
+        }
+    };
     let mut builder = redb::Builder::new();
     builder.set_cache_size(CACHE_BYTES);
-    match catch_quietly(|| {
-        if exists {
+    // Everything redb does with a file it has not checked yet runs under the panic catcher:
+    // it asserts on some kinds of damage, and an in-process HSM must not take the launcher
+    // down with it.
+    let opened = catch_quietly(|| -> Result<Database, StoreError> {
+        let redb = |e: redb::Error| classify(path, e);
+        let db = if exists {
             builder.open(path)
         } else {
             builder.create(path)
         }
-    }) {
-        Ok(Ok(db)) => Ok(db),
-        Ok(Err(e)) => Err(StoreError::Corrupt(format!(
-            "{} is not a readable store: {e}",
-            path.display()
-        ))),
+        .map_err(|e| redb(e.into()))?;
+        let txn = db.begin_write().map_err(|e| redb(e.into()))?;
+        txn.open_table(OBJECTS).map_err(|e| redb(e.into()))?;
+        txn.commit().map_err(|e| redb(e.into()))?;
+        Ok(db)
+    });
+    match opened {
+        Ok(result) => result,
         Err(panic) => Err(StoreError::Corrupt(format!(
             "{} is damaged: {panic}",
             path.display()
@@ -202,17 +221,48 @@ fn open_file(path: &Path) -> Result<Database, StoreError> {
     }
 }
 
+/// Tells a damaged file (its content is wrong) from one that could not be used (the system
+/// refused): only the first may be moved aside.
+fn classify(path: &Path, e: redb::Error) -> StoreError {
+    use std::io::ErrorKind;
+    let path = path.display();
+    match e {
+        redb::Error::Corrupted(why) => StoreError::Corrupt(format!("{path} is damaged: {why}")),
+        // A file shorter than its header says, or with impossible content.
+        redb::Error::Io(io)
+            if matches!(io.kind(), ErrorKind::UnexpectedEof | ErrorKind::InvalidData) =>
+        {
+            StoreError::Corrupt(format!("{path} is damaged: {io}"))
+        }
+        redb::Error::Io(io) => StoreError::Io(format!("{path}: {io}")),
+        redb::Error::DatabaseAlreadyOpen => {
+            StoreError::Io(format!("{path} is open in another process"))
+        }
+        redb::Error::UpgradeRequired(version) => StoreError::Io(format!(
+            "{path} is in redb's file format {version}, which this build does not read"
+        )),
+        other => StoreError::Io(format!("{path}: {other}")),
+    }
+}
+
 /// Every object in the store.
-fn load(db: &Database, storage_key: &Sealer, cluster_id: &str) -> Result<Vec<Stored>, StoreError> {
+fn load(
+    path: &Path,
+    db: &Database,
+    storage_key: &Sealer,
+    cluster_id: &str,
+) -> Result<Vec<Stored>, StoreError> {
+    let redb = |e: redb::Error| classify(path, e);
+    let corrupt = |why: String| StoreError::Corrupt(format!("{}: {why}", path.display()));
     let mut loaded = Vec::new();
-    let txn = db.begin_read()?;
-    let table = txn.open_table(OBJECTS)?;
-    for item in table.iter()? {
-        let (_, value) = item?;
+    let txn = db.begin_read().map_err(|e| redb(e.into()))?;
+    let table = txn.open_table(OBJECTS).map_err(|e| redb(e.into()))?;
+    for item in table.iter().map_err(|e| redb(e.into()))? {
+        let (_, value) = item.map_err(|e| redb(e.into()))?;
         let object: Object =
-            postcard::from_bytes(value.value()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            postcard::from_bytes(value.value()).map_err(|e| corrupt(e.to_string()))?;
         let stored = material::unwrap(object, storage_key, Place::Disk, cluster_id)
-            .map_err(|e| StoreError::Corrupt(e.message))?;
+            .map_err(|e| corrupt(e.message))?;
         loaded.push(stored);
     }
     Ok(loaded)
@@ -364,6 +414,24 @@ mod tests {
             member.version.counter, 8,
             "an older copy replaced a newer one"
         );
+    }
+
+    #[test]
+    fn only_an_empty_or_damaged_file_is_called_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = Arc::new(Sealer::new(&KeyMaterial::generate()));
+        let open = |name: &str| Store::open(&dir.path().join(name), key.clone(), "c").err();
+        std::fs::write(dir.path().join("empty.redb"), b"").unwrap();
+        assert!(matches!(open("empty.redb"), Some(StoreError::Corrupt(_))));
+        std::fs::write(dir.path().join("short.redb"), b"redb but not really").unwrap();
+        assert!(matches!(open("short.redb"), Some(StoreError::Corrupt(_))));
+        std::fs::write(dir.path().join("garbage.redb"), vec![0x5a; 64 * 1024]).unwrap();
+        assert!(matches!(open("garbage.redb"), Some(StoreError::Corrupt(_))));
+        std::fs::create_dir(dir.path().join("dir.redb")).unwrap();
+        assert!(matches!(open("dir.redb"), Some(StoreError::Io(_))));
+        let looped = dir.path().join("loop.redb");
+        std::os::unix::fs::symlink(&looped, &looped).unwrap();
+        assert!(matches!(open("loop.redb"), Some(StoreError::Io(_))));
     }
 
     #[test]

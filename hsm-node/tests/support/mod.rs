@@ -5,6 +5,7 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -29,7 +30,29 @@ pub const ADMIN_PASSWORD: &str = "adminPassword1";
 pub struct OneNode {
     pub node: NodeHandle,
     pub client_tls: Arc<rustls::ClientConfig>,
+    /// The node's directory.
+    pub node_dir: PathBuf,
     _dir: Arc<tempfile::TempDir>,
+}
+
+/// A node of a cluster, stopped: its directory stays, to be changed and started again.
+pub struct StoppedNode {
+    pub client_tls: Arc<rustls::ClientConfig>,
+    pub node_dir: PathBuf,
+    _dir: Arc<tempfile::TempDir>,
+}
+
+impl StoppedNode {
+    /// Starts the node again from its directory.
+    pub fn start(&self, options: NodeOptions) -> anyhow::Result<OneNode> {
+        let node = NodeHandle::start(&self.node_dir, options, Arc::new(SystemClock))?;
+        Ok(OneNode {
+            node,
+            client_tls: self.client_tls.clone(),
+            node_dir: self.node_dir.clone(),
+            _dir: self._dir.clone(),
+        })
+    }
 }
 
 fn seed(id: ObjectId, entry: Entry) -> Stored {
@@ -108,6 +131,7 @@ pub async fn cluster(n: u32, options: NodeOptions) -> Vec<OneNode> {
         nodes.push(OneNode {
             node,
             client_tls: client_tls.clone(),
+            node_dir,
             _dir: dir.clone(),
         });
     }
@@ -115,6 +139,16 @@ pub async fn cluster(n: u32, options: NodeOptions) -> Vec<OneNode> {
 }
 
 impl OneNode {
+    /// Stops the node (waiting until its store is closed), keeping its directory.
+    pub fn stop(self) -> StoppedNode {
+        self.node.shutdown();
+        StoppedNode {
+            client_tls: self.client_tls,
+            node_dir: self.node_dir,
+            _dir: self._dir,
+        }
+    }
+
     pub async fn start() -> Self {
         let mut nodes = cluster(1, NodeOptions::default()).await;
         nodes.pop().unwrap()
