@@ -370,6 +370,31 @@ impl NodeCore {
         }
     }
 
+    /// This node's member record anew, if the installed one is not what this node is: a
+    /// peer's older copy (its old address, say) won over the one written at start, which an
+    /// empty store writes at version 1. Decided at a version newer than every one seen, so it
+    /// wins everywhere. Nothing while one is in flight (checked again once it settles), nor
+    /// for a node the cluster has removed (its record is a tombstone).
+    pub fn refresh_self_member(&mut self) -> Option<Stored> {
+        let id = ObjectId::Member(self.me.hsm_id.clone());
+        if self.pending.contains_key(&id) {
+            return None;
+        }
+        match self.objects.get(&id) {
+            Some(Stored {
+                entry: Entry::Member(m),
+                ..
+            }) if *m != self.me => Some(self.decide(id, Entry::Member(self.me.clone()))),
+            _ => None,
+        }
+    }
+
+    /// Moves the key handle counter `gap` on: after a rebuild that could not reach every peer,
+    /// handles this node minted before may be held by one that did not answer.
+    pub fn skip_handles(&mut self, gap: u64) {
+        self.next_handle_seq = self.next_handle_seq.saturating_add(gap);
+    }
+
     // ---- membership -------------------------------------------------------------------
 
     /// Removes a member (the cluster service deleted its HSM): its record becomes a tombstone.

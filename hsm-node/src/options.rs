@@ -18,6 +18,9 @@ pub struct NodeOptions {
     pub handshake_timeout: Duration,
     /// Most client and peer connections served at once.
     pub max_connections: usize,
+    /// How long a node rebuilding its store waits for peers that do not answer, once at
+    /// least one has caught it up ([`crate::rebuild`]).
+    pub rebuild_wait: Duration,
 }
 
 impl Default for NodeOptions {
@@ -28,6 +31,7 @@ impl Default for NodeOptions {
             reconnect_interval: Duration::from_millis(250),
             handshake_timeout: Duration::from_secs(3),
             max_connections: 1_024,
+            rebuild_wait: Duration::from_secs(10),
         }
     }
 }

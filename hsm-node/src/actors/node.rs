@@ -26,6 +26,7 @@ use crate::actors::stall::{after_stall, freeze_while_stalled};
 use crate::core::{ConnId, Entry, NodeCore, Stored};
 use crate::material::{self, Place};
 use crate::password;
+use crate::rebuild::{Rebuild, RebuildCheck, HANDLE_GAP_AFTER_PARTIAL_REBUILD};
 use crate::stall::StallGate;
 use crate::store::Store;
 
@@ -63,9 +64,10 @@ pub struct NodeActor {
     /// said Hello.
     seeds: HashSet<String>,
     /// Its store was unreadable and it started empty: it answers no client (only peers) until
-    /// one anti-entropy round with a peer has caught it up, so it never serves, or mints a
-    /// key handle, from a state that lacks what it acknowledged before.
-    rebuilding: bool,
+    /// it has caught up with every peer it knows of, or waited long enough for those that do
+    /// not answer ([`crate::rebuild`]), so it never serves, or mints a key handle, from a
+    /// state that lacks what it acknowledged before.
+    rebuilding: Option<Rebuild>,
     /// The stall switch of fault injection ([`crate::stall`]); never closes unless a handle
     /// holds its switch.
     gate: StallGate,
@@ -121,7 +123,7 @@ impl NodeActor {
             links: HashMap::new(),
             linked: HashMap::new(),
             seeds: join.into_iter().collect(),
-            rebuilding: false,
+            rebuilding: None,
             gate: StallGate::open(),
             logins: HashSet::new(),
         }
@@ -135,8 +137,40 @@ impl NodeActor {
 
     /// Starts the node rebuilding from its peers (see [`NodeActor::rebuilding`]).
     pub fn rebuilding(mut self, rebuilding: bool) -> Self {
-        self.rebuilding = rebuilding;
+        self.rebuilding = rebuilding.then(|| Rebuild::new(self.clock.now_millis()));
         self
+    }
+
+    /// Ends the rebuild if every peer has been caught up with, or the wait for those that do
+    /// not answer is over.
+    fn check_rebuild(&mut self) {
+        let Some(rebuild) = &self.rebuilding else {
+            return;
+        };
+        let check = rebuild.check(
+            self.links.keys(),
+            self.clock.now_millis(),
+            self.options.rebuild_wait,
+        );
+        match check {
+            RebuildCheck::Waiting => return,
+            RebuildCheck::Complete => tracing::info!(
+                keys = self.core.key_count(),
+                "the HSM's store is rebuilt from every peer; serving clients again"
+            ),
+            RebuildCheck::Partial { missing } => {
+                // A key this node generated may be held only by a peer that did not answer:
+                // its handle must not be minted again.
+                self.core.skip_handles(HANDLE_GAP_AFTER_PARTIAL_REBUILD);
+                tracing::warn!(
+                    keys = self.core.key_count(),
+                    ?missing,
+                    waited = ?self.options.rebuild_wait,
+                    "the HSM's store is rebuilt from the peers that answered; serving clients again"
+                );
+            }
+        }
+        self.rebuilding = None;
     }
 
     /// Starts links to every member and seed we have none to, stops links to addresses that
@@ -277,8 +311,34 @@ impl NodeActor {
         let touches_members = durable.iter().any(|s| matches!(s.id, ObjectId::Member(_)));
         self.core.install_local(durable);
         if touches_members {
-            self.sync_links(ctx);
+            self.membership_changed(ctx);
         }
+    }
+
+    /// After a change of membership: links follow it, and if the cluster's record of this node
+    /// is not what this node is (an older copy, with an old address, won over the one it wrote
+    /// at start), a newer one is written and replicated.
+    fn membership_changed(&mut self, ctx: &mut Context<Self>) {
+        self.sync_links(ctx);
+        let Some(me) = self.core.refresh_self_member() else {
+            return;
+        };
+        let commit = self.store.commit(vec![me.clone()]);
+        ctx.spawn(
+            commit
+                .into_actor(self)
+                .map(move |result, act, ctx| match result {
+                    Ok(()) => {
+                        let mut pushes = act.push_all(std::slice::from_ref(&me));
+                        actix::spawn(async move { while pushes.next().await.is_some() {} });
+                        act.install(vec![me], ctx);
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot persist this node's member record");
+                        act.core.abandon(&[me]);
+                    }
+                }),
+        );
     }
 
     fn hsm_id_of(&self, address: &str) -> String {
@@ -564,7 +624,7 @@ impl NodeActor {
                     }
                     act.core.install_remote(durable);
                     if touches_members {
-                        act.sync_links(ctx);
+                        act.membership_changed(ctx);
                     }
                     Ok(count)
                 }),
@@ -612,6 +672,12 @@ impl Actor for NodeActor {
             );
         }
         self.sync_links(ctx);
+        if self.rebuilding.is_some() {
+            // The wait for peers that do not answer ends even if none of them ever does.
+            ctx.run_interval(self.options.anti_entropy_interval, |act, _| {
+                act.check_rebuild()
+            });
+        }
         tracing::info!(
             hsm_id = %self.core.me().hsm_id,
             keys = self.core.key_count(),
@@ -664,7 +730,7 @@ impl NodeActor {
                 format!("{} arrived after its caller's deadline", request.name()),
             )));
         }
-        if self.rebuilding && !peer {
+        if self.rebuilding.is_some() && !peer {
             return reply(Err(WireError::new(
                 ErrorCode::Rebuilding,
                 "this HSM is rebuilding its store from its peers; try another HSM",
@@ -874,13 +940,10 @@ impl Handler<CaughtUp> for NodeActor {
     type Result = ();
 
     fn handle(&mut self, msg: CaughtUp, _: &mut Context<Self>) {
-        if self.rebuilding {
-            self.rebuilding = false;
-            tracing::info!(
-                peer = %msg.address,
-                keys = self.core.key_count(),
-                "the HSM's store is rebuilt from its peer; serving clients again"
-            );
+        if let Some(rebuild) = &mut self.rebuilding {
+            tracing::info!(peer = %msg.address, keys = self.core.key_count(), "rebuilding: caught up with a peer");
+            rebuild.caught_up(&msg.address);
+            self.check_rebuild();
         }
     }
 }

@@ -544,3 +544,54 @@ fn a_copy_that_loses_to_one_still_being_written_is_not_planned() {
     assert_eq!(c.incoming_count(), 0);
     assert_eq!(c.winners(vec![key]).len(), 1);
 }
+
+#[test]
+fn an_empty_core_takes_its_own_member_record_back_from_an_older_copy() {
+    // A node whose store was lost starts empty and writes its record at version 1; a peer's
+    // copy from before, at version 7 and with the address it had then, wins over that.
+    let mut a = NodeCore::new(member(1), "c".into(), vec![]);
+    let me = a.ensure_self_member();
+    a.install_local(me.into_iter().collect());
+    let mut before = member(1);
+    before.address = "127.0.0.1:4999".into();
+    let old = Stored {
+        id: ObjectId::Member(before.hsm_id.clone()),
+        version: Version {
+            counter: 7,
+            node: 2,
+        },
+        entry: Entry::Member(before),
+    };
+    a.apply_remote(vec![old.clone()]);
+    // The core writes its record anew, newer than the peer's, with the address it has now.
+    let fresh = a
+        .refresh_self_member()
+        .unwrap_or_else(|| panic!("the old record of this node stands"));
+    assert!(fresh.version > old.version);
+    assert!(a.refresh_self_member().is_none(), "one at a time");
+    a.install_local(vec![fresh]);
+    assert_eq!(a.members(), vec![member(1)]);
+    assert!(a.refresh_self_member().is_none());
+    // A handle this node minted before, pulled from a peer, is never minted again; a gap
+    // moves the counter further.
+    let mut b = node(2);
+    let mut minted = b
+        .generate_key(2, "k", 32, 0)
+        .unwrap_or_else(|e| panic!("{e}"));
+    minted.id = ObjectId::Key((1 << 32) | 41);
+    if let Entry::Key(k) = &minted.entry {
+        let mut attributes = k.attributes.clone();
+        attributes.handle = (1 << 32) | 41;
+        minted.entry = Entry::Key(Arc::new(KeyEntry::new(attributes, KeyMaterial::generate())));
+    }
+    let mut a = node(1);
+    a.apply_remote(vec![minted]);
+    let next = a.generate_key(2, "k", 32, 0);
+    assert_eq!(next.map(|s| handle_of(&s)).ok(), Some((1 << 32) | 42));
+    a.skip_handles(1_000);
+    let after_gap = a.generate_key(2, "k", 32, 0);
+    assert_eq!(
+        after_gap.map(|s| handle_of(&s)).ok(),
+        Some((1 << 32) | 1_043)
+    );
+}
