@@ -17,8 +17,8 @@ use std::sync::Arc;
 use hsmkms_common::aead::Sealer;
 use hsmkms_common::secret::{KeyMaterial, KEY_LEN};
 use hsmkms_common::wire::{
-    ErrorCode, KeyAttributes, KeyClass, KeyHandle, KeyType, MemberRecord, ObjectId, Role, UserInfo,
-    UserRecord, Version, WireError, DIGEST_BUCKETS,
+    ErrorCode, KeyAttributes, KeyClass, KeyHandle, KeyType, LoginState, MemberRecord, ObjectId,
+    Role, UserInfo, UserRecord, Version, WireError, DIGEST_BUCKETS,
 };
 use sha2::{Digest, Sha256};
 
@@ -30,6 +30,9 @@ pub const MAX_LABEL_LEN: usize = 256;
 pub const MAX_USERNAME_LEN: usize = 31;
 /// Password length bounds of CloudHSM.
 pub const PASSWORD_LEN: std::ops::RangeInclusive<usize> = 7..=32;
+
+/// Every key id, in `ObjectId` order (login states sort after keys).
+const KEYS: std::ops::RangeInclusive<ObjectId> = ObjectId::Key(0)..=ObjectId::Key(KeyHandle::MAX);
 
 /// Identifies one client connection (and so one session) on this node.
 pub type ConnId = u64;
@@ -76,6 +79,8 @@ pub enum Entry {
     User(UserRecord),
     Key(Arc<KeyEntry>),
     Tombstone,
+    /// A user's failed logins, counted against one of its credentials.
+    LoginState(LoginState),
 }
 
 /// An object at a version.
@@ -91,6 +96,17 @@ pub struct Stored {
 pub struct Session {
     pub username: String,
     pub role: Role,
+}
+
+/// A user as a login sees it (see [`NodeCore::login_user`]).
+struct LoginView<'a> {
+    /// The durable record: the password and role a login is checked against.
+    user: &'a UserRecord,
+    /// Its version, which names the credential.
+    credential: Version,
+    /// Failed logins and lockout as durable, and as decided (in-flight failures counted).
+    durable: (u32, bool),
+    decided: (u32, bool),
 }
 
 /// What a login attempt needs checked outside the core (the password hash is slow on purpose).
@@ -496,18 +512,31 @@ impl NodeCore {
         }
     }
 
-    /// A user as a login sees it: its password and role as durable (a login never rests on a
-    /// creation or password change that may still fail), its failure count and lockout as
-    /// decided (so failed logins in flight at once all count).
-    fn login_user(&self, username: &str) -> Option<(&UserRecord, &UserRecord)> {
-        let durable = match self.objects.get(&ObjectId::User(username.to_string())) {
-            Some(Stored {
-                entry: Entry::User(u),
-                ..
-            }) => u,
-            _ => return None,
+    /// A user as a login sees it: its credential (record and version) as durable, since a
+    /// login never rests on a creation or password change that may still fail; and its
+    /// failure count and lockout for that credential twice, as durable (what queries show)
+    /// and as decided (so failed logins in flight at once all count).
+    fn login_user(&self, username: &str) -> Option<LoginView<'_>> {
+        let credential = self.objects.get(&ObjectId::User(username.to_string()))?;
+        let Entry::User(user) = &credential.entry else {
+            return None;
         };
-        Some((durable, self.user(username)?))
+        let id = ObjectId::LoginState(username.to_string());
+        let counts = |state: Option<&Stored>| match state {
+            // Failures counted against this very credential; any other credential's are
+            // stale (the password changed since), and the record's own counts stand.
+            Some(Stored {
+                entry: Entry::LoginState(l),
+                ..
+            }) if l.credential == credential.version => (l.failed_logins, l.locked),
+            _ => (user.failed_logins, user.locked),
+        };
+        Some(LoginView {
+            user,
+            credential: credential.version,
+            durable: counts(self.objects.get(&id)),
+            decided: counts(self.latest(&id)),
+        })
     }
 
     pub fn session(&self, conn: ConnId) -> Option<&Session> {
@@ -547,13 +576,14 @@ impl NodeCore {
                 "this session is already logged in; log out first",
             ));
         }
-        let (user, latest) = self.login_user(username).ok_or_else(|| {
+        let view = self.login_user(username).ok_or_else(|| {
             err(
                 ErrorCode::UserNotFound,
                 format!("user {username} does not exist"),
             )
         })?;
-        if user.locked || latest.locked {
+        let user = view.user;
+        if view.durable.1 || view.decided.1 {
             return Err(err(
                 ErrorCode::UserLockedOut,
                 format!(
@@ -574,16 +604,20 @@ impl NodeCore {
     }
 
     /// Second half of a login, once the password was checked. Decides the session, or the
-    /// error to answer, and the user record to persist if its failure count changes; the
-    /// caller opens the session ([`NodeCore::open_session`]) and answers once that record is
-    /// durable.
+    /// error to answer, and the login state to persist if the failure count changes; the
+    /// caller opens the session ([`NodeCore::open_session`]) and answers once that state is
+    /// durable. The count is kept against the user's credential, never in its record: a
+    /// failure counted here must not replace a password changed on another HSM.
     pub fn finish_login(
         &mut self,
         username: &str,
         role: Role,
         password_ok: bool,
     ) -> (Result<Session, WireError>, Option<Stored>) {
-        let Some(mut user) = self.login_user(username).map(|(_, latest)| latest.clone()) else {
+        let Some((credential, (failed_logins, locked))) = self
+            .login_user(username)
+            .map(|view| (view.credential, view.decided))
+        else {
             return (
                 Err(err(
                     ErrorCode::UserNotFound,
@@ -592,7 +626,7 @@ impl NodeCore {
                 None,
             );
         };
-        if user.locked {
+        if locked {
             return (
                 Err(err(
                     ErrorCode::UserLockedOut,
@@ -601,22 +635,25 @@ impl NodeCore {
                 None,
             );
         }
+        let id = ObjectId::LoginState(username.to_string());
         if password_ok {
-            let changed = if user.failed_logins != 0 {
-                user.failed_logins = 0;
-                Some(self.decide(ObjectId::User(username.to_string()), Entry::User(user)))
-            } else {
-                None
-            };
+            let changed = (failed_logins != 0).then(|| {
+                let reset = LoginState {
+                    credential,
+                    failed_logins: 0,
+                    locked: false,
+                };
+                self.decide(id, Entry::LoginState(reset))
+            });
             let session = Session {
                 username: username.to_string(),
                 role,
             };
             return (Ok(session), changed);
         }
-        user.failed_logins += 1;
-        let message = if user.failed_logins >= MAX_FAILED_LOGINS {
-            user.locked = true;
+        let failed_logins = failed_logins.saturating_add(1);
+        let locked = failed_logins >= MAX_FAILED_LOGINS;
+        let message = if locked {
             format!(
                 "invalid user name, role or password for {username}; the user is now locked \
                  out after {MAX_FAILED_LOGINS} failed logins"
@@ -624,7 +661,12 @@ impl NodeCore {
         } else {
             format!("invalid user name, role or password for {username}")
         };
-        let stored = self.decide(ObjectId::User(username.to_string()), Entry::User(user));
+        let state = LoginState {
+            credential,
+            failed_logins,
+            locked,
+        };
+        let stored = self.decide(id, Entry::LoginState(state));
         (
             Err(err(ErrorCode::InvalidCredentials, message)),
             Some(stored),
@@ -654,7 +696,9 @@ impl NodeCore {
                 Entry::User(u) => Some(UserInfo {
                     username: u.username.clone(),
                     role: u.role,
-                    locked: u.locked,
+                    locked: self
+                        .login_user(&u.username)
+                        .is_some_and(|view| view.durable.1),
                     sessions: self
                         .sessions
                         .values()
@@ -696,7 +740,8 @@ impl NodeCore {
         check_password_len(new_password_len)
     }
 
-    /// Sets a user's password hash; this also unlocks it.
+    /// Sets a user's password hash: a new credential, so this also unlocks it (failures
+    /// counted against the old one no longer apply).
     pub fn set_password(
         &mut self,
         username: &str,
@@ -788,7 +833,7 @@ impl NodeCore {
     fn keys(&self) -> impl Iterator<Item = &Arc<KeyEntry>> {
         // Keys sort last (`ObjectId`'s variant order).
         self.objects
-            .range(ObjectId::Key(0)..)
+            .range(KEYS)
             .filter_map(|(_, s)| match &s.entry {
                 Entry::Key(k) => Some(k),
                 _ => None,
@@ -800,10 +845,10 @@ impl NodeCore {
     fn latest_keys(&self) -> impl Iterator<Item = &Arc<KeyEntry>> {
         let durable = self
             .objects
-            .range(ObjectId::Key(0)..)
+            .range(KEYS)
             .filter(|(id, _)| !self.pending.contains_key(id));
         durable
-            .chain(self.pending.range(ObjectId::Key(0)..))
+            .chain(self.pending.range(KEYS))
             .filter_map(|(_, s)| match &s.entry {
                 Entry::Key(k) => Some(k),
                 _ => None,

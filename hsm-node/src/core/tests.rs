@@ -595,3 +595,62 @@ fn an_empty_core_takes_its_own_member_record_back_from_an_older_copy() {
         Some((1 << 32) | 1_043)
     );
 }
+
+#[test]
+fn a_failed_login_elsewhere_never_undoes_a_password_change() {
+    let mut x = node(1);
+    let mut y = node(2);
+    // Y has seen more changes than X: its Lamport clock is ahead.
+    for i in 0..10 {
+        let k = y.generate_key(2, &format!("k{i}"), 32, 0);
+        let _ = durable(&mut y, k);
+    }
+    // An officer changes kmsuser's password on X; before Y hears of it, a login there fails
+    // against the old password, and Y counts it, at a higher version.
+    let changed = x.set_password("kmsuser", "new-hash".into());
+    let changed = durable(&mut x, changed).unwrap_or_else(|e| panic!("{e}"));
+    let (r, failure) = y.finish_login("kmsuser", Role::CryptoUser, false);
+    assert_eq!(r.err().map(|e| e.code), Some(ErrorCode::InvalidCredentials));
+    let failure = failure.unwrap_or_else(|| panic!("a failure is counted"));
+    y.install_local(vec![failure.clone()]);
+    assert!(failure.version > changed.version);
+    // Each hears of the other's change; a third HSM hears of both, in either order.
+    x.apply_remote(vec![failure.clone()]);
+    y.apply_remote(vec![changed.clone()]);
+    let mut z = node(3);
+    z.apply_remote(vec![failure.clone()]);
+    z.apply_remote(vec![changed.clone()]);
+    let mut w = node(4);
+    w.apply_remote(vec![changed, failure]);
+    // Everywhere the new password stands, and nothing counts against it.
+    for (name, core) in [("x", &x), ("y", &y), ("z", &z), ("w", &w)] {
+        let check = core.begin_login(10, "kmsuser", Role::CryptoUser);
+        assert_eq!(
+            check.map(|c| c.password_hash).ok().as_deref(),
+            Some("new-hash"),
+            "on {name}, a failed login undid the password change"
+        );
+    }
+    // Failures against the new password still count and lock everywhere.
+    let mut states = Vec::new();
+    for _ in 0..MAX_FAILED_LOGINS {
+        let (_, state) = x.finish_login("kmsuser", Role::CryptoUser, false);
+        let state = state.unwrap_or_else(|| panic!("a failure is counted"));
+        x.install_local(vec![state.clone()]);
+        states.push(state);
+    }
+    y.apply_remote(states);
+    for core in [&x, &y] {
+        assert_eq!(
+            core.begin_login(10, "kmsuser", Role::CryptoUser)
+                .err()
+                .map(|e| e.code),
+            Some(ErrorCode::UserLockedOut)
+        );
+    }
+    // And the next password change unlocks, on the HSM that hears of it.
+    let unlocked = x.set_password("kmsuser", "newer-hash".into());
+    let unlocked = durable(&mut x, unlocked).unwrap_or_else(|e| panic!("{e}"));
+    y.apply_remote(vec![unlocked]);
+    assert!(y.begin_login(10, "kmsuser", Role::CryptoUser).is_ok());
+}
