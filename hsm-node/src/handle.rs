@@ -191,6 +191,11 @@ impl NodeHandle {
         self.faults.fail_next_commits(count);
     }
 
+    /// Fault injection: the node's next `skip` commits succeed, then `count` fail.
+    pub fn fail_commits_after(&self, skip: u32, count: u32) {
+        self.faults.fail_commits_after(skip, count);
+    }
+
     /// Fault injection: stalls the node (`true`) as SIGSTOP stalls a process, or lets it run
     /// again (`false`). While stalled it keeps its listening socket and open connections but
     /// accepts, reads, answers and replicates nothing; what arrives is held (within the

@@ -5,6 +5,13 @@ use std::time::Duration;
 /// Messages the node actor queues before senders wait.
 pub const MAILBOX_CAPACITY: usize = 4_096;
 
+/// Attempts at making a key's roll-back durable: one, then retries after 100 ms, 200 ms, ...
+/// up to [`ROLL_BACK_MAX_BACKOFF`] apart (about a minute and a half in all). Until it is
+/// durable the rolled-back key stays on this HSM's disk, and could spread from there.
+pub const ROLL_BACK_ATTEMPTS: u32 = 20;
+/// Longest wait between two attempts at a key's roll-back.
+pub const ROLL_BACK_MAX_BACKOFF: Duration = Duration::from_secs(5);
+
 /// Tunables of a node; every cross-node wait has a deadline here.
 #[derive(Debug, Clone)]
 pub struct NodeOptions {

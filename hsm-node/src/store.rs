@@ -4,8 +4,7 @@
 //! file alone never reveals it.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use hsmkms_common::aead::Sealer;
@@ -72,19 +71,43 @@ pub struct Store {
 /// Apart from [`Store`] because it does not keep the storage thread alive: whoever stops the
 /// node (its handle) may hold one.
 #[derive(Debug, Clone, Default)]
-pub struct StoreFaults(Arc<AtomicU32>);
+pub struct StoreFaults(Arc<Mutex<Faults>>);
+
+/// Batches to let through, then batches to fail.
+#[derive(Debug, Default)]
+struct Faults {
+    skip: u32,
+    fail: u32,
+}
 
 impl StoreFaults {
     /// The next `count` batches (group commits, and with them every write in them) fail.
     pub fn fail_next_commits(&self, count: u32) {
-        self.0.store(count, Ordering::SeqCst);
+        self.fail_commits_after(0, count);
     }
 
-    /// Whether this batch is to fail; counts it down if so.
+    /// The next `skip` batches succeed, then `count` fail: to fail a second write that
+    /// follows a first one at once (a key's roll-back after its generation, say).
+    pub fn fail_commits_after(&self, skip: u32, count: u32) {
+        *self.lock() = Faults { skip, fail: count };
+    }
+
+    /// Whether this batch is to fail; counts down if so.
     fn take(&self) -> bool {
-        self.0
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok()
+        let mut faults = self.lock();
+        if faults.skip > 0 {
+            faults.skip -= 1;
+            return false;
+        }
+        if faults.fail > 0 {
+            faults.fail -= 1;
+            return true;
+        }
+        false
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Faults> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

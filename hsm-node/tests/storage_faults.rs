@@ -260,3 +260,54 @@ async fn a_full_disk_fails_commits_and_freed_space_lets_them_succeed_without_a_r
     drop(loaded);
     let _ = tokio::task::spawn_blocking(move || thread.join()).await;
 }
+
+#[actix_rt::test]
+async fn a_roll_back_whose_commit_fails_is_retried_until_it_is_durable() {
+    use std::time::Duration;
+
+    let hsm = OneNode::start().await;
+    let mut kms = hsm.kmsuser().await;
+    let listed = |r: Result<Response, hsmkms_common::wire::WireError>| match r {
+        Ok(Response::Keys(keys)) => keys.len(),
+        other => panic!("not a key list: {other:?}"),
+    };
+
+    // A generation that cannot be acknowledged before its caller's deadline is rolled back;
+    // the key is durable here, and the roll-back's first two commits fail.
+    hsm.node.fail_commits_after(1, 2);
+    let answer = kms
+        .call_with(
+            Request::GenerateAesKey {
+                label: "late".into(),
+                length_bytes: 32,
+            },
+            support::now_millis() + 300,
+            Duration::from_secs(5),
+        )
+        .await;
+    match answer {
+        Some(Response::Error(e)) => assert_eq!(e.code, ErrorCode::DeadlineExceeded, "{e}"),
+        other => panic!("expected a roll-back, got {other:?}"),
+    }
+
+    // The roll-back is retried: within a few seconds the key is gone.
+    let find = || Request::FindKeys {
+        label: Some("late".into()),
+        owner: None,
+    };
+    let started = std::time::Instant::now();
+    while listed(kms.call(find()).await) != 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the rolled-back key is still live"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // And it is gone for good: a restart does not bring it back.
+    drop(kms);
+    let stopped = hsm.stop();
+    let hsm = stopped.start(hsm_node::NodeOptions::default()).unwrap();
+    let mut kms = hsm.kmsuser().await;
+    assert_eq!(listed(kms.call(find()).await), 0);
+}

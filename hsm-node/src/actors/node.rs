@@ -28,7 +28,7 @@ use crate::material::{self, Place};
 use crate::password;
 use crate::rebuild::{Rebuild, RebuildCheck, HANDLE_GAP_AFTER_PARTIAL_REBUILD};
 use crate::stall::StallGate;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 // The node actor's messages and options, also under the paths callers have always used.
 #[cfg(feature = "test-util")]
@@ -38,6 +38,7 @@ pub use crate::actors::messages::{
 };
 use crate::actors::messages::{NodeSide, Push, Stop, NOT_CONNECTED};
 pub use crate::options::{NodeOptions, MAILBOX_CAPACITY};
+use crate::options::{ROLL_BACK_ATTEMPTS, ROLL_BACK_MAX_BACKOFF};
 
 /// A key generation is acknowledged only this long before its caller's deadline at the latest;
 /// later, the caller may already have given up and retried elsewhere, so it is rolled back.
@@ -516,17 +517,55 @@ impl NodeActor {
                     let store = act.store.clone();
                     let commit = store.commit(vec![tombstone.clone()]);
                     Box::pin(commit.into_actor(act).map(move |result, act, ctx| {
-                        match result {
-                            Ok(()) => act.install(vec![tombstone], ctx),
-                            Err(e) => {
-                                tracing::error!(handle, error = %e, "cannot persist a key's roll-back");
-                                act.core.abandon(&[tombstone]);
-                            }
-                        }
+                        act.roll_back_committed(tombstone, result, 1, ctx);
                         error
                     })) as Reply
                 }),
         )
+    }
+
+    /// What follows an attempt at committing a key's roll-back: installed once durable;
+    /// otherwise tried again with backoff, since until it is durable the rolled-back key stays
+    /// on this disk and anti-entropy may spread it. Meanwhile the tombstone stays decided
+    /// (`pending`), so no decision treats the key as live; it is abandoned only after the
+    /// last attempt.
+    fn roll_back_committed(
+        &mut self,
+        tombstone: Stored,
+        result: Result<(), StoreError>,
+        attempt: u32,
+        ctx: &mut Context<Self>,
+    ) {
+        let handle = match tombstone.id {
+            ObjectId::Key(handle) => handle,
+            _ => 0,
+        };
+        match result {
+            Ok(()) => {
+                if attempt > 1 {
+                    tracing::info!(handle, attempt, "a key's roll-back is durable at last");
+                    let mut pushes = self.push_all(std::slice::from_ref(&tombstone));
+                    actix::spawn(async move { while pushes.next().await.is_some() {} });
+                }
+                self.install(vec![tombstone], ctx);
+            }
+            Err(e) if attempt < ROLL_BACK_ATTEMPTS => {
+                let backoff = Duration::from_millis(100)
+                    .saturating_mul(1 << (attempt - 1).min(16))
+                    .min(ROLL_BACK_MAX_BACKOFF);
+                tracing::warn!(handle, attempt, error = %e, ?backoff, "cannot persist a key's roll-back; retrying");
+                ctx.run_later(backoff, move |act, ctx| {
+                    let commit = act.store.commit(vec![tombstone.clone()]);
+                    ctx.spawn(commit.into_actor(act).map(move |result, act, ctx| {
+                        act.roll_back_committed(tombstone, result, attempt + 1, ctx)
+                    }));
+                });
+            }
+            Err(e) => {
+                tracing::error!(handle, attempts = attempt, error = %e, "cannot persist a key's roll-back; giving up");
+                self.core.abandon(&[tombstone]);
+            }
+        }
     }
 
     fn delete(&mut self, conn: ConnId, handle: KeyHandle) -> Reply {
