@@ -4,6 +4,9 @@
 //! node actor and writes the answers back. Anything malformed closes the connection; nothing a
 //! connection sends can panic the node or change its state before it is understood.
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +18,7 @@ use hsmkms_common::tls::is_peer_certificate;
 use hsmkms_common::wire::{ErrorCode, Request, Response, WireError};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::task::AbortHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
@@ -25,7 +29,10 @@ use crate::core::ConnId;
 use crate::options::NodeOptions;
 use crate::stall::StallGate;
 
-/// TLS handshakes that may be in progress at once; more connections are closed at once.
+/// TLS handshakes that may be in progress at once. A connection past them closes the oldest
+/// handshake still in progress rather than being refused: connections that never send a
+/// byte (an idle flood, renewed as each times out) then cannot keep a real client out, whose
+/// handshake takes milliseconds.
 pub const MAX_HANDSHAKES: usize = 256;
 
 /// Calls one connection may have in flight; more get an error answer at once.
@@ -44,7 +51,7 @@ pub async fn serve(
     // Handshakes in progress are bounded apart: a connection counts against the cap only once
     // it has proved it holds a certificate of the cluster, so a flood of idle or TLS-less
     // connections cannot take the sessions of real clients.
-    let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    let handshakes = Handshakes::default();
     let mut next_conn: ConnId = 1;
     loop {
         // A stalled node accepts nothing: connections wait in the kernel's backlog.
@@ -57,19 +64,19 @@ pub async fn serve(
                 continue;
             }
         };
-        let Ok(handshaking) = handshakes.clone().try_acquire_owned() else {
-            tracing::warn!(%remote, "too many TLS handshakes in progress; refusing connection");
-            continue;
-        };
-        let _ = tcp.set_nodelay(true);
-        let permits = permits.clone();
         let conn = next_conn;
         next_conn += 1;
+        if let Some(oldest) = handshakes.make_room() {
+            tracing::warn!(%remote, oldest, "too many TLS handshakes in progress; closing the oldest");
+        }
+        let handshaking = handshakes.slot(conn);
+        let _ = tcp.set_nodelay(true);
+        let permits = permits.clone();
         let acceptor = acceptor.clone();
         let node = node.clone();
         let handshake_timeout = options.handshake_timeout;
         let gate = gate.clone();
-        actix::spawn(async move {
+        let task = actix::spawn(async move {
             // Nor does it finish handshakes it had not begun.
             gate.clone().running().await;
             let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
@@ -130,6 +137,65 @@ pub async fn serve(
                 }
             });
         });
+        handshakes.started(conn, task.abort_handle());
+    }
+}
+
+/// The TLS handshakes in progress, oldest first, each with the means to end it.
+#[derive(Debug, Default, Clone)]
+struct Handshakes(Rc<RefCell<BTreeMap<ConnId, Option<AbortHandle>>>>);
+
+impl Handshakes {
+    /// If every handshake slot is taken, ends the oldest handshake in progress; returns its
+    /// connection.
+    fn make_room(&self) -> Option<ConnId> {
+        let oldest = {
+            let mut in_progress = self.0.try_borrow_mut().ok()?;
+            if in_progress.len() < MAX_HANDSHAKES {
+                return None;
+            }
+            in_progress.pop_first()?
+        };
+        // Aborted outside the borrow: the task's slot leaves the map when it is dropped.
+        if let (_, Some(abort)) = &oldest {
+            abort.abort();
+        }
+        Some(oldest.0)
+    }
+
+    /// Takes a slot for connection `conn`; it is given back when the returned guard drops
+    /// (the handshake ended, or its task was aborted).
+    fn slot(&self, conn: ConnId) -> HandshakeSlot {
+        if let Ok(mut in_progress) = self.0.try_borrow_mut() {
+            in_progress.insert(conn, None);
+        }
+        HandshakeSlot {
+            conn,
+            handshakes: self.clone(),
+        }
+    }
+
+    /// Records how to end the handshake of `conn`, if it is still in progress.
+    fn started(&self, conn: ConnId, abort: AbortHandle) {
+        if let Ok(mut in_progress) = self.0.try_borrow_mut() {
+            if let Some(slot) = in_progress.get_mut(&conn) {
+                *slot = Some(abort);
+            }
+        }
+    }
+}
+
+/// One handshake's place among those in progress.
+struct HandshakeSlot {
+    conn: ConnId,
+    handshakes: Handshakes,
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        if let Ok(mut in_progress) = self.handshakes.0.try_borrow_mut() {
+            in_progress.remove(&self.conn);
+        }
     }
 }
 
