@@ -1047,5 +1047,7 @@ fn check_password_len(len: usize) -> Result<(), WireError> {
     }
 }
 
+pub mod quorum;
+
 #[cfg(test)]
 mod tests;

@@ -23,6 +23,7 @@ use rustls::ClientConfig;
 
 use crate::actors::peer::PeerLink;
 use crate::actors::stall::{after_stall, freeze_while_stalled};
+use crate::core::quorum::{end_of_generation, GenerationEnd, Observed};
 use crate::core::{ConnId, Entry, NodeCore, Stored};
 use crate::material::{self, Place};
 use crate::password;
@@ -40,9 +41,8 @@ use crate::actors::messages::{NodeSide, Push, Stop, NOT_CONNECTED};
 pub use crate::options::{NodeOptions, MAILBOX_CAPACITY};
 use crate::options::{ROLL_BACK_ATTEMPTS, ROLL_BACK_MAX_BACKOFF};
 
-/// A key generation is acknowledged only this long before its caller's deadline at the latest;
-/// later, the caller may already have given up and retried elsewhere, so it is rolled back.
-pub const ACK_MARGIN_MILLIS: u64 = 500;
+// Where it always was, for callers that name it here.
+pub use crate::core::quorum::ACK_MARGIN_MILLIS;
 
 /// Whether a caller's deadline (Unix milliseconds, 0 for none) has passed at `now_millis`.
 fn past(deadline_unix_millis: u64, now_millis: u64) -> bool {
@@ -472,45 +472,29 @@ impl NodeActor {
                         Ok(()) => act.install(vec![stored], ctx),
                         Err(_) => act.core.abandon(&[stored]),
                     }
-                    let me = act.core.me().hsm_id.clone();
-                    let late = past(
-                        deadline_unix_millis.saturating_sub(ACK_MARGIN_MILLIS),
-                        act.clock.now_millis(),
-                    ) && deadline_unix_millis != 0;
-                    if local.is_ok() && acked.len() + 1 >= quorum && !late {
-                        let mut durable_on = vec![me];
-                        durable_on.extend(acked.iter().map(|a| act.hsm_id_of(a)));
-                        return reply(Ok(Response::KeyCreated {
-                            key: attributes,
-                            durable_on,
-                        }));
-                    }
-                    let (code, why) = match &local {
-                        Err(e) => (
-                            ErrorCode::QuorumNotReached,
-                            format!("it could not be stored on this HSM ({e})"),
-                        ),
-                        Ok(()) if late => (
-                            ErrorCode::DeadlineExceeded,
-                            "its caller's deadline passed before it was acknowledged".into(),
-                        ),
-                        Ok(()) => (
-                            ErrorCode::QuorumNotReached,
-                            format!(
-                                "it reached {} of the {quorum} HSMs it must be on",
-                                acked.len() + 1
-                            ),
-                        ),
+                    // The core decides; the actor carries it out.
+                    let observed = Observed {
+                        local: local.map_err(|e| e.to_string()),
+                        acked_remote: acked.len(),
+                        quorum,
+                        deadline_unix_millis,
+                        now_millis: act.clock.now_millis(),
                     };
-                    tracing::warn!(handle, "key generation failed: {why}; rolling back");
+                    let (code, message) =
+                        match end_of_generation(&observed, act.options.call_deadline) {
+                            GenerationEnd::Acknowledge => {
+                                let mut durable_on = vec![act.core.me().hsm_id.clone()];
+                                durable_on.extend(acked.iter().map(|a| act.hsm_id_of(a)));
+                                return reply(Ok(Response::KeyCreated {
+                                    key: attributes,
+                                    durable_on,
+                                }));
+                            }
+                            GenerationEnd::RollBack { code, message } => (code, message),
+                        };
+                    tracing::warn!(handle, "{message}");
                     let tombstone = act.core.roll_back_key(handle);
-                    let error = Response::Error(WireError::new(
-                        code,
-                        format!(
-                            "key generation failed and was rolled back: {why} within {:?}",
-                            act.options.call_deadline
-                        ),
-                    ));
+                    let error = Response::Error(WireError::new(code, message));
                     // Peers that got the key hear of the roll-back even if this disk refuses it.
                     let mut pushes = act.push_all(std::slice::from_ref(&tombstone));
                     actix::spawn(async move { while pushes.next().await.is_some() {} });
