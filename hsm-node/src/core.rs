@@ -15,10 +15,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use hsmkms_common::aead::Sealer;
-use hsmkms_common::secret::{KeyMaterial, KEY_LEN};
+use hsmkms_common::entropy::{Entropy, OsEntropy};
+use hsmkms_common::secret::{KeyMaterial, SecretBytes, KEY_LEN};
 use hsmkms_common::wire::{
     ErrorCode, KeyAttributes, KeyClass, KeyHandle, KeyType, LoginState, MemberRecord, ObjectId,
-    Role, UserInfo, UserRecord, Version, WireError, DIGEST_BUCKETS,
+    Role, UserInfo, UserRecord, Version, WireError, DIGEST_BUCKETS, MAX_RANDOM_BYTES,
 };
 use sha2::{Digest, Sha256};
 
@@ -178,6 +179,9 @@ pub struct NodeCore {
     /// planned only if it beats these too: one that lost to a copy still being written would
     /// otherwise be written after it and leave the disk holding the loser.
     incoming: BTreeMap<ObjectId, Stored>,
+    /// Where key material, random bytes and password salts come from: the operating system's
+    /// CSPRNG, or a seeded source in tests and simulations.
+    entropy: Arc<dyn Entropy>,
 }
 
 impl NodeCore {
@@ -193,11 +197,23 @@ impl NodeCore {
             sessions: HashMap::new(),
             pending: BTreeMap::new(),
             incoming: BTreeMap::new(),
+            entropy: Arc::new(OsEntropy),
         };
         for stored in objects {
             core.install(stored);
         }
         core
+    }
+
+    /// The same core drawing its randomness from `entropy`.
+    pub fn with_entropy(mut self, entropy: Arc<dyn Entropy>) -> Self {
+        self.entropy = entropy;
+        self
+    }
+
+    /// The core's source of randomness, for the work it hands the shell (password hashing).
+    pub fn entropy(&self) -> Arc<dyn Entropy> {
+        self.entropy.clone()
     }
 
     pub fn me(&self) -> &MemberRecord {
@@ -907,7 +923,7 @@ impl NodeCore {
             token: true,
             created_at_millis: now_millis,
         };
-        let entry = KeyEntry::new(attributes, KeyMaterial::generate());
+        let entry = KeyEntry::new(attributes, KeyMaterial::generate_from(&*self.entropy));
         Ok(self.decide(ObjectId::Key(handle), Entry::Key(Arc::new(entry))))
     }
 
@@ -989,6 +1005,20 @@ impl NodeCore {
             ));
         }
         Ok(self.decide(ObjectId::Key(handle), Entry::Tombstone))
+    }
+
+    /// Random bytes for a logged-in session (`GenerateRandom`), from the core's entropy.
+    pub fn random(&self, conn: ConnId, length: u32) -> Result<SecretBytes, WireError> {
+        self.require_session(conn)?;
+        if length == 0 || length > MAX_RANDOM_BYTES {
+            return Err(err(
+                ErrorCode::InvalidRequest,
+                format!("length must be 1 to {MAX_RANDOM_BYTES} bytes"),
+            ));
+        }
+        let mut bytes = vec![0u8; length as usize];
+        self.entropy.fill(&mut bytes);
+        Ok(SecretBytes::new(bytes))
     }
 
     /// Takes back a key whose creation did not reach its quorum: a tombstone, so no copy that

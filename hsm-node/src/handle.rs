@@ -10,6 +10,7 @@ use std::thread::JoinHandle;
 use actix::prelude::*;
 use anyhow::{anyhow, Context as _, Result};
 use hsmkms_common::clock::Clock;
+use hsmkms_common::entropy::{Entropy, OsEntropy};
 use tokio::sync::oneshot;
 
 use crate::actors::connection::serve;
@@ -43,6 +44,17 @@ impl std::fmt::Debug for NodeHandle {
 impl NodeHandle {
     /// Starts the node kept in `dir`. Returns once it accepts connections.
     pub fn start(dir: &Path, options: NodeOptions, clock: Arc<dyn Clock>) -> Result<Self> {
+        Self::start_with_entropy(dir, options, clock, Arc::new(OsEntropy))
+    }
+
+    /// Starts the node kept in `dir`, drawing its key material, random bytes and password
+    /// salts from `entropy` (seeded, in a simulation). Returns once it accepts connections.
+    pub fn start_with_entropy(
+        dir: &Path,
+        options: NodeOptions,
+        clock: Arc<dyn Clock>,
+        entropy: Arc<dyn Entropy>,
+    ) -> Result<Self> {
         let lock = config::lock(dir, config::LOCK_WAIT)?;
         let mut node = config::load(dir)?;
         let (server_tls, client_tls) = config::tls_configs(&node)?;
@@ -133,7 +145,8 @@ impl NodeHandle {
                         node.config.member(),
                         node.config.cluster_id.clone(),
                         objects,
-                    );
+                    )
+                    .with_entropy(entropy);
                     let actor = NodeActor::new(
                         core,
                         store,

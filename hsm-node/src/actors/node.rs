@@ -13,12 +13,11 @@ use actix::prelude::*;
 use futures::stream::{FuturesUnordered, StreamExt};
 use hsmkms_common::aead::Sealer;
 use hsmkms_common::clock::Clock;
-use hsmkms_common::secret::{SecretBytes, SecretString};
+use hsmkms_common::secret::SecretString;
 use hsmkms_common::wire::{
     ErrorCode, KeyHandle, NodeOutcome, NodeStatus, Object, ObjectId, Request, Response, Role,
-    WireError, DIGEST_BUCKETS, MAX_CRYPTO_BYTES, MAX_OBJECTS_PER_CALL, MAX_RANDOM_BYTES,
+    WireError, DIGEST_BUCKETS, MAX_CRYPTO_BYTES, MAX_OBJECTS_PER_CALL,
 };
-use rand::RngCore;
 use rustls::ClientConfig;
 
 use crate::actors::peer::PeerLink;
@@ -406,7 +405,9 @@ impl NodeActor {
         password: SecretString,
         then: impl FnOnce(&mut NodeActor, String) -> Result<Stored, WireError> + 'static,
     ) -> Reply {
-        let hashing = tokio::task::spawn_blocking(move || password::hash(password.expose()));
+        let entropy = self.core.entropy();
+        let hashing =
+            tokio::task::spawn_blocking(move || password::hash_with(password.expose(), &*entropy));
         Box::pin(
             async move {
                 hashing
@@ -837,7 +838,9 @@ impl NodeActor {
                     .map(Response::Plaintext)
                     .map_err(|e| WireError::new(ErrorCode::DecryptionFailed, e.to_string()))
             })),
-            Request::GenerateRandom { length } => reply(random(core, conn, length)),
+            Request::GenerateRandom { length } => {
+                reply(core.random(conn, length).map(Response::Random))
+            }
             Request::Status => reply(Ok(Response::Status(self.status()))),
             Request::Hello { member, cluster_id } => {
                 let me = core.me().clone();
@@ -906,24 +909,6 @@ fn check_size(len: usize) -> Result<(), WireError> {
         ));
     }
     Ok(())
-}
-
-fn random(core: &NodeCore, conn: ConnId, length: u32) -> Result<Response, WireError> {
-    if core.session(conn).is_none() {
-        return Err(WireError::new(
-            ErrorCode::NotLoggedIn,
-            "this call needs a logged-in session",
-        ));
-    }
-    if length == 0 || length > MAX_RANDOM_BYTES {
-        return Err(WireError::new(
-            ErrorCode::InvalidRequest,
-            format!("length must be 1 to {MAX_RANDOM_BYTES} bytes"),
-        ));
-    }
-    let mut bytes = vec![0u8; length as usize];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    Ok(Response::Random(SecretBytes::new(bytes)))
 }
 
 impl Handler<ConnClosed> for NodeActor {

@@ -654,3 +654,36 @@ fn a_failed_login_elsewhere_never_undoes_a_password_change() {
     y.apply_remote(vec![unlocked]);
     assert!(y.begin_login(10, "kmsuser", Role::CryptoUser).is_ok());
 }
+
+#[test]
+fn key_material_and_random_bytes_come_from_the_injected_entropy() {
+    use hsmkms_common::entropy::SeededEntropy;
+    let seeded = |seed: u64| {
+        let mut core = node(1).with_entropy(Arc::new(SeededEntropy::new(seed)));
+        let key = core
+            .generate_key(2, "k", 32, 0)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let material = match &key.entry {
+            Entry::Key(k) => *k.material().expose(),
+            _ => panic!("not a key"),
+        };
+        let random = core
+            .random(2, 16)
+            .map(|r| r.expose().to_vec())
+            .unwrap_or_default();
+        (material, random)
+    };
+    assert_eq!(seeded(7), seeded(7), "one seed, the same key and bytes");
+    assert_ne!(seeded(7).0, seeded(8).0);
+    assert_ne!(seeded(7).1, seeded(8).1);
+    // The session and length rules stay.
+    let core = node(1);
+    assert_eq!(
+        core.random(9, 16).err().map(|e| e.code),
+        Some(ErrorCode::NotLoggedIn)
+    );
+    assert_eq!(
+        core.random(2, 0).err().map(|e| e.code),
+        Some(ErrorCode::InvalidRequest)
+    );
+}
