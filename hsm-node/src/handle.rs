@@ -147,6 +147,7 @@ impl NodeHandle {
                         objects,
                     )
                     .with_entropy(entropy);
+                    let serve_clock = clock.clone();
                     let actor = NodeActor::new(
                         core,
                         store,
@@ -159,7 +160,14 @@ impl NodeHandle {
                     .rebuilding(rebuilding)
                     .stall_gate(gate.clone())
                     .start();
-                    actix::spawn(serve(listener, server_tls, actor.clone(), options, gate));
+                    actix::spawn(serve(
+                        listener,
+                        server_tls,
+                        actor.clone(),
+                        options,
+                        gate,
+                        serve_clock,
+                    ));
                     let _ = ready_tx.send(Ok(actor));
                     let _ = stop_rx.await;
                 });

@@ -5,6 +5,16 @@ use std::time::Duration;
 /// Messages the node actor queues before senders wait.
 pub const MAILBOX_CAPACITY: usize = 4_096;
 
+/// Longest a call may ask the node to work on it: a call's deadline is capped this far from
+/// its arrival, and a deadline of 0 (the wire's "none") means this long. No caller can ask
+/// for an unbounded wait.
+pub const MAX_CALL_WAIT: Duration = Duration::from_secs(60);
+
+/// How long past a call's deadline its connection still waits for the node's answer before
+/// answering `DeadlineExceeded` itself: the node answers a call it could not finish in time
+/// by its own deadline checks, with the real reason, well within this.
+pub const ANSWER_GRACE: Duration = Duration::from_secs(1);
+
 /// Attempts at making a key's roll-back durable: one, then retries after 100 ms, 200 ms, ...
 /// up to [`ROLL_BACK_MAX_BACKOFF`] apart (about a minute and a half in all). Until it is
 /// durable the rolled-back key stays on this HSM's disk, and could spread from there.

@@ -13,6 +13,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
 use futures::SinkExt;
+use hsmkms_common::clock::Clock;
 use hsmkms_common::frame;
 use hsmkms_common::tls::is_peer_certificate;
 use hsmkms_common::wire::{ErrorCode, Request, Response, WireError};
@@ -23,10 +24,10 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use crate::actors::messages::{Call, ConnClosed};
-use crate::actors::node::NodeActor;
+use crate::actors::node::{effective_deadline, NodeActor};
 use crate::actors::stall::{after_stall, freeze_while_stalled};
 use crate::core::ConnId;
-use crate::options::NodeOptions;
+use crate::options::{NodeOptions, ANSWER_GRACE};
 use crate::stall::StallGate;
 
 /// TLS handshakes that may be in progress at once. A connection past them closes the oldest
@@ -45,6 +46,7 @@ pub async fn serve(
     node: Addr<NodeActor>,
     options: NodeOptions,
     gate: StallGate,
+    clock: Arc<dyn Clock>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
     let permits = Arc::new(Semaphore::new(options.max_connections));
@@ -76,6 +78,7 @@ pub async fn serve(
         let node = node.clone();
         let handshake_timeout = options.handshake_timeout;
         let gate = gate.clone();
+        let clock = clock.clone();
         let task = actix::spawn(async move {
             // Nor does it finish handshakes it had not begun.
             gate.clone().running().await;
@@ -133,6 +136,7 @@ pub async fn serve(
                     out,
                     in_flight: 0,
                     gate,
+                    clock,
                     _permit: permit,
                 }
             });
@@ -208,6 +212,8 @@ pub struct Connection {
     in_flight: usize,
     /// The node's stall switch: a stalled node reads no frame and answers nothing.
     gate: StallGate,
+    /// The node's clock, against which calls' deadlines are read.
+    clock: Arc<dyn Clock>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -292,16 +298,35 @@ impl Connection {
             return;
         }
         self.in_flight += 1;
-        let call = self.node.send(Call {
-            conn: self.conn,
-            peer: self.peer,
-            deadline_unix_millis: envelope.deadline_unix_millis,
-            request: envelope.body,
-        });
+        // The send has a deadline too: the caller's (capped as the node caps it), and a grace
+        // for the node's own answer, so no call waits on the node for ever.
+        let now = self.clock.now_millis();
+        let deadline_unix_millis = effective_deadline(envelope.deadline_unix_millis, now);
+        let wait = Duration::from_millis(deadline_unix_millis.saturating_sub(now)) + ANSWER_GRACE;
+        let name = envelope.body.name();
+        let call = self
+            .node
+            .send(Call {
+                conn: self.conn,
+                peer: self.peer,
+                deadline_unix_millis,
+                request: envelope.body,
+            })
+            .timeout(wait);
         let answer = async move {
-            let response = call.await.unwrap_or_else(|_| {
-                Response::Error(WireError::new(ErrorCode::Internal, "the node is stopping"))
-            });
+            let response = match call.await {
+                Ok(response) => response,
+                Err(MailboxError::Timeout) => Response::Error(WireError::new(
+                    ErrorCode::DeadlineExceeded,
+                    format!(
+                        "the HSM did not answer {name} within {wait:?}, its deadline; whether it \
+                         took effect is unknown"
+                    ),
+                )),
+                Err(MailboxError::Closed) => {
+                    Response::Error(WireError::new(ErrorCode::Internal, "the node is stopping"))
+                }
+            };
             let bytes = frame::encode(id, &response).or_else(|e| {
                 frame::encode(
                     id,

@@ -38,14 +38,25 @@ pub use crate::actors::messages::{
 };
 use crate::actors::messages::{NodeSide, Push, Stop, NOT_CONNECTED};
 pub use crate::options::{NodeOptions, MAILBOX_CAPACITY};
-use crate::options::{ROLL_BACK_ATTEMPTS, ROLL_BACK_MAX_BACKOFF};
+use crate::options::{MAX_CALL_WAIT, ROLL_BACK_ATTEMPTS, ROLL_BACK_MAX_BACKOFF};
 
 // Where it always was, for callers that name it here.
 pub use crate::core::quorum::ACK_MARGIN_MILLIS;
 
-/// Whether a caller's deadline (Unix milliseconds, 0 for none) has passed at `now_millis`.
+/// Whether a caller's deadline (Unix milliseconds) has passed at `now_millis`.
 fn past(deadline_unix_millis: u64, now_millis: u64) -> bool {
-    deadline_unix_millis != 0 && now_millis >= deadline_unix_millis
+    now_millis >= deadline_unix_millis
+}
+
+/// The deadline a call is run under: the caller's, but never more than [`MAX_CALL_WAIT`] from
+/// now; 0 (the wire's "none") is that far too, so no caller opts out of a deadline.
+pub fn effective_deadline(deadline_unix_millis: u64, now_millis: u64) -> u64 {
+    let latest = now_millis.saturating_add(MAX_CALL_WAIT.as_millis() as u64);
+    if deadline_unix_millis == 0 {
+        latest
+    } else {
+        deadline_unix_millis.min(latest)
+    }
 }
 
 /// The actor holding one HSM node's state.
@@ -226,28 +237,31 @@ impl NodeActor {
         &self,
         stored: &[Stored],
     ) -> FuturesUnordered<impl std::future::Future<Output = (String, Result<(), String>)>> {
-        self.push(stored, false)
+        self.push(stored, false, self.options.call_deadline)
     }
 
     /// Pushes objects to every peer link, as [`NodeActor::push_all`], but a link that is not
-    /// connected (a peer that just restarted, say) is tried again every 100 ms until the call
-    /// deadline: a new key waits for its quorum to come back rather than failing at once.
+    /// connected (a peer that just restarted, say) is tried again every 100 ms for `within`
+    /// (at most the call deadline): a new key waits for its quorum to come back rather than
+    /// failing at once.
     fn push_until_linked(
         &self,
         stored: &[Stored],
+        within: Duration,
     ) -> FuturesUnordered<impl std::future::Future<Output = (String, Result<(), String>)>> {
-        self.push(stored, true)
+        self.push(stored, true, within.min(self.options.call_deadline))
     }
 
-    /// One push to every link within the call deadline; with `retry_unlinked`, a link that is
-    /// not connected is tried again until the deadline.
+    /// One push to every link within `within`; with `retry_unlinked`, a link that is not
+    /// connected is tried again until then.
     fn push(
         &self,
         stored: &[Stored],
         retry_unlinked: bool,
+        within: Duration,
     ) -> FuturesUnordered<impl std::future::Future<Output = (String, Result<(), String>)>> {
         let objects = self.wire(stored);
-        let until = tokio::time::Instant::now() + self.options.call_deadline;
+        let until = tokio::time::Instant::now() + within;
         self.links
             .iter()
             .map(|(address, link)| {
@@ -446,7 +460,11 @@ impl NodeActor {
         // The push runs beside the local commit, not after it: a new key's latency is then one
         // fsync, not two in a row. A key that reaches a peer but not this disk is rolled back
         // below, on the peers too.
-        let mut pushes = self.push_until_linked(std::slice::from_ref(&stored));
+        // Waiting for the quorum past the last moment the key could be acknowledged (the
+        // caller's deadline less the margin) would only keep the caller waiting for a roll-back.
+        let ack_by = deadline_unix_millis.saturating_sub(ACK_MARGIN_MILLIS);
+        let within = Duration::from_millis(ack_by.saturating_sub(now));
+        let mut pushes = self.push_until_linked(std::slice::from_ref(&stored), within);
         let need_remote = quorum.saturating_sub(1);
         let remote = async move {
             let mut acked = Vec::new();
@@ -744,7 +762,9 @@ impl NodeActor {
             deadline_unix_millis,
             request,
         } = msg;
-        if past(deadline_unix_millis, self.clock.now_millis()) {
+        let now = self.clock.now_millis();
+        let deadline_unix_millis = effective_deadline(deadline_unix_millis, now);
+        if past(deadline_unix_millis, now) {
             tracing::warn!(
                 call = request.name(),
                 "a call arrived after its deadline; not run"

@@ -19,7 +19,8 @@ pub struct Observed {
     pub acked_remote: usize,
     /// HSMs the key must be durable on, this one included.
     pub quorum: usize,
-    /// When the caller stops waiting (Unix milliseconds; 0 for never).
+    /// When the caller stops waiting (Unix milliseconds; 0 for never, though the node caps
+    /// every call's deadline before it gets here).
     pub deadline_unix_millis: u64,
     /// The time now (Unix milliseconds).
     pub now_millis: u64,
