@@ -15,6 +15,12 @@ pub const MAX_CALL_WAIT: Duration = Duration::from_secs(60);
 /// by its own deadline checks, with the real reason, well within this.
 pub const ANSWER_GRACE: Duration = Duration::from_secs(1);
 
+/// Bytes one connection may hold in memory by default: the frames of its calls in flight and
+/// the answers queued for it that its client has not read yet. A call past it gets an error
+/// answer at once. Counting calls alone let one connection hold 1,024 calls of up to 4 MiB
+/// each, and their answers again, if its client stopped reading.
+pub const MAX_HELD_BYTES_PER_CONNECTION: usize = 16 * 1024 * 1024;
+
 /// Attempts at making a key's roll-back durable: one, then retries after 100 ms, 200 ms, ...
 /// up to [`ROLL_BACK_MAX_BACKOFF`] apart (about a minute and a half in all). Until it is
 /// durable the rolled-back key stays on this HSM's disk, and could spread from there.
@@ -38,6 +44,8 @@ pub struct NodeOptions {
     /// How long a node rebuilding its store waits for peers that do not answer, once at
     /// least one has caught it up ([`crate::rebuild`]).
     pub rebuild_wait: Duration,
+    /// Most bytes of calls in flight and unread answers one connection may hold.
+    pub max_held_bytes_per_connection: usize,
 }
 
 impl Default for NodeOptions {
@@ -49,6 +57,7 @@ impl Default for NodeOptions {
             handshake_timeout: Duration::from_secs(3),
             max_connections: 1_024,
             rebuild_wait: Duration::from_secs(10),
+            max_held_bytes_per_connection: MAX_HELD_BYTES_PER_CONNECTION,
         }
     }
 }

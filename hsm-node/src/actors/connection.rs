@@ -39,6 +39,9 @@ pub const MAX_HANDSHAKES: usize = 256;
 /// Calls one connection may have in flight; more get an error answer at once.
 pub const MAX_IN_FLIGHT_PER_CONNECTION: usize = 1_024;
 
+// The byte bound of a connection, where callers have looked for the connection's bounds.
+pub use crate::options::MAX_HELD_BYTES_PER_CONNECTION;
+
 /// Accepts connections until the node stops.
 pub async fn serve(
     listener: TcpListener,
@@ -107,13 +110,17 @@ pub async fn serve(
             tracing::debug!(%remote, conn, peer, "connection accepted");
             let (read, write) = tokio::io::split(stream);
             let (out, mut outgoing) = mpsc::channel::<Bytes>(MAX_IN_FLIGHT_PER_CONNECTION);
+            let held = Held::default();
+            let written_out = held.clone();
             actix::spawn(async move {
                 let mut sink = FramedWrite::new(write, frame::codec());
                 // An answer and whatever others are ready go out in one flush.
                 'writing: while let Some(bytes) = outgoing.recv().await {
                     let mut next = Some(bytes);
                     let mut written = 0;
+                    let mut batch_bytes = 0;
                     while let Some(bytes) = next.take() {
+                        batch_bytes += bytes.len();
                         if sink.feed(bytes).await.is_err() {
                             break 'writing;
                         }
@@ -125,6 +132,7 @@ pub async fn serve(
                     if SinkExt::<Bytes>::flush(&mut sink).await.is_err() {
                         break;
                     }
+                    written_out.release(batch_bytes);
                 }
             });
             Connection::create(move |ctx| {
@@ -135,6 +143,8 @@ pub async fn serve(
                     node,
                     out,
                     in_flight: 0,
+                    held,
+                    max_held: options.max_held_bytes_per_connection,
                     gate,
                     clock,
                     _permit: permit,
@@ -142,6 +152,25 @@ pub async fn serve(
             });
         });
         handshakes.started(conn, task.abort_handle());
+    }
+}
+
+/// Bytes a connection holds (see [`MAX_HELD_BYTES_PER_CONNECTION`]); the connection and its
+/// writer run on one thread.
+#[derive(Debug, Default, Clone)]
+struct Held(Rc<std::cell::Cell<usize>>);
+
+impl Held {
+    fn get(&self) -> usize {
+        self.0.get()
+    }
+
+    fn take(&self, bytes: usize) {
+        self.0.set(self.0.get().saturating_add(bytes));
+    }
+
+    fn release(&self, bytes: usize) {
+        self.0.set(self.0.get().saturating_sub(bytes));
     }
 }
 
@@ -210,6 +239,10 @@ pub struct Connection {
     node: Addr<NodeActor>,
     out: mpsc::Sender<Bytes>,
     in_flight: usize,
+    /// Bytes of calls in flight and of answers not yet written, shared with the writer.
+    held: Held,
+    /// Most bytes it may hold ([`NodeOptions::max_held_bytes_per_connection`]).
+    max_held: usize,
     /// The node's stall switch: a stalled node reads no frame and answers nothing.
     gate: StallGate,
     /// The node's clock, against which calls' deadlines are read.
@@ -285,19 +318,31 @@ impl Connection {
         };
         let id = envelope.id;
         let out = self.out.clone();
-        if self.in_flight >= MAX_IN_FLIGHT_PER_CONNECTION {
-            let busy = Response::Error(WireError::new(
-                ErrorCode::InvalidRequest,
-                format!(
-                    "more than {MAX_IN_FLIGHT_PER_CONNECTION} calls in flight on one connection"
-                ),
-            ));
+        let size = payload.len();
+        drop(payload);
+        let busy = if self.in_flight >= MAX_IN_FLIGHT_PER_CONNECTION {
+            Some(format!(
+                "more than {MAX_IN_FLIGHT_PER_CONNECTION} calls in flight on one connection"
+            ))
+        } else if self.held.get().saturating_add(size) > self.max_held {
+            Some(format!(
+                "more than {} bytes of calls and unread answers on one connection; read the \
+                 answers first",
+                self.max_held
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = busy {
+            let busy = Response::Error(WireError::new(ErrorCode::InvalidRequest, why));
             if let Ok(bytes) = frame::encode(id, &busy) {
                 let _ = out.try_send(bytes);
             }
             return;
         }
         self.in_flight += 1;
+        self.held.take(size);
+        let held = self.held.clone();
         // The send has a deadline too: the caller's (capped as the node caps it), and a grace
         // for the node's own answer, so no call waits on the node for ever.
         let now = self.clock.now_millis();
@@ -336,8 +381,14 @@ impl Connection {
                     )),
                 )
             });
+            // The call is answered: its frame is gone, its answer held until written.
+            held.release(size);
             if let Ok(bytes) = bytes {
-                let _ = out.send(bytes).await;
+                held.take(bytes.len());
+                let len = bytes.len();
+                if out.send(bytes).await.is_err() {
+                    held.release(len);
+                }
             }
         };
         ctx.spawn(answer.into_actor(self).map(|(), act, _| act.in_flight -= 1));
