@@ -32,6 +32,9 @@ pub const MAX_USERNAME_LEN: usize = 31;
 /// Password length bounds of CloudHSM.
 pub const PASSWORD_LEN: std::ops::RangeInclusive<usize> = 7..=32;
 
+/// The low 32 bits of a key handle: the generating node's counter (the node number is above).
+const HANDLE_SEQ_MASK: u64 = 0xffff_ffff;
+
 /// Every key id, in `ObjectId` order (login states sort after keys).
 const KEYS: std::ops::RangeInclusive<ObjectId> = ObjectId::Key(0)..=ObjectId::Key(KeyHandle::MAX);
 
@@ -235,7 +238,9 @@ impl NodeCore {
         self.lamport = self.lamport.max(stored.version.counter);
         if let ObjectId::Key(handle) = stored.id {
             if handle >> 32 == u64::from(self.me.node_number) {
-                self.next_handle_seq = self.next_handle_seq.max((handle & 0xffff_ffff) + 1);
+                // May pass the low 32 bits (a peer's handle ending in 0xffffffff): then
+                // `generate_key` refuses rather than mint into the node-number bits.
+                self.next_handle_seq = self.next_handle_seq.max((handle & HANDLE_SEQ_MASK) + 1);
             }
         }
         self.objects.insert(stored.id.clone(), stored);
@@ -244,7 +249,9 @@ impl NodeCore {
     /// Decides a change made on this node, at a version newer than any it has seen. Nothing
     /// visible changes: the change waits in `pending` until it is installed or abandoned.
     fn decide(&mut self, id: ObjectId, entry: Entry) -> Stored {
-        self.lamport += 1;
+        // Saturating: a peer may have sent a version at the top of the range (no honest
+        // cluster gets there); a panic or a wrap to 0 would be worse than a tie.
+        self.lamport = self.lamport.saturating_add(1);
         let stored = Stored {
             id,
             version: Version {
@@ -910,6 +917,13 @@ impl NodeCore {
             ));
         }
         let owner = session.username.clone();
+        if self.next_handle_seq > HANDLE_SEQ_MASK {
+            // The counter fills the low 32 bits; one more would be another node's handle.
+            return Err(err(
+                ErrorCode::Internal,
+                "this HSM has minted every key handle it may; generate keys on another HSM",
+            ));
+        }
         let handle = (u64::from(self.me.node_number) << 32) | self.next_handle_seq;
         self.next_handle_seq += 1;
         let attributes = KeyAttributes {

@@ -14,6 +14,7 @@
 //! - [`config`]: the node directory: configuration, certificates, keys; provisioning.
 //! - [`options`]: the node's tunables: deadlines, intervals, bounds.
 //! - [`rebuild`]: when a node rebuilding its store from its peers may serve again.
+//! - [`seeds`]: the addresses a node links to beyond its membership, bounded and pruned.
 //! - [`stall`]: the stall switch of fault injection (a node that behaves as if SIGSTOPped).
 //!
 //! The actix shells, under [`actors`] (each also at its old path, `hsm_node::node` and so on):
@@ -39,6 +40,7 @@ pub mod material;
 pub mod options;
 pub mod password;
 pub mod rebuild;
+pub mod seeds;
 pub mod stall;
 pub mod store;
 

@@ -27,6 +27,7 @@ use crate::core::{ConnId, Entry, NodeCore, Stored};
 use crate::material::{self, Place};
 use crate::password;
 use crate::rebuild::{Rebuild, RebuildCheck, HANDLE_GAP_AFTER_PARTIAL_REBUILD};
+use crate::seeds::Seeds;
 use crate::stall::StallGate;
 use crate::store::{Store, StoreError};
 
@@ -73,7 +74,7 @@ pub struct NodeActor {
     linked: HashMap<String, String>,
     /// Addresses to link to that are not (yet) known members: join targets, and nodes that
     /// said Hello.
-    seeds: HashSet<String>,
+    seeds: Seeds,
     /// Its store was unreadable and it started empty: it answers no client (only peers) until
     /// it has caught up with every peer it knows of, or waited long enough for those that do
     /// not answer ([`crate::rebuild`]), so it never serves, or mints a key handle, from a
@@ -133,7 +134,7 @@ impl NodeActor {
             options,
             links: HashMap::new(),
             linked: HashMap::new(),
-            seeds: join.into_iter().collect(),
+            seeds: Seeds::new(join),
             rebuilding: None,
             gate: StallGate::open(),
             logins: HashSet::new(),
@@ -188,17 +189,14 @@ impl NodeActor {
     /// are neither any more.
     fn sync_links(&mut self, ctx: &mut Context<Self>) {
         let me = self.core.me().clone();
-        // A removed HSM's address is no seed any more, even if it once said Hello.
+        let members = self.core.members();
+        // A removed HSM's address is no seed any more, even if it once said Hello; nor is one
+        // the membership now names.
         let core = &self.core;
-        let linked = &self.linked;
-        self.seeds.retain(|address| {
-            !linked
-                .get(address)
-                .is_some_and(|hsm_id| core.is_forgotten(hsm_id))
-        });
-        let mut wanted: HashSet<String> =
-            self.core.members().into_iter().map(|m| m.address).collect();
-        wanted.extend(self.seeds.iter().cloned());
+        self.seeds
+            .prune(&members, |hsm_id| core.is_forgotten(hsm_id), &self.linked);
+        let mut wanted: HashSet<String> = members.into_iter().map(|m| m.address).collect();
+        wanted.extend(self.seeds.addresses().cloned());
         wanted.remove(&me.address);
         self.links.retain(|address, link| {
             let keep = wanted.contains(address);
@@ -871,8 +869,10 @@ impl NodeActor {
                         format!("this node belongs to cluster {ours}, not {cluster_id}"),
                     )));
                 }
-                if member.address != me.address && !self.links.contains_key(&member.address) {
-                    self.seeds.insert(member.address);
+                if member.address != me.address
+                    && !self.links.contains_key(&member.address)
+                    && self.seeds.hello(&member.hsm_id, &member.address)
+                {
                     self.sync_links(ctx);
                 }
                 reply(Ok(Response::Hello {

@@ -127,7 +127,7 @@ impl PeerLink {
                     act.sync(ctx);
                 }
                 Err(e) => {
-                    act.failures += 1;
+                    act.failures = act.failures.saturating_add(1);
                     if act.failures == 1 {
                         tracing::warn!(peer = %act.address, error = %e, "cannot reach peer; retrying");
                     }

@@ -687,3 +687,47 @@ fn key_material_and_random_bytes_come_from_the_injected_entropy() {
         Some(ErrorCode::InvalidRequest)
     );
 }
+
+#[test]
+fn versions_and_handles_at_the_top_of_their_range_from_a_peer_do_not_break_the_node() {
+    // A peer's user at the highest version there is: the next local decision neither panics
+    // nor wraps to 0 (which would lose to everything, for ever).
+    let mut a = node(1);
+    let mut top = user("kmsuser", Role::CryptoUser);
+    top.password_hash = "peer".into();
+    a.apply_remote(vec![Stored {
+        id: ObjectId::User("kmsuser".into()),
+        version: Version {
+            counter: u64::MAX,
+            node: 0,
+        },
+        entry: Entry::User(top),
+    }]);
+    let changed = a
+        .set_password("kmsuser", "local".into())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(changed.version.counter, u64::MAX);
+    // A peer's copy of a key of this node's whose counter is at the top of the low 32 bits:
+    // the next generation is refused, never minted into another node's handles.
+    let mut b = node(2);
+    let mut last = b
+        .generate_key(2, "k", 32, 0)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let handle = (1u64 << 32) | 0xffff_ffff;
+    last.id = ObjectId::Key(handle);
+    if let Entry::Key(k) = &last.entry {
+        let mut attributes = k.attributes.clone();
+        attributes.handle = handle;
+        last.entry = Entry::Key(Arc::new(KeyEntry::new(attributes, KeyMaterial::generate())));
+    }
+    a.apply_remote(vec![last]);
+    let next = a.generate_key(2, "k", 32, 0);
+    assert_eq!(
+        next.as_ref().err().map(|e| e.code),
+        Some(ErrorCode::Internal),
+        "minted {:?}",
+        next.map(|s| handle_of(&s))
+    );
+    a.skip_handles(u64::MAX);
+    assert!(a.generate_key(2, "k", 32, 0).is_err());
+}
