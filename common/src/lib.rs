@@ -9,6 +9,7 @@
 //! - [`aead`]: AES-256-GCM sealing, and wrapping of key material under a wrapping key.
 //! - [`wire`]: the node protocol: versioned envelopes, requests, responses, object records.
 //! - [`group_commit`]: the storage thread that makes batches of writes durable with one fsync.
+//! - [`reopen`]: a database handle reopened before the next write after a failed one.
 //! - [`frame`]: length-delimited framing with a size limit, and postcard encoding of envelopes.
 //! - [`tls`]: the cluster's certificate authority and the mutual-TLS configurations of nodes
 //!   and clients.
@@ -26,6 +27,7 @@ pub mod group_commit;
 pub mod ids;
 pub mod keyfile;
 pub mod quiet;
+pub mod reopen;
 pub mod secret;
 pub mod tls;
 pub mod wire;

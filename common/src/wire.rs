@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 use crate::secret::{SecretBytes, SecretString};
 
 /// Bumped on any incompatible change; a peer speaking another version is refused.
-/// 3: calls carry a deadline.
-pub const PROTOCOL_VERSION: u16 = 3;
+/// 3: calls carry a deadline. 4: `NodeStatus` says whether the node's store is failing;
+/// login failures replicate apart from users ([`LoginState`]).
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// Number of buckets the anti-entropy digest splits objects into.
 pub const DIGEST_BUCKETS: usize = 256;
@@ -73,7 +74,8 @@ impl Role {
 pub type KeyHandle = u64;
 
 /// What a replicated object is, and its identity across the cluster. The variant order is
-/// relied on: members sort before users, users before keys.
+/// relied on: members sort before users, users before keys, keys before login states. New
+/// variants go last: stores and backups written before keep their encoding.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum ObjectId {
     /// A cluster member (an HSM), by HSM id.
@@ -82,6 +84,8 @@ pub enum ObjectId {
     User(String),
     /// A key object, by handle.
     Key(KeyHandle),
+    /// A user's failed logins and lockout, by user name ([`LoginState`]).
+    LoginState(String),
 }
 
 /// A Lamport-style version: higher counter wins; the node number breaks ties, so every node
@@ -137,12 +141,28 @@ impl fmt::Debug for WrappedKey {
     }
 }
 
-/// A user of the cluster. The password is held only as an argon2 PHC hash string.
+/// A user of the cluster. The password is held only as an argon2 PHC hash string. The record
+/// changes only with its credentials (creation, password changes), so its version names the
+/// credential; logins count their failures in a [`LoginState`] apart from it.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserRecord {
     pub username: String,
     pub role: Role,
     pub password_hash: String,
+    /// Failed logins when the record was written (0 since protocol 4; stores written before
+    /// may hold counts here, which stand until a [`LoginState`] for this credential exists).
+    pub failed_logins: u32,
+    pub locked: bool,
+}
+
+/// A user's consecutive failed logins and lockout, counted against one credential: the
+/// version of the user record whose password the logins were checked with. Kept apart from
+/// the user record so that a failure counted on one HSM never replaces a password changed on
+/// another (records replicate whole, newest version first); one counted against a credential
+/// that has since changed no longer applies, so a password change also unlocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginState {
+    pub credential: Version,
     pub failed_logins: u32,
     pub locked: bool,
 }
@@ -177,6 +197,7 @@ pub enum ObjectBody {
     User(UserRecord),
     Key(WrappedKey),
     Tombstone,
+    LoginState(LoginState),
 }
 
 /// One replicated object at one version.
@@ -208,6 +229,10 @@ pub struct NodeStatus {
     pub connected_peers: Vec<String>,
     pub key_count: u64,
     pub user_count: u64,
+    /// Why the node's store cannot commit, while its last commit failed (a full disk, say);
+    /// `None` when it commits. It reopens its file before the next commit, so this clears
+    /// by itself once the cause is gone.
+    pub storage_failing: Option<String>,
 }
 
 /// The result of deleting a key on one HSM, as `deleteKey` reports per node.

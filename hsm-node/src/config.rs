@@ -150,17 +150,38 @@ pub fn load(dir: &Path) -> Result<LoadedNode> {
     })
 }
 
-/// Records a new listening address for the node (its port was taken): `listen`, and
-/// `advertise` where it was the same, in `node.json` (atomically) and in `config`.
+/// Records a new listening address for the node (its port was taken): `listen`, and the port
+/// of `advertise`, in `node.json` (atomically) and in `config`. The advertised host stays (a
+/// node listening on `0.0.0.0` advertises the address peers reach it by); its port follows
+/// the listener's when it was the listener's port, since peers would otherwise keep dialling
+/// the old one. An advertised port other than the listener's (a port forward) is kept.
 pub fn set_address(dir: &Path, config: &mut NodeConfig, address: &str) -> Result<()> {
-    if config.advertise == config.listen {
-        config.advertise = address.to_string();
-    }
+    config.advertise = moved_advertise(&config.advertise, &config.listen, address);
     config.listen = address.to_string();
     let tmp = dir.join(format!("{CONFIG_FILE}.tmp"));
     fs::write(&tmp, serde_json::to_string_pretty(config)?)?;
     fs::rename(&tmp, dir.join(CONFIG_FILE))?;
     Ok(())
+}
+
+/// Where a node advertises itself once its listener moved from `old_listen` to `new_listen`.
+fn moved_advertise(advertise: &str, old_listen: &str, new_listen: &str) -> String {
+    if advertise == old_listen {
+        return new_listen.to_string();
+    }
+    let port = |address: &str| address.rsplit_once(':').map(|(_, p)| p.to_string());
+    match (
+        advertise.rsplit_once(':'),
+        port(old_listen),
+        port(new_listen),
+    ) {
+        (Some((host, advertised_port)), Some(old_port), Some(new_port))
+            if advertised_port == old_port =>
+        {
+            format!("{host}:{new_port}")
+        }
+        _ => advertise.to_string(),
+    }
 }
 
 /// The address a node directory's node advertises (`node.json`).
@@ -236,4 +257,48 @@ pub fn tls_configs(
         tls::server_config(&node.ca_pem, &node.identity)?,
         tls::client_config(&node.ca_pem, &node.identity)?,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(listen: &str, advertise: &str) -> NodeConfig {
+        NodeConfig {
+            cluster_id: "cluster-abcdefghijk".into(),
+            hsm_id: "hsm-abcdefghijk".into(),
+            availability_zone: "us-east-1a".into(),
+            listen: listen.into(),
+            advertise: advertise.into(),
+            node_number: 1,
+            join: vec![],
+        }
+    }
+
+    #[test]
+    fn a_moved_port_moves_the_advertised_port_too() {
+        let dir = tempfile::tempdir().unwrap();
+        // Advertised as listened: both move.
+        let mut same = config("127.0.0.1:4700", "127.0.0.1:4700");
+        set_address(dir.path(), &mut same, "127.0.0.1:4711").unwrap();
+        assert_eq!(same.advertise, "127.0.0.1:4711");
+        assert_eq!(advertised_address(dir.path()).unwrap(), "127.0.0.1:4711");
+        // Listening on every interface, advertised by the host's name: the port moves, the
+        // host stays.
+        let mut wildcard = config("0.0.0.0:4700", "hsm-a.example:4700");
+        set_address(dir.path(), &mut wildcard, "0.0.0.0:4711").unwrap();
+        assert_eq!(wildcard.listen, "0.0.0.0:4711");
+        assert_eq!(wildcard.advertise, "hsm-a.example:4711");
+        assert_eq!(
+            advertised_address(dir.path()).unwrap(),
+            "hsm-a.example:4711"
+        );
+        let mut v6 = config("[::]:4700", "[fd00::5]:4700");
+        set_address(dir.path(), &mut v6, "[::]:4711").unwrap();
+        assert_eq!(v6.advertise, "[fd00::5]:4711");
+        // A port forward (another advertised port) is kept.
+        let mut forwarded = config("0.0.0.0:4700", "gateway.example:9000");
+        set_address(dir.path(), &mut forwarded, "0.0.0.0:4711").unwrap();
+        assert_eq!(forwarded.advertise, "gateway.example:9000");
+    }
 }

@@ -15,10 +15,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use hsmkms_common::aead::Sealer;
-use hsmkms_common::secret::{KeyMaterial, KEY_LEN};
+use hsmkms_common::entropy::{Entropy, OsEntropy};
+use hsmkms_common::secret::{KeyMaterial, SecretBytes, KEY_LEN};
 use hsmkms_common::wire::{
-    ErrorCode, KeyAttributes, KeyClass, KeyHandle, KeyType, MemberRecord, ObjectId, Role, UserInfo,
-    UserRecord, Version, WireError, DIGEST_BUCKETS,
+    ErrorCode, KeyAttributes, KeyClass, KeyHandle, KeyType, LoginState, MemberRecord, ObjectId,
+    Role, UserInfo, UserRecord, Version, WireError, DIGEST_BUCKETS, MAX_RANDOM_BYTES,
 };
 use sha2::{Digest, Sha256};
 
@@ -30,6 +31,12 @@ pub const MAX_LABEL_LEN: usize = 256;
 pub const MAX_USERNAME_LEN: usize = 31;
 /// Password length bounds of CloudHSM.
 pub const PASSWORD_LEN: std::ops::RangeInclusive<usize> = 7..=32;
+
+/// The low 32 bits of a key handle: the generating node's counter (the node number is above).
+const HANDLE_SEQ_MASK: u64 = 0xffff_ffff;
+
+/// Every key id, in `ObjectId` order (login states sort after keys).
+const KEYS: std::ops::RangeInclusive<ObjectId> = ObjectId::Key(0)..=ObjectId::Key(KeyHandle::MAX);
 
 /// Identifies one client connection (and so one session) on this node.
 pub type ConnId = u64;
@@ -76,6 +83,8 @@ pub enum Entry {
     User(UserRecord),
     Key(Arc<KeyEntry>),
     Tombstone,
+    /// A user's failed logins, counted against one of its credentials.
+    LoginState(LoginState),
 }
 
 /// An object at a version.
@@ -91,6 +100,17 @@ pub struct Stored {
 pub struct Session {
     pub username: String,
     pub role: Role,
+}
+
+/// A user as a login sees it (see [`NodeCore::login_user`]).
+struct LoginView<'a> {
+    /// The durable record: the password and role a login is checked against.
+    user: &'a UserRecord,
+    /// Its version, which names the credential.
+    credential: Version,
+    /// Failed logins and lockout as durable, and as decided (in-flight failures counted).
+    durable: (u32, bool),
+    decided: (u32, bool),
 }
 
 /// What a login attempt needs checked outside the core (the password hash is slow on purpose).
@@ -124,13 +144,23 @@ fn entry_hash(id: &ObjectId, version: Version) -> u64 {
 /// a tombstone always wins (and a live copy never beats one), so a deleted key never comes
 /// back.
 fn beats(new: &Stored, old: &Stored) -> bool {
-    let is_key = matches!(new.id, ObjectId::Key(_));
-    let new_dead = matches!(new.entry, Entry::Tombstone);
-    let old_dead = matches!(old.entry, Entry::Tombstone);
+    supersedes(
+        &new.id,
+        (new.version, matches!(new.entry, Entry::Tombstone)),
+        (old.version, matches!(old.entry, Entry::Tombstone)),
+    )
+}
+
+/// The rule of [`beats`] on an object's id and each copy's version and whether it is a
+/// tombstone: what the store needs to refuse, on disk too, to replace a copy with one that
+/// lost to it.
+pub fn supersedes(id: &ObjectId, new: (Version, bool), old: (Version, bool)) -> bool {
+    let is_key = matches!(id, ObjectId::Key(_));
+    let ((new_version, new_dead), (old_version, old_dead)) = (new, old);
     if is_key && old_dead && !new_dead {
         return false;
     }
-    (is_key && new_dead && !old_dead) || new.version > old.version
+    (is_key && new_dead && !old_dead) || new_version > old_version
 }
 
 /// The state of one HSM node.
@@ -148,6 +178,13 @@ pub struct NodeCore {
     /// back if their commit fails: a copy may have reached a peer, and must never be confused
     /// with a later change.
     pending: BTreeMap<ObjectId, Stored>,
+    /// Copies from peers planned for the disk and not yet durable, by object. A later copy is
+    /// planned only if it beats these too: one that lost to a copy still being written would
+    /// otherwise be written after it and leave the disk holding the loser.
+    incoming: BTreeMap<ObjectId, Stored>,
+    /// Where key material, random bytes and password salts come from: the operating system's
+    /// CSPRNG, or a seeded source in tests and simulations.
+    entropy: Arc<dyn Entropy>,
 }
 
 impl NodeCore {
@@ -162,11 +199,24 @@ impl NodeCore {
             next_handle_seq: 1,
             sessions: HashMap::new(),
             pending: BTreeMap::new(),
+            incoming: BTreeMap::new(),
+            entropy: Arc::new(OsEntropy),
         };
         for stored in objects {
             core.install(stored);
         }
         core
+    }
+
+    /// The same core drawing its randomness from `entropy`.
+    pub fn with_entropy(mut self, entropy: Arc<dyn Entropy>) -> Self {
+        self.entropy = entropy;
+        self
+    }
+
+    /// The core's source of randomness, for the work it hands the shell (password hashing).
+    pub fn entropy(&self) -> Arc<dyn Entropy> {
+        self.entropy.clone()
     }
 
     pub fn me(&self) -> &MemberRecord {
@@ -188,7 +238,9 @@ impl NodeCore {
         self.lamport = self.lamport.max(stored.version.counter);
         if let ObjectId::Key(handle) = stored.id {
             if handle >> 32 == u64::from(self.me.node_number) {
-                self.next_handle_seq = self.next_handle_seq.max((handle & 0xffff_ffff) + 1);
+                // May pass the low 32 bits (a peer's handle ending in 0xffffffff): then
+                // `generate_key` refuses rather than mint into the node-number bits.
+                self.next_handle_seq = self.next_handle_seq.max((handle & HANDLE_SEQ_MASK) + 1);
             }
         }
         self.objects.insert(stored.id.clone(), stored);
@@ -197,7 +249,9 @@ impl NodeCore {
     /// Decides a change made on this node, at a version newer than any it has seen. Nothing
     /// visible changes: the change waits in `pending` until it is installed or abandoned.
     fn decide(&mut self, id: ObjectId, entry: Entry) -> Stored {
-        self.lamport += 1;
+        // Saturating: a peer may have sent a version at the top of the range (no honest
+        // cluster gets there); a panic or a wrap to 0 would be worse than a tie.
+        self.lamport = self.lamport.saturating_add(1);
         let stored = Stored {
             id,
             version: Version {
@@ -251,6 +305,11 @@ impl NodeCore {
         self.pending.len()
     }
 
+    /// Copies from peers planned and not yet settled (for tests and diagnostics).
+    pub fn incoming_count(&self) -> usize {
+        self.incoming.len()
+    }
+
     /// Whether `stored` would win over this node's installed copy (see [`beats`]).
     fn wins(&self, stored: &Stored) -> bool {
         self.objects
@@ -258,18 +317,17 @@ impl NodeCore {
             .is_none_or(|local| beats(stored, local))
     }
 
-    /// Of objects from a peer, those that would change this node: what to persist. Changes
-    /// nothing; [`NodeCore::install_remote`] installs them once they are durable. A copy that
-    /// loses to a local change still being committed is not planned either: written after it,
-    /// it would leave the disk holding the loser.
-    pub fn winners(&self, incoming: Vec<Stored>) -> Vec<Stored> {
+    /// Of objects from a peer, those that would change this node: what to persist. Nothing
+    /// visible changes; the copies are kept as in flight until [`NodeCore::install_remote`]
+    /// installs them once they are durable, or [`NodeCore::abandon_remote`] forgets them. A
+    /// copy is planned only if it beats everything this node holds or is writing: the
+    /// installed copy, a local change still being committed, and a peer's copy still being
+    /// written. Planned after one that beats it, it would be written after it too, and leave
+    /// the disk holding the loser.
+    pub fn winners(&mut self, incoming: Vec<Stored>) -> Vec<Stored> {
         let mut winners: Vec<Stored> = Vec::new();
         for stored in incoming {
-            let beats_pending = self
-                .pending
-                .get(&stored.id)
-                .is_none_or(|p| beats(&stored, p));
-            if !self.wins(&stored) || !beats_pending {
+            if !self.beats_all_known(&stored) {
                 continue;
             }
             // Two copies of one object in a batch: the one that beats the other.
@@ -279,7 +337,33 @@ impl NodeCore {
                 None => winners.push(stored),
             }
         }
+        for w in &winners {
+            // A Lamport clock moves on when it hears of a version: a change decided here while
+            // these are written is newer than they are.
+            self.lamport = self.lamport.max(w.version.counter);
+            self.incoming.insert(w.id.clone(), w.clone());
+        }
         winners
+    }
+
+    /// Whether a peer's copy beats the installed copy and every copy in flight here.
+    fn beats_all_known(&self, stored: &Stored) -> bool {
+        self.wins(stored)
+            && [self.pending.get(&stored.id), self.incoming.get(&stored.id)]
+                .into_iter()
+                .flatten()
+                .all(|in_flight| beats(stored, in_flight))
+    }
+
+    /// Takes a peer's copy out of the in-flight set, unless a later one replaced it there.
+    fn settle_incoming(&mut self, stored: &Stored) {
+        if self
+            .incoming
+            .get(&stored.id)
+            .is_some_and(|i| i.version == stored.version)
+        {
+            self.incoming.remove(&stored.id);
+        }
     }
 
     /// Installs objects from a peer once they are durable, each only if it still wins (another
@@ -287,12 +371,21 @@ impl NodeCore {
     pub fn install_remote(&mut self, durable: Vec<Stored>) -> usize {
         let mut installed = 0;
         for stored in durable {
+            self.settle_incoming(&stored);
             if self.wins(&stored) {
                 self.install(stored);
                 installed += 1;
             }
         }
         installed
+    }
+
+    /// Forgets objects from a peer whose commit failed: nothing visible changed, and a later
+    /// copy of them is planned as if they had never come.
+    pub fn abandon_remote(&mut self, failed: &[Stored]) {
+        for stored in failed {
+            self.settle_incoming(stored);
+        }
     }
 
     /// Merges objects from a peer at once (for callers that need no durability: tests and
@@ -314,6 +407,31 @@ impl NodeCore {
             }) if *m == self.me => None,
             _ => Some(self.decide(id, Entry::Member(self.me.clone()))),
         }
+    }
+
+    /// This node's member record anew, if the installed one is not what this node is: a
+    /// peer's older copy (its old address, say) won over the one written at start, which an
+    /// empty store writes at version 1. Decided at a version newer than every one seen, so it
+    /// wins everywhere. Nothing while one is in flight (checked again once it settles), nor
+    /// for a node the cluster has removed (its record is a tombstone).
+    pub fn refresh_self_member(&mut self) -> Option<Stored> {
+        let id = ObjectId::Member(self.me.hsm_id.clone());
+        if self.pending.contains_key(&id) {
+            return None;
+        }
+        match self.objects.get(&id) {
+            Some(Stored {
+                entry: Entry::Member(m),
+                ..
+            }) if *m != self.me => Some(self.decide(id, Entry::Member(self.me.clone()))),
+            _ => None,
+        }
+    }
+
+    /// Moves the key handle counter `gap` on: after a rebuild that could not reach every peer,
+    /// handles this node minted before may be held by one that did not answer.
+    pub fn skip_handles(&mut self, gap: u64) {
+        self.next_handle_seq = self.next_handle_seq.saturating_add(gap);
     }
 
     // ---- membership -------------------------------------------------------------------
@@ -417,18 +535,31 @@ impl NodeCore {
         }
     }
 
-    /// A user as a login sees it: its password and role as durable (a login never rests on a
-    /// creation or password change that may still fail), its failure count and lockout as
-    /// decided (so failed logins in flight at once all count).
-    fn login_user(&self, username: &str) -> Option<(&UserRecord, &UserRecord)> {
-        let durable = match self.objects.get(&ObjectId::User(username.to_string())) {
-            Some(Stored {
-                entry: Entry::User(u),
-                ..
-            }) => u,
-            _ => return None,
+    /// A user as a login sees it: its credential (record and version) as durable, since a
+    /// login never rests on a creation or password change that may still fail; and its
+    /// failure count and lockout for that credential twice, as durable (what queries show)
+    /// and as decided (so failed logins in flight at once all count).
+    fn login_user(&self, username: &str) -> Option<LoginView<'_>> {
+        let credential = self.objects.get(&ObjectId::User(username.to_string()))?;
+        let Entry::User(user) = &credential.entry else {
+            return None;
         };
-        Some((durable, self.user(username)?))
+        let id = ObjectId::LoginState(username.to_string());
+        let counts = |state: Option<&Stored>| match state {
+            // Failures counted against this very credential; any other credential's are
+            // stale (the password changed since), and the record's own counts stand.
+            Some(Stored {
+                entry: Entry::LoginState(l),
+                ..
+            }) if l.credential == credential.version => (l.failed_logins, l.locked),
+            _ => (user.failed_logins, user.locked),
+        };
+        Some(LoginView {
+            user,
+            credential: credential.version,
+            durable: counts(self.objects.get(&id)),
+            decided: counts(self.latest(&id)),
+        })
     }
 
     pub fn session(&self, conn: ConnId) -> Option<&Session> {
@@ -468,13 +599,14 @@ impl NodeCore {
                 "this session is already logged in; log out first",
             ));
         }
-        let (user, latest) = self.login_user(username).ok_or_else(|| {
+        let view = self.login_user(username).ok_or_else(|| {
             err(
                 ErrorCode::UserNotFound,
                 format!("user {username} does not exist"),
             )
         })?;
-        if user.locked || latest.locked {
+        let user = view.user;
+        if view.durable.1 || view.decided.1 {
             return Err(err(
                 ErrorCode::UserLockedOut,
                 format!(
@@ -495,16 +627,20 @@ impl NodeCore {
     }
 
     /// Second half of a login, once the password was checked. Decides the session, or the
-    /// error to answer, and the user record to persist if its failure count changes; the
-    /// caller opens the session ([`NodeCore::open_session`]) and answers once that record is
-    /// durable.
+    /// error to answer, and the login state to persist if the failure count changes; the
+    /// caller opens the session ([`NodeCore::open_session`]) and answers once that state is
+    /// durable. The count is kept against the user's credential, never in its record: a
+    /// failure counted here must not replace a password changed on another HSM.
     pub fn finish_login(
         &mut self,
         username: &str,
         role: Role,
         password_ok: bool,
     ) -> (Result<Session, WireError>, Option<Stored>) {
-        let Some(mut user) = self.login_user(username).map(|(_, latest)| latest.clone()) else {
+        let Some((credential, (failed_logins, locked))) = self
+            .login_user(username)
+            .map(|view| (view.credential, view.decided))
+        else {
             return (
                 Err(err(
                     ErrorCode::UserNotFound,
@@ -513,7 +649,7 @@ impl NodeCore {
                 None,
             );
         };
-        if user.locked {
+        if locked {
             return (
                 Err(err(
                     ErrorCode::UserLockedOut,
@@ -522,22 +658,25 @@ impl NodeCore {
                 None,
             );
         }
+        let id = ObjectId::LoginState(username.to_string());
         if password_ok {
-            let changed = if user.failed_logins != 0 {
-                user.failed_logins = 0;
-                Some(self.decide(ObjectId::User(username.to_string()), Entry::User(user)))
-            } else {
-                None
-            };
+            let changed = (failed_logins != 0).then(|| {
+                let reset = LoginState {
+                    credential,
+                    failed_logins: 0,
+                    locked: false,
+                };
+                self.decide(id, Entry::LoginState(reset))
+            });
             let session = Session {
                 username: username.to_string(),
                 role,
             };
             return (Ok(session), changed);
         }
-        user.failed_logins += 1;
-        let message = if user.failed_logins >= MAX_FAILED_LOGINS {
-            user.locked = true;
+        let failed_logins = failed_logins.saturating_add(1);
+        let locked = failed_logins >= MAX_FAILED_LOGINS;
+        let message = if locked {
             format!(
                 "invalid user name, role or password for {username}; the user is now locked \
                  out after {MAX_FAILED_LOGINS} failed logins"
@@ -545,7 +684,12 @@ impl NodeCore {
         } else {
             format!("invalid user name, role or password for {username}")
         };
-        let stored = self.decide(ObjectId::User(username.to_string()), Entry::User(user));
+        let state = LoginState {
+            credential,
+            failed_logins,
+            locked,
+        };
+        let stored = self.decide(id, Entry::LoginState(state));
         (
             Err(err(ErrorCode::InvalidCredentials, message)),
             Some(stored),
@@ -575,7 +719,9 @@ impl NodeCore {
                 Entry::User(u) => Some(UserInfo {
                     username: u.username.clone(),
                     role: u.role,
-                    locked: u.locked,
+                    locked: self
+                        .login_user(&u.username)
+                        .is_some_and(|view| view.durable.1),
                     sessions: self
                         .sessions
                         .values()
@@ -617,7 +763,8 @@ impl NodeCore {
         check_password_len(new_password_len)
     }
 
-    /// Sets a user's password hash; this also unlocks it.
+    /// Sets a user's password hash: a new credential, so this also unlocks it (failures
+    /// counted against the old one no longer apply).
     pub fn set_password(
         &mut self,
         username: &str,
@@ -709,7 +856,7 @@ impl NodeCore {
     fn keys(&self) -> impl Iterator<Item = &Arc<KeyEntry>> {
         // Keys sort last (`ObjectId`'s variant order).
         self.objects
-            .range(ObjectId::Key(0)..)
+            .range(KEYS)
             .filter_map(|(_, s)| match &s.entry {
                 Entry::Key(k) => Some(k),
                 _ => None,
@@ -721,10 +868,10 @@ impl NodeCore {
     fn latest_keys(&self) -> impl Iterator<Item = &Arc<KeyEntry>> {
         let durable = self
             .objects
-            .range(ObjectId::Key(0)..)
+            .range(KEYS)
             .filter(|(id, _)| !self.pending.contains_key(id));
         durable
-            .chain(self.pending.range(ObjectId::Key(0)..))
+            .chain(self.pending.range(KEYS))
             .filter_map(|(_, s)| match &s.entry {
                 Entry::Key(k) => Some(k),
                 _ => None,
@@ -770,6 +917,13 @@ impl NodeCore {
             ));
         }
         let owner = session.username.clone();
+        if self.next_handle_seq > HANDLE_SEQ_MASK {
+            // The counter fills the low 32 bits; one more would be another node's handle.
+            return Err(err(
+                ErrorCode::Internal,
+                "this HSM has minted every key handle it may; generate keys on another HSM",
+            ));
+        }
         let handle = (u64::from(self.me.node_number) << 32) | self.next_handle_seq;
         self.next_handle_seq += 1;
         let attributes = KeyAttributes {
@@ -783,7 +937,7 @@ impl NodeCore {
             token: true,
             created_at_millis: now_millis,
         };
-        let entry = KeyEntry::new(attributes, KeyMaterial::generate());
+        let entry = KeyEntry::new(attributes, KeyMaterial::generate_from(&*self.entropy));
         Ok(self.decide(ObjectId::Key(handle), Entry::Key(Arc::new(entry))))
     }
 
@@ -867,6 +1021,20 @@ impl NodeCore {
         Ok(self.decide(ObjectId::Key(handle), Entry::Tombstone))
     }
 
+    /// Random bytes for a logged-in session (`GenerateRandom`), from the core's entropy.
+    pub fn random(&self, conn: ConnId, length: u32) -> Result<SecretBytes, WireError> {
+        self.require_session(conn)?;
+        if length == 0 || length > MAX_RANDOM_BYTES {
+            return Err(err(
+                ErrorCode::InvalidRequest,
+                format!("length must be 1 to {MAX_RANDOM_BYTES} bytes"),
+            ));
+        }
+        let mut bytes = vec![0u8; length as usize];
+        self.entropy.fill(&mut bytes);
+        Ok(SecretBytes::new(bytes))
+    }
+
     /// Takes back a key whose creation did not reach its quorum: a tombstone, so no copy that
     /// did get out can come back.
     pub fn roll_back_key(&mut self, handle: KeyHandle) -> Stored {
@@ -922,6 +1090,8 @@ fn check_password_len(len: usize) -> Result<(), WireError> {
         ))
     }
 }
+
+pub mod quorum;
 
 #[cfg(test)]
 mod tests;

@@ -10,6 +10,7 @@ use std::thread::JoinHandle;
 use actix::prelude::*;
 use anyhow::{anyhow, Context as _, Result};
 use hsmkms_common::clock::Clock;
+use hsmkms_common::entropy::{Entropy, OsEntropy};
 use tokio::sync::oneshot;
 
 use crate::actors::connection::serve;
@@ -43,6 +44,17 @@ impl std::fmt::Debug for NodeHandle {
 impl NodeHandle {
     /// Starts the node kept in `dir`. Returns once it accepts connections.
     pub fn start(dir: &Path, options: NodeOptions, clock: Arc<dyn Clock>) -> Result<Self> {
+        Self::start_with_entropy(dir, options, clock, Arc::new(OsEntropy))
+    }
+
+    /// Starts the node kept in `dir`, drawing its key material, random bytes and password
+    /// salts from `entropy` (seeded, in a simulation). Returns once it accepts connections.
+    pub fn start_with_entropy(
+        dir: &Path,
+        options: NodeOptions,
+        clock: Arc<dyn Clock>,
+        entropy: Arc<dyn Entropy>,
+    ) -> Result<Self> {
         let lock = config::lock(dir, config::LOCK_WAIT)?;
         let mut node = config::load(dir)?;
         let (server_tls, client_tls) = config::tls_configs(&node)?;
@@ -91,7 +103,7 @@ impl NodeHandle {
                         .with_context(|| format!("opening a new store in {}", dir.display()))?;
                 (store, objects, thread, true)
             }
-            Err(e) => {
+            Err(e @ StoreError::Corrupt(_)) => {
                 return Err(anyhow!(e)).with_context(|| {
                     format!(
                         "opening the store in {} (no peer to rebuild it from: restore the file \
@@ -99,6 +111,17 @@ impl NodeHandle {
                         dir.display()
                     )
                 })
+            }
+            Err(e) => {
+                // Not damage: the file may hold changes only this HSM has, so it is neither
+                // moved aside nor rebuilt.
+                return Err(anyhow!(e)).with_context(|| {
+                    format!(
+                        "the HSM cannot open its store {} (left as it is): fix the cause, such \
+                         as the file's permissions or the disk, and start it again",
+                        store_path.display()
+                    )
+                });
             }
         };
         let hsm_id = node.config.hsm_id.clone();
@@ -122,7 +145,9 @@ impl NodeHandle {
                         node.config.member(),
                         node.config.cluster_id.clone(),
                         objects,
-                    );
+                    )
+                    .with_entropy(entropy);
+                    let serve_clock = clock.clone();
                     let actor = NodeActor::new(
                         core,
                         store,
@@ -135,7 +160,14 @@ impl NodeHandle {
                     .rebuilding(rebuilding)
                     .stall_gate(gate.clone())
                     .start();
-                    actix::spawn(serve(listener, server_tls, actor.clone(), options, gate));
+                    actix::spawn(serve(
+                        listener,
+                        server_tls,
+                        actor.clone(),
+                        options,
+                        gate,
+                        serve_clock,
+                    ));
                     let _ = ready_tx.send(Ok(actor));
                     let _ = stop_rx.await;
                 });
@@ -178,6 +210,11 @@ impl NodeHandle {
     /// Calls whose changes they held answer `Internal` and change nothing.
     pub fn fail_next_commits(&self, count: u32) {
         self.faults.fail_next_commits(count);
+    }
+
+    /// Fault injection: the node's next `skip` commits succeed, then `count` fail.
+    pub fn fail_commits_after(&self, skip: u32, count: u32) {
+        self.faults.fail_commits_after(skip, count);
     }
 
     /// Fault injection: stalls the node (`true`) as SIGSTOP stalls a process, or lets it run

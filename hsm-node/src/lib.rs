@@ -13,6 +13,8 @@
 //! - [`backup`]: cluster backups: reading every object of an HSM, sealing, restoring.
 //! - [`config`]: the node directory: configuration, certificates, keys; provisioning.
 //! - [`options`]: the node's tunables: deadlines, intervals, bounds.
+//! - [`rebuild`]: when a node rebuilding its store from its peers may serve again.
+//! - [`seeds`]: the addresses a node links to beyond its membership, bounded and pruned.
 //! - [`stall`]: the stall switch of fault injection (a node that behaves as if SIGSTOPped).
 //!
 //! The actix shells, under [`actors`] (each also at its old path, `hsm_node::node` and so on):
@@ -37,6 +39,8 @@ pub mod handle;
 pub mod material;
 pub mod options;
 pub mod password;
+pub mod rebuild;
+pub mod seeds;
 pub mod stall;
 pub mod store;
 

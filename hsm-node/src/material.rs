@@ -37,6 +37,7 @@ pub fn wrap(stored: &Stored, sealer: &Sealer, place: Place, cluster_id: &str) ->
         Entry::Member(m) => ObjectBody::Member(m.clone()),
         Entry::User(u) => ObjectBody::User(u.clone()),
         Entry::Tombstone => ObjectBody::Tombstone,
+        Entry::LoginState(l) => ObjectBody::LoginState(*l),
         Entry::Key(k) => ObjectBody::Key(WrappedKey {
             attributes: k.attributes.clone(),
             wrapped_material: sealer.wrap(
@@ -75,6 +76,7 @@ pub fn unwrap(
                 .map_err(|_| bad("key material does not authenticate"))?;
             Entry::Key(Arc::new(KeyEntry::new(k.attributes, material)))
         }
+        (ObjectId::LoginState(_), ObjectBody::LoginState(l)) => Entry::LoginState(l),
         (_, ObjectBody::Tombstone) => Entry::Tombstone,
         _ => return Err(bad("id and body disagree")),
     };

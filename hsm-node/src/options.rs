@@ -5,6 +5,29 @@ use std::time::Duration;
 /// Messages the node actor queues before senders wait.
 pub const MAILBOX_CAPACITY: usize = 4_096;
 
+/// Longest a call may ask the node to work on it: a call's deadline is capped this far from
+/// its arrival, and a deadline of 0 (the wire's "none") means this long. No caller can ask
+/// for an unbounded wait.
+pub const MAX_CALL_WAIT: Duration = Duration::from_secs(60);
+
+/// How long past a call's deadline its connection still waits for the node's answer before
+/// answering `DeadlineExceeded` itself: the node answers a call it could not finish in time
+/// by its own deadline checks, with the real reason, well within this.
+pub const ANSWER_GRACE: Duration = Duration::from_secs(1);
+
+/// Bytes one connection may hold in memory by default: the frames of its calls in flight and
+/// the answers queued for it that its client has not read yet. A call past it gets an error
+/// answer at once. Counting calls alone let one connection hold 1,024 calls of up to 4 MiB
+/// each, and their answers again, if its client stopped reading.
+pub const MAX_HELD_BYTES_PER_CONNECTION: usize = 16 * 1024 * 1024;
+
+/// Attempts at making a key's roll-back durable: one, then retries after 100 ms, 200 ms, ...
+/// up to [`ROLL_BACK_MAX_BACKOFF`] apart (about a minute and a half in all). Until it is
+/// durable the rolled-back key stays on this HSM's disk, and could spread from there.
+pub const ROLL_BACK_ATTEMPTS: u32 = 20;
+/// Longest wait between two attempts at a key's roll-back.
+pub const ROLL_BACK_MAX_BACKOFF: Duration = Duration::from_secs(5);
+
 /// Tunables of a node; every cross-node wait has a deadline here.
 #[derive(Debug, Clone)]
 pub struct NodeOptions {
@@ -18,6 +41,11 @@ pub struct NodeOptions {
     pub handshake_timeout: Duration,
     /// Most client and peer connections served at once.
     pub max_connections: usize,
+    /// How long a node rebuilding its store waits for peers that do not answer, once at
+    /// least one has caught it up ([`crate::rebuild`]).
+    pub rebuild_wait: Duration,
+    /// Most bytes of calls in flight and unread answers one connection may hold.
+    pub max_held_bytes_per_connection: usize,
 }
 
 impl Default for NodeOptions {
@@ -28,6 +56,8 @@ impl Default for NodeOptions {
             reconnect_interval: Duration::from_millis(250),
             handshake_timeout: Duration::from_secs(3),
             max_connections: 1_024,
+            rebuild_wait: Duration::from_secs(10),
+            max_held_bytes_per_connection: MAX_HELD_BYTES_PER_CONNECTION,
         }
     }
 }

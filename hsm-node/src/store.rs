@@ -4,18 +4,18 @@
 //! file alone never reveals it.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use hsmkms_common::aead::Sealer;
 use hsmkms_common::group_commit::Committer;
 use hsmkms_common::quiet::catch_quietly;
-use hsmkms_common::wire::Object;
+use hsmkms_common::reopen::Reopening;
+use hsmkms_common::wire::{Object, ObjectBody};
 use redb::{Database, ReadableTable, TableDefinition};
 use thiserror::Error;
 
-use crate::core::Stored;
+use crate::core::{supersedes, Entry, Stored};
 use crate::material::{self, Place};
 
 const OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("objects");
@@ -25,8 +25,14 @@ const OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("objects");
 pub enum StoreError {
     #[error("storage failed: {0}")]
     Storage(String),
+    /// The file holds no whole store (empty, truncated, damaged): moving it aside and
+    /// rebuilding from peers loses nothing they hold.
     #[error("stored object is unreadable: {0}")]
     Corrupt(String),
+    /// The file could not be opened or read (permissions, an I/O error, not a file, another
+    /// process holding it): it may well be whole, so it is left where it is.
+    #[error("cannot use the store file: {0}")]
+    Io(String),
     #[error("the storage thread has stopped")]
     Stopped,
 }
@@ -57,25 +63,51 @@ from_redb!(
 pub struct Store {
     committer: Committer<Stored, StoreError>,
     faults: StoreFaults,
+    /// The database, shared with the storage thread, which reopens it after a failed commit.
+    db: Arc<Reopening<Database, StoreError>>,
 }
 
 /// Fault injection on a store: makes its next commits fail as if the disk had refused them.
 /// Apart from [`Store`] because it does not keep the storage thread alive: whoever stops the
 /// node (its handle) may hold one.
 #[derive(Debug, Clone, Default)]
-pub struct StoreFaults(Arc<AtomicU32>);
+pub struct StoreFaults(Arc<Mutex<Faults>>);
+
+/// Batches to let through, then batches to fail.
+#[derive(Debug, Default)]
+struct Faults {
+    skip: u32,
+    fail: u32,
+}
 
 impl StoreFaults {
     /// The next `count` batches (group commits, and with them every write in them) fail.
     pub fn fail_next_commits(&self, count: u32) {
-        self.0.store(count, Ordering::SeqCst);
+        self.fail_commits_after(0, count);
     }
 
-    /// Whether this batch is to fail; counts it down if so.
+    /// The next `skip` batches succeed, then `count` fail: to fail a second write that
+    /// follows a first one at once (a key's roll-back after its generation, say).
+    pub fn fail_commits_after(&self, skip: u32, count: u32) {
+        *self.lock() = Faults { skip, fail: count };
+    }
+
+    /// Whether this batch is to fail; counts down if so.
     fn take(&self) -> bool {
-        self.0
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok()
+        let mut faults = self.lock();
+        if faults.skip > 0 {
+            faults.skip -= 1;
+            return false;
+        }
+        if faults.fail > 0 {
+            faults.fail -= 1;
+            return true;
+        }
+        false
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Faults> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -100,57 +132,47 @@ impl Store {
         storage_key: Arc<Sealer>,
         cluster_id: &str,
     ) -> Result<Opened, StoreError> {
-        // An existing file must be a whole store: an empty or damaged one is refused (the node
-        // then rebuilds from its peers, or stops saying why), never silently started afresh.
-        let exists = path.exists();
-        if exists && std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) == 0 {
-            return Err(StoreError::Corrupt(format!("{} is empty", path.display())));
-        }
-        let mut builder = redb::Builder::new();
-        builder.set_cache_size(CACHE_BYTES);
-        let db = match catch_quietly(|| {
-            if exists {
-                builder.open(path)
-            } else {
-                builder.create(path)
-            }
-        }) {
-            Ok(Ok(db)) => db,
-            Ok(Err(e)) => {
-                return Err(StoreError::Corrupt(format!(
-                    "{} is not a readable store: {e}",
-                    path.display()
-                )))
-            }
-            Err(panic) => {
-                return Err(StoreError::Corrupt(format!(
-                    "{} is damaged: {panic}",
-                    path.display()
-                )))
-            }
-        };
-        {
-            // Make sure the table exists, so reads of a fresh store see an empty table.
-            let txn = db.begin_write()?;
-            txn.open_table(OBJECTS)?;
-            txn.commit()?;
-        }
-        let loaded = catch_quietly(|| load(&db, &storage_key, cluster_id))
-            .map_err(|panic| {
+        let db = open_file(path)?;
+        let loaded =
+            catch_quietly(|| load(path, &db, &storage_key, cluster_id)).map_err(|panic| {
                 StoreError::Corrupt(format!("{} is damaged: {panic}", path.display()))
-            })?
-            .map_err(|e| StoreError::Corrupt(format!("{}: {e}", path.display())))?;
+            })??;
+        let reopen_path = path.to_path_buf();
+        let db = Arc::new(Reopening::new(
+            db,
+            move || open_file(&reopen_path),
+            || StoreError::Storage("the store could not be reopened after an I/O error".into()),
+        ));
         let cluster_id = cluster_id.to_string();
         let faults = StoreFaults::default();
         let injected = faults.clone();
+        let writer = db.clone();
         let (committer, thread) = Committer::spawn("hsm-store", move |batch: &[Vec<Stored>]| {
             if injected.take() {
-                return Err(StoreError::Storage("injected fault: commit refused".into()));
+                let e = StoreError::Storage("injected fault: commit refused".into());
+                writer.record_failure(&e);
+                return Err(e);
             }
-            write_batch(&db, batch, &storage_key, &cluster_id)
+            // After an I/O error redb refuses every later transaction until the file is
+            // opened again: the write reopens it first, so the node recovers by itself once
+            // the cause (a full disk, say) is gone.
+            writer.write(|db| write_batch(db, batch, &storage_key, &cluster_id))
         })
         .map_err(|e| StoreError::Storage(e.to_string()))?;
-        Ok((Store { committer, faults }, loaded, thread))
+        Ok((
+            Store {
+                committer,
+                faults,
+                db,
+            },
+            loaded,
+            thread,
+        ))
+    }
+
+    /// Why the store cannot commit now, if its last commit failed; `None` once one succeeds.
+    pub fn failing(&self) -> Option<String> {
+        self.db.failing()
     }
 
     /// The store's fault injection switch.
@@ -173,17 +195,97 @@ impl Store {
     }
 }
 
+/// Opens the store file, making sure its table exists (so reads of a fresh store see an
+/// empty table): an existing file must be a whole store, so an empty or damaged one is refused
+/// as [`StoreError::Corrupt`] (the node then rebuilds from its peers, or stops saying why),
+/// never silently started afresh; a file that cannot be opened or read is
+/// [`StoreError::Io`], and left alone. A missing one is created.
+fn open_file(path: &Path) -> Result<Database, StoreError> {
+    let exists = match std::fs::metadata(path) {
+        Ok(m) if !m.is_file() => {
+            return Err(StoreError::Io(format!("{} is not a file", path.display())))
+        }
+        Ok(m) if m.len() == 0 => {
+            return Err(StoreError::Corrupt(format!("{} is empty", path.display())))
+        }
+        Ok(_) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => {
+            return Err(StoreError::Io(format!(
+                "cannot look at {}: {e}",
+                path.display()
+            )))
+        }
+    };
+    let mut builder = redb::Builder::new();
+    builder.set_cache_size(CACHE_BYTES);
+    // Everything redb does with a file it has not checked yet runs under the panic catcher:
+    // it asserts on some kinds of damage, and an in-process HSM must not take the launcher
+    // down with it.
+    let opened = catch_quietly(|| -> Result<Database, StoreError> {
+        let redb = |e: redb::Error| classify(path, e);
+        let db = if exists {
+            builder.open(path)
+        } else {
+            builder.create(path)
+        }
+        .map_err(|e| redb(e.into()))?;
+        let txn = db.begin_write().map_err(|e| redb(e.into()))?;
+        txn.open_table(OBJECTS).map_err(|e| redb(e.into()))?;
+        txn.commit().map_err(|e| redb(e.into()))?;
+        Ok(db)
+    });
+    match opened {
+        Ok(result) => result,
+        Err(panic) => Err(StoreError::Corrupt(format!(
+            "{} is damaged: {panic}",
+            path.display()
+        ))),
+    }
+}
+
+/// Tells a damaged file (its content is wrong) from one that could not be used (the system
+/// refused): only the first may be moved aside.
+fn classify(path: &Path, e: redb::Error) -> StoreError {
+    use std::io::ErrorKind;
+    let path = path.display();
+    match e {
+        redb::Error::Corrupted(why) => StoreError::Corrupt(format!("{path} is damaged: {why}")),
+        // A file shorter than its header says, or with impossible content.
+        redb::Error::Io(io)
+            if matches!(io.kind(), ErrorKind::UnexpectedEof | ErrorKind::InvalidData) =>
+        {
+            StoreError::Corrupt(format!("{path} is damaged: {io}"))
+        }
+        redb::Error::Io(io) => StoreError::Io(format!("{path}: {io}")),
+        redb::Error::DatabaseAlreadyOpen => {
+            StoreError::Io(format!("{path} is open in another process"))
+        }
+        redb::Error::UpgradeRequired(version) => StoreError::Io(format!(
+            "{path} is in redb's file format {version}, which this build does not read"
+        )),
+        other => StoreError::Io(format!("{path}: {other}")),
+    }
+}
+
 /// Every object in the store.
-fn load(db: &Database, storage_key: &Sealer, cluster_id: &str) -> Result<Vec<Stored>, StoreError> {
+fn load(
+    path: &Path,
+    db: &Database,
+    storage_key: &Sealer,
+    cluster_id: &str,
+) -> Result<Vec<Stored>, StoreError> {
+    let redb = |e: redb::Error| classify(path, e);
+    let corrupt = |why: String| StoreError::Corrupt(format!("{}: {why}", path.display()));
     let mut loaded = Vec::new();
-    let txn = db.begin_read()?;
-    let table = txn.open_table(OBJECTS)?;
-    for item in table.iter()? {
-        let (_, value) = item?;
+    let txn = db.begin_read().map_err(|e| redb(e.into()))?;
+    let table = txn.open_table(OBJECTS).map_err(|e| redb(e.into()))?;
+    for item in table.iter().map_err(|e| redb(e.into()))? {
+        let (_, value) = item.map_err(|e| redb(e.into()))?;
         let object: Object =
-            postcard::from_bytes(value.value()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            postcard::from_bytes(value.value()).map_err(|e| corrupt(e.to_string()))?;
         let stored = material::unwrap(object, storage_key, Place::Disk, cluster_id)
-            .map_err(|e| StoreError::Corrupt(e.message))?;
+            .map_err(|e| corrupt(e.message))?;
         loaded.push(stored);
     }
     Ok(loaded)
@@ -201,6 +303,25 @@ fn write_batch(
         for stored in batch.iter().flatten() {
             let key =
                 postcard::to_stdvec(&stored.id).map_err(|e| StoreError::Storage(e.to_string()))?;
+            // The disk never trades a copy for one that lost to it (an older version, or a
+            // live key over its tombstone), whatever order the writes came in: memory installs
+            // only winners, and the disk must hold what memory holds.
+            let new = (stored.version, matches!(stored.entry, Entry::Tombstone));
+            let replaces = match table.get(key.as_slice())? {
+                Some(old) => match postcard::from_bytes::<Object>(old.value()) {
+                    Ok(old) => supersedes(
+                        &stored.id,
+                        new,
+                        (old.version, matches!(old.body, ObjectBody::Tombstone)),
+                    ),
+                    // An unreadable copy is replaced by a readable one.
+                    Err(_) => true,
+                },
+                None => true,
+            };
+            if !replaces {
+                continue;
+            }
             let object = material::wrap(stored, storage_key, Place::Disk, cluster_id);
             let value =
                 postcard::to_stdvec(&object).map_err(|e| StoreError::Storage(e.to_string()))?;
@@ -217,7 +338,6 @@ mod tests {
     use hsmkms_common::wire::{ObjectId, Version};
 
     use super::*;
-    use crate::core::Entry;
 
     fn tombstone(n: u64) -> Stored {
         Stored {
@@ -228,6 +348,113 @@ mod tests {
             },
             entry: Entry::Tombstone,
         }
+    }
+
+    fn live_key(n: u64, counter: u64) -> Stored {
+        use hsmkms_common::wire::{KeyAttributes, KeyClass, KeyType};
+        let attributes = KeyAttributes {
+            handle: n,
+            label: "k".into(),
+            owner: "kmsuser".into(),
+            class: KeyClass::SecretKey,
+            key_type: KeyType::Aes,
+            length_bytes: 32,
+            extractable: false,
+            token: true,
+            created_at_millis: 0,
+        };
+        Stored {
+            id: ObjectId::Key(n),
+            version: Version { counter, node: 3 },
+            entry: Entry::Key(Arc::new(crate::core::KeyEntry::new(
+                attributes,
+                KeyMaterial::generate(),
+            ))),
+        }
+    }
+
+    fn member_at(counter: u64, address: &str) -> Stored {
+        let record = hsmkms_common::wire::MemberRecord {
+            hsm_id: "hsm-abcdefghijk".into(),
+            availability_zone: "us-east-1a".into(),
+            address: address.into(),
+            node_number: 1,
+        };
+        Stored {
+            id: ObjectId::Member(record.hsm_id.clone()),
+            version: Version { counter, node: 1 },
+            entry: Entry::Member(record),
+        }
+    }
+
+    #[test]
+    fn a_write_never_replaces_a_newer_copy_or_a_tombstone_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.redb");
+        let key = Arc::new(Sealer::new(&KeyMaterial::generate()));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (store, _, thread) = Store::open(&path, key.clone(), "c").unwrap();
+        // A tombstone v6 is written, then (a pull that raced it) the live key v5: then the
+        // same key at v9, which is newer but still a live copy of a deleted key.
+        let tomb = Stored {
+            version: Version {
+                counter: 6,
+                node: 2,
+            },
+            ..tombstone(7)
+        };
+        runtime.block_on(store.commit(vec![tomb])).unwrap();
+        runtime
+            .block_on(store.commit(vec![live_key(7, 5)]))
+            .unwrap();
+        runtime
+            .block_on(store.commit(vec![live_key(7, 9)]))
+            .unwrap();
+        // Other objects: the newer version stays, in one batch or in two.
+        runtime
+            .block_on(store.commit(vec![member_at(8, "new:1"), member_at(4, "old:1")]))
+            .unwrap();
+        runtime
+            .block_on(store.commit(vec![member_at(3, "older:1")]))
+            .unwrap();
+        drop(store);
+        thread.join().unwrap();
+        let (_, loaded, thread) = Store::open(&path, key, "c").unwrap();
+        thread.join().unwrap();
+        let key7 = loaded.iter().find(|s| s.id == ObjectId::Key(7)).unwrap();
+        assert!(
+            matches!(key7.entry, Entry::Tombstone),
+            "the deleted key came back on disk"
+        );
+        assert_eq!(key7.version.counter, 6);
+        let member = loaded
+            .iter()
+            .find(|s| matches!(s.id, ObjectId::Member(_)))
+            .unwrap();
+        assert_eq!(
+            member.version.counter, 8,
+            "an older copy replaced a newer one"
+        );
+    }
+
+    #[test]
+    fn only_an_empty_or_damaged_file_is_called_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = Arc::new(Sealer::new(&KeyMaterial::generate()));
+        let open = |name: &str| Store::open(&dir.path().join(name), key.clone(), "c").err();
+        std::fs::write(dir.path().join("empty.redb"), b"").unwrap();
+        assert!(matches!(open("empty.redb"), Some(StoreError::Corrupt(_))));
+        std::fs::write(dir.path().join("short.redb"), b"redb but not really").unwrap();
+        assert!(matches!(open("short.redb"), Some(StoreError::Corrupt(_))));
+        std::fs::write(dir.path().join("garbage.redb"), vec![0x5a; 64 * 1024]).unwrap();
+        assert!(matches!(open("garbage.redb"), Some(StoreError::Corrupt(_))));
+        std::fs::create_dir(dir.path().join("dir.redb")).unwrap();
+        assert!(matches!(open("dir.redb"), Some(StoreError::Io(_))));
+        let looped = dir.path().join("loop.redb");
+        std::os::unix::fs::symlink(&looped, &looped).unwrap();
+        assert!(matches!(open("loop.redb"), Some(StoreError::Io(_))));
     }
 
     #[test]

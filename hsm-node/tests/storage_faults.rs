@@ -111,3 +111,203 @@ async fn a_refused_commit_leaves_no_key_no_user_and_no_session_and_the_next_one_
     ));
     assert_eq!(key_count(kms.call(Request::Status).await), 0);
 }
+
+#[actix_rt::test]
+async fn status_reports_a_failing_store_until_a_commit_succeeds_again() {
+    let hsm = OneNode::start().await;
+    let mut admin = hsm.admin().await;
+    let status = |r: Result<Response, hsmkms_common::wire::WireError>| match r {
+        Ok(Response::Status(s)) => s,
+        other => panic!("not a status: {other:?}"),
+    };
+    assert_eq!(
+        status(admin.call(Request::Status).await).storage_failing,
+        None
+    );
+
+    // A commit fails: the node says so, and why.
+    hsm.node.fail_next_commits(1);
+    let created = admin
+        .call(Request::CreateUser {
+            username: "bob".into(),
+            role: Role::CryptoUser,
+            password: SecretString::new("bobPassword1".to_string()),
+        })
+        .await;
+    assert_eq!(created.err().map(|e| e.code), Some(ErrorCode::Internal));
+    let failing = status(admin.call(Request::Status).await).storage_failing;
+    assert!(
+        failing
+            .as_deref()
+            .is_some_and(|why| why.contains("injected")),
+        "{failing:?}"
+    );
+
+    // The next commit works, and the report clears.
+    assert!(admin
+        .call(Request::CreateUser {
+            username: "bob".into(),
+            role: Role::CryptoUser,
+            password: SecretString::new("bobPassword1".to_string()),
+        })
+        .await
+        .is_ok());
+    assert_eq!(
+        status(admin.call(Request::Status).await).storage_failing,
+        None
+    );
+}
+
+/// A tmpfs of `size` mounted at `path` for the test, unmounted on drop; `None` where the
+/// test cannot mount (not root).
+struct SmallDisk {
+    path: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(path: &std::path::Path, size: &str) -> Option<Self> {
+        std::fs::create_dir_all(path).ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Self {
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+/// A batch of 100 tombstones, numbered from `first`.
+fn tombstones(first: u64) -> Vec<hsm_node::core::Stored> {
+    (first..first + 100)
+        .map(|n| hsm_node::core::Stored {
+            id: hsmkms_common::wire::ObjectId::Key(n),
+            version: hsmkms_common::wire::Version {
+                counter: n,
+                node: 1,
+            },
+            entry: hsm_node::core::Entry::Tombstone,
+        })
+        .collect()
+}
+
+#[actix_rt::test]
+async fn a_full_disk_fails_commits_and_freed_space_lets_them_succeed_without_a_restart() {
+    use std::sync::Arc;
+
+    use hsm_node::store::Store;
+    use hsmkms_common::aead::Sealer;
+    use hsmkms_common::secret::KeyMaterial;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(disk) = SmallDisk::mount(&tmp.path().join("disk"), "4m") else {
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    };
+    let path = disk.path.join("node.redb");
+    let key = Arc::new(Sealer::new(&KeyMaterial::generate()));
+    let (store, _, thread) = Store::open(&path, key.clone(), "c").unwrap();
+    store.commit(tombstones(0)).await.unwrap();
+
+    // The disk fills: a commit fails (at once, or once the store needs a page it lacks).
+    let filler = disk.path.join("filler");
+    let _ = std::process::Command::new("dd")
+        .arg("if=/dev/zero")
+        .arg(format!("of={}", filler.display()))
+        .arg("bs=64k")
+        .stderr(std::process::Stdio::null())
+        .status();
+    let mut next = 100;
+    let mut failed = false;
+    for _ in 0..1_000 {
+        let batch = tombstones(next);
+        next += 100;
+        if store.commit(batch).await.is_err() {
+            failed = true;
+            break;
+        }
+    }
+    assert!(failed, "{next} objects committed on a full disk");
+    assert!(store.failing().is_some());
+
+    // Space is freed: the next commit works without a restart, and the report clears.
+    std::fs::remove_file(&filler).unwrap();
+    let last = next;
+    store
+        .commit(tombstones(last))
+        .await
+        .unwrap_or_else(|e| panic!("a commit after space was freed: {e}"));
+    assert_eq!(store.failing(), None);
+
+    // And it is durable.
+    drop(store);
+    let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    let (_, loaded, thread) = Store::open(&path, key, "c").unwrap();
+    assert!(loaded
+        .iter()
+        .any(|s| s.id == hsmkms_common::wire::ObjectId::Key(last)));
+    drop(loaded);
+    let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+}
+
+#[actix_rt::test]
+async fn a_roll_back_whose_commit_fails_is_retried_until_it_is_durable() {
+    use std::time::Duration;
+
+    let hsm = OneNode::start().await;
+    let mut kms = hsm.kmsuser().await;
+    let listed = |r: Result<Response, hsmkms_common::wire::WireError>| match r {
+        Ok(Response::Keys(keys)) => keys.len(),
+        other => panic!("not a key list: {other:?}"),
+    };
+
+    // A generation that cannot be acknowledged before its caller's deadline is rolled back;
+    // the key is durable here, and the roll-back's first two commits fail.
+    hsm.node.fail_commits_after(1, 2);
+    let answer = kms
+        .call_with(
+            Request::GenerateAesKey {
+                label: "late".into(),
+                length_bytes: 32,
+            },
+            support::now_millis() + 300,
+            Duration::from_secs(5),
+        )
+        .await;
+    match answer {
+        Some(Response::Error(e)) => assert_eq!(e.code, ErrorCode::DeadlineExceeded, "{e}"),
+        other => panic!("expected a roll-back, got {other:?}"),
+    }
+
+    // The roll-back is retried: within a few seconds the key is gone.
+    let find = || Request::FindKeys {
+        label: Some("late".into()),
+        owner: None,
+    };
+    let started = std::time::Instant::now();
+    while listed(kms.call(find()).await) != 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the rolled-back key is still live"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // And it is gone for good: a restart does not bring it back.
+    drop(kms);
+    let stopped = hsm.stop();
+    let hsm = stopped.start(hsm_node::NodeOptions::default()).unwrap();
+    let mut kms = hsm.kmsuser().await;
+    assert_eq!(listed(kms.call(find()).await), 0);
+}

@@ -4,32 +4,43 @@
 //! node actor and writes the answers back. Anything malformed closes the connection; nothing a
 //! connection sends can panic the node or change its state before it is understood.
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use bytes::{Bytes, BytesMut};
 use futures::SinkExt;
+use hsmkms_common::clock::Clock;
 use hsmkms_common::frame;
 use hsmkms_common::tls::is_peer_certificate;
 use hsmkms_common::wire::{ErrorCode, Request, Response, WireError};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::task::AbortHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use crate::actors::messages::{Call, ConnClosed};
-use crate::actors::node::NodeActor;
+use crate::actors::node::{effective_deadline, NodeActor};
 use crate::actors::stall::{after_stall, freeze_while_stalled};
 use crate::core::ConnId;
-use crate::options::NodeOptions;
+use crate::options::{NodeOptions, ANSWER_GRACE};
 use crate::stall::StallGate;
 
-/// TLS handshakes that may be in progress at once; more connections are closed at once.
+/// TLS handshakes that may be in progress at once. A connection past them closes the oldest
+/// handshake still in progress rather than being refused: connections that never send a
+/// byte (an idle flood, renewed as each times out) then cannot keep a real client out, whose
+/// handshake takes milliseconds.
 pub const MAX_HANDSHAKES: usize = 256;
 
 /// Calls one connection may have in flight; more get an error answer at once.
 pub const MAX_IN_FLIGHT_PER_CONNECTION: usize = 1_024;
+
+// The byte bound of a connection, where callers have looked for the connection's bounds.
+pub use crate::options::MAX_HELD_BYTES_PER_CONNECTION;
 
 /// Accepts connections until the node stops.
 pub async fn serve(
@@ -38,13 +49,14 @@ pub async fn serve(
     node: Addr<NodeActor>,
     options: NodeOptions,
     gate: StallGate,
+    clock: Arc<dyn Clock>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
     let permits = Arc::new(Semaphore::new(options.max_connections));
     // Handshakes in progress are bounded apart: a connection counts against the cap only once
     // it has proved it holds a certificate of the cluster, so a flood of idle or TLS-less
     // connections cannot take the sessions of real clients.
-    let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    let handshakes = Handshakes::default();
     let mut next_conn: ConnId = 1;
     loop {
         // A stalled node accepts nothing: connections wait in the kernel's backlog.
@@ -57,19 +69,20 @@ pub async fn serve(
                 continue;
             }
         };
-        let Ok(handshaking) = handshakes.clone().try_acquire_owned() else {
-            tracing::warn!(%remote, "too many TLS handshakes in progress; refusing connection");
-            continue;
-        };
-        let _ = tcp.set_nodelay(true);
-        let permits = permits.clone();
         let conn = next_conn;
         next_conn += 1;
+        if let Some(oldest) = handshakes.make_room() {
+            tracing::warn!(%remote, oldest, "too many TLS handshakes in progress; closing the oldest");
+        }
+        let handshaking = handshakes.slot(conn);
+        let _ = tcp.set_nodelay(true);
+        let permits = permits.clone();
         let acceptor = acceptor.clone();
         let node = node.clone();
         let handshake_timeout = options.handshake_timeout;
         let gate = gate.clone();
-        actix::spawn(async move {
+        let clock = clock.clone();
+        let task = actix::spawn(async move {
             // Nor does it finish handshakes it had not begun.
             gate.clone().running().await;
             let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
@@ -97,13 +110,17 @@ pub async fn serve(
             tracing::debug!(%remote, conn, peer, "connection accepted");
             let (read, write) = tokio::io::split(stream);
             let (out, mut outgoing) = mpsc::channel::<Bytes>(MAX_IN_FLIGHT_PER_CONNECTION);
+            let held = Held::default();
+            let written_out = held.clone();
             actix::spawn(async move {
                 let mut sink = FramedWrite::new(write, frame::codec());
                 // An answer and whatever others are ready go out in one flush.
                 'writing: while let Some(bytes) = outgoing.recv().await {
                     let mut next = Some(bytes);
                     let mut written = 0;
+                    let mut batch_bytes = 0;
                     while let Some(bytes) = next.take() {
+                        batch_bytes += bytes.len();
                         if sink.feed(bytes).await.is_err() {
                             break 'writing;
                         }
@@ -115,6 +132,7 @@ pub async fn serve(
                     if SinkExt::<Bytes>::flush(&mut sink).await.is_err() {
                         break;
                     }
+                    written_out.release(batch_bytes);
                 }
             });
             Connection::create(move |ctx| {
@@ -125,11 +143,92 @@ pub async fn serve(
                     node,
                     out,
                     in_flight: 0,
+                    held,
+                    max_held: options.max_held_bytes_per_connection,
                     gate,
+                    clock,
                     _permit: permit,
                 }
             });
         });
+        handshakes.started(conn, task.abort_handle());
+    }
+}
+
+/// Bytes a connection holds (see [`MAX_HELD_BYTES_PER_CONNECTION`]); the connection and its
+/// writer run on one thread.
+#[derive(Debug, Default, Clone)]
+struct Held(Rc<std::cell::Cell<usize>>);
+
+impl Held {
+    fn get(&self) -> usize {
+        self.0.get()
+    }
+
+    fn take(&self, bytes: usize) {
+        self.0.set(self.0.get().saturating_add(bytes));
+    }
+
+    fn release(&self, bytes: usize) {
+        self.0.set(self.0.get().saturating_sub(bytes));
+    }
+}
+
+/// The TLS handshakes in progress, oldest first, each with the means to end it.
+#[derive(Debug, Default, Clone)]
+struct Handshakes(Rc<RefCell<BTreeMap<ConnId, Option<AbortHandle>>>>);
+
+impl Handshakes {
+    /// If every handshake slot is taken, ends the oldest handshake in progress; returns its
+    /// connection.
+    fn make_room(&self) -> Option<ConnId> {
+        let oldest = {
+            let mut in_progress = self.0.try_borrow_mut().ok()?;
+            if in_progress.len() < MAX_HANDSHAKES {
+                return None;
+            }
+            in_progress.pop_first()?
+        };
+        // Aborted outside the borrow: the task's slot leaves the map when it is dropped.
+        if let (_, Some(abort)) = &oldest {
+            abort.abort();
+        }
+        Some(oldest.0)
+    }
+
+    /// Takes a slot for connection `conn`; it is given back when the returned guard drops
+    /// (the handshake ended, or its task was aborted).
+    fn slot(&self, conn: ConnId) -> HandshakeSlot {
+        if let Ok(mut in_progress) = self.0.try_borrow_mut() {
+            in_progress.insert(conn, None);
+        }
+        HandshakeSlot {
+            conn,
+            handshakes: self.clone(),
+        }
+    }
+
+    /// Records how to end the handshake of `conn`, if it is still in progress.
+    fn started(&self, conn: ConnId, abort: AbortHandle) {
+        if let Ok(mut in_progress) = self.0.try_borrow_mut() {
+            if let Some(slot) = in_progress.get_mut(&conn) {
+                *slot = Some(abort);
+            }
+        }
+    }
+}
+
+/// One handshake's place among those in progress.
+struct HandshakeSlot {
+    conn: ConnId,
+    handshakes: Handshakes,
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        if let Ok(mut in_progress) = self.handshakes.0.try_borrow_mut() {
+            in_progress.remove(&self.conn);
+        }
     }
 }
 
@@ -140,8 +239,14 @@ pub struct Connection {
     node: Addr<NodeActor>,
     out: mpsc::Sender<Bytes>,
     in_flight: usize,
+    /// Bytes of calls in flight and of answers not yet written, shared with the writer.
+    held: Held,
+    /// Most bytes it may hold ([`NodeOptions::max_held_bytes_per_connection`]).
+    max_held: usize,
     /// The node's stall switch: a stalled node reads no frame and answers nothing.
     gate: StallGate,
+    /// The node's clock, against which calls' deadlines are read.
+    clock: Arc<dyn Clock>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -213,29 +318,60 @@ impl Connection {
         };
         let id = envelope.id;
         let out = self.out.clone();
-        if self.in_flight >= MAX_IN_FLIGHT_PER_CONNECTION {
-            let busy = Response::Error(WireError::new(
-                ErrorCode::InvalidRequest,
-                format!(
-                    "more than {MAX_IN_FLIGHT_PER_CONNECTION} calls in flight on one connection"
-                ),
-            ));
+        let size = payload.len();
+        drop(payload);
+        let busy = if self.in_flight >= MAX_IN_FLIGHT_PER_CONNECTION {
+            Some(format!(
+                "more than {MAX_IN_FLIGHT_PER_CONNECTION} calls in flight on one connection"
+            ))
+        } else if self.held.get().saturating_add(size) > self.max_held {
+            Some(format!(
+                "more than {} bytes of calls and unread answers on one connection; read the \
+                 answers first",
+                self.max_held
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = busy {
+            let busy = Response::Error(WireError::new(ErrorCode::InvalidRequest, why));
             if let Ok(bytes) = frame::encode(id, &busy) {
                 let _ = out.try_send(bytes);
             }
             return;
         }
         self.in_flight += 1;
-        let call = self.node.send(Call {
-            conn: self.conn,
-            peer: self.peer,
-            deadline_unix_millis: envelope.deadline_unix_millis,
-            request: envelope.body,
-        });
+        self.held.take(size);
+        let held = self.held.clone();
+        // The send has a deadline too: the caller's (capped as the node caps it), and a grace
+        // for the node's own answer, so no call waits on the node for ever.
+        let now = self.clock.now_millis();
+        let deadline_unix_millis = effective_deadline(envelope.deadline_unix_millis, now);
+        let wait = Duration::from_millis(deadline_unix_millis.saturating_sub(now)) + ANSWER_GRACE;
+        let name = envelope.body.name();
+        let call = self
+            .node
+            .send(Call {
+                conn: self.conn,
+                peer: self.peer,
+                deadline_unix_millis,
+                request: envelope.body,
+            })
+            .timeout(wait);
         let answer = async move {
-            let response = call.await.unwrap_or_else(|_| {
-                Response::Error(WireError::new(ErrorCode::Internal, "the node is stopping"))
-            });
+            let response = match call.await {
+                Ok(response) => response,
+                Err(MailboxError::Timeout) => Response::Error(WireError::new(
+                    ErrorCode::DeadlineExceeded,
+                    format!(
+                        "the HSM did not answer {name} within {wait:?}, its deadline; whether it \
+                         took effect is unknown"
+                    ),
+                )),
+                Err(MailboxError::Closed) => {
+                    Response::Error(WireError::new(ErrorCode::Internal, "the node is stopping"))
+                }
+            };
             let bytes = frame::encode(id, &response).or_else(|e| {
                 frame::encode(
                     id,
@@ -245,8 +381,14 @@ impl Connection {
                     )),
                 )
             });
+            // The call is answered: its frame is gone, its answer held until written.
+            held.release(size);
             if let Ok(bytes) = bytes {
-                let _ = out.send(bytes).await;
+                held.take(bytes.len());
+                let len = bytes.len();
+                if out.send(bytes).await.is_err() {
+                    held.release(len);
+                }
             }
         };
         ctx.spawn(answer.into_actor(self).map(|(), act, _| act.in_flight -= 1));

@@ -13,21 +13,23 @@ use actix::prelude::*;
 use futures::stream::{FuturesUnordered, StreamExt};
 use hsmkms_common::aead::Sealer;
 use hsmkms_common::clock::Clock;
-use hsmkms_common::secret::{SecretBytes, SecretString};
+use hsmkms_common::secret::SecretString;
 use hsmkms_common::wire::{
     ErrorCode, KeyHandle, NodeOutcome, NodeStatus, Object, ObjectId, Request, Response, Role,
-    WireError, DIGEST_BUCKETS, MAX_CRYPTO_BYTES, MAX_OBJECTS_PER_CALL, MAX_RANDOM_BYTES,
+    WireError, DIGEST_BUCKETS, MAX_CRYPTO_BYTES, MAX_OBJECTS_PER_CALL,
 };
-use rand::RngCore;
 use rustls::ClientConfig;
 
 use crate::actors::peer::PeerLink;
 use crate::actors::stall::{after_stall, freeze_while_stalled};
+use crate::core::quorum::{end_of_generation, GenerationEnd, Observed};
 use crate::core::{ConnId, Entry, NodeCore, Stored};
 use crate::material::{self, Place};
 use crate::password;
+use crate::rebuild::{Rebuild, RebuildCheck, HANDLE_GAP_AFTER_PARTIAL_REBUILD};
+use crate::seeds::Seeds;
 use crate::stall::StallGate;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 // The node actor's messages and options, also under the paths callers have always used.
 #[cfg(feature = "test-util")]
@@ -37,14 +39,25 @@ pub use crate::actors::messages::{
 };
 use crate::actors::messages::{NodeSide, Push, Stop, NOT_CONNECTED};
 pub use crate::options::{NodeOptions, MAILBOX_CAPACITY};
+use crate::options::{MAX_CALL_WAIT, ROLL_BACK_ATTEMPTS, ROLL_BACK_MAX_BACKOFF};
 
-/// A key generation is acknowledged only this long before its caller's deadline at the latest;
-/// later, the caller may already have given up and retried elsewhere, so it is rolled back.
-pub const ACK_MARGIN_MILLIS: u64 = 500;
+// Where it always was, for callers that name it here.
+pub use crate::core::quorum::ACK_MARGIN_MILLIS;
 
-/// Whether a caller's deadline (Unix milliseconds, 0 for none) has passed at `now_millis`.
+/// Whether a caller's deadline (Unix milliseconds) has passed at `now_millis`.
 fn past(deadline_unix_millis: u64, now_millis: u64) -> bool {
-    deadline_unix_millis != 0 && now_millis >= deadline_unix_millis
+    now_millis >= deadline_unix_millis
+}
+
+/// The deadline a call is run under: the caller's, but never more than [`MAX_CALL_WAIT`] from
+/// now; 0 (the wire's "none") is that far too, so no caller opts out of a deadline.
+pub fn effective_deadline(deadline_unix_millis: u64, now_millis: u64) -> u64 {
+    let latest = now_millis.saturating_add(MAX_CALL_WAIT.as_millis() as u64);
+    if deadline_unix_millis == 0 {
+        latest
+    } else {
+        deadline_unix_millis.min(latest)
+    }
 }
 
 /// The actor holding one HSM node's state.
@@ -61,11 +74,12 @@ pub struct NodeActor {
     linked: HashMap<String, String>,
     /// Addresses to link to that are not (yet) known members: join targets, and nodes that
     /// said Hello.
-    seeds: HashSet<String>,
+    seeds: Seeds,
     /// Its store was unreadable and it started empty: it answers no client (only peers) until
-    /// one anti-entropy round with a peer has caught it up, so it never serves, or mints a
-    /// key handle, from a state that lacks what it acknowledged before.
-    rebuilding: bool,
+    /// it has caught up with every peer it knows of, or waited long enough for those that do
+    /// not answer ([`crate::rebuild`]), so it never serves, or mints a key handle, from a
+    /// state that lacks what it acknowledged before.
+    rebuilding: Option<Rebuild>,
     /// The stall switch of fault injection ([`crate::stall`]); never closes unless a handle
     /// holds its switch.
     gate: StallGate,
@@ -120,8 +134,8 @@ impl NodeActor {
             options,
             links: HashMap::new(),
             linked: HashMap::new(),
-            seeds: join.into_iter().collect(),
-            rebuilding: false,
+            seeds: Seeds::new(join),
+            rebuilding: None,
             gate: StallGate::open(),
             logins: HashSet::new(),
         }
@@ -135,25 +149,54 @@ impl NodeActor {
 
     /// Starts the node rebuilding from its peers (see [`NodeActor::rebuilding`]).
     pub fn rebuilding(mut self, rebuilding: bool) -> Self {
-        self.rebuilding = rebuilding;
+        self.rebuilding = rebuilding.then(|| Rebuild::new(self.clock.now_millis()));
         self
+    }
+
+    /// Ends the rebuild if every peer has been caught up with, or the wait for those that do
+    /// not answer is over.
+    fn check_rebuild(&mut self) {
+        let Some(rebuild) = &self.rebuilding else {
+            return;
+        };
+        let check = rebuild.check(
+            self.links.keys(),
+            self.clock.now_millis(),
+            self.options.rebuild_wait,
+        );
+        match check {
+            RebuildCheck::Waiting => return,
+            RebuildCheck::Complete => tracing::info!(
+                keys = self.core.key_count(),
+                "the HSM's store is rebuilt from every peer; serving clients again"
+            ),
+            RebuildCheck::Partial { missing } => {
+                // A key this node generated may be held only by a peer that did not answer:
+                // its handle must not be minted again.
+                self.core.skip_handles(HANDLE_GAP_AFTER_PARTIAL_REBUILD);
+                tracing::warn!(
+                    keys = self.core.key_count(),
+                    ?missing,
+                    waited = ?self.options.rebuild_wait,
+                    "the HSM's store is rebuilt from the peers that answered; serving clients again"
+                );
+            }
+        }
+        self.rebuilding = None;
     }
 
     /// Starts links to every member and seed we have none to, stops links to addresses that
     /// are neither any more.
     fn sync_links(&mut self, ctx: &mut Context<Self>) {
         let me = self.core.me().clone();
-        // A removed HSM's address is no seed any more, even if it once said Hello.
+        let members = self.core.members();
+        // A removed HSM's address is no seed any more, even if it once said Hello; nor is one
+        // the membership now names.
         let core = &self.core;
-        let linked = &self.linked;
-        self.seeds.retain(|address| {
-            !linked
-                .get(address)
-                .is_some_and(|hsm_id| core.is_forgotten(hsm_id))
-        });
-        let mut wanted: HashSet<String> =
-            self.core.members().into_iter().map(|m| m.address).collect();
-        wanted.extend(self.seeds.iter().cloned());
+        self.seeds
+            .prune(&members, |hsm_id| core.is_forgotten(hsm_id), &self.linked);
+        let mut wanted: HashSet<String> = members.into_iter().map(|m| m.address).collect();
+        wanted.extend(self.seeds.addresses().cloned());
         wanted.remove(&me.address);
         self.links.retain(|address, link| {
             let keep = wanted.contains(address);
@@ -192,28 +235,31 @@ impl NodeActor {
         &self,
         stored: &[Stored],
     ) -> FuturesUnordered<impl std::future::Future<Output = (String, Result<(), String>)>> {
-        self.push(stored, false)
+        self.push(stored, false, self.options.call_deadline)
     }
 
     /// Pushes objects to every peer link, as [`NodeActor::push_all`], but a link that is not
-    /// connected (a peer that just restarted, say) is tried again every 100 ms until the call
-    /// deadline: a new key waits for its quorum to come back rather than failing at once.
+    /// connected (a peer that just restarted, say) is tried again every 100 ms for `within`
+    /// (at most the call deadline): a new key waits for its quorum to come back rather than
+    /// failing at once.
     fn push_until_linked(
         &self,
         stored: &[Stored],
+        within: Duration,
     ) -> FuturesUnordered<impl std::future::Future<Output = (String, Result<(), String>)>> {
-        self.push(stored, true)
+        self.push(stored, true, within.min(self.options.call_deadline))
     }
 
-    /// One push to every link within the call deadline; with `retry_unlinked`, a link that is
-    /// not connected is tried again until the deadline.
+    /// One push to every link within `within`; with `retry_unlinked`, a link that is not
+    /// connected is tried again until then.
     fn push(
         &self,
         stored: &[Stored],
         retry_unlinked: bool,
+        within: Duration,
     ) -> FuturesUnordered<impl std::future::Future<Output = (String, Result<(), String>)>> {
         let objects = self.wire(stored);
-        let until = tokio::time::Instant::now() + self.options.call_deadline;
+        let until = tokio::time::Instant::now() + within;
         self.links
             .iter()
             .map(|(address, link)| {
@@ -277,8 +323,34 @@ impl NodeActor {
         let touches_members = durable.iter().any(|s| matches!(s.id, ObjectId::Member(_)));
         self.core.install_local(durable);
         if touches_members {
-            self.sync_links(ctx);
+            self.membership_changed(ctx);
         }
+    }
+
+    /// After a change of membership: links follow it, and if the cluster's record of this node
+    /// is not what this node is (an older copy, with an old address, won over the one it wrote
+    /// at start), a newer one is written and replicated.
+    fn membership_changed(&mut self, ctx: &mut Context<Self>) {
+        self.sync_links(ctx);
+        let Some(me) = self.core.refresh_self_member() else {
+            return;
+        };
+        let commit = self.store.commit(vec![me.clone()]);
+        ctx.spawn(
+            commit
+                .into_actor(self)
+                .map(move |result, act, ctx| match result {
+                    Ok(()) => {
+                        let mut pushes = act.push_all(std::slice::from_ref(&me));
+                        actix::spawn(async move { while pushes.next().await.is_some() {} });
+                        act.install(vec![me], ctx);
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot persist this node's member record");
+                        act.core.abandon(&[me]);
+                    }
+                }),
+        );
     }
 
     fn hsm_id_of(&self, address: &str) -> String {
@@ -345,7 +417,9 @@ impl NodeActor {
         password: SecretString,
         then: impl FnOnce(&mut NodeActor, String) -> Result<Stored, WireError> + 'static,
     ) -> Reply {
-        let hashing = tokio::task::spawn_blocking(move || password::hash(password.expose()));
+        let entropy = self.core.entropy();
+        let hashing =
+            tokio::task::spawn_blocking(move || password::hash_with(password.expose(), &*entropy));
         Box::pin(
             async move {
                 hashing
@@ -384,7 +458,11 @@ impl NodeActor {
         // The push runs beside the local commit, not after it: a new key's latency is then one
         // fsync, not two in a row. A key that reaches a peer but not this disk is rolled back
         // below, on the peers too.
-        let mut pushes = self.push_until_linked(std::slice::from_ref(&stored));
+        // Waiting for the quorum past the last moment the key could be acknowledged (the
+        // caller's deadline less the margin) would only keep the caller waiting for a roll-back.
+        let ack_by = deadline_unix_millis.saturating_sub(ACK_MARGIN_MILLIS);
+        let within = Duration::from_millis(ack_by.saturating_sub(now));
+        let mut pushes = self.push_until_linked(std::slice::from_ref(&stored), within);
         let need_remote = quorum.saturating_sub(1);
         let remote = async move {
             let mut acked = Vec::new();
@@ -411,62 +489,84 @@ impl NodeActor {
                         Ok(()) => act.install(vec![stored], ctx),
                         Err(_) => act.core.abandon(&[stored]),
                     }
-                    let me = act.core.me().hsm_id.clone();
-                    let late = past(
-                        deadline_unix_millis.saturating_sub(ACK_MARGIN_MILLIS),
-                        act.clock.now_millis(),
-                    ) && deadline_unix_millis != 0;
-                    if local.is_ok() && acked.len() + 1 >= quorum && !late {
-                        let mut durable_on = vec![me];
-                        durable_on.extend(acked.iter().map(|a| act.hsm_id_of(a)));
-                        return reply(Ok(Response::KeyCreated {
-                            key: attributes,
-                            durable_on,
-                        }));
-                    }
-                    let (code, why) = match &local {
-                        Err(e) => (
-                            ErrorCode::QuorumNotReached,
-                            format!("it could not be stored on this HSM ({e})"),
-                        ),
-                        Ok(()) if late => (
-                            ErrorCode::DeadlineExceeded,
-                            "its caller's deadline passed before it was acknowledged".into(),
-                        ),
-                        Ok(()) => (
-                            ErrorCode::QuorumNotReached,
-                            format!(
-                                "it reached {} of the {quorum} HSMs it must be on",
-                                acked.len() + 1
-                            ),
-                        ),
+                    // The core decides; the actor carries it out.
+                    let observed = Observed {
+                        local: local.map_err(|e| e.to_string()),
+                        acked_remote: acked.len(),
+                        quorum,
+                        deadline_unix_millis,
+                        now_millis: act.clock.now_millis(),
                     };
-                    tracing::warn!(handle, "key generation failed: {why}; rolling back");
+                    let (code, message) =
+                        match end_of_generation(&observed, act.options.call_deadline) {
+                            GenerationEnd::Acknowledge => {
+                                let mut durable_on = vec![act.core.me().hsm_id.clone()];
+                                durable_on.extend(acked.iter().map(|a| act.hsm_id_of(a)));
+                                return reply(Ok(Response::KeyCreated {
+                                    key: attributes,
+                                    durable_on,
+                                }));
+                            }
+                            GenerationEnd::RollBack { code, message } => (code, message),
+                        };
+                    tracing::warn!(handle, "{message}");
                     let tombstone = act.core.roll_back_key(handle);
-                    let error = Response::Error(WireError::new(
-                        code,
-                        format!(
-                            "key generation failed and was rolled back: {why} within {:?}",
-                            act.options.call_deadline
-                        ),
-                    ));
+                    let error = Response::Error(WireError::new(code, message));
                     // Peers that got the key hear of the roll-back even if this disk refuses it.
                     let mut pushes = act.push_all(std::slice::from_ref(&tombstone));
                     actix::spawn(async move { while pushes.next().await.is_some() {} });
                     let store = act.store.clone();
                     let commit = store.commit(vec![tombstone.clone()]);
                     Box::pin(commit.into_actor(act).map(move |result, act, ctx| {
-                        match result {
-                            Ok(()) => act.install(vec![tombstone], ctx),
-                            Err(e) => {
-                                tracing::error!(handle, error = %e, "cannot persist a key's roll-back");
-                                act.core.abandon(&[tombstone]);
-                            }
-                        }
+                        act.roll_back_committed(tombstone, result, 1, ctx);
                         error
                     })) as Reply
                 }),
         )
+    }
+
+    /// What follows an attempt at committing a key's roll-back: installed once durable;
+    /// otherwise tried again with backoff, since until it is durable the rolled-back key stays
+    /// on this disk and anti-entropy may spread it. Meanwhile the tombstone stays decided
+    /// (`pending`), so no decision treats the key as live; it is abandoned only after the
+    /// last attempt.
+    fn roll_back_committed(
+        &mut self,
+        tombstone: Stored,
+        result: Result<(), StoreError>,
+        attempt: u32,
+        ctx: &mut Context<Self>,
+    ) {
+        let handle = match tombstone.id {
+            ObjectId::Key(handle) => handle,
+            _ => 0,
+        };
+        match result {
+            Ok(()) => {
+                if attempt > 1 {
+                    tracing::info!(handle, attempt, "a key's roll-back is durable at last");
+                    let mut pushes = self.push_all(std::slice::from_ref(&tombstone));
+                    actix::spawn(async move { while pushes.next().await.is_some() {} });
+                }
+                self.install(vec![tombstone], ctx);
+            }
+            Err(e) if attempt < ROLL_BACK_ATTEMPTS => {
+                let backoff = Duration::from_millis(100)
+                    .saturating_mul(1 << (attempt - 1).min(16))
+                    .min(ROLL_BACK_MAX_BACKOFF);
+                tracing::warn!(handle, attempt, error = %e, ?backoff, "cannot persist a key's roll-back; retrying");
+                ctx.run_later(backoff, move |act, ctx| {
+                    let commit = act.store.commit(vec![tombstone.clone()]);
+                    ctx.spawn(commit.into_actor(act).map(move |result, act, ctx| {
+                        act.roll_back_committed(tombstone, result, attempt + 1, ctx)
+                    }));
+                });
+            }
+            Err(e) => {
+                tracing::error!(handle, attempts = attempt, error = %e, "cannot persist a key's roll-back; giving up");
+                self.core.abandon(&[tombstone]);
+            }
+        }
     }
 
     fn delete(&mut self, conn: ConnId, handle: KeyHandle) -> Reply {
@@ -558,10 +658,13 @@ impl NodeActor {
             async move { store.commit(changed).await }
                 .into_actor(self)
                 .map(move |result, act, ctx| {
-                    result.map_err(internal)?;
+                    if let Err(e) = result {
+                        act.core.abandon_remote(&durable);
+                        return Err(internal(e));
+                    }
                     act.core.install_remote(durable);
                     if touches_members {
-                        act.sync_links(ctx);
+                        act.membership_changed(ctx);
                     }
                     Ok(count)
                 }),
@@ -581,6 +684,7 @@ impl NodeActor {
             connected_peers,
             key_count: self.core.key_count(),
             user_count: self.core.user_count(),
+            storage_failing: self.store.failing(),
         }
     }
 }
@@ -608,6 +712,12 @@ impl Actor for NodeActor {
             );
         }
         self.sync_links(ctx);
+        if self.rebuilding.is_some() {
+            // The wait for peers that do not answer ends even if none of them ever does.
+            ctx.run_interval(self.options.anti_entropy_interval, |act, _| {
+                act.check_rebuild()
+            });
+        }
         tracing::info!(
             hsm_id = %self.core.me().hsm_id,
             keys = self.core.key_count(),
@@ -650,7 +760,9 @@ impl NodeActor {
             deadline_unix_millis,
             request,
         } = msg;
-        if past(deadline_unix_millis, self.clock.now_millis()) {
+        let now = self.clock.now_millis();
+        let deadline_unix_millis = effective_deadline(deadline_unix_millis, now);
+        if past(deadline_unix_millis, now) {
             tracing::warn!(
                 call = request.name(),
                 "a call arrived after its deadline; not run"
@@ -660,7 +772,7 @@ impl NodeActor {
                 format!("{} arrived after its caller's deadline", request.name()),
             )));
         }
-        if self.rebuilding && !peer {
+        if self.rebuilding.is_some() && !peer {
             return reply(Err(WireError::new(
                 ErrorCode::Rebuilding,
                 "this HSM is rebuilding its store from its peers; try another HSM",
@@ -744,7 +856,9 @@ impl NodeActor {
                     .map(Response::Plaintext)
                     .map_err(|e| WireError::new(ErrorCode::DecryptionFailed, e.to_string()))
             })),
-            Request::GenerateRandom { length } => reply(random(core, conn, length)),
+            Request::GenerateRandom { length } => {
+                reply(core.random(conn, length).map(Response::Random))
+            }
             Request::Status => reply(Ok(Response::Status(self.status()))),
             Request::Hello { member, cluster_id } => {
                 let me = core.me().clone();
@@ -755,8 +869,10 @@ impl NodeActor {
                         format!("this node belongs to cluster {ours}, not {cluster_id}"),
                     )));
                 }
-                if member.address != me.address && !self.links.contains_key(&member.address) {
-                    self.seeds.insert(member.address);
+                if member.address != me.address
+                    && !self.links.contains_key(&member.address)
+                    && self.seeds.hello(&member.hsm_id, &member.address)
+                {
                     self.sync_links(ctx);
                 }
                 reply(Ok(Response::Hello {
@@ -815,24 +931,6 @@ fn check_size(len: usize) -> Result<(), WireError> {
     Ok(())
 }
 
-fn random(core: &NodeCore, conn: ConnId, length: u32) -> Result<Response, WireError> {
-    if core.session(conn).is_none() {
-        return Err(WireError::new(
-            ErrorCode::NotLoggedIn,
-            "this call needs a logged-in session",
-        ));
-    }
-    if length == 0 || length > MAX_RANDOM_BYTES {
-        return Err(WireError::new(
-            ErrorCode::InvalidRequest,
-            format!("length must be 1 to {MAX_RANDOM_BYTES} bytes"),
-        ));
-    }
-    let mut bytes = vec![0u8; length as usize];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    Ok(Response::Random(SecretBytes::new(bytes)))
-}
-
 impl Handler<ConnClosed> for NodeActor {
     type Result = ();
 
@@ -870,13 +968,10 @@ impl Handler<CaughtUp> for NodeActor {
     type Result = ();
 
     fn handle(&mut self, msg: CaughtUp, _: &mut Context<Self>) {
-        if self.rebuilding {
-            self.rebuilding = false;
-            tracing::info!(
-                peer = %msg.address,
-                keys = self.core.key_count(),
-                "the HSM's store is rebuilt from its peer; serving clients again"
-            );
+        if let Some(rebuild) = &mut self.rebuilding {
+            tracing::info!(peer = %msg.address, keys = self.core.key_count(), "rebuilding: caught up with a peer");
+            rebuild.caught_up(&msg.address);
+            self.check_rebuild();
         }
     }
 }

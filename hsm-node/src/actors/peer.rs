@@ -127,7 +127,7 @@ impl PeerLink {
                     act.sync(ctx);
                 }
                 Err(e) => {
-                    act.failures += 1;
+                    act.failures = act.failures.saturating_add(1);
                     if act.failures == 1 {
                         tracing::warn!(peer = %act.address, error = %e, "cannot reach peer; retrying");
                     }
@@ -179,8 +179,9 @@ async fn pull(
     let ours = node
         .digest
         .send(LocalDigest)
+        .timeout(deadline)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| unanswered("LocalDigest", deadline, e))?;
     let differing: Vec<u16> = (0..DIGEST_BUCKETS)
         .filter(|&i| ours.get(i) != theirs.get(i))
         .map(|i| i as u16)
@@ -203,8 +204,9 @@ async fn pull(
         let wanted = node
             .wanted
             .send(Wanted(entries))
+            .timeout(deadline)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| unanswered("Wanted", deadline, e))?;
         for ids in wanted.chunks(MAX_OBJECTS_PER_CALL) {
             let objects = match client
                 .call(Request::Fetch { ids: ids.to_vec() }, deadline)
@@ -217,12 +219,22 @@ async fn pull(
             pulled += node
                 .apply
                 .send(ApplyPulled(objects))
+                .timeout(deadline)
                 .await
-                .map_err(|e| e.to_string())?
+                .map_err(|e| unanswered("ApplyPulled", deadline, e))?
                 .map_err(|e| e.to_string())?;
         }
     }
     Ok(pulled)
+}
+
+/// Why a question to the node actor went unanswered: it did not answer within the deadline
+/// every send to it has, or it has stopped.
+fn unanswered(what: &str, deadline: std::time::Duration, e: MailboxError) -> String {
+    match e {
+        MailboxError::Timeout => format!("the node did not answer {what} within {deadline:?}"),
+        MailboxError::Closed => format!("the node stopped before it answered {what}"),
+    }
 }
 
 impl Actor for PeerLink {

@@ -331,7 +331,7 @@ fn remote_objects_are_planned_without_changes_and_installed_only_if_they_still_w
     );
     assert!(b.key(handle).is_none());
     // In one batch a tombstone beats a live copy whatever their order and versions.
-    let c = node(3);
+    let mut c = node(3);
     let mut newer = key;
     newer.version.counter = 1_000;
     let batch = c.winners(vec![tomb, newer]);
@@ -491,4 +491,243 @@ fn decisions_in_flight_build_on_each_other_but_stay_invisible() {
     stale.version.node = 2;
     assert!(a.winners(vec![stale]).is_empty());
     a.install_local(vec![key]);
+}
+
+#[test]
+fn a_copy_that_loses_to_one_still_being_written_is_not_planned() {
+    let mut a = node(1);
+    let mut b = node(2);
+    let key = b.generate_key(2, "k", 32, 0);
+    let key = durable(&mut b, key).unwrap_or_else(|e| panic!("{e}"));
+    let handle = handle_of(&key);
+    let tomb = b.delete_key(2, handle);
+    let tomb = durable(&mut b, tomb).unwrap_or_else(|e| panic!("{e}"));
+    // B's tombstone is being written on A when a pull from C brings the live key: planned
+    // after the tombstone, it would be written after it, and the deleted key be back on disk.
+    assert_eq!(a.winners(vec![tomb.clone()]).len(), 1);
+    assert!(
+        a.winners(vec![key.clone()]).is_empty(),
+        "a live copy of a key whose tombstone is being written was planned"
+    );
+    // Users too: an older copy does not follow a newer one still being written.
+    let newer = Stored {
+        id: ObjectId::User("kmsuser".into()),
+        version: Version {
+            counter: 10,
+            node: 2,
+        },
+        entry: Entry::User(user("kmsuser", Role::CryptoUser)),
+    };
+    let older = Stored {
+        version: Version {
+            counter: 9,
+            node: 3,
+        },
+        ..newer.clone()
+    };
+    assert_eq!(a.winners(vec![newer.clone()]).len(), 1);
+    assert!(a.winners(vec![older]).is_empty());
+    // A change decided here meanwhile is newer than what it heard of.
+    let changed = a
+        .set_password("kmsuser", "h2".into())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(changed.version > newer.version);
+    // The writes land: the tombstone and the user are installed, nothing is left in flight.
+    assert_eq!(a.install_remote(vec![tomb, newer]), 2);
+    assert_eq!(a.incoming_count(), 0);
+    assert!(a.key(handle).is_none());
+    // A failed write is forgotten: the same copy is planned again afterwards.
+    let mut c = node(3);
+    let planned = c.winners(vec![key.clone()]);
+    assert_eq!(planned.len(), 1);
+    c.abandon_remote(&planned);
+    assert_eq!(c.incoming_count(), 0);
+    assert_eq!(c.winners(vec![key]).len(), 1);
+}
+
+#[test]
+fn an_empty_core_takes_its_own_member_record_back_from_an_older_copy() {
+    // A node whose store was lost starts empty and writes its record at version 1; a peer's
+    // copy from before, at version 7 and with the address it had then, wins over that.
+    let mut a = NodeCore::new(member(1), "c".into(), vec![]);
+    let me = a.ensure_self_member();
+    a.install_local(me.into_iter().collect());
+    let mut before = member(1);
+    before.address = "127.0.0.1:4999".into();
+    let old = Stored {
+        id: ObjectId::Member(before.hsm_id.clone()),
+        version: Version {
+            counter: 7,
+            node: 2,
+        },
+        entry: Entry::Member(before),
+    };
+    a.apply_remote(vec![old.clone()]);
+    // The core writes its record anew, newer than the peer's, with the address it has now.
+    let fresh = a
+        .refresh_self_member()
+        .unwrap_or_else(|| panic!("the old record of this node stands"));
+    assert!(fresh.version > old.version);
+    assert!(a.refresh_self_member().is_none(), "one at a time");
+    a.install_local(vec![fresh]);
+    assert_eq!(a.members(), vec![member(1)]);
+    assert!(a.refresh_self_member().is_none());
+    // A handle this node minted before, pulled from a peer, is never minted again; a gap
+    // moves the counter further.
+    let mut b = node(2);
+    let mut minted = b
+        .generate_key(2, "k", 32, 0)
+        .unwrap_or_else(|e| panic!("{e}"));
+    minted.id = ObjectId::Key((1 << 32) | 41);
+    if let Entry::Key(k) = &minted.entry {
+        let mut attributes = k.attributes.clone();
+        attributes.handle = (1 << 32) | 41;
+        minted.entry = Entry::Key(Arc::new(KeyEntry::new(attributes, KeyMaterial::generate())));
+    }
+    let mut a = node(1);
+    a.apply_remote(vec![minted]);
+    let next = a.generate_key(2, "k", 32, 0);
+    assert_eq!(next.map(|s| handle_of(&s)).ok(), Some((1 << 32) | 42));
+    a.skip_handles(1_000);
+    let after_gap = a.generate_key(2, "k", 32, 0);
+    assert_eq!(
+        after_gap.map(|s| handle_of(&s)).ok(),
+        Some((1 << 32) | 1_043)
+    );
+}
+
+#[test]
+fn a_failed_login_elsewhere_never_undoes_a_password_change() {
+    let mut x = node(1);
+    let mut y = node(2);
+    // Y has seen more changes than X: its Lamport clock is ahead.
+    for i in 0..10 {
+        let k = y.generate_key(2, &format!("k{i}"), 32, 0);
+        let _ = durable(&mut y, k);
+    }
+    // An officer changes kmsuser's password on X; before Y hears of it, a login there fails
+    // against the old password, and Y counts it, at a higher version.
+    let changed = x.set_password("kmsuser", "new-hash".into());
+    let changed = durable(&mut x, changed).unwrap_or_else(|e| panic!("{e}"));
+    let (r, failure) = y.finish_login("kmsuser", Role::CryptoUser, false);
+    assert_eq!(r.err().map(|e| e.code), Some(ErrorCode::InvalidCredentials));
+    let failure = failure.unwrap_or_else(|| panic!("a failure is counted"));
+    y.install_local(vec![failure.clone()]);
+    assert!(failure.version > changed.version);
+    // Each hears of the other's change; a third HSM hears of both, in either order.
+    x.apply_remote(vec![failure.clone()]);
+    y.apply_remote(vec![changed.clone()]);
+    let mut z = node(3);
+    z.apply_remote(vec![failure.clone()]);
+    z.apply_remote(vec![changed.clone()]);
+    let mut w = node(4);
+    w.apply_remote(vec![changed, failure]);
+    // Everywhere the new password stands, and nothing counts against it.
+    for (name, core) in [("x", &x), ("y", &y), ("z", &z), ("w", &w)] {
+        let check = core.begin_login(10, "kmsuser", Role::CryptoUser);
+        assert_eq!(
+            check.map(|c| c.password_hash).ok().as_deref(),
+            Some("new-hash"),
+            "on {name}, a failed login undid the password change"
+        );
+    }
+    // Failures against the new password still count and lock everywhere.
+    let mut states = Vec::new();
+    for _ in 0..MAX_FAILED_LOGINS {
+        let (_, state) = x.finish_login("kmsuser", Role::CryptoUser, false);
+        let state = state.unwrap_or_else(|| panic!("a failure is counted"));
+        x.install_local(vec![state.clone()]);
+        states.push(state);
+    }
+    y.apply_remote(states);
+    for core in [&x, &y] {
+        assert_eq!(
+            core.begin_login(10, "kmsuser", Role::CryptoUser)
+                .err()
+                .map(|e| e.code),
+            Some(ErrorCode::UserLockedOut)
+        );
+    }
+    // And the next password change unlocks, on the HSM that hears of it.
+    let unlocked = x.set_password("kmsuser", "newer-hash".into());
+    let unlocked = durable(&mut x, unlocked).unwrap_or_else(|e| panic!("{e}"));
+    y.apply_remote(vec![unlocked]);
+    assert!(y.begin_login(10, "kmsuser", Role::CryptoUser).is_ok());
+}
+
+#[test]
+fn key_material_and_random_bytes_come_from_the_injected_entropy() {
+    use hsmkms_common::entropy::SeededEntropy;
+    let seeded = |seed: u64| {
+        let mut core = node(1).with_entropy(Arc::new(SeededEntropy::new(seed)));
+        let key = core
+            .generate_key(2, "k", 32, 0)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let material = match &key.entry {
+            Entry::Key(k) => *k.material().expose(),
+            _ => panic!("not a key"),
+        };
+        let random = core
+            .random(2, 16)
+            .map(|r| r.expose().to_vec())
+            .unwrap_or_default();
+        (material, random)
+    };
+    assert_eq!(seeded(7), seeded(7), "one seed, the same key and bytes");
+    assert_ne!(seeded(7).0, seeded(8).0);
+    assert_ne!(seeded(7).1, seeded(8).1);
+    // The session and length rules stay.
+    let core = node(1);
+    assert_eq!(
+        core.random(9, 16).err().map(|e| e.code),
+        Some(ErrorCode::NotLoggedIn)
+    );
+    assert_eq!(
+        core.random(2, 0).err().map(|e| e.code),
+        Some(ErrorCode::InvalidRequest)
+    );
+}
+
+#[test]
+fn versions_and_handles_at_the_top_of_their_range_from_a_peer_do_not_break_the_node() {
+    // A peer's user at the highest version there is: the next local decision neither panics
+    // nor wraps to 0 (which would lose to everything, for ever).
+    let mut a = node(1);
+    let mut top = user("kmsuser", Role::CryptoUser);
+    top.password_hash = "peer".into();
+    a.apply_remote(vec![Stored {
+        id: ObjectId::User("kmsuser".into()),
+        version: Version {
+            counter: u64::MAX,
+            node: 0,
+        },
+        entry: Entry::User(top),
+    }]);
+    let changed = a
+        .set_password("kmsuser", "local".into())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(changed.version.counter, u64::MAX);
+    // A peer's copy of a key of this node's whose counter is at the top of the low 32 bits:
+    // the next generation is refused, never minted into another node's handles.
+    let mut b = node(2);
+    let mut last = b
+        .generate_key(2, "k", 32, 0)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let handle = (1u64 << 32) | 0xffff_ffff;
+    last.id = ObjectId::Key(handle);
+    if let Entry::Key(k) = &last.entry {
+        let mut attributes = k.attributes.clone();
+        attributes.handle = handle;
+        last.entry = Entry::Key(Arc::new(KeyEntry::new(attributes, KeyMaterial::generate())));
+    }
+    a.apply_remote(vec![last]);
+    let next = a.generate_key(2, "k", 32, 0);
+    assert_eq!(
+        next.as_ref().err().map(|e| e.code),
+        Some(ErrorCode::Internal),
+        "minted {:?}",
+        next.map(|s| handle_of(&s))
+    );
+    a.skip_handles(u64::MAX);
+    assert!(a.generate_key(2, "k", 32, 0).is_err());
 }

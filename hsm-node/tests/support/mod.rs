@@ -5,6 +5,7 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -29,7 +30,29 @@ pub const ADMIN_PASSWORD: &str = "adminPassword1";
 pub struct OneNode {
     pub node: NodeHandle,
     pub client_tls: Arc<rustls::ClientConfig>,
+    /// The node's directory.
+    pub node_dir: PathBuf,
     _dir: Arc<tempfile::TempDir>,
+}
+
+/// A node of a cluster, stopped: its directory stays, to be changed and started again.
+pub struct StoppedNode {
+    pub client_tls: Arc<rustls::ClientConfig>,
+    pub node_dir: PathBuf,
+    _dir: Arc<tempfile::TempDir>,
+}
+
+impl StoppedNode {
+    /// Starts the node again from its directory.
+    pub fn start(&self, options: NodeOptions) -> anyhow::Result<OneNode> {
+        let node = NodeHandle::start(&self.node_dir, options, Arc::new(SystemClock))?;
+        Ok(OneNode {
+            node,
+            client_tls: self.client_tls.clone(),
+            node_dir: self.node_dir.clone(),
+            _dir: self._dir.clone(),
+        })
+    }
 }
 
 fn seed(id: ObjectId, entry: Entry) -> Stored {
@@ -108,6 +131,7 @@ pub async fn cluster(n: u32, options: NodeOptions) -> Vec<OneNode> {
         nodes.push(OneNode {
             node,
             client_tls: client_tls.clone(),
+            node_dir,
             _dir: dir.clone(),
         });
     }
@@ -115,6 +139,16 @@ pub async fn cluster(n: u32, options: NodeOptions) -> Vec<OneNode> {
 }
 
 impl OneNode {
+    /// Stops the node (waiting until its store is closed), keeping its directory.
+    pub fn stop(self) -> StoppedNode {
+        self.node.shutdown();
+        StoppedNode {
+            client_tls: self.client_tls,
+            node_dir: self.node_dir,
+            _dir: self._dir,
+        }
+    }
+
     pub async fn start() -> Self {
         let mut nodes = cluster(1, NodeOptions::default()).await;
         nodes.pop().unwrap()
@@ -122,6 +156,19 @@ impl OneNode {
 
     pub async fn connect(&self) -> Conn {
         let tcp = TcpStream::connect(self.node.address()).await.unwrap();
+        self.tls(tcp).await
+    }
+
+    /// A connection whose socket buffers only `bytes` of answers not yet read (the kernel
+    /// otherwise grows it to megabytes), for tests of what a node holds for a slow reader.
+    pub async fn connect_small_buffer(&self, bytes: u32) -> Conn {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(bytes).unwrap();
+        let tcp = socket.connect(self.node.address()).await.unwrap();
+        self.tls(tcp).await
+    }
+
+    async fn tls(&self, tcp: TcpStream) -> Conn {
         let stream = tokio_rustls::TlsConnector::from(self.client_tls.clone())
             .connect(tls::node_server_name(), tcp)
             .await
@@ -145,7 +192,16 @@ impl OneNode {
     }
 
     async fn logged_in(&self, username: &str, role: Role, password: &str) -> Conn {
-        let mut conn = self.connect().await;
+        let conn = self.connect().await;
+        Self::log_in(conn, username, role, password).await
+    }
+
+    /// Logs `conn` in as kmsuser.
+    pub async fn log_in_kmsuser(conn: Conn) -> Conn {
+        Self::log_in(conn, "kmsuser", Role::CryptoUser, KMSUSER_PASSWORD).await
+    }
+
+    async fn log_in(mut conn: Conn, username: &str, role: Role, password: &str) -> Conn {
         let answer = conn
             .call(Request::Login {
                 username: username.into(),
@@ -202,6 +258,24 @@ impl Conn {
         let bytes = frame::encode_call(id, deadline_unix_millis, &request).unwrap();
         self.framed.send(bytes).await.unwrap();
         self.answer(id, wait).await
+    }
+
+    /// Sends a call with a 10 s deadline and does not wait for its answer; returns its id.
+    pub async fn send(&mut self, request: Request) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        let bytes = frame::encode_call(id, now_millis() + 10_000, &request).unwrap();
+        self.framed.send(bytes).await.unwrap();
+        id
+    }
+
+    /// Waits `wait` for the next answer, whichever call it answers.
+    pub async fn next_answer(&mut self, wait: Duration) -> Option<(u64, Response)> {
+        let payload = tokio::time::timeout(wait, self.framed.next())
+            .await
+            .ok()??;
+        let envelope = frame::decode::<Response>(&payload.unwrap()).unwrap();
+        Some((envelope.id, envelope.body))
     }
 
     /// Waits `wait` for the answer to call `id`.
