@@ -87,7 +87,8 @@ impl Emulator {
             .stderr(if std::env::var_os("HSMKMS_TEST_LOG").is_some() {
                 Stdio::inherit()
             } else {
-                Stdio::null()
+                // Kept beside the data directory, so a start that fails can say why.
+                Stdio::from(Self::open_log(data_dir))
             })
             .spawn()
             .unwrap();
@@ -107,8 +108,36 @@ impl Emulator {
             data_dir: data_dir.to_path_buf(),
             port,
         };
-        assert!(ready.is_ok(), "hsmkms printed Ready. on port {port}");
+        assert!(
+            ready.is_ok(),
+            "hsmkms printed Ready. on port {port}; the end of its log:\n{}",
+            emulator.log_tail(40)
+        );
         emulator
+    }
+
+    /// The emulator's log file, appended to by every start on `data_dir`.
+    fn open_log(data_dir: &Path) -> std::fs::File {
+        if let Some(parent) = data_dir.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(Self::log_path(data_dir))
+            .unwrap()
+    }
+
+    /// Where the emulator's log goes (unless `HSMKMS_TEST_LOG` shows it).
+    fn log_path(data_dir: &Path) -> PathBuf {
+        data_dir.with_extension("log")
+    }
+
+    /// The last `lines` lines of the emulator's log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(Self::log_path(&self.data_dir)).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
     }
 
     /// SIGTERM, as an operator stops it; it must exit cleanly.
