@@ -59,7 +59,15 @@ impl<T: Send + 'static, E: Clone + std::fmt::Display + Send + 'static> Committer
                     }
                     let (writes, waiting): (Vec<Vec<T>>, Vec<_>) =
                         batch.into_iter().map(|j| (j.write, j.done)).unzip();
-                    let result = write_batch(&writes);
+                    // A store that panics must not take the thread (and every later
+                    // commit) with it: its writers hear that their commit failed.
+                    let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        write_batch(&writes)
+                    }));
+                    let Ok(result) = written else {
+                        tracing::error!(store = %store, "a durable commit panicked; its writers are told it failed");
+                        continue;
+                    };
                     if let Err(e) = &result {
                         tracing::error!(store = %store, error = %e, "durable commit failed");
                     }
@@ -130,6 +138,26 @@ mod tests {
         let batches = batches.lock().unwrap().clone();
         assert_eq!(batches.iter().sum::<usize>(), 100);
         assert!(batches.len() < 100, "writes were grouped: {batches:?}");
+        drop(committer);
+        thread.join().unwrap();
+    }
+
+    #[test]
+    fn a_batch_that_panics_fails_its_writers_and_the_thread_goes_on() {
+        let (committer, thread) = Committer::<u32, String>::spawn("test-store", |writes| {
+            if writes.iter().flatten().any(|w| *w == 13) {
+                panic!("the engine asserted");
+            }
+            Ok(())
+        })
+        .unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let failed = runtime.block_on(committer.commit(vec![13], "stopped".into()));
+        assert_eq!(failed, Err("stopped".into()));
+        let next = runtime.block_on(committer.commit(vec![1], "stopped".into()));
+        assert_eq!(next, Ok(()), "the storage thread still commits");
         drop(committer);
         thread.join().unwrap();
     }

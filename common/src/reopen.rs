@@ -12,13 +12,17 @@ use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 /// How a [`Reopening`] opens its file again.
 type Opener<D, E> = Box<dyn Fn() -> Result<D, E> + Send + Sync>;
-/// The error of a write that found the file closed (another thread's reopen failed).
-type Closed<E> = Box<dyn Fn() -> E + Send + Sync>;
+/// The error of a write that could not use the file, saying why: it was closed (another
+/// thread's reopen failed), or the engine panicked in the middle of the write.
+type Unusable<E> = Box<dyn Fn(&str) -> E + Send + Sync>;
+
+/// Why a closed file cannot be used.
+const CLOSED: &str = "the store could not be reopened after an I/O error";
 
 /// An open database, reopened before the next write after a failed one.
 pub struct Reopening<D, E> {
     open: Opener<D, E>,
-    closed: Closed<E>,
+    unusable: Unusable<E>,
     /// `None` while the file is closed for a reopen, or after a reopen failed.
     db: RwLock<Option<D>>,
     /// Why the last write failed, while the store cannot write; `None` once one succeeds.
@@ -38,16 +42,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl<D, E: fmt::Display> Reopening<D, E> {
-    /// Wraps a database just opened; `open` opens the same file again, `closed` is the error
-    /// of a write or read that finds it closed (its reopen failed, and has not been retried).
+    /// Wraps a database just opened; `open` opens the same file again, `unusable` is the
+    /// error of a write or read that cannot use it, given why (its reopen failed and has not
+    /// been retried, or the engine panicked during the write).
     pub fn new(
         db: D,
         open: impl Fn() -> Result<D, E> + Send + Sync + 'static,
-        closed: impl Fn() -> E + Send + Sync + 'static,
+        unusable: impl Fn(&str) -> E + Send + Sync + 'static,
     ) -> Self {
         Self {
             open: Box::new(open),
-            closed: Box::new(closed),
+            unusable: Box::new(unusable),
             db: RwLock::new(Some(db)),
             failing: Mutex::new(None),
         }
@@ -62,17 +67,25 @@ impl<D, E: fmt::Display> Reopening<D, E> {
     pub fn reading<T>(&self, read: impl FnOnce(&D) -> Result<T, E>) -> Result<T, E> {
         match &*self.read() {
             Some(db) => read(db),
-            None => Err((self.closed)()),
+            None => Err((self.unusable)(CLOSED)),
         }
     }
 
     /// Runs one write. If the last one failed (or the file is closed), the file is reopened
     /// first: closed, then opened again, since an engine may refuse a second open of a file
     /// the process still holds. The outcome is recorded for [`Reopening::failing`].
+    ///
+    /// An engine that panics in the middle of a write (redb asserts on some I/O failures, a
+    /// full disk among them) fails that write like an I/O error: the file is reopened before
+    /// the next one, and the thread that wrote carries on.
     pub fn write<T>(&self, write: impl FnOnce(&D) -> Result<T, E>) -> Result<T, E> {
         let result = self.reopen_if_needed().and_then(|()| match &*self.read() {
-            Some(db) => write(db),
-            None => Err((self.closed)()),
+            Some(db) => crate::quiet::catch_quietly(|| write(db)).unwrap_or_else(|panic| {
+                Err((self.unusable)(&format!(
+                    "the storage engine failed in the middle of a write ({panic})"
+                )))
+            }),
+            None => Err((self.unusable)(CLOSED)),
         });
         *lock(&self.failing) = result.as_ref().err().map(|e| e.to_string());
         result
@@ -114,7 +127,7 @@ mod tests {
         Reopening::new(
             opens.fetch_add(1, Ordering::SeqCst) + 1,
             move || Ok(again.fetch_add(1, Ordering::SeqCst) + 1),
-            || "closed".to_string(),
+            |why: &str| why.to_string(),
         )
     }
 
@@ -141,6 +154,22 @@ mod tests {
     }
 
     #[test]
+    fn a_write_that_panics_fails_and_the_next_write_reopens() {
+        let opens = Arc::new(AtomicU32::new(0));
+        let db = counting(opens.clone());
+        let failed = db.write(|_| -> Result<u32, String> { panic!("assertion in the engine") });
+        assert!(
+            failed
+                .as_ref()
+                .is_err_and(|e| e.contains("assertion in the engine")),
+            "{failed:?}"
+        );
+        assert!(db.failing().is_some());
+        assert_eq!(db.write(|d| Ok::<_, String>(*d)), Ok(2));
+        assert_eq!(db.failing(), None);
+    }
+
+    #[test]
     fn a_reopen_that_fails_is_tried_again_by_the_next_write() {
         let fail = Arc::new(AtomicU32::new(0));
         let failing = fail.clone();
@@ -154,12 +183,12 @@ mod tests {
                     Ok(7)
                 }
             },
-            || "closed".to_string(),
+            |why: &str| why.to_string(),
         );
         db.record_failure("disk full");
         fail.store(1, Ordering::SeqCst);
         assert_eq!(db.write(|d| Ok::<_, String>(*d)), Err("still full".into()));
-        assert_eq!(db.reading(|d| Ok::<_, String>(*d)), Err("closed".into()));
+        assert_eq!(db.reading(|d| Ok::<_, String>(*d)), Err(CLOSED.into()));
         assert_eq!(db.write(|d| Ok::<_, String>(*d)), Ok(7));
         assert_eq!(db.failing(), None);
     }

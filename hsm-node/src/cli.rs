@@ -43,9 +43,14 @@ pub struct NodeArgs {
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // A log line that cannot be written (stderr sent to a file on a full disk, a closed
+    // pipe) is dropped: by default the subscriber reports it with `eprintln!`, which panics
+    // when stderr fails too, and so would take down whichever thread logged (the storage
+    // thread, on a full disk).
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),

@@ -141,7 +141,7 @@ impl Store {
         let db = Arc::new(Reopening::new(
             db,
             move || open_file(&reopen_path),
-            || StoreError::Storage("the store could not be reopened after an I/O error".into()),
+            |why: &str| StoreError::Storage(why.into()),
         ));
         let cluster_id = cluster_id.to_string();
         let faults = StoreFaults::default();

@@ -3,13 +3,14 @@
 //! API answers, and concurrent changes share fsyncs. Nothing here is secret in the clear: key
 //! material and passwords arrive already wrapped.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use hsmkms_common::group_commit::Committer;
 use hsmkms_common::quiet::catch_quietly;
+use hsmkms_common::reopen::Reopening;
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -147,10 +148,7 @@ pub struct Store {
 /// error, which redb requires before it writes again), the health of the last commit, and the
 /// fault injection switch.
 struct Shared {
-    path: PathBuf,
-    db: RwLock<Option<Database>>,
-    /// Why the last commit failed, while the store cannot commit; `None` once one succeeds.
-    failing: Mutex<Option<String>>,
+    db: Reopening<Database, StoreError>,
     /// Commits still to fail on purpose (fault injection).
     inject: AtomicU32,
     /// Commits to let through before the injected failures start.
@@ -251,10 +249,13 @@ impl Store {
                 ))
             })?
             .map_err(|e| StoreError::Corrupt(format!("{} cannot be read: {e}", path.display())))?;
+        let reopen_path = path.to_path_buf();
         let shared = Arc::new(Shared {
-            path: path.to_path_buf(),
-            db: RwLock::new(Some(db)),
-            failing: Mutex::new(None),
+            db: Reopening::new(
+                db,
+                move || open_file(&reopen_path),
+                |why: &str| StoreError::Storage(why.into()),
+            ),
             inject: AtomicU32::new(0),
             inject_after: AtomicU32::new(0),
             stall_until: Mutex::new(None),
@@ -268,25 +269,25 @@ impl Store {
 
     /// Reads one record as last committed (blocking: a disk read).
     pub fn get(&self, table: Table, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let db = self.shared.read();
-        let db = db.as_ref().ok_or_else(reopening)?;
-        let txn = db.begin_read()?;
-        let t = txn.open_table(table.definition())?;
-        Ok(t.get(key)?.map(|v| v.value().to_vec()))
+        self.shared.db.reading(|db| {
+            let txn = db.begin_read()?;
+            let t = txn.open_table(table.definition())?;
+            Ok(t.get(key)?.map(|v| v.value().to_vec()))
+        })
     }
 
     /// Every record of a table as last committed (blocking: a disk read; for small tables).
     pub fn list(&self, table: Table) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let db = self.shared.read();
-        let db = db.as_ref().ok_or_else(reopening)?;
-        let txn = db.begin_read()?;
-        let t = txn.open_table(table.definition())?;
-        let mut out = Vec::new();
-        for item in t.iter()? {
-            let (k, v) = item?;
-            out.push((k.value().to_string(), v.value().to_vec()));
-        }
-        Ok(out)
+        self.shared.db.reading(|db| {
+            let txn = db.begin_read()?;
+            let t = txn.open_table(table.definition())?;
+            let mut out = Vec::new();
+            for item in t.iter()? {
+                let (k, v) = item?;
+                out.push((k.value().to_string(), v.value().to_vec()));
+            }
+            Ok(out)
+        })
     }
 
     /// Makes `writes` durable, in one transaction with whatever else is waiting.
@@ -299,7 +300,7 @@ impl Store {
 
     /// Why the store cannot commit now, if it cannot (the last commit failed).
     pub fn failing(&self) -> Option<String> {
-        lock(&self.shared.failing).clone()
+        self.shared.db.failing()
     }
 
     /// Fault injection: commits hang for `for_time` from now (the batch being written and
@@ -316,22 +317,14 @@ impl Store {
     }
 }
 
-fn reopening() -> StoreError {
-    StoreError::Storage("the store is being reopened after an I/O error".into())
-}
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Shared {
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Option<Database>> {
-        self.db.read().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// One batch, on the storage thread. After an I/O error redb refuses every later write
-    /// until the database is reopened; so the next batch reopens it first, and the store
-    /// recovers by itself once the cause (a full disk, say) is gone.
+    /// until the database is reopened; [`Reopening`] reopens it before the next batch, so the
+    /// store recovers by itself once the cause (a full disk, say) is gone.
     fn write(&self, batch: &[Vec<Write>]) -> Result<(), StoreError> {
         let stalled = lock(&self.stall_until).take();
         if let Some(until) = stalled {
@@ -346,28 +339,12 @@ impl Shared {
                 .inject
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                 .is_ok();
-        let result = if injected {
-            Err(StoreError::Storage(
-                "the commit failed (fault injection)".into(),
-            ))
-        } else {
-            self.write_reopening(batch)
-        };
-        *lock(&self.failing) = result.as_ref().err().map(|e| e.to_string());
-        result
-    }
-
-    fn write_reopening(&self, batch: &[Vec<Write>]) -> Result<(), StoreError> {
-        let needs_reopen = lock(&self.failing).is_some() || self.read().is_none();
-        if needs_reopen {
-            let mut db = self.db.write().unwrap_or_else(|e| e.into_inner());
-            // Closed first: redb refuses a second open of a file this process holds.
-            *db = None;
-            *db = Some(open_file(&self.path)?);
+        if injected {
+            let e = StoreError::Storage("the commit failed (fault injection)".into());
+            self.db.record_failure(&e);
+            return Err(e);
         }
-        let db = self.read();
-        let db = db.as_ref().ok_or_else(reopening)?;
-        write_batch(db, batch)
+        self.db.write(|db| write_batch(db, batch))
     }
 }
 
