@@ -352,8 +352,12 @@ async fn execute(client: &NodeClient, command: Command, as_json: bool) -> Result
         }
         Command::Cluster(ClusterCommand::Status) => match call(Request::Status).await? {
             Response::Status(s) => {
+                let storage = match &s.storage_failing {
+                    Some(why) => format!("failing: {why}"),
+                    None => "ok".to_string(),
+                };
                 let mut text = format!(
-                    "{} in {} ({}): {} key(s), {} user(s)\nmembers:",
+                    "{} in {} ({}): {} key(s), {} user(s), storage {storage}\nmembers:",
                     s.hsm_id, s.cluster_id, s.availability_zone, s.key_count, s.user_count
                 );
                 for m in &s.members {
@@ -376,7 +380,7 @@ async fn execute(client: &NodeClient, command: Command, as_json: bool) -> Result
                     .collect();
                 (
                     text,
-                    json!({"hsm-id": s.hsm_id, "cluster-id": s.cluster_id, "availability-zone": s.availability_zone, "key-count": s.key_count, "user-count": s.user_count, "members": members}),
+                    json!({"hsm-id": s.hsm_id, "cluster-id": s.cluster_id, "availability-zone": s.availability_zone, "key-count": s.key_count, "user-count": s.user_count, "storage-failing": s.storage_failing, "members": members}),
                 )
             }
             other => bail!("unexpected answer: {other:?}"),

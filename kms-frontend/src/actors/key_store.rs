@@ -513,11 +513,15 @@ async fn try_sessions(order: &[Session], make: &MakeRequest) -> Round {
                 last = Some(hsm_error(e));
             }
             Err(e) => {
+                // An HSM (or its connection) that answers DeadlineExceeded may have run the
+                // call: a key generation it answers so is reconciled like one that timed out.
+                let late =
+                    matches!(&e, ClientError::Remote(w) if w.code == ErrorCode::DeadlineExceeded);
                 return Round {
                     answer: Err((false, hsm_error(e))),
                     timed_out,
-                    uncertain,
-                }
+                    uncertain: uncertain || late,
+                };
             }
         }
     }
