@@ -60,6 +60,12 @@ struct Model {
 }
 
 impl Model {
+    /// Whether the cluster has ACTIVE HSMs in two Availability Zones, as CreateKey in a
+    /// store needs: the two of the launcher, or the third standing in for a stopped one.
+    fn two_zones(&self) -> bool {
+        !self.hsm_stopped || self.third_hsm
+    }
+
     fn state(&self, key: &Key) -> KeyState {
         if key.deletion.is_some() {
             KeyState::PendingDeletion
@@ -409,7 +415,7 @@ impl Sim {
                 .custom_key_store_id(&self.store);
         }
         let answer = call.send().await;
-        let expect_ok = !in_store || (self.model.connected && !self.model.hsm_stopped);
+        let expect_ok = !in_store || (self.model.connected && self.model.two_zones());
         let ctx = self.ctx(&format!("CreateKey (store {in_store})"));
         match answer {
             Ok(created) => {
@@ -710,8 +716,8 @@ impl Sim {
     /// holds keys refuses.
     async fn store_admin(&mut self) {
         let ctx = self.ctx("UpdateCustomKeyStore / DeleteCustomKeyStore");
-        // A store is created again only on a cluster with both HSMs running.
-        if self.rng.gen_bool(0.7) || self.model.hsm_stopped {
+        // A store is created again only on a cluster with HSMs running in two zones.
+        if self.rng.gen_bool(0.7) || !self.model.two_zones() {
             let name = format!("sim-store-{}", self.step);
             let answer = outcome(
                 self.kms
