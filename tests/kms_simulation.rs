@@ -752,20 +752,8 @@ impl Sim {
             // Gone: a new store takes its place, disconnected, under the model's name. Its
             // connects rotated kmsuser's password to one only KMS knew, so, as the AWS guide
             // says, an admin sets a known one for the new store first.
-            let hsm = self.emulator().hsm_ids()[0].clone();
-            self.emulator().admin_cli(
-                &hsm,
-                &[
-                    "user",
-                    "change-password",
-                    "--username",
-                    "kmsuser",
-                    "--role",
-                    "crypto-user",
-                    "--password",
-                    kms_common::KMSUSER_PASSWORD,
-                ],
-            );
+            self.emulator()
+                .reset_kmsuser_password(kms_common::KMSUSER_PASSWORD);
             let name = self.model.store_name.clone();
             self.store = self.emulator().create_store(&self.kms, &name).await;
         }

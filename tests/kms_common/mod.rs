@@ -326,6 +326,25 @@ impl Emulator {
         self.hsm_cli(&all)
     }
 
+    /// Sets kmsuser's password as the cluster's admin, as the AWS guide does before a store
+    /// is given a password KMS does not know yet.
+    pub fn reset_kmsuser_password(&self, password: &str) {
+        let hsm = self.hsm_ids()[0].clone();
+        self.admin_cli(
+            &hsm,
+            &[
+                "user",
+                "change-password",
+                "--username",
+                "kmsuser",
+                "--role",
+                "crypto-user",
+                "--password",
+                password,
+            ],
+        );
+    }
+
     /// Stops or starts an HSM through the control API's fault injection.
     pub fn fault(&self, hsm_id: &str, action: &str) {
         let status = Self::agent()
