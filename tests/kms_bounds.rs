@@ -290,11 +290,11 @@ async fn a_hung_disk_meets_the_request_deadline_and_the_change_still_lands() {
     let key = create_kms_key(&kms).await;
     let id = key.key_id();
 
-    // The store's disk stops answering for 8 s: a change cannot commit, and its caller gets
+    // The store's disk stops answering for 10 s: a change cannot commit, and its caller gets
     // DependencyTimeoutException at the 2 s deadline instead of waiting on the disk.
     emulator.post_json(
         "/_hsmkms/faults",
-        &serde_json::json!({"action": "stall-commits", "seconds": 8}),
+        &serde_json::json!({"action": "stall-commits", "seconds": 10}),
     );
     let started = Instant::now();
     let err = kms
@@ -332,6 +332,30 @@ async fn a_hung_disk_meets_the_request_deadline_and_the_change_still_lands() {
         .unwrap_err()
         .into_service_error();
     assert_eq!(err.meta().code(), Some("KMSInternalException"), "{err:?}");
+    // Clients that keep retrying cannot pile up changes without end: past 64 still running
+    // after their callers gave up, a new change is refused at once with ThrottlingException
+    // (which SDKs retry with backoff).
+    let retries = (0..64).map(|i| {
+        kms.update_key_description()
+            .key_id(id)
+            .description(format!("retry {i}"))
+            .send()
+    });
+    for answer in futures::future::join_all(retries).await {
+        let code = answer.unwrap_err().into_service_error();
+        assert_eq!(code.meta().code(), Some("DependencyTimeoutException"));
+    }
+    let started = Instant::now();
+    let err = kms
+        .update_key_description()
+        .key_id(id)
+        .description("refused")
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert_eq!(err.meta().code(), Some("ThrottlingException"), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(1));
     // Crypto does not need the disk and is served meanwhile.
     kms.encrypt()
         .key_id(id)
@@ -341,13 +365,15 @@ async fn a_hung_disk_meets_the_request_deadline_and_the_change_still_lands() {
         .unwrap();
 
     // The changes that timed out were not cancelled: once the disk answers they commit and
-    // are installed, as a call that timed out on AWS may still have happened.
+    // are installed, as a call that timed out on AWS may still have happened; the refused one
+    // never is.
     let started = Instant::now();
     loop {
         let described = kms_common::describe(&kms, id).await;
         let tags = kms.list_resource_tags().key_id(id).send().await.unwrap();
-        if described.description() == Some("landed late")
-            && tags.tags().iter().any(|t| t.tag_key() == "landed")
+        let description = described.description().unwrap_or_default();
+        assert_ne!(description, "refused");
+        if description.starts_with("retry ") && tags.tags().iter().any(|t| t.tag_key() == "landed")
         {
             break;
         }
@@ -357,6 +383,13 @@ async fn a_hung_disk_meets_the_request_deadline_and_the_change_still_lands() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // They are done, so changes are taken again.
+    kms.update_key_description()
+        .key_id(id)
+        .description("after")
+        .send()
+        .await
+        .unwrap();
     emulator.stop();
 }
 

@@ -195,12 +195,10 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Counts a request of `operation`: one of [`OPERATIONS`], or `Other`.
-    pub fn count_request(&self, operation: &str) {
-        let index = OPERATIONS
-            .iter()
-            .position(|op| *op == operation)
-            .unwrap_or(OPERATIONS.len());
+    /// Counts a request of the operation at `index` in [`OPERATIONS`], or of one hsmkms does
+    /// not serve (`Other`).
+    pub fn count_request(&self, index: Option<usize>) {
+        let index = index.unwrap_or(OPERATIONS.len()).min(OPERATIONS.len());
         self.requests[index].fetch_add(1, Ordering::Relaxed);
     }
 
@@ -237,7 +235,7 @@ impl Metrics {
         out.push_str("# HELP hsmkms_requests_total API calls by operation.\n# TYPE hsmkms_requests_total counter\n");
         let mut counted: Vec<(&str, u64)> = OPERATIONS
             .iter()
-            .copied()
+            .map(|op| op.name)
             .chain(["Other"])
             .zip(self.requests.iter().map(|n| n.load(Ordering::Relaxed)))
             .filter(|(_, n)| *n > 0)
@@ -577,7 +575,7 @@ mod tests {
     fn metrics_render_the_pending_deletion_counter() {
         let m = Metrics::default();
         m.count_pending_deletion_error();
-        m.count_request("Encrypt");
+        m.count_request(crate::api::kms::operation_index("Encrypt"));
         let text = m.render();
         assert!(text.contains("KMSKeyPendingDeletionErrorCount 1\n"));
         assert!(text.contains("hsmkms_requests_total{operation=\"Encrypt\"} 1\n"));
@@ -586,9 +584,9 @@ mod tests {
     #[test]
     fn unknown_operations_share_one_label_and_labels_are_escaped() {
         let m = Metrics::default();
-        m.count_request("Encrypt");
-        m.count_request("\"} 1e99 #");
-        m.count_request("Nope");
+        m.count_request(crate::api::kms::operation_index("Encrypt"));
+        m.count_request(crate::api::kms::operation_index("\"} 1e99 #"));
+        m.count_request(crate::api::kms::operation_index("Nope"));
         let text = m.render();
         assert!(text.contains("hsmkms_requests_total{operation=\"Encrypt\"} 1\n"));
         assert!(text.contains("hsmkms_requests_total{operation=\"Other\"} 2\n"));

@@ -71,6 +71,8 @@ pub struct Frontend {
     pub entropy: Arc<dyn Entropy>,
     /// Longest one KMS or CloudHSM request may take before it is answered with a timeout.
     pub request_deadline: std::time::Duration,
+    /// Changes still running after their callers gave up (see [`crate::api::deadline`]).
+    pub overdue: Arc<crate::api::deadline::Overdue>,
     events: Audit,
     deletions: tokio::sync::Mutex<()>,
     /// The owner of each custom key store's record (see [`StoreOwner`]); one entry per store
@@ -194,6 +196,7 @@ impl Frontend {
             arns,
             entropy: options.entropy.clone(),
             request_deadline: options.request_deadline,
+            overdue: Arc::default(),
             events: Audit::open(&options.dir.join(EVENTS_FILE), options.audit_max_bytes)?,
             deletions: tokio::sync::Mutex::new(()),
             owners: Mutex::new(HashMap::new()),

@@ -7,6 +7,7 @@
 pub mod cbor;
 pub mod cloudhsm;
 pub mod control;
+pub mod deadline;
 pub mod kms;
 pub mod types;
 
@@ -141,6 +142,7 @@ async fn aws_json(
             }
         }
     };
+    let body = body.freeze();
     let result: Result<Value, KmsError> = match target.split_once('.') {
         Some(("TrentService", op)) => kms::call(&frontend, op, &body, &request_id).await,
         Some(("BaldrApiService", op)) => {
@@ -175,7 +177,7 @@ async fn aws_json(
 }
 
 /// Runs a CloudHSMv2 operation within the request deadline, as a task of its own that the
-/// deadline does not cancel (see `kms::within_deadline`): past it the client gets
+/// deadline does not cancel (see [`deadline`]): past it the client gets
 /// CloudHsmInternalFailureException, and what the operation started still finishes.
 async fn cloudhsm_within_deadline(
     fe: &Arc<Frontend>,
@@ -183,19 +185,25 @@ async fn cloudhsm_within_deadline(
     input: Value,
     region: String,
 ) -> Result<Value, CloudHsmError> {
-    let deadline = fe.request_deadline;
-    let (task_fe, op) = (fe.clone(), op.to_string());
-    let task = actix::spawn(async move { cloudhsm::call(&task_fe, &op, input, &region).await });
-    match tokio::time::timeout(deadline, task).await {
-        Ok(Ok(answer)) => answer,
-        Ok(Err(_)) => Err(CloudHsmError::InternalFailure(
-            "The request could not be completed.".into(),
-        )),
-        Err(_) => Err(CloudHsmError::InternalFailure(format!(
-            "The request did not complete within {} seconds; it may still take effect.",
-            deadline.as_secs()
-        ))),
-    }
+    let (task_fe, task_op) = (fe.clone(), op.to_string());
+    let work = async move { cloudhsm::call(&task_fe, &task_op, input, &region).await };
+    deadline::detached(fe.request_deadline, &fe.overdue, work)
+        .await
+        .unwrap_or_else(|late| {
+            Err(match late {
+                deadline::Late::Timeout => CloudHsmError::InternalFailure(format!(
+                    "The request did not complete within {} seconds; it may still take effect.",
+                    fe.request_deadline.as_secs()
+                )),
+                deadline::Late::Busy => CloudHsmError::Throttling(
+                    "Too many earlier requests are still being processed. Retry the request later."
+                        .into(),
+                ),
+                deadline::Late::Lost => {
+                    CloudHsmError::InternalFailure("The request could not be completed.".into())
+                }
+            })
+        })
 }
 
 fn cbor_response(status: StatusCode, body: &Value, request_id: &str) -> HttpResponse {

@@ -74,6 +74,9 @@ pub enum KmsError {
     /// The request's body did not arrive in time (HTTP 408, as AWS answers a stalled upload).
     #[error("{0}")]
     RequestTimeout(String),
+    /// Too many requests for now (the common AWS error SDKs retry with backoff).
+    #[error("{0}")]
+    Throttling(String),
 }
 
 impl KmsError {
@@ -114,6 +117,7 @@ impl KmsError {
             KmsError::DependencyTimeout(_) => "DependencyTimeoutException",
             KmsError::KeyUnavailable(_) => "KeyUnavailableException",
             KmsError::RequestTimeout(_) => "RequestTimeoutException",
+            KmsError::Throttling(_) => "ThrottlingException",
         }
     }
 
@@ -160,6 +164,14 @@ impl KmsError {
         KmsError::DependencyTimeout(
             "The system timed out while trying to fulfill the request. The request can be retried."
                 .into(),
+        )
+    }
+
+    /// Too many changes are still running after their callers gave up (a disk or cluster that
+    /// stopped answering): a new one is refused at once.
+    pub fn throttled() -> Self {
+        KmsError::Throttling(
+            "Too many earlier requests are still being processed. Retry the request later.".into(),
         )
     }
 

@@ -39,11 +39,13 @@ mod update_key_description;
 
 use std::sync::Arc;
 
+use actix_web::web::Bytes;
 use serde_json::{json, Value};
 
 pub use checks::MAX_PLAINTEXT;
 pub use metadata::metadata;
 
+use super::deadline::{self, Late};
 use super::parse;
 use crate::audit::{ApiCall, Parameters};
 use crate::frontend::{iso8601, Frontend};
@@ -51,51 +53,100 @@ use crate::service::error::KmsError;
 use crate::service::key_state;
 use crate::service::model::KeyOrigin;
 
+/// How hsmkms runs one operation it serves.
+#[derive(Debug, Clone, Copy)]
+pub struct Operation {
+    /// The operation's name, as in `TrentService.<name>`.
+    pub name: &'static str,
+    /// It may commit a change and then install it: it runs as a task the request deadline
+    /// cannot cut in between (see [`crate::api::deadline`]).
+    changes: bool,
+    /// Its errors in KMS's model include DependencyTimeoutException; past the deadline the
+    /// others answer KMSInternalException, which theirs do.
+    dependency_timeout: bool,
+}
+
+/// Reads and crypto: cancelling one at any await leaves nothing half done.
+const fn reads(name: &'static str) -> Operation {
+    Operation {
+        name,
+        changes: false,
+        dependency_timeout: true,
+    }
+}
+
+const fn changes(name: &'static str) -> Operation {
+    Operation {
+        name,
+        changes: true,
+        dependency_timeout: true,
+    }
+}
+
+/// Whose model has no DependencyTimeoutException.
+const fn without_timeout_error(op: Operation) -> Operation {
+    Operation {
+        dependency_timeout: false,
+        ..op
+    }
+}
+
 /// The KMS operations this emulator serves (what [`dispatch`] knows).
-pub const OPERATIONS: [&str; 31] = [
-    "CreateKey",
-    "DescribeKey",
-    "ListKeys",
-    "EnableKey",
-    "DisableKey",
-    "UpdateKeyDescription",
-    "ScheduleKeyDeletion",
-    "CancelKeyDeletion",
-    "GetKeyPolicy",
-    "PutKeyPolicy",
-    "ListKeyPolicies",
-    "GetKeyRotationStatus",
-    "Encrypt",
-    "Decrypt",
-    "ReEncrypt",
-    "GenerateDataKey",
-    "GenerateDataKeyWithoutPlaintext",
-    "GenerateRandom",
-    "CreateAlias",
-    "UpdateAlias",
-    "DeleteAlias",
-    "ListAliases",
-    "TagResource",
-    "UntagResource",
-    "ListResourceTags",
-    "CreateCustomKeyStore",
-    "DescribeCustomKeyStores",
-    "ConnectCustomKeyStore",
-    "DisconnectCustomKeyStore",
-    "UpdateCustomKeyStore",
-    "DeleteCustomKeyStore",
+pub const OPERATIONS: [Operation; 31] = [
+    changes("CreateKey"),
+    reads("DescribeKey"),
+    reads("ListKeys"),
+    changes("EnableKey"),
+    changes("DisableKey"),
+    changes("UpdateKeyDescription"),
+    changes("ScheduleKeyDeletion"),
+    changes("CancelKeyDeletion"),
+    reads("GetKeyPolicy"),
+    changes("PutKeyPolicy"),
+    reads("ListKeyPolicies"),
+    reads("GetKeyRotationStatus"),
+    reads("Encrypt"),
+    reads("Decrypt"),
+    reads("ReEncrypt"),
+    reads("GenerateDataKey"),
+    reads("GenerateDataKeyWithoutPlaintext"),
+    reads("GenerateRandom"),
+    changes("CreateAlias"),
+    changes("UpdateAlias"),
+    changes("DeleteAlias"),
+    reads("ListAliases"),
+    without_timeout_error(changes("TagResource")),
+    without_timeout_error(changes("UntagResource")),
+    without_timeout_error(reads("ListResourceTags")),
+    without_timeout_error(changes("CreateCustomKeyStore")),
+    without_timeout_error(reads("DescribeCustomKeyStores")),
+    without_timeout_error(changes("ConnectCustomKeyStore")),
+    without_timeout_error(changes("DisconnectCustomKeyStore")),
+    without_timeout_error(changes("UpdateCustomKeyStore")),
+    without_timeout_error(changes("DeleteCustomKeyStore")),
 ];
+
+/// Where `name` stands in [`OPERATIONS`], if hsmkms serves it.
+pub fn operation_index(name: &str) -> Option<usize> {
+    OPERATIONS.iter().position(|op| op.name == name)
+}
 
 /// Runs one KMS operation, counts it and audits it.
 pub async fn call(
     frontend: &Arc<Frontend>,
     op: &str,
-    body: &[u8],
+    body: &Bytes,
     request_id: &str,
 ) -> Result<Value, KmsError> {
-    let served = OPERATIONS.contains(&op);
-    frontend.metrics.count_request(op);
-    let result = within_deadline(frontend, op, body).await;
+    let index = operation_index(op);
+    frontend.metrics.count_request(index);
+    let served = index.map(|i| &OPERATIONS[i]);
+    let result = match served {
+        Some(operation) => within_deadline(frontend, operation, body).await,
+        None => Err(KmsError::UnknownOperation(format!(
+            "TrentService.{op} is not an operation hsmkms serves."
+        ))),
+    };
     if let Err(e) = &result {
         frontend.metrics.count_error(e.type_name());
         if key_state::counts_as_pending_deletion_error(e) {
@@ -103,7 +154,7 @@ pub async fn call(
         }
     }
     // What CloudTrail records: the parameters of a request it knows, never the whole body.
-    let request = served.then(|| Parameters::of(body)).flatten();
+    let request = served.and_then(|_| Parameters::of(body));
     let recorded = match &result {
         Ok(value) => Ok(value),
         Err(e) => Err((e.type_name(), e.message())),
@@ -175,78 +226,34 @@ fn additional_event_data(
     }
 }
 
-/// Operations that change nothing (reads, and crypto, the hot path): cancelling one at any
-/// await leaves nothing half done. Every other operation may commit a change and then install
-/// it, and must not be cancelled in between.
-const CHANGE_NOTHING: [&str; 14] = [
-    "DescribeKey",
-    "ListKeys",
-    "GetKeyPolicy",
-    "ListKeyPolicies",
-    "GetKeyRotationStatus",
-    "Encrypt",
-    "Decrypt",
-    "ReEncrypt",
-    "GenerateDataKey",
-    "GenerateDataKeyWithoutPlaintext",
-    "GenerateRandom",
-    "ListAliases",
-    "ListResourceTags",
-    "DescribeCustomKeyStores",
-];
-
-/// Operations whose errors in KMS's model do not include DependencyTimeoutException: past the
-/// deadline they answer KMSInternalException, which theirs do.
-const NO_DEPENDENCY_TIMEOUT: [&str; 14] = [
-    "ConnectCustomKeyStore",
-    "CreateCustomKeyStore",
-    "DeleteCustomKeyStore",
-    "DescribeCustomKeyStores",
-    "DisconnectCustomKeyStore",
-    "GenerateMac",
-    "ListKeyRotations",
-    "ListResourceTags",
-    "ReplicateKey",
-    "TagResource",
-    "UntagResource",
-    "UpdateCustomKeyStore",
-    "UpdatePrimaryRegion",
-    "VerifyMac",
-];
-
-/// The answer to a call past the request deadline.
-fn past_deadline(op: &str, deadline: std::time::Duration) -> KmsError {
-    if NO_DEPENDENCY_TIMEOUT.contains(&op) {
-        KmsError::KmsInternal(format!(
-            "The request did not complete within {} seconds; it may still take effect.",
-            deadline.as_secs()
-        ))
-    } else {
-        KmsError::dependency_timeout()
-    }
-}
-
-/// Runs the operation within the frontend's request deadline; past it the client gets
-/// DependencyTimeoutException (KMSInternalException where the model has no such error). An operation that may change state runs as a task of its own,
-/// which the deadline does not cancel: a change that was committed is always installed (and
-/// its effects run), whether or not its caller still waits, as on AWS, where a call that timed
-/// out may still have happened. The others are simply dropped at the deadline.
-async fn within_deadline(fe: &Arc<Frontend>, op: &str, body: &[u8]) -> Result<Value, KmsError> {
+/// Runs the operation within the frontend's request deadline (see [`crate::api::deadline`]):
+/// past it the client gets DependencyTimeoutException, or KMSInternalException where the
+/// model has no such error; with too many changes still running after their callers gave up,
+/// a new change gets ThrottlingException at once.
+async fn within_deadline(
+    fe: &Arc<Frontend>,
+    operation: &'static Operation,
+    body: &Bytes,
+) -> Result<Value, KmsError> {
     let deadline = fe.request_deadline;
-    if CHANGE_NOTHING.contains(&op) {
-        return tokio::time::timeout(deadline, dispatch(fe, op, body))
-            .await
-            .unwrap_or_else(|_| Err(past_deadline(op, deadline)));
-    }
-    let (task_fe, task_op, body) = (fe.clone(), op.to_string(), body.to_vec());
-    let task = actix::spawn(async move { dispatch(&task_fe, &task_op, &body).await });
-    match tokio::time::timeout(deadline, task).await {
-        Ok(Ok(answer)) => answer,
-        Ok(Err(_)) => Err(KmsError::KmsInternal(
-            "The request could not be completed.".into(),
-        )),
-        Err(_) => Err(past_deadline(op, deadline)),
-    }
+    let answer = if operation.changes {
+        let (task_fe, body) = (fe.clone(), body.clone());
+        let work = async move { dispatch(&task_fe, operation.name, &body).await };
+        deadline::detached(deadline, &fe.overdue, work).await
+    } else {
+        deadline::inline(deadline, dispatch(fe, operation.name, body)).await
+    };
+    answer.unwrap_or_else(|late| {
+        Err(match late {
+            Late::Timeout if operation.dependency_timeout => KmsError::dependency_timeout(),
+            Late::Timeout => KmsError::KmsInternal(format!(
+                "The request did not complete within {} seconds; it may still take effect.",
+                deadline.as_secs()
+            )),
+            Late::Busy => KmsError::throttled(),
+            Late::Lost => KmsError::KmsInternal("The request could not be completed.".into()),
+        })
+    })
 }
 
 /// The operation's handler, given the request parsed into its shape.

@@ -23,6 +23,9 @@ pub enum CloudHsmError {
     /// Not a CloudHSM shape: the protocol-level answer to an operation the service lacks.
     #[error("{0}")]
     UnknownOperation(String),
+    /// Not a CloudHSM shape: the common AWS answer to too many requests, which SDKs retry.
+    #[error("{0}")]
+    Throttling(String),
 }
 
 impl CloudHsmError {
@@ -37,6 +40,7 @@ impl CloudHsmError {
             CloudHsmError::Service(_) => "CloudHsmServiceException",
             CloudHsmError::Tag(_) => "CloudHsmTagException",
             CloudHsmError::UnknownOperation(_) => "UnknownOperationException",
+            CloudHsmError::Throttling(_) => "ThrottlingException",
         }
     }
 
