@@ -215,21 +215,9 @@ impl Frontend {
         &self,
         store_id: &str,
     ) -> Result<tokio::sync::OwnedMutexGuard<StoreOwner>, KmsError> {
-        self.registry().store(store_id)?;
-        let owner = {
-            let mut owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
-            owners.entry(store_id.to_string()).or_default().clone()
-        };
+        let owner = self.owner_entry(store_id)?;
         let guard = owner.clone().lock_owned().await;
-        // Deleted while this caller waited: the deletion forgot the owner, and this caller
-        // may have put it back in the table; take it out again.
-        if let Err(e) = self.registry().store(store_id) {
-            let mut owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
-            if owners.get(store_id).is_some_and(|o| Arc::ptr_eq(o, &owner)) {
-                owners.remove(store_id);
-            }
-            return Err(e);
-        }
+        self.still_there(store_id, &owner)?;
         Ok(guard)
     }
 
@@ -238,15 +226,35 @@ impl Frontend {
         &self,
         store_id: &str,
     ) -> Option<tokio::sync::OwnedMutexGuard<StoreOwner>> {
-        self.registry().store(store_id).ok()?;
-        let owner = self
-            .owners
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(store_id.to_string())
-            .or_default()
-            .clone();
-        owner.try_lock_owned().ok()
+        let owner = self.owner_entry(store_id).ok()?;
+        let guard = owner.clone().try_lock_owned().ok()?;
+        self.still_there(store_id, &owner).ok()?;
+        Some(guard)
+    }
+
+    /// The owner entry of a store that exists (made on first use).
+    fn owner_entry(&self, store_id: &str) -> Result<Arc<tokio::sync::Mutex<StoreOwner>>, KmsError> {
+        self.registry().store(store_id)?;
+        let mut owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(owners.entry(store_id.to_string()).or_default().clone())
+    }
+
+    /// Checks, once its owner is held, that the store was not deleted meanwhile. If it was, the
+    /// deletion forgot the owner and this caller may have put it back in the table: it is taken
+    /// out again, so the table holds only stores that exist.
+    fn still_there(
+        &self,
+        store_id: &str,
+        owner: &Arc<tokio::sync::Mutex<StoreOwner>>,
+    ) -> Result<(), KmsError> {
+        let Err(e) = self.registry().store(store_id).map(|_| ()) else {
+            return Ok(());
+        };
+        let mut owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
+        if owners.get(store_id).is_some_and(|o| Arc::ptr_eq(o, owner)) {
+            owners.remove(store_id);
+        }
+        Err(e)
     }
 
     /// Forgets a deleted store's owner and its sessions' actor.

@@ -86,12 +86,17 @@ pub async fn finish_connect(fe: &Arc<Frontend>, store_id: &str, generation: u64)
     }
 }
 
+/// Makes the next generation of a store's connection the attempt that runs now.
+fn begin_attempt(owner: &mut StoreOwner) -> u64 {
+    owner.generation += 1;
+    owner.attempt = Some(owner.generation);
+    owner.generation
+}
+
 /// Starts a connect attempt in the background, as the next generation of the store's
 /// connection (the store is CONNECTING and durable so).
 pub fn start_connect(fe: &Arc<Frontend>, owner: &mut StoreOwner, store_id: &str) {
-    owner.generation += 1;
-    let generation = owner.generation;
-    owner.attempt = Some(generation);
+    let generation = begin_attempt(owner);
     let fe = fe.clone();
     let store_id = store_id.to_string();
     actix::spawn(async move { finish_connect(&fe, &store_id, generation).await });
@@ -110,8 +115,9 @@ pub async fn complete_disconnect(fe: &Frontend, owner: &mut StoreOwner, store_id
 
 /// Moves on, from the scheduler's tick, every store that a failed commit left between two
 /// states with nobody working on it: a CONNECTING store whose attempt's outcome was lost
-/// connects again, a DISCONNECTING store finishes disconnecting. A store whose owner is
-/// held is being worked on and is left alone.
+/// connects again, a DISCONNECTING store finishes disconnecting, and a CONNECTED store without
+/// sessions (its reconnection at start could not be recorded) reconnects. A store whose owner
+/// is held is being worked on and is left alone.
 pub async fn settle(fe: &Arc<Frontend>) {
     let unsettled: Vec<String> = fe
         .registry()
@@ -119,7 +125,9 @@ pub async fn settle(fe: &Arc<Frontend>) {
         .filter(|s| {
             matches!(
                 s.state,
-                ConnectionState::Connecting | ConnectionState::Disconnecting
+                ConnectionState::Connecting
+                    | ConnectionState::Disconnecting
+                    | ConnectionState::Connected
             )
         })
         .map(|s| s.id.clone())
@@ -139,6 +147,17 @@ pub async fn settle(fe: &Arc<Frontend>) {
             ConnectionState::Disconnecting => {
                 tracing::warn!(%store_id, "finishing a disconnection whose end was not recorded");
                 complete_disconnect(fe, &mut owner, &store_id).await;
+            }
+            ConnectionState::Connected
+                if owner.attempt.is_none() && !fe.hsm.logged_in(&store_id).await =>
+            {
+                tracing::warn!(%store_id, "a CONNECTED store has no sessions; connecting again");
+                match transition(fe, &owner, &store_id, ConnectionOp::Reconnect).await {
+                    Ok(_) => start_connect(fe, &mut owner, &store_id),
+                    Err(e) => {
+                        tracing::error!(%store_id, error = %e, "cannot record the reconnection; retrying")
+                    }
+                }
             }
             _ => {}
         }
@@ -224,12 +243,11 @@ pub async fn recover(fe: &Arc<Frontend>) {
         match state {
             ConnectionState::Connected | ConnectionState::Connecting => {
                 if let Err(e) = transition(fe, &owner, &store_id, ConnectionOp::Reconnect).await {
+                    // Still CONNECTED, with no sessions: `settle` reconnects it once it can.
                     tracing::error!(%store_id, error = %e, "cannot record the reconnection");
                     return;
                 }
-                owner.generation += 1;
-                let generation = owner.generation;
-                owner.attempt = Some(generation);
+                let generation = begin_attempt(&mut owner);
                 drop(owner);
                 tracing::info!(%store_id, "reconnecting a custom key store that was connected");
                 finish_connect(fe, &store_id, generation).await;

@@ -115,6 +115,19 @@ impl HsmGateway {
             .map_err(mailbox)?
     }
 
+    /// Whether the store's sessions are open: its connect logged in, and no disconnect has
+    /// closed them since (HSMs may still come and go underneath).
+    pub async fn logged_in(&self, store_id: &str) -> bool {
+        match self.actor(store_id) {
+            Some(actor) => actor
+                .send(LoggedIn)
+                .timeout(ACTOR_MARGIN)
+                .await
+                .unwrap_or(true),
+            None => false,
+        }
+    }
+
     /// Logs out every session opened at or before `generation`.
     pub async fn close(&self, store_id: &str, generation: u64) {
         if let Some(actor) = self.actor(store_id) {

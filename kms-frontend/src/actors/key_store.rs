@@ -109,6 +109,11 @@ impl std::fmt::Debug for Run {
 #[rtype(result = "()")]
 pub(super) struct Stop;
 
+/// Whether a connect logged the store in (and no close ended it since).
+#[derive(Debug, Message)]
+#[rtype(result = "bool")]
+pub(super) struct LoggedIn;
+
 /// Which HSMs the store has sessions on.
 #[derive(Debug, Message)]
 #[rtype(result = "Vec<String>")]
@@ -462,6 +467,14 @@ impl Handler<Close> for KeyStoreActor {
         self.login = None;
         self.suspect.clear();
         AtomicResponse::new(Box::pin(logout_all(sessions).into_actor(self)))
+    }
+}
+
+impl Handler<LoggedIn> for KeyStoreActor {
+    type Result = bool;
+
+    fn handle(&mut self, _: LoggedIn, _: &mut Context<Self>) -> bool {
+        self.login.is_some()
     }
 }
 
