@@ -537,8 +537,37 @@ async fn an_empty_or_damaged_kms_store_stops_the_start_with_a_clear_message() {
         assert!(message.contains("kms.redb"), "{what}: {message}");
     }
 
-    // The original file is fine again.
+    // A file the system will not let it read (here: unreadable to its owner, as after a
+    // wrong chmod; root reads anything, so the test needs another user) is refused with
+    // other advice: it is left as it is, never "move it away".
     std::fs::write(&store, &original).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o000)).unwrap();
+        if std::fs::read(&store).is_err() {
+            let message = refused_start(&data_dir);
+            assert!(
+                message.contains("kms.redb") && message.contains("left as it is"),
+                "{message}"
+            );
+        }
+        std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    // A directory where the file should be: refused the same way.
+    let aside = store.with_extension("aside");
+    std::fs::rename(&store, &aside).unwrap();
+    std::fs::create_dir(&store).unwrap();
+    let message = refused_start(&data_dir);
+    assert!(
+        message.contains("kms.redb")
+            && message.contains("not a file")
+            && message.contains("left as it is"),
+        "{message}"
+    );
+    std::fs::remove_dir(&store).unwrap();
+    std::fs::rename(&aside, &store).unwrap();
+
+    // The original file is fine again.
     let emulator = Emulator::start(&data_dir, free_port());
     assert_eq!(
         emulator

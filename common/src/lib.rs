@@ -10,6 +10,7 @@
 //! - [`wire`]: the node protocol: versioned envelopes, requests, responses, object records.
 //! - [`group_commit`]: the storage thread that makes batches of writes durable with one fsync.
 //! - [`reopen`]: a database handle reopened before the next write after a failed one.
+//! - [`store_file`]: opening a store file, damaged told apart from unusable; commit faults.
 //! - [`frame`]: length-delimited framing with a size limit, and postcard encoding of envelopes.
 //! - [`tls`]: the cluster's certificate authority and the mutual-TLS configurations of nodes
 //!   and clients.
@@ -29,5 +30,6 @@ pub mod keyfile;
 pub mod quiet;
 pub mod reopen;
 pub mod secret;
+pub mod store_file;
 pub mod tls;
 pub mod wire;

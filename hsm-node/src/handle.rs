@@ -209,12 +209,12 @@ impl NodeHandle {
     /// Fault injection: the node's next `count` commits fail, as if its disk had refused them.
     /// Calls whose changes they held answer `Internal` and change nothing.
     pub fn fail_next_commits(&self, count: u32) {
-        self.faults.fail_next_commits(count);
+        self.faults.fail_after(0, count);
     }
 
     /// Fault injection: the node's next `skip` commits succeed, then `count` fail.
     pub fn fail_commits_after(&self, skip: u32, count: u32) {
-        self.faults.fail_commits_after(skip, count);
+        self.faults.fail_after(skip, count);
     }
 
     /// Fault injection: stalls the node (`true`) as SIGSTOP stalls a process, or lets it run

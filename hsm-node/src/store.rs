@@ -4,13 +4,14 @@
 //! file alone never reveals it.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use hsmkms_common::aead::Sealer;
 use hsmkms_common::group_commit::Committer;
 use hsmkms_common::quiet::catch_quietly;
 use hsmkms_common::reopen::Reopening;
+use hsmkms_common::store_file::{self, CommitFaults, Missing, OpenError};
 use hsmkms_common::wire::{Object, ObjectBody};
 use redb::{Database, ReadableTable, TableDefinition};
 use thiserror::Error;
@@ -70,46 +71,7 @@ pub struct Store {
 /// Fault injection on a store: makes its next commits fail as if the disk had refused them.
 /// Apart from [`Store`] because it does not keep the storage thread alive: whoever stops the
 /// node (its handle) may hold one.
-#[derive(Debug, Clone, Default)]
-pub struct StoreFaults(Arc<Mutex<Faults>>);
-
-/// Batches to let through, then batches to fail.
-#[derive(Debug, Default)]
-struct Faults {
-    skip: u32,
-    fail: u32,
-}
-
-impl StoreFaults {
-    /// The next `count` batches (group commits, and with them every write in them) fail.
-    pub fn fail_next_commits(&self, count: u32) {
-        self.fail_commits_after(0, count);
-    }
-
-    /// The next `skip` batches succeed, then `count` fail: to fail a second write that
-    /// follows a first one at once (a key's roll-back after its generation, say).
-    pub fn fail_commits_after(&self, skip: u32, count: u32) {
-        *self.lock() = Faults { skip, fail: count };
-    }
-
-    /// Whether this batch is to fail; counts down if so.
-    fn take(&self) -> bool {
-        let mut faults = self.lock();
-        if faults.skip > 0 {
-            faults.skip -= 1;
-            return false;
-        }
-        if faults.fail > 0 {
-            faults.fail -= 1;
-            return true;
-        }
-        false
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Faults> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
+pub type StoreFaults = CommitFaults;
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -132,7 +94,7 @@ impl Store {
         storage_key: Arc<Sealer>,
         cluster_id: &str,
     ) -> Result<Opened, StoreError> {
-        let db = open_file(path)?;
+        let db = open_file(path, Missing::Create)?;
         let loaded =
             catch_quietly(|| load(path, &db, &storage_key, cluster_id)).map_err(|panic| {
                 StoreError::Corrupt(format!("{} is damaged: {panic}", path.display()))
@@ -140,7 +102,7 @@ impl Store {
         let reopen_path = path.to_path_buf();
         let db = Arc::new(Reopening::new(
             db,
-            move || open_file(&reopen_path),
+            move || open_file(&reopen_path, Missing::Refuse),
             |why: &str| StoreError::Storage(why.into()),
         ));
         let cluster_id = cluster_id.to_string();
@@ -182,7 +144,7 @@ impl Store {
 
     /// Fault injection: the next `count` batches fail, as if the disk had refused them.
     pub fn fail_next_commits(&self, count: u32) {
-        self.faults.fail_next_commits(count);
+        self.faults.fail_after(0, count);
     }
 
     /// Makes `objects` durable; resolves once they are on disk (fsync'd). The future does not
@@ -195,77 +157,29 @@ impl Store {
     }
 }
 
-/// Opens the store file, making sure its table exists (so reads of a fresh store see an
-/// empty table): an existing file must be a whole store, so an empty or damaged one is refused
-/// as [`StoreError::Corrupt`] (the node then rebuilds from its peers, or stops saying why),
-/// never silently started afresh; a file that cannot be opened or read is
-/// [`StoreError::Io`], and left alone. A missing one is created.
-fn open_file(path: &Path) -> Result<Database, StoreError> {
-    let exists = match std::fs::metadata(path) {
-        Ok(m) if !m.is_file() => {
-            return Err(StoreError::Io(format!("{} is not a file", path.display())))
-        }
-        Ok(m) if m.len() == 0 => {
-            return Err(StoreError::Corrupt(format!("{} is empty", path.display())))
-        }
-        Ok(_) => true,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-        Err(e) => {
-            return Err(StoreError::Io(format!(
-                "cannot look at {}: {e}",
-                path.display()
-            )))
-        }
-    };
-    let mut builder = redb::Builder::new();
-    builder.set_cache_size(CACHE_BYTES);
-    // Everything redb does with a file it has not checked yet runs under the panic catcher:
-    // it asserts on some kinds of damage, and an in-process HSM must not take the launcher
-    // down with it.
-    let opened = catch_quietly(|| -> Result<Database, StoreError> {
-        let redb = |e: redb::Error| classify(path, e);
-        let db = if exists {
-            builder.open(path)
-        } else {
-            builder.create(path)
-        }
-        .map_err(|e| redb(e.into()))?;
-        let txn = db.begin_write().map_err(|e| redb(e.into()))?;
-        txn.open_table(OBJECTS).map_err(|e| redb(e.into()))?;
-        txn.commit().map_err(|e| redb(e.into()))?;
-        Ok(db)
-    });
-    match opened {
-        Ok(result) => result,
-        Err(panic) => Err(StoreError::Corrupt(format!(
-            "{} is damaged: {panic}",
-            path.display()
-        ))),
+/// Opens the store file (creating a missing one only on a first start, not on a reopen) with
+/// its table; see [`store_file`] for what counts as damaged.
+fn open_file(path: &Path, missing: Missing) -> Result<Database, StoreError> {
+    store_file::open(path, CACHE_BYTES, missing, |db| {
+        let txn = db.begin_write().map_err(store_file::boxed)?;
+        txn.open_table(OBJECTS).map_err(store_file::boxed)?;
+        txn.commit().map_err(store_file::boxed)?;
+        Ok(())
+    })
+    .map_err(opening)
+}
+
+/// A store file that could not be opened: a damaged one may be moved aside and rebuilt, one
+/// the system would not let us use is left where it is.
+fn opening(e: OpenError) -> StoreError {
+    match e {
+        OpenError::Damaged(why) => StoreError::Corrupt(why),
+        OpenError::Unusable(why) => StoreError::Io(why),
     }
 }
 
-/// Tells a damaged file (its content is wrong) from one that could not be used (the system
-/// refused): only the first may be moved aside.
 fn classify(path: &Path, e: redb::Error) -> StoreError {
-    use std::io::ErrorKind;
-    let path = path.display();
-    match e {
-        redb::Error::Corrupted(why) => StoreError::Corrupt(format!("{path} is damaged: {why}")),
-        // A file shorter than its header says, or with impossible content.
-        redb::Error::Io(io)
-            if matches!(io.kind(), ErrorKind::UnexpectedEof | ErrorKind::InvalidData) =>
-        {
-            StoreError::Corrupt(format!("{path} is damaged: {io}"))
-        }
-        redb::Error::Io(io) => StoreError::Io(format!("{path}: {io}")),
-        redb::Error::DatabaseAlreadyOpen => {
-            StoreError::Io(format!("{path} is open in another process"))
-        }
-        redb::Error::UpgradeRequired(version) => StoreError::Io(format!(
-            "{path} is in redb's file format {version}, which this build does not read"
-        )),
-        other => StoreError::Io(format!("{path}: {other}")),
-    }
+    opening(store_file::classify(path, e))
 }
 
 /// Every object in the store.

@@ -4,13 +4,13 @@
 //! material and passwords arrive already wrapped.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use hsmkms_common::group_commit::Committer;
 use hsmkms_common::quiet::catch_quietly;
 use hsmkms_common::reopen::Reopening;
+use hsmkms_common::store_file::{self, CommitFaults, Missing, OpenError};
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -149,10 +149,8 @@ pub struct Store {
 /// fault injection switch.
 struct Shared {
     db: Reopening<Database, StoreError>,
-    /// Commits still to fail on purpose (fault injection).
-    inject: AtomicU32,
-    /// Commits to let through before the injected failures start.
-    inject_after: AtomicU32,
+    /// Commits to let through, then to fail on purpose (fault injection).
+    faults: CommitFaults,
     /// Fault injection: commits wait until then, as on a disk that hangs.
     stall_until: Mutex<Option<std::time::Instant>>,
 }
@@ -168,52 +166,34 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
     postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-/// Opens the store file: an existing file must be a whole redb database (an empty or damaged
-/// file is refused, naming it, rather than silently started afresh); a missing one is created.
-fn open_file(path: &Path) -> Result<Database, StoreError> {
-    let exists = path.exists();
-    if exists && std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) == 0 {
-        return Err(StoreError::Corrupt(format!(
-            "{} is empty (0 bytes), so the keys, key stores and clusters it held are gone. If \
-             this data directory never served, delete the file to start afresh; otherwise \
-             restore it from a copy",
-            path.display()
-        )));
-    }
-    let builder = {
-        let mut b = redb::Builder::new();
-        b.set_cache_size(CACHE_BYTES);
-        b
-    };
-    // redb asserts on some kinds of damage; a damaged file must not take the process down.
-    let opened = catch_quietly(|| {
-        if exists {
-            builder.open(path)
-        } else {
-            builder.create(path)
+/// Opens the store file (creating a missing one only on a first start, not on a reopen) with
+/// its tables. A file that holds no whole store (empty, damaged) and one the system would not
+/// let us use are both refused, naming the file, but with different advice: only the first
+/// may be moved away; see [`store_file`].
+fn open_file(path: &Path, missing: Missing) -> Result<Database, StoreError> {
+    store_file::open(path, CACHE_BYTES, missing, |db| {
+        let txn = db.begin_write().map_err(store_file::boxed)?;
+        for table in Table::ALL {
+            txn.open_table(table.definition())
+                .map_err(store_file::boxed)?;
         }
-    });
-    match opened {
-        Ok(Ok(db)) => Ok(db),
-        Ok(Err(e)) => Err(StoreError::Corrupt(format!(
-            "{} is not a readable hsmkms store ({e}); restore it from a copy, or move it \
-             away to start afresh",
-            path.display()
-        ))),
-        Err(_) => Err(StoreError::Corrupt(format!(
-            "{} is damaged; restore it from a copy, or move it away to start afresh",
-            path.display()
-        ))),
-    }
+        txn.commit().map_err(store_file::boxed)?;
+        Ok(())
+    })
+    .map_err(|e| match e {
+        OpenError::Damaged(why) => StoreError::Corrupt(format!(
+            "{why}: the keys, key stores and clusters it held cannot be read. Restore it from \
+             a copy; if this data directory never served, move it away to start afresh"
+        )),
+        OpenError::Unusable(why) => StoreError::Storage(format!(
+            "{why}. The file was left as it is: fix the cause (permissions, the disk, \
+             another hsmkms using this data directory) and start again"
+        )),
+    })
 }
 
 /// Reads every table but the images (which stay on disk until a restore needs one).
 fn load(db: &Database) -> Result<Loaded, StoreError> {
-    let txn = db.begin_write()?;
-    for table in Table::ALL {
-        txn.open_table(table.definition())?;
-    }
-    txn.commit()?;
     let mut loaded = Loaded::default();
     let txn = db.begin_read()?;
     for table in Table::ALL {
@@ -240,7 +220,7 @@ impl Store {
     /// Opens (or creates) the store and reads everything in it. The thread ends once every
     /// handle is dropped, after its last commit; join it to be sure the file is closed.
     pub fn open(path: &Path) -> Result<(Store, Loaded, JoinHandle<()>), StoreError> {
-        let db = open_file(path)?;
+        let db = open_file(path, Missing::Create)?;
         let loaded = catch_quietly(|| load(&db))
             .map_err(|_| {
                 StoreError::Corrupt(format!(
@@ -253,11 +233,10 @@ impl Store {
         let shared = Arc::new(Shared {
             db: Reopening::new(
                 db,
-                move || open_file(&reopen_path),
+                move || open_file(&reopen_path, Missing::Refuse),
                 |why: &str| StoreError::Storage(why.into()),
             ),
-            inject: AtomicU32::new(0),
-            inject_after: AtomicU32::new(0),
+            faults: CommitFaults::default(),
             stall_until: Mutex::new(None),
         });
         let writer = shared.clone();
@@ -312,8 +291,7 @@ impl Store {
     /// Fault injection: after `after` more commits, the next `count` fail, as if the disk had
     /// refused them.
     pub fn fail_next_commits(&self, count: u32, after: u32) {
-        self.shared.inject_after.store(after, Ordering::SeqCst);
-        self.shared.inject.store(count, Ordering::SeqCst);
+        self.shared.faults.fail_after(after, count);
     }
 }
 
@@ -330,16 +308,7 @@ impl Shared {
         if let Some(until) = stalled {
             std::thread::sleep(until.saturating_duration_since(std::time::Instant::now()));
         }
-        let let_through = self
-            .inject_after
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
-        let injected = !let_through
-            && self
-                .inject
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok();
-        if injected {
+        if self.faults.take() {
             let e = StoreError::Storage("the commit failed (fault injection)".into());
             self.db.record_failure(&e);
             return Err(e);
