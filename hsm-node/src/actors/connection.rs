@@ -24,10 +24,10 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use crate::actors::messages::{Call, ConnClosed};
-use crate::actors::node::{effective_deadline, NodeActor};
+use crate::actors::node::NodeActor;
 use crate::actors::stall::{after_stall, freeze_while_stalled};
 use crate::core::ConnId;
-use crate::options::{NodeOptions, ANSWER_GRACE};
+use crate::options::{NodeOptions, ANSWER_GRACE, MAX_CALL_WAIT};
 use crate::stall::StallGate;
 
 /// TLS handshakes that may be in progress at once. A connection past them closes the oldest
@@ -41,6 +41,18 @@ pub const MAX_IN_FLIGHT_PER_CONNECTION: usize = 1_024;
 
 // The byte bound of a connection, where callers have looked for the connection's bounds.
 pub use crate::options::MAX_HELD_BYTES_PER_CONNECTION;
+
+/// The deadline a call is run under: the caller's, but never more than [`MAX_CALL_WAIT`] from
+/// its arrival; 0 (the wire's "none") is that far too, so no caller opts out of a deadline.
+/// Never 0 itself, so nothing past the edge needs to read 0 as "none".
+pub fn effective_deadline(deadline_unix_millis: u64, now_millis: u64) -> u64 {
+    let latest = now_millis.saturating_add(MAX_CALL_WAIT.as_millis() as u64);
+    if deadline_unix_millis == 0 {
+        latest
+    } else {
+        deadline_unix_millis.min(latest)
+    }
+}
 
 /// Accepts connections until the node stops.
 pub async fn serve(
@@ -354,8 +366,9 @@ impl Connection {
         self.in_flight += 1;
         self.held.take(size);
         let held = self.held.clone();
-        // The send has a deadline too: the caller's (capped as the node caps it), and a grace
-        // for the node's own answer, so no call waits on the node for ever.
+        // The call's deadline is capped here, where it comes in, and only here: the node runs
+        // it under this one. The send has a deadline too, that one and a grace for the node's
+        // own answer, so no call waits on the node for ever.
         let now = self.clock.now_millis();
         let deadline_unix_millis = effective_deadline(envelope.deadline_unix_millis, now);
         let wait = Duration::from_millis(deadline_unix_millis.saturating_sub(now)) + ANSWER_GRACE;

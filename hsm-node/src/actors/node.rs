@@ -39,7 +39,7 @@ pub use crate::actors::messages::{
 };
 use crate::actors::messages::{NodeSide, Push, Stop, NOT_CONNECTED};
 pub use crate::options::{NodeOptions, MAILBOX_CAPACITY};
-use crate::options::{MAX_CALL_WAIT, ROLL_BACK_ATTEMPTS, ROLL_BACK_MAX_BACKOFF};
+use crate::options::{ROLL_BACK_ATTEMPTS, ROLL_BACK_MAX_BACKOFF};
 
 // Where it always was, for callers that name it here.
 pub use crate::core::quorum::ACK_MARGIN_MILLIS;
@@ -47,17 +47,6 @@ pub use crate::core::quorum::ACK_MARGIN_MILLIS;
 /// Whether a caller's deadline (Unix milliseconds) has passed at `now_millis`.
 fn past(deadline_unix_millis: u64, now_millis: u64) -> bool {
     now_millis >= deadline_unix_millis
-}
-
-/// The deadline a call is run under: the caller's, but never more than [`MAX_CALL_WAIT`] from
-/// now; 0 (the wire's "none") is that far too, so no caller opts out of a deadline.
-pub fn effective_deadline(deadline_unix_millis: u64, now_millis: u64) -> u64 {
-    let latest = now_millis.saturating_add(MAX_CALL_WAIT.as_millis() as u64);
-    if deadline_unix_millis == 0 {
-        latest
-    } else {
-        deadline_unix_millis.min(latest)
-    }
 }
 
 /// The actor holding one HSM node's state.
@@ -760,9 +749,9 @@ impl NodeActor {
             deadline_unix_millis,
             request,
         } = msg;
-        let now = self.clock.now_millis();
-        let deadline_unix_millis = effective_deadline(deadline_unix_millis, now);
-        if past(deadline_unix_millis, now) {
+        // The connection capped the deadline as the call came in; a stalled node reads it
+        // only now, and refuses the call if it has passed meanwhile.
+        if past(deadline_unix_millis, self.clock.now_millis()) {
             tracing::warn!(
                 call = request.name(),
                 "a call arrived after its deadline; not run"
