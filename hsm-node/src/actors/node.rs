@@ -69,6 +69,9 @@ pub struct NodeActor {
     /// not answer ([`crate::rebuild`]), so it never serves, or mints a key handle, from a
     /// state that lacks what it acknowledged before.
     rebuilding: Option<Rebuild>,
+    /// The timer that ends a rebuild whose peers do not answer: cancelled when the rebuild
+    /// ends, so it does not wake the node for nothing every second from then on.
+    rebuild_timer: Option<SpawnHandle>,
     /// The stall switch of fault injection ([`crate::stall`]); never closes unless a handle
     /// holds its switch.
     gate: StallGate,
@@ -125,6 +128,7 @@ impl NodeActor {
             linked: HashMap::new(),
             seeds: Seeds::new(join),
             rebuilding: None,
+            rebuild_timer: None,
             gate: StallGate::open(),
             logins: HashSet::new(),
         }
@@ -144,7 +148,7 @@ impl NodeActor {
 
     /// Ends the rebuild if every peer has been caught up with, or the wait for those that do
     /// not answer is over.
-    fn check_rebuild(&mut self) {
+    fn check_rebuild(&mut self, ctx: &mut Context<Self>) {
         let Some(rebuild) = &self.rebuilding else {
             return;
         };
@@ -172,6 +176,9 @@ impl NodeActor {
             }
         }
         self.rebuilding = None;
+        if let Some(timer) = self.rebuild_timer.take() {
+            ctx.cancel_future(timer);
+        }
     }
 
     /// Starts links to every member and seed we have none to, stops links to addresses that
@@ -703,9 +710,10 @@ impl Actor for NodeActor {
         self.sync_links(ctx);
         if self.rebuilding.is_some() {
             // The wait for peers that do not answer ends even if none of them ever does.
-            ctx.run_interval(self.options.anti_entropy_interval, |act, _| {
-                act.check_rebuild()
+            let timer = ctx.run_interval(self.options.anti_entropy_interval, |act, ctx| {
+                act.check_rebuild(ctx)
             });
+            self.rebuild_timer = Some(timer);
         }
         tracing::info!(
             hsm_id = %self.core.me().hsm_id,
@@ -956,11 +964,11 @@ impl Handler<ApplyPulled> for NodeActor {
 impl Handler<CaughtUp> for NodeActor {
     type Result = ();
 
-    fn handle(&mut self, msg: CaughtUp, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: CaughtUp, ctx: &mut Context<Self>) {
         if let Some(rebuild) = &mut self.rebuilding {
             tracing::info!(peer = %msg.address, keys = self.core.key_count(), "rebuilding: caught up with a peer");
             rebuild.caught_up(&msg.address);
-            self.check_rebuild();
+            self.check_rebuild(ctx);
         }
     }
 }
