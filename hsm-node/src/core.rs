@@ -814,8 +814,12 @@ impl NodeCore {
         )
     }
 
-    /// Removes a user that owns no keys.
-    pub fn delete_user(&mut self, conn: ConnId, username: &str) -> Result<Stored, WireError> {
+    /// Removes a user that owns no keys, and its failed logins with it: both become
+    /// tombstones (the user's first), so no login state outlives its user on any HSM that
+    /// hears of the deletion. A user created later under the same name starts with no
+    /// failures either way, since failures count against a credential (a user record's
+    /// version) and the new record's is newer than any the old one had.
+    pub fn delete_user(&mut self, conn: ConnId, username: &str) -> Result<Vec<Stored>, WireError> {
         let session = self.require_officer(conn)?;
         if session.username == username {
             return Err(err(
@@ -840,7 +844,15 @@ impl NodeCore {
                 format!("user {username} owns {owned} keys; delete them first"),
             ));
         }
-        Ok(self.decide(ObjectId::User(username.to_string()), Entry::Tombstone))
+        let mut changed = vec![self.decide(ObjectId::User(username.to_string()), Entry::Tombstone)];
+        let login_state = ObjectId::LoginState(username.to_string());
+        if matches!(
+            self.latest(&login_state).map(|s| &s.entry),
+            Some(Entry::LoginState(_))
+        ) {
+            changed.push(self.decide(login_state, Entry::Tombstone));
+        }
+        Ok(changed)
     }
 
     /// Open sessions on this node, by user name.

@@ -805,7 +805,7 @@ impl NodeActor {
                 })
             }
             Request::DeleteUser { username } => match core.delete_user(conn, &username) {
-                Ok(changed) => self.commit_then(vec![changed], Response::Ok),
+                Ok(changed) => self.commit_then(changed, Response::Ok),
                 Err(e) => reply(Err(e)),
             },
             Request::ChangePassword {

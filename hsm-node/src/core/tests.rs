@@ -731,3 +731,51 @@ fn versions_and_handles_at_the_top_of_their_range_from_a_peer_do_not_break_the_n
     a.skip_handles(u64::MAX);
     assert!(a.generate_key(2, "k", 32, 0).is_err());
 }
+
+#[test]
+fn a_deleted_user_takes_its_failed_logins_with_it() {
+    let mut a = node(1);
+    let bob = a.create_user("bob", Role::CryptoUser, "hash".into());
+    a.install_local(vec![bob]);
+    let state = ObjectId::LoginState("bob".into());
+    let login_state = |core: &NodeCore| {
+        core.get_objects(std::slice::from_ref(&state))
+            .pop()
+            .map(|s| s.entry)
+    };
+    // Bob locks himself out: his failures are an object of their own.
+    for _ in 0..MAX_FAILED_LOGINS {
+        let _ = login(&mut a, 10, "bob", Role::CryptoUser, false);
+    }
+    assert!(matches!(login_state(&a), Some(Entry::LoginState(l)) if l.locked));
+
+    // Deleting bob deletes his login state too, in the same commit: nothing of him is left
+    // but tombstones, which replicate like the user's.
+    let deleted = a.delete_user(1, "bob").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        deleted.iter().map(|s| s.id.clone()).collect::<Vec<_>>(),
+        vec![ObjectId::User("bob".into()), state.clone()]
+    );
+    assert!(deleted.iter().all(|s| matches!(s.entry, Entry::Tombstone)));
+    a.install_local(deleted.clone());
+    assert!(matches!(login_state(&a), Some(Entry::Tombstone)));
+    let mut b = node(2);
+    b.apply_remote(a.get_objects(&[ObjectId::User("bob".into()), state.clone()]));
+    assert!(matches!(login_state(&b), Some(Entry::Tombstone)));
+
+    // A new bob starts with no failures: not locked, and four failures do not lock him.
+    let bob = a.create_user("bob", Role::CryptoUser, "hash".into());
+    a.install_local(vec![bob]);
+    assert!(a.begin_login(10, "bob", Role::CryptoUser).is_ok());
+    for _ in 0..MAX_FAILED_LOGINS - 1 {
+        let _ = login(&mut a, 10, "bob", Role::CryptoUser, false);
+    }
+    assert!(a.begin_login(10, "bob", Role::CryptoUser).is_ok());
+    assert!(login(&mut a, 10, "bob", Role::CryptoUser, true).is_ok());
+
+    // A user who never failed a login leaves no login state to delete.
+    let carol = a.create_user("carol", Role::CryptoUser, "hash".into());
+    a.install_local(vec![carol]);
+    let deleted = a.delete_user(1, "carol").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(deleted.len(), 1);
+}
