@@ -396,35 +396,23 @@ impl NodeCore {
         winners
     }
 
-    /// Makes sure this node's own member record is present (a node started by hand on another
-    /// host brings it along). Returns it if it has to be written (and installed once durable).
-    pub fn ensure_self_member(&mut self) -> Option<Stored> {
-        let id = ObjectId::Member(self.me.hsm_id.clone());
-        match self.latest(&id) {
-            Some(Stored {
-                entry: Entry::Member(m),
-                ..
-            }) if *m == self.me => None,
-            _ => Some(self.decide(id, Entry::Member(self.me.clone()))),
-        }
-    }
-
-    /// This node's member record anew, if the installed one is not what this node is: a
-    /// peer's older copy (its old address, say) won over the one written at start, which an
-    /// empty store writes at version 1. Decided at a version newer than every one seen, so it
-    /// wins everywhere. Nothing while one is in flight (checked again once it settles), nor
-    /// for a node the cluster has removed (its record is a tombstone).
-    pub fn refresh_self_member(&mut self) -> Option<Stored> {
+    /// This node's member record, to write (and install once durable), if the installed one
+    /// is missing or is not what this node is: at start, a node started by hand on another
+    /// host brings its record along, and one whose port moved records the new address; later,
+    /// a peer's older copy (its old address, say) may win over the one written at start,
+    /// which an empty store writes at version 1. Decided at a version newer than every one
+    /// seen, so it wins everywhere. Nothing while one is in flight (asked again once it
+    /// settles), nor for a node the cluster has removed (its record is a tombstone): a removed
+    /// node does not bring itself back.
+    pub fn self_member_to_write(&mut self) -> Option<Stored> {
         let id = ObjectId::Member(self.me.hsm_id.clone());
         if self.pending.contains_key(&id) {
             return None;
         }
-        match self.objects.get(&id) {
-            Some(Stored {
-                entry: Entry::Member(m),
-                ..
-            }) if *m != self.me => Some(self.decide(id, Entry::Member(self.me.clone()))),
-            _ => None,
+        match self.objects.get(&id).map(|s| &s.entry) {
+            Some(Entry::Member(m)) if *m == self.me => None,
+            Some(Entry::Tombstone) => None,
+            _ => Some(self.decide(id, Entry::Member(self.me.clone()))),
         }
     }
 
