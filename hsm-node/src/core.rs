@@ -396,35 +396,23 @@ impl NodeCore {
         winners
     }
 
-    /// Makes sure this node's own member record is present (a node started by hand on another
-    /// host brings it along). Returns it if it has to be written (and installed once durable).
-    pub fn ensure_self_member(&mut self) -> Option<Stored> {
-        let id = ObjectId::Member(self.me.hsm_id.clone());
-        match self.latest(&id) {
-            Some(Stored {
-                entry: Entry::Member(m),
-                ..
-            }) if *m == self.me => None,
-            _ => Some(self.decide(id, Entry::Member(self.me.clone()))),
-        }
-    }
-
-    /// This node's member record anew, if the installed one is not what this node is: a
-    /// peer's older copy (its old address, say) won over the one written at start, which an
-    /// empty store writes at version 1. Decided at a version newer than every one seen, so it
-    /// wins everywhere. Nothing while one is in flight (checked again once it settles), nor
-    /// for a node the cluster has removed (its record is a tombstone).
-    pub fn refresh_self_member(&mut self) -> Option<Stored> {
+    /// This node's member record, to write (and install once durable), if the installed one
+    /// is missing or is not what this node is: at start, a node started by hand on another
+    /// host brings its record along, and one whose port moved records the new address; later,
+    /// a peer's older copy (its old address, say) may win over the one written at start,
+    /// which an empty store writes at version 1. Decided at a version newer than every one
+    /// seen, so it wins everywhere. Nothing while one is in flight (asked again once it
+    /// settles), nor for a node the cluster has removed (its record is a tombstone): a removed
+    /// node does not bring itself back.
+    pub fn self_member_to_write(&mut self) -> Option<Stored> {
         let id = ObjectId::Member(self.me.hsm_id.clone());
         if self.pending.contains_key(&id) {
             return None;
         }
-        match self.objects.get(&id) {
-            Some(Stored {
-                entry: Entry::Member(m),
-                ..
-            }) if *m != self.me => Some(self.decide(id, Entry::Member(self.me.clone()))),
-            _ => None,
+        match self.objects.get(&id).map(|s| &s.entry) {
+            Some(Entry::Member(m)) if *m == self.me => None,
+            Some(Entry::Tombstone) => None,
+            _ => Some(self.decide(id, Entry::Member(self.me.clone()))),
         }
     }
 
@@ -814,8 +802,12 @@ impl NodeCore {
         )
     }
 
-    /// Removes a user that owns no keys.
-    pub fn delete_user(&mut self, conn: ConnId, username: &str) -> Result<Stored, WireError> {
+    /// Removes a user that owns no keys, and its failed logins with it: both become
+    /// tombstones (the user's first), so no login state outlives its user on any HSM that
+    /// hears of the deletion. A user created later under the same name starts with no
+    /// failures either way, since failures count against a credential (a user record's
+    /// version) and the new record's is newer than any the old one had.
+    pub fn delete_user(&mut self, conn: ConnId, username: &str) -> Result<Vec<Stored>, WireError> {
         let session = self.require_officer(conn)?;
         if session.username == username {
             return Err(err(
@@ -840,7 +832,15 @@ impl NodeCore {
                 format!("user {username} owns {owned} keys; delete them first"),
             ));
         }
-        Ok(self.decide(ObjectId::User(username.to_string()), Entry::Tombstone))
+        let mut changed = vec![self.decide(ObjectId::User(username.to_string()), Entry::Tombstone)];
+        let login_state = ObjectId::LoginState(username.to_string());
+        if matches!(
+            self.latest(&login_state).map(|s| &s.entry),
+            Some(Entry::LoginState(_))
+        ) {
+            changed.push(self.decide(login_state, Entry::Tombstone));
+        }
+        Ok(changed)
     }
 
     /// Open sessions on this node, by user name.

@@ -21,12 +21,22 @@ pub const ANSWER_GRACE: Duration = Duration::from_secs(1);
 /// each, and their answers again, if its client stopped reading.
 pub const MAX_HELD_BYTES_PER_CONNECTION: usize = 16 * 1024 * 1024;
 
-/// Attempts at making a key's roll-back durable: one, then retries after 100 ms, 200 ms, ...
-/// up to [`ROLL_BACK_MAX_BACKOFF`] apart (about a minute and a half in all). Until it is
-/// durable the rolled-back key stays on this HSM's disk, and could spread from there.
-pub const ROLL_BACK_ATTEMPTS: u32 = 20;
-/// Longest wait between two attempts at a key's roll-back.
-pub const ROLL_BACK_MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Attempts at making durable a change the node makes on its own, that no caller waits for (a
+/// key's roll-back, its own member record): one, then retries after 100 ms, 200 ms, ... up to
+/// [`RETRIED_COMMIT_MAX_BACKOFF`] apart (about a minute and a half in all). Until it is
+/// durable a rolled-back key stays on this HSM's disk, and could spread from there; a moved
+/// HSM's address is not advertised.
+pub const RETRIED_COMMIT_ATTEMPTS: u32 = 20;
+/// Longest wait between two attempts of [`RETRIED_COMMIT_ATTEMPTS`].
+pub const RETRIED_COMMIT_MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The wait after failed attempt number `attempt` (from 1) of [`RETRIED_COMMIT_ATTEMPTS`]:
+/// 100 ms, doubling, at most [`RETRIED_COMMIT_MAX_BACKOFF`].
+pub fn retry_backoff(attempt: u32) -> Duration {
+    Duration::from_millis(100)
+        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
+        .min(RETRIED_COMMIT_MAX_BACKOFF)
+}
 
 /// Tunables of a node; every cross-node wait has a deadline here.
 #[derive(Debug, Clone)]
@@ -59,5 +69,20 @@ impl Default for NodeOptions {
             rebuild_wait: Duration::from_secs(10),
             max_held_bytes_per_connection: MAX_HELD_BYTES_PER_CONNECTION,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_from_100_ms_doubling_to_the_cap() {
+        let waits: Vec<u64> = (1..=8)
+            .map(|a| retry_backoff(a).as_millis() as u64)
+            .collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1_600, 3_200, 5_000, 5_000]);
+        assert_eq!(retry_backoff(u32::MAX), RETRIED_COMMIT_MAX_BACKOFF);
+        assert_eq!(retry_backoff(0), Duration::from_millis(100));
     }
 }

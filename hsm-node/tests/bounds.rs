@@ -79,3 +79,59 @@ async fn a_client_that_reads_no_answers_is_refused_past_the_byte_bound() {
         Ok(Response::Status(_))
     ));
 }
+
+#[actix_rt::test]
+async fn refusals_written_to_the_client_do_not_make_room_for_more_calls() {
+    let generate = || Request::GenerateAesKey {
+        label: "k".repeat(hsm_node::core::MAX_LABEL_LEN),
+        length_bytes: 32,
+    };
+    let call_len = hsmkms_common::frame::encode_call(1, support::now_millis(), &generate())
+        .unwrap()
+        .len();
+    // Room for four such calls, and not five. A key generation waits for a peer that is down,
+    // so the calls admitted stay in flight for the whole test while each refusal is written
+    // out at once.
+    let admissible = 4;
+    let options = NodeOptions {
+        max_held_bytes_per_connection: admissible * call_len + call_len / 2,
+        call_deadline: Duration::from_secs(3),
+        ..NodeOptions::default()
+    };
+    let mut nodes = support::cluster(2, options).await;
+    let _second = nodes.pop().unwrap().stop();
+    let first = nodes.pop().unwrap();
+    let mut kms = first.kmsuser().await;
+
+    // Calls sent a few milliseconds apart, none of whose answers is read: past the first four,
+    // each is refused, and its refusal written out before the next arrives. A refusal is not
+    // counted against the bound, so writing it must not free any of it either.
+    let calls = 40;
+    let mut ids = std::collections::BTreeSet::new();
+    for _ in 0..calls {
+        ids.insert(kms.send(generate()).await);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    // Every call is answered: the four in flight once their quorum wait ends, the others at
+    // once with an error saying why.
+    let (mut admitted, mut refused) = (0, 0);
+    while !ids.is_empty() {
+        let Some((id, answer)) = kms.next_answer(Duration::from_secs(10)).await else {
+            panic!("no answer to {} calls", ids.len());
+        };
+        assert!(ids.remove(&id), "an answer to {id}, twice or unasked");
+        match answer {
+            Response::Error(e) if e.code == ErrorCode::InvalidRequest => {
+                assert!(e.message.contains("bytes"), "{e}");
+                refused += 1;
+            }
+            _ => admitted += 1,
+        }
+    }
+    eprintln!("{admitted} calls admitted, {refused} refused");
+    assert_eq!(
+        admitted, admissible,
+        "{admitted} calls of {call_len} bytes held at once under a bound of {admissible}"
+    );
+}

@@ -311,3 +311,64 @@ async fn a_roll_back_whose_commit_fails_is_retried_until_it_is_durable() {
     let mut kms = hsm.kmsuser().await;
     assert_eq!(listed(kms.call(find()).await), 0);
 }
+
+#[actix_rt::test]
+async fn a_member_record_whose_commit_fails_is_retried_until_the_cluster_has_it() {
+    use std::time::{Duration, Instant};
+
+    use hsm_node::core::Entry;
+    use hsmkms_common::wire::{ObjectId, Version};
+
+    // The second HSM holds a newer copy of the first one's member record than the first does,
+    // naming an address the first does not serve (as if the first had moved, and its store
+    // had lost the record it wrote then).
+    let stale = "127.0.0.1:9";
+    let stopped = support::provision(2, |i, seeds| {
+        for s in seeds.iter_mut().filter(|_| i == 2) {
+            if let (ObjectId::Member(_), Entry::Member(m)) = (&s.id, &mut s.entry) {
+                if m.node_number == 1 {
+                    m.address = stale.into();
+                    s.version = Version {
+                        counter: 5,
+                        node: 2,
+                    };
+                }
+            }
+        }
+    })
+    .await;
+
+    // The first HSM pulls that copy (its first commit, which succeeds), sees that it is not
+    // what it is, and writes its record anew: that commit fails.
+    let first = stopped[0].start(hsm_node::NodeOptions::default()).unwrap();
+    first.node.fail_commits_after(1, 1);
+    let second = stopped[1].start(hsm_node::NodeOptions::default()).unwrap();
+    let (hsm_id, address) = (first.node.hsm_id().to_string(), first.node.address());
+
+    // The write is retried: within a few seconds both HSMs list the first at the address it
+    // serves, with no other change of membership to set it off.
+    let listed_at = |status: Result<Response, hsmkms_common::wire::WireError>| match status {
+        Ok(Response::Status(s)) => s
+            .members
+            .into_iter()
+            .find(|m| m.hsm_id == hsm_id)
+            .map(|m| m.address),
+        other => panic!("not a status: {other:?}"),
+    };
+    let (mut a, mut b) = (first.connect().await, second.connect().await);
+    let started = Instant::now();
+    loop {
+        let on_first = listed_at(a.call(Request::Status).await);
+        let on_second = listed_at(b.call(Request::Status).await);
+        let serving = Some(address.to_string());
+        if on_first == serving && on_second == serving {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the first HSM is listed at {on_first:?} on itself and {on_second:?} on its peer, \
+             not at {address}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

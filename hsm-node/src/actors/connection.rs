@@ -24,10 +24,10 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use crate::actors::messages::{Call, ConnClosed};
-use crate::actors::node::{effective_deadline, NodeActor};
+use crate::actors::node::NodeActor;
 use crate::actors::stall::{after_stall, freeze_while_stalled};
 use crate::core::ConnId;
-use crate::options::{NodeOptions, ANSWER_GRACE};
+use crate::options::{NodeOptions, ANSWER_GRACE, MAX_CALL_WAIT};
 use crate::stall::StallGate;
 
 /// TLS handshakes that may be in progress at once. A connection past them closes the oldest
@@ -41,6 +41,18 @@ pub const MAX_IN_FLIGHT_PER_CONNECTION: usize = 1_024;
 
 // The byte bound of a connection, where callers have looked for the connection's bounds.
 pub use crate::options::MAX_HELD_BYTES_PER_CONNECTION;
+
+/// The deadline a call is run under: the caller's, but never more than [`MAX_CALL_WAIT`] from
+/// its arrival; 0 (the wire's "none") is that far too, so no caller opts out of a deadline.
+/// Never 0 itself, so nothing past the edge needs to read 0 as "none".
+pub fn effective_deadline(deadline_unix_millis: u64, now_millis: u64) -> u64 {
+    let latest = now_millis.saturating_add(MAX_CALL_WAIT.as_millis() as u64);
+    if deadline_unix_millis == 0 {
+        latest
+    } else {
+        deadline_unix_millis.min(latest)
+    }
+}
 
 /// Accepts connections until the node stops.
 pub async fn serve(
@@ -109,19 +121,21 @@ pub async fn serve(
                 .is_some_and(is_peer_certificate);
             tracing::debug!(%remote, conn, peer, "connection accepted");
             let (read, write) = tokio::io::split(stream);
-            let (out, mut outgoing) = mpsc::channel::<Bytes>(MAX_IN_FLIGHT_PER_CONNECTION);
+            let (out, mut outgoing) = mpsc::channel::<Outgoing>(MAX_IN_FLIGHT_PER_CONNECTION);
             let held = Held::default();
             let written_out = held.clone();
             actix::spawn(async move {
                 let mut sink = FramedWrite::new(write, frame::codec());
                 // An answer and whatever others are ready go out in one flush.
-                'writing: while let Some(bytes) = outgoing.recv().await {
-                    let mut next = Some(bytes);
+                'writing: while let Some(answer) = outgoing.recv().await {
+                    let mut next = Some(answer);
                     let mut written = 0;
-                    let mut batch_bytes = 0;
-                    while let Some(bytes) = next.take() {
-                        batch_bytes += bytes.len();
-                        if sink.feed(bytes).await.is_err() {
+                    // Only what was counted is given back: a refusal, never counted, that
+                    // gave back its length would free room for calls the bound never saw.
+                    let mut batch_counted = 0;
+                    while let Some(answer) = next.take() {
+                        batch_counted += answer.counted;
+                        if sink.feed(answer.frame).await.is_err() {
                             break 'writing;
                         }
                         written += 1;
@@ -132,7 +146,7 @@ pub async fn serve(
                     if SinkExt::<Bytes>::flush(&mut sink).await.is_err() {
                         break;
                     }
-                    written_out.release(batch_bytes);
+                    written_out.release(batch_counted);
                 }
             });
             Connection::create(move |ctx| {
@@ -153,6 +167,15 @@ pub async fn serve(
         });
         handshakes.started(conn, task.abort_handle());
     }
+}
+
+/// An answer on its way to the writer, with the bytes of it counted in [`Held`]: what the
+/// writer gives back once it is written. A refusal of a call past the bounds is not counted
+/// (it is small, and the channel bounds how many wait), so it gives back nothing.
+#[derive(Debug)]
+struct Outgoing {
+    frame: Bytes,
+    counted: usize,
 }
 
 /// Bytes a connection holds (see [`MAX_HELD_BYTES_PER_CONNECTION`]); the connection and its
@@ -237,7 +260,7 @@ pub struct Connection {
     conn: ConnId,
     peer: bool,
     node: Addr<NodeActor>,
-    out: mpsc::Sender<Bytes>,
+    out: mpsc::Sender<Outgoing>,
     in_flight: usize,
     /// Bytes of calls in flight and of answers not yet written, shared with the writer.
     held: Held,
@@ -335,16 +358,17 @@ impl Connection {
         };
         if let Some(why) = busy {
             let busy = Response::Error(WireError::new(ErrorCode::InvalidRequest, why));
-            if let Ok(bytes) = frame::encode(id, &busy) {
-                let _ = out.try_send(bytes);
+            if let Ok(frame) = frame::encode(id, &busy) {
+                let _ = out.try_send(Outgoing { frame, counted: 0 });
             }
             return;
         }
         self.in_flight += 1;
         self.held.take(size);
         let held = self.held.clone();
-        // The send has a deadline too: the caller's (capped as the node caps it), and a grace
-        // for the node's own answer, so no call waits on the node for ever.
+        // The call's deadline is capped here, where it comes in, and only here: the node runs
+        // it under this one. The send has a deadline too, that one and a grace for the node's
+        // own answer, so no call waits on the node for ever.
         let now = self.clock.now_millis();
         let deadline_unix_millis = effective_deadline(envelope.deadline_unix_millis, now);
         let wait = Duration::from_millis(deadline_unix_millis.saturating_sub(now)) + ANSWER_GRACE;
@@ -383,11 +407,11 @@ impl Connection {
             });
             // The call is answered: its frame is gone, its answer held until written.
             held.release(size);
-            if let Ok(bytes) = bytes {
-                held.take(bytes.len());
-                let len = bytes.len();
-                if out.send(bytes).await.is_err() {
-                    held.release(len);
+            if let Ok(frame) = bytes {
+                let counted = frame.len();
+                held.take(counted);
+                if out.send(Outgoing { frame, counted }).await.is_err() {
+                    held.release(counted);
                 }
             }
         };

@@ -17,8 +17,9 @@ pub struct Call {
     pub conn: ConnId,
     /// Whether the connection holds a node certificate.
     pub peer: bool,
-    /// When the caller stops waiting (Unix milliseconds; 0 for never): a call whose deadline
-    /// has passed is not run.
+    /// When the caller stops waiting (Unix milliseconds), as the connection capped it when
+    /// the call came in (`connection::effective_deadline`): never 0, never more than
+    /// `MAX_CALL_WAIT` away. A call whose deadline has passed is not run.
     pub deadline_unix_millis: u64,
     pub request: Request,
 }

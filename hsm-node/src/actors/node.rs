@@ -38,8 +38,8 @@ pub use crate::actors::messages::{
     ApplyPulled, Call, CaughtUp, ConnClosed, LinkState, LocalDigest, Wanted,
 };
 use crate::actors::messages::{NodeSide, Push, Stop, NOT_CONNECTED};
+use crate::options::{retry_backoff, RETRIED_COMMIT_ATTEMPTS};
 pub use crate::options::{NodeOptions, MAILBOX_CAPACITY};
-use crate::options::{MAX_CALL_WAIT, ROLL_BACK_ATTEMPTS, ROLL_BACK_MAX_BACKOFF};
 
 // Where it always was, for callers that name it here.
 pub use crate::core::quorum::ACK_MARGIN_MILLIS;
@@ -47,17 +47,6 @@ pub use crate::core::quorum::ACK_MARGIN_MILLIS;
 /// Whether a caller's deadline (Unix milliseconds) has passed at `now_millis`.
 fn past(deadline_unix_millis: u64, now_millis: u64) -> bool {
     now_millis >= deadline_unix_millis
-}
-
-/// The deadline a call is run under: the caller's, but never more than [`MAX_CALL_WAIT`] from
-/// now; 0 (the wire's "none") is that far too, so no caller opts out of a deadline.
-pub fn effective_deadline(deadline_unix_millis: u64, now_millis: u64) -> u64 {
-    let latest = now_millis.saturating_add(MAX_CALL_WAIT.as_millis() as u64);
-    if deadline_unix_millis == 0 {
-        latest
-    } else {
-        deadline_unix_millis.min(latest)
-    }
 }
 
 /// The actor holding one HSM node's state.
@@ -80,6 +69,9 @@ pub struct NodeActor {
     /// not answer ([`crate::rebuild`]), so it never serves, or mints a key handle, from a
     /// state that lacks what it acknowledged before.
     rebuilding: Option<Rebuild>,
+    /// The timer that ends a rebuild whose peers do not answer: cancelled when the rebuild
+    /// ends, so it does not wake the node for nothing every second from then on.
+    rebuild_timer: Option<SpawnHandle>,
     /// The stall switch of fault injection ([`crate::stall`]); never closes unless a handle
     /// holds its switch.
     gate: StallGate,
@@ -98,6 +90,27 @@ impl std::fmt::Debug for NodeActor {
 }
 
 type Reply = ResponseActFuture<NodeActor, Response>;
+
+/// A change the node makes on its own, that no caller waits for but that must become durable:
+/// its commit is retried ([`NodeActor::own_committed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OwnChange {
+    /// A key generation that failed is rolled back: until the tombstone is durable the key
+    /// stays on this disk, and anti-entropy may spread it.
+    RollBack,
+    /// This node's member record, at start or when a peer's stale copy won: until it is
+    /// durable the cluster may dial an address this node no longer serves.
+    SelfMember,
+}
+
+impl OwnChange {
+    fn what(self) -> &'static str {
+        match self {
+            OwnChange::RollBack => "a key's roll-back",
+            OwnChange::SelfMember => "this node's member record",
+        }
+    }
+}
 
 fn reply(result: Result<Response, WireError>) -> Reply {
     Box::pin(fut::ready(result.unwrap_or_else(Response::Error)))
@@ -136,6 +149,7 @@ impl NodeActor {
             linked: HashMap::new(),
             seeds: Seeds::new(join),
             rebuilding: None,
+            rebuild_timer: None,
             gate: StallGate::open(),
             logins: HashSet::new(),
         }
@@ -155,7 +169,7 @@ impl NodeActor {
 
     /// Ends the rebuild if every peer has been caught up with, or the wait for those that do
     /// not answer is over.
-    fn check_rebuild(&mut self) {
+    fn check_rebuild(&mut self, ctx: &mut Context<Self>) {
         let Some(rebuild) = &self.rebuilding else {
             return;
         };
@@ -183,6 +197,9 @@ impl NodeActor {
             }
         }
         self.rebuilding = None;
+        if let Some(timer) = self.rebuild_timer.take() {
+            ctx.cancel_future(timer);
+        }
     }
 
     /// Starts links to every member and seed we have none to, stops links to addresses that
@@ -332,25 +349,25 @@ impl NodeActor {
     /// at start), a newer one is written and replicated.
     fn membership_changed(&mut self, ctx: &mut Context<Self>) {
         self.sync_links(ctx);
-        let Some(me) = self.core.refresh_self_member() else {
+        self.write_self_member(ctx, false);
+    }
+
+    /// Writes this node's member record if the core finds the installed one missing or not
+    /// what this node is ([`NodeCore::self_member_to_write`]), then installs and replicates it.
+    /// At start (`at_start`) nothing else runs until the first attempt is over, so no call
+    /// sees a membership this node does not hold on disk; a failed attempt is retried in the
+    /// background (the record stays decided meanwhile, so nothing decides it twice), since
+    /// until it is durable the cluster may dial an address this node no longer serves.
+    fn write_self_member(&mut self, ctx: &mut Context<Self>, at_start: bool) {
+        let Some(me) = self.core.self_member_to_write() else {
             return;
         };
-        let commit = self.store.commit(vec![me.clone()]);
-        ctx.spawn(
-            commit
-                .into_actor(self)
-                .map(move |result, act, ctx| match result {
-                    Ok(()) => {
-                        let mut pushes = act.push_all(std::slice::from_ref(&me));
-                        actix::spawn(async move { while pushes.next().await.is_some() {} });
-                        act.install(vec![me], ctx);
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot persist this node's member record");
-                        act.core.abandon(&[me]);
-                    }
-                }),
-        );
+        let attempt = self.commit_own(OwnChange::SelfMember, me, 1);
+        if at_start {
+            ctx.wait(attempt);
+        } else {
+            ctx.spawn(attempt);
+        }
     }
 
     fn hsm_id_of(&self, address: &str) -> String {
@@ -515,56 +532,67 @@ impl NodeActor {
                     // Peers that got the key hear of the roll-back even if this disk refuses it.
                     let mut pushes = act.push_all(std::slice::from_ref(&tombstone));
                     actix::spawn(async move { while pushes.next().await.is_some() {} });
-                    let store = act.store.clone();
-                    let commit = store.commit(vec![tombstone.clone()]);
-                    Box::pin(commit.into_actor(act).map(move |result, act, ctx| {
-                        act.roll_back_committed(tombstone, result, 1, ctx);
-                        error
-                    })) as Reply
+                    Box::pin(
+                        act.commit_own(OwnChange::RollBack, tombstone, 1)
+                            .map(move |(), _, _| error),
+                    ) as Reply
                 }),
         )
     }
 
-    /// What follows an attempt at committing a key's roll-back: installed once durable;
-    /// otherwise tried again with backoff, since until it is durable the rolled-back key stays
-    /// on this disk and anti-entropy may spread it. Meanwhile the tombstone stays decided
-    /// (`pending`), so no decision treats the key as live; it is abandoned only after the
-    /// last attempt.
-    fn roll_back_committed(
+    /// One attempt at committing a change the node makes on its own, which no caller waits
+    /// for but which must become durable; then what follows it ([`NodeActor::own_committed`]).
+    fn commit_own(
         &mut self,
-        tombstone: Stored,
+        change: OwnChange,
+        stored: Stored,
+        attempt: u32,
+    ) -> impl ActorFuture<Self, Output = ()> {
+        let commit = self.store.commit(vec![stored.clone()]);
+        commit
+            .into_actor(self)
+            .map(move |result, act, ctx| act.own_committed(change, stored, result, attempt, ctx))
+    }
+
+    /// What follows an attempt at committing a change of the node's own: installed (and
+    /// pushed) once durable; otherwise tried again with backoff, up to
+    /// [`RETRIED_COMMIT_ATTEMPTS`] attempts. Meanwhile the change stays decided (`pending`), so
+    /// no decision takes the object as it was on disk (a rolled-back key as live) or decides
+    /// the change a second time; it is abandoned only after the last attempt.
+    fn own_committed(
+        &mut self,
+        change: OwnChange,
+        stored: Stored,
         result: Result<(), StoreError>,
         attempt: u32,
         ctx: &mut Context<Self>,
     ) {
-        let handle = match tombstone.id {
-            ObjectId::Key(handle) => handle,
-            _ => 0,
-        };
+        let object = format!("{:?}", stored.id);
         match result {
             Ok(()) => {
                 if attempt > 1 {
-                    tracing::info!(handle, attempt, "a key's roll-back is durable at last");
-                    let mut pushes = self.push_all(std::slice::from_ref(&tombstone));
+                    tracing::info!(%object, attempt, "{} is durable at last", change.what());
+                }
+                // A roll-back was pushed before its first attempt, so peers hear of it even
+                // if this disk refuses it; it is pushed again once durable after a retry, as
+                // peers may have pulled the key from this disk meanwhile.
+                if change == OwnChange::SelfMember || attempt > 1 {
+                    let mut pushes = self.push_all(std::slice::from_ref(&stored));
                     actix::spawn(async move { while pushes.next().await.is_some() {} });
                 }
-                self.install(vec![tombstone], ctx);
+                self.install(vec![stored], ctx);
             }
-            Err(e) if attempt < ROLL_BACK_ATTEMPTS => {
-                let backoff = Duration::from_millis(100)
-                    .saturating_mul(1 << (attempt - 1).min(16))
-                    .min(ROLL_BACK_MAX_BACKOFF);
-                tracing::warn!(handle, attempt, error = %e, ?backoff, "cannot persist a key's roll-back; retrying");
+            Err(e) if attempt < RETRIED_COMMIT_ATTEMPTS => {
+                let backoff = retry_backoff(attempt);
+                tracing::warn!(%object, attempt, error = %e, ?backoff, "cannot persist {}; retrying", change.what());
                 ctx.run_later(backoff, move |act, ctx| {
-                    let commit = act.store.commit(vec![tombstone.clone()]);
-                    ctx.spawn(commit.into_actor(act).map(move |result, act, ctx| {
-                        act.roll_back_committed(tombstone, result, attempt + 1, ctx)
-                    }));
+                    let next = act.commit_own(change, stored, attempt + 1);
+                    ctx.spawn(next);
                 });
             }
             Err(e) => {
-                tracing::error!(handle, attempts = attempt, error = %e, "cannot persist a key's roll-back; giving up");
-                self.core.abandon(&[tombstone]);
+                tracing::error!(%object, attempts = attempt, error = %e, "cannot persist {}; giving up", change.what());
+                self.core.abandon(&[stored]);
             }
         }
     }
@@ -695,28 +723,14 @@ impl Actor for NodeActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         freeze_while_stalled(self.gate.clone(), ctx);
-        if let Some(me) = self.core.ensure_self_member() {
-            // Nothing else runs until the record is durable and installed (`wait`), so no call
-            // sees a membership this node does not hold on disk.
-            let commit = self.store.commit(vec![me.clone()]);
-            ctx.wait(
-                commit
-                    .into_actor(self)
-                    .map(move |result, act, ctx| match result {
-                        Ok(()) => act.install(vec![me], ctx),
-                        Err(e) => {
-                            tracing::error!(error = %e, "cannot persist this node's member record");
-                            act.core.abandon(&[me]);
-                        }
-                    }),
-            );
-        }
+        self.write_self_member(ctx, true);
         self.sync_links(ctx);
         if self.rebuilding.is_some() {
             // The wait for peers that do not answer ends even if none of them ever does.
-            ctx.run_interval(self.options.anti_entropy_interval, |act, _| {
-                act.check_rebuild()
+            let timer = ctx.run_interval(self.options.anti_entropy_interval, |act, ctx| {
+                act.check_rebuild(ctx)
             });
+            self.rebuild_timer = Some(timer);
         }
         tracing::info!(
             hsm_id = %self.core.me().hsm_id,
@@ -760,9 +774,9 @@ impl NodeActor {
             deadline_unix_millis,
             request,
         } = msg;
-        let now = self.clock.now_millis();
-        let deadline_unix_millis = effective_deadline(deadline_unix_millis, now);
-        if past(deadline_unix_millis, now) {
+        // The connection capped the deadline as the call came in; a stalled node reads it
+        // only now, and refuses the call if it has passed meanwhile.
+        if past(deadline_unix_millis, self.clock.now_millis()) {
             tracing::warn!(
                 call = request.name(),
                 "a call arrived after its deadline; not run"
@@ -808,7 +822,7 @@ impl NodeActor {
                 })
             }
             Request::DeleteUser { username } => match core.delete_user(conn, &username) {
-                Ok(changed) => self.commit_then(vec![changed], Response::Ok),
+                Ok(changed) => self.commit_then(changed, Response::Ok),
                 Err(e) => reply(Err(e)),
             },
             Request::ChangePassword {
@@ -967,11 +981,11 @@ impl Handler<ApplyPulled> for NodeActor {
 impl Handler<CaughtUp> for NodeActor {
     type Result = ();
 
-    fn handle(&mut self, msg: CaughtUp, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: CaughtUp, ctx: &mut Context<Self>) {
         if let Some(rebuild) = &mut self.rebuilding {
             tracing::info!(peer = %msg.address, keys = self.core.key_count(), "rebuilding: caught up with a peer");
             rebuild.caught_up(&msg.address);
-            self.check_rebuild();
+            self.check_rebuild(ctx);
         }
     }
 }

@@ -19,8 +19,8 @@ pub struct Observed {
     pub acked_remote: usize,
     /// HSMs the key must be durable on, this one included.
     pub quorum: usize,
-    /// When the caller stops waiting (Unix milliseconds; 0 for never, though the node caps
-    /// every call's deadline before it gets here).
+    /// When the caller stops waiting (Unix milliseconds): the call's deadline as its
+    /// connection capped it, never 0.
     pub deadline_unix_millis: u64,
     /// The time now (Unix milliseconds).
     pub now_millis: u64,
@@ -38,8 +38,10 @@ pub enum GenerationEnd {
 /// Decides how a key generation ends. `call_deadline` is how long the pushes may take,
 /// for the error's text.
 pub fn end_of_generation(observed: &Observed, call_deadline: Duration) -> GenerationEnd {
-    let deadline = observed.deadline_unix_millis;
-    let late = deadline != 0 && observed.now_millis >= deadline.saturating_sub(ACK_MARGIN_MILLIS);
+    let late = observed.now_millis
+        >= observed
+            .deadline_unix_millis
+            .saturating_sub(ACK_MARGIN_MILLIS);
     let held_by = observed.acked_remote.saturating_add(1);
     let (code, why) = match &observed.local {
         Ok(()) if held_by >= observed.quorum && !late => return GenerationEnd::Acknowledge,

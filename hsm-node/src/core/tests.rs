@@ -41,7 +41,7 @@ fn node(n: u32) -> NodeCore {
         },
     ];
     core.apply_remote(seed);
-    let me = core.ensure_self_member();
+    let me = core.self_member_to_write();
     core.install_local(me.into_iter().collect());
     assert!(login(&mut core, 1, "admin", Role::CryptoOfficer, true).is_ok());
     assert!(login(&mut core, 2, "kmsuser", Role::CryptoUser, true).is_ok());
@@ -550,7 +550,7 @@ fn an_empty_core_takes_its_own_member_record_back_from_an_older_copy() {
     // A node whose store was lost starts empty and writes its record at version 1; a peer's
     // copy from before, at version 7 and with the address it had then, wins over that.
     let mut a = NodeCore::new(member(1), "c".into(), vec![]);
-    let me = a.ensure_self_member();
+    let me = a.self_member_to_write();
     a.install_local(me.into_iter().collect());
     let mut before = member(1);
     before.address = "127.0.0.1:4999".into();
@@ -565,13 +565,13 @@ fn an_empty_core_takes_its_own_member_record_back_from_an_older_copy() {
     a.apply_remote(vec![old.clone()]);
     // The core writes its record anew, newer than the peer's, with the address it has now.
     let fresh = a
-        .refresh_self_member()
+        .self_member_to_write()
         .unwrap_or_else(|| panic!("the old record of this node stands"));
     assert!(fresh.version > old.version);
-    assert!(a.refresh_self_member().is_none(), "one at a time");
+    assert!(a.self_member_to_write().is_none(), "one at a time");
     a.install_local(vec![fresh]);
     assert_eq!(a.members(), vec![member(1)]);
-    assert!(a.refresh_self_member().is_none());
+    assert!(a.self_member_to_write().is_none());
     // A handle this node minted before, pulled from a peer, is never minted again; a gap
     // moves the counter further.
     let mut b = node(2);
@@ -730,4 +730,83 @@ fn versions_and_handles_at_the_top_of_their_range_from_a_peer_do_not_break_the_n
     );
     a.skip_handles(u64::MAX);
     assert!(a.generate_key(2, "k", 32, 0).is_err());
+}
+
+#[test]
+fn a_deleted_user_takes_its_failed_logins_with_it() {
+    let mut a = node(1);
+    let bob = a.create_user("bob", Role::CryptoUser, "hash".into());
+    a.install_local(vec![bob]);
+    let state = ObjectId::LoginState("bob".into());
+    let login_state = |core: &NodeCore| {
+        core.get_objects(std::slice::from_ref(&state))
+            .pop()
+            .map(|s| s.entry)
+    };
+    // Bob locks himself out: his failures are an object of their own.
+    for _ in 0..MAX_FAILED_LOGINS {
+        let _ = login(&mut a, 10, "bob", Role::CryptoUser, false);
+    }
+    assert!(matches!(login_state(&a), Some(Entry::LoginState(l)) if l.locked));
+
+    // Deleting bob deletes his login state too, in the same commit: nothing of him is left
+    // but tombstones, which replicate like the user's.
+    let deleted = a.delete_user(1, "bob").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        deleted.iter().map(|s| s.id.clone()).collect::<Vec<_>>(),
+        vec![ObjectId::User("bob".into()), state.clone()]
+    );
+    assert!(deleted.iter().all(|s| matches!(s.entry, Entry::Tombstone)));
+    a.install_local(deleted.clone());
+    assert!(matches!(login_state(&a), Some(Entry::Tombstone)));
+    let mut b = node(2);
+    b.apply_remote(a.get_objects(&[ObjectId::User("bob".into()), state.clone()]));
+    assert!(matches!(login_state(&b), Some(Entry::Tombstone)));
+
+    // A new bob starts with no failures: not locked, and four failures do not lock him.
+    let bob = a.create_user("bob", Role::CryptoUser, "hash".into());
+    a.install_local(vec![bob]);
+    assert!(a.begin_login(10, "bob", Role::CryptoUser).is_ok());
+    for _ in 0..MAX_FAILED_LOGINS - 1 {
+        let _ = login(&mut a, 10, "bob", Role::CryptoUser, false);
+    }
+    assert!(a.begin_login(10, "bob", Role::CryptoUser).is_ok());
+    assert!(login(&mut a, 10, "bob", Role::CryptoUser, true).is_ok());
+
+    // A user who never failed a login leaves no login state to delete.
+    let carol = a.create_user("carol", Role::CryptoUser, "hash".into());
+    a.install_local(vec![carol]);
+    let deleted = a.delete_user(1, "carol").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(deleted.len(), 1);
+}
+
+#[test]
+fn a_node_writes_its_member_record_when_missing_or_stale_but_never_over_its_removal() {
+    // Missing (an empty store, or a start whose write of it failed): written.
+    let mut a = NodeCore::new(member(1), "c".into(), vec![]);
+    let me = a
+        .self_member_to_write()
+        .unwrap_or_else(|| panic!("no record of this node, and none written"));
+    // While it is being written (or retried), nothing decides it again; nor once installed.
+    assert!(a.self_member_to_write().is_none());
+    a.install_local(vec![me.clone()]);
+    assert_eq!(a.members(), vec![member(1)]);
+    assert!(a.self_member_to_write().is_none());
+    // Abandoned after its last attempt: decided anew at the next chance.
+    let mut b = NodeCore::new(member(2), "c".into(), vec![]);
+    let first = b.self_member_to_write();
+    b.abandon(&first.into_iter().collect::<Vec<_>>());
+    assert!(b.self_member_to_write().is_some());
+    // Removed from the cluster (its record a tombstone): it does not bring itself back.
+    let removed = Stored {
+        id: me.id.clone(),
+        version: Version {
+            counter: me.version.counter + 1,
+            node: 2,
+        },
+        entry: Entry::Tombstone,
+    };
+    a.apply_remote(vec![removed]);
+    assert!(a.members().is_empty());
+    assert!(a.self_member_to_write().is_none());
 }

@@ -90,6 +90,16 @@ fn free_address() -> String {
 
 /// Starts a cluster of `n` HSMs (`admin` and `kmsuser` on each), each in this process.
 pub async fn cluster(n: u32, options: NodeOptions) -> Vec<OneNode> {
+    provision(n, |_, _| {})
+        .await
+        .iter()
+        .map(|stopped| stopped.start(options.clone()).unwrap())
+        .collect()
+}
+
+/// Provisions a cluster of `n` HSMs as [`cluster`] does, without starting any; `adjust` may
+/// change the objects node `i` (from 1) starts with, as a store that missed some change would.
+pub async fn provision(n: u32, adjust: impl Fn(u32, &mut Vec<Stored>)) -> Vec<StoppedNode> {
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let cluster_id = "cluster-abcdefghijk".to_string();
     let ca = ClusterCa::generate(&cluster_id).unwrap();
@@ -124,12 +134,12 @@ pub async fn cluster(n: u32, options: NodeOptions) -> Vec<OneNode> {
     let mut nodes = Vec::new();
     for config in &configs {
         let node_dir = dir.path().join(&config.hsm_id);
-        config::provision(&node_dir, config, &ca, &sync_key, seeds.clone())
+        let mut seeds = seeds.clone();
+        adjust(config.node_number, &mut seeds);
+        config::provision(&node_dir, config, &ca, &sync_key, seeds)
             .await
             .unwrap();
-        let node = NodeHandle::start(&node_dir, options.clone(), Arc::new(SystemClock)).unwrap();
-        nodes.push(OneNode {
-            node,
+        nodes.push(StoppedNode {
             client_tls: client_tls.clone(),
             node_dir,
             _dir: dir.clone(),
