@@ -345,10 +345,29 @@ impl CloudHsm {
         more: Vec<Write>,
         change: impl FnOnce(&mut ClusterRecord) -> Result<T, CloudHsmError>,
     ) -> Result<(ClusterRecord, T), CloudHsmError> {
+        self.update_cluster_releasing(cluster_id, None, more, change)
+            .await
+    }
+
+    /// [`Self::update_cluster`] for the commit that ends a change this task owns: `release`
+    /// leaves `working` once the record is installed, in the same turn. Claims are taken in a
+    /// turn too, so none sees the record done while the change is still owned (a claim that
+    /// found it owned would otherwise be dropped by the late release, and the periodic
+    /// settling would run the claimed change a second time).
+    async fn update_cluster_releasing<T>(
+        &self,
+        cluster_id: &str,
+        release: Option<&str>,
+        more: Vec<Write>,
+        change: impl FnOnce(&mut ClusterRecord) -> Result<T, CloudHsmError>,
+    ) -> Result<(ClusterRecord, T), CloudHsmError> {
         let _turn = self.records.lock().await;
         let mut record = self.live_cluster(cluster_id)?;
         let out = change(&mut record)?;
         self.put_cluster(&record, more).await?;
+        if let Some(id) = release {
+            self.state().working.remove(id);
+        }
         Ok((record, out))
     }
 
@@ -491,7 +510,7 @@ impl CloudHsm {
         };
         let created = match provisioned {
             Ok(()) => self
-                .update_cluster(&cluster_id, vec![], |r| {
+                .update_cluster_releasing(&cluster_id, Some(&cluster_id), vec![], |r| {
                     r.state = ClusterState::Uninitialized;
                     Ok(())
                 })
@@ -502,10 +521,7 @@ impl CloudHsm {
             ))),
         };
         match created {
-            Ok(r) => {
-                self.state().working.remove(&cluster_id);
-                Ok(r)
-            }
+            Ok(r) => Ok(r),
             Err(e) => {
                 // Never acknowledged: the cluster goes again (now, or, if that fails too, from
                 // the periodic work once this is no longer its owner).
@@ -596,16 +612,22 @@ impl CloudHsm {
         self: &Arc<Self>,
         cluster_id: &str,
     ) -> Result<ClusterRecord, CloudHsmError> {
-        let (record, ()) = self
+        let busy = |state: ClusterState| {
+            CloudHsmError::InvalidRequest(format!(
+                "Cluster {cluster_id} is {}; try again once that is done.",
+                state.as_str()
+            ))
+        };
+        // This call owns the delete from before DELETE_IN_PROGRESS is installed, so the
+        // periodic settling never finishes it alongside; a failed commit gives it up.
+        let mut claimed = false;
+        let updated = self
             .update_cluster(cluster_id, vec![], |record| {
                 if matches!(
                     record.state,
                     ClusterState::CreateInProgress | ClusterState::DeleteInProgress
                 ) {
-                    return Err(CloudHsmError::InvalidRequest(format!(
-                        "Cluster {cluster_id} is {}; try again once that is done.",
-                        record.state.as_str()
-                    )));
+                    return Err(busy(record.state));
                 }
                 let hsms = self.hsms_of(record);
                 if !hsms.is_empty() {
@@ -614,11 +636,25 @@ impl CloudHsm {
                         hsms.len()
                     )));
                 }
+                // In this turn nothing else owns a cluster that is not being created or
+                // deleted (owners release in the turn that ends their change).
+                if !self.state().working.insert(cluster_id.to_string()) {
+                    return Err(busy(record.state));
+                }
+                claimed = true;
                 record.state = ClusterState::DeleteInProgress;
                 Ok(())
             })
-            .await?;
-        self.state().working.insert(cluster_id.to_string());
+            .await;
+        let (record, ()) = match updated {
+            Ok(done) => done,
+            Err(e) => {
+                if claimed {
+                    self.state().working.remove(cluster_id);
+                }
+                return Err(e);
+            }
+        };
         self.finish_delete_cluster(cluster_id).await;
         self.state().working.remove(cluster_id);
         Ok(record)
@@ -802,7 +838,7 @@ impl CloudHsm {
     }
 
     /// The rest of a CreateHsm whose CREATE_IN_PROGRESS is durable (the caller owns it in
-    /// `working`): the provisioner creates the HSM (or finds it created before a stop), then
+    /// `working`, and gives it up in [`Self::settle`]): the provisioner creates the HSM (or finds it created before a stop), then
     /// the cluster's record settles in one commit: the change goes, a restored cluster turns
     /// ACTIVE, a new cluster's first HSM offers the CSR; then the backup after adding an HSM.
     /// If the provisioner fails, the HSM is gone and so is the change. A commit that fails is
@@ -869,7 +905,6 @@ impl CloudHsm {
                 .await
             }
         };
-        self.state().working.remove(&hsm_id);
         if created.is_ok() && settled.is_some() {
             tracing::info!(%cluster_id, %hsm_id, "HSM ACTIVE");
         }
@@ -881,7 +916,9 @@ impl CloudHsm {
     }
 
     /// Records how an HSM change ended, with `change` on the cluster's record as the last
-    /// change left it; retried a few times, then left to the periodic settling (`None`).
+    /// change left it; retried a few times, then left to the periodic settling (`None`). The
+    /// caller's ownership of the change ends here either way: with the commit that records
+    /// the end, or once the retry is left to the periodic settling.
     async fn settle<T>(
         &self,
         cluster_id: &str,
@@ -889,9 +926,15 @@ impl CloudHsm {
         change: impl Fn(&mut ClusterRecord) -> Result<T, CloudHsmError>,
     ) -> Option<T> {
         for attempt in 0..SETTLE_ATTEMPTS {
-            match self.update_cluster(cluster_id, vec![], &change).await {
+            match self
+                .update_cluster_releasing(cluster_id, Some(hsm_id), vec![], &change)
+                .await
+            {
                 Ok((_, out)) => return Some(out),
-                Err(CloudHsmError::ResourceNotFound(_)) => return None,
+                Err(CloudHsmError::ResourceNotFound(_)) => {
+                    self.state().working.remove(hsm_id);
+                    return None;
+                }
                 Err(e) => {
                     tracing::warn!(%cluster_id, %hsm_id, attempt, error = %e, "cannot record the end of an HSM change");
                     tokio::time::sleep(SETTLE_BACKOFF * 2u32.pow(attempt)).await;
@@ -900,6 +943,7 @@ impl CloudHsm {
         }
         tracing::error!(%cluster_id, %hsm_id, "the end of an HSM change is not recorded yet; retrying later");
         self.retry_later(hsm_id);
+        self.state().working.remove(hsm_id);
         None
     }
 
@@ -977,8 +1021,9 @@ impl CloudHsm {
     }
 
     /// The rest of a DeleteHsm whose DELETE_IN_PROGRESS is durable (the caller owns it in
-    /// `working`): the provisioner removes the HSM (or finds it removed before a stop), then
-    /// the change goes from the record. A delete always finishes: a failure is retried later.
+    /// `working`, and gives it up here): the provisioner removes the HSM (or finds it removed
+    /// before a stop), then the change goes from the record. A delete always finishes: a
+    /// failure is retried later.
     async fn finish_delete_hsm(self: Arc<Self>, cluster_id: String, hsm_id: String) {
         let provisioner = self.provisioner.clone();
         let (c, h) = (cluster_id.clone(), hsm_id.clone());
@@ -997,9 +1042,9 @@ impl CloudHsm {
             Err(e) => {
                 tracing::error!(%cluster_id, %hsm_id, error = %e, "DeleteHsm failed; retrying later");
                 self.retry_later(&hsm_id);
+                self.state().working.remove(&hsm_id);
             }
         }
-        self.state().working.remove(&hsm_id);
     }
 
     /// Finishes (or undoes) every change no task of this process owns: HSMs being created or
