@@ -4,7 +4,10 @@
 //! and is the [`ClusterDirectory`] KMS sees.
 //!
 //! Every call into the provisioner blocks (it starts nodes, reads HSMs), so it runs on a
-//! blocking thread; the service's own lock is never held across one.
+//! blocking thread; the service's own lock is never held across one. `stored` reads the
+//! records a data directory holds, in older layouts too.
+
+mod stored;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -131,7 +134,7 @@ impl CloudHsm {
         for (id, bytes) in &loaded.clusters {
             state
                 .clusters
-                .insert(id.clone(), ClusterRecord::decode(bytes)?);
+                .insert(id.clone(), stored::decode_cluster(bytes)?);
         }
         for (id, bytes) in &loaded.backups {
             state.backups.insert(id.clone(), decode(bytes)?);

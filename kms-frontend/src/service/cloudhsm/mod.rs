@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::KeyObject;
-use crate::store::{decode, StoreError};
 use hsm::HsmChange;
 
 /// Backups are taken at least this often (of emulator time), per cluster.
@@ -114,56 +113,6 @@ pub struct ClusterRecord {
     pub hsm_changes: BTreeMap<String, HsmChange>,
     /// When the cluster was deleted (DELETED clusters are listed for a while, then pruned).
     pub deleted_at_millis: Option<u64>,
-}
-
-/// A cluster record as stores wrote it before `hsm_changes` and `deleted_at_millis`: postcard
-/// has no field names, so an older record is read with its own layout.
-#[derive(Deserialize)]
-struct ClusterRecordV1 {
-    cluster_id: String,
-    state: ClusterState,
-    state_message: String,
-    hsm_type: String,
-    created_at_millis: u64,
-    vpc_id: String,
-    security_group: String,
-    subnet_mapping: BTreeMap<String, String>,
-    retention_days: u32,
-    source_backup_id: Option<String>,
-    cluster_certificate: Option<String>,
-    trust_anchor: Option<String>,
-    cluster_csr: Option<String>,
-    tags: BTreeMap<String, String>,
-}
-
-impl ClusterRecord {
-    /// Reads a stored record, in the current layout or the one before it.
-    pub fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
-        match decode::<ClusterRecord>(bytes) {
-            Ok(record) => Ok(record),
-            Err(current) => {
-                let old: ClusterRecordV1 = decode(bytes).map_err(|_| current)?;
-                Ok(ClusterRecord {
-                    cluster_id: old.cluster_id,
-                    state: old.state,
-                    state_message: old.state_message,
-                    hsm_type: old.hsm_type,
-                    created_at_millis: old.created_at_millis,
-                    vpc_id: old.vpc_id,
-                    security_group: old.security_group,
-                    subnet_mapping: old.subnet_mapping,
-                    retention_days: old.retention_days,
-                    source_backup_id: old.source_backup_id,
-                    cluster_certificate: old.cluster_certificate,
-                    trust_anchor: old.trust_anchor,
-                    cluster_csr: old.cluster_csr,
-                    tags: old.tags,
-                    hsm_changes: BTreeMap::new(),
-                    deleted_at_millis: None,
-                })
-            }
-        }
-    }
 }
 
 /// The account quotas the service enforces (per account and Region, as CloudHSM's).

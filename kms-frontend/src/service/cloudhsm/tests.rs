@@ -88,62 +88,6 @@ fn cluster(id: &str, state: ClusterState) -> ClusterRecord {
 }
 
 #[test]
-fn a_cluster_record_of_the_layout_before_hsm_changes_still_reads() {
-    // The layout stores wrote before the record kept HSM changes and its deletion time.
-    #[derive(serde::Serialize)]
-    struct V1<'a> {
-        cluster_id: &'a str,
-        state: ClusterState,
-        state_message: &'a str,
-        hsm_type: &'a str,
-        created_at_millis: u64,
-        vpc_id: &'a str,
-        security_group: &'a str,
-        subnet_mapping: BTreeMap<String, String>,
-        retention_days: u32,
-        source_backup_id: Option<String>,
-        cluster_certificate: Option<String>,
-        trust_anchor: Option<String>,
-        cluster_csr: Option<String>,
-        tags: BTreeMap<String, String>,
-    }
-    let expected = cluster("cluster-aaaaaaaaaaa", ClusterState::Uninitialized);
-    let old = postcard::to_stdvec(&V1 {
-        cluster_id: &expected.cluster_id,
-        state: expected.state,
-        state_message: "",
-        hsm_type: &expected.hsm_type,
-        created_at_millis: 0,
-        vpc_id: &expected.vpc_id,
-        security_group: &expected.security_group,
-        subnet_mapping: expected.subnet_mapping.clone(),
-        retention_days: 90,
-        source_backup_id: None,
-        cluster_certificate: None,
-        trust_anchor: None,
-        cluster_csr: expected.cluster_csr.clone(),
-        tags: expected.tags.clone(),
-    })
-    .unwrap();
-    assert_eq!(ClusterRecord::decode(&old).unwrap(), expected);
-
-    // The current layout round-trips, HSM changes included; garbage is an error, not a panic.
-    let mut current = expected.clone();
-    current.hsm_changes.insert(
-        "hsm-bbbbbbbbbbb".into(),
-        hsm::HsmChange {
-            availability_zone: "us-east-1a".into(),
-            state: hsm::HsmState::DeleteInProgress,
-            had_peers: false,
-        },
-    );
-    current.deleted_at_millis = Some(7);
-    let bytes = postcard::to_stdvec(&current).unwrap();
-    assert_eq!(ClusterRecord::decode(&bytes).unwrap(), current);
-    assert!(ClusterRecord::decode(&[0xff, 0xff, 0xff]).is_err());
-}
-
-#[test]
 fn deleted_clusters_and_backups_are_pruned_after_their_retention() {
     let mut gone = cluster("cluster-aaaaaaaaaaa", ClusterState::Deleted);
     gone.deleted_at_millis = Some(10 * DAY_MILLIS);
