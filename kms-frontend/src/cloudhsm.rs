@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::cluster::{ClusterDirectory, ClusterView, HsmView, KeyObject, Provisioner};
 use crate::service::cloudhsm::error::CloudHsmError;
-use crate::service::cloudhsm::hsm::{HsmChange, HsmOp, HsmState};
+use crate::service::cloudhsm::hsm::{HsmChange, HsmChangeKind, HsmState};
 use crate::service::cloudhsm::{
     backup_due, backup_prunable, cluster_prunable, deletion_expired, restorable, retention_purges,
     BackupRecord, BackupState, ClusterRecord, ClusterState, Quotas, DEFAULT_RETENTION_DAYS,
@@ -280,7 +280,8 @@ impl CloudHsm {
         let mut hsms: Vec<HsmInfo> = provisioned
             .into_iter()
             .map(|h| {
-                let state = HsmState::observed(changes.get(&h.hsm_id).map(|p| p.state), h.running);
+                let state =
+                    HsmState::observed(changes.get(&h.hsm_id).map(HsmChange::state), h.running);
                 HsmInfo {
                     subnet_id: subnet(&h.availability_zone),
                     view: HsmView {
@@ -300,7 +301,7 @@ impl CloudHsm {
                         hsm_id: hsm_id.clone(),
                         availability_zone: p.availability_zone.clone(),
                         address: String::new(),
-                        state: p.state,
+                        state: p.state(),
                     },
                 });
             }
@@ -818,11 +819,7 @@ impl CloudHsm {
                 self.region, self.quotas.hsms
             )));
         }
-        let change = HsmChange {
-            availability_zone: availability_zone.into(),
-            state: HsmState::CreateInProgress,
-            had_peers: !hsms.is_empty(),
-        };
+        let change = HsmChange::create(availability_zone, hsms.len());
         record.hsm_changes.insert(hsm_id.clone(), change.clone());
         // This call owns the change from before it is durable, so the periodic settling never
         // runs it a second time alongside.
@@ -886,7 +883,7 @@ impl CloudHsm {
                     let restored_activation = record.state == ClusterState::Uninitialized
                         && record.source_backup_id.is_some();
                     let backup = restored_activation
-                        || (record.state == ClusterState::Active && change.had_peers);
+                        || (record.state == ClusterState::Active && matches!(change.kind, HsmChangeKind::Create { had_peers: true }));
                     if restored_activation {
                         // A restored cluster is initialized and activated already: its first HSM
                         // brings the backup's users, keys and certificates.
@@ -1003,16 +1000,13 @@ impl CloudHsm {
             let what = hsm_id.or(eni_id).or(eni_ip).unwrap_or("(none given)");
             return Err(not_found(&format!("HSM in cluster {cluster_id}:"), what));
         };
-        let deleting = hsm.view.state.apply(HsmOp::Delete, &hsm.view.hsm_id)?;
+        let change = HsmChange::delete(
+            &hsm.view.hsm_id,
+            hsm.view.state,
+            &hsm.view.availability_zone,
+        )?;
         let hsm_id = hsm.view.hsm_id.clone();
-        record.hsm_changes.insert(
-            hsm_id.clone(),
-            HsmChange {
-                availability_zone: hsm.view.availability_zone.clone(),
-                state: deleting,
-                had_peers: false,
-            },
-        );
+        record.hsm_changes.insert(hsm_id.clone(), change);
         self.state().working.insert(hsm_id.clone());
         if let Err(e) = self.put_cluster(&record, vec![]).await {
             self.state().working.remove(&hsm_id);
@@ -1102,9 +1096,11 @@ impl CloudHsm {
                         continue;
                     }
                     let (cluster, hsm) = (c.cluster_id.clone(), hsm_id.clone());
-                    work.push(match change.state {
-                        HsmState::DeleteInProgress => Work::DeleteHsm(cluster, hsm),
-                        _ => Work::CreateHsm(cluster, hsm, change.clone()),
+                    work.push(match change.kind {
+                        HsmChangeKind::Delete => Work::DeleteHsm(cluster, hsm),
+                        HsmChangeKind::Create { .. } => {
+                            Work::CreateHsm(cluster, hsm, change.clone())
+                        }
                     });
                 }
             }
