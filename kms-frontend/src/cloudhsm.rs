@@ -3,6 +3,11 @@
 //! clock (daily, on activation, when an HSM is added or removed), applies the retention policy,
 //! and is the [`ClusterDirectory`] KMS sees.
 //!
+//! What each event means for a record (the cluster's state machine, the quotas, what
+//! finishing a CreateHsm needs) is decided in [`crate::service::cloudhsm`], as pure functions
+//! on the records; this runtime takes the turn, reads the records, asks those functions,
+//! commits, installs and then does the I/O they call for (the provisioner, backups).
+//!
 //! Every call into the provisioner blocks (it starts nodes, reads HSMs), so it runs on a
 //! blocking thread; the service's own lock is never held across one. `stored` reads the
 //! records a data directory holds, in older layouts too.
@@ -19,12 +24,14 @@ use hsmkms_common::ids;
 use sha2::{Digest, Sha256};
 
 use crate::cluster::{ClusterDirectory, ClusterView, HsmView, KeyObject, Provisioner};
+use crate::service::cloudhsm::cluster::busy;
 use crate::service::cloudhsm::error::CloudHsmError;
-use crate::service::cloudhsm::hsm::{HsmChange, HsmChangeKind, HsmState};
+use crate::service::cloudhsm::hsm::{HsmChange, HsmState};
+use crate::service::cloudhsm::quota::admit_backup;
 use crate::service::cloudhsm::{
     backup_due, backup_prunable, cluster_prunable, deletion_expired, restorable, retention_purges,
-    BackupRecord, BackupState, ClusterRecord, ClusterState, Quotas, DEFAULT_RETENTION_DAYS,
-    MAX_BACKUPS, MAX_HSMS_PER_CLUSTER, MAX_RETENTION_DAYS, MIN_RETENTION_DAYS,
+    BackupRecord, BackupState, ClusterRecord, ClusterState, Quotas, Unfinished,
+    DEFAULT_RETENTION_DAYS, MAX_RETENTION_DAYS, MIN_RETENTION_DAYS,
 };
 use crate::store::{decode, Loaded, Store, Table, Write};
 use hsmkms_common::entropy::{Entropy, EntropyRng};
@@ -494,18 +501,8 @@ impl CloudHsm {
         // a cluster nobody recorded.
         {
             let _turn = self.records.lock().await;
-            let live = self
-                .state()
-                .clusters
-                .values()
-                .filter(|c| c.state != ClusterState::Deleted)
-                .count();
-            if live >= self.quotas.clusters {
-                return Err(CloudHsmError::Service(format!(
-                    "Cluster quota exceeded: this account already has {live} clusters in {}, its quota is {} (delete one, or raise the quota with --max-clusters).",
-                    self.region, self.quotas.clusters
-                )));
-            }
+            self.quotas
+                .admit_cluster(self.state().clusters.values(), &self.region)?;
             self.state().working.insert(cluster_id.clone());
             if let Err(e) = self.put_cluster(&record, writes).await {
                 self.state().working.remove(&cluster_id);
@@ -520,10 +517,7 @@ impl CloudHsm {
         };
         let created = match provisioned {
             Ok(()) => self
-                .update_cluster_releasing(&cluster_id, Some(&cluster_id), vec![], |r| {
-                    r.state = ClusterState::Uninitialized;
-                    Ok(())
-                })
+                .update_cluster_releasing(&cluster_id, Some(&cluster_id), vec![], |r| r.created())
                 .await
                 .map(|(r, ())| r),
             Err(e) => Err(CloudHsmError::InternalFailure(format!(
@@ -622,37 +616,19 @@ impl CloudHsm {
         self: &Arc<Self>,
         cluster_id: &str,
     ) -> Result<ClusterRecord, CloudHsmError> {
-        let busy = |state: ClusterState| {
-            CloudHsmError::InvalidRequest(format!(
-                "Cluster {cluster_id} is {}; try again once that is done.",
-                state.as_str()
-            ))
-        };
         // This call owns the delete from before DELETE_IN_PROGRESS is installed, so the
         // periodic settling never finishes it alongside; a failed commit gives it up.
         let mut claimed = false;
         let updated = self
             .update_cluster(cluster_id, vec![], |record| {
-                if matches!(
-                    record.state,
-                    ClusterState::CreateInProgress | ClusterState::DeleteInProgress
-                ) {
-                    return Err(busy(record.state));
-                }
-                let hsms = self.hsms_of(record);
-                if !hsms.is_empty() {
-                    return Err(CloudHsmError::InvalidRequest(format!(
-                        "Cluster {cluster_id} still has {} HSM(s). Delete all HSMs in the cluster before deleting the cluster.",
-                        hsms.len()
-                    )));
-                }
+                let before = record.state;
+                record.delete(self.hsms_of(record).len())?;
                 // In this turn nothing else owns a cluster that is not being created or
                 // deleted (owners release in the turn that ends their change).
                 if !self.state().working.insert(cluster_id.to_string()) {
-                    return Err(busy(record.state));
+                    return Err(busy(cluster_id, before));
                 }
                 claimed = true;
-                record.state = ClusterState::DeleteInProgress;
                 Ok(())
             })
             .await;
@@ -683,11 +659,7 @@ impl CloudHsm {
         let seed = Write::delete(Table::BackupImages, seed_key(cluster_id));
         let now = self.now();
         let done = self
-            .update_cluster(cluster_id, vec![seed], |r| {
-                r.state = ClusterState::Deleted;
-                r.deleted_at_millis = Some(now);
-                Ok(())
-            })
+            .update_cluster(cluster_id, vec![seed], |r| r.deleted(now))
             .await;
         if let Err(e) = done {
             tracing::error!(%cluster_id, error = %e, "cannot record a cluster DELETED; retrying later");
@@ -712,27 +684,7 @@ impl CloudHsm {
     ) -> Result<ClusterRecord, CloudHsmError> {
         let (record, ()) = self
             .update_cluster(cluster_id, vec![], |record| {
-                if record.state != ClusterState::Uninitialized || record.source_backup_id.is_some() {
-                    return Err(CloudHsmError::InvalidRequest(format!(
-                        "Cluster {cluster_id} is {}{}; only an UNINITIALIZED cluster that was not created from a backup can be initialized.",
-                        record.state.as_str(),
-                        if record.source_backup_id.is_some() { ", created from a backup" } else { "" }
-                    )));
-                }
-                let Some(csr) = record.cluster_csr.clone() else {
-                    return Err(CloudHsmError::InvalidRequest(format!(
-                        "Cluster {cluster_id} has no active HSM yet; create one and wait until it is ACTIVE."
-                    )));
-                };
-                hsmkms_common::tls::verify_signed_csr(&csr, signed_cert, trust_anchor).map_err(
-                    |e| CloudHsmError::InvalidRequest(format!("Invalid certificates: {e}.")),
-                )?;
-                record.state = ClusterState::Initialized;
-                record.state_message =
-                    "Cluster initialized; activate it with `hsm-cli cluster activate`.".into();
-                record.cluster_certificate = Some(signed_cert.to_string());
-                record.trust_anchor = Some(trust_anchor.to_string());
-                Ok(())
+                record.initialize(signed_cert, trust_anchor)
             })
             .await?;
         Ok(record)
@@ -758,16 +710,17 @@ impl CloudHsm {
 
     // ---- HSMs -------------------------------------------------------------------------
 
-    /// HSMs of every live cluster, those being created or deleted included (the account quota).
-    fn hsms_in_account(&self) -> usize {
-        let records: Vec<ClusterRecord> = self
-            .state()
-            .clusters
-            .values()
-            .filter(|c| c.state != ClusterState::Deleted)
-            .cloned()
-            .collect();
-        records.iter().map(|r| self.hsms_of(r).len()).sum()
+    /// Every cluster's record with its HSMs, those being created or deleted included (the
+    /// account quota).
+    fn hsm_counts(&self) -> Vec<(ClusterRecord, usize)> {
+        let records: Vec<ClusterRecord> = self.state().clusters.values().cloned().collect();
+        records
+            .into_iter()
+            .map(|r| {
+                let hsms = self.hsms_of(&r).len();
+                (r, hsms)
+            })
+            .collect()
     }
 
     /// CreateHsm: answers at once with the HSM CREATE_IN_PROGRESS, durable in the cluster's
@@ -783,44 +736,11 @@ impl CloudHsm {
         let hsm_id = ids::new_hsm_id(&mut EntropyRng(self.entropy.as_ref()));
         let turn = self.records.lock().await;
         let mut record = self.live_cluster(cluster_id)?;
-        let Some(subnet_id) = record.subnet_mapping.get(availability_zone).cloned() else {
-            return Err(CloudHsmError::InvalidRequest(format!(
-                "Cluster {cluster_id} has no subnet in Availability Zone {availability_zone}; its subnets are in {}.",
-                record.subnet_mapping.keys().cloned().collect::<Vec<_>>().join(", ")
-            )));
-        };
-        let hsms = self.hsms_of(&record);
-        if hsms.len() >= MAX_HSMS_PER_CLUSTER {
-            return Err(CloudHsmError::ResourceLimitExceeded(format!(
-                "Cluster {cluster_id} already has {MAX_HSMS_PER_CLUSTER} HSMs, the most a cluster can have."
-            )));
-        }
-        match record.state {
-            ClusterState::Uninitialized if !hsms.is_empty() => {
-                return Err(CloudHsmError::InvalidRequest(format!(
-                    "Cluster {cluster_id} is UNINITIALIZED and already has an HSM; initialize the cluster before adding more."
-                )))
-            }
-            ClusterState::Uninitialized
-            | ClusterState::Initialized
-            | ClusterState::Active
-            | ClusterState::Degraded => {}
-            other => {
-                return Err(CloudHsmError::InvalidRequest(format!(
-                    "Cluster {cluster_id} is {}; HSMs cannot be added now.",
-                    other.as_str()
-                )))
-            }
-        }
-        let in_account = self.hsms_in_account();
-        if in_account >= self.quotas.hsms {
-            return Err(CloudHsmError::Service(format!(
-                "HSM quota exceeded: this account already has {in_account} HSMs in {}, its quota is {} (delete one, or raise the quota with --max-hsms).",
-                self.region, self.quotas.hsms
-            )));
-        }
-        let change = HsmChange::create(availability_zone, hsms.len());
-        record.hsm_changes.insert(hsm_id.clone(), change.clone());
+        let hsms = self.hsms_of(&record).len();
+        let subnet_id = record.add_hsm(&hsm_id, availability_zone, hsms)?;
+        let counts = self.hsm_counts();
+        self.quotas
+            .admit_hsm(counts.iter().map(|(r, n)| (r, *n)), &self.region)?;
         // This call owns the change from before it is durable, so the periodic settling never
         // runs it a second time alongside.
         self.state().working.insert(hsm_id.clone());
@@ -830,8 +750,12 @@ impl CloudHsm {
         }
         drop(turn);
         let service = self.clone();
-        let (cluster, hsm) = (cluster_id.to_string(), hsm_id.clone());
-        tokio::spawn(async move { service.finish_create_hsm(cluster, hsm, change).await });
+        let (cluster, hsm, zone) = (
+            cluster_id.to_string(),
+            hsm_id.clone(),
+            availability_zone.to_string(),
+        );
+        tokio::spawn(async move { service.finish_create_hsm(cluster, hsm, zone).await });
         Ok(HsmInfo {
             subnet_id,
             view: HsmView {
@@ -853,7 +777,7 @@ impl CloudHsm {
         self: Arc<Self>,
         cluster_id: String,
         hsm_id: String,
-        change: HsmChange,
+        availability_zone: String,
     ) {
         let image = match self.latest_image(&cluster_id).await {
             Ok(i) => i,
@@ -863,11 +787,7 @@ impl CloudHsm {
             }
         };
         let provisioner = self.provisioner.clone();
-        let (c, h, zone) = (
-            cluster_id.clone(),
-            hsm_id.clone(),
-            change.availability_zone.clone(),
-        );
+        let (c, h, zone) = (cluster_id.clone(), hsm_id.clone(), availability_zone);
         let created =
             blocking(move || provisioner.create_hsm(&c, &h, &zone, image.as_deref())).await;
         if created.is_ok() && self.crash_during_hsm_create.swap(false, Ordering::SeqCst) {
@@ -877,20 +797,10 @@ impl CloudHsm {
         let settled = match &created {
             Ok(()) => {
                 self.settle(&cluster_id, &hsm_id, |record| {
-                    if record.hsm_changes.remove(&hsm_id).is_none() {
+                    let Some(done) = record.hsm_created(&hsm_id)? else {
                         return Ok(false);
-                    }
-                    let restored_activation = record.state == ClusterState::Uninitialized
-                        && record.source_backup_id.is_some();
-                    let backup = restored_activation
-                        || (record.state == ClusterState::Active && matches!(change.kind, HsmChangeKind::Create { had_peers: true }));
-                    if restored_activation {
-                        // A restored cluster is initialized and activated already: its first HSM
-                        // brings the backup's users, keys and certificates.
-                        record.state = ClusterState::Active;
-                    } else if record.state == ClusterState::Uninitialized
-                        && record.cluster_csr.is_none()
-                    {
+                    };
+                    if done.make_csr {
                         match hsmkms_common::tls::cluster_csr(&cluster_id, &hsm_id) {
                             Ok(csr) => record.cluster_csr = Some(csr),
                             Err(e) => {
@@ -898,14 +808,14 @@ impl CloudHsm {
                             }
                         }
                     }
-                    Ok(backup)
+                    Ok(done.backup)
                 })
                 .await
             }
             Err(e) => {
                 tracing::error!(%cluster_id, %hsm_id, error = %e, "CreateHsm failed; the HSM is removed");
                 self.settle(&cluster_id, &hsm_id, |record| {
-                    record.hsm_changes.remove(&hsm_id);
+                    record.hsm_gone(&hsm_id);
                     Ok(false)
                 })
                 .await
@@ -1036,7 +946,7 @@ impl CloudHsm {
             Ok(()) => {
                 let settled = self
                     .settle(&cluster_id, &hsm_id, |record| {
-                        record.hsm_changes.remove(&hsm_id);
+                        record.hsm_gone(&hsm_id);
                         Ok(())
                     })
                     .await;
@@ -1057,14 +967,8 @@ impl CloudHsm {
     /// acknowledged. On start (`wait`) it runs them to the end before the emulator serves;
     /// from the periodic work it starts them in the background.
     pub async fn settle_changes(self: &Arc<Self>, wait: bool) {
-        enum Work {
-            CreateHsm(String, String, HsmChange),
-            DeleteHsm(String, String),
-            DeleteCluster(String),
-            AbandonCluster(String),
-        }
         let now = tokio::time::Instant::now();
-        let work: Vec<Work> = {
+        let work: Vec<(String, Unfinished)> = {
             let mut state = self.state();
             let State {
                 clusters,
@@ -1073,57 +977,40 @@ impl CloudHsm {
                 ..
             } = &mut *state;
             retry_at.retain(|_, at| *at > now);
-            let mut take = |id: &str| {
-                let free = !working.contains(id) && !retry_at.contains_key(id);
-                if free {
-                    working.insert(id.to_string());
-                }
-                free
-            };
             let mut work = Vec::new();
             for c in clusters.values() {
-                match c.state {
-                    ClusterState::CreateInProgress if take(&c.cluster_id) => {
-                        work.push(Work::AbandonCluster(c.cluster_id.clone()))
+                for item in c.unfinished() {
+                    let id = item.owner_id(&c.cluster_id);
+                    // Free: no task owns it and no failed attempt asks for a pause.
+                    if !working.contains(id) && !retry_at.contains_key(id) {
+                        working.insert(id.to_string());
+                        work.push((c.cluster_id.clone(), item));
                     }
-                    ClusterState::DeleteInProgress if take(&c.cluster_id) => {
-                        work.push(Work::DeleteCluster(c.cluster_id.clone()))
-                    }
-                    _ => {}
-                }
-                for (hsm_id, change) in &c.hsm_changes {
-                    if !take(hsm_id) {
-                        continue;
-                    }
-                    let (cluster, hsm) = (c.cluster_id.clone(), hsm_id.clone());
-                    work.push(match change.kind {
-                        HsmChangeKind::Delete => Work::DeleteHsm(cluster, hsm),
-                        HsmChangeKind::Create { .. } => {
-                            Work::CreateHsm(cluster, hsm, change.clone())
-                        }
-                    });
                 }
             }
             work
         };
-        for item in work {
+        for (c, item) in work {
             let service = self.clone();
             let run = async move {
                 match item {
-                    Work::CreateHsm(c, h, change) => {
+                    Unfinished::CreateHsm {
+                        hsm_id: h,
+                        availability_zone,
+                    } => {
                         tracing::info!(cluster_id = %c, hsm_id = %h, "finishing an interrupted CreateHsm");
-                        service.finish_create_hsm(c, h, change).await
+                        service.finish_create_hsm(c, h, availability_zone).await
                     }
-                    Work::DeleteHsm(c, h) => {
+                    Unfinished::DeleteHsm { hsm_id: h } => {
                         tracing::info!(cluster_id = %c, hsm_id = %h, "finishing an interrupted DeleteHsm");
                         service.finish_delete_hsm(c, h).await
                     }
-                    Work::DeleteCluster(c) => {
+                    Unfinished::DeleteCluster => {
                         tracing::info!(cluster_id = %c, "finishing an interrupted DeleteCluster");
                         service.finish_delete_cluster(&c).await;
                         service.state().working.remove(&c);
                     }
-                    Work::AbandonCluster(c) => {
+                    Unfinished::AbandonCluster => {
                         service.abandon_cluster(&c).await;
                         service.state().working.remove(&c);
                     }
@@ -1192,17 +1079,7 @@ impl CloudHsm {
     /// are one turn, so concurrent backups cannot pass the bound together.
     async fn add_backup(&self, backup: &BackupRecord, image: Vec<u8>) -> Result<(), CloudHsmError> {
         let _turn = self.records.lock().await;
-        let holding = self
-            .state()
-            .backups
-            .values()
-            .filter(|b| b.holds_data())
-            .count();
-        if holding >= MAX_BACKUPS {
-            return Err(CloudHsmError::Service(format!(
-                "Backup limit reached: {holding} backups hold data, the most this emulator keeps is {MAX_BACKUPS}; delete some (DeleteBackup) first."
-            )));
-        }
+        admit_backup(self.state().backups.values())?;
         self.commit(vec![
             Write::put(Table::Backups, backup.backup_id.clone(), backup),
             Write::Put {
@@ -1593,16 +1470,8 @@ impl CloudHsm {
             }
             let id = record.cluster_id.clone();
             let activated = self
-                .update_cluster(&id, vec![], |r| {
-                    if r.state != ClusterState::Initialized {
-                        return Err(CloudHsmError::InvalidRequest(
-                            "no longer INITIALIZED".into(),
-                        ));
-                    }
-                    r.state = ClusterState::Active;
-                    r.state_message = String::new();
-                    Ok(())
-                })
+                // Still INITIALIZED: the transition refuses it otherwise.
+                .update_cluster(&id, vec![], |r| r.activated())
                 .await;
             if activated.is_ok() {
                 tracing::info!(cluster_id = %id, "cluster activated: ACTIVE");
