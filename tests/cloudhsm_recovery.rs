@@ -387,13 +387,37 @@ async fn a_create_cluster_that_failed_never_comes_back() {
     let mut expected = vec![emulator.cluster_id(), kept.clone()];
     expected.sort();
     assert_eq!(ids, expected);
-    assert_eq!(cluster_ids_on_disk(&emulator), vec![kept]);
+    assert_eq!(cluster_ids_on_disk(&emulator), vec![kept.clone()]);
     let aside: Vec<String> = std::fs::read_dir(data_dir.join("clusters-unrecorded"))
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().to_string())
         .collect();
     assert!(aside.len() == 1 && aside[0].starts_with(stray), "{aside:?}");
+
+    // A DeleteCluster whose commit fails changes nothing and leaves the cluster to the next
+    // DeleteCluster, which owns and finishes it.
+    let hsm = cloudhsm_without_retries(&emulator);
+    emulator.post_json(
+        "/_hsmkms/faults",
+        &serde_json::json!({"action": "fail-commits", "count": 1}),
+    );
+    let err = hsm
+        .delete_cluster()
+        .cluster_id(&kept)
+        .send()
+        .await
+        .unwrap_err();
+    assert_error(&err, "CloudHsmInternalFailureException", None);
+    let cluster = describe_cluster(&hsm, &kept).await;
+    assert_eq!(cluster.state(), Some(&ClusterState::Uninitialized));
+    let deleting = hsm.delete_cluster().cluster_id(&kept).send().await.unwrap();
+    assert_eq!(
+        deleting.cluster().and_then(|c| c.state()),
+        Some(&ClusterState::DeleteInProgress)
+    );
+    let cluster = describe_cluster(&hsm, &kept).await;
+    assert_eq!(cluster.state(), Some(&ClusterState::Deleted));
     emulator.stop();
 }
 

@@ -3,8 +3,16 @@
 //! clock (daily, on activation, when an HSM is added or removed), applies the retention policy,
 //! and is the [`ClusterDirectory`] KMS sees.
 //!
+//! What each event means for a record (the cluster's state machine, the quotas, what
+//! finishing a CreateHsm needs) is decided in [`crate::service::cloudhsm`], as pure functions
+//! on the records; this runtime takes the turn, reads the records, asks those functions,
+//! commits, installs and then does the I/O they call for (the provisioner, backups).
+//!
 //! Every call into the provisioner blocks (it starts nodes, reads HSMs), so it runs on a
-//! blocking thread; the service's own lock is never held across one.
+//! blocking thread; the service's own lock is never held across one. `stored` reads the
+//! records a data directory holds, in older layouts too.
+
+mod stored;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,12 +24,14 @@ use hsmkms_common::ids;
 use sha2::{Digest, Sha256};
 
 use crate::cluster::{ClusterDirectory, ClusterView, HsmView, KeyObject, Provisioner};
+use crate::service::cloudhsm::cluster::busy;
 use crate::service::cloudhsm::error::CloudHsmError;
-use crate::service::cloudhsm::hsm::{HsmChange, HsmOp, HsmState};
+use crate::service::cloudhsm::hsm::{HsmChange, HsmState};
+use crate::service::cloudhsm::quota::admit_backup;
 use crate::service::cloudhsm::{
     backup_due, backup_prunable, cluster_prunable, deletion_expired, restorable, retention_purges,
-    BackupRecord, BackupState, ClusterRecord, ClusterState, Quotas, DEFAULT_RETENTION_DAYS,
-    MAX_BACKUPS, MAX_HSMS_PER_CLUSTER, MAX_RETENTION_DAYS, MIN_RETENTION_DAYS,
+    BackupRecord, BackupState, ClusterRecord, ClusterState, Quotas, Unfinished,
+    DEFAULT_RETENTION_DAYS, MAX_RETENTION_DAYS, MIN_RETENTION_DAYS,
 };
 use crate::store::{decode, Loaded, Store, Table, Write};
 use hsmkms_common::entropy::{Entropy, EntropyRng};
@@ -49,6 +59,12 @@ pub fn zones(region: &str) -> Vec<String> {
 const SETTLE_ATTEMPTS: u32 = 5;
 const SETTLE_BACKOFF: Duration = Duration::from_millis(200);
 const RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// The wait after failed attempt `attempt` (from 0), doubling from [`SETTLE_BACKOFF`]; none
+/// after the last, which leaves the retry to the periodic settling at once.
+fn settle_backoff(attempt: u32) -> Option<Duration> {
+    (attempt + 1 < SETTLE_ATTEMPTS).then(|| SETTLE_BACKOFF * 2u32.pow(attempt))
+}
 
 #[derive(Debug, Default)]
 struct State {
@@ -125,7 +141,7 @@ impl CloudHsm {
         for (id, bytes) in &loaded.clusters {
             state
                 .clusters
-                .insert(id.clone(), ClusterRecord::decode(bytes)?);
+                .insert(id.clone(), stored::decode_cluster(bytes)?);
         }
         for (id, bytes) in &loaded.backups {
             state.backups.insert(id.clone(), decode(bytes)?);
@@ -271,7 +287,8 @@ impl CloudHsm {
         let mut hsms: Vec<HsmInfo> = provisioned
             .into_iter()
             .map(|h| {
-                let state = HsmState::observed(changes.get(&h.hsm_id).map(|p| p.state), h.running);
+                let state =
+                    HsmState::observed(changes.get(&h.hsm_id).map(HsmChange::state), h.running);
                 HsmInfo {
                     subnet_id: subnet(&h.availability_zone),
                     view: HsmView {
@@ -291,7 +308,7 @@ impl CloudHsm {
                         hsm_id: hsm_id.clone(),
                         availability_zone: p.availability_zone.clone(),
                         address: String::new(),
-                        state: p.state,
+                        state: p.state(),
                     },
                 });
             }
@@ -345,10 +362,29 @@ impl CloudHsm {
         more: Vec<Write>,
         change: impl FnOnce(&mut ClusterRecord) -> Result<T, CloudHsmError>,
     ) -> Result<(ClusterRecord, T), CloudHsmError> {
+        self.update_cluster_releasing(cluster_id, None, more, change)
+            .await
+    }
+
+    /// [`Self::update_cluster`] for the commit that ends a change this task owns: `release`
+    /// leaves `working` once the record is installed, in the same turn. Claims are taken in a
+    /// turn too, so none sees the record done while the change is still owned (a claim that
+    /// found it owned would otherwise be dropped by the late release, and the periodic
+    /// settling would run the claimed change a second time).
+    async fn update_cluster_releasing<T>(
+        &self,
+        cluster_id: &str,
+        release: Option<&str>,
+        more: Vec<Write>,
+        change: impl FnOnce(&mut ClusterRecord) -> Result<T, CloudHsmError>,
+    ) -> Result<(ClusterRecord, T), CloudHsmError> {
         let _turn = self.records.lock().await;
         let mut record = self.live_cluster(cluster_id)?;
         let out = change(&mut record)?;
         self.put_cluster(&record, more).await?;
+        if let Some(id) = release {
+            self.state().working.remove(id);
+        }
         Ok((record, out))
     }
 
@@ -465,18 +501,8 @@ impl CloudHsm {
         // a cluster nobody recorded.
         {
             let _turn = self.records.lock().await;
-            let live = self
-                .state()
-                .clusters
-                .values()
-                .filter(|c| c.state != ClusterState::Deleted)
-                .count();
-            if live >= self.quotas.clusters {
-                return Err(CloudHsmError::Service(format!(
-                    "Cluster quota exceeded: this account already has {live} clusters in {}, its quota is {} (delete one, or raise the quota with --max-clusters).",
-                    self.region, self.quotas.clusters
-                )));
-            }
+            self.quotas
+                .admit_cluster(self.state().clusters.values(), &self.region)?;
             self.state().working.insert(cluster_id.clone());
             if let Err(e) = self.put_cluster(&record, writes).await {
                 self.state().working.remove(&cluster_id);
@@ -491,10 +517,7 @@ impl CloudHsm {
         };
         let created = match provisioned {
             Ok(()) => self
-                .update_cluster(&cluster_id, vec![], |r| {
-                    r.state = ClusterState::Uninitialized;
-                    Ok(())
-                })
+                .update_cluster_releasing(&cluster_id, Some(&cluster_id), vec![], |r| r.created())
                 .await
                 .map(|(r, ())| r),
             Err(e) => Err(CloudHsmError::InternalFailure(format!(
@@ -502,10 +525,7 @@ impl CloudHsm {
             ))),
         };
         match created {
-            Ok(r) => {
-                self.state().working.remove(&cluster_id);
-                Ok(r)
-            }
+            Ok(r) => Ok(r),
             Err(e) => {
                 // Never acknowledged: the cluster goes again (now, or, if that fails too, from
                 // the periodic work once this is no longer its owner).
@@ -596,29 +616,31 @@ impl CloudHsm {
         self: &Arc<Self>,
         cluster_id: &str,
     ) -> Result<ClusterRecord, CloudHsmError> {
-        let (record, ()) = self
+        // This call owns the delete from before DELETE_IN_PROGRESS is installed, so the
+        // periodic settling never finishes it alongside; a failed commit gives it up.
+        let mut claimed = false;
+        let updated = self
             .update_cluster(cluster_id, vec![], |record| {
-                if matches!(
-                    record.state,
-                    ClusterState::CreateInProgress | ClusterState::DeleteInProgress
-                ) {
-                    return Err(CloudHsmError::InvalidRequest(format!(
-                        "Cluster {cluster_id} is {}; try again once that is done.",
-                        record.state.as_str()
-                    )));
+                let before = record.state;
+                record.delete(self.hsms_of(record).len())?;
+                // In this turn nothing else owns a cluster that is not being created or
+                // deleted (owners release in the turn that ends their change).
+                if !self.state().working.insert(cluster_id.to_string()) {
+                    return Err(busy(cluster_id, before));
                 }
-                let hsms = self.hsms_of(record);
-                if !hsms.is_empty() {
-                    return Err(CloudHsmError::InvalidRequest(format!(
-                        "Cluster {cluster_id} still has {} HSM(s). Delete all HSMs in the cluster before deleting the cluster.",
-                        hsms.len()
-                    )));
-                }
-                record.state = ClusterState::DeleteInProgress;
+                claimed = true;
                 Ok(())
             })
-            .await?;
-        self.state().working.insert(cluster_id.to_string());
+            .await;
+        let (record, ()) = match updated {
+            Ok(done) => done,
+            Err(e) => {
+                if claimed {
+                    self.state().working.remove(cluster_id);
+                }
+                return Err(e);
+            }
+        };
         self.finish_delete_cluster(cluster_id).await;
         self.state().working.remove(cluster_id);
         Ok(record)
@@ -637,11 +659,7 @@ impl CloudHsm {
         let seed = Write::delete(Table::BackupImages, seed_key(cluster_id));
         let now = self.now();
         let done = self
-            .update_cluster(cluster_id, vec![seed], |r| {
-                r.state = ClusterState::Deleted;
-                r.deleted_at_millis = Some(now);
-                Ok(())
-            })
+            .update_cluster(cluster_id, vec![seed], |r| r.deleted(now))
             .await;
         if let Err(e) = done {
             tracing::error!(%cluster_id, error = %e, "cannot record a cluster DELETED; retrying later");
@@ -666,27 +684,7 @@ impl CloudHsm {
     ) -> Result<ClusterRecord, CloudHsmError> {
         let (record, ()) = self
             .update_cluster(cluster_id, vec![], |record| {
-                if record.state != ClusterState::Uninitialized || record.source_backup_id.is_some() {
-                    return Err(CloudHsmError::InvalidRequest(format!(
-                        "Cluster {cluster_id} is {}{}; only an UNINITIALIZED cluster that was not created from a backup can be initialized.",
-                        record.state.as_str(),
-                        if record.source_backup_id.is_some() { ", created from a backup" } else { "" }
-                    )));
-                }
-                let Some(csr) = record.cluster_csr.clone() else {
-                    return Err(CloudHsmError::InvalidRequest(format!(
-                        "Cluster {cluster_id} has no active HSM yet; create one and wait until it is ACTIVE."
-                    )));
-                };
-                hsmkms_common::tls::verify_signed_csr(&csr, signed_cert, trust_anchor).map_err(
-                    |e| CloudHsmError::InvalidRequest(format!("Invalid certificates: {e}.")),
-                )?;
-                record.state = ClusterState::Initialized;
-                record.state_message =
-                    "Cluster initialized; activate it with `hsm-cli cluster activate`.".into();
-                record.cluster_certificate = Some(signed_cert.to_string());
-                record.trust_anchor = Some(trust_anchor.to_string());
-                Ok(())
+                record.initialize(signed_cert, trust_anchor)
             })
             .await?;
         Ok(record)
@@ -712,16 +710,17 @@ impl CloudHsm {
 
     // ---- HSMs -------------------------------------------------------------------------
 
-    /// HSMs of every live cluster, those being created or deleted included (the account quota).
-    fn hsms_in_account(&self) -> usize {
-        let records: Vec<ClusterRecord> = self
-            .state()
-            .clusters
-            .values()
-            .filter(|c| c.state != ClusterState::Deleted)
-            .cloned()
-            .collect();
-        records.iter().map(|r| self.hsms_of(r).len()).sum()
+    /// Every cluster's record with its HSMs, those being created or deleted included (the
+    /// account quota).
+    fn hsm_counts(&self) -> Vec<(ClusterRecord, usize)> {
+        let records: Vec<ClusterRecord> = self.state().clusters.values().cloned().collect();
+        records
+            .into_iter()
+            .map(|r| {
+                let hsms = self.hsms_of(&r).len();
+                (r, hsms)
+            })
+            .collect()
     }
 
     /// CreateHsm: answers at once with the HSM CREATE_IN_PROGRESS, durable in the cluster's
@@ -737,48 +736,11 @@ impl CloudHsm {
         let hsm_id = ids::new_hsm_id(&mut EntropyRng(self.entropy.as_ref()));
         let turn = self.records.lock().await;
         let mut record = self.live_cluster(cluster_id)?;
-        let Some(subnet_id) = record.subnet_mapping.get(availability_zone).cloned() else {
-            return Err(CloudHsmError::InvalidRequest(format!(
-                "Cluster {cluster_id} has no subnet in Availability Zone {availability_zone}; its subnets are in {}.",
-                record.subnet_mapping.keys().cloned().collect::<Vec<_>>().join(", ")
-            )));
-        };
-        let hsms = self.hsms_of(&record);
-        if hsms.len() >= MAX_HSMS_PER_CLUSTER {
-            return Err(CloudHsmError::ResourceLimitExceeded(format!(
-                "Cluster {cluster_id} already has {MAX_HSMS_PER_CLUSTER} HSMs, the most a cluster can have."
-            )));
-        }
-        match record.state {
-            ClusterState::Uninitialized if !hsms.is_empty() => {
-                return Err(CloudHsmError::InvalidRequest(format!(
-                    "Cluster {cluster_id} is UNINITIALIZED and already has an HSM; initialize the cluster before adding more."
-                )))
-            }
-            ClusterState::Uninitialized
-            | ClusterState::Initialized
-            | ClusterState::Active
-            | ClusterState::Degraded => {}
-            other => {
-                return Err(CloudHsmError::InvalidRequest(format!(
-                    "Cluster {cluster_id} is {}; HSMs cannot be added now.",
-                    other.as_str()
-                )))
-            }
-        }
-        let in_account = self.hsms_in_account();
-        if in_account >= self.quotas.hsms {
-            return Err(CloudHsmError::Service(format!(
-                "HSM quota exceeded: this account already has {in_account} HSMs in {}, its quota is {} (delete one, or raise the quota with --max-hsms).",
-                self.region, self.quotas.hsms
-            )));
-        }
-        let change = HsmChange {
-            availability_zone: availability_zone.into(),
-            state: HsmState::CreateInProgress,
-            had_peers: !hsms.is_empty(),
-        };
-        record.hsm_changes.insert(hsm_id.clone(), change.clone());
+        let hsms = self.hsms_of(&record).len();
+        let subnet_id = record.add_hsm(&hsm_id, availability_zone, hsms)?;
+        let counts = self.hsm_counts();
+        self.quotas
+            .admit_hsm(counts.iter().map(|(r, n)| (r, *n)), &self.region)?;
         // This call owns the change from before it is durable, so the periodic settling never
         // runs it a second time alongside.
         self.state().working.insert(hsm_id.clone());
@@ -788,8 +750,12 @@ impl CloudHsm {
         }
         drop(turn);
         let service = self.clone();
-        let (cluster, hsm) = (cluster_id.to_string(), hsm_id.clone());
-        tokio::spawn(async move { service.finish_create_hsm(cluster, hsm, change).await });
+        let (cluster, hsm, zone) = (
+            cluster_id.to_string(),
+            hsm_id.clone(),
+            availability_zone.to_string(),
+        );
+        tokio::spawn(async move { service.finish_create_hsm(cluster, hsm, zone).await });
         Ok(HsmInfo {
             subnet_id,
             view: HsmView {
@@ -802,7 +768,7 @@ impl CloudHsm {
     }
 
     /// The rest of a CreateHsm whose CREATE_IN_PROGRESS is durable (the caller owns it in
-    /// `working`): the provisioner creates the HSM (or finds it created before a stop), then
+    /// `working`, and gives it up in [`Self::settle`]): the provisioner creates the HSM (or finds it created before a stop), then
     /// the cluster's record settles in one commit: the change goes, a restored cluster turns
     /// ACTIVE, a new cluster's first HSM offers the CSR; then the backup after adding an HSM.
     /// If the provisioner fails, the HSM is gone and so is the change. A commit that fails is
@@ -811,7 +777,7 @@ impl CloudHsm {
         self: Arc<Self>,
         cluster_id: String,
         hsm_id: String,
-        change: HsmChange,
+        availability_zone: String,
     ) {
         let image = match self.latest_image(&cluster_id).await {
             Ok(i) => i,
@@ -821,11 +787,7 @@ impl CloudHsm {
             }
         };
         let provisioner = self.provisioner.clone();
-        let (c, h, zone) = (
-            cluster_id.clone(),
-            hsm_id.clone(),
-            change.availability_zone.clone(),
-        );
+        let (c, h, zone) = (cluster_id.clone(), hsm_id.clone(), availability_zone);
         let created =
             blocking(move || provisioner.create_hsm(&c, &h, &zone, image.as_deref())).await;
         if created.is_ok() && self.crash_during_hsm_create.swap(false, Ordering::SeqCst) {
@@ -835,20 +797,10 @@ impl CloudHsm {
         let settled = match &created {
             Ok(()) => {
                 self.settle(&cluster_id, &hsm_id, |record| {
-                    if record.hsm_changes.remove(&hsm_id).is_none() {
+                    let Some(done) = record.hsm_created(&hsm_id)? else {
                         return Ok(false);
-                    }
-                    let restored_activation = record.state == ClusterState::Uninitialized
-                        && record.source_backup_id.is_some();
-                    let backup = restored_activation
-                        || (record.state == ClusterState::Active && change.had_peers);
-                    if restored_activation {
-                        // A restored cluster is initialized and activated already: its first HSM
-                        // brings the backup's users, keys and certificates.
-                        record.state = ClusterState::Active;
-                    } else if record.state == ClusterState::Uninitialized
-                        && record.cluster_csr.is_none()
-                    {
+                    };
+                    if done.make_csr {
                         match hsmkms_common::tls::cluster_csr(&cluster_id, &hsm_id) {
                             Ok(csr) => record.cluster_csr = Some(csr),
                             Err(e) => {
@@ -856,20 +808,19 @@ impl CloudHsm {
                             }
                         }
                     }
-                    Ok(backup)
+                    Ok(done.backup)
                 })
                 .await
             }
             Err(e) => {
                 tracing::error!(%cluster_id, %hsm_id, error = %e, "CreateHsm failed; the HSM is removed");
                 self.settle(&cluster_id, &hsm_id, |record| {
-                    record.hsm_changes.remove(&hsm_id);
+                    record.hsm_gone(&hsm_id);
                     Ok(false)
                 })
                 .await
             }
         };
-        self.state().working.remove(&hsm_id);
         if created.is_ok() && settled.is_some() {
             tracing::info!(%cluster_id, %hsm_id, "HSM ACTIVE");
         }
@@ -881,7 +832,9 @@ impl CloudHsm {
     }
 
     /// Records how an HSM change ended, with `change` on the cluster's record as the last
-    /// change left it; retried a few times, then left to the periodic settling (`None`).
+    /// change left it; retried a few times, then left to the periodic settling (`None`). The
+    /// caller's ownership of the change ends here either way: with the commit that records
+    /// the end, or once the retry is left to the periodic settling.
     async fn settle<T>(
         &self,
         cluster_id: &str,
@@ -889,17 +842,26 @@ impl CloudHsm {
         change: impl Fn(&mut ClusterRecord) -> Result<T, CloudHsmError>,
     ) -> Option<T> {
         for attempt in 0..SETTLE_ATTEMPTS {
-            match self.update_cluster(cluster_id, vec![], &change).await {
+            match self
+                .update_cluster_releasing(cluster_id, Some(hsm_id), vec![], &change)
+                .await
+            {
                 Ok((_, out)) => return Some(out),
-                Err(CloudHsmError::ResourceNotFound(_)) => return None,
+                Err(CloudHsmError::ResourceNotFound(_)) => {
+                    self.state().working.remove(hsm_id);
+                    return None;
+                }
                 Err(e) => {
                     tracing::warn!(%cluster_id, %hsm_id, attempt, error = %e, "cannot record the end of an HSM change");
-                    tokio::time::sleep(SETTLE_BACKOFF * 2u32.pow(attempt)).await;
+                    if let Some(wait) = settle_backoff(attempt) {
+                        tokio::time::sleep(wait).await;
+                    }
                 }
             }
         }
         tracing::error!(%cluster_id, %hsm_id, "the end of an HSM change is not recorded yet; retrying later");
         self.retry_later(hsm_id);
+        self.state().working.remove(hsm_id);
         None
     }
 
@@ -948,16 +910,13 @@ impl CloudHsm {
             let what = hsm_id.or(eni_id).or(eni_ip).unwrap_or("(none given)");
             return Err(not_found(&format!("HSM in cluster {cluster_id}:"), what));
         };
-        let deleting = hsm.view.state.apply(HsmOp::Delete, &hsm.view.hsm_id)?;
+        let change = HsmChange::delete(
+            &hsm.view.hsm_id,
+            hsm.view.state,
+            &hsm.view.availability_zone,
+        )?;
         let hsm_id = hsm.view.hsm_id.clone();
-        record.hsm_changes.insert(
-            hsm_id.clone(),
-            HsmChange {
-                availability_zone: hsm.view.availability_zone.clone(),
-                state: deleting,
-                had_peers: false,
-            },
-        );
+        record.hsm_changes.insert(hsm_id.clone(), change);
         self.state().working.insert(hsm_id.clone());
         if let Err(e) = self.put_cluster(&record, vec![]).await {
             self.state().working.remove(&hsm_id);
@@ -977,8 +936,9 @@ impl CloudHsm {
     }
 
     /// The rest of a DeleteHsm whose DELETE_IN_PROGRESS is durable (the caller owns it in
-    /// `working`): the provisioner removes the HSM (or finds it removed before a stop), then
-    /// the change goes from the record. A delete always finishes: a failure is retried later.
+    /// `working`, and gives it up here): the provisioner removes the HSM (or finds it removed
+    /// before a stop), then the change goes from the record. A delete always finishes: a
+    /// failure is retried later.
     async fn finish_delete_hsm(self: Arc<Self>, cluster_id: String, hsm_id: String) {
         let provisioner = self.provisioner.clone();
         let (c, h) = (cluster_id.clone(), hsm_id.clone());
@@ -986,7 +946,7 @@ impl CloudHsm {
             Ok(()) => {
                 let settled = self
                     .settle(&cluster_id, &hsm_id, |record| {
-                        record.hsm_changes.remove(&hsm_id);
+                        record.hsm_gone(&hsm_id);
                         Ok(())
                     })
                     .await;
@@ -997,9 +957,9 @@ impl CloudHsm {
             Err(e) => {
                 tracing::error!(%cluster_id, %hsm_id, error = %e, "DeleteHsm failed; retrying later");
                 self.retry_later(&hsm_id);
+                self.state().working.remove(&hsm_id);
             }
         }
-        self.state().working.remove(&hsm_id);
     }
 
     /// Finishes (or undoes) every change no task of this process owns: HSMs being created or
@@ -1007,14 +967,8 @@ impl CloudHsm {
     /// acknowledged. On start (`wait`) it runs them to the end before the emulator serves;
     /// from the periodic work it starts them in the background.
     pub async fn settle_changes(self: &Arc<Self>, wait: bool) {
-        enum Work {
-            CreateHsm(String, String, HsmChange),
-            DeleteHsm(String, String),
-            DeleteCluster(String),
-            AbandonCluster(String),
-        }
         let now = tokio::time::Instant::now();
-        let work: Vec<Work> = {
+        let work: Vec<(String, Unfinished)> = {
             let mut state = self.state();
             let State {
                 clusters,
@@ -1023,55 +977,40 @@ impl CloudHsm {
                 ..
             } = &mut *state;
             retry_at.retain(|_, at| *at > now);
-            let mut take = |id: &str| {
-                let free = !working.contains(id) && !retry_at.contains_key(id);
-                if free {
-                    working.insert(id.to_string());
-                }
-                free
-            };
             let mut work = Vec::new();
             for c in clusters.values() {
-                match c.state {
-                    ClusterState::CreateInProgress if take(&c.cluster_id) => {
-                        work.push(Work::AbandonCluster(c.cluster_id.clone()))
+                for item in c.unfinished() {
+                    let id = item.owner_id(&c.cluster_id);
+                    // Free: no task owns it and no failed attempt asks for a pause.
+                    if !working.contains(id) && !retry_at.contains_key(id) {
+                        working.insert(id.to_string());
+                        work.push((c.cluster_id.clone(), item));
                     }
-                    ClusterState::DeleteInProgress if take(&c.cluster_id) => {
-                        work.push(Work::DeleteCluster(c.cluster_id.clone()))
-                    }
-                    _ => {}
-                }
-                for (hsm_id, change) in &c.hsm_changes {
-                    if !take(hsm_id) {
-                        continue;
-                    }
-                    let (cluster, hsm) = (c.cluster_id.clone(), hsm_id.clone());
-                    work.push(match change.state {
-                        HsmState::DeleteInProgress => Work::DeleteHsm(cluster, hsm),
-                        _ => Work::CreateHsm(cluster, hsm, change.clone()),
-                    });
                 }
             }
             work
         };
-        for item in work {
+        for (c, item) in work {
             let service = self.clone();
             let run = async move {
                 match item {
-                    Work::CreateHsm(c, h, change) => {
+                    Unfinished::CreateHsm {
+                        hsm_id: h,
+                        availability_zone,
+                    } => {
                         tracing::info!(cluster_id = %c, hsm_id = %h, "finishing an interrupted CreateHsm");
-                        service.finish_create_hsm(c, h, change).await
+                        service.finish_create_hsm(c, h, availability_zone).await
                     }
-                    Work::DeleteHsm(c, h) => {
+                    Unfinished::DeleteHsm { hsm_id: h } => {
                         tracing::info!(cluster_id = %c, hsm_id = %h, "finishing an interrupted DeleteHsm");
                         service.finish_delete_hsm(c, h).await
                     }
-                    Work::DeleteCluster(c) => {
+                    Unfinished::DeleteCluster => {
                         tracing::info!(cluster_id = %c, "finishing an interrupted DeleteCluster");
                         service.finish_delete_cluster(&c).await;
                         service.state().working.remove(&c);
                     }
-                    Work::AbandonCluster(c) => {
+                    Unfinished::AbandonCluster => {
                         service.abandon_cluster(&c).await;
                         service.state().working.remove(&c);
                     }
@@ -1140,17 +1079,7 @@ impl CloudHsm {
     /// are one turn, so concurrent backups cannot pass the bound together.
     async fn add_backup(&self, backup: &BackupRecord, image: Vec<u8>) -> Result<(), CloudHsmError> {
         let _turn = self.records.lock().await;
-        let holding = self
-            .state()
-            .backups
-            .values()
-            .filter(|b| b.holds_data())
-            .count();
-        if holding >= MAX_BACKUPS {
-            return Err(CloudHsmError::Service(format!(
-                "Backup limit reached: {holding} backups hold data, the most this emulator keeps is {MAX_BACKUPS}; delete some (DeleteBackup) first."
-            )));
-        }
+        admit_backup(self.state().backups.values())?;
         self.commit(vec![
             Write::put(Table::Backups, backup.backup_id.clone(), backup),
             Write::Put {
@@ -1541,16 +1470,8 @@ impl CloudHsm {
             }
             let id = record.cluster_id.clone();
             let activated = self
-                .update_cluster(&id, vec![], |r| {
-                    if r.state != ClusterState::Initialized {
-                        return Err(CloudHsmError::InvalidRequest(
-                            "no longer INITIALIZED".into(),
-                        ));
-                    }
-                    r.state = ClusterState::Active;
-                    r.state_message = String::new();
-                    Ok(())
-                })
+                // Still INITIALIZED: the transition refuses it otherwise.
+                .update_cluster(&id, vec![], |r| r.activated())
                 .await;
             if activated.is_ok() {
                 tracing::info!(cluster_id = %id, "cluster activated: ACTIVE");
@@ -1664,5 +1585,18 @@ impl ClusterDirectory for CloudHsm {
 
     fn client_tls(&self, cluster_id: &str) -> Option<Arc<rustls::ClientConfig>> {
         self.provisioner.client_tls(cluster_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settling_waits_between_attempts_only() {
+        // None after the last attempt; the README's "about 3 s" is the sum of the others.
+        assert_eq!(settle_backoff(SETTLE_ATTEMPTS - 1), None);
+        let total: Duration = (0..SETTLE_ATTEMPTS).filter_map(settle_backoff).sum();
+        assert_eq!(total, Duration::from_millis(3_000));
     }
 }

@@ -451,8 +451,9 @@ pub async fn call(
             if !home {
                 return Err(not_here(&id));
             }
-            let mut record = svc.delete_cluster(&id).await?;
-            record.state = crate::service::cloudhsm::ClusterState::DeleteInProgress;
+            // DELETE_IN_PROGRESS, as AWS answers: the record as DeleteCluster's check installed
+            // it (it may be DELETED already by now).
+            let record = svc.delete_cluster(&id).await?;
             Ok(json!({"Cluster": cluster_json(&record, &[])}))
         }
         "ModifyCluster" => {

@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use super::error::CloudHsmError;
 
-/// CloudHSM's `HsmState`. Stored in cluster records (see [`HsmChange`]) by variant index: new
-/// variants go at the end.
+/// CloudHSM's `HsmState`. Cluster records of the layout before [`HsmChangeKind`] stored it by
+/// variant index (the runtime still reads them): new variants go at the end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HsmState {
     CreateInProgress,
@@ -77,12 +77,58 @@ impl HsmState {
 /// of finding an HSM that nothing settles.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HsmChange {
+    /// Where the HSM is (or was): shown while the provisioner has no node for it yet, and
+    /// where a create that a restart finishes puts it.
     pub availability_zone: String,
-    /// CREATE_IN_PROGRESS or DELETE_IN_PROGRESS.
-    pub state: HsmState,
-    /// For a create: whether the cluster had other HSMs then (a new HSM of an ACTIVE cluster
-    /// that had some is followed by a backup, as on CloudHSM).
-    pub had_peers: bool,
+    pub kind: HsmChangeKind,
+}
+
+/// Which change is under way.
+///
+/// Persisted by variant index: append new variants at the end, never reorder. `Create` is
+/// index 0 with one bool, as a create was in the older layout (`HsmState` index 0 and
+/// `had_peers`); an older delete (index 3) is refused by this enum and read by the runtime's
+/// older layout instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HsmChangeKind {
+    /// CreateHsm. `had_peers`: whether the cluster had other HSMs then (a new HSM of an ACTIVE
+    /// cluster that had some is followed by a backup, as on CloudHSM).
+    Create { had_peers: bool },
+    /// DeleteHsm.
+    Delete,
+}
+
+impl HsmChange {
+    /// CreateHsm's change, in a cluster that has `peers` HSMs already.
+    pub fn create(availability_zone: &str, peers: usize) -> HsmChange {
+        HsmChange {
+            availability_zone: availability_zone.into(),
+            kind: HsmChangeKind::Create {
+                had_peers: peers > 0,
+            },
+        }
+    }
+
+    /// DeleteHsm's change of an HSM that is `state` now, if the HSM's state allows it.
+    pub fn delete(
+        hsm_id: &str,
+        state: HsmState,
+        availability_zone: &str,
+    ) -> Result<HsmChange, CloudHsmError> {
+        state.apply(HsmOp::Delete, hsm_id)?;
+        Ok(HsmChange {
+            availability_zone: availability_zone.into(),
+            kind: HsmChangeKind::Delete,
+        })
+    }
+
+    /// The state the HSM shows while the change is under way.
+    pub fn state(&self) -> HsmState {
+        match self.kind {
+            HsmChangeKind::Create { .. } => HsmState::CreateInProgress,
+            HsmChangeKind::Delete => HsmState::DeleteInProgress,
+        }
+    }
 }
 
 /// DeleteHsm while a create or delete of the HSM is under way.
@@ -130,6 +176,21 @@ mod tests {
                 .to_string(),
             "HSM hsm-abcdefghijk is CREATE_IN_PROGRESS; try again once that is done."
         );
+    }
+
+    #[test]
+    fn a_change_shows_as_its_in_progress_state_and_a_delete_asks_the_transition() {
+        let create = HsmChange::create("us-east-1a", 1);
+        assert_eq!(create.kind, HsmChangeKind::Create { had_peers: true });
+        assert_eq!(create.state(), CreateInProgress);
+        assert_eq!(
+            HsmChange::create("us-east-1a", 0).kind,
+            HsmChangeKind::Create { had_peers: false }
+        );
+        let delete = HsmChange::delete("hsm-abcdefghijk", Degraded, "us-east-1b").unwrap();
+        assert_eq!(delete.kind, HsmChangeKind::Delete);
+        assert_eq!(delete.state(), DeleteInProgress);
+        assert!(HsmChange::delete("hsm-abcdefghijk", CreateInProgress, "us-east-1b").is_err());
     }
 
     #[test]

@@ -1,17 +1,29 @@
 //! The CloudHSM service's own records: clusters, backups and their life cycles, as plain data
 //! and pure decisions (when a backup is due, which ones the retention policy purges, when a
 //! deleted backup is gone for good). The shell that runs them is `crate::cloudhsm`.
+//!
+//! # Layout
+//!
+//! - [`cluster`]: a cluster's record and its state machine (`ClusterState::apply`), and what
+//!   each event (CreateHsm done, DeleteCluster, InitializeCluster, ...) changes in the record.
+//! - [`hsm`]: an HSM's state machine and the record of an HSM being created or deleted.
+//! - [`quota`]: the account quotas and the backup cap, checked on the records.
+//! - here: backups, their retention and the pruning of deleted resources.
 
+pub mod cluster;
 pub mod error;
 pub mod hsm;
+pub mod quota;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::KeyObject;
-use crate::store::{decode, StoreError};
-use hsm::HsmChange;
+pub use cluster::{ClusterOp, ClusterRecord, ClusterState, HsmCreated, Unfinished};
+pub use quota::{
+    Quotas, DEFAULT_MAX_CLUSTERS, DEFAULT_MAX_HSMS, MAX_BACKUPS, MAX_HSMS_PER_CLUSTER,
+};
 
 /// Backups are taken at least this often (of emulator time), per cluster.
 pub const BACKUP_INTERVAL_MILLIS: u64 = 24 * 3600 * 1000;
@@ -21,53 +33,10 @@ pub const PENDING_DELETION_MILLIS: u64 = 7 * 24 * 3600 * 1000;
 pub const MIN_RETENTION_DAYS: u32 = 7;
 pub const MAX_RETENTION_DAYS: u32 = 379;
 pub const DEFAULT_RETENTION_DAYS: u32 = 90;
-/// HSMs per cluster (a fixed quota of CloudHSM).
-pub const MAX_HSMS_PER_CLUSTER: usize = 28;
-/// CloudHSM's default account quotas per Region (adjustable on AWS, options here).
-pub const DEFAULT_MAX_CLUSTERS: usize = 4;
-pub const DEFAULT_MAX_HSMS: usize = 6;
-/// Backups that still hold data, every Region together. AWS documents no backup quota; the
-/// emulator needs one, since NeverExpires backups, copies (which have no retention policy)
-/// and HSMs added and removed in a loop are not bounded by the retention policy.
-pub const MAX_BACKUPS: usize = 1_000;
 /// How long a DELETED cluster or backup is still listed (emulator time) before it is gone for
 /// good, as AWS stops showing deleted resources after a while.
 pub const DELETED_RETENTION_MILLIS: u64 = 30 * DAY_MILLIS;
 const DAY_MILLIS: u64 = 24 * 3600 * 1000;
-
-/// CloudHSM's `ClusterState`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ClusterState {
-    CreateInProgress,
-    Uninitialized,
-    InitializeInProgress,
-    Initialized,
-    Active,
-    UpdateInProgress,
-    ModifyInProgress,
-    RollbackInProgress,
-    DeleteInProgress,
-    Deleted,
-    Degraded,
-}
-
-impl ClusterState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ClusterState::CreateInProgress => "CREATE_IN_PROGRESS",
-            ClusterState::Uninitialized => "UNINITIALIZED",
-            ClusterState::InitializeInProgress => "INITIALIZE_IN_PROGRESS",
-            ClusterState::Initialized => "INITIALIZED",
-            ClusterState::Active => "ACTIVE",
-            ClusterState::UpdateInProgress => "UPDATE_IN_PROGRESS",
-            ClusterState::ModifyInProgress => "MODIFY_IN_PROGRESS",
-            ClusterState::RollbackInProgress => "ROLLBACK_IN_PROGRESS",
-            ClusterState::DeleteInProgress => "DELETE_IN_PROGRESS",
-            ClusterState::Deleted => "DELETED",
-            ClusterState::Degraded => "DEGRADED",
-        }
-    }
-}
 
 /// CloudHSM's `BackupState`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,101 +54,6 @@ impl BackupState {
             BackupState::Ready => "READY",
             BackupState::PendingDeletion => "PENDING_DELETION",
             BackupState::Deleted => "DELETED",
-        }
-    }
-}
-
-/// A cluster as the CloudHSM service keeps it. Its HSMs are the provisioner's.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClusterRecord {
-    pub cluster_id: String,
-    pub state: ClusterState,
-    pub state_message: String,
-    pub hsm_type: String,
-    pub created_at_millis: u64,
-    pub vpc_id: String,
-    pub security_group: String,
-    /// Availability Zone to subnet id.
-    pub subnet_mapping: BTreeMap<String, String>,
-    pub retention_days: u32,
-    pub source_backup_id: Option<String>,
-    /// The certificate the cluster was initialized with (`ClusterCertificate`).
-    pub cluster_certificate: Option<String>,
-    /// The trust anchor (`customerCA.crt`) clients and KMS check.
-    pub trust_anchor: Option<String>,
-    /// The certificate signing request of an UNINITIALIZED cluster with an HSM.
-    pub cluster_csr: Option<String>,
-    pub tags: BTreeMap<String, String>,
-    /// HSMs being created or deleted, by HSM id (see [`HsmChange`]).
-    pub hsm_changes: BTreeMap<String, HsmChange>,
-    /// When the cluster was deleted (DELETED clusters are listed for a while, then pruned).
-    pub deleted_at_millis: Option<u64>,
-}
-
-/// A cluster record as stores wrote it before `hsm_changes` and `deleted_at_millis`: postcard
-/// has no field names, so an older record is read with its own layout.
-#[derive(Deserialize)]
-struct ClusterRecordV1 {
-    cluster_id: String,
-    state: ClusterState,
-    state_message: String,
-    hsm_type: String,
-    created_at_millis: u64,
-    vpc_id: String,
-    security_group: String,
-    subnet_mapping: BTreeMap<String, String>,
-    retention_days: u32,
-    source_backup_id: Option<String>,
-    cluster_certificate: Option<String>,
-    trust_anchor: Option<String>,
-    cluster_csr: Option<String>,
-    tags: BTreeMap<String, String>,
-}
-
-impl ClusterRecord {
-    /// Reads a stored record, in the current layout or the one before it.
-    pub fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
-        match decode::<ClusterRecord>(bytes) {
-            Ok(record) => Ok(record),
-            Err(current) => {
-                let old: ClusterRecordV1 = decode(bytes).map_err(|_| current)?;
-                Ok(ClusterRecord {
-                    cluster_id: old.cluster_id,
-                    state: old.state,
-                    state_message: old.state_message,
-                    hsm_type: old.hsm_type,
-                    created_at_millis: old.created_at_millis,
-                    vpc_id: old.vpc_id,
-                    security_group: old.security_group,
-                    subnet_mapping: old.subnet_mapping,
-                    retention_days: old.retention_days,
-                    source_backup_id: old.source_backup_id,
-                    cluster_certificate: old.cluster_certificate,
-                    trust_anchor: old.trust_anchor,
-                    cluster_csr: old.cluster_csr,
-                    tags: old.tags,
-                    hsm_changes: BTreeMap::new(),
-                    deleted_at_millis: None,
-                })
-            }
-        }
-    }
-}
-
-/// The account quotas the service enforces (per account and Region, as CloudHSM's).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Quotas {
-    /// Clusters that are not DELETED.
-    pub clusters: usize,
-    /// HSMs in every cluster together, those being created or deleted included.
-    pub hsms: usize,
-}
-
-impl Default for Quotas {
-    fn default() -> Self {
-        Self {
-            clusters: DEFAULT_MAX_CLUSTERS,
-            hsms: DEFAULT_MAX_HSMS,
         }
     }
 }

@@ -88,62 +88,6 @@ fn cluster(id: &str, state: ClusterState) -> ClusterRecord {
 }
 
 #[test]
-fn a_cluster_record_of_the_layout_before_hsm_changes_still_reads() {
-    // The layout stores wrote before the record kept HSM changes and its deletion time.
-    #[derive(serde::Serialize)]
-    struct V1<'a> {
-        cluster_id: &'a str,
-        state: ClusterState,
-        state_message: &'a str,
-        hsm_type: &'a str,
-        created_at_millis: u64,
-        vpc_id: &'a str,
-        security_group: &'a str,
-        subnet_mapping: BTreeMap<String, String>,
-        retention_days: u32,
-        source_backup_id: Option<String>,
-        cluster_certificate: Option<String>,
-        trust_anchor: Option<String>,
-        cluster_csr: Option<String>,
-        tags: BTreeMap<String, String>,
-    }
-    let expected = cluster("cluster-aaaaaaaaaaa", ClusterState::Uninitialized);
-    let old = postcard::to_stdvec(&V1 {
-        cluster_id: &expected.cluster_id,
-        state: expected.state,
-        state_message: "",
-        hsm_type: &expected.hsm_type,
-        created_at_millis: 0,
-        vpc_id: &expected.vpc_id,
-        security_group: &expected.security_group,
-        subnet_mapping: expected.subnet_mapping.clone(),
-        retention_days: 90,
-        source_backup_id: None,
-        cluster_certificate: None,
-        trust_anchor: None,
-        cluster_csr: expected.cluster_csr.clone(),
-        tags: expected.tags.clone(),
-    })
-    .unwrap();
-    assert_eq!(ClusterRecord::decode(&old).unwrap(), expected);
-
-    // The current layout round-trips, HSM changes included; garbage is an error, not a panic.
-    let mut current = expected.clone();
-    current.hsm_changes.insert(
-        "hsm-bbbbbbbbbbb".into(),
-        hsm::HsmChange {
-            availability_zone: "us-east-1a".into(),
-            state: hsm::HsmState::DeleteInProgress,
-            had_peers: false,
-        },
-    );
-    current.deleted_at_millis = Some(7);
-    let bytes = postcard::to_stdvec(&current).unwrap();
-    assert_eq!(ClusterRecord::decode(&bytes).unwrap(), current);
-    assert!(ClusterRecord::decode(&[0xff, 0xff, 0xff]).is_err());
-}
-
-#[test]
 fn deleted_clusters_and_backups_are_pruned_after_their_retention() {
     let mut gone = cluster("cluster-aaaaaaaaaaa", ClusterState::Deleted);
     gone.deleted_at_millis = Some(10 * DAY_MILLIS);
@@ -161,4 +105,296 @@ fn deleted_clusters_and_backups_are_pruned_after_their_retention() {
     assert!(backup_prunable(&deleted, 38 * DAY_MILLIS));
     let pending = backup("backup-y", 0, BackupState::PendingDeletion, false);
     assert!(!backup_prunable(&pending, 400 * DAY_MILLIS));
+}
+
+// ---- the cluster state machine ------------------------------------------------------------
+
+#[test]
+fn every_cluster_state_and_event() {
+    use ClusterOp::*;
+    use ClusterState::*;
+    let id = "cluster-aaaaaaaaaaa";
+    let ok = |s: ClusterState, op| s.apply(op, id).unwrap();
+    let refused = |s: ClusterState, op| s.apply(op, id).unwrap_err().to_string();
+
+    assert_eq!(ok(CreateInProgress, Created), Uninitialized);
+    assert_eq!(
+        ok(Uninitialized, Initialize { restored: false }),
+        Initialized
+    );
+    assert_eq!(ok(Initialized, Activated), Active);
+    assert_eq!(ok(Uninitialized, HsmCreated { restored: true }), Active);
+    assert_eq!(
+        ok(Uninitialized, HsmCreated { restored: false }),
+        Uninitialized
+    );
+    assert_eq!(ok(Active, HsmCreated { restored: true }), Active);
+    for s in [Uninitialized, Initialized, Active, Degraded] {
+        assert_eq!(ok(s, AddHsm { hsms: 0 }), s);
+        assert_eq!(ok(s, Delete { hsms: 0 }), DeleteInProgress);
+    }
+    for s in [Initialized, Active, Degraded] {
+        assert_eq!(ok(s, AddHsm { hsms: 3 }), s);
+    }
+    assert_eq!(ok(DeleteInProgress, DeleteFinished), Deleted);
+
+    assert_eq!(
+        refused(Uninitialized, Initialize { restored: true }),
+        "Cluster cluster-aaaaaaaaaaa is UNINITIALIZED, created from a backup; only an UNINITIALIZED cluster that was not created from a backup can be initialized."
+    );
+    assert_eq!(
+        refused(Active, Initialize { restored: false }),
+        "Cluster cluster-aaaaaaaaaaa is ACTIVE; only an UNINITIALIZED cluster that was not created from a backup can be initialized."
+    );
+    assert_eq!(
+        refused(Uninitialized, AddHsm { hsms: 1 }),
+        "Cluster cluster-aaaaaaaaaaa is UNINITIALIZED and already has an HSM; initialize the cluster before adding more."
+    );
+    assert_eq!(
+        refused(DeleteInProgress, AddHsm { hsms: 0 }),
+        "Cluster cluster-aaaaaaaaaaa is DELETE_IN_PROGRESS; HSMs cannot be added now."
+    );
+    assert_eq!(
+        refused(CreateInProgress, Delete { hsms: 0 }),
+        "Cluster cluster-aaaaaaaaaaa is CREATE_IN_PROGRESS; try again once that is done."
+    );
+    assert_eq!(
+        refused(DeleteInProgress, Delete { hsms: 0 }),
+        "Cluster cluster-aaaaaaaaaaa is DELETE_IN_PROGRESS; try again once that is done."
+    );
+    assert_eq!(
+        refused(Active, Delete { hsms: 2 }),
+        "Cluster cluster-aaaaaaaaaaa still has 2 HSM(s). Delete all HSMs in the cluster before deleting the cluster."
+    );
+    // Events out of turn are refused, and a DELETED cluster takes none.
+    assert!(Active.apply(Activated, id).is_err());
+    assert!(Uninitialized.apply(Created, id).is_err());
+    assert!(Active.apply(DeleteFinished, id).is_err());
+    assert!(Deleted.apply(Delete { hsms: 0 }, id).is_err());
+    assert!(Deleted.apply(HsmCreated { restored: false }, id).is_err());
+}
+
+#[test]
+fn initialize_needs_the_csr_and_activation_clears_the_hint() {
+    let mut c = cluster("cluster-aaaaaaaaaaa", ClusterState::Uninitialized);
+    c.cluster_csr = None;
+    assert_eq!(
+        c.initialize("cert", "anchor").unwrap_err().to_string(),
+        "Cluster cluster-aaaaaaaaaaa has no active HSM yet; create one and wait until it is ACTIVE."
+    );
+    // Certificates that do not match the CSR are refused, and nothing changes.
+    c.cluster_csr = Some("csr".into());
+    let before = c.clone();
+    assert!(c
+        .initialize("cert", "anchor")
+        .unwrap_err()
+        .to_string()
+        .starts_with("Invalid certificates: "));
+    assert_eq!(c, before);
+
+    let mut initialized = cluster("cluster-aaaaaaaaaaa", ClusterState::Initialized);
+    initialized.state_message = "activate it".into();
+    initialized.activated().unwrap();
+    assert_eq!(initialized.state, ClusterState::Active);
+    assert_eq!(initialized.state_message, "");
+    assert!(initialized.activated().is_err());
+}
+
+#[test]
+fn add_hsm_checks_zone_room_and_state_then_records_the_create() {
+    let mut c = cluster("cluster-aaaaaaaaaaa", ClusterState::Uninitialized);
+    assert_eq!(
+        c.add_hsm("hsm-bbbbbbbbbbb", "us-east-1c", 0)
+            .unwrap_err()
+            .to_string(),
+        "Cluster cluster-aaaaaaaaaaa has no subnet in Availability Zone us-east-1c; its subnets are in us-east-1a."
+    );
+    assert!(matches!(
+        c.add_hsm("hsm-bbbbbbbbbbb", "us-east-1a", MAX_HSMS_PER_CLUSTER),
+        Err(error::CloudHsmError::ResourceLimitExceeded(_))
+    ));
+    assert!(c.add_hsm("hsm-bbbbbbbbbbb", "us-east-1a", 1).is_err());
+    assert!(c.hsm_changes.is_empty());
+
+    assert_eq!(
+        c.add_hsm("hsm-bbbbbbbbbbb", "us-east-1a", 0).unwrap(),
+        "subnet-1"
+    );
+    assert_eq!(
+        c.hsm_changes["hsm-bbbbbbbbbbb"],
+        hsm::HsmChange::create("us-east-1a", 0)
+    );
+    let mut active = cluster("cluster-ccccccccccc", ClusterState::Active);
+    active.add_hsm("hsm-ddddddddddd", "us-east-1a", 2).unwrap();
+    assert_eq!(
+        active.hsm_changes["hsm-ddddddddddd"].kind,
+        hsm::HsmChangeKind::Create { had_peers: true }
+    );
+}
+
+#[test]
+fn finishing_a_create_says_what_the_cluster_needs() {
+    let created = |state: ClusterState, peers: usize, csr: Option<&str>, restored: bool| {
+        let mut c = cluster("cluster-aaaaaaaaaaa", state);
+        c.cluster_csr = csr.map(str::to_string);
+        c.source_backup_id = restored.then(|| "backup-aaaaaaaaaaa".to_string());
+        c.hsm_changes.insert(
+            "hsm-bbbbbbbbbbb".into(),
+            hsm::HsmChange::create("us-east-1a", peers),
+        );
+        let done = c.hsm_created("hsm-bbbbbbbbbbb").unwrap();
+        assert!(c.hsm_changes.is_empty());
+        (c.state, done)
+    };
+    let needs = |make_csr, backup| Some(HsmCreated { make_csr, backup });
+
+    // A new cluster's first HSM: the CSR, no backup.
+    assert_eq!(
+        created(ClusterState::Uninitialized, 0, None, false),
+        (ClusterState::Uninitialized, needs(true, false))
+    );
+    // Its CSR is made once.
+    assert_eq!(
+        created(ClusterState::Uninitialized, 0, Some("csr"), false),
+        (ClusterState::Uninitialized, needs(false, false))
+    );
+    // A restored cluster turns ACTIVE with its first HSM, then takes a backup.
+    assert_eq!(
+        created(ClusterState::Uninitialized, 0, None, true),
+        (ClusterState::Active, needs(false, true))
+    );
+    // An ACTIVE cluster that had HSMs takes a backup after adding one; one that had none, or
+    // a cluster not yet ACTIVE, does not.
+    assert_eq!(
+        created(ClusterState::Active, 2, None, false),
+        (ClusterState::Active, needs(false, true))
+    );
+    assert_eq!(
+        created(ClusterState::Active, 0, None, false),
+        (ClusterState::Active, needs(false, false))
+    );
+    assert_eq!(
+        created(ClusterState::Initialized, 1, Some("csr"), false),
+        (ClusterState::Initialized, needs(false, false))
+    );
+
+    // No create recorded (settled already, or a delete): nothing changes.
+    let mut c = cluster("cluster-aaaaaaaaaaa", ClusterState::Uninitialized);
+    c.hsm_changes.insert(
+        "hsm-bbbbbbbbbbb".into(),
+        hsm::HsmChange::delete("hsm-bbbbbbbbbbb", hsm::HsmState::Active, "us-east-1a").unwrap(),
+    );
+    let before = c.clone();
+    assert_eq!(c.hsm_created("hsm-bbbbbbbbbbb").unwrap(), None);
+    assert_eq!(c.hsm_created("hsm-ccccccccccc").unwrap(), None);
+    assert_eq!(c, before);
+    c.hsm_gone("hsm-bbbbbbbbbbb");
+    assert!(c.hsm_changes.is_empty());
+}
+
+#[test]
+fn delete_then_deleted_records_when() {
+    let mut c = cluster("cluster-aaaaaaaaaaa", ClusterState::Active);
+    assert!(c.delete(1).is_err());
+    assert_eq!(c.state, ClusterState::Active);
+    c.delete(0).unwrap();
+    assert_eq!(c.state, ClusterState::DeleteInProgress);
+    c.deleted(42).unwrap();
+    assert_eq!(
+        (c.state, c.deleted_at_millis),
+        (ClusterState::Deleted, Some(42))
+    );
+
+    let mut new = cluster("cluster-ccccccccccc", ClusterState::CreateInProgress);
+    new.created().unwrap();
+    assert_eq!(new.state, ClusterState::Uninitialized);
+}
+
+#[test]
+fn unfinished_work_is_the_clusters_own_change_then_its_hsms() {
+    let mut c = cluster("cluster-aaaaaaaaaaa", ClusterState::DeleteInProgress);
+    assert_eq!(c.unfinished(), vec![Unfinished::DeleteCluster]);
+    c.state = ClusterState::CreateInProgress;
+    assert_eq!(c.unfinished(), vec![Unfinished::AbandonCluster]);
+    c.state = ClusterState::Active;
+    c.hsm_changes.insert(
+        "hsm-bbbbbbbbbbb".into(),
+        hsm::HsmChange::create("us-east-1a", 1),
+    );
+    c.hsm_changes.insert(
+        "hsm-ccccccccccc".into(),
+        hsm::HsmChange::delete("hsm-ccccccccccc", hsm::HsmState::Active, "us-east-1b").unwrap(),
+    );
+    let work = c.unfinished();
+    assert_eq!(
+        work,
+        vec![
+            Unfinished::CreateHsm {
+                hsm_id: "hsm-bbbbbbbbbbb".into(),
+                availability_zone: "us-east-1a".into(),
+            },
+            Unfinished::DeleteHsm {
+                hsm_id: "hsm-ccccccccccc".into(),
+            },
+        ]
+    );
+    // The owner of an HSM's change is the HSM; of the cluster's own, the cluster.
+    assert_eq!(work[0].owner_id(&c.cluster_id), "hsm-bbbbbbbbbbb");
+    assert_eq!(
+        Unfinished::DeleteCluster.owner_id(&c.cluster_id),
+        "cluster-aaaaaaaaaaa"
+    );
+}
+
+// ---- quotas ---------------------------------------------------------------------------------
+
+#[test]
+fn quotas_count_what_is_not_deleted() {
+    let quotas = Quotas {
+        clusters: 2,
+        hsms: 3,
+    };
+    let live = cluster("cluster-aaaaaaaaaaa", ClusterState::Active);
+    let gone = cluster("cluster-bbbbbbbbbbb", ClusterState::Deleted);
+    let deleting = cluster("cluster-ccccccccccc", ClusterState::DeleteInProgress);
+    assert!(quotas.admit_cluster([&live, &gone], "us-east-1").is_ok());
+    assert_eq!(
+        quotas
+            .admit_cluster([&live, &gone, &deleting], "us-east-1")
+            .unwrap_err(),
+        error::CloudHsmError::Service(
+            "Cluster quota exceeded: this account already has 2 clusters in us-east-1, its quota is 2 (delete one, or raise the quota with --max-clusters).".into()
+        )
+    );
+
+    assert!(quotas
+        .admit_hsm([(&live, 2), (&gone, 5)], "us-east-1")
+        .is_ok());
+    assert_eq!(
+        quotas
+            .admit_hsm([(&live, 2), (&deleting, 1)], "us-east-1")
+            .unwrap_err(),
+        error::CloudHsmError::Service(
+            "HSM quota exceeded: this account already has 3 HSMs in us-east-1, its quota is 3 (delete one, or raise the quota with --max-hsms).".into()
+        )
+    );
+}
+
+#[test]
+fn the_backup_cap_counts_backups_that_hold_data() {
+    let mut all: Vec<BackupRecord> = (0..MAX_BACKUPS - 1)
+        .map(|i| backup(&format!("backup-{i}"), 0, BackupState::Ready, false))
+        .collect();
+    all.push(backup("backup-gone", 0, BackupState::Deleted, false));
+    assert!(quota::admit_backup(&all).is_ok());
+    all.push(backup(
+        "backup-pending",
+        0,
+        BackupState::PendingDeletion,
+        false,
+    ));
+    assert!(matches!(
+        quota::admit_backup(&all),
+        Err(error::CloudHsmError::Service(m)) if m.starts_with("Backup limit reached: 1000 backups hold data")
+    ));
 }
