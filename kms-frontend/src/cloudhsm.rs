@@ -29,8 +29,8 @@ use crate::service::cloudhsm::error::CloudHsmError;
 use crate::service::cloudhsm::hsm::{HsmChange, HsmState};
 use crate::service::cloudhsm::quota::admit_backup;
 use crate::service::cloudhsm::{
-    backup_due, backup_prunable, cluster_prunable, deletion_expired, restorable, retention_purges,
-    BackupRecord, BackupState, ClusterRecord, ClusterState, Quotas, Unfinished,
+    backup_due, backup_prunable, cluster_prunable, deletion_expired, retention_purges, BackupOp,
+    BackupRecord, BackupState, ClusterRecord, ClusterState, Quotas, Unfinished, Use,
     DEFAULT_RETENTION_DAYS, MAX_RETENTION_DAYS, MIN_RETENTION_DAYS,
 };
 use crate::store::{decode, Loaded, Store, Table, Write};
@@ -397,15 +397,29 @@ impl CloudHsm {
     }
 
     /// Changes one backup's record, the same way.
+    /// Applies `op` to a backup as the last change left it (changes take turns), then makes
+    /// the result durable and installs it.
     async fn update_backup(
         &self,
         backup_id: &str,
         region: &str,
-        change: impl FnOnce(&mut BackupRecord) -> Result<(), CloudHsmError>,
+        op: BackupOp,
+        now: u64,
+    ) -> Result<BackupRecord, CloudHsmError> {
+        self.change_backup(backup_id, region, |b| b.apply(op, now))
+            .await
+    }
+
+    /// Makes the change `change` plans from a backup as the last change left it durable, then
+    /// installs it.
+    async fn change_backup(
+        &self,
+        backup_id: &str,
+        region: &str,
+        change: impl FnOnce(&BackupRecord) -> Result<BackupRecord, CloudHsmError>,
     ) -> Result<BackupRecord, CloudHsmError> {
         let _turn = self.records.lock().await;
-        let mut backup = self.backup(backup_id, region)?;
-        change(&mut backup)?;
+        let backup = change(&self.backup(backup_id, region)?)?;
         self.put_backup(backup).await
     }
 
@@ -448,12 +462,7 @@ impl CloudHsm {
             Some(id) => {
                 let id = id.rsplit('/').next().unwrap_or(id).to_string();
                 let backup = self.backup(&id, &self.region.clone())?;
-                if backup.state != BackupState::Ready {
-                    return Err(CloudHsmError::InvalidRequest(format!(
-                        "Backup {id} is {}; a cluster can only be created from a READY backup.",
-                        backup.state.as_str()
-                    )));
-                }
+                backup.apply(BackupOp::Use(Use::CreateCluster), self.now())?;
                 Some(backup)
             }
         };
@@ -1118,18 +1127,8 @@ impl CloudHsm {
         region: &str,
     ) -> Result<BackupRecord, CloudHsmError> {
         let now = self.now();
-        self.update_backup(backup_id, region, |backup| {
-            if backup.state != BackupState::Ready {
-                return Err(CloudHsmError::InvalidRequest(format!(
-                    "Backup {backup_id} is {}; only a READY backup can be deleted.",
-                    backup.state.as_str()
-                )));
-            }
-            backup.state = BackupState::PendingDeletion;
-            backup.delete_at_millis = Some(now);
-            Ok(())
-        })
-        .await
+        self.update_backup(backup_id, region, BackupOp::Delete, now)
+            .await
     }
 
     /// RestoreBackup: a backup pending deletion, within its 7 days, is READY again.
@@ -1139,18 +1138,8 @@ impl CloudHsm {
         region: &str,
     ) -> Result<BackupRecord, CloudHsmError> {
         let now = self.now();
-        self.update_backup(backup_id, region, |backup| {
-            if !restorable(backup, now) {
-                return Err(CloudHsmError::InvalidRequest(format!(
-                    "Backup {backup_id} is {}; only a backup pending deletion, within 7 days of its deletion, can be restored.",
-                    backup.state.as_str()
-                )));
-            }
-            backup.state = BackupState::Ready;
-            backup.delete_at_millis = None;
-            Ok(())
-        })
-        .await
+        self.update_backup(backup_id, region, BackupOp::Restore, now)
+            .await
     }
 
     /// ModifyBackupAttributes: NeverExpires.
@@ -1160,15 +1149,13 @@ impl CloudHsm {
         region: &str,
         never_expires: bool,
     ) -> Result<BackupRecord, CloudHsmError> {
-        self.update_backup(backup_id, region, |backup| {
-            if backup.state == BackupState::Deleted {
-                return Err(CloudHsmError::InvalidRequest(format!(
-                    "Backup {backup_id} is DELETED."
-                )));
-            }
-            backup.never_expires = never_expires;
-            Ok(())
-        })
+        let now = self.now();
+        self.update_backup(
+            backup_id,
+            region,
+            BackupOp::SetNeverExpires(never_expires),
+            now,
+        )
         .await
     }
 
@@ -1192,14 +1179,9 @@ impl CloudHsm {
                 "Invalid destination Region {destination}."
             )));
         }
-        if source.state != BackupState::Ready {
-            return Err(CloudHsmError::InvalidRequest(format!(
-                "Backup {backup_id} is {}; only a READY backup can be copied.",
-                source.state.as_str()
-            )));
-        }
-        let image = self.image(backup_id).await?;
         let now = self.now();
+        source.apply(BackupOp::Use(Use::Copy), now)?;
+        let image = self.image(backup_id).await?;
         let copy = BackupRecord {
             backup_id: ids::new_backup_id(&mut EntropyRng(self.entropy.as_ref())),
             region: destination.into(),
@@ -1268,9 +1250,11 @@ impl CloudHsm {
             return Ok(());
         }
         self.tags_of(resource_id, region)?;
-        self.update_backup(resource_id, region, |b| {
+        self.change_backup(resource_id, region, |b| {
+            let mut b = b.clone();
             change(&mut b.tags);
-            check_tags(&b.tags)
+            check_tags(&b.tags)?;
+            Ok(b)
         })
         .await
         .map(|_| ())
@@ -1358,14 +1342,7 @@ impl CloudHsm {
                 continue;
             };
             let purged = self
-                .update_backup(&backup_id, &region, |b| {
-                    // Still READY: a call meanwhile may have deleted or kept it.
-                    if b.state == BackupState::Ready && !b.never_expires {
-                        b.state = BackupState::PendingDeletion;
-                        b.delete_at_millis = Some(now);
-                    }
-                    Ok(())
-                })
+                .update_backup(&backup_id, &region, BackupOp::Retire, now)
                 .await;
             if purged.is_ok() {
                 tracing::info!(%backup_id, "the retention policy deletes a backup");
@@ -1376,14 +1353,7 @@ impl CloudHsm {
                 continue;
             };
             let gone = self
-                .update_backup(&backup_id, &region, |b| {
-                    // Still expired: a RestoreBackup meanwhile brings it back instead.
-                    if deletion_expired(b, now) {
-                        b.state = BackupState::Deleted;
-                        b.keys.clear();
-                    }
-                    Ok(())
-                })
+                .update_backup(&backup_id, &region, BackupOp::Expire, now)
                 .await;
             if gone.is_ok() {
                 tracing::info!(%backup_id, "a deleted backup is gone for good");

@@ -7,9 +7,11 @@
 //! - [`cluster`]: a cluster's record and its state machine (`ClusterState::apply`), and what
 //!   each event (CreateHsm done, DeleteCluster, InitializeCluster, ...) changes in the record.
 //! - [`hsm`]: an HSM's state machine and the record of an HSM being created or deleted.
+//! - [`backup`]: a backup's state machine (`BackupRecord::apply`).
 //! - [`quota`]: the account quotas and the backup cap, checked on the records.
 //! - here: backups, their retention and the pruning of deleted resources.
 
+pub mod backup;
 pub mod cluster;
 pub mod error;
 pub mod hsm;
@@ -20,6 +22,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::KeyObject;
+pub use backup::{BackupOp, Use};
 pub use cluster::{ClusterOp, ClusterRecord, ClusterState, HsmCreated, Unfinished};
 pub use quota::{
     Quotas, DEFAULT_MAX_CLUSTERS, DEFAULT_MAX_HSMS, MAX_BACKUPS, MAX_HSMS_PER_CLUSTER,

@@ -398,3 +398,60 @@ fn the_backup_cap_counts_backups_that_hold_data() {
         Err(error::CloudHsmError::Service(m)) if m.starts_with("Backup limit reached: 1000 backups hold data")
     ));
 }
+
+#[test]
+fn a_backup_goes_ready_pending_deletion_deleted_and_can_come_back_within_seven_days() {
+    let ready = backup("backup-life", 0, BackupState::Ready, false);
+    let day = |d: u64| d * DAY_MILLIS;
+    // Only a READY backup can be used, deleted or copied.
+    assert!(ready.apply(BackupOp::Use(Use::Copy), day(1)).is_ok());
+    let pending = ready.apply(BackupOp::Delete, day(1)).unwrap();
+    assert_eq!(pending.state, BackupState::PendingDeletion);
+    assert_eq!(pending.delete_at_millis, Some(day(1)));
+    for op in [
+        BackupOp::Delete,
+        BackupOp::Use(Use::Copy),
+        BackupOp::Use(Use::CreateCluster),
+    ] {
+        assert!(matches!(
+            pending.apply(op, day(2)),
+            Err(error::CloudHsmError::InvalidRequest(m)) if m.contains("PENDING_DELETION")
+        ));
+    }
+    // Restored within its 7 days: READY again, with no deletion date.
+    let back = pending.apply(BackupOp::Restore, day(7)).unwrap();
+    assert_eq!(back.state, BackupState::Ready);
+    assert_eq!(back.delete_at_millis, None);
+    // Past them: Expire deletes it for good (and its key list with it); no restore then.
+    assert_eq!(
+        pending.apply(BackupOp::Expire, day(7)).unwrap().state,
+        BackupState::PendingDeletion,
+        "not yet"
+    );
+    let mut holding = pending.clone();
+    holding.keys = vec![];
+    let gone = holding.apply(BackupOp::Expire, day(8)).unwrap();
+    assert_eq!(gone.state, BackupState::Deleted);
+    assert!(pending.apply(BackupOp::Restore, day(8)).is_err());
+    assert!(gone.apply(BackupOp::Restore, day(8)).is_err());
+    assert!(gone.apply(BackupOp::SetNeverExpires(true), day(8)).is_err());
+    // Expire leaves a backup restored meanwhile as it is.
+    assert_eq!(back.apply(BackupOp::Expire, day(9)).unwrap(), back);
+}
+
+#[test]
+fn retirement_spares_never_expires_and_backups_no_longer_ready() {
+    let kept = backup("backup-kept", 0, BackupState::Ready, true);
+    assert_eq!(kept.apply(BackupOp::Retire, DAY_MILLIS).unwrap(), kept);
+    let ready = backup("backup-old", 0, BackupState::Ready, false);
+    let retired = ready.apply(BackupOp::Retire, DAY_MILLIS).unwrap();
+    assert_eq!(retired.state, BackupState::PendingDeletion);
+    assert_eq!(
+        retired.apply(BackupOp::Retire, 2 * DAY_MILLIS).unwrap(),
+        retired
+    );
+    // NeverExpires can still be set while it is pending deletion.
+    assert!(retired
+        .apply(BackupOp::SetNeverExpires(true), DAY_MILLIS)
+        .is_ok());
+}
