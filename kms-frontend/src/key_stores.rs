@@ -1,8 +1,9 @@
 //! How a custom key store's state moves beyond one request: the connect protocol (log in as
 //! kmsuser on every HSM, rotate the password, record the outcome), recovery on start, keys
 //! created in a store, and random bytes from its cluster. The connection state machine
-//! ([`ConnectionState::apply`]) decides; the store's actor talks to the cluster; every state
-//! change is durable before anyone sees it (persist, then install).
+//! ([`ConnectionState::apply`]) and the connect protocol's ([`ConnectAttempt`]) decide; the
+//! store's actor talks to the cluster; every state change is durable before anyone sees it
+//! (persist, then install).
 //!
 //! One owner per store: every change to a store's record (create aside) holds the store's
 //! [`StoreOwner`], so changes apply one at a time and in the order they asked, each on the
@@ -17,6 +18,7 @@ use rand::distributions::{Alphanumeric, DistString};
 
 use crate::cluster::ClusterDirectory;
 use crate::frontend::{Frontend, StoreOwner};
+use crate::service::connect::{ConnectAttempt, Event, Step};
 use crate::service::connection_state::{ConnectionErrorCode, ConnectionOp, ConnectionState};
 use crate::service::error::KmsError;
 use crate::service::model::{BackingKey, KeyOrigin, KeyRecord, KeyStoreRecord};
@@ -196,8 +198,9 @@ pub async fn set_passwords(
         .map_err(|_| ConnectionErrorCode::InternalError)
 }
 
-/// Logs in as kmsuser and rotates its password, persisting the new password before the cluster
-/// has it (as pending) and after (as current), so a crash never loses it.
+/// Runs the connect protocol ([`ConnectAttempt`]): logs in as kmsuser and rotates its
+/// password, the new password durable before the cluster has it (as pending) and after (as
+/// current), so a crash never loses it. Each step's I/O runs here; the attempt decides.
 pub async fn connect_to_cluster(
     fe: &Arc<Frontend>,
     store_id: &str,
@@ -213,17 +216,34 @@ pub async fn connect_to_cluster(
             .map_err(|_| ConnectionErrorCode::InternalError)?;
         (record.cluster_id.clone(), current, pending)
     };
-    let working = fe
-        .hsm
-        .open(store_id, generation, &cluster_id, current, pending)
-        .await?;
-    let rotated = new_password(fe.entropy.as_ref());
-    set_passwords(fe, store_id, generation, &working, Some(&rotated)).await?;
-    fe.hsm
-        .rotate(store_id, generation, rotated.duplicate())
-        .await
-        .map_err(|_| ConnectionErrorCode::InternalError)?;
-    set_passwords(fe, store_id, generation, &rotated, None).await
+    let (mut attempt, mut step) =
+        ConnectAttempt::start(current, pending, new_password(fe.entropy.as_ref()));
+    loop {
+        let event = match step {
+            Step::Open { current, pending } => {
+                match fe
+                    .hsm
+                    .open(store_id, generation, &cluster_id, current, pending)
+                    .await
+                {
+                    Ok(working) => Event::Opened(working),
+                    Err(code) => Event::OpenFailed(code),
+                }
+            }
+            Step::Save { current, pending } => {
+                match set_passwords(fe, store_id, generation, &current, pending.as_ref()).await {
+                    Ok(()) => Event::Saved,
+                    Err(_) => Event::SaveFailed,
+                }
+            }
+            Step::Rotate(password) => match fe.hsm.rotate(store_id, generation, password).await {
+                Ok(()) => Event::Rotated,
+                Err(_) => Event::RotateFailed,
+            },
+            Step::Finish(outcome) => return outcome,
+        };
+        step = attempt.next(event);
+    }
 }
 
 /// At start, before the emulator serves: every store that was CONNECTED (or CONNECTING) when

@@ -4,6 +4,7 @@ pub mod change;
 pub mod ciphertext;
 pub mod clock;
 pub mod cloudhsm;
+pub mod connect;
 pub mod connection_state;
 pub mod error;
 pub mod key_ref;
