@@ -22,7 +22,7 @@ use crate::service::change::Change;
 use crate::service::clock::{EmulatorClock, OFFSET_KEY};
 use crate::service::error::KmsError;
 use crate::service::key_ref::{Arns, KeyRef};
-use crate::service::model::{DeletedBacking, DeletionTask, KeyOrigin, KeyRecord};
+use crate::service::model::{DeletionTask, KeyRecord};
 use crate::service::registry::Registry;
 use crate::store::{decode, Store, Table, Write};
 
@@ -377,47 +377,17 @@ impl Frontend {
         let mut tasks = Vec::new();
         for id in due {
             let _held = self.locks.acquire(vec![Resource::Key(id)]).await;
-            let planned = {
-                let reg = self.registry();
-                // Cancelled (or rescheduled) while this run waited for the key's lock.
-                let still_due = reg
-                    .by_id(&id)
-                    .and_then(|k| k.deletion)
-                    .is_some_and(|d| d.deletion_date_millis <= self.now());
-                if still_due {
-                    reg.plan_delete_key(&id)
-                } else {
-                    None
-                }
-            };
-            let Some((record, aliases, mut writes)) = planned else {
+            // Cancelled or rescheduled while this run waited for the key's lock: not planned.
+            let Some(planned) = self.registry().plan_delete_key(&id, self.now()) else {
                 continue;
             };
-            let task = DeletionTask {
-                key_id: id,
-                backing: match &record.origin {
-                    KeyOrigin::CloudHsm {
-                        custom_key_store_id,
-                        cluster_id,
-                        backing_key,
-                    } => Some(DeletedBacking {
-                        custom_key_store_id: custom_key_store_id.clone(),
-                        cluster_id: cluster_id.clone(),
-                        backing_key: backing_key.clone(),
-                    }),
-                    KeyOrigin::AwsKms { .. } => None,
-                },
-                deleted_aliases: aliases.clone(),
-                deleted_at_millis: self.now(),
-            };
-            writes.push(Write::put(Table::Deletions, id.to_string(), &task));
             // Persist, then install: a failed commit leaves the key as it was, and the next
             // run retries it.
-            if let Err(e) = self.commit(writes).await {
+            if let Err(e) = self.commit(planned.writes).await {
                 tracing::error!(key_id = %id, error = %e, "cannot record a key deletion; retrying later");
                 continue;
             }
-            self.registry_mut().remove_key(&id, &aliases);
+            self.registry_mut().remove_key(&id, &planned.aliases);
             drop(_held);
             if self
                 .crash_after_deletion_commit
@@ -428,7 +398,7 @@ impl Frontend {
             }
             self.metrics.count_deletion();
             tracing::info!(key_id = %id, "KMS key deleted at the end of its waiting period");
-            tasks.push(task);
+            tasks.push(planned.task);
         }
         let done = tasks.len();
         self.finish_deletions(tasks).await;

@@ -18,7 +18,10 @@ use super::connection_state::ConnectionState;
 use super::error::KmsError;
 use super::key_ref::{Arns, KeyRef};
 use super::key_state::{self, KeyOp, KeyState};
-use super::model::{AliasRecord, KeyOrigin, KeyRecord, KeyStoreRecord, PendingDeletion};
+use super::model::{
+    AliasRecord, DeletedBacking, DeletionTask, KeyOrigin, KeyRecord, KeyStoreRecord,
+    PendingDeletion,
+};
 use crate::store::{decode, Loaded, StoreError, Table, Write};
 
 /// Most aliases one key may have.
@@ -134,6 +137,15 @@ pub struct UsableKey {
     /// Made for this call from the key's material: 185 ns, where keeping a cipher per key
     /// would cost 544 bytes for each of up to 100,000 keys.
     pub sealer: Option<Sealer>,
+}
+
+/// The removal of a key whose waiting period ended, as planned: the aliases that go with it,
+/// the writes that make it durable, and the task that finishes it afterwards.
+#[derive(Debug)]
+pub struct PlannedDeletion {
+    pub aliases: Vec<String>,
+    pub writes: Vec<Write>,
+    pub task: DeletionTask,
 }
 
 /// Every key, alias and custom key store of the account and Region.
@@ -577,23 +589,50 @@ impl Registry {
         Ok(self.update_key(id, |k| k.policy = policy))
     }
 
-    /// Plans the removal of a key whose waiting period ended, and of its aliases: the record,
-    /// the aliases' names and the writes; nothing changes until [`Registry::remove_key`].
-    pub fn plan_delete_key(&self, id: &Uuid) -> Option<(KeyRecord, Vec<String>, Vec<Write>)> {
-        let record = KeyRecord::clone(self.keys.get(id)?);
+    /// Plans the removal of a key whose waiting period has ended at `now`, and of its
+    /// aliases, with the [`DeletionTask`] that finishes it (the backing key's delete, the
+    /// records) durable in the same commit; `None` if the key is gone or no longer due (it was
+    /// cancelled or rescheduled meanwhile). Nothing changes until [`Registry::remove_key`].
+    pub fn plan_delete_key(&self, id: &Uuid, now: u64) -> Option<PlannedDeletion> {
+        let record = self.keys.get(id)?;
+        if record.deletion.is_none_or(|d| d.deletion_date_millis > now) {
+            return None;
+        }
         let aliases: Vec<String> = self
             .aliases
             .values()
             .filter(|a| a.target_key_id == *id)
             .map(|a| a.name.clone())
             .collect();
+        let task = DeletionTask {
+            key_id: *id,
+            backing: match &record.origin {
+                KeyOrigin::CloudHsm {
+                    custom_key_store_id,
+                    cluster_id,
+                    backing_key,
+                } => Some(DeletedBacking {
+                    custom_key_store_id: custom_key_store_id.clone(),
+                    cluster_id: cluster_id.clone(),
+                    backing_key: backing_key.clone(),
+                }),
+                KeyOrigin::AwsKms { .. } => None,
+            },
+            deleted_aliases: aliases.clone(),
+            deleted_at_millis: now,
+        };
         let mut writes = vec![Write::delete(Table::Keys, id.to_string())];
         writes.extend(
             aliases
                 .iter()
                 .map(|name| Write::delete(Table::Aliases, name.clone())),
         );
-        Some((record, aliases, writes))
+        writes.push(Write::put(Table::Deletions, id.to_string(), &task));
+        Some(PlannedDeletion {
+            aliases,
+            writes,
+            task,
+        })
     }
 
     /// Removes a key and the aliases planned with it, once their deletion is durable.

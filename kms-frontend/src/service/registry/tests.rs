@@ -160,10 +160,24 @@ fn deleting_a_key_takes_its_aliases_with_it() {
     apply(&mut r, changes);
     let changes = r.create_alias("alias/c", &other.to_string(), 0).unwrap();
     apply(&mut r, changes);
-    let (record, aliases, writes) = r.plan_delete_key(&id).unwrap();
-    assert_eq!(record.key_id, id);
+    // Not planned before it is due: not scheduled, then scheduled for 7 days from day 0.
+    const DAY: u64 = 24 * 3600 * 1000;
+    assert!(r.plan_delete_key(&id, 30 * DAY).is_none());
+    let (_, changes) = r.schedule_deletion(&id.to_string(), Some(7), 0).unwrap();
+    apply(&mut r, changes);
+    assert!(r.plan_delete_key(&id, 7 * DAY - 1).is_none());
+    let planned = r.plan_delete_key(&id, 7 * DAY).unwrap();
+    assert_eq!(planned.task.key_id, id);
+    assert_eq!(planned.task.deleted_at_millis, 7 * DAY);
+    assert_eq!(
+        planned.task.backing, None,
+        "an AWS_KMS key has no backing key"
+    );
+    let aliases = planned.aliases;
     assert_eq!(aliases, vec!["alias/a".to_string(), "alias/b".to_string()]);
-    assert_eq!(writes.len(), 3);
+    assert_eq!(planned.task.deleted_aliases, aliases);
+    // The key, its two aliases, and the task that finishes the deletion, in one commit.
+    assert_eq!(planned.writes.len(), 4);
     // Planning changes nothing; only removing does.
     assert!(r.resolve(&id.to_string(), false).is_ok());
     r.remove_key(&id, &aliases);
