@@ -212,29 +212,31 @@ impl ClusterDir {
         let mut seeds = vec![
             seed(
                 ObjectId::User("admin".into()),
-                Entry::User(UserRecord {
+                Entry::User(Box::new(UserRecord {
                     username: "admin".into(),
                     role: Role::CryptoOfficer,
                     password_hash: admin_hash,
                     failed_logins: 0,
                     locked: false,
-                }),
+                })),
             ),
             seed(
                 ObjectId::User("kmsuser".into()),
-                Entry::User(UserRecord {
+                Entry::User(Box::new(UserRecord {
                     username: "kmsuser".into(),
                     role: Role::CryptoUser,
                     password_hash: kmsuser_hash,
                     failed_logins: 0,
                     locked: false,
-                }),
+                })),
             ),
         ];
-        seeds.extend(
-            hsms.iter()
-                .map(|h| seed(ObjectId::Member(h.hsm_id.clone()), Entry::Member(member(h)))),
-        );
+        seeds.extend(hsms.iter().map(|h| {
+            seed(
+                ObjectId::Member(h.hsm_id.clone()),
+                Entry::Member(Box::new(member(h))),
+            )
+        }));
         for hsm in &hsms {
             let config = NodeConfig {
                 cluster_id: cluster_id.clone(),

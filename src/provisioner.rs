@@ -113,13 +113,13 @@ fn seed_user(username: &str, role: Role, password: &str) -> Result<Stored> {
             counter: 1,
             node: 0,
         },
-        entry: Entry::User(UserRecord {
+        entry: Entry::User(Box::new(UserRecord {
             username: username.into(),
             role,
             password_hash: hsm_node::password::hash(password).map_err(anyhow::Error::msg)?,
             failed_logins: 0,
             locked: false,
-        }),
+        })),
     })
 }
 

@@ -78,13 +78,16 @@ impl KeyEntry {
 
 /// The content of an object as held in memory.
 #[derive(Debug, Clone)]
+///
+/// Every variant but the tombstone is boxed, so an entry is two words: a node holds one per
+/// object in its map, and keys are nearly all of them.
 pub enum Entry {
-    Member(MemberRecord),
-    User(UserRecord),
+    Member(Box<MemberRecord>),
+    User(Box<UserRecord>),
     Key(Arc<KeyEntry>),
     Tombstone,
     /// A user's failed logins, counted against one of its credentials.
-    LoginState(LoginState),
+    LoginState(Box<LoginState>),
 }
 
 /// An object at a version.
@@ -410,9 +413,9 @@ impl NodeCore {
             return None;
         }
         match self.objects.get(&id).map(|s| &s.entry) {
-            Some(Entry::Member(m)) if *m == self.me => None,
+            Some(Entry::Member(m)) if **m == self.me => None,
             Some(Entry::Tombstone) => None,
-            _ => Some(self.decide(id, Entry::Member(self.me.clone()))),
+            _ => Some(self.decide(id, Entry::Member(Box::new(self.me.clone())))),
         }
     }
 
@@ -457,7 +460,7 @@ impl NodeCore {
             .range(..ObjectId::User(String::new()))
             .map(|(_, s)| s)
             .filter_map(|s| match &s.entry {
-                Entry::Member(m) => Some(m.clone()),
+                Entry::Member(m) => Some((**m).clone()),
                 _ => None,
             })
             .collect()
@@ -654,7 +657,7 @@ impl NodeCore {
                     failed_logins: 0,
                     locked: false,
                 };
-                self.decide(id, Entry::LoginState(reset))
+                self.decide(id, Entry::LoginState(Box::new(reset)))
             });
             let session = Session {
                 username: username.to_string(),
@@ -677,7 +680,7 @@ impl NodeCore {
             failed_logins,
             locked,
         };
-        let stored = self.decide(id, Entry::LoginState(state));
+        let stored = self.decide(id, Entry::LoginState(Box::new(state)));
         (
             Err(err(ErrorCode::InvalidCredentials, message)),
             Some(stored),
@@ -767,7 +770,10 @@ impl NodeCore {
         user.password_hash = password_hash;
         user.failed_logins = 0;
         user.locked = false;
-        Ok(self.decide(ObjectId::User(username.to_string()), Entry::User(user)))
+        Ok(self.decide(
+            ObjectId::User(username.to_string()),
+            Entry::User(Box::new(user)),
+        ))
     }
 
     /// Checks that a user may be created, before the slow hash.
@@ -792,13 +798,13 @@ impl NodeCore {
     pub fn create_user(&mut self, username: &str, role: Role, password_hash: String) -> Stored {
         self.decide(
             ObjectId::User(username.to_string()),
-            Entry::User(UserRecord {
+            Entry::User(Box::new(UserRecord {
                 username: username.to_string(),
                 role,
                 password_hash,
                 failed_logins: 0,
                 locked: false,
-            }),
+            })),
         )
     }
 

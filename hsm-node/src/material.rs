@@ -34,10 +34,10 @@ fn context(place: Place, cluster_id: &str, handle: u64) -> Vec<u8> {
 /// Wraps an object for `place`.
 pub fn wrap(stored: &Stored, sealer: &Sealer, place: Place, cluster_id: &str) -> Object {
     let body = match &stored.entry {
-        Entry::Member(m) => ObjectBody::Member(m.clone()),
-        Entry::User(u) => ObjectBody::User(u.clone()),
+        Entry::Member(m) => ObjectBody::Member((**m).clone()),
+        Entry::User(u) => ObjectBody::User((**u).clone()),
         Entry::Tombstone => ObjectBody::Tombstone,
-        Entry::LoginState(l) => ObjectBody::LoginState(*l),
+        Entry::LoginState(l) => ObjectBody::LoginState(**l),
         Entry::Key(k) => ObjectBody::Key(WrappedKey {
             attributes: k.attributes.clone(),
             wrapped_material: sealer.wrap(
@@ -68,15 +68,19 @@ pub fn unwrap(
         )
     };
     let entry = match (&object.id, object.body) {
-        (ObjectId::Member(id), ObjectBody::Member(m)) if *id == m.hsm_id => Entry::Member(m),
-        (ObjectId::User(name), ObjectBody::User(u)) if *name == u.username => Entry::User(u),
+        (ObjectId::Member(id), ObjectBody::Member(m)) if *id == m.hsm_id => {
+            Entry::Member(Box::new(m))
+        }
+        (ObjectId::User(name), ObjectBody::User(u)) if *name == u.username => {
+            Entry::User(Box::new(u))
+        }
         (ObjectId::Key(handle), ObjectBody::Key(k)) if *handle == k.attributes.handle => {
             let material = sealer
                 .unwrap_key(&k.wrapped_material, &context(place, cluster_id, *handle))
                 .map_err(|_| bad("key material does not authenticate"))?;
             Entry::Key(Arc::new(KeyEntry::new(k.attributes, material)))
         }
-        (ObjectId::LoginState(_), ObjectBody::LoginState(l)) => Entry::LoginState(l),
+        (ObjectId::LoginState(_), ObjectBody::LoginState(l)) => Entry::LoginState(Box::new(l)),
         (_, ObjectBody::Tombstone) => Entry::Tombstone,
         _ => return Err(bad("id and body disagree")),
     };

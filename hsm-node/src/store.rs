@@ -297,7 +297,7 @@ mod tests {
         Stored {
             id: ObjectId::Member(record.hsm_id.clone()),
             version: Version { counter, node: 1 },
-            entry: Entry::Member(record),
+            entry: Entry::Member(Box::new(record)),
         }
     }
 

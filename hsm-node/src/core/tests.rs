@@ -29,7 +29,7 @@ fn node(n: u32) -> NodeCore {
                 counter: 1,
                 node: 0,
             },
-            entry: Entry::User(user("admin", Role::CryptoOfficer)),
+            entry: Entry::User(Box::new(user("admin", Role::CryptoOfficer))),
         },
         Stored {
             id: ObjectId::User("kmsuser".into()),
@@ -37,7 +37,7 @@ fn node(n: u32) -> NodeCore {
                 counter: 1,
                 node: 0,
             },
-            entry: Entry::User(user("kmsuser", Role::CryptoUser)),
+            entry: Entry::User(Box::new(user("kmsuser", Role::CryptoUser))),
         },
     ];
     core.apply_remote(seed);
@@ -261,7 +261,7 @@ fn quorum_is_two_or_one_for_a_single_node() {
             counter: 1,
             node: 2,
         },
-        entry: Entry::Member(member(2)),
+        entry: Entry::Member(Box::new(member(2))),
     };
     let m3 = Stored {
         id: ObjectId::Member(member(3).hsm_id),
@@ -269,7 +269,7 @@ fn quorum_is_two_or_one_for_a_single_node() {
             counter: 1,
             node: 3,
         },
-        entry: Entry::Member(member(3)),
+        entry: Entry::Member(Box::new(member(3))),
     };
     a.apply_remote(vec![m2, m3]);
     assert_eq!(a.members().len(), 3);
@@ -368,7 +368,7 @@ fn a_failed_commit_of_any_local_change_leaves_every_visible_state_as_it_was() {
             counter: 1,
             node: 2,
         },
-        entry: Entry::Member(member(2)),
+        entry: Entry::Member(Box::new(member(2))),
     };
     a.apply_remote(vec![m2]);
     let before = visible(&a);
@@ -516,7 +516,7 @@ fn a_copy_that_loses_to_one_still_being_written_is_not_planned() {
             counter: 10,
             node: 2,
         },
-        entry: Entry::User(user("kmsuser", Role::CryptoUser)),
+        entry: Entry::User(Box::new(user("kmsuser", Role::CryptoUser))),
     };
     let older = Stored {
         version: Version {
@@ -560,7 +560,7 @@ fn an_empty_core_takes_its_own_member_record_back_from_an_older_copy() {
             counter: 7,
             node: 2,
         },
-        entry: Entry::Member(before),
+        entry: Entry::Member(Box::new(before)),
     };
     a.apply_remote(vec![old.clone()]);
     // The core writes its record anew, newer than the peer's, with the address it has now.
@@ -701,7 +701,7 @@ fn versions_and_handles_at_the_top_of_their_range_from_a_peer_do_not_break_the_n
             counter: u64::MAX,
             node: 0,
         },
-        entry: Entry::User(top),
+        entry: Entry::User(Box::new(top)),
     }]);
     let changed = a
         .set_password("kmsuser", "local".into())

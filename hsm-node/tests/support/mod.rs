@@ -69,13 +69,13 @@ fn seed(id: ObjectId, entry: Entry) -> Stored {
 fn user(name: &str, role: Role, password: &str) -> Stored {
     seed(
         ObjectId::User(name.into()),
-        Entry::User(UserRecord {
+        Entry::User(Box::new(UserRecord {
             username: name.into(),
             role,
             password_hash: hsm_node::password::hash(password).unwrap(),
             failed_logins: 0,
             locked: false,
-        }),
+        })),
     )
 }
 
@@ -126,7 +126,7 @@ pub async fn provision(n: u32, adjust: impl Fn(u32, &mut Vec<Stored>)) -> Vec<St
         let member: MemberRecord = config.member();
         seeds.push(seed(
             ObjectId::Member(member.hsm_id.clone()),
-            Entry::Member(member),
+            Entry::Member(Box::new(member)),
         ));
     }
     let client = ca.issue(CertKind::Client, "test-client").unwrap();
