@@ -12,14 +12,64 @@ use hsmkms_common::group_commit::Committer;
 use hsmkms_common::quiet::catch_quietly;
 use hsmkms_common::reopen::Reopening;
 use hsmkms_common::store_file::{self, CommitFaults, Missing, OpenError};
-use hsmkms_common::wire::{Object, ObjectBody};
-use redb::{Database, ReadableTable, TableDefinition};
+use hsmkms_common::wire::{Object, ObjectBody, ObjectId};
+use redb::{Database, ReadableTable, TableDefinition, TableHandle};
 use thiserror::Error;
 
 use crate::core::{supersedes, Entry, Stored};
 use crate::material::{self, Place};
 
-const OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("objects");
+/// Objects by [`row`]: their kind, then their id in an order-preserving encoding.
+const OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("objects_by_kind");
+/// The table of stores written before [`row`], keyed by the postcard encoding of the id, whose
+/// varints scatter consecutive key handles across the B-tree. Moved to [`OBJECTS`] on open.
+const OLD_OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("objects");
+
+/// An object's row key: a byte for its kind, then the key handle big-endian or the name's bytes.
+/// Handles are handed out in increasing order, so a new key lands at the end of the B-tree and
+/// a commit rewrites a few pages on its right edge rather than a leaf anywhere in it.
+fn row(id: &ObjectId) -> Vec<u8> {
+    let (kind, rest): (u8, &[u8]) = match id {
+        ObjectId::Member(name) => (0, name.as_bytes()),
+        ObjectId::User(name) => (1, name.as_bytes()),
+        ObjectId::Key(handle) => {
+            let mut out = Vec::with_capacity(9);
+            out.push(2);
+            out.extend_from_slice(&handle.to_be_bytes());
+            return out;
+        }
+        ObjectId::LoginState(name) => (3, name.as_bytes()),
+    };
+    let mut out = Vec::with_capacity(1 + rest.len());
+    out.push(kind);
+    out.extend_from_slice(rest);
+    out
+}
+
+/// Moves the rows of a store written before [`row`] to their new rows, in the transaction that
+/// opens the file: a crash leaves either layout whole.
+fn relayout(txn: &redb::WriteTransaction) -> Result<(), store_file::PrepareError> {
+    let exists = txn
+        .list_tables()
+        .map_err(store_file::boxed)?
+        .any(|t| t.name() == OLD_OBJECTS.name());
+    if !exists {
+        return Ok(());
+    }
+    {
+        let old = txn.open_table(OLD_OBJECTS).map_err(store_file::boxed)?;
+        let mut new = txn.open_table(OBJECTS).map_err(store_file::boxed)?;
+        for item in old.iter().map_err(store_file::boxed)? {
+            let (key, value) = item.map_err(store_file::boxed)?;
+            let id: ObjectId = postcard::from_bytes(key.value())
+                .map_err(|e| Box::new(redb::Error::Corrupted(format!("an object id: {e}"))))?;
+            new.insert(row(&id).as_slice(), value.value())
+                .map_err(store_file::boxed)?;
+        }
+    }
+    txn.delete_table(OLD_OBJECTS).map_err(store_file::boxed)?;
+    Ok(())
+}
 
 /// Why the store failed. Storage failures are fatal to the call that met them.
 #[derive(Debug, Error, Clone)]
@@ -163,6 +213,7 @@ fn open_file(path: &Path, missing: Missing) -> Result<Database, StoreError> {
     store_file::open(path, CACHE_BYTES, missing, |db| {
         let txn = db.begin_write().map_err(store_file::boxed)?;
         txn.open_table(OBJECTS).map_err(store_file::boxed)?;
+        relayout(&txn)?;
         txn.commit().map_err(store_file::boxed)?;
         Ok(())
     })
@@ -215,8 +266,7 @@ fn write_batch(
     {
         let mut table = txn.open_table(OBJECTS)?;
         for stored in batch.iter().flatten() {
-            let key =
-                postcard::to_stdvec(&stored.id).map_err(|e| StoreError::Storage(e.to_string()))?;
+            let key = row(&stored.id);
             // The disk never trades a copy for one that lost to it (an older version, or a
             // live key over its tombstone), whatever order the writes came in: memory installs
             // only winners, and the disk must hold what memory holds.
@@ -391,5 +441,70 @@ mod tests {
         let ids: Vec<ObjectId> = loaded.into_iter().map(|s| s.id).collect();
         assert_eq!(ids, vec![ObjectId::Key(2)]);
         thread.join().unwrap();
+    }
+
+    #[test]
+    fn a_store_of_the_old_layout_opens_with_every_object_and_is_moved_to_the_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.redb");
+        let key = Arc::new(Sealer::new(&KeyMaterial::generate()));
+        // Written as stores were before rows by kind: postcard ids in the "objects" table.
+        let objects = vec![
+            member_at(2, "a:1"),
+            live_key(300, 1),
+            live_key(4, 2),
+            tombstone(5),
+        ];
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut table = txn.open_table(OLD_OBJECTS).unwrap();
+                for stored in &objects {
+                    let object = material::wrap(stored, &key, Place::Disk, "c");
+                    table
+                        .insert(
+                            postcard::to_stdvec(&stored.id).unwrap().as_slice(),
+                            postcard::to_stdvec(&object).unwrap().as_slice(),
+                        )
+                        .unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        }
+        for _ in 0..2 {
+            let (_, loaded, thread) = Store::open(&path, key.clone(), "c").unwrap();
+            thread.join().unwrap();
+            let mut ids: Vec<ObjectId> = loaded.into_iter().map(|s| s.id).collect();
+            ids.sort();
+            let mut want: Vec<ObjectId> = objects.iter().map(|s| s.id.clone()).collect();
+            want.sort();
+            assert_eq!(ids, want);
+        }
+        let db = Database::open(&path).unwrap();
+        let txn = db.begin_read().unwrap();
+        let names: Vec<String> = txn
+            .list_tables()
+            .unwrap()
+            .map(|t| t.name().to_string())
+            .collect();
+        assert_eq!(names, vec!["objects_by_kind".to_string()]);
+    }
+
+    #[test]
+    fn rows_sort_by_kind_then_by_handle() {
+        let ids = [
+            ObjectId::Member("hsm-z".into()),
+            ObjectId::User("admin".into()),
+            ObjectId::Key(1),
+            ObjectId::Key(255),
+            ObjectId::Key(256),
+            ObjectId::Key(4_294_967_298),
+            ObjectId::LoginState("admin".into()),
+        ];
+        let rows: Vec<Vec<u8>> = ids.iter().map(row).collect();
+        let mut sorted = rows.clone();
+        sorted.sort();
+        assert_eq!(rows, sorted);
     }
 }

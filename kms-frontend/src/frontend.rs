@@ -23,7 +23,7 @@ use crate::service::clock::{EmulatorClock, OFFSET_KEY};
 use crate::service::error::KmsError;
 use crate::service::key_ref::{Arns, KeyRef};
 use crate::service::model::{DeletionTask, KeyRecord};
-use crate::service::registry::Registry;
+use crate::service::registry::{self, Registry};
 use crate::store::{decode, Store, Table, Write};
 
 /// Where the frontend keeps its files, inside the data directory.
@@ -162,6 +162,7 @@ impl Frontend {
             region: options.region.clone(),
             account_id: options.account_id.clone(),
         };
+        let relayout = registry::key_rows_to_relayout(&loaded)?;
         let registry = Registry::load(arns.clone(), &master, &mut loaded)?;
         let offset = loaded
             .meta
@@ -183,6 +184,10 @@ impl Frontend {
         // Clusters the launcher made before the service knew them; recorded before serving.
         futures::executor::block_on(store.commit(adopted))
             .context("recording the launcher's clusters")?;
+        if !relayout.is_empty() {
+            futures::executor::block_on(store.commit(relayout))
+                .context("moving the keys table to its new layout")?;
+        }
         let clusters = Arc::new(cloudhsm);
         let directory: Arc<dyn ClusterDirectory> = clusters.clone();
         let frontend = Arc::new(Self {

@@ -186,6 +186,29 @@ fn password_context(store_id: &str) -> Vec<u8> {
     ctx
 }
 
+/// A key's row in the keys table: its creation time (16 hex digits) before its id, so new keys
+/// land at the end of the table's B-tree and a commit rewrites a few pages on its right edge,
+/// not a leaf anywhere in it (key ids are random). Rows also load in creation order.
+pub fn key_row(record: &KeyRecord) -> String {
+    format!("{:016x}/{}", record.created_at_millis, record.key_id)
+}
+
+/// The writes that move rows of the keys table written before [`key_row`] (named by the bare
+/// key id) to their rows: applied once, before the frontend serves.
+pub fn key_rows_to_relayout(loaded: &Loaded) -> Result<Vec<Write>, StoreError> {
+    let mut writes = Vec::new();
+    for (row, bytes) in loaded.keys.iter().filter(|(row, _)| !row.contains('/')) {
+        let record: KeyRecord = decode(bytes)?;
+        writes.push(Write::delete(Table::Keys, row.clone()));
+        writes.push(Write::Put {
+            table: Table::Keys,
+            key: key_row(&record),
+            value: bytes.clone(),
+        });
+    }
+    Ok(writes)
+}
+
 impl Registry {
     /// The registry as loaded from the store; `master` unwraps AWS_KMS key material.
     /// The keys' raw records are taken out of `loaded` and freed as they are decoded.
@@ -243,7 +266,7 @@ impl Registry {
     }
 
     fn key_write(record: &KeyRecord) -> Write {
-        Write::put(Table::Keys, record.key_id.to_string(), record)
+        Write::put(Table::Keys, key_row(record), record)
     }
 
     // ---- lookups ----------------------------------------------------------------------
@@ -621,7 +644,7 @@ impl Registry {
             deleted_aliases: aliases.clone(),
             deleted_at_millis: now,
         };
-        let mut writes = vec![Write::delete(Table::Keys, id.to_string())];
+        let mut writes = vec![Write::delete(Table::Keys, key_row(record))];
         writes.extend(
             aliases
                 .iter()

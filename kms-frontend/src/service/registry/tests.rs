@@ -316,3 +316,46 @@ fn the_same_seed_mints_the_same_keys() {
     );
     assert!(Sealer::new(&mc).open(&sealed, b"aad").is_err());
 }
+
+/// Keys are stored in creation order, and a table written with bare key ids as rows (before
+/// that order) is moved to it: each old row deleted, the same record put under its new row.
+#[test]
+fn key_rows_follow_creation_and_old_rows_are_moved() {
+    let r = registry();
+    let mut rows = Vec::new();
+    let mut old = Loaded::default();
+    for (i, created) in [5_000u64, 70_000, 1_000_000_000_000]
+        .into_iter()
+        .enumerate()
+    {
+        let (id, record, _) = r
+            .new_key(true, None, None, vec![], created, &OsEntropy)
+            .unwrap();
+        let row = key_row(&record);
+        assert!(row.ends_with(&format!("/{id}")), "row {i}: {row}");
+        rows.push(row);
+        old.keys
+            .push((id.to_string(), postcard::to_stdvec(&record).unwrap()));
+    }
+    let mut sorted = rows.clone();
+    sorted.sort();
+    assert_eq!(rows, sorted, "rows do not sort by creation");
+    let writes = key_rows_to_relayout(&old).unwrap();
+    assert_eq!(writes.len(), 6);
+    for (i, pair) in writes.chunks(2).enumerate() {
+        assert!(matches!(&pair[0], Write::Delete { key, .. } if *key == old.keys[i].0));
+        assert!(
+            matches!(&pair[1], Write::Put { key, value, .. } if *key == rows[i] && *value == old.keys[i].1)
+        );
+    }
+    // Rows already in the new layout stay where they are.
+    let new = Loaded {
+        keys: rows
+            .iter()
+            .cloned()
+            .zip(old.keys.iter().map(|(_, v)| v.clone()))
+            .collect(),
+        ..Loaded::default()
+    };
+    assert!(key_rows_to_relayout(&new).unwrap().is_empty());
+}
