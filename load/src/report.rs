@@ -786,19 +786,22 @@ fn latency(out: &mut String, results: &Results, inputs: &Inputs, primary: &str) 
         let (idle, busy) = (idle.requests_per_second, busy.value);
         let _ = write!(
             out,
-            "At 1 connection, with both cores kept out of idle by two `nice -n 19` spin loops,              the parse handler's single-connection rate went from {}/s to {}/s in this run",
+            "At 1 connection, with both cores kept out of idle by two `nice -n 19` spin loops, \
+             the parse handler's single-connection rate went from {}/s to {}/s in this run",
             thousands(idle),
             thousands(busy)
         );
         if busy > idle * 1.1 {
             let _ = writeln!(
                 out,
-                ": the 1-connection figures mostly measure how fast an idle core wakes up on                  this machine. The ratios that matter are at 16 and 64 connections, where the                  cores are busy anyway.\n"
+                ": the 1-connection figures mostly measure how fast an idle core wakes up on \
+                 this machine. The ratios that matter are at 16 and 64 connections, where \
+                 the cores are busy anyway.\n"
             );
         } else {
             let _ = writeln!(
                 out,
-                ", so waking an idle core is not what limits them here.\n"
+                ", so waking an idle core is not what limits it here.\n"
             );
         }
     }
