@@ -1,38 +1,58 @@
 #!/usr/bin/env bash
-# The side-by-side comparison: one run, on this machine, of hsmkms beside moto's server and a
-# minimal actix-web echo server (the ceiling of any actix-web service here), all loaded by the
-# same tool (`hsmkms-load bench`) with the same operation and connection counts; then the figures
-# that are not load runs (memory with 100,000 keys, an HSM catching up 10,000 keys, AES-GCM
-# against ring); then BENCHMARKS.md and its chart, written by `hsmkms-load report`.
+# The comparison of issue 10: one run, on this machine, of hsmkms beside the three reference
+# handlers of `hsmkms-load echo` (parse and answer; + base64 and AES-256-GCM inline; + the
+# sealing in an actor on another arbiter: the least the same work costs) and moto's server, all
+# loaded by `wrk` (light, so the server keeps most of the machine), with `hsmkms-load bench` (which
+# signs and checks every request) beside it; then a 60-second timeline of per-second p99, memory
+# and start-up time with 100,000 keys, the previous commit's binary beside this one
+# (`--baseline`), criterion figures and a profile; then BENCHMARKS.md and its charts, written by
+# `hsmkms-load report`.
 #
-#   benches/compare.sh            the whole run (about 15 minutes on 2 cores)
-#   benches/compare.sh --quick    3-second load runs and no criterion figures (a few minutes)
+#   benches/compare.sh                      the whole run (about 25 minutes on 2 cores)
+#   benches/compare.sh --baseline HEAD~1    the same, with that commit's hsmkms measured beside
+#                                           (built in target/baseline-src, a git worktree that
+#                                           is removed at the end, into target/baseline-target)
+#   benches/compare.sh --quick              3-second load runs, a 10-second timeline, no
+#                                           criterion figures and no profile (a few minutes)
 #
-# Installs moto from PyPI into target/bench-venv on first use. Every server listens on
-# 127.0.0.1 and is stopped when the script ends, however it ends. Every load run is bounded
-# (`hsmkms-load bench --duration`, at most 120 s).
+# Installs wrk with apt-get (Debian's package) when it is not on PATH, and moto from PyPI into
+# target/bench-venv on first use; without wrk every run falls back to `hsmkms-load bench` and the
+# report says so. Every server listens on 127.0.0.1 and is stopped when the script ends, however
+# it ends. Every load run is bounded (`wrk -d`, `hsmkms-load bench --duration`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+usage() { echo "usage: $0 [--quick] [--baseline <commit>]" >&2; }
 DURATION=10
-CRITERION=1
-case "${1:-}" in
-  --quick) DURATION=3; CRITERION=0 ;;
-  "") ;;
-  *) echo "usage: $0 [--quick]" >&2; exit 2 ;;
-esac
+TIMELINE=60
+QUICK=0
+BASELINE=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) DURATION=3; TIMELINE=10; QUICK=1; shift ;;
+    --baseline)
+      [ $# -ge 2 ] || { usage; exit 2; }
+      BASELINE=$2; shift 2 ;;
+    *) usage; exit 2 ;;
+  esac
+done
 CONNECTIONS=(1 16 64)
+REFERENCES=(parse inline actor)
 MOTO_VERSION="5.2.5"
 
 OUT=target/bench-compare
 rm -rf "$OUT"
-mkdir -p "$OUT"
+mkdir -p "$OUT/wrk"
 RESULTS="$OUT/results.jsonl"
 COMMANDS="$OUT/commands.txt"
+NOTES="$OUT/notes.md"
 : >"$RESULTS"
 : >"$COMMANDS"
+: >"$NOTES"
 
 PIDS=()
+BASE_SRC=target/baseline-src
+BASE_WORKTREE=0
 # Stops a process: SIGTERM, up to 20 s to exit, then SIGKILL; forgets its pid.
 stop_pid() {
   local pid=$1
@@ -49,24 +69,30 @@ stop_pid() {
 }
 cleanup() {
   for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
+  if [ "$BASE_WORKTREE" = 1 ]; then
+    git worktree remove --force "$BASE_SRC" 2>/dev/null || rm -rf "$BASE_SRC"
+    git worktree prune 2>/dev/null || true
+  fi
 }
 trap cleanup EXIT
 
 note() { echo "== $*" >&2; }
+# A line for the report's notes.
+report_note() { echo "- $*" >>"$NOTES"; echo "note: $*" >&2; }
 # Records a command in the report's list, then runs it.
 record() { echo "$*" >>"$COMMANDS"; "$@"; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 # Waits up to 60 s for a line in a log file written by process $3.
 wait_for_line() {
   local file=$1 line=$2 pid=$3
-  for _ in $(seq 1 600); do
+  for _ in $(seq 1 6000); do
     grep -qx "$line" "$file" 2>/dev/null && return 0
     if ! kill -0 "$pid" 2>/dev/null; then
       echo "the process writing $file exited" >&2
       cat "$file" >&2
       return 1
     fi
-    sleep 0.1
+    sleep 0.01
   done
   echo "timed out waiting for '$line' in $file" >&2
   cat "$file" >&2
@@ -86,11 +112,52 @@ hwm_mib() { awk '/^VmHWM:/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 figure() { # name value unit note
   python3 -c 'import json,sys; print(json.dumps({"name":sys.argv[1],"value":float(sys.argv[2]),"unit":sys.argv[3],"note":sys.argv[4]}))' "$@" >>"$RESULTS"
 }
+# Passes one JSON line from stdin to stdout, or fails saying what came instead.
+one_json_line() {
+  python3 -c '
+import json, sys
+line = sys.stdin.read().strip().splitlines()
+if not line:
+    sys.exit("no result line")
+json.loads(line[-1])
+print(line[-1])'
+}
 
-note "building the release binary"
+note "building the release binaries"
 record cargo build --release -p hsmkms -p hsmkms-load
 BIN=target/release/hsmkms
 LOAD=target/release/hsmkms-load
+
+BASE_BIN=""
+BASE_COMMIT=""
+if [ -n "$BASELINE" ]; then
+  BASE_COMMIT=$(git rev-parse --short "$BASELINE^{commit}")
+  note "building the baseline, $BASE_COMMIT, in $BASE_SRC"
+  git worktree remove --force "$BASE_SRC" 2>/dev/null || rm -rf "$BASE_SRC"
+  git worktree prune
+  record git worktree add --detach "$BASE_SRC" "$BASE_COMMIT"
+  BASE_WORKTREE=1
+  BASE_TARGET="$PWD/target/baseline-target"
+  echo "(cd $BASE_SRC && CARGO_TARGET_DIR=$BASE_TARGET cargo build --release -p hsmkms)" >>"$COMMANDS"
+  (cd "$BASE_SRC" && CARGO_TARGET_DIR="$BASE_TARGET" cargo build --release -p hsmkms)
+  BASE_BIN=target/baseline-target/release/hsmkms
+fi
+
+# wrk from Debian when it is missing; without it, every run is `hsmkms-load bench`'s.
+WRK=""
+if ! command -v wrk >/dev/null 2>&1; then
+  note "installing wrk with apt-get"
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO="sudo -n"
+  ($SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq wrk) \
+    >"$OUT/apt-wrk.log" 2>&1 || true
+  echo "apt-get update && apt-get install -y wrk" >>"$COMMANDS"
+fi
+if command -v wrk >/dev/null 2>&1; then
+  WRK=wrk
+else
+  report_note "**wrk could not be installed** (see \`$OUT/apt-wrk.log\`): there is no external load generator in this run, and every figure is \`hsmkms-load bench\`'s."
+fi
 
 note "installing moto $MOTO_VERSION into target/bench-venv"
 MOTO=""
@@ -100,83 +167,154 @@ if [ ! -x target/bench-venv/bin/moto_server ]; then
 fi
 [ -x target/bench-venv/bin/moto_server ] && MOTO=target/bench-venv/bin/moto_server
 echo "python3 -m venv target/bench-venv && target/bench-venv/bin/pip install 'moto[server]==$MOTO_VERSION'" >>"$COMMANDS"
+[ -n "$MOTO" ] || report_note "moto could not be installed from PyPI: no moto figures in this run."
+[ "$QUICK" = 1 ] && report_note "A \`--quick\` run: ${DURATION}-second load runs, a ${TIMELINE}-second timeline, no criterion figures and no profile; the figures are rough."
 
-start_hsmkms() { # data-dir port log
-  "$BIN" --data-dir "$1" --port "$2" >"$3" 2>&1 &
-  PIDS+=($!)
+# Starts an emulator: binary data-dir port log; sets HSMKMS_PID and READY_SECONDS (from the
+# spawn to its `Ready.` line).
+start_emulator() {
+  local bin=$1 data=$2 port=$3 log=$4
+  echo "$bin --data-dir $data --port $port" >>"$COMMANDS"
+  local t0=$EPOCHREALTIME
+  "$bin" --data-dir "$data" --port "$port" >"$log" 2>&1 &
   HSMKMS_PID=$!
-  wait_for_line "$3" "Ready." "$HSMKMS_PID"
+  PIDS+=("$HSMKMS_PID")
+  wait_for_line "$log" "Ready." "$HSMKMS_PID"
+  local t1=$EPOCHREALTIME
+  READY_SECONDS=$(python3 -c "print(round($t1 - $t0, 3))")
+}
+start_hsmkms() { start_emulator "$BIN" "$@"; }
+# Starts `hsmkms-load echo` with a reference handler: handler port; sets ECHO_PID.
+start_echo() {
+  echo "$LOAD echo --handler $1 --port $2 --workers 2" >>"$COMMANDS"
+  "$LOAD" echo --handler "$1" --port "$2" --workers 2 >"$OUT/echo-$1.log" 2>&1 &
+  ECHO_PID=$!
+  PIDS+=("$ECHO_PID")
+  wait_for_line "$OUT/echo-$1.log" "Ready." "$ECHO_PID"
+}
+
+# A run of `hsmkms-load bench`: label port trust-anchor extra-args...
+load() {
+  local label=$1 port=$2 anchor=$3
+  shift 3
+  note "hsmkms-load: $label $*"
+  record "$LOAD" bench --label "$label" --endpoint "http://127.0.0.1:$port" --duration "$DURATION" \
+    --trust-anchor "$anchor" --json "$@" >>"$RESULTS"
+}
+# A wrk run of DURATION s after a 1-second warm-up (an `hsmkms-load bench` run without wrk):
+# label port trust-anchor connections extra-args (as `hsmkms-load bench` takes them)...
+RUN=0
+wrk_load() {
+  local label=$1 port=$2 anchor=$3 conns=$4
+  shift 4
+  if [ -z "$WRK" ]; then
+    load "$label" "$port" "$anchor" --connections "$conns" "$@"
+    return
+  fi
+  RUN=$((RUN + 1))
+  local script="$OUT/wrk/$RUN-$label.lua" threads=2
+  [ "$conns" -ge 2 ] || threads=1
+  note "wrk: $label $* --connections $conns"
+  record "$LOAD" wrk-script --label "$label" --endpoint "http://127.0.0.1:$port" \
+    --trust-anchor "$anchor" --connections "$conns" --out "$script" "$@"
+  wrk -t"$threads" -c"$conns" -d1s --timeout 10s -s "$script" "http://127.0.0.1:$port/" >/dev/null
+  record wrk -t"$threads" -c"$conns" -d"${DURATION}s" --timeout 10s -s "$script" \
+    "http://127.0.0.1:$port/" >"$OUT/wrk/$RUN-$label.out"
+  one_json_line <"$OUT/wrk/$RUN-$label.out" >>"$RESULTS"
 }
 
 HSMKMS_PORT=$(free_port)
-ECHO_PORT=$(free_port)
+DATA="$OUT/data"
+ANCHOR="$DATA/customerCA.crt"
+note "starting hsmkms on $HSMKMS_PORT, the reference handlers${MOTO:+ and moto}"
+start_hsmkms "$DATA" "$HSMKMS_PORT" "$OUT/hsmkms.log"
+MAIN_PID=$HSMKMS_PID
+declare -A REF_PORT REF_PID
+for h in "${REFERENCES[@]}"; do
+  REF_PORT[$h]=$(free_port)
+  start_echo "$h" "${REF_PORT[$h]}"
+  REF_PID[$h]=$ECHO_PID
+done
 MOTO_PORT=$(free_port)
-note "starting hsmkms on $HSMKMS_PORT, the echo server on $ECHO_PORT${MOTO:+, moto on $MOTO_PORT}"
-echo "$BIN --data-dir $OUT/data --port $HSMKMS_PORT" >>"$COMMANDS"
-start_hsmkms "$OUT/data" "$HSMKMS_PORT" "$OUT/hsmkms.log"
-echo "$LOAD echo --port $ECHO_PORT --workers 2" >>"$COMMANDS"
-"$LOAD" echo --port "$ECHO_PORT" --workers 2 >"$OUT/echo.log" 2>&1 &
-PIDS+=($!)
-wait_for_line "$OUT/echo.log" "Ready." $!
 if [ -n "$MOTO" ]; then
   echo "$MOTO -H 127.0.0.1 -p $MOTO_PORT" >>"$COMMANDS"
   "$MOTO" -H 127.0.0.1 -p "$MOTO_PORT" >"$OUT/moto.log" 2>&1 &
-  PIDS+=($!)
+  MOTO_PID=$!
+  PIDS+=("$MOTO_PID")
   wait_for_http "$MOTO_PORT"
 fi
 
-load() { # label port extra-args...
-  local label=$1 port=$2
-  shift 2
-  note "load: $label $*"
-  record "$LOAD" bench --label "$label" --endpoint "http://127.0.0.1:$port" --duration "$DURATION" \
-    --trust-anchor "$OUT/data/customerCA.crt" --json "$@" >>"$RESULTS"
-}
-
+# Encrypt, 32 B, at each connection count: the reference handlers, then hsmkms.
 for c in "${CONNECTIONS[@]}"; do
-  load echo "$ECHO_PORT" --op encrypt --connections "$c"
-  load hsmkms "$HSMKMS_PORT" --op encrypt --connections "$c"
-  load hsmkms "$HSMKMS_PORT" --op encrypt --key-store --connections "$c"
-  [ -n "$MOTO" ] && load moto "$MOTO_PORT" --op encrypt --connections "$c"
+  for h in "${REFERENCES[@]}"; do
+    wrk_load "$h" "${REF_PORT[$h]}" "$ANCHOR" "$c" --op encrypt
+  done
+  wrk_load hsmkms "$HSMKMS_PORT" "$ANCHOR" "$c" --op encrypt
+  wrk_load hsmkms "$HSMKMS_PORT" "$ANCHOR" "$c" --op encrypt --key-store
 done
 # 4 KiB plaintexts (KMS's limit), and the other operations, at 64 connections.
-load echo "$ECHO_PORT" --op encrypt --plaintext-bytes 4096 --connections 64
-load hsmkms "$HSMKMS_PORT" --op encrypt --plaintext-bytes 4096 --connections 64
-load hsmkms "$HSMKMS_PORT" --op encrypt --key-store --plaintext-bytes 4096 --connections 64
-[ -n "$MOTO" ] && load moto "$MOTO_PORT" --op encrypt --plaintext-bytes 4096 --connections 64
-load hsmkms "$HSMKMS_PORT" --op decrypt --connections 64
-load hsmkms "$HSMKMS_PORT" --op decrypt --key-store --connections 64
-load hsmkms "$HSMKMS_PORT" --op generate-data-key --key-store --connections 64
-stop_pid "$HSMKMS_PID"
+wrk_load inline "${REF_PORT[inline]}" "$ANCHOR" 64 --op encrypt --plaintext-bytes 4096
+wrk_load hsmkms "$HSMKMS_PORT" "$ANCHOR" 64 --op encrypt --plaintext-bytes 4096
+wrk_load hsmkms "$HSMKMS_PORT" "$ANCHOR" 64 --op encrypt --key-store --plaintext-bytes 4096
+for op in decrypt generate-data-key; do
+  wrk_load hsmkms "$HSMKMS_PORT" "$ANCHOR" 64 --op "$op"
+  wrk_load hsmkms "$HSMKMS_PORT" "$ANCHOR" 64 --op "$op" --key-store
+done
 
-# The echo server at 1 connection with both cores kept out of idle by two lowest-priority spin
+# The project's own tool beside wrk (every answer checked), and moto, which closes each
+# connection after answering (wrk would count each close as an error; the tool reconnects).
+if [ -n "$WRK" ]; then
+  load parse "${REF_PORT[parse]}" "$ANCHOR" --op encrypt --connections 64
+  load hsmkms "$HSMKMS_PORT" "$ANCHOR" --op encrypt --connections 64
+  load hsmkms "$HSMKMS_PORT" "$ANCHOR" --op encrypt --key-store --connections 64
+fi
+if [ -n "$MOTO" ]; then
+  for c in "${CONNECTIONS[@]}"; do
+    load moto "$MOTO_PORT" "$ANCHOR" --op encrypt --connections "$c"
+  done
+  stop_pid "$MOTO_PID"
+fi
+
+# A periodic stall would show as seconds whose p99 stands far above the others'.
+note "timeline: hsmkms Encrypt, AWS_KMS key, 64 connections, $TIMELINE s, p99 of each second"
+record "$LOAD" bench --label hsmkms --endpoint "http://127.0.0.1:$HSMKMS_PORT" \
+  --duration "$TIMELINE" --trust-anchor "$ANCHOR" --json --op encrypt --connections 64 \
+  --timeline >>"$RESULTS"
+stop_pid "$MAIN_PID"
+
+# The parse handler at 1 connection with both cores kept out of idle by two lowest-priority spin
 # loops (each ends by itself after the run): how much of a 1-connection figure is wake-up.
-note "echo at 1 connection with the cores kept busy"
+note "parse handler at 1 connection with the cores kept busy"
 SPINNERS=()
 for _ in 1 2; do
   timeout $((DURATION + 5)) nice -n 19 sh -c 'while :; do :; done' &
   SPINNERS+=($!)
   PIDS+=($!)
 done
-"$LOAD" bench --label echo --endpoint "http://127.0.0.1:$ECHO_PORT" --duration "$DURATION" \
-  --connections 1 --json >"$OUT/echo-busy.json"
+if [ -n "$WRK" ]; then
+  "$LOAD" wrk-script --label parse --endpoint "http://127.0.0.1:${REF_PORT[parse]}" \
+    --connections 1 --out "$OUT/wrk/busy.lua"
+  wrk -t1 -c1 -d"${DURATION}s" -s "$OUT/wrk/busy.lua" "http://127.0.0.1:${REF_PORT[parse]}/" \
+    | one_json_line >"$OUT/parse-busy.json"
+else
+  "$LOAD" bench --label parse --endpoint "http://127.0.0.1:${REF_PORT[parse]}" \
+    --duration "$DURATION" --connections 1 --json >"$OUT/parse-busy.json"
+fi
 for pid in "${SPINNERS[@]}"; do stop_pid "$pid"; done
-python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(json.dumps({"name":"echo-1-connection-busy-cores","value":r["requestsPerSecond"],"unit":"requests/s","note":"(echo encrypt at 1 connection, both cores kept out of idle by nice -n 19 spin loops)"}))' "$OUT/echo-busy.json" >>"$RESULTS"
-# CreateKey on a fresh emulator each time: a fast machine could otherwise reach KMS's quota of
-# 100,000 keys during the runs.
-for c in "${CONNECTIONS[@]}"; do
-  CK_PORT=$(free_port)
-  start_hsmkms "$OUT/data-create-$c" "$CK_PORT" "$OUT/hsmkms-create-$c.log"
-  note "load: hsmkms --op create-key --key-store --connections $c (fresh emulator)"
-  record "$LOAD" bench --label hsmkms --endpoint "http://127.0.0.1:$CK_PORT" --duration "$DURATION" \
-    --trust-anchor "$OUT/data-create-$c/customerCA.crt" --json --op create-key --key-store \
-    --connections "$c" >>"$RESULTS"
-  stop_pid "$HSMKMS_PID"
-done
+python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(json.dumps({"name":"parse-1-connection-busy-cores","value":r["requestsPerSecond"],"unit":"requests/s","note":"(parse handler, Encrypt at 1 connection, %s, both cores kept out of idle by nice -n 19 spin loops)" % r["loader"]}))' "$OUT/parse-busy.json" >>"$RESULTS"
+for h in "${REFERENCES[@]}"; do stop_pid "${REF_PID[$h]}"; done
 
-note "memory: a fresh emulator with 100,000 keys"
+# CreateKey on a fresh emulator: a fast machine could otherwise reach KMS's quota of 100,000
+# keys. wrk sends the same body each time, which CreateKey allows (each makes a new key).
+CK_PORT=$(free_port)
+start_hsmkms "$OUT/data-create" "$CK_PORT" "$OUT/hsmkms-create.log"
+wrk_load hsmkms "$CK_PORT" "$OUT/data-create/customerCA.crt" 64 --op create-key --key-store
+stop_pid "$HSMKMS_PID"
+
+note "memory and start-up: a fresh emulator with 100,000 keys"
 MEM_PORT=$(free_port)
 start_hsmkms "$OUT/data-100k" "$MEM_PORT" "$OUT/hsmkms-100k.log"
+FRESH_READY=$READY_SECONDS
 # The tool's first request makes one key; 99,999 more make the quota's 100,000.
 record "$LOAD" bench --label hsmkms --endpoint "http://127.0.0.1:$MEM_PORT" --op create-key \
   --connections 64 --warmup 0 --duration 120 --requests 99999 --json >"$OUT/create-100k.json"
@@ -205,9 +343,11 @@ if [ "$KEY_COUNT" != 100000 ]; then
 fi
 AFTER_CREATE=$(rss_mib "$HSMKMS_PID")
 CREATE_PEAK=$(hwm_mib "$HSMKMS_PID")
-# Restart: the state as every later start loads it; then use a key under load.
+# Restart: the state as every later start loads it, timed from the spawn to `Ready.`; then use
+# a key under load.
 stop_pid "$HSMKMS_PID"
 start_hsmkms "$OUT/data-100k" "$MEM_PORT" "$OUT/hsmkms-100k-restart.log"
+figure start-ready-100k-keys "$READY_SECONDS" s "(from the spawn of the process to its \`Ready.\` line, restarted on a data directory with ${KEY_COUNT} keys; ${FRESH_READY} s on an empty one)"
 AT_START=$(rss_mib "$HSMKMS_PID")
 record "$LOAD" bench --label hsmkms --endpoint "http://127.0.0.1:$MEM_PORT" --op encrypt \
   --key-id "$KEY_ID" --connections 64 --duration "$DURATION" --json >"$OUT/encrypt-100k.json"
@@ -222,10 +362,29 @@ for path in sys.argv[1:]:
 ' "$OUT/create-100k.json" "$OUT/encrypt-100k.json"
 WORST=$(python3 -c "print(max($CREATE_PEAK, $PEAK))")
 figure memory-100k-keys "$WORST" MiB "(the peak resident set of the two processes: ${CREATE_PEAK} MiB creating them, ${AFTER_CREATE} MiB after; ${PEAK} MiB restarted and under ${DURATION} s of Encrypt, ${AT_START} MiB at start, ${UNDER_LOAD} MiB after; ${KEY_COUNT} keys)"
-python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(json.dumps({"name":"create-key-100k-rate","value":r["requestsPerSecond"],"unit":"keys/s","note":"(AWS_KMS keys, 64 connections, %d keys)" % (r["requests"]+1)}))' "$OUT/create-100k.json" >>"$RESULTS"
+python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(json.dumps({"name":"create-key-100k-rate","value":r["requestsPerSecond"],"unit":"keys/s","note":"(AWS_KMS keys, 64 connections, hsmkms-load bench, %d keys)" % (r["requests"]+1)}))' "$OUT/create-100k.json" >>"$RESULTS"
 stop_pid "$HSMKMS_PID"
 
-if [ "$CRITERION" = 1 ]; then
+if [ -n "$BASE_BIN" ]; then
+  # Both emulators up at once, each fresh; each operation loads the new one, then the old one.
+  note "before ($BASE_COMMIT) and after, one after the other"
+  BEFORE_PORT=$(free_port)
+  AFTER_PORT=$(free_port)
+  start_emulator "$BASE_BIN" "$OUT/data-before" "$BEFORE_PORT" "$OUT/hsmkms-before.log"
+  BEFORE_PID=$HSMKMS_PID
+  start_hsmkms "$OUT/data-after" "$AFTER_PORT" "$OUT/hsmkms-after.log"
+  AFTER_PID=$HSMKMS_PID
+  for args in "--op encrypt" "--op encrypt --key-store" "--op create-key --key-store"; do
+    # shellcheck disable=SC2086 # the words of $args are the options
+    wrk_load after "$AFTER_PORT" "$OUT/data-after/customerCA.crt" 64 $args
+    # shellcheck disable=SC2086
+    wrk_load before "$BEFORE_PORT" "$OUT/data-before/customerCA.crt" 64 $args
+  done
+  stop_pid "$BEFORE_PID"
+  stop_pid "$AFTER_PID"
+fi
+
+if [ "$QUICK" = 0 ]; then
   note "criterion: an HSM catching up, and AES-256-GCM against ring"
   record cargo bench --bench replication -- catch_up
   python3 - >>"$RESULTS" <<'EOF'
@@ -244,8 +403,17 @@ EOF
   grep '^RATIO' "$OUT/aead.txt" | while read -r _ name ratio; do
     figure "$name" "$ratio" "× ring" "(throughput ratio, median of 3 interleaved runs)"
   done
+
+  note "profile: where an Encrypt's time goes"
+  if ! record benches/profile.sh --out "$OUT/profile" --results "$RESULTS" --duration "$DURATION"; then
+    report_note "\`benches/profile.sh\` failed (see its output): the profile below may be missing or partial."
+  fi
 fi
 
 note "writing BENCHMARKS.md"
-record "$LOAD" report --results "$RESULTS" --commands "$COMMANDS" --out BENCHMARKS.md \
-  --chart benches/results/encrypt.svg --commit "$(git rev-parse --short HEAD)"
+REPORT_ARGS=(--results "$RESULTS" --commands "$COMMANDS" --notes "$NOTES" --out BENCHMARKS.md
+  --chart benches/results/encrypt.svg --timeline-chart benches/results/timeline.svg
+  --commit "$(git rev-parse --short HEAD)")
+[ -f "$OUT/profile/summary.md" ] && REPORT_ARGS+=(--profile "$OUT/profile/summary.md")
+[ -n "$BASE_COMMIT" ] && REPORT_ARGS+=(--baseline "$BASE_COMMIT")
+record "$LOAD" report "${REPORT_ARGS[@]}"

@@ -341,11 +341,14 @@ async fn the_load_tool_measures_a_real_emulator_and_refuses_wrong_answers() {
         "{text}"
     );
     assert!(
-        text.contains("| hsmkms encrypt, key store key, 32 B | 4 |"),
+        text.contains("| hsmkms encrypt, key store key, 32 B | hsmkms-load | 4 |"),
         "{text}"
     );
-    assert!(text.contains("| echo encrypt, 32 B | 4 |"), "{text}");
-    assert!(text.contains("| Resident memory of the emulator with 100,000 keys | < 200 MB (190.7 MiB) | **150 MiB** (test) | met |"), "{text}");
+    assert!(
+        text.contains("| echo encrypt, 32 B | hsmkms-load | 4 |"),
+        "{text}"
+    );
+    assert!(text.contains("| Resident memory with 100,000 keys | < 150 MB (143.1 MiB) | **150 MiB** (test) | **missed** |"), "{text}");
     let svg = std::fs::read_to_string(&chart).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("hsmkms encrypt, AWS_KMS key, 32 B"));
     emulator.stop();

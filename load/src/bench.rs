@@ -83,6 +83,10 @@ pub struct BenchArgs {
     /// Print the results as one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also keep each second of the measured window apart: its answers and its p50 and p99
+    /// (`timeline` in the result), to show whether latency stalls now and then.
+    #[arg(long)]
+    pub timeline: bool,
 }
 
 /// Latency figures of a run, in milliseconds.
@@ -97,6 +101,17 @@ pub struct Latency {
     pub p999: f64,
     pub max: f64,
     pub mean: f64,
+}
+
+/// One second of a run's measured window (`--timeline`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Second {
+    /// Answers that passed the check and arrived in this second.
+    pub requests: u64,
+    /// Their latency percentiles, in milliseconds (0 for a second without answers).
+    pub p50_ms: f64,
+    pub p99_ms: f64,
 }
 
 /// What a run measured; `--json` prints it, the comparison collects it.
@@ -118,6 +133,9 @@ pub struct RunResult {
     pub requests_per_second: f64,
     pub latency_ms: Latency,
     pub error_samples: Vec<String>,
+    /// Each whole second of the measured window, in order (`--timeline`; empty otherwise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timeline: Vec<Second>,
 }
 
 fn default_loader() -> String {
@@ -135,6 +153,8 @@ struct Tally {
     /// Tickets taken so far (`--requests`).
     issued: AtomicU64,
     measuring: AtomicBool,
+    /// When measuring began, in µs since `origin` (set before `measuring`).
+    start_us: AtomicU64,
     stop: AtomicBool,
     /// When the last counted answer arrived, in µs since `origin`.
     last_answer_us: AtomicU64,
@@ -219,6 +239,14 @@ fn print_table(r: &RunResult) {
     for sample in &r.error_samples {
         println!("  error       {sample}");
     }
+    if !r.timeline.is_empty() {
+        let p99: Vec<String> = r
+            .timeline
+            .iter()
+            .map(|s| format!("{:.2}", s.p99_ms))
+            .collect();
+        println!("  p99 ms by second  {}", p99.join(" "));
+    }
 }
 
 /// Checks a run's options, sets up its key (and store) and checks that the first request
@@ -285,6 +313,7 @@ pub async fn run(args: &BenchArgs) -> Result<RunResult> {
         errors: AtomicU64::new(0),
         issued: AtomicU64::new(0),
         measuring: AtomicBool::new(false),
+        start_us: AtomicU64::new(0),
         stop: AtomicBool::new(false),
         last_answer_us: AtomicU64::new(0),
         samples: Mutex::new(Vec::new()),
@@ -297,12 +326,12 @@ pub async fn run(args: &BenchArgs) -> Result<RunResult> {
         let mut warm = warm.clone();
         let wait = args.warmup == 0.0;
         let (endpoint, plan, tally) = (endpoint.clone(), plan.clone(), tally.clone());
-        let limit = args.requests;
+        let (limit, timeline) = (args.requests, args.timeline);
         workers.push(tokio::spawn(async move {
             if wait {
                 let _ = warm.changed().await;
             }
-            worker(endpoint, plan, tally, limit).await
+            worker(endpoint, plan, tally, limit, timeline).await
         }));
     }
 
@@ -310,6 +339,7 @@ pub async fn run(args: &BenchArgs) -> Result<RunResult> {
     tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
     let started = Instant::now();
     let start_us = started.duration_since(tally.origin).as_micros() as u64;
+    tally.start_us.store(start_us, Ordering::Relaxed);
     tally.measuring.store(true, Ordering::Relaxed);
     let _ = warmed.send(());
     let window = Duration::from_secs_f64(args.duration);
@@ -335,12 +365,16 @@ pub async fn run(args: &BenchArgs) -> Result<RunResult> {
     let stopped_us = tally.now_us();
     bar.finish_and_clear();
     let mut histogram = new_histogram();
+    let mut answers = Vec::new();
     for worker in workers {
         // A worker ends within one request deadline of the stop flag.
         match worker.await {
-            Ok(h) => histogram
-                .add(&h)
-                .map_err(|e| anyhow::anyhow!("merging latencies: {e}"))?,
+            Ok(done) => {
+                histogram
+                    .add(&done.histogram)
+                    .map_err(|e| anyhow::anyhow!("merging latencies: {e}"))?;
+                answers.extend(done.answers);
+            }
             Err(e) => bail!("a load connection failed: {e}"),
         }
     }
@@ -381,7 +415,33 @@ pub async fn run(args: &BenchArgs) -> Result<RunResult> {
             mean: histogram.mean() / 1000.0,
         },
         error_samples: samples,
+        timeline: if args.timeline {
+            timeline(&answers, elapsed)
+        } else {
+            Vec::new()
+        },
     })
+}
+
+/// Each whole second of a window of `elapsed` seconds, from the answers' (second, µs) pairs;
+/// answers in the last, partial second are left out.
+fn timeline(answers: &[(u32, u32)], elapsed: f64) -> Vec<Second> {
+    let seconds = (elapsed.floor() as usize).max(1);
+    let mut histograms: Vec<Histogram<u64>> = (0..seconds).map(|_| new_histogram()).collect();
+    for &(second, us) in answers {
+        if let Some(h) = histograms.get_mut(second as usize) {
+            let _ = h.record(u64::from(us).max(1));
+        }
+    }
+    let ms = |us: u64| us as f64 / 1000.0;
+    histograms
+        .iter()
+        .map(|h| Second {
+            requests: h.len(),
+            p50_ms: ms(h.value_at_quantile(0.50)),
+            p99_ms: ms(h.value_at_quantile(0.99)),
+        })
+        .collect()
 }
 
 fn progress_bar(args: &BenchArgs) -> ProgressBar {
@@ -409,14 +469,23 @@ fn new_histogram() -> Histogram<u64> {
         .expect("valid histogram bounds")
 }
 
+/// What one connection measured.
+struct WorkerResult {
+    histogram: Histogram<u64>,
+    /// With `--timeline`, each counted answer as (second of the window it arrived in, µs).
+    answers: Vec<(u32, u32)>,
+}
+
 /// One connection's loop: send, check, time, until the run stops.
 async fn worker(
     endpoint: Endpoint,
     plan: Arc<Plan>,
     tally: Arc<Tally>,
     limit: Option<u64>,
-) -> Histogram<u64> {
+    timeline: bool,
+) -> WorkerResult {
     let mut histogram = new_histogram();
+    let mut answers = Vec::new();
     let mut conn: Option<Connection> = None;
     let mut failures = 0u32;
     while !tally.stop.load(Ordering::Relaxed) {
@@ -457,7 +526,15 @@ async fn worker(
                 match plan.check(&answer) {
                     Ok(()) if counted => {
                         tally.ok.fetch_add(1, Ordering::Relaxed);
-                        let _ = histogram.record(took.as_micros().max(1) as u64);
+                        let us = took.as_micros().max(1) as u64;
+                        let _ = histogram.record(us);
+                        if timeline {
+                            let since = tally
+                                .now_us()
+                                .saturating_sub(tally.start_us.load(Ordering::Relaxed));
+                            let second = u32::try_from(since / 1_000_000).unwrap_or(u32::MAX);
+                            answers.push((second, u32::try_from(us).unwrap_or(u32::MAX)));
+                        }
                     }
                     Ok(()) => {}
                     Err(why) => tally.error(why, counted),
@@ -469,5 +546,32 @@ async fn worker(
             }
         }
     }
-    histogram
+    WorkerResult { histogram, answers }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timeline_keeps_whole_seconds_apart() {
+        // Second 0: 100 answers of 1 ms; second 1: 99 of 1 ms and one of 50 ms; second 2 is
+        // the partial last second and is left out; second 3 never happened.
+        let mut answers: Vec<(u32, u32)> = (0..100).map(|_| (0, 1000)).collect();
+        answers.extend((0..99).map(|_| (1, 1000)));
+        answers.push((1, 50_000));
+        answers.push((2, 7000));
+        answers.push((3, 7000));
+        let seconds = timeline(&answers, 2.4);
+        assert_eq!(seconds.len(), 2);
+        assert_eq!(seconds[0].requests, 100);
+        assert!((seconds[0].p99_ms - 1.0).abs() < 0.01);
+        assert_eq!(seconds[1].requests, 100);
+        assert!((seconds[1].p99_ms - 1.0).abs() < 0.01, "{:?}", seconds[1]);
+        assert!((seconds[1].p50_ms - 1.0).abs() < 0.01);
+        // A second without answers is there, with no latency.
+        let seconds = timeline(&[(1, 1000)], 2.0);
+        assert_eq!(seconds[0].requests, 0);
+        assert_eq!(seconds[0].p99_ms, 0.0);
+    }
 }

@@ -1,6 +1,9 @@
 //! `hsmkms-load report`: turns what one comparison run measured (JSON lines written by
-//! `benches/compare.sh`) into `BENCHMARKS.md` and an SVG chart of requests/s and p99 latency
-//! against connection count. Every ratio in it is between figures of the same run.
+//! `benches/compare.sh`) into `BENCHMARKS.md`, an SVG chart of requests/s and p99 latency
+//! against connection count, and an SVG chart of the per-second p99 timeline. Every ratio in it
+//! is between figures of the same run: hsmkms against the reference handlers of
+//! `hsmkms-load echo` (the least the same work costs), Decrypt against Encrypt, and the binary
+//! of `--baseline` against the one measured.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -16,7 +19,7 @@ use crate::bench::RunResult;
 /// Options of `hsmkms-load report`.
 #[derive(Debug, clap::Args)]
 pub struct ReportArgs {
-    /// JSON lines: load runs (`hsmkms-load bench --json`) and other measurements.
+    /// JSON lines: load runs (`hsmkms-load bench --json`, the wrk scripts) and other figures.
     #[arg(long)]
     pub results: PathBuf,
     /// The commands the run used, one per line, shown in the report.
@@ -28,16 +31,28 @@ pub struct ReportArgs {
     /// Where to write the chart (linked from the report by its path relative to the report).
     #[arg(long, default_value = "benches/results/encrypt.svg")]
     pub chart: PathBuf,
+    /// Where to write the chart of the per-second p99 timeline.
+    #[arg(long, default_value = "benches/results/timeline.svg")]
+    pub timeline_chart: PathBuf,
+    /// The summary `benches/profile.sh` wrote (Markdown, included as it is).
+    #[arg(long)]
+    pub profile: Option<PathBuf>,
+    /// Notes of the run (Markdown lines, e.g. what could not be measured), shown near the top.
+    #[arg(long)]
+    pub notes: Option<PathBuf>,
     /// Commit that was measured.
     #[arg(long, default_value = "")]
     pub commit: String,
+    /// Commit whose binary was measured beside it as `before` (`compare.sh --baseline`).
+    #[arg(long, default_value = "")]
+    pub baseline: String,
 }
 
 /// A measurement that is not a load run, as `compare.sh` records it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Figure {
-    /// What was measured, e.g. `memory-100k-keys`, `aead/seal/4KiB`, `catch-up-10000`.
+    /// What was measured, e.g. `memory-100k-keys`, `start-ready-100k-keys`, `aead/seal/4KiB`.
     name: String,
     value: f64,
     unit: String,
@@ -73,13 +88,23 @@ fn load(path: &Path) -> Result<Results> {
     Ok(results)
 }
 
-/// The series of the chart and the main table: one target, one operation, one kind of key.
+/// The external load generator's name in results.
+const WRK: &str = "wrk";
+/// The project's own load tool's name in results.
+const OWN: &str = "hsmkms-load";
+/// The labels of `--baseline`'s runs: the previous binary, and the new one measured beside it.
+const BEFORE: &str = "before";
+const AFTER: &str = "after";
+
+/// The series of the chart and the tables: one target, one operation, one kind of key, one
+/// load generator.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Series {
     label: String,
     op: String,
     key_store: bool,
     plaintext_bytes: usize,
+    loader: String,
 }
 
 impl Series {
@@ -89,15 +114,18 @@ impl Series {
             op: r.op.clone(),
             key_store: r.key_store,
             plaintext_bytes: r.plaintext_bytes,
+            loader: r.loader.clone(),
         }
     }
 
-    fn title(&self) -> String {
-        let key = match (self.label.as_str(), self.op.as_str(), self.key_store) {
-            ("hsmkms", "create-key", true) => " in a key store",
-            ("hsmkms", "create-key", false) => ", AWS_KMS keys",
-            ("hsmkms", _, true) => ", key store key",
-            ("hsmkms", _, false) => ", AWS_KMS key",
+    /// What the series measured; the load generator is named when it is not `primary`.
+    fn title(&self, primary: &str) -> String {
+        let emulator = matches!(self.label.as_str(), "hsmkms" | BEFORE | AFTER);
+        let key = match (emulator, self.op.as_str(), self.key_store) {
+            (true, "create-key", true) => " in a key store",
+            (true, "create-key", false) => ", AWS_KMS keys",
+            (true, _, true) => ", key store key",
+            (true, _, false) => ", AWS_KMS key",
             _ => "",
         };
         let size = if self.op == "encrypt" || self.op == "decrypt" {
@@ -105,11 +133,46 @@ impl Series {
         } else {
             String::new()
         };
-        format!("{} {}{key}{size}", self.label, self.op)
+        let loader = if self.loader == primary {
+            String::new()
+        } else {
+            format!(" ({})", self.loader)
+        };
+        format!("{} {}{key}{size}{loader}", self.label, self.op)
     }
 }
 
 impl Results {
+    /// The load generator of the ratios: wrk when the run had it.
+    fn primary(&self) -> &'static str {
+        if self.runs.iter().any(|r| r.loader == WRK) {
+            WRK
+        } else {
+            OWN
+        }
+    }
+
+    fn find_by(
+        &self,
+        loader: &str,
+        label: &str,
+        op: &str,
+        key_store: bool,
+        conns: usize,
+        bytes: usize,
+    ) -> Option<&RunResult> {
+        self.runs.iter().find(|r| {
+            r.loader == loader
+                && r.label == label
+                && r.op == op
+                && r.key_store == key_store
+                && r.connections == conns
+                && (r.plaintext_bytes == bytes || (op != "encrypt" && op != "decrypt"))
+                && r.timeline.is_empty()
+        })
+    }
+
+    /// A run of the primary load generator.
     fn find(
         &self,
         label: &str,
@@ -118,18 +181,17 @@ impl Results {
         conns: usize,
         bytes: usize,
     ) -> Option<&RunResult> {
-        self.runs.iter().find(|r| {
-            r.label == label
-                && r.op == op
-                && r.key_store == key_store
-                && r.connections == conns
-                && (r.plaintext_bytes == bytes || (op != "encrypt" && op != "decrypt"))
-        })
+        self.find_by(self.primary(), label, op, key_store, conns, bytes)
+    }
+
+    /// The run with a per-second timeline (`hsmkms-load bench --timeline`).
+    fn timeline(&self) -> Option<&RunResult> {
+        self.runs.iter().find(|r| !r.timeline.is_empty())
     }
 
     fn series(&self) -> BTreeMap<Series, Vec<&RunResult>> {
         let mut map: BTreeMap<Series, Vec<&RunResult>> = BTreeMap::new();
-        for r in &self.runs {
+        for r in self.runs.iter().filter(|r| r.timeline.is_empty()) {
             map.entry(Series::of(r)).or_default().push(r);
         }
         for runs in map.values_mut() {
@@ -137,30 +199,86 @@ impl Results {
         }
         map
     }
+
+    /// The largest shares of hsmkms's CPU samples in a profile (`aws-kms` or `key-store`).
+    fn profile_top(&self, target: &str, n: usize) -> Vec<(&str, f64)> {
+        let prefix = format!("profile/{target}/");
+        let mut shares: Vec<(&str, f64)> = self
+            .figures
+            .iter()
+            .filter_map(|(name, f)| name.strip_prefix(&prefix).map(|c| (c, f.value)))
+            .collect();
+        shares.sort_by(|a, b| b.1.total_cmp(&a.1));
+        shares.truncate(n);
+        shares
+    }
 }
 
-/// Writes the report and the chart.
+/// Writes the report and the charts.
 pub fn main(args: ReportArgs) -> Result<()> {
     let results = load(&args.results)?;
-    if let Some(dir) = args.chart.parent() {
-        std::fs::create_dir_all(dir)?;
+    for path in [&args.chart, &args.timeline_chart] {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
     }
     chart(&results, &args.chart)?;
-    let commands = match &args.commands {
-        Some(path) => {
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+    let read = |path: &Option<PathBuf>| -> Result<String> {
+        match path {
+            Some(path) => {
+                std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+            }
+            None => Ok(String::new()),
         }
-        None => String::new(),
     };
     let report_dir = match args.out.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    let chart_link = relative(&args.chart, report_dir);
-    let text = render(&results, &chart_link, &commands, &args.commit);
+    let timeline_link = match results.timeline() {
+        Some(run) => {
+            timeline_chart(run, &args.timeline_chart)?;
+            Some(relative(&args.timeline_chart, report_dir))
+        }
+        None => None,
+    };
+    let inputs = Inputs {
+        chart: relative(&args.chart, report_dir),
+        timeline_chart: timeline_link,
+        commands: read(&args.commands)?,
+        profile: match &args.profile {
+            Some(path) if path.exists() => read(&args.profile)?,
+            _ => String::new(),
+        },
+        notes: read(&args.notes)?,
+        commit: args.commit.clone(),
+        baseline: args.baseline.clone(),
+    };
+    let text = render(&results, &inputs);
     std::fs::write(&args.out, text).with_context(|| format!("writing {}", args.out.display()))?;
-    println!("wrote {} and {}", args.out.display(), args.chart.display());
+    println!(
+        "wrote {} and {}{}",
+        args.out.display(),
+        args.chart.display(),
+        if results.timeline().is_some() {
+            format!(", {}", args.timeline_chart.display())
+        } else {
+            String::new()
+        }
+    );
     Ok(())
+}
+
+/// What the report shows besides the results.
+#[derive(Debug, Default)]
+struct Inputs {
+    chart: String,
+    timeline_chart: Option<String>,
+    commands: String,
+    profile: String,
+    notes: String,
+    commit: String,
+    baseline: String,
 }
 
 fn relative(path: &Path, base: &Path) -> String {
@@ -196,189 +314,819 @@ fn machine() -> String {
     )
 }
 
-fn verdict(ok: bool) -> &'static str {
-    if ok {
-        "met"
-    } else {
-        "**missed**"
+/// One target of issue 10 and what this run measured for it.
+#[derive(Debug)]
+struct Target {
+    what: String,
+    goal: String,
+    /// Markdown.
+    measured: String,
+    /// `None` for a figure that is reported, not judged, or was not measured.
+    met: Option<bool>,
+    /// For a missed target: by how much.
+    short: String,
+    /// The profile (`aws-kms` or `key-store`) that says where this target's time goes.
+    profile: Option<&'static str>,
+}
+
+impl Target {
+    fn verdict(&self) -> &'static str {
+        match (self.met, self.measured.is_empty()) {
+            (_, true) => "not measured",
+            (Some(true), _) => "met",
+            (Some(false), _) => "**missed**",
+            (None, _) => "reported",
+        }
     }
 }
 
-fn render(results: &Results, chart: &str, commands: &str, commit: &str) -> String {
+/// A ratio of two runs' requests/s against a least ratio.
+fn ratio_target(
+    what: &str,
+    goal: f64,
+    against: &str,
+    num: Option<&RunResult>,
+    den: Option<&RunResult>,
+    profile: Option<&'static str>,
+) -> Target {
+    let mut target = Target {
+        what: what.to_string(),
+        goal: format!("≥ {goal:.2}× {against}"),
+        measured: String::new(),
+        met: None,
+        short: String::new(),
+        profile,
+    };
+    if let (Some(n), Some(d)) = (num, den) {
+        let ratio = n.requests_per_second / d.requests_per_second;
+        target.measured = format!(
+            "{} vs {} = **{ratio:.2}×**",
+            per_second(n.requests_per_second),
+            per_second(d.requests_per_second)
+        );
+        target.met = Some(ratio >= goal);
+        if ratio < goal {
+            target.short = format!(
+                "{:.0}% short ({ratio:.2}× for {goal:.2}×: {} more)",
+                (1.0 - ratio / goal) * 100.0,
+                per_second(goal * d.requests_per_second - n.requests_per_second)
+            );
+        }
+    }
+    target
+}
+
+/// A figure against an upper bound (`at_most`) or a lower one.
+fn bound_target(
+    what: &str,
+    goal: &str,
+    value: Option<(f64, String)>,
+    bound: f64,
+    at_most: bool,
+    unit: &str,
+    profile: Option<&'static str>,
+) -> Target {
+    let mut target = Target {
+        what: what.to_string(),
+        goal: goal.to_string(),
+        measured: String::new(),
+        met: None,
+        short: String::new(),
+        profile,
+    };
+    if let Some((v, detail)) = value {
+        target.measured = format!("**{} {unit}**{detail}", trim(v));
+        let met = if at_most { v < bound } else { v >= bound };
+        target.met = Some(met);
+        if !met {
+            target.short = if at_most {
+                format!("{:.0}% over", (v / bound - 1.0) * 100.0)
+            } else {
+                format!("{:.0}% short", (1.0 - v / bound) * 100.0)
+            };
+        }
+    }
+    target
+}
+
+/// A ratio with two decimals, or four below 0.1 (moto's are tiny).
+fn ratio(v: f64) -> String {
+    if v < 0.1 {
+        format!("{v:.4}×")
+    } else {
+        format!("{v:.2}×")
+    }
+}
+
+fn per_second(v: f64) -> String {
+    format!("{}/s", thousands(v))
+}
+
+/// 12345.6 as "12,346".
+fn thousands(v: f64) -> String {
+    let digits = format!("{:.0}", v.abs());
     let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if v < 0.0 {
+        format!("-{out}")
+    } else {
+        out
+    }
+}
+
+/// The per-second p99 verdict of a timeline: (median second, worst second, worst / median,
+/// seconds without an answer).
+fn stall(run: &RunResult) -> (f64, f64, f64, usize) {
+    let mut p99: Vec<f64> = run
+        .timeline
+        .iter()
+        .filter(|s| s.requests > 0)
+        .map(|s| s.p99_ms)
+        .collect();
+    let silent = run.timeline.len() - p99.len();
+    if p99.is_empty() {
+        return (0.0, 0.0, f64::INFINITY, silent);
+    }
+    p99.sort_by(f64::total_cmp);
+    let median = p99[p99.len() / 2];
+    let worst = p99[p99.len() - 1];
+    (median, worst, worst / median.max(1e-9), silent)
+}
+
+/// The most a second's p99 may be against the median second's.
+const STALL_BOUND: f64 = 3.0;
+/// 150 MB in MiB.
+const MEMORY_BOUND_MIB: f64 = 150.0 / 1.048_576;
+
+/// Issue 10's targets, each beside what this run measured.
+fn targets(results: &Results) -> Vec<Target> {
+    let run = |label: &str, op: &str, ks: bool, c: usize, bytes: usize| {
+        results.find(label, op, ks, c, bytes)
+    };
+    let mut out = vec![
+        ratio_target(
+            "Encrypt, AWS_KMS key, 32 B, 64 connections",
+            0.60,
+            "the inline-Encrypt handler",
+            run("hsmkms", "encrypt", false, 64, 32),
+            run("inline", "encrypt", false, 64, 32),
+            Some("aws-kms"),
+        ),
+        ratio_target(
+            "Encrypt, key store key, 32 B, 64 connections",
+            0.40,
+            "the actor-hop handler",
+            run("hsmkms", "encrypt", true, 64, 32),
+            run("actor", "encrypt", false, 64, 32),
+            Some("key-store"),
+        ),
+    ];
+    for (op, title) in [
+        ("decrypt", "Decrypt"),
+        ("generate-data-key", "GenerateDataKey"),
+    ] {
+        for (ks, key, profile) in [
+            (false, "AWS_KMS key", "aws-kms"),
+            (true, "key store key", "key-store"),
+        ] {
+            out.push(ratio_target(
+                &format!("{title}, {key}, 64 connections, within 10% of Encrypt"),
+                0.90,
+                "Encrypt, same key kind",
+                run("hsmkms", op, ks, 64, 32),
+                run("hsmkms", "encrypt", ks, 64, 32),
+                Some(profile),
+            ));
+        }
+    }
+    out.push(ratio_target(
+        "Encrypt, AWS_KMS key, 4 KiB, 64 connections",
+        0.60,
+        "the inline handler at 4 KiB",
+        run("hsmkms", "encrypt", false, 64, 4096),
+        run("inline", "encrypt", false, 64, 4096),
+        Some("aws-kms"),
+    ));
+    let create = run("hsmkms", "create-key", true, 64, 0);
+    out.push(bound_target(
+        "CreateKey in a key store (durable on two HSMs and the frontend), 64 connections",
+        "≥ 5,000 keys/s",
+        create.map(|r| {
+            (
+                r.requests_per_second,
+                format!(", p99 {:.1} ms", r.latency_ms.p99),
+            )
+        }),
+        5000.0,
+        false,
+        "keys/s",
+        Some("key-store"),
+    ));
+    let figure = |name: &str| {
+        results
+            .figures
+            .get(name)
+            .map(|f| (f.value, format!(" {}", f.note)))
+    };
+    out.push(bound_target(
+        "Resident memory with 100,000 keys",
+        "< 150 MB (143.1 MiB)",
+        figure("memory-100k-keys"),
+        MEMORY_BOUND_MIB,
+        true,
+        "MiB",
+        None,
+    ));
+    out.push(bound_target(
+        "Start to `Ready.` with 100,000 keys",
+        "< 2 s",
+        figure("start-ready-100k-keys"),
+        2.0,
+        true,
+        "s",
+        None,
+    ));
+    let mut no_stall = Target {
+        what: "No periodic stall: per-second p99 of Encrypt, AWS_KMS key, 64 connections"
+            .to_string(),
+        goal: format!("every second ≤ {STALL_BOUND:.0}× the median second"),
+        measured: String::new(),
+        met: None,
+        short: String::new(),
+        profile: Some("aws-kms"),
+    };
+    if let Some(run) = results.timeline() {
+        let (median, worst, ratio, silent) = stall(run);
+        no_stall.measured = format!(
+            "worst {worst:.2} ms / median {median:.2} ms = **{ratio:.2}×** over {} s{}",
+            run.timeline.len(),
+            if silent > 0 {
+                format!(", {silent} s without an answer")
+            } else {
+                String::new()
+            }
+        );
+        let met = ratio <= STALL_BOUND && silent == 0;
+        no_stall.met = Some(met);
+        if !met {
+            no_stall.short = format!("{:.0}% over", (ratio / STALL_BOUND - 1.0) * 100.0);
+        }
+    }
+    out.push(no_stall);
+    for (ks, key) in [(false, "AWS_KMS key"), (true, "key store key")] {
+        let cells: Vec<String> = [1, 16, 64]
+            .iter()
+            .filter_map(|&c| {
+                run("hsmkms", "encrypt", ks, c, 32).map(|r| {
+                    format!(
+                        "{c}: {:.2} / {:.2} / {:.2}",
+                        r.latency_ms.p50, r.latency_ms.p99, r.latency_ms.p999
+                    )
+                })
+            })
+            .collect();
+        out.push(Target {
+            what: format!("Latency of Encrypt, {key}, 32 B, at 1, 16, 64 connections"),
+            goal: "p50 / p99 / p99.9 ms, reported".to_string(),
+            measured: cells.join("; "),
+            met: None,
+            short: String::new(),
+            profile: None,
+        });
+    }
+    out
+}
+
+fn render(results: &Results, inputs: &Inputs) -> String {
+    let mut out = String::new();
+    let primary = results.primary();
     let date = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC");
-    let _ = writeln!(out, "# hsmkms-load benchmarks\n");
+    let _ = writeln!(out, "# hsmkms benchmarks\n");
     let _ = writeln!(
         out,
         "The latest run of `benches/compare.sh`, written by `hsmkms-load report`. Every ratio \
-         below is between figures measured in this one run, on this one machine, so the numbers \
-         can be compared with each other but not with another machine's.\n"
+         below is between figures measured in this one run, on this one machine: hsmkms against \
+         the least the same work costs (the reference handlers below), so the numbers can be \
+         compared with each other but not with another machine's.\n"
     );
     let _ = writeln!(
         out,
         "- Run: {date}{}",
-        if commit.is_empty() {
+        if inputs.commit.is_empty() {
             String::new()
         } else {
-            format!(", commit `{commit}`")
+            format!(", commit `{}`", inputs.commit)
         }
     );
     let _ = writeln!(out, "- Machine: {}", machine());
+    if primary == WRK {
+        let _ = writeln!(
+            out,
+            "- Load: `wrk` (Debian's), 2 threads (1 at 1 connection), on the same machine as the \
+             server, for every ratio: it takes far less CPU than the project's own \
+             `hsmkms-load bench`, which signs every request, so it leaves the server more of the \
+             machine. Each wrk run sends one SigV4-signed KMS request (made and checked once by \
+             `hsmkms-load wrk-script`) over keep-alive HTTP/1.1 connections; an answer that is \
+             not 2xx counts as an error, but wrk does not read the bodies. `hsmkms-load bench` \
+             runs beside it, checking every answer (key ARN, blob, plaintext), and measures \
+             moto and the timeline.\n"
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "- Load: **no external load generator**: wrk could not be installed, so every ratio \
+             is between runs of `hsmkms-load bench` (which signs and checks every request and so \
+             takes more of the machine from the server than wrk would).\n"
+        );
+    }
+    if !inputs.notes.trim().is_empty() {
+        let _ = writeln!(out, "{}\n", inputs.notes.trim_end());
+    }
     let _ = writeln!(
         out,
-        "- Load: `hsmkms-load bench`, on the same machine as the server (so both share the cores); \
-         SigV4-signed KMS JSON requests over keep-alive HTTP/1.1 connections, each connection \
-         sending its next request when the previous answer arrives. Every answer is checked \
-         (key ARN, blob, plaintext); one that is not a proper KMS answer counts as an error.\n"
-    );
-    let _ = writeln!(
-        out,
-        "Targets: `echo` is `hsmkms-load echo`, an actix-web server with the same 2 workers as \
-         hsmkms that parses each request and answers the smallest valid reply, no crypto: the \
-         ceiling of any actix-web service here. `moto` is moto's server from PyPI; it closes \
-         each connection after answering, so each of its requests also pays a reconnect, as an \
-         SDK client's would. `hsmkms` is the emulator from `cargo run --release` with its \
-         default cluster of two in-process HSMs.\n"
+        "What was loaded, each an HTTP server on 127.0.0.1 with the 2 actix-web workers of \
+         hsmkms's frontend:\n\n\
+         - `parse`: `hsmkms-load echo --handler parse`, parses the KMS request and answers, no \
+         crypto: the ceiling of any actix-web service here.\n\
+         - `inline`: `--handler inline`, the same plus base64 and AES-256-GCM on the HTTP worker: \
+         the least any correct Encrypt does.\n\
+         - `actor`: `--handler actor`, the same with the sealing in an actix actor on another \
+         arbiter: the least an HSM hop adds.\n\
+         - `hsmkms`: the emulator from `cargo run --release`, its default cluster of two \
+         in-process HSMs; an AWS_KMS key, or a key in a connected custom key store.\n\
+         - `moto`: moto's server from PyPI. It closes each connection after answering, which \
+         wrk counts as a failure, so it is loaded by `hsmkms-load bench` (which reconnects, as \
+         an SDK client would).\n"
     );
 
     let _ = writeln!(out, "## Targets\n");
+    let _ = writeln!(out, "Issue 10's targets, with this run's figures:\n");
     let _ = writeln!(out, "| target | goal | measured | |");
     let _ = writeln!(out, "|---|---|---|---|");
-    let rps = |label: &str, op: &str, ks: bool, c: usize| {
-        results
-            .find(label, op, ks, c, 32)
-            .map(|r| r.requests_per_second)
-    };
-    let echo64 = rps("echo", "encrypt", false, 64);
-    if let (Some(h), Some(e)) = (rps("hsmkms", "encrypt", false, 64), echo64) {
-        let _ = writeln!(out, "| Encrypt, AWS_KMS key, 32 B, 64 connections, against the echo ceiling | ≥ 0.45× | {:.0}/s vs {:.0}/s = **{:.2}×** | {} |", h, e, h / e, verdict(h / e >= 0.45));
-    }
-    if let (Some(h), Some(m)) = (
-        rps("hsmkms", "encrypt", false, 64),
-        rps("moto", "encrypt", false, 64),
-    ) {
-        let _ = writeln!(out, "| Encrypt, AWS_KMS key, 32 B, 64 connections, against moto | ≥ 50× | {:.0}/s vs {:.0}/s = **{:.0}×** | {} |", h, m, h / m, verdict(h / m >= 50.0));
-    }
-    if let (Some(h), Some(e)) = (rps("hsmkms", "encrypt", true, 64), echo64) {
-        let _ = writeln!(out, "| Encrypt, key store key (an HSM hop per request), 64 connections, against the echo ceiling | ≥ 0.30× | {:.0}/s vs {:.0}/s = **{:.2}×** | {} |", h, e, h / e, verdict(h / e >= 0.30));
-    }
-    if let Some(r) = results.find("hsmkms", "create-key", true, 64, 0) {
-        let _ = writeln!(out, "| CreateKey in a key store (durable on two HSMs and in the frontend), 64 connections | ≥ 1,000 keys/s | **{:.0} keys/s**, p99 {:.1} ms | {} |", r.requests_per_second, r.latency_ms.p99, verdict(r.requests_per_second >= 1000.0));
-    }
-    for (name, goal, check) in [
-        (
-            "catch-up-10000",
-            "≤ 2 s",
-            Box::new(|v: f64| v <= 2.0) as Box<dyn Fn(f64) -> bool>,
-        ),
-        (
-            "aead/seal/4KiB",
-            "≥ 0.45× ring",
-            Box::new(|v: f64| v >= 0.45),
-        ),
-        (
-            "aead/open/4KiB",
-            "≥ 0.45× ring",
-            Box::new(|v: f64| v >= 0.45),
-        ),
-        // The figure is in MiB; 200 MB is 190.7 MiB.
-        (
-            "memory-100k-keys",
-            "< 200 MB (190.7 MiB)",
-            Box::new(|v: f64| v * 1.048_576 < 200.0),
-        ),
-    ] {
-        if let Some(f) = results.figures.get(name) {
-            let label = match name {
-                "catch-up-10000" => {
-                    "An HSM that was down for 10,000 key creations has them all".to_string()
-                }
-                "memory-100k-keys" => {
-                    "Resident memory of the emulator with 100,000 keys".to_string()
-                }
-                other => format!(
-                    "AES-256-GCM {}: the project's AEAD (RustCrypto aes-gcm 0.11, wiping \
-                     plaintexts) against bare ring, same run",
-                    other.trim_start_matches("aead/")
-                ),
-            };
-            let _ = writeln!(
-                out,
-                "| {label} | {goal} | **{} {}** {} | {} |",
-                trim(f.value),
-                f.unit,
-                f.note,
-                verdict(check(f.value))
-            );
-        }
+    let targets = targets(results);
+    for t in &targets {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} |",
+            t.what,
+            t.goal,
+            if t.measured.is_empty() {
+                "—"
+            } else {
+                &t.measured
+            },
+            t.verdict()
+        );
     }
     let _ = writeln!(out);
 
-    let _ = writeln!(out, "## Requests/s and p99 latency against connections\n");
-    if let (Some(idle), Some(busy)) = (
-        rps("echo", "encrypt", false, 1),
-        results.figures.get("echo-1-connection-busy-cores"),
-    ) {
+    ladder(&mut out, results, primary);
+    latency(&mut out, results, inputs, primary);
+    timeline_section(&mut out, results, inputs);
+    beside(&mut out, results, primary);
+    before_after(&mut out, results, inputs);
+    all_runs(&mut out, results, primary);
+    let _ = writeln!(out, "## Where the time goes\n");
+    if inputs.profile.trim().is_empty() {
         let _ = writeln!(
             out,
-            "At 1 connection the figures mostly measure how fast an idle core wakes up on this \
-             machine: with both cores kept out of idle by two `nice -n 19` spin loops, the echo \
-             server's single-connection rate went from {idle:.0}/s to {:.0}/s in this run. \
-             hsmkms keeps its cores warmer (HSM, storage and audit threads), so it can beat \
-             the echo server at 1 connection; the ratios that matter are at 16 and 64 \
-             connections, where the cores are busy anyway.\n",
-            busy.value
+            "No profile in this run (a `--quick` run, or perf and valgrind were missing): \
+             `benches/profile.sh` makes one.\n"
         );
+    } else {
+        let _ = writeln!(out, "{}\n", inputs.profile.trim_end());
+    }
+    other_figures(&mut out, results);
+    closing_note(&mut out, results, &targets, inputs);
+    if !inputs.commands.trim().is_empty() {
+        let _ = writeln!(out, "## Commands\n");
+        let _ = writeln!(
+            out,
+            "Reproduce the whole run with `benches/compare.sh` (it installs wrk with apt-get \
+             and moto into `target/bench-venv`). It ran:\n"
+        );
+        let _ = writeln!(out, "```sh\n{}\n```", inputs.commands.trim_end());
+    }
+    out
+}
+
+/// The reference ladder: each step's requests/s, against parse-and-answer and against the step
+/// before it.
+fn ladder(out: &mut String, results: &Results, primary: &str) {
+    let steps: Vec<(&str, Option<&RunResult>)> = vec![
+        (
+            "`parse`: parse and answer",
+            results.find("parse", "encrypt", false, 64, 32),
+        ),
+        (
+            "`inline`: + base64 and AES-256-GCM inline",
+            results.find("inline", "encrypt", false, 64, 32),
+        ),
+        (
+            "`actor`: + the sealing in an actor on another arbiter",
+            results.find("actor", "encrypt", false, 64, 32),
+        ),
+        (
+            "hsmkms, AWS_KMS key",
+            results.find("hsmkms", "encrypt", false, 64, 32),
+        ),
+        (
+            "hsmkms, key store key",
+            results.find("hsmkms", "encrypt", true, 64, 32),
+        ),
+        (
+            "moto (`hsmkms-load bench`)",
+            results.find_by(OWN, "moto", "encrypt", false, 64, 32),
+        ),
+    ];
+    let _ = writeln!(out, "## Encrypt, 32 B, 64 connections, step by step\n");
+    let _ = writeln!(
+        out,
+        "Loaded by {primary} (moto by `hsmkms-load bench`). The ratios say what each step's \
+         work costs against the least that work costs here.\n"
+    );
+    let _ = writeln!(out, "| what | requests/s | × parse | × the step before |");
+    let _ = writeln!(out, "|---|---|---|---|");
+    let parse = steps[0].1.map(|r| r.requests_per_second);
+    let mut before: Option<f64> = None;
+    for (what, run) in steps {
+        let Some(r) = run else {
+            let _ = writeln!(out, "| {what} | not measured | | |");
+            continue;
+        };
+        let rps = r.requests_per_second;
+        let vs = |base: Option<f64>| base.map_or(String::new(), |b| ratio(rps / b));
+        let _ = writeln!(
+            out,
+            "| {what} | {} | {} | {} |",
+            thousands(rps),
+            vs(parse),
+            vs(before)
+        );
+        before = Some(rps);
+    }
+    let _ = writeln!(out);
+}
+
+fn latency(out: &mut String, results: &Results, inputs: &Inputs, primary: &str) {
+    let _ = writeln!(out, "## Latency against connections\n");
+    let _ = writeln!(
+        out,
+        "Encrypt, 32 B, loaded by {primary} (moto by `hsmkms-load bench`); milliseconds.\n"
+    );
+    if let (Some(idle), Some(busy)) = (
+        results.find("parse", "encrypt", false, 1, 32),
+        results.figures.get("parse-1-connection-busy-cores"),
+    ) {
+        let (idle, busy) = (idle.requests_per_second, busy.value);
+        let _ = write!(
+            out,
+            "At 1 connection, with both cores kept out of idle by two `nice -n 19` spin loops, \
+             the parse handler's single-connection rate went from {}/s to {}/s in this run",
+            thousands(idle),
+            thousands(busy)
+        );
+        if busy > idle * 1.1 {
+            let _ = writeln!(
+                out,
+                ": the 1-connection figures mostly measure how fast an idle core wakes up on \
+                 this machine. The ratios that matter are at 16 and 64 connections, where \
+                 the cores are busy anyway.\n"
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                ", so waking an idle core is not what limits it here.\n"
+            );
+        }
     }
     let _ = writeln!(
         out,
-        "![requests/s and p99 latency against connections]({chart})\n"
-    );
-    let _ = writeln!(
-        out,
-        "| target | connections | requests/s | p50 ms | p90 ms | p99 ms | max ms | errors |"
+        "| target | connections | requests/s | p50 ms | p99 ms | p99.9 ms | max ms | errors |"
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
     for (series, runs) in results.series() {
+        let shown = series.op == "encrypt"
+            && series.plaintext_bytes == 32
+            && series.label != BEFORE
+            && series.label != AFTER
+            && (series.loader == primary || series.label == "moto");
+        if !shown {
+            continue;
+        }
         for r in runs {
             let _ = writeln!(
                 out,
-                "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {} |",
-                series.title(),
+                "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.1} | {} |",
+                series.title(primary),
                 r.connections,
-                r.requests_per_second,
+                thousands(r.requests_per_second),
                 r.latency_ms.p50,
-                r.latency_ms.p90,
                 r.latency_ms.p99,
+                r.latency_ms.p999,
                 r.latency_ms.max,
                 r.errors
             );
         }
     }
     let _ = writeln!(out);
-    let others: Vec<&Figure> = results.figures.values().collect();
-    if !others.is_empty() {
-        let _ = writeln!(out, "## Other figures of this run\n");
-        let _ = writeln!(out, "| figure | value | note |");
-        let _ = writeln!(out, "|---|---|---|");
-        for f in others {
+    let _ = writeln!(
+        out,
+        "![requests/s and p99 latency against connections]({})\n",
+        inputs.chart
+    );
+}
+
+fn timeline_section(out: &mut String, results: &Results, inputs: &Inputs) {
+    let _ = writeln!(out, "## A periodic stall?\n");
+    let Some(run) = results.timeline() else {
+        let _ = writeln!(out, "No timeline in this run.\n");
+        return;
+    };
+    let (median, worst, ratio, silent) = stall(run);
+    let _ =
+        writeln!(
+        out,
+        "`hsmkms-load bench --timeline`: {} {}, {} connections, {} s, every second's answers in \
+         a histogram of their own. The worst second's p99 is {worst:.2} ms, the median \
+         second's {median:.2} ms: **{ratio:.2}×** against a bound of {STALL_BOUND:.0}×{}.\n",
+        run.label,
+        Series::of(run).title(OWN).trim_start_matches(&format!("{} ", run.label)),
+        run.connections,
+        run.timeline.len(),
+        if silent > 0 {
+            format!("; {silent} seconds had no answer at all")
+        } else {
+            String::new()
+        }
+    );
+    if let Some(chart) = &inputs.timeline_chart {
+        let _ = writeln!(out, "![p99 latency of each second]({chart})\n");
+    }
+    let _ = writeln!(out, "| seconds | p99 ms of each second |");
+    let _ = writeln!(out, "|---|---|");
+    for (i, chunk) in run.timeline.chunks(10).enumerate() {
+        let cells: Vec<String> = chunk.iter().map(|s| format!("{:.2}", s.p99_ms)).collect();
+        let _ = writeln!(
+            out,
+            "| {}–{} | {} |",
+            i * 10 + 1,
+            i * 10 + chunk.len(),
+            cells.join(" ")
+        );
+    }
+    let _ = writeln!(out);
+}
+
+/// The runs of the project's own tool beside wrk's of the same thing.
+fn beside(out: &mut String, results: &Results, primary: &str) {
+    if primary != WRK {
+        return;
+    }
+    let own: Vec<&RunResult> = results
+        .runs
+        .iter()
+        .filter(|r| r.loader == OWN && r.label != "moto" && r.timeline.is_empty())
+        .collect();
+    if own.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "## wrk beside `hsmkms-load bench`\n");
+    let _ = writeln!(
+        out,
+        "The same runs, loaded by the project's own tool, which signs each request and checks \
+         each answer: it leaves the server less of the 2 cores, so its figures are lower.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| target | connections | wrk | hsmkms-load | wrk p99 ms | hsmkms-load p99 ms | errors (hsmkms-load) |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    for r in own {
+        let series = Series::of(r);
+        let wrk = results.find_by(
+            WRK,
+            &r.label,
+            &r.op,
+            r.key_store,
+            r.connections,
+            r.plaintext_bytes,
+        );
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {:.2} | {} |",
+            series.title(OWN),
+            r.connections,
+            wrk.map_or("—".to_string(), |w| per_second(w.requests_per_second)),
+            per_second(r.requests_per_second),
+            wrk.map_or("—".to_string(), |w| format!("{:.2}", w.latency_ms.p99)),
+            r.latency_ms.p99,
+            r.errors
+        );
+    }
+    let _ = writeln!(out);
+}
+
+/// `--baseline`: the previous binary beside the new one, run after run.
+fn before_after(out: &mut String, results: &Results, inputs: &Inputs) {
+    let pairs = pairs(results);
+    let _ = writeln!(out, "## Before and after\n");
+    if pairs.is_empty() {
+        let _ = writeln!(
+            out,
+            "No baseline in this run: `benches/compare.sh --baseline <commit>` builds that \
+             commit's hsmkms and measures it beside this one.\n"
+        );
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "The hsmkms of `{}` (before) and of this run's commit{} (after), each started fresh \
+         beside the other and loaded one after the other by {}, with the same scripts.\n",
+        inputs.baseline,
+        if inputs.commit.is_empty() {
+            String::new()
+        } else {
+            format!(" `{}`", inputs.commit)
+        },
+        pairs[0].0.loader
+    );
+    let _ = writeln!(
+        out,
+        "| what | before | after | after / before | p99 ms before | p99 ms after |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    for (before, after) in pairs {
+        let title = Series::of(after).title(&after.loader);
+        let _ = writeln!(
+            out,
+            "| {}, {} connections | {} | {} | **{:.2}×** | {:.2} | {:.2} |",
+            title.trim_start_matches("after "),
+            after.connections,
+            per_second(before.requests_per_second),
+            per_second(after.requests_per_second),
+            after.requests_per_second / before.requests_per_second,
+            before.latency_ms.p99,
+            after.latency_ms.p99
+        );
+    }
+    let _ = writeln!(out);
+}
+
+/// Each `after` run with the `before` run of the same thing.
+fn pairs(results: &Results) -> Vec<(&RunResult, &RunResult)> {
+    results
+        .runs
+        .iter()
+        .filter(|r| r.label == AFTER)
+        .filter_map(|after| {
+            results
+                .find_by(
+                    &after.loader,
+                    BEFORE,
+                    &after.op,
+                    after.key_store,
+                    after.connections,
+                    after.plaintext_bytes,
+                )
+                .map(|before| (before, after))
+        })
+        .collect()
+}
+
+fn all_runs(out: &mut String, results: &Results, primary: &str) {
+    let _ = writeln!(out, "## Every load run\n");
+    let _ = writeln!(
+        out,
+        "| target | loader | connections | requests/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
+    for (series, runs) in results.series() {
+        for r in runs {
             let _ = writeln!(
                 out,
-                "| {} | {} {} | {} |",
-                f.name,
-                trim(f.value),
-                f.unit,
-                f.note
+                "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {} |",
+                series.title(&series.loader),
+                r.loader,
+                r.connections,
+                r.requests_per_second,
+                r.latency_ms.p50,
+                r.latency_ms.p90,
+                r.latency_ms.p99,
+                r.latency_ms.p999,
+                r.latency_ms.max,
+                r.errors
             );
         }
-        let _ = writeln!(out);
     }
-    if !commands.trim().is_empty() {
-        let _ = writeln!(out, "## Commands\n");
-        let _ = writeln!(out, "Reproduce the whole run with `benches/compare.sh` (it installs moto into `target/bench-venv`). It ran:\n");
-        let _ = writeln!(out, "```sh\n{}\n```", commands.trim_end());
+    let _ = writeln!(out);
+    let _ = primary;
+}
+
+fn other_figures(out: &mut String, results: &Results) {
+    let others: Vec<&Figure> = results
+        .figures
+        .values()
+        .filter(|f| !f.name.starts_with("profile/"))
+        .collect();
+    if others.is_empty() {
+        return;
     }
-    out
+    let _ = writeln!(out, "## Other figures of this run\n");
+    let _ = writeln!(out, "| figure | value | note |");
+    let _ = writeln!(out, "|---|---|---|");
+    for f in others {
+        let _ = writeln!(
+            out,
+            "| {} | {} {} | {} |",
+            f.name,
+            trim(f.value),
+            f.unit,
+            f.note
+        );
+    }
+    let _ = writeln!(out);
+}
+
+/// Each target beside its figure; for a missed one, by how much and what the profile says;
+/// then the before and after.
+fn closing_note(out: &mut String, results: &Results, targets: &[Target], inputs: &Inputs) {
+    let _ = writeln!(out, "## Closing note\n");
+    for t in targets
+        .iter()
+        .filter(|t| t.met.is_some() || t.measured.is_empty())
+    {
+        let _ = write!(out, "- {}: goal {}; ", t.what, t.goal);
+        match t.met {
+            None => {
+                let _ = writeln!(out, "not measured in this run.");
+            }
+            Some(true) => {
+                let _ = writeln!(out, "measured {}: met.", t.measured);
+            }
+            Some(false) => {
+                let _ = write!(out, "measured {}: **missed, {}**.", t.measured, t.short);
+                let top = t
+                    .profile
+                    .map(|p| results.profile_top(p, 4))
+                    .unwrap_or_default();
+                if let (Some(profile), false) = (t.profile, top.is_empty()) {
+                    let shares: Vec<String> =
+                        top.iter().map(|(c, v)| format!("{c} {v:.1}%")).collect();
+                    let _ = write!(
+                        out,
+                        " Where the time goes ({} profile, share of hsmkms's CPU samples): {}.",
+                        profile,
+                        shares.join(", ")
+                    );
+                    if let Some(a) = results
+                        .figures
+                        .get(&format!("allocations-per-request/encrypt-{profile}"))
+                    {
+                        let _ = write!(out, " {} allocations per request.", trim(a.value));
+                    }
+                } else if t.profile.is_some() {
+                    let _ = write!(
+                        out,
+                        " No profile in this run to say why (see `benches/profile.sh`)."
+                    );
+                }
+                let _ = writeln!(out);
+            }
+        }
+    }
+    let pairs = pairs(results);
+    if pairs.is_empty() {
+        let _ = writeln!(
+            out,
+            "- Before and after: no baseline measured in this run (`--baseline <commit>`)."
+        );
+    } else {
+        let cells: Vec<String> = pairs
+            .iter()
+            .map(|(b, a)| {
+                format!(
+                    "{}: {} before, {} after ({:.2}×)",
+                    Series::of(a).title(&a.loader).trim_start_matches("after "),
+                    per_second(b.requests_per_second),
+                    per_second(a.requests_per_second),
+                    a.requests_per_second / b.requests_per_second
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "- Before (`{}`) and after, same run: {}.",
+            inputs.baseline,
+            cells.join("; ")
+        );
+    }
+    let _ = writeln!(out);
 }
 
 fn trim(v: f64) -> String {
@@ -391,33 +1139,98 @@ fn trim(v: f64) -> String {
     }
 }
 
+/// The per-second p99 of the timeline run, with its median and the stall bound.
+fn timeline_chart(run: &RunResult, path: &Path) -> Result<()> {
+    let (median, worst, _, _) = stall(run);
+    let seconds = run.timeline.len() as f64;
+    let top = worst.max(median * STALL_BOUND) * 1.15;
+    let root = SVGBackend::new(path, (900, 320)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_error)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!(
+                "p99 latency of each second, ms ({} connections)",
+                run.connections
+            ),
+            ("sans-serif", 18),
+        )
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0.0..seconds + 1.0, 0.0..top.max(0.01))
+        .map_err(plot_error)?;
+    chart
+        .configure_mesh()
+        .x_desc("second")
+        .y_label_formatter(&|v| format!("{v:.1}"))
+        .draw()
+        .map_err(plot_error)?;
+    let blue = RGBColor(31, 119, 180);
+    let points: Vec<(f64, f64)> = run
+        .timeline
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (i as f64 + 1.0, s.p99_ms))
+        .collect();
+    chart
+        .draw_series(LineSeries::new(points.clone(), blue.stroke_width(2)))
+        .map_err(plot_error)?
+        .label("p99 of the second")
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], blue.stroke_width(2)));
+    chart
+        .draw_series(points.iter().map(|&p| Circle::new(p, 2, blue.filled())))
+        .map_err(plot_error)?;
+    for (value, colour, label) in [
+        (median, RGBColor(44, 160, 44), "median second"),
+        (
+            median * STALL_BOUND,
+            RGBColor(214, 39, 40),
+            "3× the median: the bound",
+        ),
+    ] {
+        chart
+            .draw_series(LineSeries::new(
+                vec![(0.0, value), (seconds + 1.0, value)],
+                colour.stroke_width(1),
+            ))
+            .map_err(plot_error)?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.3))
+        .draw()
+        .map_err(plot_error)?;
+    root.present().map_err(plot_error)?;
+    Ok(())
+}
+
 /// Two panels, side by side: requests/s and p99 latency (ms, log scale), both against
-/// connections (log scale), one line per series.
+/// connections (log scale), one line per series of Encrypt, 32 B.
 fn chart(results: &Results, path: &Path) -> Result<()> {
-    let series = results.series();
+    let primary = results.primary();
+    let series: Vec<(Series, Vec<&RunResult>)> = results
+        .series()
+        .into_iter()
+        .filter(|(s, _)| {
+            s.op == "encrypt"
+                && s.plaintext_bytes == 32
+                && s.label != BEFORE
+                && s.label != AFTER
+                && (s.loader == primary || s.label == "moto")
+        })
+        .collect();
+    let shown = || series.iter().flat_map(|(_, runs)| runs.iter());
     let root = SVGBackend::new(path, (1100, 460)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_error)?;
     let (left, right) = root.split_horizontally(550);
-    let max_conns = results
-        .runs
-        .iter()
-        .map(|r| r.connections)
-        .max()
-        .unwrap_or(64)
-        .max(2) as f64;
-    let max_rps = results
-        .runs
-        .iter()
-        .map(|r| r.requests_per_second)
-        .fold(1.0, f64::max);
-    let max_p99 = results
-        .runs
-        .iter()
-        .map(|r| r.latency_ms.p99)
-        .fold(1.0, f64::max);
-    let min_p99 = results
-        .runs
-        .iter()
+    let max_conns = shown().map(|r| r.connections).max().unwrap_or(64).max(2) as f64;
+    let max_rps = shown().map(|r| r.requests_per_second).fold(1.0, f64::max);
+    let max_p99 = shown().map(|r| r.latency_ms.p99).fold(1.0, f64::max);
+    let min_p99 = shown()
         .map(|r| r.latency_ms.p99)
         .fold(f64::MAX, f64::min)
         .max(0.01);
@@ -461,11 +1274,7 @@ fn chart(results: &Results, path: &Path) -> Result<()> {
         .y_label_formatter(&|v| format!("{v:.2}"))
         .draw()
         .map_err(plot_error)?;
-    for (i, (s, runs)) in series
-        .iter()
-        .filter(|(s, _)| s.op == "encrypt" && s.plaintext_bytes == 32)
-        .enumerate()
-    {
+    for (i, (s, runs)) in series.iter().enumerate() {
         let colour = colours[i % colours.len()];
         let rps: Vec<(f64, f64)> = runs
             .iter()
@@ -478,7 +1287,7 @@ fn chart(results: &Results, path: &Path) -> Result<()> {
         rps_chart
             .draw_series(LineSeries::new(rps.clone(), colour.stroke_width(2)))
             .map_err(plot_error)?
-            .label(s.title())
+            .label(s.title(primary))
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
             });

@@ -2,9 +2,11 @@
 //! body every request sends) and writes a Lua script for `wrk`, the light external load
 //! generator the comparison runs beside its own tool. The script sends that one signed request
 //! over and over and, when wrk ends, prints one JSON line in the shape of
-//! [`RunResult`](crate::bench::RunResult) (`loader: "wrk"`), with p50/p90/p99/p99.9 and the
-//! answers that were not 2xx counted as errors. wrk does not read the answers' bodies: the
-//! checked figures are `hsmkms-load bench`'s.
+//! [`RunResult`](crate::bench::RunResult) (`loader: "wrk"`), with p50/p90/p99/p99.9 in
+//! milliseconds (wrk measures microseconds) and the answers that were not 2xx counted as errors.
+//! wrk does not read the answers' bodies: the checked figures are `hsmkms-load bench`'s. Run it
+//! with `wrk -c` equal to the script's `--connections` (or set `WRK_CONNECTIONS`), so the line
+//! names the connections the run had.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -69,7 +71,8 @@ pub async fn script(args: &BenchArgs) -> Result<String> {
     write!(
         lua,
         r#"
--- One JSON line when the run ends; WRK_CONNECTIONS says how many connections wrk was given.
+-- One JSON line when the run ends: the connections wrk was given are WRK_CONNECTIONS, or the
+-- script's --connections.
 done = function(summary, latency, requests)
   local seconds = summary.duration / 1e6
   local e = summary.errors
@@ -81,7 +84,7 @@ done = function(summary, latency, requests)
     '"plaintextBytes":{bytes},"durationSeconds":%.3f,"requests":%d,"errors":%d,' ..
     '"requestsPerSecond":%.1f,"latencyMs":{{"p50":%.3f,"p90":%.3f,"p99":%.3f,"p999":%.3f,' ..
     '"max":%.3f,"mean":%.3f}},"errorSamples":[]}}\n',
-    tonumber(os.getenv("WRK_CONNECTIONS") or "0"), seconds, ok, errors, ok / seconds,
+    tonumber(os.getenv("WRK_CONNECTIONS") or "{connections}"), seconds, ok, errors, ok / seconds,
     ms(latency:percentile(50)), ms(latency:percentile(90)), ms(latency:percentile(99)),
     ms(latency:percentile(99.9)), ms(latency.max), ms(latency.mean)))
 end
@@ -89,6 +92,7 @@ end
         label = args.label,
         op = args.op.name(),
         bytes = args.plaintext_bytes,
+        connections = args.connections,
     )?;
     Ok(lua)
 }
