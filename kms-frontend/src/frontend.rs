@@ -303,8 +303,13 @@ impl Frontend {
         plan: impl FnOnce(&Registry) -> Result<(Vec<Change>, T), KmsError>,
     ) -> Result<T, KmsError> {
         let _held = self.locks.acquire(resources).await;
-        let (changes, answer) = plan(&self.registry())?;
-        self.commit(Registry::writes(&changes)).await?;
+        let (changes, answer, writes) = {
+            let registry = self.registry();
+            let (changes, answer) = plan(&registry)?;
+            let writes = registry.writes(&changes);
+            (changes, answer, writes)
+        };
+        self.commit(writes).await?;
         self.registry_mut().install(changes).map_err(|e| {
             KmsError::KmsInternal(format!("The change could not be installed: {e}"))
         })?;

@@ -240,7 +240,8 @@ impl Registry {
 
     /// The shared copy of `policy` if it is the default one.
     fn interned(&self, policy: Arc<str>) -> Arc<str> {
-        if *policy == *self.default_policy {
+        // An empty policy is how a record with the default one is stored (see `key_write`).
+        if policy.is_empty() || *policy == *self.default_policy {
             self.default_policy.clone()
         } else {
             policy
@@ -265,7 +266,18 @@ impl Registry {
         Ok(())
     }
 
-    fn key_write(record: &KeyRecord) -> Write {
+    /// A key record's write. A record with the default policy is stored with an empty one
+    /// (never a policy a client can set: PutKeyPolicy and CreateKey need at least one
+    /// character): 250 bytes less per row, which is over half of most rows and so of the pages
+    /// each CreateKey commit writes.
+    fn key_write(&self, record: &KeyRecord) -> Write {
+        if Arc::ptr_eq(&record.policy, &self.default_policy) {
+            let stored = KeyRecord {
+                policy: Arc::from(""),
+                ..record.clone()
+            };
+            return Write::put(Table::Keys, key_row(record), &stored);
+        }
         Write::put(Table::Keys, key_row(record), record)
     }
 
@@ -500,11 +512,11 @@ impl Registry {
     }
 
     /// The writes that make planned changes durable.
-    pub fn writes(changes: &[Change]) -> Vec<Write> {
+    pub fn writes(&self, changes: &[Change]) -> Vec<Write> {
         changes
             .iter()
             .map(|c| match c {
-                Change::PutKey(record) => Self::key_write(record),
+                Change::PutKey(record) => self.key_write(record),
                 Change::PutAlias(alias) => Write::put(Table::Aliases, alias.name.clone(), alias),
                 Change::DeleteAlias(name) => Write::delete(Table::Aliases, name.clone()),
             })

@@ -276,7 +276,7 @@ fn aws_kms_material_survives_a_reload_and_passwords_unwrap() {
     let mut r = Registry::load(arns.clone(), &master, &mut Loaded::default()).unwrap();
     let (id, record, _) = r.new_key(true, None, None, vec![], 0, &OsEntropy).unwrap();
     let changes = r.insert_key(record).unwrap();
-    let writes = Registry::writes(&changes);
+    let writes = r.writes(&changes);
     apply(&mut r, changes);
     let sealed = r.sealer(&id).unwrap().seal(b"data", b"aad");
     let mut loaded = Loaded::default();
@@ -358,4 +358,47 @@ fn key_rows_follow_creation_and_old_rows_are_moved() {
         ..Loaded::default()
     };
     assert!(key_rows_to_relayout(&new).unwrap().is_empty());
+}
+
+/// A key with the default policy is stored without the document and loads with it; a key with
+/// its own policy keeps it.
+#[test]
+fn default_policies_are_stored_empty_and_load_whole() {
+    let master = KeyMaterial::generate();
+    let arns = Arns {
+        region: "us-east-1".into(),
+        account_id: "111122223333".into(),
+    };
+    let mut r = Registry::load(arns.clone(), &master, &mut Loaded::default()).unwrap();
+    let custom = r#"{"Version":"2012-10-17","Statement":[]}"#.to_string();
+    let mut loaded = Loaded::default();
+    let mut ids = Vec::new();
+    for policy in [None, Some(custom.clone())] {
+        let (id, record, _) = r
+            .new_key(true, None, policy, vec![], 0, &OsEntropy)
+            .unwrap();
+        let changes = r.insert_key(record).unwrap();
+        for w in r.writes(&changes) {
+            if let Write::Put { key, value, .. } = w {
+                loaded.keys.push((key, value));
+            }
+        }
+        apply(&mut r, changes);
+        ids.push(id);
+    }
+    let stored_default = String::from_utf8_lossy(&loaded.keys[0].1).to_string();
+    assert!(
+        !stored_default.contains("kms:*"),
+        "the default policy was stored whole"
+    );
+    let reloaded = Registry::load(arns, &master, &mut loaded).unwrap();
+    let policy = |id: &Uuid| {
+        reloaded
+            .resolve(&id.to_string(), false)
+            .unwrap()
+            .policy
+            .to_string()
+    };
+    assert_eq!(policy(&ids[0]), default_policy("111122223333"));
+    assert_eq!(policy(&ids[1]), custom);
 }
