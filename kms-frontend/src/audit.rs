@@ -23,11 +23,13 @@ use std::time::{Duration, Instant};
 use crate::api::kms::OPERATIONS;
 
 /// Members never written to the trail.
-const SECRET_MEMBERS: [&str; 4] = [
+const SECRET_MEMBERS: [&str; 5] = [
     "Plaintext",
     "KeyStorePassword",
     "CiphertextBlob",
     "CiphertextForRecipient",
+    // A grant token lets whoever holds it use the grant: a bearer credential.
+    "GrantToken",
 ];
 
 /// Largest record written; a larger one keeps its envelope and loses its request parameters

@@ -32,6 +32,8 @@ pub enum Table {
     /// Deletions of KMS keys whose effects (the backing key's delete, the audit record, the
     /// event) have not all run yet: written with the key's removal, removed once they have.
     Deletions,
+    /// Grants, by `<key id>/<grant id>`.
+    Grants,
 }
 
 impl Table {
@@ -45,10 +47,11 @@ impl Table {
             Table::Backups => TableDefinition::new("backups"),
             Table::BackupImages => TableDefinition::new("backup_images"),
             Table::Deletions => TableDefinition::new("deletions"),
+            Table::Grants => TableDefinition::new("grants"),
         }
     }
 
-    const ALL: [Table; 8] = [
+    const ALL: [Table; 9] = [
         Table::Keys,
         Table::Aliases,
         Table::KeyStores,
@@ -57,6 +60,7 @@ impl Table {
         Table::Backups,
         Table::BackupImages,
         Table::Deletions,
+        Table::Grants,
     ];
 }
 
@@ -135,6 +139,7 @@ pub struct Loaded {
     pub clusters: Vec<(String, Vec<u8>)>,
     pub backups: Vec<(String, Vec<u8>)>,
     pub deletions: Vec<(String, Vec<u8>)>,
+    pub grants: Vec<(String, Vec<u8>)>,
 }
 
 /// A handle to the storage thread; cheap to clone.
@@ -206,6 +211,7 @@ fn load(db: &Database) -> Result<Loaded, StoreError> {
             Table::Clusters => &mut loaded.clusters,
             Table::Backups => &mut loaded.backups,
             Table::Deletions => &mut loaded.deletions,
+            Table::Grants => &mut loaded.grants,
             Table::BackupImages => continue,
         };
         for item in t.iter()? {

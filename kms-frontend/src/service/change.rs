@@ -2,7 +2,9 @@
 //! operation is a pure function of the registry and its request that returns changes (or an
 //! error); the shell makes them durable, installs them once they are, and only then answers.
 
-use super::model::{AliasRecord, KeyRecord};
+use uuid::Uuid;
+
+use super::model::{AliasRecord, GrantRecord, KeyRecord};
 
 /// One planned change to the registry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,4 +15,8 @@ pub enum Change {
     PutAlias(AliasRecord),
     /// An alias removed.
     DeleteAlias(String),
+    /// A grant, new.
+    PutGrant(GrantRecord),
+    /// A grant retired or revoked.
+    DeleteGrant { key_id: Uuid, grant_id: String },
 }

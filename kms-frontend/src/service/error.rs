@@ -8,6 +8,12 @@ use thiserror::Error;
 pub enum KmsError {
     #[error("{0}")]
     NotFound(String),
+    /// A grant token that is malformed or names no grant of the key.
+    #[error("{0}")]
+    InvalidGrantToken(String),
+    /// A grant id that names no grant of the key.
+    #[error("{0}")]
+    InvalidGrantId(String),
     #[error("{0}")]
     InvalidArn(String),
     #[error("{0}")]
@@ -84,6 +90,8 @@ impl KmsError {
     pub fn type_name(&self) -> &'static str {
         match self {
             KmsError::NotFound(_) => "NotFoundException",
+            KmsError::InvalidGrantToken(_) => "InvalidGrantTokenException",
+            KmsError::InvalidGrantId(_) => "InvalidGrantIdException",
             KmsError::InvalidArn(_) => "InvalidArnException",
             KmsError::Disabled(_) => "DisabledException",
             KmsError::KmsInvalidState(_) => "KMSInvalidStateException",

@@ -107,6 +107,12 @@ pub enum KeyOp {
     ListAliases,
     /// GetKeyRotationStatus.
     GetKeyRotationStatus,
+    /// CreateGrant.
+    CreateGrant,
+    /// ListGrants.
+    ListGrants,
+    /// RetireGrant and RevokeGrant.
+    RetireGrant,
 }
 
 /// Whether `op` may run on a key in `state`, and if not, the error AWS returns (§3 footnotes).
@@ -133,6 +139,13 @@ pub fn check(
             KeyState::PendingDeletion => Err(pending_deletion(key_arn)),
             KeyState::Unavailable => Err(unavailable(key_arn)),
         },
+        // The table: a disabled key takes no new grant ([1]), a key pending deletion none
+        // either ([3]); an Unavailable one does.
+        KeyOp::CreateGrant => match state {
+            KeyState::Enabled | KeyState::Unavailable => Ok(()),
+            KeyState::Disabled => Err(disabled(key_arn)),
+            KeyState::PendingDeletion => Err(pending_deletion(key_arn)),
+        },
         KeyOp::EnableKey
         | KeyOp::DisableKey
         | KeyOp::ScheduleKeyDeletion
@@ -156,7 +169,9 @@ pub fn check(
         | KeyOp::PutKeyPolicy
         | KeyOp::ListKeyPolicies
         | KeyOp::ListResourceTags
-        | KeyOp::ListAliases => Ok(()),
+        | KeyOp::ListAliases
+        | KeyOp::ListGrants
+        | KeyOp::RetireGrant => Ok(()),
         // Footnote 7. Only custom key store keys can be Unavailable, so that column is always
         // the custom key store case.
         KeyOp::GetKeyRotationStatus => {
@@ -237,7 +252,7 @@ mod tests {
     /// §3 for a key in a CloudHSM key store, columns in the order of `STATES`:
     /// Enabled, Disabled, PendingDeletion, Unavailable. Written out from the reference, not
     /// from the implementation.
-    const CUSTOM_STORE_TABLE: [(KeyOp, [Expect; 4]); 23] = [
+    const CUSTOM_STORE_TABLE: [(KeyOp, [Expect; 4]); 26] = [
         (KeyOp::Encrypt, [OK, X1, X3, X11]),
         (KeyOp::Decrypt, [OK, X1, X3, X11]),
         (KeyOp::ReEncryptSource, [OK, X1, X3, X11]),
@@ -261,6 +276,9 @@ mod tests {
         (KeyOp::ListResourceTags, [OK, OK, OK, OK]),
         (KeyOp::ListAliases, [OK, OK, OK, OK]),
         (KeyOp::GetKeyRotationStatus, [X7, X7, X7, X7]),
+        (KeyOp::CreateGrant, [OK, X1, X3, OK]),
+        (KeyOp::ListGrants, [OK, OK, OK, OK]),
+        (KeyOp::RetireGrant, [OK, OK, OK, OK]),
     ];
 
     /// An AWS_KMS key differs only where footnote 7 depends on the custom key store; its
@@ -297,7 +315,10 @@ mod tests {
             | KeyOp::ListKeyPolicies
             | KeyOp::ListResourceTags
             | KeyOp::ListAliases
-            | KeyOp::GetKeyRotationStatus => 23,
+            | KeyOp::GetKeyRotationStatus
+            | KeyOp::CreateGrant
+            | KeyOp::ListGrants
+            | KeyOp::RetireGrant => 26,
         }
     }
 

@@ -158,3 +158,31 @@ pub struct DeletedBacking {
     pub cluster_id: String,
     pub backing_key: BackingKey,
 }
+
+/// A grant on a KMS key (CreateGrant): who may use the key for which operations, under which
+/// encryption context constraints. Stored and listed as AWS does; not yet enforced (hsmkms
+/// does not evaluate key policies either, so every caller may use every key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantRecord {
+    /// 64 hex digits, as AWS's grant ids are.
+    pub grant_id: String,
+    pub key_id: Uuid,
+    pub name: Option<String>,
+    pub grantee_principal: String,
+    pub retiring_principal: Option<String>,
+    /// The ARN of the account that created the grant (`arn:aws:iam::<account>:root`).
+    pub issuing_account: String,
+    /// Operation names, in the order the request gave them, without repeats.
+    pub operations: Vec<String>,
+    pub constraints: Option<GrantConstraints>,
+    pub created_at_millis: u64,
+    /// Random bytes the grant's tokens carry besides its id (a token is opaque to callers).
+    pub token_nonce: [u8; 16],
+}
+
+/// The encryption context constraints of a grant.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantConstraints {
+    pub encryption_context_subset: Option<BTreeMap<String, String>>,
+    pub encryption_context_equals: Option<BTreeMap<String, String>>,
+}

@@ -19,10 +19,13 @@ use super::error::KmsError;
 use super::key_ref::{Arns, KeyRef};
 use super::key_state::{self, KeyOp, KeyState};
 use super::model::{
-    AliasRecord, DeletedBacking, DeletionTask, KeyOrigin, KeyRecord, KeyStoreRecord,
+    AliasRecord, DeletedBacking, DeletionTask, GrantRecord, KeyOrigin, KeyRecord, KeyStoreRecord,
     PendingDeletion,
 };
 use crate::store::{decode, Loaded, StoreError, Table, Write};
+
+mod grants;
+pub use grants::{GrantRequest, GRANT_OPERATIONS, MAX_GRANTS_PER_KEY};
 
 /// Most aliases one key may have.
 pub const MAX_ALIASES_PER_KEY: usize = 50;
@@ -162,6 +165,8 @@ pub struct Registry {
     default_policy: Arc<str>,
     aliases: BTreeMap<String, AliasRecord>,
     stores: BTreeMap<String, KeyStoreRecord>,
+    /// Grants by key, then grant id: a key's grants are one range.
+    grants: BTreeMap<(Uuid, String), GrantRecord>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -222,6 +227,7 @@ impl Registry {
             materials: HashMap::with_capacity(raw_keys.len()),
             aliases: BTreeMap::new(),
             stores: BTreeMap::new(),
+            grants: BTreeMap::new(),
         };
         for (_, v) in raw_keys {
             let record: KeyRecord = decode(&v)?;
@@ -234,6 +240,12 @@ impl Registry {
         for (_, v) in &loaded.key_stores {
             let store: KeyStoreRecord = decode(v)?;
             registry.stores.insert(store.id.clone(), store);
+        }
+        for (_, v) in &loaded.grants {
+            let grant: GrantRecord = decode(v)?;
+            registry
+                .grants
+                .insert((grant.key_id, grant.grant_id.clone()), grant);
         }
         Ok(registry)
     }
@@ -519,6 +531,14 @@ impl Registry {
                 Change::PutKey(record) => self.key_write(record),
                 Change::PutAlias(alias) => Write::put(Table::Aliases, alias.name.clone(), alias),
                 Change::DeleteAlias(name) => Write::delete(Table::Aliases, name.clone()),
+                Change::PutGrant(grant) => Write::put(
+                    Table::Grants,
+                    grants::row(&grant.key_id, &grant.grant_id),
+                    grant,
+                ),
+                Change::DeleteGrant { key_id, grant_id } => {
+                    Write::delete(Table::Grants, grants::row(key_id, grant_id))
+                }
             })
             .collect()
     }
@@ -533,6 +553,13 @@ impl Registry {
                 }
                 Change::DeleteAlias(name) => {
                     self.aliases.remove(&name);
+                }
+                Change::PutGrant(grant) => {
+                    self.grants
+                        .insert((grant.key_id, grant.grant_id.clone()), grant);
+                }
+                Change::DeleteGrant { key_id, grant_id } => {
+                    self.grants.remove(&(key_id, grant_id));
                 }
             }
         }
@@ -657,6 +684,11 @@ impl Registry {
             deleted_at_millis: now,
         };
         let mut writes = vec![Write::delete(Table::Keys, key_row(record))];
+        // A key's grants go with it.
+        writes.extend(
+            self.grants_of(id)
+                .map(|g| Write::delete(Table::Grants, grants::row(id, &g.grant_id))),
+        );
         writes.extend(
             aliases
                 .iter()
@@ -674,6 +706,13 @@ impl Registry {
     pub fn remove_key(&mut self, id: &Uuid, aliases: &[String]) {
         self.keys.remove(id);
         self.materials.remove(id);
+        let granted: Vec<(Uuid, String)> = self
+            .grants_of(id)
+            .map(|g| (g.key_id, g.grant_id.clone()))
+            .collect();
+        for grant in granted {
+            self.grants.remove(&grant);
+        }
         for name in aliases {
             self.aliases.remove(name);
         }

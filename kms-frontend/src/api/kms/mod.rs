@@ -7,6 +7,7 @@ mod checks;
 mod connect_custom_key_store;
 mod create_alias;
 mod create_custom_key_store;
+mod create_grant;
 mod create_key;
 mod decrypt;
 mod delete_alias;
@@ -24,12 +25,14 @@ mod generate_random;
 mod get_key_policy;
 mod get_key_rotation_status;
 mod list_aliases;
+mod list_grants;
 mod list_key_policies;
 mod list_keys;
 mod list_resource_tags;
 mod metadata;
 mod put_key_policy;
 mod re_encrypt;
+mod retire_grant;
 mod schedule_key_deletion;
 mod tag_resource;
 mod untag_resource;
@@ -92,7 +95,7 @@ const fn without_timeout_error(op: Operation) -> Operation {
 }
 
 /// The KMS operations this emulator serves (what [`dispatch`] knows).
-pub const OPERATIONS: [Operation; 31] = [
+pub const OPERATIONS: [Operation; 36] = [
     changes("CreateKey"),
     reads("DescribeKey"),
     reads("ListKeys"),
@@ -124,6 +127,11 @@ pub const OPERATIONS: [Operation; 31] = [
     without_timeout_error(changes("DisconnectCustomKeyStore")),
     without_timeout_error(changes("UpdateCustomKeyStore")),
     without_timeout_error(changes("DeleteCustomKeyStore")),
+    changes("CreateGrant"),
+    reads("ListGrants"),
+    reads("ListRetirableGrants"),
+    changes("RetireGrant"),
+    changes("RevokeGrant"),
 ];
 
 /// Where `name` stands in [`OPERATIONS`], if hsmkms serves it.
@@ -292,6 +300,11 @@ async fn dispatch(fe: &Arc<Frontend>, op: &str, body: &[u8]) -> Result<Value, Km
         "DisconnectCustomKeyStore" => disconnect_custom_key_store::handle(fe, parse(body)?).await,
         "UpdateCustomKeyStore" => update_custom_key_store::handle(fe, parse(body)?).await,
         "DeleteCustomKeyStore" => delete_custom_key_store::handle(fe, parse(body)?).await,
+        "CreateGrant" => create_grant::handle(fe, parse(body)?).await,
+        "ListGrants" => list_grants::handle(fe, parse(body)?),
+        "ListRetirableGrants" => list_grants::retirable(fe, parse(body)?),
+        "RetireGrant" => retire_grant::handle(fe, parse(body)?).await,
+        "RevokeGrant" => retire_grant::revoke(fe, parse(body)?).await,
         other => Err(KmsError::UnknownOperation(format!(
             "TrentService.{other} is not an operation hsmkms serves."
         ))),
