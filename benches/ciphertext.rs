@@ -38,6 +38,7 @@ fn contexts() -> Vec<(&'static str, BTreeMap<String, String>)> {
 fn blob(c: &mut Criterion) {
     let header = Header {
         key_id: Uuid::new_v4(),
+        material: 0,
     };
     let sealer = Sealer::new(&KeyMaterial::generate());
     let ctx = BTreeMap::from([("app".to_string(), "bench".to_string())]);

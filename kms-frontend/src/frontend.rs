@@ -75,6 +75,8 @@ pub struct Frontend {
     pub overdue: Arc<crate::api::deadline::Overdue>,
     events: Audit,
     deletions: tokio::sync::Mutex<()>,
+    /// One automatic rotation run at a time.
+    rotations: tokio::sync::Mutex<()>,
     /// The owner of each custom key store's record (see [`StoreOwner`]); one entry per store
     /// that exists, so at most [`crate::service::registry::MAX_KEY_STORES`].
     owners: Mutex<HashMap<String, Arc<tokio::sync::Mutex<StoreOwner>>>>,
@@ -204,6 +206,7 @@ impl Frontend {
             overdue: Arc::default(),
             events: Audit::open(&options.dir.join(EVENTS_FILE), options.audit_max_bytes)?,
             deletions: tokio::sync::Mutex::new(()),
+            rotations: tokio::sync::Mutex::new(()),
             owners: Mutex::new(HashMap::new()),
             store_names: tokio::sync::Mutex::new(()),
             locks: Locks::default(),
@@ -412,6 +415,46 @@ impl Frontend {
         }
         let done = tasks.len();
         self.finish_deletions(tasks).await;
+        done
+    }
+
+    /// Rotates every key whose automatic rotation is due (see
+    /// [`Registry::plan_automatic_rotation`]), key by key: persisted, then installed. Returns
+    /// how many rotations it made.
+    pub async fn run_due_rotations(&self) -> usize {
+        let _running = self.rotations.lock().await;
+        let mut done = 0;
+        // A clock moved past several periods rotates a key once per period; bounded, so one
+        // call ends whatever the clock did.
+        for _ in 0..64 {
+            let due = self.registry().due_for_rotation(self.now());
+            if due.is_empty() {
+                break;
+            }
+            let mut progressed = false;
+            for id in due {
+                let _held = self.locks.acquire(vec![Resource::Key(id)]).await;
+                let planned =
+                    self.registry()
+                        .plan_automatic_rotation(&id, self.now(), self.entropy.as_ref());
+                let Some(changes) = planned else { continue };
+                let writes = self.registry().writes(&changes);
+                if let Err(e) = self.commit(writes).await {
+                    tracing::error!(key_id = %id, error = %e, "cannot record a key rotation; retrying later");
+                    continue;
+                }
+                if let Err(e) = self.registry_mut().install(changes) {
+                    tracing::error!(key_id = %id, error = %e, "cannot install a key rotation");
+                    continue;
+                }
+                tracing::info!(key_id = %id, "KMS key rotated automatically");
+                done += 1;
+                progressed = true;
+            }
+            if !progressed {
+                break;
+            }
+        }
         done
     }
 

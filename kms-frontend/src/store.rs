@@ -34,6 +34,8 @@ pub enum Table {
     Deletions,
     /// Grants, by `<key id>/<grant id>`.
     Grants,
+    /// Keys' rotation schedules and rotated materials, by key id.
+    Rotations,
 }
 
 impl Table {
@@ -48,10 +50,11 @@ impl Table {
             Table::BackupImages => TableDefinition::new("backup_images"),
             Table::Deletions => TableDefinition::new("deletions"),
             Table::Grants => TableDefinition::new("grants"),
+            Table::Rotations => TableDefinition::new("rotations"),
         }
     }
 
-    const ALL: [Table; 9] = [
+    const ALL: [Table; 10] = [
         Table::Keys,
         Table::Aliases,
         Table::KeyStores,
@@ -61,6 +64,7 @@ impl Table {
         Table::BackupImages,
         Table::Deletions,
         Table::Grants,
+        Table::Rotations,
     ];
 }
 
@@ -140,6 +144,7 @@ pub struct Loaded {
     pub backups: Vec<(String, Vec<u8>)>,
     pub deletions: Vec<(String, Vec<u8>)>,
     pub grants: Vec<(String, Vec<u8>)>,
+    pub rotations: Vec<(String, Vec<u8>)>,
 }
 
 /// A handle to the storage thread; cheap to clone.
@@ -212,6 +217,7 @@ fn load(db: &Database) -> Result<Loaded, StoreError> {
             Table::Backups => &mut loaded.backups,
             Table::Deletions => &mut loaded.deletions,
             Table::Grants => &mut loaded.grants,
+            Table::Rotations => &mut loaded.rotations,
             Table::BackupImages => continue,
         };
         for item in t.iter()? {

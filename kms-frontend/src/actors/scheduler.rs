@@ -46,6 +46,7 @@ impl Actor for DeletionScheduler {
                 async move {
                     frontend.clusters.run_due().await;
                     frontend.run_due_deletions().await;
+                    frontend.run_due_rotations().await;
                     crate::key_stores::settle(&frontend).await;
                 }
                 .into_actor(act)

@@ -112,8 +112,10 @@ async fn post_clock(fe: web::Data<Arc<Frontend>>, payload: web::Payload) -> Http
     // before deletions that fell due in them.
     fe.clusters.run_due().await;
     let deleted = fe.run_due_deletions().await;
+    let rotated = fe.run_due_rotations().await;
     let mut body = clock_body(&fe);
     body["deletedKeys"] = json!(deleted);
+    body["rotatedKeys"] = json!(rotated);
     HttpResponse::Ok().json(body)
 }
 

@@ -338,3 +338,19 @@ pub struct RetireGrantRequest {
     pub grant_token: Option<String>,
     pub dry_run: Option<bool>,
 }
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EnableKeyRotationRequest {
+    pub key_id: Option<String>,
+    pub rotation_period_in_days: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListKeyRotationsRequest {
+    pub key_id: Option<String>,
+    pub include_key_material: Option<String>,
+    pub limit: Option<i64>,
+    pub marker: Option<String>,
+}

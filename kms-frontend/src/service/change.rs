@@ -4,7 +4,7 @@
 
 use uuid::Uuid;
 
-use super::model::{AliasRecord, GrantRecord, KeyRecord};
+use super::model::{AliasRecord, GrantRecord, KeyRecord, KeyRotations};
 
 /// One planned change to the registry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,4 +19,6 @@ pub enum Change {
     PutGrant(GrantRecord),
     /// A grant retired or revoked.
     DeleteGrant { key_id: Uuid, grant_id: String },
+    /// A key's rotation schedule and materials, as they now are.
+    PutRotations(Uuid, KeyRotations),
 }

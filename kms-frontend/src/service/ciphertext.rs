@@ -14,7 +14,12 @@
 //! 33+n    16    GCM tag            /  returns it
 //! ```
 //!
-//! The body is sealed with associated data `header (bytes 0..21) || encode_context(ctx)`, so
+//! A blob under rotated material (EnableKeyRotation, RotateKeyOnDemand) has version 2, whose
+//! header adds the material's version (u32 BE, 1 for the first rotation) after the key id:
+//! 25 bytes. The key's original material keeps writing version 1, so blobs of keys that never
+//! rotated are as they always were.
+//!
+//! The body is sealed with associated data `header || encode_context(ctx)`, so
 //! the header (and with it the key id) and the encryption context are both authenticated.
 //! A blob is `21 + 12 + n + 16` bytes: a 4096-byte plaintext gives 4145 bytes.
 
@@ -27,10 +32,15 @@ use super::error::KmsError;
 
 /// Start of every blob, so a stray byte string is rejected before any key lookup.
 pub const MAGIC: [u8; 4] = *b"HKMS";
-/// The only layout version; a new layout gets a new number so old blobs stay readable.
+/// The layout of a blob under a key's original material; a new layout gets a new number so
+/// old blobs stay readable.
 pub const VERSION: u8 = 1;
+/// The layout of a blob under rotated material: the header also names the material.
+pub const VERSION_ROTATED: u8 = 2;
 /// Magic, version and key id.
 pub const HEADER_LEN: usize = MAGIC.len() + 1 + 16;
+/// A version 2 header: the material's version after the key id.
+pub const HEADER_LEN_ROTATED: usize = HEADER_LEN + 4;
 /// A header and an empty sealed body (nonce and tag only).
 pub const MIN_BLOB_LEN: usize = HEADER_LEN + OVERHEAD;
 /// KMS's limit on `CiphertextBlob`.
@@ -45,16 +55,31 @@ const INVALID_MESSAGE: &str = "The ciphertext is not a valid hsmkms ciphertext b
 pub struct Header {
     /// The KMS key id (the UUID in its ARN).
     pub key_id: Uuid,
+    /// Which of the key's materials sealed it: 0 for the original, n for the n-th rotation.
+    pub material: u32,
 }
 
 impl Header {
-    /// The header's bytes, as they start the blob and the associated data.
-    pub fn encode(&self) -> [u8; HEADER_LEN] {
-        let mut out = [0u8; HEADER_LEN];
-        out[..MAGIC.len()].copy_from_slice(&MAGIC);
-        out[MAGIC.len()] = VERSION;
-        out[MAGIC.len() + 1..].copy_from_slice(self.key_id.as_bytes());
-        out
+    /// The header's length in bytes.
+    pub fn encoded_len(&self) -> usize {
+        if self.material == 0 {
+            HEADER_LEN
+        } else {
+            HEADER_LEN_ROTATED
+        }
+    }
+
+    /// Appends the header's bytes, as they start the blob and the associated data.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&MAGIC);
+        if self.material == 0 {
+            out.push(VERSION);
+            out.extend_from_slice(self.key_id.as_bytes());
+        } else {
+            out.push(VERSION_ROTATED);
+            out.extend_from_slice(self.key_id.as_bytes());
+            out.extend_from_slice(&self.material.to_be_bytes());
+        }
     }
 }
 
@@ -87,16 +112,16 @@ fn write_context(out: &mut Vec<u8>, ctx: &BTreeMap<String, String>) {
 
 /// The associated data a blob's body is sealed with: the header, then the encryption context.
 pub fn aad(header: &Header, ctx: &BTreeMap<String, String>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER_LEN + context_len(ctx));
-    out.extend_from_slice(&header.encode());
+    let mut out = Vec::with_capacity(header.encoded_len() + context_len(ctx));
+    header.write(&mut out);
     write_context(&mut out, ctx);
     out
 }
 
 /// The blob: `header || sealed`, where `sealed` is nonce || ciphertext || tag.
 pub fn assemble(header: &Header, sealed: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER_LEN + sealed.len());
-    out.extend_from_slice(&header.encode());
+    let mut out = Vec::with_capacity(header.encoded_len() + sealed.len());
+    header.write(&mut out);
     out.extend_from_slice(sealed);
     out
 }
@@ -113,14 +138,26 @@ pub fn parse(blob: &[u8]) -> Result<(Header, &[u8]), KmsError> {
     let Some((version, rest)) = rest.split_first() else {
         return Err(invalid_ciphertext());
     };
-    let Some((key_id, sealed)) = rest.split_first_chunk::<16>() else {
+    let Some((key_id, rest)) = rest.split_first_chunk::<16>() else {
         return Err(invalid_ciphertext());
     };
-    if *magic != MAGIC || *version != VERSION {
+    if *magic != MAGIC {
         return Err(invalid_ciphertext());
     }
+    let (material, sealed) = match *version {
+        VERSION => (0, rest),
+        VERSION_ROTATED => match rest.split_first_chunk::<4>() {
+            // Version 0 is the original material, which writes version 1 blobs only.
+            Some((m, sealed)) if u32::from_be_bytes(*m) != 0 && sealed.len() >= OVERHEAD => {
+                (u32::from_be_bytes(*m), sealed)
+            }
+            _ => return Err(invalid_ciphertext()),
+        },
+        _ => return Err(invalid_ciphertext()),
+    };
     let header = Header {
         key_id: Uuid::from_bytes(*key_id),
+        material,
     };
     Ok((header, sealed))
 }
@@ -158,7 +195,10 @@ mod tests {
         plaintext: &[u8],
         context: &BTreeMap<String, String>,
     ) -> Vec<u8> {
-        let header = Header { key_id };
+        let header = Header {
+            key_id,
+            material: 0,
+        };
         assemble(&header, &sealer.seal(plaintext, &aad(&header, context)))
     }
 
@@ -182,7 +222,13 @@ mod tests {
         let context = ctx(&[("purpose", "test"), ("department", "10103.0")]);
         let blob = encrypt(&sealer, key_id, b"attack at dawn", &context);
         assert_eq!(blob.len(), HEADER_LEN + 12 + 14 + 16);
-        assert_eq!(parse(&blob).unwrap().0, Header { key_id });
+        assert_eq!(
+            parse(&blob).unwrap().0,
+            Header {
+                key_id,
+                material: 0
+            }
+        );
         assert_eq!(
             decrypt(&sealer, &blob, &context).unwrap(),
             (key_id, b"attack at dawn".to_vec())
@@ -204,14 +250,46 @@ mod tests {
     #[test]
     fn the_header_layout_is_magic_version_key_id() {
         let key_id = Uuid::new_v4();
-        let bytes = Header { key_id }.encode();
+        let header = Header {
+            key_id,
+            material: 0,
+        };
+        let mut bytes = Vec::new();
+        header.write(&mut bytes);
+        assert_eq!(bytes.len(), HEADER_LEN);
         assert_eq!(&bytes[..4], b"HKMS");
         assert_eq!(bytes[4], 1);
         assert_eq!(&bytes[5..], key_id.as_bytes());
         let context = ctx(&[("a", "b")]);
-        let aad = aad(&Header { key_id }, &context);
+        let aad = aad(&header, &context);
         assert_eq!(&aad[..HEADER_LEN], &bytes);
         assert_eq!(&aad[HEADER_LEN..], encode_context(&context).as_slice());
+    }
+
+    /// Rotated material writes version 2, which names the material; it round-trips, and a
+    /// version 2 header naming material 0 (which only writes version 1) is refused.
+    #[test]
+    fn a_rotated_blob_names_its_material() {
+        let sealer = Sealer::new(&KeyMaterial::generate());
+        let key_id = Uuid::new_v4();
+        let header = Header {
+            key_id,
+            material: 3,
+        };
+        let context = ctx(&[("a", "b")]);
+        let blob = assemble(&header, &sealer.seal(b"x", &aad(&header, &context)));
+        assert_eq!(blob[4], 2);
+        assert_eq!(&blob[21..25], &3u32.to_be_bytes());
+        assert_eq!(blob.len(), HEADER_LEN_ROTATED + 12 + 1 + 16);
+        assert_eq!(parse(&blob).unwrap().0, header);
+        assert_eq!(decrypt(&sealer, &blob, &context).unwrap().1, b"x");
+        let mut zero = blob.clone();
+        zero[21..25].copy_from_slice(&0u32.to_be_bytes());
+        assert!(parse(&zero).is_err());
+        // The header is authenticated: another material number does not open.
+        let mut other = blob.clone();
+        other[24] = 4;
+        assert!(decrypt(&sealer, &other, &context).is_err());
     }
 
     #[test]
@@ -302,7 +380,10 @@ mod tests {
     #[test]
     fn malformed_blobs_are_invalid_ciphertext() {
         let key_id = Uuid::new_v4();
-        let header = Header { key_id };
+        let header = Header {
+            key_id,
+            material: 0,
+        };
         let good = assemble(&header, &[0u8; OVERHEAD]);
         assert!(parse(&good).is_ok());
 

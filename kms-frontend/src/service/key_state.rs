@@ -113,6 +113,10 @@ pub enum KeyOp {
     ListGrants,
     /// RetireGrant and RevokeGrant.
     RetireGrant,
+    /// EnableKeyRotation, DisableKeyRotation and RotateKeyOnDemand.
+    EnableKeyRotation,
+    /// ListKeyRotations.
+    ListKeyRotations,
 }
 
 /// Whether `op` may run on a key in `state`, and if not, the error AWS returns (§3 footnotes).
@@ -172,9 +176,21 @@ pub fn check(
         | KeyOp::ListAliases
         | KeyOp::ListGrants
         | KeyOp::RetireGrant => Ok(()),
+        // Footnote 7 first, then the key's state: [1] for a disabled key, [3] for one
+        // pending deletion.
+        KeyOp::EnableKeyRotation => {
+            if in_custom_key_store || state == KeyState::Unavailable {
+                return Err(rotation_unsupported(key_arn));
+            }
+            match state {
+                KeyState::Enabled => Ok(()),
+                KeyState::Disabled => Err(disabled(key_arn)),
+                KeyState::PendingDeletion | KeyState::Unavailable => Err(pending_deletion(key_arn)),
+            }
+        }
         // Footnote 7. Only custom key store keys can be Unavailable, so that column is always
         // the custom key store case.
-        KeyOp::GetKeyRotationStatus => {
+        KeyOp::GetKeyRotationStatus | KeyOp::ListKeyRotations => {
             if in_custom_key_store || state == KeyState::Unavailable {
                 Err(rotation_unsupported(key_arn))
             } else {
@@ -252,7 +268,7 @@ mod tests {
     /// §3 for a key in a CloudHSM key store, columns in the order of `STATES`:
     /// Enabled, Disabled, PendingDeletion, Unavailable. Written out from the reference, not
     /// from the implementation.
-    const CUSTOM_STORE_TABLE: [(KeyOp, [Expect; 4]); 26] = [
+    const CUSTOM_STORE_TABLE: [(KeyOp, [Expect; 4]); 28] = [
         (KeyOp::Encrypt, [OK, X1, X3, X11]),
         (KeyOp::Decrypt, [OK, X1, X3, X11]),
         (KeyOp::ReEncryptSource, [OK, X1, X3, X11]),
@@ -279,13 +295,16 @@ mod tests {
         (KeyOp::CreateGrant, [OK, X1, X3, OK]),
         (KeyOp::ListGrants, [OK, OK, OK, OK]),
         (KeyOp::RetireGrant, [OK, OK, OK, OK]),
+        (KeyOp::EnableKeyRotation, [X7, X7, X7, X7]),
+        (KeyOp::ListKeyRotations, [X7, X7, X7, X7]),
     ];
 
     /// An AWS_KMS key differs only where footnote 7 depends on the custom key store; its
     /// Unavailable column cannot occur and keeps the table's X[7].
     fn aws_kms_row(op: KeyOp, custom_store_row: [Expect; 4]) -> [Expect; 4] {
         match op {
-            KeyOp::GetKeyRotationStatus => [OK, OK, OK, X7],
+            KeyOp::GetKeyRotationStatus | KeyOp::ListKeyRotations => [OK, OK, OK, X7],
+            KeyOp::EnableKeyRotation => [OK, X1, X3, X7],
             _ => custom_store_row,
         }
     }
@@ -318,7 +337,9 @@ mod tests {
             | KeyOp::GetKeyRotationStatus
             | KeyOp::CreateGrant
             | KeyOp::ListGrants
-            | KeyOp::RetireGrant => 26,
+            | KeyOp::RetireGrant
+            | KeyOp::EnableKeyRotation
+            | KeyOp::ListKeyRotations => 28,
         }
     }
 

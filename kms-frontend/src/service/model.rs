@@ -186,3 +186,56 @@ pub struct GrantConstraints {
     pub encryption_context_subset: Option<BTreeMap<String, String>>,
     pub encryption_context_equals: Option<BTreeMap<String, String>>,
 }
+
+/// A key's rotation: its automatic schedule, and every material it rotated to (AWS_KMS keys
+/// only). Stored apart from the key's record (the rotations table), so records written before
+/// rotation existed keep their layout.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRotations {
+    /// Automatic rotation, when enabled.
+    pub schedule: Option<RotationSchedule>,
+    /// Every rotation, oldest first: the key's material number n is `rotations[n - 1]`
+    /// (material 0 is the key's original one, in its record).
+    pub rotations: Vec<MaterialRotation>,
+}
+
+impl KeyRotations {
+    /// The number of the key's current material.
+    pub fn current(&self) -> u32 {
+        u32::try_from(self.rotations.len()).unwrap_or(u32::MAX)
+    }
+
+    /// How many rotations were on demand (RotateKeyOnDemand allows 10).
+    pub fn on_demand(&self) -> usize {
+        self.rotations.iter().filter(|r| r.on_demand).count()
+    }
+}
+
+/// Automatic rotation of a key: every `period_days`, next at `next_rotation_millis` on the
+/// emulator clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotationSchedule {
+    pub period_days: u32,
+    pub next_rotation_millis: u64,
+}
+
+/// One rotation: when, how, the new material's id and the material wrapped under the
+/// frontend's master key.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaterialRotation {
+    pub rotated_at_millis: u64,
+    pub on_demand: bool,
+    /// 64 hex digits, as AWS's `KeyMaterialId`.
+    pub material_id: String,
+    pub wrapped_material: Vec<u8>,
+}
+
+impl fmt::Debug for MaterialRotation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MaterialRotation")
+            .field("rotated_at_millis", &self.rotated_at_millis)
+            .field("on_demand", &self.on_demand)
+            .field("material_id", &self.material_id)
+            .finish_non_exhaustive()
+    }
+}

@@ -23,6 +23,7 @@ pub(super) async fn seal(
 ) -> Result<Vec<u8>, KmsError> {
     let header = Header {
         key_id: key.record.key_id,
+        material: key.material,
     };
     let aad = ciphertext::aad(&header, ctx);
     let sealed = match (&key.sealer, &key.record.origin) {
@@ -70,7 +71,15 @@ pub(super) async fn open(
                 ));
             }
         }
-        reg.usable(&record.key_id.to_string(), op)?
+        let mut key = reg.usable(&record.key_id.to_string(), op)?;
+        // The material the blob names, which may be an earlier one than the key's current.
+        if header.material != key.material {
+            key.sealer = reg.sealer_at(&record.key_id, header.material);
+            if key.sealer.is_none() {
+                return Err(ciphertext::invalid_ciphertext());
+            }
+        }
+        key
     };
     let aad = ciphertext::aad(&header, ctx);
     let plaintext = match (&key.sealer, &key.record.origin) {

@@ -24,6 +24,7 @@ mod generate_data_key_without_plaintext;
 mod generate_random;
 mod get_key_policy;
 mod get_key_rotation_status;
+mod key_rotation;
 mod list_aliases;
 mod list_grants;
 mod list_key_policies;
@@ -95,7 +96,7 @@ const fn without_timeout_error(op: Operation) -> Operation {
 }
 
 /// The KMS operations this emulator serves (what [`dispatch`] knows).
-pub const OPERATIONS: [Operation; 36] = [
+pub const OPERATIONS: [Operation; 40] = [
     changes("CreateKey"),
     reads("DescribeKey"),
     reads("ListKeys"),
@@ -132,6 +133,10 @@ pub const OPERATIONS: [Operation; 36] = [
     reads("ListRetirableGrants"),
     changes("RetireGrant"),
     changes("RevokeGrant"),
+    changes("EnableKeyRotation"),
+    changes("DisableKeyRotation"),
+    changes("RotateKeyOnDemand"),
+    without_timeout_error(reads("ListKeyRotations")),
 ];
 
 /// Where `name` stands in [`OPERATIONS`], if hsmkms serves it.
@@ -305,6 +310,10 @@ async fn dispatch(fe: &Arc<Frontend>, op: &str, body: &[u8]) -> Result<Value, Km
         "ListRetirableGrants" => list_grants::retirable(fe, parse(body)?),
         "RetireGrant" => retire_grant::handle(fe, parse(body)?).await,
         "RevokeGrant" => retire_grant::revoke(fe, parse(body)?).await,
+        "EnableKeyRotation" => key_rotation::enable(fe, parse(body)?).await,
+        "DisableKeyRotation" => key_rotation::disable(fe, parse(body)?).await,
+        "RotateKeyOnDemand" => key_rotation::rotate(fe, parse(body)?).await,
+        "ListKeyRotations" => key_rotation::list(fe, parse(body)?),
         other => Err(KmsError::UnknownOperation(format!(
             "TrentService.{other} is not an operation hsmkms serves."
         ))),

@@ -1,0 +1,104 @@
+//! EnableKeyRotation, DisableKeyRotation, RotateKeyOnDemand and ListKeyRotations.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use super::checks::*;
+use crate::api::types::*;
+use crate::frontend::{epoch_seconds, Frontend};
+use crate::service::error::KmsError;
+use crate::service::key_state::KeyOp;
+
+/// EnableKeyRotation.
+pub(super) async fn enable(
+    fe: &Arc<Frontend>,
+    req: EnableKeyRotationRequest,
+) -> Result<Value, KmsError> {
+    let key_id = required(req.key_id, "keyId")?;
+    let now = fe.now();
+    fe.change(lock_key(fe, &key_id), |reg| {
+        Ok((
+            reg.enable_rotation(&key_id, req.rotation_period_in_days, now)?,
+            (),
+        ))
+    })
+    .await?;
+    Ok(json!({}))
+}
+
+/// DisableKeyRotation.
+pub(super) async fn disable(fe: &Arc<Frontend>, req: KeyIdRequest) -> Result<Value, KmsError> {
+    let key_id = required(req.key_id, "keyId")?;
+    fe.change(lock_key(fe, &key_id), |reg| {
+        Ok((reg.disable_rotation(&key_id)?, ()))
+    })
+    .await?;
+    Ok(json!({}))
+}
+
+/// RotateKeyOnDemand.
+pub(super) async fn rotate(fe: &Arc<Frontend>, req: KeyIdRequest) -> Result<Value, KmsError> {
+    let key_id = required(req.key_id, "keyId")?;
+    let now = fe.now();
+    let id = fe
+        .change(lock_key(fe, &key_id), |reg| {
+            let (changes, id) = reg.rotate_on_demand(&key_id, now, fe.entropy.as_ref())?;
+            Ok((changes, id))
+        })
+        .await?;
+    Ok(json!({"KeyId": fe.arns.key_arn(&id)}))
+}
+
+/// ListKeyRotations: the key's rotations, oldest first.
+pub(super) fn list(fe: &Arc<Frontend>, req: ListKeyRotationsRequest) -> Result<Value, KmsError> {
+    const INCLUDE: [&str; 2] = ["ALL_KEY_MATERIAL", "ROTATIONS_ONLY"];
+    let key_id = required(req.key_id, "keyId")?;
+    if let Some(include) = req.include_key_material.as_deref() {
+        if !INCLUDE.contains(&include) {
+            return Err(KmsError::not_in_enum(
+                "includeKeyMaterial",
+                include,
+                &INCLUDE,
+            ));
+        }
+    }
+    let limit = check_limit(req.limit, 1000, 100)?;
+    let reg = fe.registry();
+    let id = reg.checked(&key_id, false, KeyOp::ListKeyRotations)?.key_id;
+    let arn = reg.arns.key_arn(&id);
+    let rotations = reg
+        .rotations_of(&id)
+        .map(|r| r.rotations.as_slice())
+        .unwrap_or_default();
+    let start = match req.marker.as_deref() {
+        None => 0,
+        Some(m) => m
+            .parse::<usize>()
+            .ok()
+            .filter(|&i| i <= rotations.len())
+            .ok_or_else(|| KmsError::InvalidMarker(format!("Invalid marker: {m}")))?,
+    };
+    let current = rotations.len();
+    let page: Vec<Value> = rotations
+        .iter()
+        .enumerate()
+        .skip(start)
+        .take(limit)
+        .map(|(i, r)| {
+            json!({
+                "KeyId": arn,
+                "KeyMaterialId": r.material_id,
+                "KeyMaterialState": if i + 1 == current { "CURRENT" } else { "NON_CURRENT" },
+                "RotationDate": epoch_seconds(r.rotated_at_millis),
+                "RotationType": if r.on_demand { "ON_DEMAND" } else { "AUTOMATIC" },
+            })
+        })
+        .collect();
+    let end = start + page.len();
+    let mut answer = json!({"Rotations": page, "Truncated": end < rotations.len()});
+    if end < rotations.len() {
+        answer["NextMarker"] = json!(end.to_string());
+    }
+    Ok(answer)
+}

@@ -1,0 +1,228 @@
+//! Key rotation (EnableKeyRotation, DisableKeyRotation, RotateKeyOnDemand, ListKeyRotations and
+//! the automatic rotation the scheduler runs on the emulator clock), planned as changes like
+//! every other write. A rotation adds material that becomes current; every earlier material
+//! stays, so every earlier ciphertext still decrypts (its blob names its material).
+
+use hsmkms_common::aead::Sealer;
+use hsmkms_common::entropy::Entropy;
+use hsmkms_common::secret::KeyMaterial;
+use uuid::Uuid;
+
+use super::{validation, Registry};
+use crate::service::change::Change;
+use crate::service::error::KmsError;
+use crate::service::key_state::{KeyOp, KeyState};
+use crate::service::model::{KeyRotations, MaterialRotation, RotationSchedule};
+use crate::store::StoreError;
+
+/// The period EnableKeyRotation sets when the request names none.
+pub const DEFAULT_ROTATION_PERIOD_DAYS: u32 = 365;
+/// The bounds of `RotationPeriodInDays`.
+const MIN_PERIOD_DAYS: i64 = 90;
+const MAX_PERIOD_DAYS: i64 = 2560;
+/// KMS's quota of on-demand rotations of one key.
+pub const MAX_ON_DEMAND_ROTATIONS: usize = 10;
+
+const DAY_MILLIS: u64 = 24 * 3600 * 1000;
+
+/// What a rotated material is wrapped with, apart from every other material of every key.
+fn rotated_context(id: &Uuid, material: u32) -> Vec<u8> {
+    let mut ctx = b"hsmkms/kms-key-rotation/v1/".to_vec();
+    ctx.extend_from_slice(id.as_bytes());
+    ctx.extend_from_slice(&material.to_be_bytes());
+    ctx
+}
+
+impl Registry {
+    /// Takes a key's rotations in, unwrapping the materials it does not hold yet.
+    pub(super) fn install_rotations(
+        &mut self,
+        id: Uuid,
+        rotations: KeyRotations,
+    ) -> Result<(), StoreError> {
+        for (i, rotation) in rotations.rotations.iter().enumerate() {
+            let n = u32::try_from(i + 1).unwrap_or(u32::MAX);
+            if self.rotated.contains_key(&(id, n)) {
+                continue;
+            }
+            let material = self
+                .master
+                .unwrap_key(&rotation.wrapped_material, &rotated_context(&id, n))
+                .map_err(|_| {
+                    StoreError::Corrupt(format!("rotated material {n} of key {id} does not unwrap"))
+                })?;
+            self.rotated.insert((id, n), material);
+        }
+        self.rotations.insert(id, rotations);
+        Ok(())
+    }
+
+    /// The number of a key's current material: 0 until it rotates.
+    pub fn current_material(&self, id: &Uuid) -> u32 {
+        self.rotations.get(id).map_or(0, KeyRotations::current)
+    }
+
+    /// The cipher of material `n` of an AWS_KMS key, made for one call.
+    pub fn sealer_at(&self, id: &Uuid, n: u32) -> Option<Sealer> {
+        if n == 0 {
+            self.sealer(id)
+        } else {
+            self.rotated.get(&(*id, n)).map(Sealer::new)
+        }
+    }
+
+    /// A key's rotations, if it has a schedule or rotated.
+    pub fn rotations_of(&self, id: &Uuid) -> Option<&KeyRotations> {
+        self.rotations.get(id)
+    }
+
+    /// EnableKeyRotation: automatic rotation every `period_days` (365 if not given), the next
+    /// one a period from now. Enabling it again with another period restarts the count.
+    pub fn enable_rotation(
+        &self,
+        key_id: &str,
+        period_days: Option<i64>,
+        now: u64,
+    ) -> Result<Vec<Change>, KmsError> {
+        let period = match period_days {
+            None => i64::from(DEFAULT_ROTATION_PERIOD_DAYS),
+            Some(p) if p < MIN_PERIOD_DAYS => {
+                return Err(validation(
+                    "rotationPeriodInDays",
+                    p,
+                    "Member must have value greater than or equal to 90",
+                ))
+            }
+            Some(p) if p > MAX_PERIOD_DAYS => {
+                return Err(validation(
+                    "rotationPeriodInDays",
+                    p,
+                    "Member must have value less than or equal to 2560",
+                ))
+            }
+            Some(p) => p,
+        };
+        let period = u32::try_from(period).unwrap_or(DEFAULT_ROTATION_PERIOD_DAYS);
+        let id = self
+            .checked(key_id, false, KeyOp::EnableKeyRotation)?
+            .key_id;
+        let mut rotations = self.rotations.get(&id).cloned().unwrap_or_default();
+        match rotations.schedule {
+            Some(s) if s.period_days == period => return Ok(vec![]),
+            _ => {
+                rotations.schedule = Some(RotationSchedule {
+                    period_days: period,
+                    next_rotation_millis: now.saturating_add(u64::from(period) * DAY_MILLIS),
+                })
+            }
+        }
+        Ok(vec![Change::PutRotations(id, rotations)])
+    }
+
+    /// DisableKeyRotation: no more automatic rotations; earlier materials stay.
+    pub fn disable_rotation(&self, key_id: &str) -> Result<Vec<Change>, KmsError> {
+        let id = self
+            .checked(key_id, false, KeyOp::EnableKeyRotation)?
+            .key_id;
+        match self.rotations.get(&id) {
+            Some(r) if r.schedule.is_some() => {
+                let mut rotations = r.clone();
+                rotations.schedule = None;
+                Ok(vec![Change::PutRotations(id, rotations)])
+            }
+            _ => Ok(vec![]),
+        }
+    }
+
+    /// RotateKeyOnDemand: new material, current at once; at most ten per key. The key's
+    /// automatic schedule, if any, is unchanged.
+    pub fn rotate_on_demand(
+        &self,
+        key_id: &str,
+        now: u64,
+        entropy: &dyn Entropy,
+    ) -> Result<(Vec<Change>, Uuid), KmsError> {
+        let id = self
+            .checked(key_id, false, KeyOp::EnableKeyRotation)?
+            .key_id;
+        let mut rotations = self.rotations.get(&id).cloned().unwrap_or_default();
+        if rotations.on_demand() >= MAX_ON_DEMAND_ROTATIONS {
+            return Err(KmsError::LimitExceeded(format!(
+                "The on-demand rotations limit has been reached for the given keyId. No more on-demand rotations can be performed for this key: {}",
+                self.arns.key_arn(&id)
+            )));
+        }
+        self.add_material(&id, &mut rotations, now, true, entropy);
+        Ok((vec![Change::PutRotations(id, rotations)], id))
+    }
+
+    /// Keys whose automatic rotation is due at `now`, soonest first.
+    pub fn due_for_rotation(&self, now: u64) -> Vec<Uuid> {
+        let mut due: Vec<(u64, Uuid)> = self
+            .rotations
+            .iter()
+            .filter_map(|(id, r)| {
+                r.schedule
+                    .filter(|s| s.next_rotation_millis <= now)
+                    .map(|s| (s.next_rotation_millis, *id))
+            })
+            .collect();
+        due.sort();
+        due.into_iter().map(|(_, id)| id).collect()
+    }
+
+    /// The automatic rotation of `id` if it is due at `now` and the key is enabled (a disabled
+    /// key or one pending deletion is not rotated; it is once enabled again). The next one is a
+    /// period after the one that fell due, so a clock moved past several periods rotates once
+    /// for each.
+    pub fn plan_automatic_rotation(
+        &self,
+        id: &Uuid,
+        now: u64,
+        entropy: &dyn Entropy,
+    ) -> Option<Vec<Change>> {
+        let record = self.keys.get(id)?;
+        if self.state_of(record) != KeyState::Enabled {
+            return None;
+        }
+        let mut rotations = self.rotations.get(id)?.clone();
+        let schedule = rotations
+            .schedule
+            .filter(|s| s.next_rotation_millis <= now)?;
+        self.add_material(
+            id,
+            &mut rotations,
+            schedule.next_rotation_millis,
+            false,
+            entropy,
+        );
+        rotations.schedule = Some(RotationSchedule {
+            next_rotation_millis: schedule
+                .next_rotation_millis
+                .saturating_add(u64::from(schedule.period_days) * DAY_MILLIS),
+            ..schedule
+        });
+        Some(vec![Change::PutRotations(*id, rotations)])
+    }
+
+    /// Appends a new material to `rotations`, wrapped under the master key.
+    fn add_material(
+        &self,
+        id: &Uuid,
+        rotations: &mut KeyRotations,
+        at: u64,
+        on_demand: bool,
+        entropy: &dyn Entropy,
+    ) {
+        let n = rotations.current().saturating_add(1);
+        let material = KeyMaterial::generate_from(entropy);
+        let mut material_id = [0u8; 32];
+        entropy.fill(&mut material_id);
+        rotations.rotations.push(MaterialRotation {
+            rotated_at_millis: at,
+            on_demand,
+            material_id: material_id.iter().map(|b| format!("{b:02x}")).collect(),
+            wrapped_material: self.master.wrap(&material, &rotated_context(id, n)),
+        });
+    }
+}
