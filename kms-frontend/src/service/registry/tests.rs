@@ -402,3 +402,74 @@ fn default_policies_are_stored_empty_and_load_whole() {
     assert_eq!(policy(&ids[0]), default_policy("111122223333"));
     assert_eq!(policy(&ids[1]), custom);
 }
+
+/// Rotation is planned like every change: materials are added and become current, the
+/// automatic schedule moves a period at a time, and a reload from the writes has every
+/// material back.
+#[test]
+fn rotations_add_current_material_and_reload_whole() {
+    const DAY: u64 = 24 * 3600 * 1000;
+    let master = KeyMaterial::generate();
+    let arns = Arns {
+        region: "us-east-1".into(),
+        account_id: "111122223333".into(),
+    };
+    let mut r = Registry::load(arns.clone(), &master, &mut Loaded::default()).unwrap();
+    let (id, record, _) = r.new_key(true, None, None, vec![], 0, &OsEntropy).unwrap();
+    let mut loaded = Loaded::default();
+    let keep = |r: &mut Registry, changes: Vec<Change>, loaded: &mut Loaded| {
+        for w in r.writes(&changes) {
+            if let Write::Put { table, key, value } = w {
+                let rows = match table {
+                    Table::Keys => &mut loaded.keys,
+                    Table::Rotations => &mut loaded.rotations,
+                    _ => continue,
+                };
+                rows.retain(|(k, _)| *k != key);
+                rows.push((key, value));
+            }
+        }
+        apply(r, changes);
+    };
+    let changes = r.insert_key(record).unwrap();
+    keep(&mut r, changes, &mut loaded);
+    let sealed0 = r.sealer_at(&id, 0).unwrap().seal(b"zero", b"");
+    assert_eq!(r.current_material(&id), 0);
+
+    let changes = r.enable_rotation(&id.to_string(), Some(90), 0).unwrap();
+    keep(&mut r, changes, &mut loaded);
+    assert!(r.due_for_rotation(90 * DAY - 1).is_empty());
+    assert_eq!(r.due_for_rotation(90 * DAY), vec![id]);
+    let (changes, _) = r.rotate_on_demand(&id.to_string(), 5, &OsEntropy).unwrap();
+    keep(&mut r, changes, &mut loaded);
+    assert_eq!(r.current_material(&id), 1);
+    // 200 days on: two periods have passed, so two automatic rotations, one at a time.
+    for expected in [2, 3] {
+        let changes = r
+            .plan_automatic_rotation(&id, 200 * DAY, &OsEntropy)
+            .unwrap();
+        keep(&mut r, changes, &mut loaded);
+        assert_eq!(r.current_material(&id), expected);
+    }
+    assert!(r
+        .plan_automatic_rotation(&id, 200 * DAY, &OsEntropy)
+        .is_none());
+    let next = r.rotations_of(&id).unwrap().schedule.unwrap();
+    assert_eq!(next.next_rotation_millis, 270 * DAY);
+    let sealed3 = r.usable(&id.to_string(), KeyOp::Encrypt).unwrap();
+    assert_eq!(sealed3.material, 3);
+    let sealed3 = sealed3.sealer.unwrap().seal(b"three", b"");
+
+    let reloaded = Registry::load(arns, &master, &mut loaded).unwrap();
+    assert_eq!(reloaded.current_material(&id), 3);
+    let open = |n: u32, sealed: &[u8]| {
+        reloaded
+            .sealer_at(&id, n)
+            .unwrap()
+            .open(sealed, b"")
+            .map(|p| p.expose().to_vec())
+    };
+    assert_eq!(open(0, &sealed0).unwrap(), b"zero");
+    assert_eq!(open(3, &sealed3).unwrap(), b"three");
+    assert!(open(2, &sealed3).is_err(), "materials are distinct");
+}
