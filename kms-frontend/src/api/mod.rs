@@ -41,12 +41,23 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, KmsError> {
 }
 
 /// The JSON answer for an error, with its status.
+/// An error's JSON body: its type, and its message unless it has none (AWS sends some errors,
+/// InvalidCiphertextException among them, without one).
+fn error_body(e: &KmsError) -> serde_json::Value {
+    let message = e.message();
+    if message.is_empty() {
+        serde_json::json!({"__type": e.type_name()})
+    } else {
+        serde_json::json!({"__type": e.type_name(), "message": message})
+    }
+}
+
 pub fn error_response(e: &KmsError, request_id: &str) -> HttpResponse {
     HttpResponse::build(StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST))
         .content_type("application/x-amz-json-1.1")
         .insert_header(("x-amzn-RequestId", request_id.to_string()))
         .insert_header(("x-amzn-ErrorType", e.type_name()))
-        .json(serde_json::json!({"__type": e.type_name(), "message": e.message()}))
+        .json(error_body(e))
 }
 
 /// How long a request body may take to arrive, whole. A client that stalls its upload is

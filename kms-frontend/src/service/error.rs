@@ -183,11 +183,11 @@ impl KmsError {
         )
     }
 
-    /// A ciphertext that does not open under its key with the given encryption context.
+    /// A ciphertext that does not parse, or does not open under its key with the given
+    /// encryption context. AWS answers it without a message (recorded), which also says
+    /// nothing about which check failed or whether a key exists.
     pub fn invalid_ciphertext() -> Self {
-        KmsError::InvalidCiphertext(
-            "The ciphertext is invalid, or the encryption context does not match.".into(),
-        )
+        KmsError::InvalidCiphertext(String::new())
     }
 
     /// A commit to the store failed: nothing changed.
@@ -225,8 +225,22 @@ impl KmsError {
     }
 
     /// A key that would have more tags than a key may.
+    /// More than `max` tags on a key: AWS's text (recorded) names no number.
     pub fn too_many_tags(max: usize) -> Self {
-        KmsError::Tag(format!("A key can have at most {max} tags."))
+        let _ = max;
+        KmsError::Tag("Too many tags".into())
+    }
+
+    /// `NumberOfBytes` out of its bounds: one message per bound, as AWS words them.
+    pub fn number_of_bytes(n: i64) -> Self {
+        let bound = if n < 1 {
+            "greater than or equal to 1"
+        } else {
+            "less than or equal to 1024"
+        };
+        KmsError::Validation(format!(
+            "1 validation error detected: Value '{n}' at 'numberOfBytes' failed to satisfy constraint: Member must have value {bound}"
+        ))
     }
 
     /// A value of an enumerated member outside its set.

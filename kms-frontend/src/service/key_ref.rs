@@ -54,14 +54,16 @@ impl Arns {
                     "{key_id} is not a valid KMS ARN."
                 )));
             }
-            if region != self.region || account != self.account_id {
-                // A key of another Region or account does not exist here.
+            if region != self.region {
+                // AWS's recorded answer for another Region's ARN names the Region.
+                return Err(KmsError::NotFound(format!("Invalid arn {region}")));
+            }
+            if account != self.account_id {
+                // A key of another account does not exist here.
                 return Err(KmsError::NotFound(format!("Key '{key_id}' does not exist")));
             }
             if let Some(id) = resource.strip_prefix("key/") {
-                return Uuid::parse_str(id)
-                    .map(KeyRef::Key)
-                    .map_err(|_| KmsError::NotFound(format!("Invalid keyId {key_id}")));
+                return self.bare_key_id(id);
             }
             if resource.starts_with("alias/") && allow_alias {
                 return Ok(KeyRef::Alias(resource.to_string()));
@@ -74,11 +76,69 @@ impl Arns {
             if allow_alias {
                 return Ok(KeyRef::Alias(key_id.to_string()));
             }
-            return Err(KmsError::NotFound(format!("Invalid keyId {key_id}")));
+            return Err(invalid_key_id(key_id));
         }
-        Uuid::parse_str(key_id)
+        self.bare_key_id(key_id)
+    }
+
+    /// A key id without its ARN: a UUID in its hyphenated form (AWS refuses the 32 digits
+    /// without hyphens), or a multi-Region key's `mrk-` and 32 hex digits, which hsmkms never
+    /// has (AWS's recorded answer: the key does not exist).
+    fn bare_key_id(&self, id: &str) -> Result<KeyRef, KmsError> {
+        if let Some(digits) = id.strip_prefix("mrk-") {
+            if digits.len() == 32 && digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(KmsError::NotFound(format!(
+                    "Key 'arn:aws:kms:{}:{}:key/{id}' does not exist",
+                    self.region, self.account_id
+                )));
+            }
+            return Err(invalid_key_id(id));
+        }
+        if id.len() != 36 {
+            return Err(invalid_key_id(id));
+        }
+        Uuid::try_parse(id)
             .map(KeyRef::Key)
-            .map_err(|_| KmsError::NotFound(format!("Invalid keyId {key_id}")))
+            .map_err(|_| invalid_key_id(id))
+    }
+}
+
+/// AWS's answer for a key id that is not one (recorded).
+fn invalid_key_id(id: &str) -> KmsError {
+    KmsError::NotFound(format!("Invalid keyId '{id}'"))
+}
+
+#[cfg(test)]
+mod recorded {
+    use super::*;
+
+    /// The recorded answers of AWS (../shared/reference/aws-recorded-errors.md).
+    #[test]
+    fn key_ids_get_the_answers_aws_recorded() {
+        let a = Arns {
+            region: "us-east-1".into(),
+            account_id: "111111111111".into(),
+        };
+        let message = |id: &str| match a.parse(id, true) {
+            Err(KmsError::NotFound(m)) => m,
+            other => panic!("{id}: {other:?}"),
+        };
+        assert_eq!(message("fake-key-id"), "Invalid keyId 'fake-key-id'");
+        assert_eq!(
+            message("134f2428cec14b25a1ae9048164dba47"),
+            "Invalid keyId '134f2428cec14b25a1ae9048164dba47'"
+        );
+        assert_eq!(
+            message("mrk-fake-key-id"),
+            "Invalid keyId 'mrk-fake-key-id'"
+        );
+        let mrk = "mrk-1234abcd12ab34cd56ef1234567890ab";
+        assert_eq!(
+            message(mrk),
+            format!("Key 'arn:aws:kms:us-east-1:111111111111:key/{mrk}' does not exist")
+        );
+        let elsewhere = format!("arn:aws:kms:eu-west-1:111111111111:key/{}", Uuid::new_v4());
+        assert_eq!(message(&elsewhere), "Invalid arn eu-west-1");
     }
 }
 
@@ -113,7 +173,7 @@ mod tests {
     fn bad_key_ids_get_aws_errors() {
         let a = arns();
         assert!(
-            matches!(a.parse("nope", true), Err(KmsError::NotFound(m)) if m == "Invalid keyId nope")
+            matches!(a.parse("nope", true), Err(KmsError::NotFound(m)) if m == "Invalid keyId 'nope'")
         );
         assert!(matches!(
             a.parse("alias/x", false),

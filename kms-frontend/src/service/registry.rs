@@ -81,26 +81,43 @@ pub fn check_policy(policy: &str) -> Result<(), KmsError> {
 }
 
 /// Checks tags: keys 1-128 and values 0-256 characters, no `aws:` prefix.
+///
+/// The texts are AWS's (recorded): member paths name the tag's place in the request, each
+/// bound has its own message, the reserved prefix is `aws:` in any case, and a request that
+/// names a key twice is refused.
 pub fn check_tags(tags: &[(String, String)]) -> Result<(), KmsError> {
-    for (k, v) in tags {
-        if k.is_empty() || k.chars().count() > 128 {
+    for (i, (k, v)) in tags.iter().enumerate() {
+        let member = |name: &str| format!("tags.{}.member.{name}", i + 1);
+        if k.is_empty() {
             return Err(validation(
-                "tagKey",
+                &member("tagKey"),
                 k,
-                "Member must have length between 1 and 128",
+                "Member must have length greater than or equal to 1",
+            ));
+        }
+        if k.chars().count() > 128 {
+            return Err(validation(
+                &member("tagKey"),
+                k,
+                "Member must have length less than or equal to 128",
             ));
         }
         if v.chars().count() > 256 {
             return Err(validation(
-                "tagValue",
+                &member("tagValue"),
                 v,
                 "Member must have length less than or equal to 256",
             ));
         }
-        if k.starts_with("aws:") {
-            return Err(KmsError::Tag(format!(
-                "Tag key {k} uses the reserved prefix aws:"
-            )));
+        if k.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("aws:")) {
+            return Err(KmsError::Tag(
+                "Tags beginning with aws: are reserved".into(),
+            ));
+        }
+    }
+    for (i, (k, _)) in tags.iter().enumerate() {
+        if tags[..i].iter().any(|(seen, _)| seen == k) {
+            return Err(KmsError::Tag("Duplicate tag keys".into()));
         }
     }
     Ok(())
@@ -119,10 +136,11 @@ pub fn check_alias_name(name: &str) -> Result<(), KmsError> {
             "Member must satisfy regular expression pattern: ^[a-zA-Z0-9:/_-]+$",
         ));
     }
+    // AWS's recorded answer: a ValidationException, its text ending at the guide's address.
     if !name.starts_with("alias/") || name.len() == "alias/".len() {
-        return Err(KmsError::InvalidAliasName(format!(
-            "Alias must start with the prefix \"alias/\". Please see https://docs.aws.amazon.com/kms/latest/developerguide/kms-alias.html: {name}"
-        )));
+        return Err(KmsError::Validation(
+            "Alias must start with the prefix \"alias/\". Please see https://docs.aws.amazon.com/kms/latest/developerguide/kms-alias.html".into(),
+        ));
     }
     if name.starts_with("alias/aws/") {
         return Err(KmsError::InvalidAliasName(format!(

@@ -17,9 +17,15 @@ use crate::service::key_state::KeyOp;
 pub(super) async fn handle(fe: &Arc<Frontend>, req: EncryptRequest) -> Result<Value, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
     let plaintext = SecretBytes::new(blob(req.plaintext, "plaintext")?);
+    // One message per bound, as AWS words them (recorded).
     if plaintext.is_empty() || plaintext.len() > MAX_PLAINTEXT {
+        let bound = if plaintext.is_empty() {
+            "greater than or equal to 1".to_string()
+        } else {
+            format!("less than or equal to {MAX_PLAINTEXT}")
+        };
         return Err(KmsError::Validation(format!(
-            "1 validation error detected: Value at 'plaintext' failed to satisfy constraint: Member must have length between 1 and {MAX_PLAINTEXT}"
+            "1 validation error detected: Value at 'plaintext' failed to satisfy constraint: Member must have length {bound}"
         )));
     }
     check_algorithm(req.encryption_algorithm.as_deref())?;

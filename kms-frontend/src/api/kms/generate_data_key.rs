@@ -23,19 +23,21 @@ pub(super) async fn generate(
     let length = match (req.key_spec.as_deref(), req.number_of_bytes) {
         (Some("AES_256"), None) => 32,
         (Some("AES_128"), None) => 16,
-        (Some(other), None) => return Err(KmsError::not_in_enum("keySpec", other, &["AES_256", "AES_128"])),
+        (Some(other), None) => {
+            return Err(KmsError::not_in_enum(
+                "keySpec",
+                other,
+                &["AES_256", "AES_128"],
+            ))
+        }
         (None, Some(n)) if (1..=1024).contains(&n) => n as usize,
-        (None, Some(n)) => {
-            return Err(KmsError::Validation(format!(
-                "1 validation error detected: Value '{n}' at 'numberOfBytes' failed to satisfy constraint: Member must have value between 1 and 1024"
-            )))
-        }
+        (None, Some(n)) => return Err(KmsError::number_of_bytes(n)),
         (Some(_), Some(_)) => {
-            return Err(KmsError::Validation("Specify either KeySpec or NumberOfBytes, not both.".into()))
+            return Err(KmsError::Validation(
+                "Specify either KeySpec or NumberOfBytes, not both.".into(),
+            ))
         }
-        (None, None) => {
-            return Err(KmsError::length_missing())
-        }
+        (None, None) => return Err(KmsError::length_missing()),
     };
     check_grant_tokens(&req.grant_tokens)?;
     let op = if with_plaintext {

@@ -18,12 +18,9 @@ pub(super) async fn handle(
 ) -> Result<Value, KmsError> {
     let n = match req.number_of_bytes {
         Some(n) if (1..=1024).contains(&n) => n as u32,
-        Some(n) => {
-            return Err(KmsError::Validation(format!(
-                "1 validation error detected: Value '{n}' at 'numberOfBytes' failed to satisfy constraint: Member must have value between 1 and 1024"
-            )))
-        }
-        None => return Err(KmsError::length_missing()),
+        Some(n) => return Err(KmsError::number_of_bytes(n)),
+        // AWS's recorded text for GenerateRandom.
+        None => return Err(KmsError::Validation("NumberOfBytes is required.".into())),
     };
     let bytes = match req.custom_key_store_id {
         Some(store_id) => key_stores::random(fe, &store_id, n).await?,

@@ -195,7 +195,7 @@ fn alias_names_follow_the_rules() {
     let id = add_key(&mut r).to_string();
     assert!(matches!(
         r.create_alias("noprefix", &id, 0),
-        Err(KmsError::InvalidAliasName(_))
+        Err(KmsError::Validation(_))
     ));
     assert!(matches!(
         r.create_alias("alias/aws/x", &id, 0),
