@@ -65,6 +65,12 @@ async fn rotations_keep_every_ciphertext_readable_through_a_crash() {
     let key = create_kms_key(&kms).await;
     let key_id = key.key_id().to_string();
     let before = encrypt(&kms, &key_id, "before any rotation").await;
+    let original_material = kms_common::describe(&kms, &key_id)
+        .await
+        .current_key_material_id()
+        .unwrap()
+        .to_string();
+    assert_eq!(original_material.len(), 64);
 
     let status = kms
         .get_key_rotation_status()
@@ -102,6 +108,31 @@ async fn rotations_keep_every_ciphertext_readable_through_a_crash() {
         vec![RotationType::OnDemand]
     );
     let after_on_demand = encrypt(&kms, &key_id, "after an on-demand rotation").await;
+    // The new material is current, and names itself as ListKeyRotations does.
+    let current = kms_common::describe(&kms, &key_id)
+        .await
+        .current_key_material_id()
+        .unwrap()
+        .to_string();
+    assert_ne!(current, original_material);
+    let listed = kms
+        .list_key_rotations()
+        .key_id(&key_id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.rotations()[0].key_material_id(),
+        Some(current.as_str())
+    );
+    // Decrypt names the material that decrypted: the original one for an older blob.
+    let old = kms
+        .decrypt()
+        .ciphertext_blob(before.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(old.key_material_id(), Some(original_material.as_str()));
     // A blob under rotated material names it: four bytes longer.
     assert_eq!(
         after_on_demand.as_ref().len(),

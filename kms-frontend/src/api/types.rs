@@ -80,6 +80,7 @@ pub struct KeyMetadata {
     pub key_spec: &'static str,
     pub encryption_algorithms: Vec<&'static str>,
     pub multi_region: bool,
+    pub current_key_material_id: String,
 }
 
 #[derive(Debug, Serialize)]

@@ -20,9 +20,11 @@ pub(super) async fn handle(fe: &Arc<Frontend>, req: DecryptRequest) -> Result<Va
     let ctx = req.encryption_context.unwrap_or_default();
     let (plaintext, key) = open(fe, &blob, req.key_id, &ctx, KeyOp::Decrypt).await?;
     dry_run(req.dry_run)?;
+    let material_id = fe.registry().material_id(&key.record.key_id, key.material);
     Ok(json!({
         "KeyId": key.arn,
         "Plaintext": B64.encode(plaintext.expose()),
         "EncryptionAlgorithm": "SYMMETRIC_DEFAULT",
+        "KeyMaterialId": material_id,
     }))
 }

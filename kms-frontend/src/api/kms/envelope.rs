@@ -74,6 +74,7 @@ pub(super) async fn open(
         let mut key = reg.usable(&record.key_id.to_string(), op)?;
         // The material the blob names, which may be an earlier one than the key's current.
         if header.material != key.material {
+            key.material = header.material;
             key.sealer = reg.sealer_at(&record.key_id, header.material);
             if key.sealer.is_none() {
                 return Err(ciphertext::invalid_ciphertext());

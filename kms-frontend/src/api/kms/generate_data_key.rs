@@ -51,7 +51,9 @@ pub(super) async fn generate(
     let data_key = SecretBytes::new(bytes);
     let ctx = req.encryption_context.unwrap_or_default();
     let blob = seal(fe, &key, data_key.expose(), &ctx).await?;
-    let mut answer = json!({"CiphertextBlob": B64.encode(blob), "KeyId": key.arn});
+    let material_id = fe.registry().material_id(&key.record.key_id, key.material);
+    let mut answer =
+        json!({"CiphertextBlob": B64.encode(blob), "KeyId": key.arn, "KeyMaterialId": material_id});
     if with_plaintext {
         answer["Plaintext"] = json!(B64.encode(data_key.expose()));
     }

@@ -38,5 +38,7 @@ pub fn metadata(registry: &Registry, record: &KeyRecord) -> KeyMetadata {
         key_spec: "SYMMETRIC_DEFAULT",
         encryption_algorithms: vec!["SYMMETRIC_DEFAULT"],
         multi_region: false,
+        current_key_material_id: registry
+            .material_id(&record.key_id, registry.current_material(&record.key_id)),
     }
 }

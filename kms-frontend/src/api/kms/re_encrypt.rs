@@ -34,10 +34,19 @@ pub(super) async fn handle(fe: &Arc<Frontend>, req: ReEncryptRequest) -> Result<
     dry_run(req.dry_run)?;
     let dest_ctx = req.destination_encryption_context.unwrap_or_default();
     let sealed = seal(fe, &dest, plaintext.expose(), &dest_ctx).await?;
+    let (source_material, dest_material) = {
+        let reg = fe.registry();
+        (
+            reg.material_id(&source.record.key_id, source.material),
+            reg.material_id(&dest.record.key_id, dest.material),
+        )
+    };
     Ok(json!({
         "CiphertextBlob": B64.encode(sealed),
         "SourceKeyId": source.arn,
         "KeyId": dest.arn,
+        "SourceKeyMaterialId": source_material,
+        "DestinationKeyMaterialId": dest_material,
         "SourceEncryptionAlgorithm": "SYMMETRIC_DEFAULT",
         "DestinationEncryptionAlgorithm": "SYMMETRIC_DEFAULT",
     }))

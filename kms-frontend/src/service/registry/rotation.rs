@@ -57,6 +57,27 @@ impl Registry {
         Ok(())
     }
 
+    /// The `KeyMaterialId` of material `n` of a key: a rotation's own id, or for the original
+    /// material an id derived from the key's (SHA-256, 64 hex digits), so it needs no storage
+    /// and never changes.
+    pub fn material_id(&self, id: &Uuid, n: u32) -> String {
+        use sha2::{Digest, Sha256};
+        if n > 0 {
+            if let Some(r) = self
+                .rotations
+                .get(id)
+                .and_then(|r| r.rotations.get(n as usize - 1))
+            {
+                return r.material_id.clone();
+            }
+        }
+        let digest = Sha256::new()
+            .chain_update(b"hsmkms/key-material-id/v1/")
+            .chain_update(id.as_bytes())
+            .finalize();
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// The number of a key's current material: 0 until it rotates.
     pub fn current_material(&self, id: &Uuid) -> u32 {
         self.rotations.get(id).map_or(0, KeyRotations::current)
