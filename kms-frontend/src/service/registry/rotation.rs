@@ -25,6 +25,17 @@ pub const MAX_ON_DEMAND_ROTATIONS: usize = 10;
 
 const DAY_MILLIS: u64 = 24 * 3600 * 1000;
 
+/// Lowercase hex, in one allocation (Decrypt and GenerateDataKey answer a material id each).
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
+}
+
 /// What a rotated material is wrapped with, apart from every other material of every key.
 fn rotated_context(id: &Uuid, material: u32) -> Vec<u8> {
     let mut ctx = b"hsmkms/kms-key-rotation/v1/".to_vec();
@@ -75,7 +86,7 @@ impl Registry {
             .chain_update(b"hsmkms/key-material-id/v1/")
             .chain_update(id.as_bytes())
             .finalize();
-        digest.iter().map(|b| format!("{b:02x}")).collect()
+        hex(&digest)
     }
 
     /// The number of a key's current material: 0 until it rotates.
@@ -242,7 +253,7 @@ impl Registry {
         rotations.rotations.push(MaterialRotation {
             rotated_at_millis: at,
             on_demand,
-            material_id: material_id.iter().map(|b| format!("{b:02x}")).collect(),
+            material_id: hex(&material_id),
             wrapped_material: self.master.wrap(&material, &rotated_context(id, n)),
         });
     }
