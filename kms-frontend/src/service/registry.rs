@@ -29,6 +29,11 @@ mod rotation;
 pub use grants::{GrantRequest, GRANT_OPERATIONS, MAX_GRANTS_PER_KEY};
 pub use rotation::{DEFAULT_ROTATION_PERIOD_DAYS, MAX_ON_DEMAND_ROTATIONS};
 
+/// Lowercase hex (grant and material ids).
+fn hex(bytes: &[u8]) -> String {
+    hex::encode(bytes)
+}
+
 /// Most aliases one key may have.
 pub const MAX_ALIASES_PER_KEY: usize = 50;
 /// Most tags one key may have.

@@ -7,7 +7,7 @@ use base64::Engine as _;
 use hsmkms_common::entropy::Entropy;
 use uuid::Uuid;
 
-use super::Registry;
+use super::{hex, Registry};
 use crate::service::change::Change;
 use crate::service::error::KmsError;
 use crate::service::key_state::KeyOp;
@@ -54,10 +54,6 @@ pub struct GrantRequest {
     pub operations: Vec<String>,
     pub constraints: Option<GrantConstraints>,
     pub name: Option<String>,
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A token for `grant`: usable at once (RetireGrant takes it), opaque to the caller.

@@ -8,7 +8,7 @@ use hsmkms_common::entropy::Entropy;
 use hsmkms_common::secret::KeyMaterial;
 use uuid::Uuid;
 
-use super::{validation, Registry};
+use super::{hex, validation, Registry};
 use crate::service::change::Change;
 use crate::service::error::KmsError;
 use crate::service::key_state::{KeyOp, KeyState};
@@ -24,17 +24,6 @@ const MAX_PERIOD_DAYS: i64 = 2560;
 pub const MAX_ON_DEMAND_ROTATIONS: usize = 10;
 
 const DAY_MILLIS: u64 = 24 * 3600 * 1000;
-
-/// Lowercase hex, in one allocation (Decrypt and GenerateDataKey answer a material id each).
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
-    }
-    out
-}
 
 /// What a rotated material is wrapped with, apart from every other material of every key.
 fn rotated_context(id: &Uuid, material: u32) -> Vec<u8> {
