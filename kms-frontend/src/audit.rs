@@ -520,6 +520,8 @@ pub struct ApiCall<'a> {
     pub event_time: String,
     pub event_name: &'a str,
     pub request_id: &'a str,
+    /// CloudTrail's `eventID`: what GetKeyLastUsage names as `CloudTrailEventId`.
+    pub event_id: &'a str,
     /// `None` for operations this emulator does not serve and bodies that are not objects.
     pub request: Option<&'a Parameters<'a>>,
     /// The answer, or the error's type and message.
@@ -539,6 +541,7 @@ impl Serialize for ApiCall<'_> {
         map.serialize_entry("eventName", self.event_name)?;
         map.serialize_entry("eventTime", &self.event_time)?;
         map.serialize_entry("requestID", self.request_id)?;
+        map.serialize_entry("eventID", self.event_id)?;
         if self.truncated {
             map.serialize_entry("requestParameters", &truncated)?;
             map.serialize_entry("responseElements", &truncated)?;

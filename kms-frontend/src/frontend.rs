@@ -55,10 +55,40 @@ pub struct FrontendOptions {
     pub cloudhsm_quotas: crate::service::cloudhsm::Quotas,
 }
 
+/// The operations GetKeyLastUsage tracks (the model's `KeyLastUsageTrackingOperation`).
+pub const TRACKED_OPERATIONS: [&str; 12] = [
+    "Decrypt",
+    "DeriveSharedSecret",
+    "Encrypt",
+    "GenerateDataKey",
+    "GenerateDataKeyPair",
+    "GenerateDataKeyPairWithoutPlaintext",
+    "GenerateDataKeyWithoutPlaintext",
+    "GenerateMac",
+    "ReEncrypt",
+    "Sign",
+    "Verify",
+    "VerifyMac",
+];
+
+/// A key's last successful cryptographic operation (GetKeyLastUsage).
+#[derive(Debug, Clone)]
+pub struct KeyLastUsage {
+    pub operation: &'static str,
+    pub at_millis: u64,
+    pub event_id: String,
+    pub request_id: String,
+}
+
 /// Everything the API handlers share.
 #[derive(Debug)]
 pub struct Frontend {
     registry: RwLock<Registry>,
+    /// Each key's last successful cryptographic operation since this process started (its
+    /// `TrackingStartDate`); held in memory, as the audit trail already keeps the history.
+    last_usage: Mutex<HashMap<uuid::Uuid, KeyLastUsage>>,
+    /// When tracking began: this process's start, on the emulator clock.
+    pub tracking_start_millis: u64,
     pub store: Store,
     pub clock: Arc<EmulatorClock>,
     pub audit: Audit,
@@ -192,8 +222,11 @@ impl Frontend {
         }
         let clusters = Arc::new(cloudhsm);
         let directory: Arc<dyn ClusterDirectory> = clusters.clone();
+        let tracking_start_millis = clock.now_millis();
         let frontend = Arc::new(Self {
             registry: RwLock::new(registry),
+            last_usage: Mutex::new(HashMap::new()),
+            tracking_start_millis,
             store,
             clock,
             audit: Audit::open(&options.dir.join(AUDIT_FILE), options.audit_max_bytes)?,
@@ -401,6 +434,10 @@ impl Frontend {
                 continue;
             }
             self.registry_mut().remove_key(&id, &planned.aliases);
+            self.last_usage
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
             drop(_held);
             if self
                 .crash_after_deletion_commit
@@ -416,6 +453,36 @@ impl Frontend {
         let done = tasks.len();
         self.finish_deletions(tasks).await;
         done
+    }
+
+    /// Notes a key's successful cryptographic operation (GetKeyLastUsage).
+    pub fn note_key_use(
+        &self,
+        id: uuid::Uuid,
+        operation: &'static str,
+        at_millis: u64,
+        event_id: &str,
+        request_id: &str,
+    ) {
+        let usage = KeyLastUsage {
+            operation,
+            at_millis,
+            event_id: event_id.to_string(),
+            request_id: request_id.to_string(),
+        };
+        self.last_usage
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, usage);
+    }
+
+    /// A key's last successful cryptographic operation since tracking began, if any.
+    pub fn key_last_usage(&self, id: &uuid::Uuid) -> Option<KeyLastUsage> {
+        self.last_usage
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
     }
 
     /// Rotates every key whose automatic rotation is due (see

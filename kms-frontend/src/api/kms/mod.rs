@@ -22,6 +22,7 @@ mod envelope;
 mod generate_data_key;
 mod generate_data_key_without_plaintext;
 mod generate_random;
+mod get_key_last_usage;
 mod get_key_policy;
 mod get_key_rotation_status;
 mod key_rotation;
@@ -96,7 +97,7 @@ const fn without_timeout_error(op: Operation) -> Operation {
 }
 
 /// The KMS operations this emulator serves (what [`dispatch`] knows).
-pub const OPERATIONS: [Operation; 40] = [
+pub const OPERATIONS: [Operation; 41] = [
     changes("CreateKey"),
     reads("DescribeKey"),
     reads("ListKeys"),
@@ -137,6 +138,7 @@ pub const OPERATIONS: [Operation; 40] = [
     changes("DisableKeyRotation"),
     changes("RotateKeyOnDemand"),
     without_timeout_error(reads("ListKeyRotations")),
+    reads("GetKeyLastUsage"),
 ];
 
 /// Where `name` stands in [`OPERATIONS`], if hsmkms serves it.
@@ -173,12 +175,18 @@ pub async fn call(
         Err(e) => Err((e.type_name(), e.message())),
     };
     let additional = additional_event_data(frontend, op, request.as_ref(), result.as_ref().ok());
+    let now = frontend.now();
+    let event_id = uuid::Uuid::new_v4().to_string();
+    if let Ok(answer) = &result {
+        record_last_usage(frontend, op, answer, now, &event_id, request_id);
+    }
     frontend.audit.record_call(
         &frontend.metrics,
         ApiCall {
-            event_time: iso8601(frontend.now()),
+            event_time: iso8601(now),
             event_name: op,
             request_id,
+            event_id: &event_id,
             request: request.as_ref(),
             result: recorded,
             additional,
@@ -186,6 +194,32 @@ pub async fn call(
         },
     );
     result
+}
+
+/// Notes a successful cryptographic operation for GetKeyLastUsage: the key (or, for ReEncrypt,
+/// both keys) its answer names.
+fn record_last_usage(
+    fe: &Frontend,
+    op: &str,
+    answer: &Value,
+    now: u64,
+    event_id: &str,
+    request_id: &str,
+) {
+    let Some(operation) = crate::frontend::TRACKED_OPERATIONS
+        .iter()
+        .find(|o| **o == op)
+    else {
+        return;
+    };
+    for member in ["KeyId", "SourceKeyId"] {
+        let Some(arn) = answer.get(member).and_then(Value::as_str) else {
+            continue;
+        };
+        if let Ok(crate::service::key_ref::KeyRef::Key(id)) = fe.arns.parse(arn, false) {
+            fe.note_key_use(id, operation, now, event_id, request_id);
+        }
+    }
 }
 
 /// CloudTrail's `additionalEventData` for calls that concern a custom key store: the store and
@@ -314,6 +348,7 @@ async fn dispatch(fe: &Arc<Frontend>, op: &str, body: &[u8]) -> Result<Value, Km
         "DisableKeyRotation" => key_rotation::disable(fe, parse(body)?).await,
         "RotateKeyOnDemand" => key_rotation::rotate(fe, parse(body)?).await,
         "ListKeyRotations" => key_rotation::list(fe, parse(body)?),
+        "GetKeyLastUsage" => get_key_last_usage::handle(fe, parse(body)?),
         other => Err(KmsError::UnknownOperation(format!(
             "TrentService.{other} is not an operation hsmkms serves."
         ))),
