@@ -126,19 +126,19 @@ pub fn assemble(header: &Header, sealed: &[u8]) -> Vec<u8> {
 /// body is not authenticated here: the caller opens it with [`aad`] of the returned header.
 pub fn parse(blob: &[u8]) -> Result<(Header, &[u8]), KmsError> {
     if !(MIN_BLOB_LEN..=MAX_BLOB_LEN).contains(&blob.len()) {
-        return Err(invalid_ciphertext());
+        return Err(KmsError::invalid_ciphertext());
     }
     let Some((magic, rest)) = blob.split_first_chunk::<4>() else {
-        return Err(invalid_ciphertext());
+        return Err(KmsError::invalid_ciphertext());
     };
     let Some((version, rest)) = rest.split_first() else {
-        return Err(invalid_ciphertext());
+        return Err(KmsError::invalid_ciphertext());
     };
     let Some((key_id, rest)) = rest.split_first_chunk::<16>() else {
-        return Err(invalid_ciphertext());
+        return Err(KmsError::invalid_ciphertext());
     };
     if *magic != MAGIC {
-        return Err(invalid_ciphertext());
+        return Err(KmsError::invalid_ciphertext());
     }
     let (material, sealed) = match *version {
         VERSION => (0, rest),
@@ -147,21 +147,15 @@ pub fn parse(blob: &[u8]) -> Result<(Header, &[u8]), KmsError> {
             Some((m, sealed)) if u32::from_be_bytes(*m) != 0 && sealed.len() >= OVERHEAD => {
                 (u32::from_be_bytes(*m), sealed)
             }
-            _ => return Err(invalid_ciphertext()),
+            _ => return Err(KmsError::invalid_ciphertext()),
         },
-        _ => return Err(invalid_ciphertext()),
+        _ => return Err(KmsError::invalid_ciphertext()),
     };
     let header = Header {
         key_id: Uuid::from_bytes(*key_id),
         material,
     };
     Ok((header, sealed))
-}
-
-/// The error for a blob that does not parse or does not authenticate; callers use it for a
-/// failed open too, so both failures look the same.
-pub fn invalid_ciphertext() -> KmsError {
-    KmsError::invalid_ciphertext()
 }
 
 /// A length as the u32 BE prefix. Request bodies are bounded far below 4 GiB, so saturating
@@ -207,7 +201,7 @@ mod tests {
         let (header, sealed) = parse(blob)?;
         let plain = sealer
             .open(sealed, &aad(&header, context))
-            .map_err(|_| invalid_ciphertext())?;
+            .map_err(|_| KmsError::invalid_ciphertext())?;
         Ok((header.key_id, plain.expose().to_vec()))
     }
 
@@ -330,7 +324,7 @@ mod tests {
         ] {
             assert_eq!(
                 decrypt(&sealer, &blob, &wrong).unwrap_err(),
-                invalid_ciphertext(),
+                KmsError::invalid_ciphertext(),
                 "{wrong:?}"
             );
         }
@@ -354,7 +348,7 @@ mod tests {
                 tampered[i] ^= bit;
                 assert_eq!(
                     decrypt(&sealer, &tampered, &context).unwrap_err(),
-                    invalid_ciphertext(),
+                    KmsError::invalid_ciphertext(),
                     "byte {i} bit {bit:#x}"
                 );
             }

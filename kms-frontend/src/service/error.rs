@@ -225,9 +225,8 @@ impl KmsError {
     }
 
     /// A key that would have more tags than a key may.
-    /// More than `max` tags on a key: AWS's text (recorded) names no number.
-    pub fn too_many_tags(max: usize) -> Self {
-        let _ = max;
+    /// More tags on a key than its quota: AWS's text (recorded) names no number.
+    pub fn too_many_tags() -> Self {
         KmsError::Tag("Too many tags".into())
     }
 

@@ -29,11 +29,6 @@ mod rotation;
 pub use grants::{GrantRequest, GRANT_OPERATIONS, MAX_GRANTS_PER_KEY};
 pub use rotation::{DEFAULT_ROTATION_PERIOD_DAYS, MAX_ON_DEMAND_ROTATIONS};
 
-/// Lowercase hex (grant and material ids).
-fn hex(bytes: &[u8]) -> String {
-    hex::encode(bytes)
-}
-
 /// Most aliases one key may have.
 pub const MAX_ALIASES_PER_KEY: usize = 50;
 /// Most tags one key may have.
@@ -509,7 +504,7 @@ impl Registry {
         };
         check_tags(&tags)?;
         if tags.len() > MAX_TAGS_PER_KEY {
-            return Err(KmsError::too_many_tags(MAX_TAGS_PER_KEY));
+            return Err(KmsError::too_many_tags());
         }
         let mut id = [0u8; 16];
         entropy.fill(&mut id);
@@ -785,7 +780,7 @@ impl Registry {
         let mut merged = record.tags.clone();
         merged.extend(tags);
         if merged.len() > MAX_TAGS_PER_KEY {
-            return Err(KmsError::too_many_tags(MAX_TAGS_PER_KEY));
+            return Err(KmsError::too_many_tags());
         }
         let id = record.key_id;
         Ok(self.update_key(id, |k| k.tags = merged))

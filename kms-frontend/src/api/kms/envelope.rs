@@ -77,7 +77,7 @@ pub(super) async fn open(
             key.material = header.material;
             key.sealer = reg.sealer_at(&record.key_id, header.material);
             if key.sealer.is_none() {
-                return Err(ciphertext::invalid_ciphertext());
+                return Err(KmsError::invalid_ciphertext());
             }
         }
         key

@@ -13,7 +13,8 @@ pub(super) fn handle(fe: &Arc<Frontend>, req: KeyIdRequest) -> Result<Value, Kms
     let key_id = required(req.key_id, "keyId")?;
     let reg = fe.registry();
     let record = reg.checked(&key_id, false, KeyOp::GetKeyRotationStatus)?;
-    let schedule = reg.rotations_of(&record.key_id).and_then(|r| r.schedule);
+    let rotations = reg.rotations_of(&record.key_id);
+    let schedule = rotations.and_then(|r| r.schedule);
     let mut answer = json!({
         "KeyRotationEnabled": schedule.is_some(),
         "KeyId": reg.arns.key_arn(&record.key_id),
@@ -22,10 +23,7 @@ pub(super) fn handle(fe: &Arc<Frontend>, req: KeyIdRequest) -> Result<Value, Kms
         answer["RotationPeriodInDays"] = json!(s.period_days);
         answer["NextRotationDate"] = json!(epoch_seconds(s.next_rotation_millis));
     }
-    if let Some(last) = reg
-        .rotations_of(&record.key_id)
-        .and_then(|r| r.rotations.iter().rev().find(|r| r.on_demand))
-    {
+    if let Some(last) = rotations.and_then(|r| r.rotations.iter().rev().find(|r| r.on_demand)) {
         answer["OnDemandRotationStartDate"] = json!(epoch_seconds(last.rotated_at_millis));
     }
     Ok(answer)

@@ -8,7 +8,7 @@ use hsmkms_common::entropy::Entropy;
 use hsmkms_common::secret::KeyMaterial;
 use uuid::Uuid;
 
-use super::{hex, validation, Registry};
+use super::{validation, Registry};
 use crate::service::change::Change;
 use crate::service::error::KmsError;
 use crate::service::key_state::{KeyOp, KeyState};
@@ -75,7 +75,7 @@ impl Registry {
             .chain_update(b"hsmkms/key-material-id/v1/")
             .chain_update(id.as_bytes())
             .finalize();
-        hex(&digest)
+        hex::encode(digest)
     }
 
     /// The number of a key's current material: 0 until it rotates.
@@ -242,7 +242,7 @@ impl Registry {
         rotations.rotations.push(MaterialRotation {
             rotated_at_millis: at,
             on_demand,
-            material_id: hex(&material_id),
+            material_id: hex::encode(material_id),
             wrapped_material: self.master.wrap(&material, &rotated_context(id, n)),
         });
     }
