@@ -23,11 +23,18 @@ use std::time::{Duration, Instant};
 use crate::api::kms::OPERATIONS;
 
 /// Members never written to the trail.
-const SECRET_MEMBERS: [&str; 5] = [
+const SECRET_MEMBERS: [&str; 10] = [
     "Plaintext",
     "KeyStorePassword",
     "CiphertextBlob",
     "CiphertextForRecipient",
+    // Data key pairs' private keys, and what ECDH derives.
+    "PrivateKeyPlaintext",
+    "PrivateKeyCiphertextBlob",
+    "SharedSecret",
+    // What Sign and GenerateMac are given (CloudTrail records neither) and the MAC they make.
+    "Message",
+    "Mac",
     // A grant token lets whoever holds it use the grant: a bearer credential.
     "GrantToken",
 ];

@@ -300,7 +300,7 @@ pub async fn create_key_in_store(
         let store = reg.store(store_id)?;
         store.state.apply(ConnectionOp::CreateKey, store_id)?;
         let (_, record, _) = reg.new_key(
-            false,
+            crate::service::registry::NewKeyMaterial::CloudHsm,
             description,
             policy,
             tags,

@@ -26,6 +26,12 @@ pub enum KmsError {
     IncorrectKey(String),
     #[error("{0}")]
     InvalidKeyUsage(String),
+    /// Verify: the signature does not verify (AWS sends no message).
+    #[error("{0}")]
+    KmsInvalidSignature(String),
+    /// VerifyMac: the MAC does not verify (AWS sends no message).
+    #[error("{0}")]
+    KmsInvalidMac(String),
     #[error("{0}")]
     Validation(String),
     #[error("{0}")]
@@ -98,6 +104,8 @@ impl KmsError {
             KmsError::InvalidCiphertext(_) => "InvalidCiphertextException",
             KmsError::IncorrectKey(_) => "IncorrectKeyException",
             KmsError::InvalidKeyUsage(_) => "InvalidKeyUsageException",
+            KmsError::KmsInvalidSignature(_) => "KMSInvalidSignatureException",
+            KmsError::KmsInvalidMac(_) => "KMSInvalidMacException",
             KmsError::Validation(_) => "ValidationException",
             KmsError::AlreadyExists(_) => "AlreadyExistsException",
             KmsError::InvalidAliasName(_) => "InvalidAliasNameException",

@@ -72,6 +72,22 @@ pub enum KeyOp {
     GenerateDataKey,
     /// GenerateDataKeyWithoutPlaintext.
     GenerateDataKeyWithoutPlaintext,
+    /// GenerateDataKeyPair.
+    GenerateDataKeyPair,
+    /// GenerateDataKeyPairWithoutPlaintext.
+    GenerateDataKeyPairWithoutPlaintext,
+    /// Sign.
+    Sign,
+    /// Verify.
+    Verify,
+    /// GenerateMac.
+    GenerateMac,
+    /// VerifyMac.
+    VerifyMac,
+    /// DeriveSharedSecret.
+    DeriveSharedSecret,
+    /// GetPublicKey.
+    GetPublicKey,
     /// EnableKey.
     EnableKey,
     /// DisableKey.
@@ -135,7 +151,15 @@ pub fn check(
         | KeyOp::ReEncryptSource
         | KeyOp::ReEncryptDestination
         | KeyOp::GenerateDataKey
-        | KeyOp::GenerateDataKeyWithoutPlaintext => match state {
+        | KeyOp::GenerateDataKeyWithoutPlaintext
+        | KeyOp::GenerateDataKeyPair
+        | KeyOp::GenerateDataKeyPairWithoutPlaintext
+        | KeyOp::Sign
+        | KeyOp::Verify
+        | KeyOp::GenerateMac
+        | KeyOp::VerifyMac
+        | KeyOp::DeriveSharedSecret
+        | KeyOp::GetPublicKey => match state {
             KeyState::Enabled => Ok(()),
             KeyState::Disabled => Err(disabled(key_arn)),
             // The table allows [2] or [3]; field reports show [3], which the reference
@@ -268,13 +292,21 @@ mod tests {
     /// §3 for a key in a CloudHSM key store, columns in the order of `STATES`:
     /// Enabled, Disabled, PendingDeletion, Unavailable. Written out from the reference, not
     /// from the implementation.
-    const CUSTOM_STORE_TABLE: [(KeyOp, [Expect; 4]); 28] = [
+    const CUSTOM_STORE_TABLE: [(KeyOp, [Expect; 4]); 36] = [
         (KeyOp::Encrypt, [OK, X1, X3, X11]),
         (KeyOp::Decrypt, [OK, X1, X3, X11]),
         (KeyOp::ReEncryptSource, [OK, X1, X3, X11]),
         (KeyOp::ReEncryptDestination, [OK, X1, X3, X11]),
         (KeyOp::GenerateDataKey, [OK, X1, X3, X11]),
         (KeyOp::GenerateDataKeyWithoutPlaintext, [OK, X1, X3, X11]),
+        (KeyOp::GenerateDataKeyPair, [OK, X1, X3, X11]),
+        (KeyOp::GenerateDataKeyPairWithoutPlaintext, [OK, X1, X3, X11]),
+        (KeyOp::Sign, [OK, X1, X3, X11]),
+        (KeyOp::Verify, [OK, X1, X3, X11]),
+        (KeyOp::GenerateMac, [OK, X1, X3, X11]),
+        (KeyOp::VerifyMac, [OK, X1, X3, X11]),
+        (KeyOp::DeriveSharedSecret, [OK, X1, X3, X11]),
+        (KeyOp::GetPublicKey, [OK, X1, X3, X11]),
         (KeyOp::EnableKey, [OK, OK, X3, OK]),
         (KeyOp::DisableKey, [OK, OK, X3, OK]),
         (KeyOp::ScheduleKeyDeletion, [OK, OK, X3, OK]),
@@ -318,6 +350,14 @@ mod tests {
             | KeyOp::ReEncryptDestination
             | KeyOp::GenerateDataKey
             | KeyOp::GenerateDataKeyWithoutPlaintext
+            | KeyOp::GenerateDataKeyPair
+            | KeyOp::GenerateDataKeyPairWithoutPlaintext
+            | KeyOp::Sign
+            | KeyOp::Verify
+            | KeyOp::GenerateMac
+            | KeyOp::VerifyMac
+            | KeyOp::DeriveSharedSecret
+            | KeyOp::GetPublicKey
             | KeyOp::EnableKey
             | KeyOp::DisableKey
             | KeyOp::ScheduleKeyDeletion
@@ -339,7 +379,7 @@ mod tests {
             | KeyOp::ListGrants
             | KeyOp::RetireGrant
             | KeyOp::EnableKeyRotation
-            | KeyOp::ListKeyRotations => 28,
+            | KeyOp::ListKeyRotations => 36,
         }
     }
 

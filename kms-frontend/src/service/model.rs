@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::connection_state::ConnectionState;
+use super::key_spec::{KeySpec, KeyUsage};
 
 /// A key's scheduled deletion.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,12 +38,26 @@ pub enum KeyOrigin {
         cluster_id: String,
         backing_key: BackingKey,
     },
+    /// `AWS_KMS` with another spec than SYMMETRIC_DEFAULT (asymmetric and HMAC keys): the
+    /// private key (PKCS#8 DER) or HMAC key, wrapped under the frontend's master key. After the
+    /// first two variants, so records written before it read unchanged (postcard numbers
+    /// variants in order).
+    AwsKmsTyped {
+        spec: KeySpec,
+        usage: KeyUsage,
+        wrapped_material: Vec<u8>,
+    },
 }
 
 impl fmt::Debug for KeyOrigin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             KeyOrigin::AwsKms { .. } => f.write_str("AwsKms { wrapped_material: <redacted> }"),
+            KeyOrigin::AwsKmsTyped { spec, usage, .. } => f
+                .debug_struct("AwsKmsTyped")
+                .field("spec", spec)
+                .field("usage", usage)
+                .finish_non_exhaustive(),
             KeyOrigin::CloudHsm {
                 custom_key_store_id,
                 cluster_id,
@@ -61,7 +76,7 @@ impl KeyOrigin {
     /// The AWS name of the origin.
     pub fn as_str(&self) -> &'static str {
         match self {
-            KeyOrigin::AwsKms { .. } => "AWS_KMS",
+            KeyOrigin::AwsKms { .. } | KeyOrigin::AwsKmsTyped { .. } => "AWS_KMS",
             KeyOrigin::CloudHsm { .. } => "AWS_CLOUDHSM",
         }
     }
@@ -69,7 +84,7 @@ impl KeyOrigin {
     /// The handle of a key store key's backing key.
     pub fn backing_handle(&self) -> Option<u64> {
         match self {
-            KeyOrigin::AwsKms { .. } => None,
+            KeyOrigin::AwsKms { .. } | KeyOrigin::AwsKmsTyped { .. } => None,
             KeyOrigin::CloudHsm { backing_key, .. } => Some(backing_key.key_handle),
         }
     }
@@ -77,7 +92,7 @@ impl KeyOrigin {
     /// The custom key store the key lives in, if any.
     pub fn store_id(&self) -> Option<&str> {
         match self {
-            KeyOrigin::AwsKms { .. } => None,
+            KeyOrigin::AwsKms { .. } | KeyOrigin::AwsKmsTyped { .. } => None,
             KeyOrigin::CloudHsm {
                 custom_key_store_id,
                 ..
@@ -100,6 +115,24 @@ pub struct KeyRecord {
     /// 100,000 keys do not hold 100,000 copies of it; stored as a plain string.
     pub policy: Arc<str>,
     pub tags: BTreeMap<String, String>,
+}
+
+impl KeyRecord {
+    /// The key's spec (SYMMETRIC_DEFAULT for every key but asymmetric and HMAC ones).
+    pub fn spec(&self) -> KeySpec {
+        match &self.origin {
+            KeyOrigin::AwsKmsTyped { spec, .. } => *spec,
+            _ => KeySpec::SymmetricDefault,
+        }
+    }
+
+    /// The key's usage.
+    pub fn usage(&self) -> KeyUsage {
+        match &self.origin {
+            KeyOrigin::AwsKmsTyped { usage, .. } => *usage,
+            _ => KeyUsage::EncryptDecrypt,
+        }
+    }
 }
 
 /// An alias.

@@ -10,13 +10,14 @@ use std::sync::Arc;
 
 use hsmkms_common::aead::Sealer;
 use hsmkms_common::entropy::Entropy;
-use hsmkms_common::secret::{KeyMaterial, SecretString};
+use hsmkms_common::secret::{KeyMaterial, SecretBytes, SecretString};
 use uuid::Uuid;
 
 use super::change::Change;
 use super::connection_state::ConnectionState;
 use super::error::KmsError;
 use super::key_ref::{Arns, KeyRef};
+use super::key_spec::{KeySpec, KeyUsage};
 use super::key_state::{self, KeyOp, KeyState};
 use super::model::{
     AliasRecord, DeletedBacking, DeletionTask, GrantRecord, KeyOrigin, KeyRecord, KeyRotations,
@@ -164,6 +165,114 @@ pub struct UsableKey {
     pub material: u32,
 }
 
+/// An asymmetric or HMAC key as the API layer needs it for crypto.
+#[derive(Debug)]
+pub struct TypedKey {
+    pub record: Arc<KeyRecord>,
+    pub arn: String,
+    pub spec: KeySpec,
+    pub usage: KeyUsage,
+    /// The private key (PKCS#8 DER) or HMAC key.
+    pub material: SecretBytes,
+}
+
+/// What a new key's material is, for [`Registry::new_key`].
+#[derive(Debug)]
+pub enum NewKeyMaterial {
+    /// A SYMMETRIC_DEFAULT key of origin AWS_KMS: generated here.
+    Symmetric,
+    /// An asymmetric or HMAC key of origin AWS_KMS, with material the caller generated
+    /// (away from the registry's lock: an RSA 4096 key takes a second).
+    Typed {
+        spec: KeySpec,
+        usage: KeyUsage,
+        material: SecretBytes,
+    },
+    /// A key store key: its backing key is made in the cluster.
+    CloudHsm,
+}
+
+/// The name of `op` in InvalidKeyUsageException's text.
+fn op_name(op: KeyOp) -> &'static str {
+    match op {
+        KeyOp::Encrypt => "Encrypt",
+        KeyOp::Decrypt => "Decrypt",
+        KeyOp::ReEncryptSource => "ReEncryptFrom",
+        KeyOp::ReEncryptDestination => "ReEncryptTo",
+        KeyOp::GenerateDataKey => "GenerateDataKey",
+        KeyOp::GenerateDataKeyWithoutPlaintext => "GenerateDataKeyWithoutPlaintext",
+        KeyOp::GenerateDataKeyPair => "GenerateDataKeyPair",
+        KeyOp::GenerateDataKeyPairWithoutPlaintext => "GenerateDataKeyPairWithoutPlaintext",
+        KeyOp::Sign => "Sign",
+        KeyOp::Verify => "Verify",
+        KeyOp::GenerateMac => "GenerateMac",
+        KeyOp::VerifyMac => "VerifyMac",
+        KeyOp::DeriveSharedSecret => "DeriveSharedSecret",
+        KeyOp::GetPublicKey => "GetPublicKey",
+        _ => "this operation",
+    }
+}
+
+/// Whether a key's spec and usage allow `op` (AWS's texts, recorded: `<arn> key usage is
+/// SIGN_VERIFY which is not valid for Encrypt.`). Operations that only symmetric encryption
+/// keys do name the key spec instead [inferred].
+pub fn check_usage(record: &KeyRecord, op: KeyOp, arn: &str) -> Result<(), KmsError> {
+    let (spec, usage) = (record.spec(), record.usage());
+    let wrong_usage = || {
+        Err(KmsError::InvalidKeyUsage(format!(
+            "{arn} key usage is {} which is not valid for {}.",
+            usage.as_str(),
+            op_name(op)
+        )))
+    };
+    let wanted = match op {
+        KeyOp::Encrypt | KeyOp::Decrypt | KeyOp::ReEncryptSource | KeyOp::ReEncryptDestination => {
+            KeyUsage::EncryptDecrypt
+        }
+        KeyOp::GenerateDataKey
+        | KeyOp::GenerateDataKeyWithoutPlaintext
+        | KeyOp::GenerateDataKeyPair
+        | KeyOp::GenerateDataKeyPairWithoutPlaintext => {
+            if usage != KeyUsage::EncryptDecrypt {
+                return wrong_usage();
+            }
+            if spec != KeySpec::SymmetricDefault {
+                return Err(KmsError::InvalidKeyUsage(format!(
+                    "{arn} key spec is {} which is not valid for {}.",
+                    spec.as_str(),
+                    op_name(op)
+                )));
+            }
+            return Ok(());
+        }
+        KeyOp::Sign | KeyOp::Verify => KeyUsage::SignVerify,
+        KeyOp::GenerateMac | KeyOp::VerifyMac => KeyUsage::GenerateVerifyMac,
+        KeyOp::DeriveSharedSecret => KeyUsage::KeyAgreement,
+        KeyOp::GetPublicKey => {
+            if !spec.is_asymmetric() {
+                return Err(KmsError::UnsupportedOperation(format!(
+                    "{arn} key spec is {} which is not valid for GetPublicKey.",
+                    spec.as_str()
+                )));
+            }
+            return Ok(());
+        }
+        // Rotation is for symmetric encryption keys only; AWS answers other keys with an
+        // UnsupportedOperationException without a message (recorded).
+        KeyOp::EnableKeyRotation => {
+            if spec != KeySpec::SymmetricDefault {
+                return Err(KmsError::UnsupportedOperation(String::new()));
+            }
+            return Ok(());
+        }
+        _ => return Ok(()),
+    };
+    if usage != wanted {
+        return wrong_usage();
+    }
+    Ok(())
+}
+
 /// The removal of a key whose waiting period ended, as planned: the aliases that go with it,
 /// the writes that make it durable, and the task that finishes it afterwards.
 #[derive(Debug)]
@@ -183,6 +292,8 @@ pub struct Registry {
     keys: HashMap<Uuid, Arc<KeyRecord>>,
     /// The material of AWS_KMS keys, unwrapped once at load or creation.
     materials: HashMap<Uuid, KeyMaterial>,
+    /// The private keys (PKCS#8) and HMAC keys of asymmetric and HMAC keys, unwrapped once.
+    typed: HashMap<Uuid, SecretBytes>,
     /// The default key policy, shared by every key that has it.
     default_policy: Arc<str>,
     aliases: BTreeMap<String, AliasRecord>,
@@ -207,6 +318,12 @@ impl std::fmt::Debug for Registry {
 
 fn material_context(id: &Uuid) -> Vec<u8> {
     let mut ctx = b"hsmkms/kms-key/v1/".to_vec();
+    ctx.extend_from_slice(id.as_bytes());
+    ctx
+}
+
+fn typed_material_context(id: &Uuid) -> Vec<u8> {
+    let mut ctx = b"hsmkms/kms-key-typed/v1/".to_vec();
     ctx.extend_from_slice(id.as_bytes());
     ctx
 }
@@ -251,6 +368,7 @@ impl Registry {
             master: Sealer::new(master),
             keys: HashMap::with_capacity(raw_keys.len()),
             materials: HashMap::with_capacity(raw_keys.len()),
+            typed: HashMap::new(),
             aliases: BTreeMap::new(),
             stores: BTreeMap::new(),
             grants: BTreeMap::new(),
@@ -311,6 +429,21 @@ impl Registry {
                     ))
                 })?;
             self.materials.insert(record.key_id, material);
+        }
+        if let KeyOrigin::AwsKmsTyped {
+            wrapped_material, ..
+        } = &record.origin
+        {
+            let material = self
+                .master
+                .open(wrapped_material, &typed_material_context(&record.key_id))
+                .map_err(|_| {
+                    StoreError::Corrupt(format!(
+                        "material of key {} does not unwrap",
+                        record.key_id
+                    ))
+                })?;
+            self.typed.insert(record.key_id, material);
         }
         self.keys.insert(record.key_id, Arc::new(record));
         Ok(())
@@ -384,6 +517,7 @@ impl Registry {
             &arn,
             record.origin.store_id().is_some(),
         )?;
+        check_usage(record, op, &arn)?;
         Ok(record)
     }
 
@@ -394,6 +528,7 @@ impl Registry {
         let arn = self.arns.key_arn(&id);
         let state = self.state_of(record);
         key_state::check(op, state, &arn, record.origin.store_id().is_some())?;
+        check_usage(record, op, &arn)?;
         let material = self.current_material(&id);
         Ok(UsableKey {
             arn,
@@ -401,6 +536,32 @@ impl Registry {
             sealer: self.sealer_at(&id, material),
             material,
             record: record.clone(),
+        })
+    }
+
+    /// An asymmetric or HMAC key for `op`, checked for its state and usage, with its material
+    /// (a copy, wiped when dropped).
+    pub fn typed_key(&self, key_id: &str, op: KeyOp) -> Result<TypedKey, KmsError> {
+        let record = self.resolve_shared(key_id, true)?;
+        let arn = self.arns.key_arn(&record.key_id);
+        key_state::check(
+            op,
+            self.state_of(record),
+            &arn,
+            record.origin.store_id().is_some(),
+        )?;
+        check_usage(record, op, &arn)?;
+        let material = self
+            .typed
+            .get(&record.key_id)
+            .map(|m| SecretBytes::new(m.expose().to_vec()))
+            .ok_or_else(|| KmsError::KmsInternal("The key material is not loaded.".into()))?;
+        Ok(TypedKey {
+            spec: record.spec(),
+            usage: record.usage(),
+            record: record.clone(),
+            arn,
+            material,
         })
     }
 
@@ -479,7 +640,7 @@ impl Registry {
     /// A new key record, with defaults filled in and inputs checked.
     pub fn new_key(
         &self,
-        origin_is_aws_kms: bool,
+        new_material: NewKeyMaterial,
         description: Option<String>,
         policy: Option<String>,
         tags: Vec<(String, String)>,
@@ -509,17 +670,32 @@ impl Registry {
         let mut id = [0u8; 16];
         entropy.fill(&mut id);
         let key_id = uuid::Builder::from_random_bytes(id).into_uuid();
-        let (origin, material) = if origin_is_aws_kms {
-            let material = KeyMaterial::generate_from(entropy);
-            (
-                KeyOrigin::AwsKms {
-                    wrapped_material: self.master.wrap(&material, &material_context(&key_id)),
+        let (origin, material) = match new_material {
+            NewKeyMaterial::Symmetric => {
+                let material = KeyMaterial::generate_from(entropy);
+                (
+                    KeyOrigin::AwsKms {
+                        wrapped_material: self.master.wrap(&material, &material_context(&key_id)),
+                    },
+                    Some(material),
+                )
+            }
+            NewKeyMaterial::Typed {
+                spec,
+                usage,
+                material,
+            } => (
+                KeyOrigin::AwsKmsTyped {
+                    spec,
+                    usage,
+                    wrapped_material: self
+                        .master
+                        .seal(material.expose(), &typed_material_context(&key_id)),
                 },
-                Some(material),
-            )
-        } else {
+                None,
+            ),
             // The caller fills in the backing key once the cluster has made it.
-            (
+            NewKeyMaterial::CloudHsm => (
                 KeyOrigin::CloudHsm {
                     custom_key_store_id: String::new(),
                     cluster_id: String::new(),
@@ -529,7 +705,7 @@ impl Registry {
                     },
                 },
                 None,
-            )
+            ),
         };
         let record = KeyRecord {
             key_id,
@@ -724,7 +900,7 @@ impl Registry {
                     cluster_id: cluster_id.clone(),
                     backing_key: backing_key.clone(),
                 }),
-                KeyOrigin::AwsKms { .. } => None,
+                KeyOrigin::AwsKms { .. } | KeyOrigin::AwsKmsTyped { .. } => None,
             },
             deleted_aliases: aliases.clone(),
             deleted_at_millis: now,
@@ -755,6 +931,7 @@ impl Registry {
     pub fn remove_key(&mut self, id: &Uuid, aliases: &[String]) {
         self.keys.remove(id);
         self.materials.remove(id);
+        self.typed.remove(id);
         if let Some(rotations) = self.rotations.remove(id) {
             for n in 1..=rotations.current() {
                 self.rotated.remove(&(*id, n));

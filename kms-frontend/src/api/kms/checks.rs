@@ -143,3 +143,43 @@ pub(super) fn check_cluster(
     }
     Ok(cluster)
 }
+
+/// Decodes a `Message` member: 1 to 4096 bytes (one message per bound, as AWS words them).
+pub(super) fn message_blob(value: Option<String>, member: &str) -> Result<Vec<u8>, KmsError> {
+    let message = blob(value, member)?;
+    if message.is_empty() || message.len() > MAX_PLAINTEXT {
+        let bound = if message.is_empty() {
+            "greater than or equal to 1".to_string()
+        } else {
+            format!("less than or equal to {MAX_PLAINTEXT}")
+        };
+        return Err(KmsError::Validation(format!(
+            "1 validation error detected: Value at '{member}' failed to satisfy constraint: Member must have length {bound}"
+        )));
+    }
+    Ok(message)
+}
+
+/// Checks that `value` is one of an enum's names.
+pub(super) fn check_enum(value: &str, member: &str, allowed: &[&str]) -> Result<(), KmsError> {
+    if allowed.contains(&value) {
+        Ok(())
+    } else {
+        Err(KmsError::not_in_enum(member, value, allowed))
+    }
+}
+
+/// An algorithm the key's spec does not have (AWS's text, recorded for MAC algorithms).
+pub(super) fn incompatible(algorithm: &str, spec: crate::service::key_spec::KeySpec) -> KmsError {
+    KmsError::InvalidKeyUsage(format!(
+        "Algorithm {algorithm} is incompatible with key spec {}.",
+        spec.as_str()
+    ))
+}
+
+/// `Recipient` (a Nitro Enclave's attestation document): hsmkms has no enclaves to attest.
+pub(super) fn recipient_unsupported() -> KmsError {
+    KmsError::UnsupportedOperation(
+        "hsmkms does not support Recipient (Nitro Enclaves attestation documents).".into(),
+    )
+}

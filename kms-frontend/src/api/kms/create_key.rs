@@ -1,4 +1,5 @@
-//! CreateKey: a symmetric key, in KMS (AWS_KMS) or in a custom key store (AWS_CLOUDHSM).
+//! CreateKey: a key of any spec in KMS (AWS_KMS), or a symmetric key in a custom key store
+//! (AWS_CLOUDHSM).
 
 use std::sync::Arc;
 
@@ -9,63 +10,78 @@ use super::metadata::metadata;
 use crate::api::types::*;
 use crate::frontend::Frontend;
 use crate::key_stores::{self};
+use crate::service::asymmetric;
 use crate::service::error::KmsError;
+use crate::service::key_spec::{check_spec_and_usage, KeySpec, KeyUsage};
+use crate::service::registry::NewKeyMaterial;
+use hsmkms_common::secret::SecretBytes;
+
+/// New material for an asymmetric or HMAC key. Key pairs are made on a blocking thread: an
+/// RSA 4096 key takes up to a second, which would stall every request on this worker.
+async fn generate_material(fe: &Frontend, spec: KeySpec) -> Result<SecretBytes, KmsError> {
+    if spec.is_hmac() {
+        return asymmetric::generate(spec, fe.entropy.as_ref());
+    }
+    let entropy = fe.entropy.clone();
+    tokio::task::spawn_blocking(move || asymmetric::generate(spec, entropy.as_ref()))
+        .await
+        .map_err(|_| KmsError::KmsInternal("Key generation did not complete.".into()))?
+}
 
 pub(super) async fn handle(fe: &Arc<Frontend>, req: CreateKeyRequest) -> Result<Value, KmsError> {
-    const SPECS: [&str; 13] = [
-        "RSA_2048",
-        "RSA_3072",
-        "RSA_4096",
-        "ECC_NIST_P256",
-        "ECC_NIST_P384",
-        "ECC_NIST_P521",
-        "ECC_SECG_P256K1",
-        "SYMMETRIC_DEFAULT",
-        "HMAC_224",
-        "HMAC_256",
-        "HMAC_384",
-        "HMAC_512",
-        "SM2",
-    ];
-    const USAGES: [&str; 5] = [
-        "SIGN_VERIFY",
-        "ENCRYPT_DECRYPT",
-        "GENERATE_VERIFY_MAC",
-        "KEY_AGREEMENT",
-        "ENCAPSULATE_DECAPSULATE",
-    ];
     const ORIGINS: [&str; 4] = ["AWS_KMS", "EXTERNAL", "AWS_CLOUDHSM", "EXTERNAL_KEY_STORE"];
-    let spec = req
+    let spec = match req
         .key_spec
-        .or(req.customer_master_key_spec)
-        .unwrap_or_else(|| "SYMMETRIC_DEFAULT".into());
-    if !SPECS.contains(&spec.as_str()) {
-        return Err(KmsError::not_in_enum("keySpec", &spec, &SPECS));
-    }
-    let usage = req.key_usage.unwrap_or_else(|| "ENCRYPT_DECRYPT".into());
-    if !USAGES.contains(&usage.as_str()) {
-        return Err(KmsError::not_in_enum("keyUsage", &usage, &USAGES));
-    }
+        .as_deref()
+        .or(req.customer_master_key_spec.as_deref())
+    {
+        Some(name) => {
+            let member = if req.key_spec.is_some() {
+                "keySpec"
+            } else {
+                "customerMasterKeySpec"
+            };
+            KeySpec::parse(name, member)?
+        }
+        None => KeySpec::SymmetricDefault,
+    };
+    let usage = req.key_usage.as_deref().map(KeyUsage::parse).transpose()?;
     let origin = req.origin.unwrap_or_else(|| "AWS_KMS".into());
     if !ORIGINS.contains(&origin.as_str()) {
         return Err(KmsError::not_in_enum("origin", &origin, &ORIGINS));
     }
-    if spec != "SYMMETRIC_DEFAULT" || usage != "ENCRYPT_DECRYPT" {
-        return Err(KmsError::UnsupportedOperation(format!(
-            "hsmkms supports symmetric encryption keys only (KeySpec SYMMETRIC_DEFAULT, KeyUsage ENCRYPT_DECRYPT), not {spec} / {usage}."
-        )));
+    let usage = check_spec_and_usage(spec, usage)?;
+    if spec == KeySpec::Sm2 {
+        return Err(KmsError::UnsupportedOperation(
+            "KeySpec SM2 is only available in the China Regions.".into(),
+        ));
     }
     if req.multi_region == Some(true) {
         return Err(KmsError::UnsupportedOperation(
             "hsmkms does not support multi-Region keys.".into(),
         ));
     }
+    if req.custom_key_store_id.is_some() && spec != KeySpec::SymmetricDefault {
+        return Err(KmsError::UnsupportedOperation(format!(
+            "A key in a custom key store must be a symmetric encryption key (KeySpec SYMMETRIC_DEFAULT), not {}.",
+            spec.as_str()
+        )));
+    }
     let tags = tag_pairs(req.tags)?;
     match (origin.as_str(), req.custom_key_store_id) {
         ("AWS_KMS", None) => {
+            let material = if spec == KeySpec::SymmetricDefault {
+                NewKeyMaterial::Symmetric
+            } else {
+                NewKeyMaterial::Typed {
+                    spec,
+                    usage,
+                    material: generate_material(fe, spec).await?,
+                }
+            };
             let now = fe.now();
             let (_, record, _material) = fe.registry().new_key(
-                true,
+                material,
                 req.description,
                 req.policy,
                 tags,

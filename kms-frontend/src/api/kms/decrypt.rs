@@ -7,16 +7,31 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 
 use super::checks::*;
+use super::encrypt::{is_typed, rsa_algorithm};
 use super::envelope::open;
 use crate::api::types::*;
 use crate::frontend::Frontend;
+use crate::service::asymmetric;
 use crate::service::error::KmsError;
 use crate::service::key_state::KeyOp;
 
 pub(super) async fn handle(fe: &Arc<Frontend>, req: DecryptRequest) -> Result<Value, KmsError> {
     let blob = blob(req.ciphertext_blob, "ciphertextBlob")?;
-    check_algorithm(req.encryption_algorithm.as_deref())?;
     check_grant_tokens(&req.grant_tokens)?;
+    if let Some(key_id) = req.key_id.as_deref().filter(|id| is_typed(fe, id)) {
+        let key = fe.registry().typed_key(key_id, KeyOp::Decrypt)?;
+        let has_context = req.encryption_context.is_some_and(|c| !c.is_empty());
+        let algorithm = rsa_algorithm(req.encryption_algorithm, key.spec, has_context)?;
+        dry_run(req.dry_run)?;
+        let plaintext = asymmetric::rsa_decrypt(key.material.expose(), &algorithm, &blob)?
+            .ok_or_else(KmsError::invalid_ciphertext)?;
+        return Ok(json!({
+            "KeyId": key.arn,
+            "Plaintext": B64.encode(plaintext.expose()),
+            "EncryptionAlgorithm": algorithm,
+        }));
+    }
+    check_algorithm(req.encryption_algorithm.as_deref())?;
     let ctx = req.encryption_context.unwrap_or_default();
     let (plaintext, key) = open(fe, &blob, req.key_id, &ctx, KeyOp::Decrypt).await?;
     dry_run(req.dry_run)?;

@@ -11,7 +11,9 @@ use super::checks::*;
 use super::envelope::seal;
 use crate::api::types::*;
 use crate::frontend::Frontend;
+use crate::service::asymmetric;
 use crate::service::error::KmsError;
+use crate::service::key_spec::{KeySpec, ENCRYPTION_ALGORITHMS};
 use crate::service::key_state::KeyOp;
 
 pub(super) async fn handle(fe: &Arc<Frontend>, req: EncryptRequest) -> Result<Value, KmsError> {
@@ -28,8 +30,13 @@ pub(super) async fn handle(fe: &Arc<Frontend>, req: EncryptRequest) -> Result<Va
             "1 validation error detected: Value at 'plaintext' failed to satisfy constraint: Member must have length {bound}"
         )));
     }
-    check_algorithm(req.encryption_algorithm.as_deref())?;
     check_grant_tokens(&req.grant_tokens)?;
+    if is_typed(fe, &key_id) {
+        let has_context = req.encryption_context.is_some_and(|c| !c.is_empty());
+        let algorithm = req.encryption_algorithm;
+        return encrypt_rsa(fe, &key_id, algorithm, has_context, req.dry_run, &plaintext);
+    }
+    check_algorithm(req.encryption_algorithm.as_deref())?;
     let key = fe.registry().usable(&key_id, KeyOp::Encrypt)?;
     dry_run(req.dry_run)?;
     let ctx = req.encryption_context.unwrap_or_default();
@@ -38,5 +45,61 @@ pub(super) async fn handle(fe: &Arc<Frontend>, req: EncryptRequest) -> Result<Va
         "CiphertextBlob": B64.encode(blob),
         "KeyId": key.arn,
         "EncryptionAlgorithm": "SYMMETRIC_DEFAULT",
+    }))
+}
+
+/// Whether `key_id` names an asymmetric or HMAC key (which take the asymmetric path, whose
+/// first check is the key's usage).
+pub(super) fn is_typed(fe: &Frontend, key_id: &str) -> bool {
+    fe.registry()
+        .resolve(key_id, true)
+        .is_ok_and(|r| r.spec() != KeySpec::SymmetricDefault)
+}
+
+/// The encryption algorithm of an asymmetric Encrypt or Decrypt: required, and one the key's
+/// spec has.
+pub(super) fn rsa_algorithm(
+    algorithm: Option<String>,
+    spec: KeySpec,
+    has_context: bool,
+) -> Result<String, KmsError> {
+    let algorithm = algorithm.unwrap_or_else(|| "SYMMETRIC_DEFAULT".into());
+    check_enum(&algorithm, "encryptionAlgorithm", &ENCRYPTION_ALGORITHMS)?;
+    if !spec.encryption_algorithms().contains(&algorithm.as_str()) {
+        return Err(incompatible(&algorithm, spec));
+    }
+    if has_context {
+        return Err(KmsError::Validation(
+            "EncryptionContext is not supported for asymmetric KMS keys.".into(),
+        ));
+    }
+    Ok(algorithm)
+}
+
+/// Encrypt with an RSA ENCRYPT_DECRYPT key: RSAES-OAEP under its public key, within AWS's size
+/// limits (texts recorded).
+fn encrypt_rsa(
+    fe: &Frontend,
+    key_id: &str,
+    algorithm: Option<String>,
+    has_context: bool,
+    dry: Option<bool>,
+    plaintext: &SecretBytes,
+) -> Result<Value, KmsError> {
+    let key = fe.registry().typed_key(key_id, KeyOp::Encrypt)?;
+    let algorithm = rsa_algorithm(algorithm, key.spec, has_context)?;
+    let max = asymmetric::max_rsa_plaintext(key.spec, &algorithm);
+    if plaintext.len() > max {
+        return Err(KmsError::Validation(format!(
+            "Algorithm {algorithm} and key spec {} cannot encrypt data larger than {max} bytes.",
+            key.spec.as_str()
+        )));
+    }
+    dry_run(dry)?;
+    let blob = asymmetric::rsa_encrypt(key.material.expose(), &algorithm, plaintext.expose())?;
+    Ok(json!({
+        "CiphertextBlob": B64.encode(blob),
+        "KeyId": key.arn,
+        "EncryptionAlgorithm": algorithm,
     }))
 }

@@ -40,7 +40,9 @@ pub(super) async fn seal(
                 .encrypt(custom_key_store_id, backing_key.key_handle, plaintext, &aad)
                 .await?
         }
-        (None, KeyOrigin::AwsKms { .. }) => return Err(not_loaded()),
+        (None, KeyOrigin::AwsKms { .. } | KeyOrigin::AwsKmsTyped { .. }) => {
+            return Err(not_loaded())
+        }
     };
     Ok(ciphertext::assemble(&header, &sealed))
 }
@@ -99,7 +101,9 @@ pub(super) async fn open(
                 .decrypt(custom_key_store_id, backing_key.key_handle, sealed, &aad)
                 .await?
         }
-        (None, KeyOrigin::AwsKms { .. }) => return Err(not_loaded()),
+        (None, KeyOrigin::AwsKms { .. } | KeyOrigin::AwsKmsTyped { .. }) => {
+            return Err(not_loaded())
+        }
     };
     Ok((plaintext, key))
 }

@@ -2,6 +2,7 @@
 
 use crate::api::types::*;
 use crate::frontend::epoch_seconds;
+use crate::service::key_spec::{self, KeySpec};
 use crate::service::key_state;
 use crate::service::model::{KeyOrigin, KeyRecord};
 use crate::service::registry::Registry;
@@ -9,13 +10,15 @@ use crate::service::registry::Registry;
 /// A key's metadata, as DescribeKey and CreateKey return it.
 pub fn metadata(registry: &Registry, record: &KeyRecord) -> KeyMetadata {
     let state = registry.state_of(record);
+    let (spec, usage) = (record.spec(), record.usage());
+    let algorithms = key_spec::algorithms(spec, usage);
     let (store, cluster) = match &record.origin {
         KeyOrigin::CloudHsm {
             custom_key_store_id,
             cluster_id,
             ..
         } => (Some(custom_key_store_id.clone()), Some(cluster_id.clone())),
-        KeyOrigin::AwsKms { .. } => (None, None),
+        KeyOrigin::AwsKms { .. } | KeyOrigin::AwsKmsTyped { .. } => (None, None),
     };
     KeyMetadata {
         aws_account_id: registry.arns.account_id.clone(),
@@ -24,7 +27,7 @@ pub fn metadata(registry: &Registry, record: &KeyRecord) -> KeyMetadata {
         creation_date: epoch_seconds(record.created_at_millis),
         enabled: state == key_state::KeyState::Enabled,
         description: record.description.clone(),
-        key_usage: "ENCRYPT_DECRYPT",
+        key_usage: usage.as_str(),
         key_state: state.as_str(),
         deletion_date: record
             .deletion
@@ -34,11 +37,20 @@ pub fn metadata(registry: &Registry, record: &KeyRecord) -> KeyMetadata {
         custom_key_store_id: store,
         cloud_hsm_cluster_id: cluster,
         key_manager: "CUSTOMER",
-        customer_master_key_spec: "SYMMETRIC_DEFAULT",
-        key_spec: "SYMMETRIC_DEFAULT",
-        encryption_algorithms: vec!["SYMMETRIC_DEFAULT"],
+        customer_master_key_spec: spec.customer_master_key_spec(),
+        key_spec: spec.as_str(),
+        encryption_algorithms: some(algorithms.encryption),
+        signing_algorithms: some(algorithms.signing),
+        mac_algorithms: some(algorithms.mac),
+        key_agreement_algorithms: some(algorithms.key_agreement),
         multi_region: false,
-        current_key_material_id: registry
-            .material_id(&record.key_id, registry.current_material(&record.key_id)),
+        current_key_material_id: (spec == KeySpec::SymmetricDefault).then(|| {
+            registry.material_id(&record.key_id, registry.current_material(&record.key_id))
+        }),
     }
+}
+
+/// A list KMS reports only when it has members.
+pub fn some(list: Vec<&'static str>) -> Option<Vec<&'static str>> {
+    (!list.is_empty()).then_some(list)
 }

@@ -12,6 +12,7 @@ mod create_key;
 mod decrypt;
 mod delete_alias;
 mod delete_custom_key_store;
+mod derive_shared_secret;
 mod describe_custom_key_stores;
 mod describe_key;
 mod disable_key;
@@ -20,22 +21,26 @@ mod enable_key;
 mod encrypt;
 mod envelope;
 mod generate_data_key;
+mod generate_data_key_pair;
 mod generate_data_key_without_plaintext;
 mod generate_random;
 mod get_key_last_usage;
 mod get_key_policy;
 mod get_key_rotation_status;
+mod get_public_key;
 mod key_rotation;
 mod list_aliases;
 mod list_grants;
 mod list_key_policies;
 mod list_keys;
 mod list_resource_tags;
+mod mac;
 mod metadata;
 mod put_key_policy;
 mod re_encrypt;
 mod retire_grant;
 mod schedule_key_deletion;
+mod sign;
 mod tag_resource;
 mod untag_resource;
 mod update_alias;
@@ -97,7 +102,7 @@ const fn without_timeout_error(op: Operation) -> Operation {
 }
 
 /// The KMS operations this emulator serves (what [`dispatch`] knows).
-pub const OPERATIONS: [Operation; 41] = [
+pub const OPERATIONS: [Operation; 49] = [
     changes("CreateKey"),
     reads("DescribeKey"),
     reads("ListKeys"),
@@ -139,6 +144,14 @@ pub const OPERATIONS: [Operation; 41] = [
     changes("RotateKeyOnDemand"),
     without_timeout_error(reads("ListKeyRotations")),
     reads("GetKeyLastUsage"),
+    reads("Sign"),
+    reads("Verify"),
+    reads("GetPublicKey"),
+    without_timeout_error(reads("GenerateMac")),
+    without_timeout_error(reads("VerifyMac")),
+    reads("GenerateDataKeyPair"),
+    reads("GenerateDataKeyPairWithoutPlaintext"),
+    reads("DeriveSharedSecret"),
 ];
 
 /// Where `name` stands in [`OPERATIONS`], if hsmkms serves it.
@@ -269,7 +282,7 @@ fn additional_event_data(
             }
             Some(data)
         }
-        KeyOrigin::AwsKms { .. } => None,
+        KeyOrigin::AwsKms { .. } | KeyOrigin::AwsKmsTyped { .. } => None,
     }
 }
 
@@ -349,6 +362,16 @@ async fn dispatch(fe: &Arc<Frontend>, op: &str, body: &[u8]) -> Result<Value, Km
         "RotateKeyOnDemand" => key_rotation::rotate(fe, parse(body)?).await,
         "ListKeyRotations" => key_rotation::list(fe, parse(body)?),
         "GetKeyLastUsage" => get_key_last_usage::handle(fe, parse(body)?),
+        "Sign" => sign::sign(fe, parse(body)?).await,
+        "Verify" => sign::verify(fe, parse(body)?).await,
+        "GetPublicKey" => get_public_key::handle(fe, parse(body)?),
+        "GenerateMac" => mac::generate(fe, parse(body)?).await,
+        "VerifyMac" => mac::verify(fe, parse(body)?).await,
+        "GenerateDataKeyPair" => generate_data_key_pair::generate(fe, parse(body)?, true).await,
+        "GenerateDataKeyPairWithoutPlaintext" => {
+            generate_data_key_pair::generate(fe, parse(body)?, false).await
+        }
+        "DeriveSharedSecret" => derive_shared_secret::handle(fe, parse(body)?).await,
         other => Err(KmsError::UnknownOperation(format!(
             "TrentService.{other} is not an operation hsmkms serves."
         ))),

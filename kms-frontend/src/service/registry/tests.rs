@@ -17,7 +17,14 @@ fn apply(r: &mut Registry, changes: Vec<Change>) {
 
 fn add_key(r: &mut Registry) -> Uuid {
     let (id, record, _) = r
-        .new_key(true, None, None, vec![], 1_000, &OsEntropy)
+        .new_key(
+            NewKeyMaterial::Symmetric,
+            None,
+            None,
+            vec![],
+            1_000,
+            &OsEntropy,
+        )
         .unwrap();
     let changes = r.insert_key(record).unwrap();
     apply(r, changes);
@@ -42,7 +49,14 @@ fn add_store_key(r: &mut Registry, connected: bool) -> Uuid {
     };
     r.install_store(store);
     let (id, mut record, _) = r
-        .new_key(false, None, None, vec![], 1_000, &OsEntropy)
+        .new_key(
+            NewKeyMaterial::CloudHsm,
+            None,
+            None,
+            vec![],
+            1_000,
+            &OsEntropy,
+        )
         .unwrap();
     record.origin = KeyOrigin::CloudHsm {
         custom_key_store_id: "cks-1234567890abcdef0".into(),
@@ -274,7 +288,9 @@ fn aws_kms_material_survives_a_reload_and_passwords_unwrap() {
         account_id: "111122223333".into(),
     };
     let mut r = Registry::load(arns.clone(), &master, &mut Loaded::default()).unwrap();
-    let (id, record, _) = r.new_key(true, None, None, vec![], 0, &OsEntropy).unwrap();
+    let (id, record, _) = r
+        .new_key(NewKeyMaterial::Symmetric, None, None, vec![], 0, &OsEntropy)
+        .unwrap();
     let changes = r.insert_key(record).unwrap();
     let writes = r.writes(&changes);
     apply(&mut r, changes);
@@ -301,7 +317,14 @@ fn the_same_seed_mints_the_same_keys() {
     let mint = |seed| {
         let r = registry();
         let (id, _, material) = r
-            .new_key(true, None, None, vec![], 0, &SeededEntropy::new(seed))
+            .new_key(
+                NewKeyMaterial::Symmetric,
+                None,
+                None,
+                vec![],
+                0,
+                &SeededEntropy::new(seed),
+            )
             .unwrap();
         (id, material.unwrap())
     };
@@ -329,7 +352,14 @@ fn key_rows_follow_creation_and_old_rows_are_moved() {
         .enumerate()
     {
         let (id, record, _) = r
-            .new_key(true, None, None, vec![], created, &OsEntropy)
+            .new_key(
+                NewKeyMaterial::Symmetric,
+                None,
+                None,
+                vec![],
+                created,
+                &OsEntropy,
+            )
             .unwrap();
         let row = key_row(&record);
         assert!(row.ends_with(&format!("/{id}")), "row {i}: {row}");
@@ -375,7 +405,14 @@ fn default_policies_are_stored_empty_and_load_whole() {
     let mut ids = Vec::new();
     for policy in [None, Some(custom.clone())] {
         let (id, record, _) = r
-            .new_key(true, None, policy, vec![], 0, &OsEntropy)
+            .new_key(
+                NewKeyMaterial::Symmetric,
+                None,
+                policy,
+                vec![],
+                0,
+                &OsEntropy,
+            )
             .unwrap();
         let changes = r.insert_key(record).unwrap();
         for w in r.writes(&changes) {
@@ -415,7 +452,9 @@ fn rotations_add_current_material_and_reload_whole() {
         account_id: "111122223333".into(),
     };
     let mut r = Registry::load(arns.clone(), &master, &mut Loaded::default()).unwrap();
-    let (id, record, _) = r.new_key(true, None, None, vec![], 0, &OsEntropy).unwrap();
+    let (id, record, _) = r
+        .new_key(NewKeyMaterial::Symmetric, None, None, vec![], 0, &OsEntropy)
+        .unwrap();
     let mut loaded = Loaded::default();
     let keep = |r: &mut Registry, changes: Vec<Change>, loaded: &mut Loaded| {
         for w in r.writes(&changes) {
