@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use crate::api::kms::OPERATIONS;
 
 /// Members never written to the trail.
-const SECRET_MEMBERS: [&str; 10] = [
+const SECRET_MEMBERS: [&str; 12] = [
     "Plaintext",
     "KeyStorePassword",
     "CiphertextBlob",
@@ -32,6 +32,9 @@ const SECRET_MEMBERS: [&str; 10] = [
     "PrivateKeyPlaintext",
     "PrivateKeyCiphertextBlob",
     "SharedSecret",
+    // Imported key material, wrapped, and the token that unwraps it.
+    "EncryptedKeyMaterial",
+    "ImportToken",
     // What Sign and GenerateMac are given (CloudTrail records neither) and the MAC they make.
     "Message",
     "Mac",

@@ -525,6 +525,36 @@ impl Frontend {
         done
     }
 
+    /// Deletes imported key material whose ValidTo passed on the emulator clock (the keys go
+    /// to PendingImport, as KMS does); returns how many.
+    pub async fn run_due_expirations(&self) -> usize {
+        let mut done = 0;
+        // Collected first: the registry's read guard must be gone before a change installs.
+        let due = self.registry().due_expirations(self.now());
+        for id in due {
+            let result = self
+                .change(vec![Resource::Key(id)], |reg| {
+                    // Reimported meanwhile with a later ValidTo, or deleted: nothing to do.
+                    if !reg.due_expirations(self.now()).contains(&id) {
+                        return Ok((vec![], false));
+                    }
+                    Ok((reg.plan_delete_imported(id), true))
+                })
+                .await;
+            match result {
+                Ok(true) => {
+                    tracing::info!(key_id = %id, "imported key material expired and was deleted");
+                    done += 1;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(key_id = %id, error = %e, "cannot delete expired key material; retrying later")
+                }
+            }
+        }
+        done
+    }
+
     /// Runs the effects of deletions side by side, a bounded number at a time.
     async fn finish_deletions(&self, tasks: Vec<DeletionTask>) {
         use futures::StreamExt;

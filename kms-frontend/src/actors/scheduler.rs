@@ -47,6 +47,7 @@ impl Actor for DeletionScheduler {
                     frontend.clusters.run_due().await;
                     frontend.run_due_deletions().await;
                     frontend.run_due_rotations().await;
+                    frontend.run_due_expirations().await;
                     crate::key_stores::settle(&frontend).await;
                 }
                 .into_actor(act)

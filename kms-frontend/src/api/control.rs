@@ -113,9 +113,11 @@ async fn post_clock(fe: web::Data<Arc<Frontend>>, payload: web::Payload) -> Http
     fe.clusters.run_due().await;
     let deleted = fe.run_due_deletions().await;
     let rotated = fe.run_due_rotations().await;
+    let expired = fe.run_due_expirations().await;
     let mut body = clock_body(&fe);
     body["deletedKeys"] = json!(deleted);
     body["rotatedKeys"] = json!(rotated);
+    body["expiredKeyMaterials"] = json!(expired);
     HttpResponse::Ok().json(body)
 }
 

@@ -462,6 +462,62 @@ pub fn rsa_decrypt(
     Ok(Some(plaintext))
 }
 
+/// Unwraps key material encrypted for ImportKeyMaterial under the wrapping key `wrapping`
+/// (an RSA private key, PKCS#8): RSAES-OAEP directly, or RSA-AES key wrap (an AES-256 key
+/// under RSAES-OAEP, then the material under that key with AES key wrap with padding, RFC
+/// 5649). `None` when it does not decrypt.
+pub fn unwrap_import(
+    wrapping: &[u8],
+    algorithm: &str,
+    encrypted: &[u8],
+) -> Result<Option<SecretBytes>, KmsError> {
+    use aws_lc_rs::key_wrap::{KeyEncryptionKey, KeyWrapPadded, AES_256};
+    let (oaep_alg, key_wrap) = match algorithm {
+        "RSAES_OAEP_SHA_1" => ("RSAES_OAEP_SHA_1", false),
+        "RSAES_OAEP_SHA_256" => ("RSAES_OAEP_SHA_256", false),
+        "RSA_AES_KEY_WRAP_SHA_1" => ("RSAES_OAEP_SHA_1", true),
+        "RSA_AES_KEY_WRAP_SHA_256" => ("RSAES_OAEP_SHA_256", true),
+        _ => return Err(internal("wrapping algorithm")),
+    };
+    if !key_wrap {
+        return rsa_decrypt(wrapping, oaep_alg, encrypted);
+    }
+    let modulus = rsa::PrivateDecryptingKey::from_pkcs8(wrapping)
+        .map_err(|_| internal("wrapping key"))?
+        .key_size_bytes();
+    if encrypted.len() <= modulus {
+        return Ok(None);
+    }
+    let (wrapped_key, wrapped_material) = encrypted.split_at(modulus);
+    let Some(aes_key) = rsa_decrypt(wrapping, oaep_alg, wrapped_key)? else {
+        return Ok(None);
+    };
+    let Ok(kek) = KeyEncryptionKey::new(&AES_256, aes_key.expose()) else {
+        return Ok(None);
+    };
+    let mut out = vec![0u8; wrapped_material.len()];
+    let material = match kek.unwrap_with_padding(wrapped_material, &mut out) {
+        Ok(m) => SecretBytes::new(m.to_vec()),
+        Err(_) => return Ok(None),
+    };
+    zeroize::Zeroize::zeroize(&mut out);
+    Ok(Some(material))
+}
+
+/// Whether `material` is key material a key of `spec` can take (ImportKeyMaterial): 32 bytes
+/// for a symmetric key, an HMAC key of the lengths KMS accepts, or a PKCS#8 private key of
+/// the spec.
+pub fn valid_material(spec: KeySpec, material: &[u8]) -> bool {
+    match spec {
+        KeySpec::SymmetricDefault => material.len() == 32,
+        KeySpec::Hmac224 => (28..=64).contains(&material.len()),
+        KeySpec::Hmac256 => (32..=64).contains(&material.len()),
+        KeySpec::Hmac384 => (48..=128).contains(&material.len()),
+        KeySpec::Hmac512 => (64..=128).contains(&material.len()),
+        other => check_private_key(other, material),
+    }
+}
+
 /// GenerateMac.
 pub fn mac(spec: KeySpec, material: &[u8], message: &[u8]) -> Result<Vec<u8>, KmsError> {
     let (alg, _) = hmac_algorithm(spec).ok_or_else(|| internal("not an HMAC key"))?;
@@ -604,6 +660,46 @@ mod tests {
         assert_eq!(
             max_rsa_plaintext(KeySpec::Rsa4096, "RSAES_OAEP_SHA_256"),
             446
+        );
+    }
+
+    #[test]
+    fn imported_material_unwraps_from_both_wrapping_schemes() {
+        use aws_lc_rs::key_wrap::{KeyEncryptionKey, KeyWrapPadded, AES_256};
+        let wrapping = generate(KeySpec::Rsa3072, &SeededEntropy::new(5)).unwrap();
+        let material = [9u8; 32];
+        let direct = rsa_encrypt(wrapping.expose(), "RSAES_OAEP_SHA_256", &material).unwrap();
+        let got = unwrap_import(wrapping.expose(), "RSAES_OAEP_SHA_256", &direct).unwrap();
+        assert_eq!(got.unwrap().expose(), &material);
+        // RSA-AES: an AES key under OAEP, the material (here an EC private key) under KWP.
+        let ec = generate(KeySpec::EccNistP384, &SeededEntropy::new(6)).unwrap();
+        let aes = [3u8; 32];
+        let mut wrapped = rsa_encrypt(wrapping.expose(), "RSAES_OAEP_SHA_1", &aes).unwrap();
+        let mut out = vec![0u8; ec.len() + 16];
+        let kek = KeyEncryptionKey::new(&AES_256, &aes).unwrap();
+        wrapped.extend_from_slice(kek.wrap_with_padding(ec.expose(), &mut out).unwrap());
+        let got = unwrap_import(wrapping.expose(), "RSA_AES_KEY_WRAP_SHA_1", &wrapped).unwrap();
+        let got = got.unwrap();
+        assert_eq!(got.expose(), ec.expose());
+        assert!(valid_material(KeySpec::EccNistP384, got.expose()));
+        assert!(!valid_material(KeySpec::EccNistP256, got.expose()));
+        // The wrong scheme, a cut blob, and a changed byte do not unwrap.
+        assert!(
+            unwrap_import(wrapping.expose(), "RSA_AES_KEY_WRAP_SHA_256", &wrapped)
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            unwrap_import(wrapping.expose(), "RSA_AES_KEY_WRAP_SHA_1", &wrapped[..300])
+                .unwrap()
+                .is_none()
+        );
+        let mut bad = wrapped.clone();
+        *bad.last_mut().unwrap() ^= 1;
+        assert!(
+            unwrap_import(wrapping.expose(), "RSA_AES_KEY_WRAP_SHA_1", &bad)
+                .unwrap()
+                .is_none()
         );
     }
 

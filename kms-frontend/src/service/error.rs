@@ -32,6 +32,15 @@ pub enum KmsError {
     /// VerifyMac: the MAC does not verify (AWS sends no message).
     #[error("{0}")]
     KmsInvalidMac(String),
+    /// ImportKeyMaterial: a token this frontend did not make, or made for another key.
+    #[error("{0}")]
+    InvalidImportToken(String),
+    /// ImportKeyMaterial: a token past its 24 hours on the emulator clock.
+    #[error("{0}")]
+    ExpiredImportToken(String),
+    /// ImportKeyMaterial: material the key cannot take, or not the material it had.
+    #[error("{0}")]
+    IncorrectKeyMaterial(String),
     #[error("{0}")]
     Validation(String),
     #[error("{0}")]
@@ -106,6 +115,9 @@ impl KmsError {
             KmsError::InvalidKeyUsage(_) => "InvalidKeyUsageException",
             KmsError::KmsInvalidSignature(_) => "KMSInvalidSignatureException",
             KmsError::KmsInvalidMac(_) => "KMSInvalidMacException",
+            KmsError::InvalidImportToken(_) => "InvalidImportTokenException",
+            KmsError::ExpiredImportToken(_) => "ExpiredImportTokenException",
+            KmsError::IncorrectKeyMaterial(_) => "IncorrectKeyMaterialException",
             KmsError::Validation(_) => "ValidationException",
             KmsError::AlreadyExists(_) => "AlreadyExistsException",
             KmsError::InvalidAliasName(_) => "InvalidAliasNameException",

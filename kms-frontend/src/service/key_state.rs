@@ -1,9 +1,9 @@
 //! The KMS key-state table (reference §3) as pure functions: which state a key reports, and
 //! whether an operation may run on a key in that state, with the exact error AWS answers.
 //!
-//! Only the four states a key of this emulator can be in are modelled. Keys in a CloudHSM key
-//! store cannot be multi-Region (so never `Creating`, `Updating`, `PendingReplicaDeletion`) nor
-//! EXTERNAL-origin (so never `PendingImport`); AWS_KMS keys are never `Unavailable`.
+//! Only the five states a key of this emulator can be in are modelled: it has no multi-Region
+//! keys (so never `Creating`, `Updating`, `PendingReplicaDeletion`). Only EXTERNAL keys are
+//! `PendingImport`, only CloudHSM key store keys `Unavailable`.
 
 use super::error::KmsError;
 
@@ -18,6 +18,8 @@ pub enum KeyState {
     PendingDeletion,
     /// In a custom key store that is not connected (never an AWS_KMS key).
     Unavailable,
+    /// An EXTERNAL key without key material (never imported, deleted or expired).
+    PendingImport,
 }
 
 impl KeyState {
@@ -28,6 +30,7 @@ impl KeyState {
             KeyState::Disabled => "Disabled",
             KeyState::PendingDeletion => "PendingDeletion",
             KeyState::Unavailable => "Unavailable",
+            KeyState::PendingImport => "PendingImport",
         }
     }
 }
@@ -43,6 +46,7 @@ pub fn reported_state(
     enabled: bool,
     pending_deletion: bool,
     store_connected: Option<bool>,
+    pending_import: bool,
 ) -> KeyState {
     // Footnote 13: a key pending deletion stays PendingDeletion while its store is disconnected,
     // so the deletion can still be cancelled during the waiting period.
@@ -50,6 +54,8 @@ pub fn reported_state(
         KeyState::PendingDeletion
     } else if store_connected == Some(false) {
         KeyState::Unavailable
+    } else if pending_import {
+        KeyState::PendingImport
     } else if enabled {
         KeyState::Enabled
     } else {
@@ -88,6 +94,8 @@ pub enum KeyOp {
     DeriveSharedSecret,
     /// GetPublicKey.
     GetPublicKey,
+    /// GetParametersForImport, ImportKeyMaterial and DeleteImportedKeyMaterial.
+    ImportKeyMaterial,
     /// EnableKey.
     EnableKey,
     /// DisableKey.
@@ -166,6 +174,7 @@ pub fn check(
             // recommends.
             KeyState::PendingDeletion => Err(pending_deletion(key_arn)),
             KeyState::Unavailable => Err(unavailable(key_arn)),
+            KeyState::PendingImport => Err(pending_import(key_arn)),
         },
         // The table: a disabled key takes no new grant ([1]), a key pending deletion none
         // either ([3]); an Unavailable one does.
@@ -173,23 +182,32 @@ pub fn check(
             KeyState::Enabled | KeyState::Unavailable => Ok(()),
             KeyState::Disabled => Err(disabled(key_arn)),
             KeyState::PendingDeletion => Err(pending_deletion(key_arn)),
+            KeyState::PendingImport => Err(pending_import(key_arn)),
         },
-        KeyOp::EnableKey
-        | KeyOp::DisableKey
-        | KeyOp::ScheduleKeyDeletion
+        KeyOp::EnableKey | KeyOp::DisableKey => match state {
+            KeyState::PendingDeletion => Err(pending_deletion(key_arn)),
+            KeyState::PendingImport => Err(pending_import(key_arn)),
+            KeyState::Enabled | KeyState::Disabled | KeyState::Unavailable => Ok(()),
+        },
+        KeyOp::ScheduleKeyDeletion
         | KeyOp::CreateAlias
         | KeyOp::UpdateAliasNewTarget
         | KeyOp::TagResource
         | KeyOp::UntagResource
-        | KeyOp::UpdateKeyDescription => match state {
+        | KeyOp::UpdateKeyDescription
+        | KeyOp::ImportKeyMaterial => match state {
             KeyState::PendingDeletion => Err(pending_deletion(key_arn)),
-            KeyState::Enabled | KeyState::Disabled | KeyState::Unavailable => Ok(()),
+            KeyState::Enabled
+            | KeyState::Disabled
+            | KeyState::Unavailable
+            | KeyState::PendingImport => Ok(()),
         },
         KeyOp::CancelKeyDeletion => match state {
             KeyState::PendingDeletion => Ok(()),
-            KeyState::Enabled | KeyState::Disabled | KeyState::Unavailable => {
-                Err(not_pending_deletion(key_arn))
-            }
+            KeyState::Enabled
+            | KeyState::Disabled
+            | KeyState::Unavailable
+            | KeyState::PendingImport => Err(not_pending_deletion(key_arn)),
         },
         KeyOp::DeleteAlias
         | KeyOp::DescribeKey
@@ -209,6 +227,7 @@ pub fn check(
             match state {
                 KeyState::Enabled => Ok(()),
                 KeyState::Disabled => Err(disabled(key_arn)),
+                KeyState::PendingImport => Err(origin_external(key_arn)),
                 KeyState::PendingDeletion | KeyState::Unavailable => Err(pending_deletion(key_arn)),
             }
         }
@@ -217,6 +236,8 @@ pub fn check(
         KeyOp::GetKeyRotationStatus | KeyOp::ListKeyRotations => {
             if in_custom_key_store || state == KeyState::Unavailable {
                 Err(rotation_unsupported(key_arn))
+            } else if state == KeyState::PendingImport {
+                Err(origin_external(key_arn))
             } else {
                 Ok(())
             }
@@ -244,6 +265,18 @@ fn pending_deletion(key_arn: &str) -> KmsError {
 /// Footnote [4].
 fn not_pending_deletion(key_arn: &str) -> KmsError {
     KmsError::KmsInvalidState(format!("{key_arn} is not pending deletion."))
+}
+
+/// Footnote [5].
+fn pending_import(key_arn: &str) -> KmsError {
+    KmsError::KmsInvalidState(format!("{key_arn} is pending import."))
+}
+
+/// Footnote [6], in AWS's words (recorded).
+pub fn origin_external(key_arn: &str) -> KmsError {
+    KmsError::UnsupportedOperation(format!(
+        "{key_arn} origin is EXTERNAL which is not valid for this operation."
+    ))
 }
 
 /// Footnote [11].
@@ -292,7 +325,7 @@ mod tests {
     /// §3 for a key in a CloudHSM key store, columns in the order of `STATES`:
     /// Enabled, Disabled, PendingDeletion, Unavailable. Written out from the reference, not
     /// from the implementation.
-    const CUSTOM_STORE_TABLE: [(KeyOp, [Expect; 4]); 36] = [
+    const CUSTOM_STORE_TABLE: [(KeyOp, [Expect; 4]); 37] = [
         (KeyOp::Encrypt, [OK, X1, X3, X11]),
         (KeyOp::Decrypt, [OK, X1, X3, X11]),
         (KeyOp::ReEncryptSource, [OK, X1, X3, X11]),
@@ -300,13 +333,17 @@ mod tests {
         (KeyOp::GenerateDataKey, [OK, X1, X3, X11]),
         (KeyOp::GenerateDataKeyWithoutPlaintext, [OK, X1, X3, X11]),
         (KeyOp::GenerateDataKeyPair, [OK, X1, X3, X11]),
-        (KeyOp::GenerateDataKeyPairWithoutPlaintext, [OK, X1, X3, X11]),
+        (
+            KeyOp::GenerateDataKeyPairWithoutPlaintext,
+            [OK, X1, X3, X11],
+        ),
         (KeyOp::Sign, [OK, X1, X3, X11]),
         (KeyOp::Verify, [OK, X1, X3, X11]),
         (KeyOp::GenerateMac, [OK, X1, X3, X11]),
         (KeyOp::VerifyMac, [OK, X1, X3, X11]),
         (KeyOp::DeriveSharedSecret, [OK, X1, X3, X11]),
         (KeyOp::GetPublicKey, [OK, X1, X3, X11]),
+        (KeyOp::ImportKeyMaterial, [OK, OK, X3, OK]),
         (KeyOp::EnableKey, [OK, OK, X3, OK]),
         (KeyOp::DisableKey, [OK, OK, X3, OK]),
         (KeyOp::ScheduleKeyDeletion, [OK, OK, X3, OK]),
@@ -358,6 +395,7 @@ mod tests {
             | KeyOp::VerifyMac
             | KeyOp::DeriveSharedSecret
             | KeyOp::GetPublicKey
+            | KeyOp::ImportKeyMaterial
             | KeyOp::EnableKey
             | KeyOp::DisableKey
             | KeyOp::ScheduleKeyDeletion
@@ -379,7 +417,7 @@ mod tests {
             | KeyOp::ListGrants
             | KeyOp::RetireGrant
             | KeyOp::EnableKeyRotation
-            | KeyOp::ListKeyRotations => 36,
+            | KeyOp::ListKeyRotations => 37,
         }
     }
 
@@ -502,11 +540,70 @@ mod tests {
         ];
         for (enabled, pending, connected, expected) in table {
             assert_eq!(
-                reported_state(enabled, pending, connected),
+                reported_state(enabled, pending, connected, false),
                 expected,
                 "enabled={enabled} pending_deletion={pending} store_connected={connected:?}"
             );
         }
+    }
+
+    #[test]
+    fn an_external_key_without_material_is_pending_import_unless_pending_deletion() {
+        assert_eq!(
+            reported_state(true, false, None, true),
+            KeyState::PendingImport
+        );
+        assert_eq!(
+            reported_state(false, false, None, true),
+            KeyState::PendingImport
+        );
+        assert_eq!(
+            reported_state(true, true, None, true),
+            KeyState::PendingDeletion
+        );
+    }
+
+    /// The PendImport column of §3, written out from the reference.
+    #[test]
+    fn the_pending_import_column() {
+        let import = format!("{ARN} is pending import.");
+        let external = format!("{ARN} origin is EXTERNAL which is not valid for this operation.");
+        for (op, expected) in [
+            (KeyOp::Encrypt, Some(&import)),
+            (KeyOp::Decrypt, Some(&import)),
+            (KeyOp::GenerateDataKey, Some(&import)),
+            (KeyOp::GenerateDataKeyPair, Some(&import)),
+            (KeyOp::Sign, Some(&import)),
+            (KeyOp::GenerateMac, Some(&import)),
+            (KeyOp::CreateGrant, Some(&import)),
+            (KeyOp::EnableKey, Some(&import)),
+            (KeyOp::DisableKey, Some(&import)),
+            (KeyOp::EnableKeyRotation, Some(&external)),
+            (KeyOp::GetKeyRotationStatus, Some(&external)),
+            (KeyOp::CreateAlias, None),
+            (KeyOp::ScheduleKeyDeletion, None),
+            (KeyOp::TagResource, None),
+            (KeyOp::UpdateKeyDescription, None),
+            (KeyOp::DescribeKey, None),
+        ] {
+            let got = check(op, KeyState::PendingImport, ARN, false).err();
+            assert_eq!(
+                got.as_ref().map(KmsError::message).as_ref(),
+                expected,
+                "{op:?}"
+            );
+        }
+        assert_eq!(
+            check(
+                KeyOp::CancelKeyDeletion,
+                KeyState::PendingImport,
+                ARN,
+                false
+            )
+            .unwrap_err()
+            .message(),
+            format!("{ARN} is not pending deletion.")
+        );
     }
 
     #[test]

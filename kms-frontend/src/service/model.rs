@@ -47,6 +47,34 @@ pub enum KeyOrigin {
         usage: KeyUsage,
         wrapped_material: Vec<u8>,
     },
+    /// `EXTERNAL`: material the caller imports (ImportKeyMaterial); none until then, and none
+    /// again after DeleteImportedKeyMaterial or its expiry (the key is then PendingImport).
+    External {
+        spec: KeySpec,
+        usage: KeyUsage,
+        /// The `KeyMaterialId` of the material first imported, kept when it is deleted or
+        /// expires: only that material can be imported again.
+        material_id: Option<String>,
+        imported: Option<ImportedMaterial>,
+    },
+}
+
+/// Key material imported into an EXTERNAL key.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportedMaterial {
+    /// The material (32 bytes, an HMAC key or a PKCS#8 private key), sealed under the
+    /// frontend's master key.
+    pub wrapped_material: Vec<u8>,
+    /// When it expires on the emulator clock (`KEY_MATERIAL_EXPIRES`), or never.
+    pub valid_to_millis: Option<u64>,
+}
+
+impl fmt::Debug for ImportedMaterial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ImportedMaterial")
+            .field("valid_to_millis", &self.valid_to_millis)
+            .finish_non_exhaustive()
+    }
 }
 
 impl fmt::Debug for KeyOrigin {
@@ -58,6 +86,18 @@ impl fmt::Debug for KeyOrigin {
                 .field("spec", spec)
                 .field("usage", usage)
                 .finish_non_exhaustive(),
+            KeyOrigin::External {
+                spec,
+                usage,
+                material_id,
+                imported,
+            } => f
+                .debug_struct("External")
+                .field("spec", spec)
+                .field("usage", usage)
+                .field("material_id", material_id)
+                .field("imported", imported)
+                .finish(),
             KeyOrigin::CloudHsm {
                 custom_key_store_id,
                 cluster_id,
@@ -78,13 +118,16 @@ impl KeyOrigin {
         match self {
             KeyOrigin::AwsKms { .. } | KeyOrigin::AwsKmsTyped { .. } => "AWS_KMS",
             KeyOrigin::CloudHsm { .. } => "AWS_CLOUDHSM",
+            KeyOrigin::External { .. } => "EXTERNAL",
         }
     }
 
     /// The handle of a key store key's backing key.
     pub fn backing_handle(&self) -> Option<u64> {
         match self {
-            KeyOrigin::AwsKms { .. } | KeyOrigin::AwsKmsTyped { .. } => None,
+            KeyOrigin::AwsKms { .. }
+            | KeyOrigin::AwsKmsTyped { .. }
+            | KeyOrigin::External { .. } => None,
             KeyOrigin::CloudHsm { backing_key, .. } => Some(backing_key.key_handle),
         }
     }
@@ -92,7 +135,9 @@ impl KeyOrigin {
     /// The custom key store the key lives in, if any.
     pub fn store_id(&self) -> Option<&str> {
         match self {
-            KeyOrigin::AwsKms { .. } | KeyOrigin::AwsKmsTyped { .. } => None,
+            KeyOrigin::AwsKms { .. }
+            | KeyOrigin::AwsKmsTyped { .. }
+            | KeyOrigin::External { .. } => None,
             KeyOrigin::CloudHsm {
                 custom_key_store_id,
                 ..
@@ -118,10 +163,31 @@ pub struct KeyRecord {
 }
 
 impl KeyRecord {
+    /// An EXTERNAL key without material: PendingImport.
+    pub fn pending_import(&self) -> bool {
+        matches!(&self.origin, KeyOrigin::External { imported: None, .. })
+    }
+
+    /// The id of an EXTERNAL key's material, once some was imported.
+    pub fn imported_material_id(&self) -> Option<&str> {
+        match &self.origin {
+            KeyOrigin::External { material_id, .. } => material_id.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The imported material of an EXTERNAL key, if it has some.
+    pub fn imported(&self) -> Option<&ImportedMaterial> {
+        match &self.origin {
+            KeyOrigin::External { imported, .. } => imported.as_ref(),
+            _ => None,
+        }
+    }
+
     /// The key's spec (SYMMETRIC_DEFAULT for every key but asymmetric and HMAC ones).
     pub fn spec(&self) -> KeySpec {
         match &self.origin {
-            KeyOrigin::AwsKmsTyped { spec, .. } => *spec,
+            KeyOrigin::AwsKmsTyped { spec, .. } | KeyOrigin::External { spec, .. } => *spec,
             _ => KeySpec::SymmetricDefault,
         }
     }
@@ -129,7 +195,7 @@ impl KeyRecord {
     /// The key's usage.
     pub fn usage(&self) -> KeyUsage {
         match &self.origin {
-            KeyOrigin::AwsKmsTyped { usage, .. } => *usage,
+            KeyOrigin::AwsKmsTyped { usage, .. } | KeyOrigin::External { usage, .. } => *usage,
             _ => KeyUsage::EncryptDecrypt,
         }
     }

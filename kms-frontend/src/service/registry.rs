@@ -26,8 +26,12 @@ use super::model::{
 use crate::store::{decode, Loaded, StoreError, Table, Write};
 
 mod grants;
+mod import;
 mod rotation;
 pub use grants::{GrantRequest, GRANT_OPERATIONS, MAX_GRANTS_PER_KEY};
+pub use import::{
+    imported_material_id, ImportToken, IMPORT_PARAMETERS_VALIDITY_MILLIS, MAX_VALID_TO_MILLIS,
+};
 pub use rotation::{DEFAULT_ROTATION_PERIOD_DAYS, MAX_ON_DEMAND_ROTATIONS};
 
 /// Most aliases one key may have.
@@ -190,6 +194,8 @@ pub enum NewKeyMaterial {
     },
     /// A key store key: its backing key is made in the cluster.
     CloudHsm,
+    /// An EXTERNAL key: no material until the caller imports some.
+    External { spec: KeySpec, usage: KeyUsage },
 }
 
 /// The name of `op` in InvalidKeyUsageException's text.
@@ -258,7 +264,13 @@ pub fn check_usage(record: &KeyRecord, op: KeyOp, arn: &str) -> Result<(), KmsEr
             return Ok(());
         }
         // Rotation is for symmetric encryption keys only; AWS answers other keys with an
-        // UnsupportedOperationException without a message (recorded).
+        // UnsupportedOperationException without a message (recorded), and EXTERNAL keys with
+        // footnote 7's (recorded).
+        KeyOp::EnableKeyRotation | KeyOp::GetKeyRotationStatus | KeyOp::ListKeyRotations
+            if matches!(record.origin, KeyOrigin::External { .. }) =>
+        {
+            return Err(key_state::origin_external(arn));
+        }
         KeyOp::EnableKeyRotation => {
             if spec != KeySpec::SymmetricDefault {
                 return Err(KmsError::UnsupportedOperation(String::new()));
@@ -418,6 +430,13 @@ impl Registry {
 
     fn install_key(&mut self, mut record: KeyRecord) -> Result<(), StoreError> {
         record.policy = self.interned(record.policy);
+        // An EXTERNAL key's material comes and goes (import, delete, expiry): what the record
+        // now says is what the key has.
+        if let KeyOrigin::External { spec, imported, .. } = &record.origin {
+            self.materials.remove(&record.key_id);
+            self.typed.remove(&record.key_id);
+            self.install_imported(record.key_id, *spec, imported.as_ref())?;
+        }
         if let KeyOrigin::AwsKms { wrapped_material } = &record.origin {
             let material = self
                 .master
@@ -499,7 +518,12 @@ impl Registry {
                 Some(ConnectionState::Connected)
             )
         });
-        key_state::reported_state(record.enabled, record.deletion.is_some(), store_connected)
+        key_state::reported_state(
+            record.enabled,
+            record.deletion.is_some(),
+            store_connected,
+            record.pending_import(),
+        )
     }
 
     /// Resolves a key and checks that `op` is allowed in its state.
@@ -691,6 +715,15 @@ impl Registry {
                     wrapped_material: self
                         .master
                         .seal(material.expose(), &typed_material_context(&key_id)),
+                },
+                None,
+            ),
+            NewKeyMaterial::External { spec, usage } => (
+                KeyOrigin::External {
+                    spec,
+                    usage,
+                    material_id: None,
+                    imported: None,
                 },
                 None,
             ),
@@ -900,7 +933,7 @@ impl Registry {
                     cluster_id: cluster_id.clone(),
                     backing_key: backing_key.clone(),
                 }),
-                KeyOrigin::AwsKms { .. } | KeyOrigin::AwsKmsTyped { .. } => None,
+                _ => None,
             },
             deleted_aliases: aliases.clone(),
             deleted_at_millis: now,

@@ -106,8 +106,27 @@ pub(super) async fn handle(fe: &Arc<Frontend>, req: CreateKeyRequest) -> Result<
                 key_metadata: metadata(&reg, &record),
             })
         }
+        ("EXTERNAL", None) => {
+            let now = fe.now();
+            let (_, record, _) = fe.registry().new_key(
+                NewKeyMaterial::External { spec, usage },
+                req.description,
+                req.policy,
+                tags,
+                now,
+                fe.entropy.as_ref(),
+            )?;
+            fe.add_key(record.clone()).await?;
+            let reg = fe.registry();
+            to_json(KeyMetadataResponse {
+                key_metadata: metadata(&reg, &record),
+            })
+        }
         ("AWS_CLOUDHSM", None) => Err(KmsError::UnsupportedOperation(
             "A key with Origin AWS_CLOUDHSM needs a CustomKeyStoreId.".into(),
+        )),
+        ("EXTERNAL", Some(_)) => Err(KmsError::UnsupportedOperation(
+            "A key in a custom key store must have Origin AWS_CLOUDHSM.".into(),
         )),
         (other, _) => Err(KmsError::UnsupportedOperation(format!(
             "hsmkms does not support keys with Origin {other}."

@@ -40,9 +40,7 @@ pub(super) async fn seal(
                 .encrypt(custom_key_store_id, backing_key.key_handle, plaintext, &aad)
                 .await?
         }
-        (None, KeyOrigin::AwsKms { .. } | KeyOrigin::AwsKmsTyped { .. }) => {
-            return Err(not_loaded())
-        }
+        (None, _) => return Err(not_loaded()),
     };
     Ok(ciphertext::assemble(&header, &sealed))
 }
@@ -101,9 +99,7 @@ pub(super) async fn open(
                 .decrypt(custom_key_store_id, backing_key.key_handle, sealed, &aad)
                 .await?
         }
-        (None, KeyOrigin::AwsKms { .. } | KeyOrigin::AwsKmsTyped { .. }) => {
-            return Err(not_loaded())
-        }
+        (None, _) => return Err(not_loaded()),
     };
     Ok((plaintext, key))
 }

@@ -18,7 +18,7 @@ pub fn metadata(registry: &Registry, record: &KeyRecord) -> KeyMetadata {
             cluster_id,
             ..
         } => (Some(custom_key_store_id.clone()), Some(cluster_id.clone())),
-        KeyOrigin::AwsKms { .. } | KeyOrigin::AwsKmsTyped { .. } => (None, None),
+        _ => (None, None),
     };
     KeyMetadata {
         aws_account_id: registry.arns.account_id.clone(),
@@ -34,6 +34,17 @@ pub fn metadata(registry: &Registry, record: &KeyRecord) -> KeyMetadata {
             .map(|d| epoch_seconds(d.deletion_date_millis)),
         pending_deletion_window_in_days: record.deletion.map(|d| d.window_days),
         origin: record.origin.as_str(),
+        valid_to: record
+            .imported()
+            .and_then(|m| m.valid_to_millis)
+            .map(epoch_seconds),
+        expiration_model: record.imported().map(|m| {
+            if m.valid_to_millis.is_some() {
+                "KEY_MATERIAL_EXPIRES"
+            } else {
+                "KEY_MATERIAL_DOES_NOT_EXPIRE"
+            }
+        }),
         custom_key_store_id: store,
         cloud_hsm_cluster_id: cluster,
         key_manager: "CUSTOMER",
@@ -44,9 +55,10 @@ pub fn metadata(registry: &Registry, record: &KeyRecord) -> KeyMetadata {
         mac_algorithms: some(algorithms.mac),
         key_agreement_algorithms: some(algorithms.key_agreement),
         multi_region: false,
-        current_key_material_id: (spec == KeySpec::SymmetricDefault).then(|| {
-            registry.material_id(&record.key_id, registry.current_material(&record.key_id))
-        }),
+        current_key_material_id: (spec == KeySpec::SymmetricDefault && !record.pending_import())
+            .then(|| {
+                registry.material_id(&record.key_id, registry.current_material(&record.key_id))
+            }),
     }
 }
 

@@ -28,6 +28,7 @@ mod get_key_last_usage;
 mod get_key_policy;
 mod get_key_rotation_status;
 mod get_public_key;
+mod import_key_material;
 mod key_rotation;
 mod list_aliases;
 mod list_grants;
@@ -102,7 +103,7 @@ const fn without_timeout_error(op: Operation) -> Operation {
 }
 
 /// The KMS operations this emulator serves (what [`dispatch`] knows).
-pub const OPERATIONS: [Operation; 49] = [
+pub const OPERATIONS: [Operation; 52] = [
     changes("CreateKey"),
     reads("DescribeKey"),
     reads("ListKeys"),
@@ -152,6 +153,9 @@ pub const OPERATIONS: [Operation; 49] = [
     reads("GenerateDataKeyPair"),
     reads("GenerateDataKeyPairWithoutPlaintext"),
     reads("DeriveSharedSecret"),
+    reads("GetParametersForImport"),
+    changes("ImportKeyMaterial"),
+    changes("DeleteImportedKeyMaterial"),
 ];
 
 /// Where `name` stands in [`OPERATIONS`], if hsmkms serves it.
@@ -282,7 +286,7 @@ fn additional_event_data(
             }
             Some(data)
         }
-        KeyOrigin::AwsKms { .. } | KeyOrigin::AwsKmsTyped { .. } => None,
+        _ => None,
     }
 }
 
@@ -372,6 +376,9 @@ async fn dispatch(fe: &Arc<Frontend>, op: &str, body: &[u8]) -> Result<Value, Km
             generate_data_key_pair::generate(fe, parse(body)?, false).await
         }
         "DeriveSharedSecret" => derive_shared_secret::handle(fe, parse(body)?).await,
+        "GetParametersForImport" => import_key_material::get_parameters(fe, parse(body)?).await,
+        "ImportKeyMaterial" => import_key_material::import(fe, parse(body)?).await,
+        "DeleteImportedKeyMaterial" => import_key_material::delete(fe, parse(body)?).await,
         other => Err(KmsError::UnknownOperation(format!(
             "TrentService.{other} is not an operation hsmkms serves."
         ))),

@@ -71,6 +71,9 @@ impl Registry {
                 return r.material_id.clone();
             }
         }
+        if let Some(imported) = self.keys.get(id).and_then(|k| k.imported_material_id()) {
+            return imported.to_string();
+        }
         let digest = Sha256::new()
             .chain_update(b"hsmkms/key-material-id/v1/")
             .chain_update(id.as_bytes())

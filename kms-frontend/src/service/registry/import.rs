@@ -1,0 +1,202 @@
+//! Imported key material (EXTERNAL keys): the import tokens GetParametersForImport hands out,
+//! ImportKeyMaterial, DeleteImportedKeyMaterial and the expiry of material whose ValidTo passed
+//! on the emulator clock, planned as changes like every other write.
+//!
+//! An import token is self-contained: the key it is for, the wrapping algorithm, the wrapping
+//! key's private half and its expiry, sealed under the frontend's master key. So tokens survive
+//! restarts and need no table, and a token cannot be forged or moved to another key.
+
+use hsmkms_common::secret::SecretBytes;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+use super::{Registry, DAY_MILLIS};
+use crate::service::change::Change;
+use crate::service::error::KmsError;
+use crate::service::key_spec::KeySpec;
+use crate::service::key_state::KeyOp;
+use crate::service::model::{ImportedMaterial, KeyOrigin, KeyRecord};
+
+/// How long a wrapping key and its import token are valid.
+pub const IMPORT_PARAMETERS_VALIDITY_MILLIS: u64 = DAY_MILLIS;
+/// The furthest ValidTo ImportKeyMaterial takes: 365 days ahead.
+pub const MAX_VALID_TO_MILLIS: u64 = 365 * DAY_MILLIS;
+
+const TOKEN_CONTEXT: &[u8] = b"hsmkms/import-token/v1";
+
+/// What an import token carries.
+#[derive(Serialize, Deserialize)]
+pub struct ImportToken {
+    pub key_id: Uuid,
+    pub wrapping_algorithm: String,
+    /// The wrapping key's private half, PKCS#8.
+    pub wrapping_key: Zeroizing<Vec<u8>>,
+    pub valid_to_millis: u64,
+}
+
+impl std::fmt::Debug for ImportToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImportToken")
+            .field("key_id", &self.key_id)
+            .field("wrapping_algorithm", &self.wrapping_algorithm)
+            .field("valid_to_millis", &self.valid_to_millis)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What imported material is sealed with, apart from every other material of every key.
+pub(super) fn imported_context(id: &Uuid) -> Vec<u8> {
+    let mut ctx = b"hsmkms/kms-key-imported/v1/".to_vec();
+    ctx.extend_from_slice(id.as_bytes());
+    ctx
+}
+
+/// The `KeyMaterialId` of material imported into a key: the same material gets the same id.
+pub fn imported_material_id(id: &Uuid, material: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(b"hsmkms/imported-material-id/v1/")
+        .chain_update(id.as_bytes())
+        .chain_update(material)
+        .finalize();
+    hex::encode(digest)
+}
+
+impl Registry {
+    /// The EXTERNAL key `key_id` names (a key id or ARN, no alias), or AWS's error for another
+    /// origin (recorded text).
+    pub fn external_key(&self, key_id: &str, op: KeyOp) -> Result<&KeyRecord, KmsError> {
+        let record = self.checked(key_id, false, op)?;
+        if !matches!(record.origin, KeyOrigin::External { .. }) {
+            return Err(KmsError::UnsupportedOperation(format!(
+                "{} origin is {} which is not valid for this operation.",
+                self.arns.key_arn(&record.key_id),
+                record.origin.as_str()
+            )));
+        }
+        Ok(record)
+    }
+
+    /// A sealed import token.
+    pub fn seal_import_token(&self, token: &ImportToken) -> Result<Vec<u8>, KmsError> {
+        let bytes = Zeroizing::new(
+            postcard::to_allocvec(token).map_err(|e| KmsError::KmsInternal(e.to_string()))?,
+        );
+        Ok(self.master.seal(&bytes, TOKEN_CONTEXT))
+    }
+
+    /// An import token's content, if it is one this frontend sealed.
+    pub fn open_import_token(&self, sealed: &[u8]) -> Option<ImportToken> {
+        let bytes = self.master.open(sealed, TOKEN_CONTEXT).ok()?;
+        postcard::from_bytes(bytes.expose()).ok()
+    }
+
+    /// Plans ImportKeyMaterial: `material` (already checked against the key's spec) becomes
+    /// the key's. A key that had material before takes only the same material again.
+    pub fn plan_import(
+        &self,
+        id: Uuid,
+        material: &SecretBytes,
+        valid_to_millis: Option<u64>,
+    ) -> Result<(Vec<Change>, String), KmsError> {
+        let record = self.by_id(&id).ok_or_else(|| {
+            KmsError::NotFound(format!("Key '{}' does not exist", self.arns.key_arn(&id)))
+        })?;
+        let KeyOrigin::External { spec, usage, .. } = &record.origin else {
+            return Err(KmsError::KmsInternal("not an EXTERNAL key".into()));
+        };
+        let material_id = imported_material_id(&id, material.expose());
+        if let Some(previous) = record.imported_material_id() {
+            if previous != material_id {
+                return Err(KmsError::IncorrectKeyMaterial(
+                    "The key material in the request is not the same key material that was previously imported into this KMS key.".into(),
+                ));
+            }
+        }
+        let origin = KeyOrigin::External {
+            spec: *spec,
+            usage: *usage,
+            material_id: Some(material_id.clone()),
+            imported: Some(ImportedMaterial {
+                wrapped_material: self.master.seal(material.expose(), &imported_context(&id)),
+                valid_to_millis,
+            }),
+        };
+        let changes = self.update_key(id, |k| {
+            k.origin = origin;
+        });
+        Ok((changes, material_id))
+    }
+
+    /// Plans DeleteImportedKeyMaterial (and the expiry of material): the key keeps the id of
+    /// the material it had, so only that material can be imported again.
+    pub fn plan_delete_imported(&self, id: Uuid) -> Vec<Change> {
+        self.update_key(id, |k| {
+            if let KeyOrigin::External { imported, .. } = &mut k.origin {
+                *imported = None;
+            }
+        })
+    }
+
+    /// EXTERNAL keys whose material expired at `now`.
+    pub fn due_expirations(&self, now_millis: u64) -> Vec<Uuid> {
+        let mut due: Vec<Uuid> = self
+            .keys
+            .values()
+            .filter(|k| {
+                k.imported()
+                    .and_then(|m| m.valid_to_millis)
+                    .is_some_and(|t| t <= now_millis)
+            })
+            .map(|k| k.key_id)
+            .collect();
+        due.sort();
+        due
+    }
+
+    /// The earliest expiry of imported material, if any.
+    pub fn next_expiration(&self) -> Option<u64> {
+        self.keys
+            .values()
+            .filter_map(|k| k.imported().and_then(|m| m.valid_to_millis))
+            .min()
+    }
+
+    /// Takes in the material of an EXTERNAL key as it now is.
+    pub(super) fn install_imported(
+        &mut self,
+        id: Uuid,
+        spec: KeySpec,
+        imported: Option<&ImportedMaterial>,
+    ) -> Result<(), crate::store::StoreError> {
+        let Some(imported) = imported else {
+            return Ok(());
+        };
+        let mut bytes = self
+            .master
+            .open(&imported.wrapped_material, &imported_context(&id))
+            .map_err(|_| {
+                crate::store::StoreError::Corrupt(format!(
+                    "imported material of key {id} does not unwrap"
+                ))
+            })?;
+        if spec == KeySpec::SymmetricDefault {
+            let mut raw = bytes.expose().to_vec();
+            let material =
+                hsmkms_common::secret::KeyMaterial::from_slice(&mut raw).ok_or_else(|| {
+                    crate::store::StoreError::Corrupt(format!(
+                        "imported material of key {id} is not 32 bytes"
+                    ))
+                })?;
+            zeroize::Zeroize::zeroize(&mut raw);
+            self.materials.insert(id, material);
+        } else {
+            self.typed.insert(
+                id,
+                std::mem::replace(&mut bytes, SecretBytes::new(Vec::new())),
+            );
+        }
+        Ok(())
+    }
+}
