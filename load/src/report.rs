@@ -974,7 +974,7 @@ fn ladder(out: &mut String, results: &Results, primary: &str) {
     let _ = writeln!(out, "|---|---|---|---|");
     let parse = steps[0].1.clone();
     let mut before: Option<Measured> = None;
-    for (what, run) in steps {
+    for (i, (what, run)) in steps.into_iter().enumerate() {
         let Some(m) = run else {
             let _ = writeln!(out, "| {what} | not measured | | |");
             continue;
@@ -983,11 +983,12 @@ fn ladder(out: &mut String, results: &Results, primary: &str) {
             base.as_ref()
                 .map_or(String::new(), |b| Ratio::of(&m, b).show())
         };
+        // parse against itself is 1 in every round: no range to show.
         let _ = writeln!(
             out,
             "| {what} | {} | {} | {} |",
             thousands(m.rps()),
-            vs(&parse),
+            if i == 0 { ratio(1.0) } else { vs(&parse) },
             vs(&before)
         );
         before = Some(m);
