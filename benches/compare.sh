@@ -8,12 +8,22 @@
 # (`--baseline`), criterion figures and a profile; then BENCHMARKS.md and its charts, written by
 # `hsmkms-load report`.
 #
-#   benches/compare.sh                      the whole run (about 25 minutes on 2 cores)
+#   benches/compare.sh                      the whole run (about half an hour on 2 cores)
 #   benches/compare.sh --baseline HEAD~1    the same, with that commit's hsmkms measured beside
 #                                           (built in target/baseline-src, a git worktree that
 #                                           is removed at the end, into target/baseline-target)
-#   benches/compare.sh --quick              3-second load runs, a 10-second timeline, no
-#                                           criterion figures and no profile (a few minutes)
+#   benches/compare.sh --quick              3-second load runs, one round, a 10-second
+#                                           timeline, no criterion figures and no profile (a
+#                                           few minutes)
+#   benches/compare.sh --rounds N           the load runs of every ratio in N rounds (3 by
+#                                           default, 1 with --quick)
+#
+# This machine's speed drifts by up to a third within a minute, so two figures taken minutes
+# apart do not compare. The two sides of every ratio therefore run back to back, and the whole
+# set is repeated in rounds whose order alternates (A B, then B A, ...): the report gives each
+# figure as the median of its rounds and each ratio as the median of the per-round ratios, with
+# their range. With more than one round, those runs last 6 s instead of 10 (--quick: 3 s), so
+# three rounds keep the whole run near half an hour.
 #
 # Installs wrk with apt-get (Debian's package) when it is not on PATH, and moto from PyPI into
 # target/bench-venv on first use; without wrk every run falls back to `hsmkms-load bench` and the
@@ -22,20 +32,35 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { echo "usage: $0 [--quick] [--baseline <commit>]" >&2; }
+usage() { echo "usage: $0 [--quick] [--rounds N (1 to 99)] [--baseline <commit>]" >&2; }
 DURATION=10
 TIMELINE=60
 QUICK=0
 BASELINE=""
+ROUNDS=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) DURATION=3; TIMELINE=10; QUICK=1; shift ;;
     --baseline)
       [ $# -ge 2 ] || { usage; exit 2; }
       BASELINE=$2; shift 2 ;;
+    --rounds)
+      { [ $# -ge 2 ] && [[ $2 =~ ^[1-9][0-9]?$ ]]; } || { usage; exit 2; }
+      ROUNDS=$2; shift 2 ;;
     *) usage; exit 2 ;;
   esac
 done
+if [ -z "$ROUNDS" ]; then
+  ROUNDS=3
+  [ "$QUICK" = 1 ] && ROUNDS=1
+fi
+# The length of each run taken in rounds: 6 s rather than 10 when repeated, so that three
+# rounds (69 wrk runs, 18 more with --baseline) take about 9 minutes rather than 14, and the
+# whole run stays near half an hour.
+ROUND_DURATION=$DURATION
+if [ "$ROUNDS" -gt 1 ] && [ "$DURATION" -gt 6 ]; then
+  ROUND_DURATION=6
+fi
 CONNECTIONS=(1 16 64)
 REFERENCES=(parse inline actor)
 MOTO_VERSION="5.2.5"
@@ -79,8 +104,11 @@ trap cleanup EXIT
 note() { echo "== $*" >&2; }
 # A line for the report's notes.
 report_note() { echo "- $*" >>"$NOTES"; echo "note: $*" >&2; }
-# Records a command in the report's list, then runs it.
-record() { echo "$*" >>"$COMMANDS"; "$@"; }
+# Records a command in the report's list (once: rounds repeat the same commands), then runs it.
+record() {
+  grep -qxF -- "$*" "$COMMANDS" || echo "$*" >>"$COMMANDS"
+  "$@"
+}
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 # Waits up to 60 s for a line in a log file written by process $3.
 wait_for_line() {
@@ -112,15 +140,22 @@ hwm_mib() { awk '/^VmHWM:/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 figure() { # name value unit note
   python3 -c 'import json,sys; print(json.dumps({"name":sys.argv[1],"value":float(sys.argv[2]),"unit":sys.argv[3],"note":sys.argv[4]}))' "$@" >>"$RESULTS"
 }
-# Passes one JSON line from stdin to stdout, or fails saying what came instead.
+# Passes one JSON line from stdin to stdout, or fails saying what came instead. With a round
+# number above 0 as its argument, adds it to the line as "round" (the report pairs the two
+# sides of a ratio by it); without one, or with 0, the line is passed as it came.
 one_json_line() {
   python3 -c '
 import json, sys
 line = sys.stdin.read().strip().splitlines()
 if not line:
     sys.exit("no result line")
-json.loads(line[-1])
-print(line[-1])'
+run = json.loads(line[-1])
+k = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+if k > 0:
+    run["round"] = k
+    print(json.dumps(run, separators=(",", ":")))
+else:
+    print(line[-1])' "$@"
 }
 
 note "building the release binaries"
@@ -169,6 +204,9 @@ fi
 echo "python3 -m venv target/bench-venv && target/bench-venv/bin/pip install 'moto[server]==$MOTO_VERSION'" >>"$COMMANDS"
 [ -n "$MOTO" ] || report_note "moto could not be installed from PyPI: no moto figures in this run."
 [ "$QUICK" = 1 ] && report_note "A \`--quick\` run: ${DURATION}-second load runs, a ${TIMELINE}-second timeline, no criterion figures and no profile; the figures are rough."
+if [ "$ROUNDS" -gt 1 ]; then
+  report_note "The runs behind the ratios (wrk's, or \`hsmkms-load bench\`'s without wrk), CreateKey and before/after: ${ROUNDS} rounds of ${ROUND_DURATION}-second runs$([ "$ROUND_DURATION" = "$DURATION" ] || echo " (not ${DURATION} s: ${ROUNDS} rounds of ${DURATION} s would take the whole run past half an hour)"), each after a 1-second warm-up. The other runs (\`hsmkms-load bench\` beside wrk, moto, the timeline, 100,000 keys, busy cores) are single ${DURATION}-second runs."
+fi
 
 # Starts an emulator: binary data-dir port log; sets HSMKMS_PID and READY_SECONDS (from the
 # spawn to its `Ready.` line).
@@ -193,34 +231,65 @@ start_echo() {
   wait_for_line "$OUT/echo-$1.log" "Ready." "$ECHO_PID"
 }
 
-# A run of `hsmkms-load bench`: label port trust-anchor extra-args...
-load() {
-  local label=$1 port=$2 anchor=$3
-  shift 3
-  note "hsmkms-load: $label $*"
-  record "$LOAD" bench --label "$label" --endpoint "http://127.0.0.1:$port" --duration "$DURATION" \
-    --trust-anchor "$anchor" --json "$@" >>"$RESULTS"
+# The round being measured (1 to ROUNDS), written into each result line; 0 outside the rounds.
+ROUND=0
+# A run of `hsmkms-load bench`: seconds label port trust-anchor extra-args...
+load_for() {
+  local seconds=$1 label=$2 port=$3 anchor=$4 in_round=""
+  shift 4
+  [ "$ROUND" = 0 ] || in_round=" (round $ROUND)"
+  note "hsmkms-load: $label $*$in_round"
+  record "$LOAD" bench --label "$label" --endpoint "http://127.0.0.1:$port" --duration "$seconds" \
+    --trust-anchor "$anchor" --json "$@" | one_json_line "$ROUND" >>"$RESULTS"
 }
-# A wrk run of DURATION s after a 1-second warm-up (an `hsmkms-load bench` run without wrk):
-# label port trust-anchor connections extra-args (as `hsmkms-load bench` takes them)...
+# A single run of DURATION s.
+load() { load_for "$DURATION" "$@"; }
+# A wrk run of ROUND_DURATION s after a 1-second warm-up (an `hsmkms-load bench` run without
+# wrk), in round ROUND: label port trust-anchor connections extra-args (as `hsmkms-load bench`
+# takes them)...
 RUN=0
+# The wrk script of each run already set up (by label, port, connections and arguments): a
+# later round reuses it rather than making another key on the same emulator.
+declare -A SCRIPTS=()
 wrk_load() {
   local label=$1 port=$2 anchor=$3 conns=$4
   shift 4
   if [ -z "$WRK" ]; then
-    load "$label" "$port" "$anchor" --connections "$conns" "$@"
+    load_for "$ROUND_DURATION" "$label" "$port" "$anchor" --connections "$conns" "$@"
     return
   fi
   RUN=$((RUN + 1))
-  local script="$OUT/wrk/$RUN-$label.lua" threads=2
+  local key="$label $port $conns $*" threads=2
   [ "$conns" -ge 2 ] || threads=1
-  note "wrk: $label $* --connections $conns"
-  record "$LOAD" wrk-script --label "$label" --endpoint "http://127.0.0.1:$port" \
-    --trust-anchor "$anchor" --connections "$conns" --out "$script" "$@"
+  note "wrk, round $ROUND: $label $* --connections $conns"
+  local script=${SCRIPTS[$key]:-}
+  if [ -z "$script" ]; then
+    script="$OUT/wrk/$RUN-$label.lua"
+    record "$LOAD" wrk-script --label "$label" --endpoint "http://127.0.0.1:$port" \
+      --trust-anchor "$anchor" --connections "$conns" --out "$script" "$@"
+    SCRIPTS[$key]=$script
+  fi
   wrk -t"$threads" -c"$conns" -d1s --timeout 10s -s "$script" "http://127.0.0.1:$port/" >/dev/null
-  record wrk -t"$threads" -c"$conns" -d"${DURATION}s" --timeout 10s -s "$script" \
+  record wrk -t"$threads" -c"$conns" -d"${ROUND_DURATION}s" --timeout 10s -s "$script" \
     "http://127.0.0.1:$port/" >"$OUT/wrk/$RUN-$label.out"
-  one_json_line <"$OUT/wrk/$RUN-$label.out" >>"$RESULTS"
+  one_json_line "$ROUND" <"$OUT/wrk/$RUN-$label.out" >>"$RESULTS"
+}
+# Runs each argument (one run: wrk_load's arguments as words) in order in odd rounds and in
+# reverse in even ones (A B, then B A): a drift of the machine's speed within a round then
+# weighs on each side of a ratio alike over two rounds.
+abba() {
+  local runs=("$@") i
+  if [ $((ROUND % 2)) = 1 ]; then
+    for ((i = 0; i < ${#runs[@]}; i++)); do
+      # shellcheck disable=SC2086 # the words of a run are wrk_load's arguments
+      wrk_load ${runs[i]}
+    done
+  else
+    for ((i = ${#runs[@]} - 1; i >= 0; i--)); do
+      # shellcheck disable=SC2086
+      wrk_load ${runs[i]}
+    done
+  fi
 }
 
 HSMKMS_PORT=$(free_port)
@@ -244,22 +313,42 @@ if [ -n "$MOTO" ]; then
   wait_for_http "$MOTO_PORT"
 fi
 
-# Encrypt, 32 B, at each connection count: the reference handlers, then hsmkms.
-for c in "${CONNECTIONS[@]}"; do
-  for h in "${REFERENCES[@]}"; do
-    wrk_load "$h" "${REF_PORT[$h]}" "$ANCHOR" "$c" --op encrypt
+# The runs behind the ratios, in rounds. In each, every run sits next to what it is compared
+# with: at each connection count parse, inline, hsmkms with an AWS_KMS key (against inline),
+# actor, hsmkms with a key store key (against actor); at 64 connections each hsmkms Encrypt is
+# followed by the Decrypt and GenerateDataKey of the same key kind (compared with it), so the
+# 64-connection Encrypt runs serve both comparisons; then 4 KiB, inline beside hsmkms. Even
+# rounds run each group backwards. Then CreateKey in a key store, on a fresh emulator each
+# round: a run at ~5,000 keys/s adds 35,000 keys in 1 + 6 s (55,000 in 1 + 10 s with one
+# round), and a second run on the same emulator could meet KMS's quota of 100,000 keys. wrk
+# sends the same body each time, which CreateKey allows (each makes a new key).
+H="hsmkms $HSMKMS_PORT $ANCHOR"
+for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
+  note "round $ROUND of $ROUNDS"
+  for c in "${CONNECTIONS[@]}"; do
+    group=("parse ${REF_PORT[parse]} $ANCHOR $c --op encrypt"
+      "inline ${REF_PORT[inline]} $ANCHOR $c --op encrypt"
+      "$H $c --op encrypt")
+    if [ "$c" = 64 ]; then
+      group+=("$H 64 --op decrypt" "$H 64 --op generate-data-key")
+    fi
+    group+=("actor ${REF_PORT[actor]} $ANCHOR $c --op encrypt" "$H $c --op encrypt --key-store")
+    if [ "$c" = 64 ]; then
+      group+=("$H 64 --op decrypt --key-store" "$H 64 --op generate-data-key --key-store")
+    fi
+    abba "${group[@]}"
   done
-  wrk_load hsmkms "$HSMKMS_PORT" "$ANCHOR" "$c" --op encrypt
-  wrk_load hsmkms "$HSMKMS_PORT" "$ANCHOR" "$c" --op encrypt --key-store
+  # 4 KiB plaintexts (KMS's limit).
+  abba "inline ${REF_PORT[inline]} $ANCHOR 64 --op encrypt --plaintext-bytes 4096" \
+    "$H 64 --op encrypt --plaintext-bytes 4096" \
+    "$H 64 --op encrypt --key-store --plaintext-bytes 4096"
+  CK_PORT=$(free_port)
+  start_hsmkms "$OUT/data-create-$ROUND" "$CK_PORT" "$OUT/hsmkms-create-$ROUND.log"
+  wrk_load hsmkms "$CK_PORT" "$OUT/data-create-$ROUND/customerCA.crt" 64 --op create-key --key-store
+  stop_pid "$HSMKMS_PID"
+  rm -rf "$OUT/data-create-$ROUND"
 done
-# 4 KiB plaintexts (KMS's limit), and the other operations, at 64 connections.
-wrk_load inline "${REF_PORT[inline]}" "$ANCHOR" 64 --op encrypt --plaintext-bytes 4096
-wrk_load hsmkms "$HSMKMS_PORT" "$ANCHOR" 64 --op encrypt --plaintext-bytes 4096
-wrk_load hsmkms "$HSMKMS_PORT" "$ANCHOR" 64 --op encrypt --key-store --plaintext-bytes 4096
-for op in decrypt generate-data-key; do
-  wrk_load hsmkms "$HSMKMS_PORT" "$ANCHOR" 64 --op "$op"
-  wrk_load hsmkms "$HSMKMS_PORT" "$ANCHOR" 64 --op "$op" --key-store
-done
+ROUND=0
 
 # The project's own tool beside wrk (every answer checked), and moto, which closes each
 # connection after answering (wrk would count each close as an error; the tool reconnects).
@@ -303,13 +392,6 @@ fi
 for pid in "${SPINNERS[@]}"; do stop_pid "$pid"; done
 python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(json.dumps({"name":"parse-1-connection-busy-cores","value":r["requestsPerSecond"],"unit":"requests/s","note":"(parse handler, Encrypt at 1 connection, %s, both cores kept out of idle by nice -n 19 spin loops)" % r["loader"]}))' "$OUT/parse-busy.json" >>"$RESULTS"
 for h in "${REFERENCES[@]}"; do stop_pid "${REF_PID[$h]}"; done
-
-# CreateKey on a fresh emulator: a fast machine could otherwise reach KMS's quota of 100,000
-# keys. wrk sends the same body each time, which CreateKey allows (each makes a new key).
-CK_PORT=$(free_port)
-start_hsmkms "$OUT/data-create" "$CK_PORT" "$OUT/hsmkms-create.log"
-wrk_load hsmkms "$CK_PORT" "$OUT/data-create/customerCA.crt" 64 --op create-key --key-store
-stop_pid "$HSMKMS_PID"
 
 note "memory and start-up: a fresh emulator with 100,000 keys"
 MEM_PORT=$(free_port)
@@ -366,22 +448,31 @@ python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(json.dumps({"
 stop_pid "$HSMKMS_PID"
 
 if [ -n "$BASE_BIN" ]; then
-  # Both emulators up at once, each fresh; each operation loads the new one, then the old one.
-  note "before ($BASE_COMMIT) and after, one after the other"
-  BEFORE_PORT=$(free_port)
-  AFTER_PORT=$(free_port)
-  start_emulator "$BASE_BIN" "$OUT/data-before" "$BEFORE_PORT" "$OUT/hsmkms-before.log"
-  BEFORE_PID=$HSMKMS_PID
-  start_hsmkms "$OUT/data-after" "$AFTER_PORT" "$OUT/hsmkms-after.log"
-  AFTER_PID=$HSMKMS_PID
-  for args in "--op encrypt" "--op encrypt --key-store" "--op create-key --key-store"; do
-    # shellcheck disable=SC2086 # the words of $args are the options
-    wrk_load after "$AFTER_PORT" "$OUT/data-after/customerCA.crt" 64 $args
-    # shellcheck disable=SC2086
-    wrk_load before "$BEFORE_PORT" "$OUT/data-before/customerCA.crt" 64 $args
+  # Each round, both emulators start fresh (CreateKey's keys stay clear of the quota, as
+  # above) and each operation loads one, then the other, right after; which goes first
+  # alternates from one operation to the next and from one round to the next.
+  for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
+    note "before ($BASE_COMMIT) and after, round $ROUND of $ROUNDS"
+    BEFORE_PORT=$(free_port)
+    AFTER_PORT=$(free_port)
+    start_emulator "$BASE_BIN" "$OUT/data-before-$ROUND" "$BEFORE_PORT" \
+      "$OUT/hsmkms-before-$ROUND.log"
+    BEFORE_PID=$HSMKMS_PID
+    start_hsmkms "$OUT/data-after-$ROUND" "$AFTER_PORT" "$OUT/hsmkms-after-$ROUND.log"
+    AFTER_PID=$HSMKMS_PID
+    i=0
+    for args in "--op encrypt" "--op encrypt --key-store" "--op create-key --key-store"; do
+      before="before $BEFORE_PORT $OUT/data-before-$ROUND/customerCA.crt 64 $args"
+      after="after $AFTER_PORT $OUT/data-after-$ROUND/customerCA.crt 64 $args"
+      # abba reverses in even rounds; the pair's own order alternates with the operation.
+      if [ $((i % 2)) = 0 ]; then abba "$before" "$after"; else abba "$after" "$before"; fi
+      i=$((i + 1))
+    done
+    stop_pid "$BEFORE_PID"
+    stop_pid "$AFTER_PID"
+    rm -rf "$OUT/data-before-$ROUND" "$OUT/data-after-$ROUND"
   done
-  stop_pid "$BEFORE_PID"
-  stop_pid "$AFTER_PID"
+  ROUND=0
 fi
 
 if [ "$QUICK" = 0 ]; then

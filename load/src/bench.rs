@@ -136,6 +136,11 @@ pub struct RunResult {
     /// Each whole second of the measured window, in order (`--timeline`; empty otherwise).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub timeline: Vec<Second>,
+    /// The round of a repeated comparison the run belongs to (1, 2, ...: `compare.sh --rounds`
+    /// adds it to the line); absent for a run measured once, as in results written before
+    /// rounds existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round: Option<u32>,
 }
 
 fn default_loader() -> String {
@@ -420,6 +425,7 @@ pub async fn run(args: &BenchArgs) -> Result<RunResult> {
         } else {
             Vec::new()
         },
+        round: None,
     })
 }
 

@@ -4,6 +4,11 @@
 //! is between figures of the same run: hsmkms against the reference handlers of
 //! `hsmkms-load echo` (the least the same work costs), Decrypt against Encrypt, and the binary
 //! of `--baseline` against the one measured.
+//!
+//! A figure measured in several rounds (`compare.sh --rounds`, each line with its `round`) is
+//! reported as the median of its runs, and a ratio as the median of the per-round ratios with
+//! their range: the machine's speed drifts by up to a third within a minute, so only runs taken
+//! next to each other compare, and one slow round must not decide a verdict.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -14,7 +19,7 @@ use plotters::prelude::*;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::bench::RunResult;
+use crate::bench::{Latency, RunResult};
 
 /// Options of `hsmkms-load report`.
 #[derive(Debug, clap::Args)]
@@ -69,19 +74,26 @@ struct Results {
 fn load(path: &Path) -> Result<Results> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    parse(&text, &path.display().to_string())
+}
+
+/// The lines of a results file (`source` names it in errors).
+fn parse(text: &str, source: &str) -> Result<Results> {
     let mut results = Results::default();
     for (n, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        let value: Value = serde_json::from_str(line)
-            .with_context(|| format!("{}:{}: not JSON", path.display(), n + 1))?;
+        let value: Value =
+            serde_json::from_str(line).with_context(|| format!("{source}:{}: not JSON", n + 1))?;
         if value.get("requestsPerSecond").is_some() {
-            results.runs.push(serde_json::from_value(value)?);
+            results.runs.push(
+                serde_json::from_value(value)
+                    .with_context(|| format!("{source}:{}: not a load run", n + 1))?,
+            );
         } else {
-            let figure: Figure = serde_json::from_value(value).with_context(|| {
-                format!("{}:{}: neither a run nor a figure", path.display(), n + 1)
-            })?;
+            let figure: Figure = serde_json::from_value(value)
+                .with_context(|| format!("{source}:{}: neither a run nor a figure", n + 1))?;
             results.figures.insert(figure.name.clone(), figure);
         }
     }
@@ -142,6 +154,141 @@ impl Series {
     }
 }
 
+/// The value in the middle (the mean of the two middle ones for an even count; 0 for none): a
+/// slow or fast round moves it no more than any other round does.
+fn median(values: impl IntoIterator<Item = f64>) -> f64 {
+    let mut values: Vec<f64> = values.into_iter().collect();
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    }
+}
+
+/// Every run of one figure (the same target, operation, key kind, connections, plaintext size
+/// and load generator): one per round of `compare.sh --rounds`, or just one. Never empty.
+#[derive(Debug, Clone)]
+struct Measured<'a> {
+    runs: Vec<&'a RunResult>,
+}
+
+impl<'a> Measured<'a> {
+    fn new(runs: Vec<&'a RunResult>) -> Option<Self> {
+        (!runs.is_empty()).then_some(Self { runs })
+    }
+
+    /// The first run, for what every run of the figure shares (label, operation, key kind,
+    /// connections, load generator).
+    fn first(&self) -> &'a RunResult {
+        self.runs[0]
+    }
+
+    /// The median requests/s of the runs.
+    fn rps(&self) -> f64 {
+        median(self.runs.iter().map(|r| r.requests_per_second))
+    }
+
+    /// Each percentile's median over the runs (each on its own: not one run's latencies).
+    fn latency(&self) -> Latency {
+        let of = |f: fn(&Latency) -> f64| median(self.runs.iter().map(|r| f(&r.latency_ms)));
+        Latency {
+            p50: of(|l| l.p50),
+            p90: of(|l| l.p90),
+            p99: of(|l| l.p99),
+            p999: of(|l| l.p999),
+            max: of(|l| l.max),
+            mean: of(|l| l.mean),
+        }
+    }
+
+    /// The errors of every run.
+    fn errors(&self) -> u64 {
+        self.runs.iter().map(|r| r.errors).sum()
+    }
+
+    /// The smallest and largest requests/s of the runs.
+    fn rps_range(&self) -> (f64, f64) {
+        self.runs.iter().fold((f64::MAX, f64::MIN), |(lo, hi), r| {
+            (lo.min(r.requests_per_second), hi.max(r.requests_per_second))
+        })
+    }
+}
+
+/// A ratio of two figures' requests/s: the median of the per-round ratios, with their range.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Ratio {
+    median: f64,
+    min: f64,
+    max: f64,
+    /// How many rounds had both sides; 1 for a ratio of two medians (see [`Ratio::of`]).
+    rounds: usize,
+}
+
+impl Ratio {
+    /// `num` against `den`, round by round: within a round the two sides ran next to each
+    /// other, so each round's ratio is clear of the machine's drift between rounds. Sides not
+    /// measured in the same rounds (moto's single run against wrk's rounds, results written
+    /// without rounds) give the ratio of their medians instead, as one round.
+    fn of(num: &Measured, den: &Measured) -> Self {
+        let den_by_round: BTreeMap<u32, f64> = den
+            .runs
+            .iter()
+            .filter_map(|r| r.round.map(|k| (k, r.requests_per_second)))
+            .collect();
+        let per_round: Vec<f64> = num
+            .runs
+            .iter()
+            .filter_map(|r| {
+                let d = den_by_round.get(&r.round?)?;
+                Some(r.requests_per_second / d)
+            })
+            .collect();
+        if per_round.is_empty() {
+            let v = num.rps() / den.rps();
+            return Self {
+                median: v,
+                min: v,
+                max: v,
+                rounds: 1,
+            };
+        }
+        Self {
+            median: median(per_round.iter().copied()),
+            min: per_round.iter().copied().fold(f64::MAX, f64::min),
+            max: per_round.iter().copied().fold(f64::MIN, f64::max),
+            rounds: per_round.len(),
+        }
+    }
+
+    /// The rounds' range, e.g. " (0.58–0.66, 3 rounds)"; empty for one round.
+    fn range(&self) -> String {
+        if self.rounds < 2 {
+            return String::new();
+        }
+        format!(
+            " ({}–{}, {} rounds)",
+            decimals(self.min),
+            decimals(self.max),
+            self.rounds
+        )
+    }
+
+    /// E.g. "0.62× (0.58–0.66, 3 rounds)", or "0.62×" for one round.
+    fn show(&self) -> String {
+        format!("{}{}", ratio(self.median), self.range())
+    }
+
+    /// The same with the ratio in bold.
+    fn show_bold(&self) -> String {
+        format!("**{}**{}", ratio(self.median), self.range())
+    }
+}
+
 impl Results {
     /// The load generator of the ratios: wrk when the run had it.
     fn primary(&self) -> &'static str {
@@ -152,6 +299,7 @@ impl Results {
         }
     }
 
+    /// Every run of one figure, in every round it was measured (`None` if it was not).
     fn find_by(
         &self,
         loader: &str,
@@ -160,19 +308,24 @@ impl Results {
         key_store: bool,
         conns: usize,
         bytes: usize,
-    ) -> Option<&RunResult> {
-        self.runs.iter().find(|r| {
-            r.loader == loader
-                && r.label == label
-                && r.op == op
-                && r.key_store == key_store
-                && r.connections == conns
-                && (r.plaintext_bytes == bytes || (op != "encrypt" && op != "decrypt"))
-                && r.timeline.is_empty()
-        })
+    ) -> Option<Measured<'_>> {
+        Measured::new(
+            self.runs
+                .iter()
+                .filter(|r| {
+                    r.loader == loader
+                        && r.label == label
+                        && r.op == op
+                        && r.key_store == key_store
+                        && r.connections == conns
+                        && (r.plaintext_bytes == bytes || (op != "encrypt" && op != "decrypt"))
+                        && r.timeline.is_empty()
+                })
+                .collect(),
+        )
     }
 
-    /// A run of the primary load generator.
+    /// The runs of the primary load generator.
     fn find(
         &self,
         label: &str,
@@ -180,8 +333,13 @@ impl Results {
         key_store: bool,
         conns: usize,
         bytes: usize,
-    ) -> Option<&RunResult> {
+    ) -> Option<Measured<'_>> {
         self.find_by(self.primary(), label, op, key_store, conns, bytes)
+    }
+
+    /// The most rounds any figure was measured in (`None` for results without rounds).
+    fn rounds(&self) -> Option<u32> {
+        self.runs.iter().filter_map(|r| r.round).max()
     }
 
     /// The run with a per-second timeline (`hsmkms-load bench --timeline`).
@@ -189,15 +347,22 @@ impl Results {
         self.runs.iter().find(|r| !r.timeline.is_empty())
     }
 
-    fn series(&self) -> BTreeMap<Series, Vec<&RunResult>> {
-        let mut map: BTreeMap<Series, Vec<&RunResult>> = BTreeMap::new();
+    /// Each series with its figures, one per connection count, in order of connections.
+    fn series(&self) -> BTreeMap<Series, Vec<Measured<'_>>> {
+        let mut map: BTreeMap<Series, BTreeMap<usize, Vec<&RunResult>>> = BTreeMap::new();
         for r in self.runs.iter().filter(|r| r.timeline.is_empty()) {
-            map.entry(Series::of(r)).or_default().push(r);
+            map.entry(Series::of(r))
+                .or_default()
+                .entry(r.connections)
+                .or_default()
+                .push(r);
         }
-        for runs in map.values_mut() {
-            runs.sort_by_key(|r| r.connections);
-        }
-        map
+        map.into_iter()
+            .map(|(series, by_conns)| {
+                let figures = by_conns.into_values().filter_map(Measured::new).collect();
+                (series, figures)
+            })
+            .collect()
     }
 
     /// The largest shares of hsmkms's CPU samples in a profile (`aws-kms` or `key-store`).
@@ -340,13 +505,14 @@ impl Target {
     }
 }
 
-/// A ratio of two runs' requests/s against a least ratio.
+/// A ratio of two figures' requests/s against a least ratio: the median of the per-round
+/// ratios decides.
 fn ratio_target(
     what: &str,
     goal: f64,
     against: &str,
-    num: Option<&RunResult>,
-    den: Option<&RunResult>,
+    num: Option<Measured>,
+    den: Option<Measured>,
     profile: Option<&'static str>,
 ) -> Target {
     let mut target = Target {
@@ -358,18 +524,31 @@ fn ratio_target(
         profile,
     };
     if let (Some(n), Some(d)) = (num, den) {
-        let ratio = n.requests_per_second / d.requests_per_second;
-        target.measured = format!(
-            "{} vs {} = **{ratio:.2}×**",
-            per_second(n.requests_per_second),
-            per_second(d.requests_per_second)
-        );
+        let r = Ratio::of(&n, &d);
+        let ratio = r.median;
+        // Over several rounds the two figures are medians and the ratio is the median of the
+        // rounds' ratios, which need not be the one of the medians: "=" would be wrong.
+        target.measured = if r.rounds > 1 {
+            format!(
+                "median {} vs {}; {}",
+                per_second(n.rps()),
+                per_second(d.rps()),
+                r.show_bold()
+            )
+        } else {
+            format!(
+                "{} vs {} = {}",
+                per_second(n.rps()),
+                per_second(d.rps()),
+                r.show_bold()
+            )
+        };
         target.met = Some(ratio >= goal);
         if ratio < goal {
             target.short = format!(
                 "{:.0}% short ({ratio:.2}× for {goal:.2}×: {} more)",
                 (1.0 - ratio / goal) * 100.0,
-                per_second(goal * d.requests_per_second - n.requests_per_second)
+                per_second(goal * d.rps() - n.rps())
             );
         }
     }
@@ -411,10 +590,15 @@ fn bound_target(
 
 /// A ratio with two decimals, or four below 0.1 (moto's are tiny).
 fn ratio(v: f64) -> String {
+    format!("{}×", decimals(v))
+}
+
+/// Two decimals, or four below 0.1.
+fn decimals(v: f64) -> String {
     if v < 0.1 {
-        format!("{v:.4}×")
+        format!("{v:.4}")
     } else {
-        format!("{v:.2}×")
+        format!("{v:.2}")
     }
 }
 
@@ -516,11 +700,19 @@ fn targets(results: &Results) -> Vec<Target> {
     out.push(bound_target(
         "CreateKey in a key store (durable on two HSMs and the frontend), 64 connections",
         "≥ 5,000 keys/s",
-        create.map(|r| {
-            (
-                r.requests_per_second,
-                format!(", p99 {:.1} ms", r.latency_ms.p99),
-            )
+        create.map(|m| {
+            let rounds = if m.runs.len() > 1 {
+                let (lo, hi) = m.rps_range();
+                format!(
+                    " (median of {} rounds, {}–{})",
+                    m.runs.len(),
+                    thousands(lo),
+                    thousands(hi)
+                )
+            } else {
+                String::new()
+            };
+            (m.rps(), format!("{rounds}, p99 {:.1} ms", m.latency().p99))
         }),
         5000.0,
         false,
@@ -582,11 +774,9 @@ fn targets(results: &Results) -> Vec<Target> {
         let cells: Vec<String> = [1, 16, 64]
             .iter()
             .filter_map(|&c| {
-                run("hsmkms", "encrypt", ks, c, 32).map(|r| {
-                    format!(
-                        "{c}: {:.2} / {:.2} / {:.2}",
-                        r.latency_ms.p50, r.latency_ms.p99, r.latency_ms.p999
-                    )
+                run("hsmkms", "encrypt", ks, c, 32).map(|m| {
+                    let l = m.latency();
+                    format!("{c}: {:.2} / {:.2} / {:.2}", l.p50, l.p99, l.p999)
                 })
             })
             .collect();
@@ -600,6 +790,34 @@ fn targets(results: &Results) -> Vec<Target> {
         });
     }
     out
+}
+
+/// How the runs were taken and how the figures and ratios are formed, for `rounds` rounds.
+fn method(rounds: Option<u32>) -> String {
+    let beside = "the two sides of each ratio ran back to back (at each connection count the \
+                  reference handlers beside hsmkms, each Encrypt beside the Decrypt and \
+                  GenerateDataKey of the same key kind, the inline handler beside hsmkms at \
+                  4 KiB, before beside after)";
+    match rounds {
+        Some(n) if n > 1 => format!(
+            "each figure of a ratio was measured in {n} rounds. Within a round {beside}, and \
+             the order reverses from one round to the next (A then B, then B then A), so the \
+             machine's drift (up to a third within a minute here) weighs on both sides alike. \
+             A figure is the median of its rounds' runs (requests/s and each latency \
+             percentile on its own); a ratio is the median of the per-round ratios, with the \
+             smallest and largest in brackets. A figure measured once (moto, the timeline, \
+             `hsmkms-load bench` beside wrk) enters a ratio through the median of the other \
+             side."
+        ),
+        Some(_) => format!(
+            "each figure of a ratio was measured once (one round): {beside}, but a single run \
+             is exposed to the machine's drift (up to a third within a minute here); \
+             `compare.sh --rounds N` repeats them."
+        ),
+        None => "each figure was measured once, without rounds: a ratio's two sides may have \
+                 run minutes apart, exposed to the machine's drift."
+            .to_string(),
+    }
 }
 
 fn render(results: &Results, inputs: &Inputs) -> String {
@@ -634,16 +852,17 @@ fn render(results: &Results, inputs: &Inputs) -> String {
              `hsmkms-load wrk-script`) over keep-alive HTTP/1.1 connections; an answer that is \
              not 2xx counts as an error, but wrk does not read the bodies. `hsmkms-load bench` \
              runs beside it, checking every answer (key ARN, blob, plaintext), and measures \
-             moto and the timeline.\n"
+             moto and the timeline."
         );
     } else {
         let _ = writeln!(
             out,
             "- Load: **no external load generator**: wrk could not be installed, so every ratio \
              is between runs of `hsmkms-load bench` (which signs and checks every request and so \
-             takes more of the machine from the server than wrk would).\n"
+             takes more of the machine from the server than wrk would)."
         );
     }
+    let _ = writeln!(out, "- Method: {}\n", method(results.rounds()));
     if !inputs.notes.trim().is_empty() {
         let _ = writeln!(out, "{}\n", inputs.notes.trim_end());
     }
@@ -718,7 +937,7 @@ fn render(results: &Results, inputs: &Inputs) -> String {
 /// The reference ladder: each step's requests/s, against parse-and-answer and against the step
 /// before it.
 fn ladder(out: &mut String, results: &Results, primary: &str) {
-    let steps: Vec<(&str, Option<&RunResult>)> = vec![
+    let steps: Vec<(&str, Option<Measured>)> = vec![
         (
             "`parse`: parse and answer",
             results.find("parse", "encrypt", false, 64, 32),
@@ -748,27 +967,31 @@ fn ladder(out: &mut String, results: &Results, primary: &str) {
     let _ = writeln!(
         out,
         "Loaded by {primary} (moto by `hsmkms-load bench`). The ratios say what each step's \
-         work costs against the least that work costs here.\n"
+         work costs against the least that work costs here (requests/s: the median of the \
+         rounds; ratios: the median of the per-round ratios).\n"
     );
     let _ = writeln!(out, "| what | requests/s | × parse | × the step before |");
     let _ = writeln!(out, "|---|---|---|---|");
-    let parse = steps[0].1.map(|r| r.requests_per_second);
-    let mut before: Option<f64> = None;
-    for (what, run) in steps {
-        let Some(r) = run else {
+    let parse = steps[0].1.clone();
+    let mut before: Option<Measured> = None;
+    for (i, (what, run)) in steps.into_iter().enumerate() {
+        let Some(m) = run else {
             let _ = writeln!(out, "| {what} | not measured | | |");
             continue;
         };
-        let rps = r.requests_per_second;
-        let vs = |base: Option<f64>| base.map_or(String::new(), |b| ratio(rps / b));
+        let vs = |base: &Option<Measured>| {
+            base.as_ref()
+                .map_or(String::new(), |b| Ratio::of(&m, b).show())
+        };
+        // parse against itself is 1 in every round: no range to show.
         let _ = writeln!(
             out,
             "| {what} | {} | {} | {} |",
-            thousands(rps),
-            vs(parse),
-            vs(before)
+            thousands(m.rps()),
+            if i == 0 { ratio(1.0) } else { vs(&parse) },
+            vs(&before)
         );
-        before = Some(rps);
+        before = Some(m);
     }
     let _ = writeln!(out);
 }
@@ -777,13 +1000,15 @@ fn latency(out: &mut String, results: &Results, inputs: &Inputs, primary: &str) 
     let _ = writeln!(out, "## Latency against connections\n");
     let _ = writeln!(
         out,
-        "Encrypt, 32 B, loaded by {primary} (moto by `hsmkms-load bench`); milliseconds.\n"
+        "Encrypt, 32 B, loaded by {primary} (moto by `hsmkms-load bench`); milliseconds. Over \
+         several runs (rounds), requests/s and each percentile are the median of the runs, \
+         and the errors are those of all of them.\n"
     );
     if let (Some(idle), Some(busy)) = (
         results.find("parse", "encrypt", false, 1, 32),
         results.figures.get("parse-1-connection-busy-cores"),
     ) {
-        let (idle, busy) = (idle.requests_per_second, busy.value);
+        let (idle, busy) = (idle.rps(), busy.value);
         let _ = write!(
             out,
             "At 1 connection, with both cores kept out of idle by two `nice -n 19` spin loops, \
@@ -807,10 +1032,10 @@ fn latency(out: &mut String, results: &Results, inputs: &Inputs, primary: &str) 
     }
     let _ = writeln!(
         out,
-        "| target | connections | requests/s | p50 ms | p99 ms | p99.9 ms | max ms | errors |"
+        "| target | connections | requests/s | p50 ms | p99 ms | p99.9 ms | max ms | errors | runs |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
-    for (series, runs) in results.series() {
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
+    for (series, figures) in results.series() {
         let shown = series.op == "encrypt"
             && series.plaintext_bytes == 32
             && series.label != BEFORE
@@ -819,18 +1044,20 @@ fn latency(out: &mut String, results: &Results, inputs: &Inputs, primary: &str) 
         if !shown {
             continue;
         }
-        for r in runs {
+        for m in figures {
+            let l = m.latency();
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.1} | {} |",
+                "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.1} | {} | {} |",
                 series.title(primary),
-                r.connections,
-                thousands(r.requests_per_second),
-                r.latency_ms.p50,
-                r.latency_ms.p99,
-                r.latency_ms.p999,
-                r.latency_ms.max,
-                r.errors
+                m.first().connections,
+                thousands(m.rps()),
+                l.p50,
+                l.p99,
+                l.p999,
+                l.max,
+                m.errors(),
+                m.runs.len()
             );
         }
     }
@@ -900,7 +1127,8 @@ fn beside(out: &mut String, results: &Results, primary: &str) {
     let _ = writeln!(
         out,
         "The same runs, loaded by the project's own tool, which signs each request and checks \
-         each answer: it leaves the server less of the 2 cores, so its figures are lower.\n"
+         each answer: it leaves the server less of the 2 cores, so its figures are lower. Each \
+         is one run; wrk's figures are the medians of their rounds.\n"
     );
     let _ = writeln!(
         out,
@@ -922,9 +1150,11 @@ fn beside(out: &mut String, results: &Results, primary: &str) {
             "| {} | {} | {} | {} | {} | {:.2} | {} |",
             series.title(OWN),
             r.connections,
-            wrk.map_or("—".to_string(), |w| per_second(w.requests_per_second)),
+            wrk.as_ref()
+                .map_or("—".to_string(), |w| per_second(w.rps())),
             per_second(r.requests_per_second),
-            wrk.map_or("—".to_string(), |w| format!("{:.2}", w.latency_ms.p99)),
+            wrk.as_ref()
+                .map_or("—".to_string(), |w| format!("{:.2}", w.latency().p99)),
             r.latency_ms.p99,
             r.errors
         );
@@ -946,15 +1176,18 @@ fn before_after(out: &mut String, results: &Results, inputs: &Inputs) {
     }
     let _ = writeln!(
         out,
-        "The hsmkms of `{}` (before) and of this run's commit{} (after), each started fresh \
-         beside the other and loaded one after the other by {}, with the same scripts.\n",
+        "The hsmkms of `{}` (before) and of this run's commit{} (after), both started fresh \
+         for each round and loaded one right after the other by {}, with scripts made the same \
+         way; which goes first alternates from one operation and one round to the next. Over \
+         several rounds, requests/s and p99 are the medians of the rounds, and after / before \
+         is the median of the per-round ratios, with their range.\n",
         inputs.baseline,
         if inputs.commit.is_empty() {
             String::new()
         } else {
             format!(" `{}`", inputs.commit)
         },
-        pairs[0].0.loader
+        pairs[0].0.first().loader
     );
     let _ = writeln!(
         out,
@@ -962,58 +1195,74 @@ fn before_after(out: &mut String, results: &Results, inputs: &Inputs) {
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|");
     for (before, after) in pairs {
-        let title = Series::of(after).title(&after.loader);
+        let a = after.first();
+        let title = Series::of(a).title(&a.loader);
         let _ = writeln!(
             out,
-            "| {}, {} connections | {} | {} | **{:.2}×** | {:.2} | {:.2} |",
+            "| {}, {} connections | {} | {} | {} | {:.2} | {:.2} |",
             title.trim_start_matches("after "),
-            after.connections,
-            per_second(before.requests_per_second),
-            per_second(after.requests_per_second),
-            after.requests_per_second / before.requests_per_second,
-            before.latency_ms.p99,
-            after.latency_ms.p99
+            a.connections,
+            per_second(before.rps()),
+            per_second(after.rps()),
+            Ratio::of(&after, &before).show_bold(),
+            before.latency().p99,
+            after.latency().p99
         );
     }
     let _ = writeln!(out);
 }
 
-/// Each `after` run with the `before` run of the same thing.
-fn pairs(results: &Results) -> Vec<(&RunResult, &RunResult)> {
-    results
+/// Each figure of `after` (all its rounds) with the `before` figure of the same thing, in the
+/// order they were first measured.
+fn pairs(results: &Results) -> Vec<(Measured<'_>, Measured<'_>)> {
+    let mut seen: Vec<(Series, usize)> = Vec::new();
+    let mut out = Vec::new();
+    for r in results
         .runs
         .iter()
-        .filter(|r| r.label == AFTER)
-        .filter_map(|after| {
-            results
-                .find_by(
-                    &after.loader,
-                    BEFORE,
-                    &after.op,
-                    after.key_store,
-                    after.connections,
-                    after.plaintext_bytes,
-                )
-                .map(|before| (before, after))
-        })
-        .collect()
+        .filter(|r| r.label == AFTER && r.timeline.is_empty())
+    {
+        let identity = (Series::of(r), r.connections);
+        if seen.contains(&identity) {
+            continue;
+        }
+        seen.push(identity);
+        let find = |label: &str| {
+            results.find_by(
+                &r.loader,
+                label,
+                &r.op,
+                r.key_store,
+                r.connections,
+                r.plaintext_bytes,
+            )
+        };
+        if let (Some(before), Some(after)) = (find(BEFORE), find(AFTER)) {
+            out.push((before, after));
+        }
+    }
+    out
 }
 
 fn all_runs(out: &mut String, results: &Results, primary: &str) {
     let _ = writeln!(out, "## Every load run\n");
     let _ = writeln!(
         out,
-        "| target | loader | connections | requests/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors |"
+        "| target | loader | connections | round | requests/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
-    for (series, runs) in results.series() {
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
+    for (series, figures) in results.series() {
+        let mut runs: Vec<&RunResult> = figures.iter().flat_map(|m| m.runs.clone()).collect();
+        // Within a figure, in the order of its rounds (a run without one, first).
+        runs.sort_by_key(|r| (r.connections, r.round));
         for r in runs {
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {} |",
+                "| {} | {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {} |",
                 series.title(&series.loader),
                 r.loader,
                 r.connections,
+                r.round.map_or("—".to_string(), |k| k.to_string()),
                 r.requests_per_second,
                 r.latency_ms.p50,
                 r.latency_ms.p90,
@@ -1110,12 +1359,15 @@ fn closing_note(out: &mut String, results: &Results, targets: &[Target], inputs:
         let cells: Vec<String> = pairs
             .iter()
             .map(|(b, a)| {
+                let first = a.first();
                 format!(
-                    "{}: {} before, {} after ({:.2}×)",
-                    Series::of(a).title(&a.loader).trim_start_matches("after "),
-                    per_second(b.requests_per_second),
-                    per_second(a.requests_per_second),
-                    a.requests_per_second / b.requests_per_second
+                    "{}: {} before, {} after ({})",
+                    Series::of(first)
+                        .title(&first.loader)
+                        .trim_start_matches("after "),
+                    per_second(b.rps()),
+                    per_second(a.rps()),
+                    Ratio::of(a, b).show()
                 )
             })
             .collect();
@@ -1208,11 +1460,20 @@ fn timeline_chart(run: &RunResult, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// One point of the chart's lines.
+#[derive(Debug, Clone, Copy)]
+struct Point {
+    connections: usize,
+    rps: f64,
+    p99: f64,
+}
+
 /// Two panels, side by side: requests/s and p99 latency (ms, log scale), both against
 /// connections (log scale), one line per series of Encrypt, 32 B.
 fn chart(results: &Results, path: &Path) -> Result<()> {
     let primary = results.primary();
-    let series: Vec<(Series, Vec<&RunResult>)> = results
+    // Each point: connections, and the median requests/s and p99 of the figure's rounds.
+    let series: Vec<(Series, Vec<Point>)> = results
         .series()
         .into_iter()
         .filter(|(s, _)| {
@@ -1222,18 +1483,26 @@ fn chart(results: &Results, path: &Path) -> Result<()> {
                 && s.label != AFTER
                 && (s.loader == primary || s.label == "moto")
         })
+        .map(|(s, figures)| {
+            let points = figures
+                .iter()
+                .map(|m| Point {
+                    connections: m.first().connections,
+                    rps: m.rps(),
+                    p99: m.latency().p99,
+                })
+                .collect();
+            (s, points)
+        })
         .collect();
-    let shown = || series.iter().flat_map(|(_, runs)| runs.iter());
+    let shown = || series.iter().flat_map(|(_, points)| points.iter());
     let root = SVGBackend::new(path, (1100, 460)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_error)?;
     let (left, right) = root.split_horizontally(550);
-    let max_conns = shown().map(|r| r.connections).max().unwrap_or(64).max(2) as f64;
-    let max_rps = shown().map(|r| r.requests_per_second).fold(1.0, f64::max);
-    let max_p99 = shown().map(|r| r.latency_ms.p99).fold(1.0, f64::max);
-    let min_p99 = shown()
-        .map(|r| r.latency_ms.p99)
-        .fold(f64::MAX, f64::min)
-        .max(0.01);
+    let max_conns = shown().map(|p| p.connections).max().unwrap_or(64).max(2) as f64;
+    let max_rps = shown().map(|p| p.rps).fold(1.0, f64::max);
+    let max_p99 = shown().map(|p| p.p99).fold(1.0, f64::max);
+    let min_p99 = shown().map(|p| p.p99).fold(f64::MAX, f64::min).max(0.01);
     let colours = [
         RGBColor(31, 119, 180),
         RGBColor(255, 127, 14),
@@ -1274,15 +1543,15 @@ fn chart(results: &Results, path: &Path) -> Result<()> {
         .y_label_formatter(&|v| format!("{v:.2}"))
         .draw()
         .map_err(plot_error)?;
-    for (i, (s, runs)) in series.iter().enumerate() {
+    for (i, (s, points)) in series.iter().enumerate() {
         let colour = colours[i % colours.len()];
-        let rps: Vec<(f64, f64)> = runs
+        let rps: Vec<(f64, f64)> = points
             .iter()
-            .map(|r| (r.connections as f64, r.requests_per_second))
+            .map(|p| (p.connections as f64, p.rps))
             .collect();
-        let p99: Vec<(f64, f64)> = runs
+        let p99: Vec<(f64, f64)> = points
             .iter()
-            .map(|r| (r.connections as f64, r.latency_ms.p99))
+            .map(|p| (p.connections as f64, p.p99))
             .collect();
         rps_chart
             .draw_series(LineSeries::new(rps.clone(), colour.stroke_width(2)))
@@ -1314,4 +1583,176 @@ fn chart(results: &Results, path: &Path) -> Result<()> {
 
 fn plot_error<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow::anyhow!("drawing the chart: {e:?}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A results line as a wrk script prints it, with the round compare.sh adds (if any).
+    fn line(
+        label: &str,
+        op: &str,
+        key_store: bool,
+        rps: f64,
+        p99: f64,
+        round: Option<u32>,
+    ) -> String {
+        let mut run = serde_json::json!({
+            "label": label, "loader": "wrk", "op": op, "keyStore": key_store,
+            "connections": 64, "plaintextBytes": 32, "durationSeconds": 6.0,
+            "requests": (rps * 6.0) as u64, "errors": 0, "requestsPerSecond": rps,
+            "latencyMs": {"p50": 1.0, "p90": 2.0, "p99": p99, "p999": 4.5, "max": 9.0, "mean": 1.2},
+            "errorSamples": [],
+        });
+        if let Some(k) = round {
+            run["round"] = k.into();
+        }
+        format!("{run}\n")
+    }
+
+    #[test]
+    fn the_median_is_the_middle_value_or_the_mean_of_the_two_middle_ones() {
+        assert_eq!(median([3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median([4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median([7.0]), 7.0);
+        assert_eq!(median([]), 0.0);
+    }
+
+    #[test]
+    fn a_ratio_is_the_median_of_the_per_round_ratios_with_their_range() {
+        // Three rounds in ABBA order (round 2 reversed); the machine slows in round 2 and
+        // speeds up in round 3. Per round, hsmkms / inline = 0.60, 0.50, 0.80: the median
+        // ratio is 0.60, while the medians' ratio (30,000 / 45,000 = 0.67) would overstate it.
+        let mut text = String::new();
+        text += &line("inline", "encrypt", false, 50_000.0, 3.0, Some(1));
+        text += &line("hsmkms", "encrypt", false, 30_000.0, 5.0, Some(1));
+        text += &line("hsmkms", "encrypt", false, 20_000.0, 9.0, Some(2));
+        text += &line("inline", "encrypt", false, 40_000.0, 4.0, Some(2));
+        text += &line("inline", "encrypt", false, 45_000.0, 3.5, Some(3));
+        text += &line("hsmkms", "encrypt", false, 36_000.0, 4.0, Some(3));
+        let results = parse(&text, "test").unwrap();
+        let hsmkms = results.find("hsmkms", "encrypt", false, 64, 32).unwrap();
+        let inline = results.find("inline", "encrypt", false, 64, 32).unwrap();
+        assert_eq!(
+            hsmkms.runs.len(),
+            3,
+            "every round counts, not the first match"
+        );
+        assert_eq!(hsmkms.rps(), 30_000.0);
+        assert_eq!(inline.rps(), 45_000.0);
+        // Each percentile is the median of the rounds' own.
+        assert_eq!(hsmkms.latency().p99, 5.0);
+        let r = Ratio::of(&hsmkms, &inline);
+        assert!((r.median - 0.60).abs() < 1e-9, "{r:?}");
+        assert!(
+            (r.min - 0.50).abs() < 1e-9 && (r.max - 0.80).abs() < 1e-9,
+            "{r:?}"
+        );
+        assert_eq!(r.rounds, 3);
+        assert_eq!(r.show(), "0.60× (0.50–0.80, 3 rounds)");
+
+        let target = &targets(&results)[0];
+        assert_eq!(
+            target.measured,
+            "median 30,000/s vs 45,000/s; **0.60×** (0.50–0.80, 3 rounds)"
+        );
+        assert_eq!(target.met, Some(true));
+    }
+
+    #[test]
+    fn decrypt_and_generate_data_key_pair_with_the_encrypt_of_their_round() {
+        // Per round for the key store key: Encrypt, Decrypt, GenerateDataKey, reversed in
+        // round 2. Decrypt / Encrypt = 0.90, 0.70 (median 0.80); GenerateDataKey / Encrypt =
+        // 0.50, 0.60 (median 0.55).
+        let mut text = String::new();
+        text += &line("hsmkms", "encrypt", true, 20_000.0, 5.0, Some(1));
+        text += &line("hsmkms", "decrypt", true, 18_000.0, 5.0, Some(1));
+        text += &line("hsmkms", "generate-data-key", true, 10_000.0, 5.0, Some(1));
+        text += &line("hsmkms", "generate-data-key", true, 6_000.0, 5.0, Some(2));
+        text += &line("hsmkms", "decrypt", true, 7_000.0, 5.0, Some(2));
+        text += &line("hsmkms", "encrypt", true, 10_000.0, 5.0, Some(2));
+        let results = parse(&text, "test").unwrap();
+        let targets = targets(&results);
+        let decrypt = targets
+            .iter()
+            .find(|t| t.what.starts_with("Decrypt, key store key"))
+            .unwrap();
+        assert_eq!(
+            decrypt.measured,
+            "median 12,500/s vs 15,000/s; **0.80×** (0.70–0.90, 2 rounds)"
+        );
+        assert_eq!(decrypt.met, Some(false));
+        assert!(
+            decrypt.short.starts_with("11% short (0.80× for 0.90×"),
+            "{}",
+            decrypt.short
+        );
+        let gdk = targets
+            .iter()
+            .find(|t| t.what.starts_with("GenerateDataKey, key store key"))
+            .unwrap();
+        assert_eq!(
+            gdk.measured,
+            "median 8,000/s vs 15,000/s; **0.55×** (0.50–0.60, 2 rounds)"
+        );
+    }
+
+    #[test]
+    fn before_and_after_pair_round_by_round_once_per_operation() {
+        // after / before = 1.10, 0.90, 1.00 over three rounds, whichever went first.
+        let mut text = String::new();
+        for (k, before, after) in [
+            (1, 50_000.0, 55_000.0),
+            (2, 60_000.0, 54_000.0),
+            (3, 40_000.0, 40_000.0),
+        ] {
+            if k % 2 == 1 {
+                text += &line(BEFORE, "encrypt", false, before, 3.0, Some(k));
+                text += &line(AFTER, "encrypt", false, after, 3.0, Some(k));
+            } else {
+                text += &line(AFTER, "encrypt", false, after, 3.0, Some(k));
+                text += &line(BEFORE, "encrypt", false, before, 3.0, Some(k));
+            }
+        }
+        let results = parse(&text, "test").unwrap();
+        let pairs = pairs(&results);
+        assert_eq!(pairs.len(), 1, "one row per operation, not per round");
+        let (before, after) = &pairs[0];
+        assert_eq!((before.runs.len(), after.runs.len()), (3, 3));
+        let mut out = String::new();
+        let inputs = Inputs {
+            baseline: "abc1234".to_string(),
+            ..Inputs::default()
+        };
+        before_after(&mut out, &results, &inputs);
+        assert!(
+            out.contains(
+                "| encrypt, AWS_KMS key, 32 B, 64 connections | 50,000/s | 54,000/s | **1.00×** (0.90–1.10, 3 rounds) | 3.00 | 3.00 |"
+            ),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn lines_without_rounds_still_make_ratios() {
+        // Results written before rounds existed: one run each, the ratio of the two.
+        let mut text = String::new();
+        text += &line("inline", "encrypt", false, 50_000.0, 3.0, None);
+        text += &line("hsmkms", "encrypt", false, 35_000.0, 3.0, None);
+        let results = parse(&text, "test").unwrap();
+        assert_eq!(results.rounds(), None);
+        assert_eq!(
+            targets(&results)[0].measured,
+            "35,000/s vs 50,000/s = **0.70×**"
+        );
+        // A figure measured once against one measured in rounds (moto against wrk's parse):
+        // the ratio of the medians, as one round.
+        text += &line("parse", "encrypt", false, 60_000.0, 3.0, Some(1));
+        text += &line("parse", "encrypt", false, 40_000.0, 3.0, Some(2));
+        let results = parse(&text, "test").unwrap();
+        let once = results.find("hsmkms", "encrypt", false, 64, 32).unwrap();
+        let rounds = results.find("parse", "encrypt", false, 64, 32).unwrap();
+        assert_eq!(Ratio::of(&once, &rounds).show(), "0.70×");
+    }
 }
