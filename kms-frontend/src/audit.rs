@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use crate::api::kms::OPERATIONS;
 
 /// Members never written to the trail.
-const SECRET_MEMBERS: [&str; 12] = [
+const SECRET_MEMBERS: [&str; 13] = [
     "Plaintext",
     "KeyStorePassword",
     "CiphertextBlob",
@@ -32,6 +32,7 @@ const SECRET_MEMBERS: [&str; 12] = [
     "PrivateKeyPlaintext",
     "PrivateKeyCiphertextBlob",
     "SharedSecret",
+    "SharedSecretCiphertextBlob",
     // Imported key material, wrapped, and the token that unwraps it.
     "EncryptedKeyMaterial",
     "ImportToken",

@@ -92,6 +92,8 @@ pub struct KeyMetadata {
     pub mac_algorithms: Option<Vec<&'static str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_agreement_algorithms: Option<Vec<&'static str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encapsulation_algorithms: Option<Vec<&'static str>>,
     pub multi_region: bool,
     /// Symmetric encryption keys only, as AWS reports it.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -402,6 +404,16 @@ pub struct GenerateDataKeyPairRequest {
     pub encryption_context: Option<BTreeMap<String, String>>,
     pub grant_tokens: Option<Vec<String>>,
     pub recipient: Option<serde_json::Value>,
+    pub dry_run: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EncapsulateRequest {
+    pub key_id: Option<String>,
+    pub encapsulation_algorithm: Option<String>,
+    pub shared_secret_ciphertext_blob: Option<String>,
+    pub grant_tokens: Option<Vec<String>>,
     pub dry_run: Option<bool>,
 }
 

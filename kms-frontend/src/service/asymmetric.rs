@@ -9,7 +9,7 @@
 use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{self, KeyPair as _};
-use aws_lc_rs::{agreement, digest, hmac, rsa};
+use aws_lc_rs::{agreement, digest, hmac, kem, rsa};
 use hsmkms_common::entropy::Entropy;
 use hsmkms_common::secret::SecretBytes;
 
@@ -100,6 +100,38 @@ fn hmac_algorithm(spec: KeySpec) -> Option<(hmac::Algorithm, usize)> {
     })
 }
 
+/// An ML-KEM parameter set: aws-lc-rs's algorithm, the OID of its public keys
+/// (id-alg-ml-kem-*), and FIPS 203's k.
+struct MlKem {
+    alg: &'static kem::Algorithm<kem::AlgorithmId>,
+    oid: &'static str,
+    k: usize,
+}
+
+fn ml_kem(spec: KeySpec) -> Option<MlKem> {
+    let (alg, oid, k) = match spec {
+        KeySpec::MlKem512 => (&kem::ML_KEM_512, "2.16.840.1.101.3.4.4.1", 2),
+        KeySpec::MlKem768 => (&kem::ML_KEM_768, "2.16.840.1.101.3.4.4.2", 3),
+        KeySpec::MlKem1024 => (&kem::ML_KEM_1024, "2.16.840.1.101.3.4.4.3", 4),
+        _ => return None,
+    };
+    Some(MlKem { alg, oid, k })
+}
+
+impl MlKem {
+    /// The encapsulation (public) key inside a decapsulation key: FIPS 203's expanded
+    /// decapsulation key is `dk_PKE (384k bytes) ‖ ek (384k + 32) ‖ H(ek) (32) ‖ z (32)`.
+    /// (aws-lc-rs cannot give it for a key restored from its bytes.)
+    fn public(&self, material: &[u8]) -> Result<kem::EncapsulationKey<kem::AlgorithmId>, KmsError> {
+        let (dk_pke, ek) = (384 * self.k, 384 * self.k + 32);
+        if material.len() != dk_pke + ek + 64 {
+            return Err(internal("ML-KEM key"));
+        }
+        kem::EncapsulationKey::new(self.alg, &material[dk_pke..dk_pke + ek])
+            .map_err(|_| internal("ML-KEM key"))
+    }
+}
+
 fn rsa_size(spec: KeySpec) -> Option<rsa::KeySize> {
     Some(match spec {
         KeySpec::Rsa2048 => rsa::KeySize::Rsa2048,
@@ -137,6 +169,12 @@ pub fn generate(spec: KeySpec, entropy: &dyn Entropy) -> Result<SecretBytes, Kms
         let doc = signature::Ed25519KeyPair::generate_pkcs8v1(&SystemRandom::new())
             .map_err(|_| internal("generation"))?;
         return Ok(SecretBytes::new(doc.as_ref().to_vec()));
+    }
+    if let Some(MlKem { alg, .. }) = ml_kem(spec) {
+        // An ML-KEM key's material is its decapsulation key (FIPS 203's expanded form).
+        let key = kem::DecapsulationKey::generate(alg).map_err(|_| internal("generation"))?;
+        let bytes = key.key_bytes().map_err(|_| internal("encoding"))?;
+        return Ok(SecretBytes::new(bytes.as_ref().to_vec()));
     }
     if let Some(alg) = ml_dsa(spec) {
         let pair = signature::PqdsaKeyPair::generate(alg).map_err(|_| internal("generation"))?;
@@ -182,7 +220,57 @@ pub fn public_key(spec: KeySpec, material: &[u8]) -> Result<Vec<u8>, KmsError> {
             .map_err(|_| internal("ML-DSA key"))?;
         return spki(pair.public_key().as_der());
     }
+    if let Some(params) = ml_kem(spec) {
+        let public = params.public(material)?;
+        let raw = public.key_bytes().map_err(|_| internal("ML-KEM key"))?;
+        return ml_kem_spki(params.oid, raw.as_ref());
+    }
     Err(internal("no public key"))
+}
+
+/// An ML-KEM public key as DER SubjectPublicKeyInfo (RFC 9935: the OID, no parameters, the
+/// raw encapsulation key).
+fn ml_kem_spki(oid: &str, raw: &[u8]) -> Result<Vec<u8>, KmsError> {
+    use spki::der::asn1::BitStringRef;
+    use spki::der::Encode;
+    let oid = spki::ObjectIdentifier::new(oid).map_err(|_| internal("ML-KEM OID"))?;
+    let info = spki::SubjectPublicKeyInfoRef {
+        algorithm: spki::AlgorithmIdentifierRef {
+            oid,
+            parameters: None,
+        },
+        subject_public_key: BitStringRef::from_bytes(raw).map_err(|_| internal("ML-KEM key"))?,
+    };
+    info.to_der().map_err(|_| internal("ML-KEM key"))
+}
+
+/// Encapsulate: a new shared secret and its ciphertext under an ML-KEM key's public key.
+pub fn encapsulate(spec: KeySpec, material: &[u8]) -> Result<(Vec<u8>, SecretBytes), KmsError> {
+    let params = ml_kem(spec).ok_or_else(|| internal("not an ML-KEM key"))?;
+    let public = params.public(material)?;
+    let (ciphertext, secret) = public
+        .encapsulate()
+        .map_err(|_| internal("encapsulation"))?;
+    Ok((
+        ciphertext.as_ref().to_vec(),
+        SecretBytes::new(secret.as_ref().to_vec()),
+    ))
+}
+
+/// Decapsulate; `None` for a ciphertext of the wrong size. (A well-sized but wrong ciphertext
+/// gives a pseudorandom secret, as ML-KEM's implicit rejection specifies.)
+pub fn decapsulate(
+    spec: KeySpec,
+    material: &[u8],
+    ciphertext: &[u8],
+) -> Result<Option<SecretBytes>, KmsError> {
+    let params = ml_kem(spec).ok_or_else(|| internal("not an ML-KEM key"))?;
+    let key =
+        kem::DecapsulationKey::new(params.alg, material).map_err(|_| internal("ML-KEM key"))?;
+    Ok(key
+        .decapsulate(ciphertext.into())
+        .ok()
+        .map(|s| SecretBytes::new(s.as_ref().to_vec())))
 }
 
 /// The digest a signing algorithm hashes with, and the RSA encodings it uses.
@@ -701,6 +789,23 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[test]
+    fn ml_kem_encapsulates_to_what_decapsulation_recovers() {
+        let entropy = SeededEntropy::new(7);
+        for spec in [KeySpec::MlKem512, KeySpec::MlKem768, KeySpec::MlKem1024] {
+            let material = generate(spec, &entropy).unwrap();
+            let spki = public_key(spec, material.expose()).unwrap();
+            assert_eq!(spki[0], 0x30);
+            let (ct, secret) = encapsulate(spec, material.expose()).unwrap();
+            let back = decapsulate(spec, material.expose(), &ct).unwrap().unwrap();
+            assert_eq!(back.expose(), secret.expose());
+            assert_eq!(secret.len(), 32);
+            assert!(decapsulate(spec, material.expose(), &ct[1..])
+                .unwrap()
+                .is_none());
+        }
     }
 
     #[test]

@@ -27,6 +27,9 @@ pub enum KeySpec {
     Hmac384,
     Hmac512,
     Sm2,
+    MlKem512,
+    MlKem768,
+    MlKem1024,
 }
 
 /// A key's usage. Stored in key records: new usages go at the end.
@@ -36,10 +39,11 @@ pub enum KeyUsage {
     SignVerify,
     GenerateVerifyMac,
     KeyAgreement,
+    EncapsulateDecapsulate,
 }
 
 /// Every key spec, in the order of KMS's model (its `KeySpec` enum).
-pub const KEY_SPECS: [KeySpec; 17] = [
+pub const KEY_SPECS: [KeySpec; 20] = [
     KeySpec::Rsa2048,
     KeySpec::Rsa3072,
     KeySpec::Rsa4096,
@@ -57,14 +61,18 @@ pub const KEY_SPECS: [KeySpec; 17] = [
     KeySpec::MlDsa65,
     KeySpec::MlDsa87,
     KeySpec::EccNistEdwards25519,
+    KeySpec::MlKem512,
+    KeySpec::MlKem768,
+    KeySpec::MlKem1024,
 ];
 
 /// Every key usage, in the order of KMS's model.
-pub const KEY_USAGES: [KeyUsage; 4] = [
+pub const KEY_USAGES: [KeyUsage; 5] = [
     KeyUsage::SignVerify,
     KeyUsage::EncryptDecrypt,
     KeyUsage::GenerateVerifyMac,
     KeyUsage::KeyAgreement,
+    KeyUsage::EncapsulateDecapsulate,
 ];
 
 /// Every signing algorithm of KMS's model.
@@ -120,6 +128,9 @@ impl KeySpec {
             KeySpec::Hmac384 => "HMAC_384",
             KeySpec::Hmac512 => "HMAC_512",
             KeySpec::Sm2 => "SM2",
+            KeySpec::MlKem512 => "ML_KEM_512",
+            KeySpec::MlKem768 => "ML_KEM_768",
+            KeySpec::MlKem1024 => "ML_KEM_1024",
         }
     }
 
@@ -142,7 +153,10 @@ impl KeySpec {
             KeySpec::EccNistEdwards25519
             | KeySpec::MlDsa44
             | KeySpec::MlDsa65
-            | KeySpec::MlDsa87 => None,
+            | KeySpec::MlDsa87
+            | KeySpec::MlKem512
+            | KeySpec::MlKem768
+            | KeySpec::MlKem1024 => None,
             other => Some(other.as_str()),
         }
     }
@@ -180,6 +194,9 @@ impl KeySpec {
             | KeySpec::MlDsa87 => &[KeyUsage::SignVerify],
             KeySpec::Hmac224 | KeySpec::Hmac256 | KeySpec::Hmac384 | KeySpec::Hmac512 => {
                 &[KeyUsage::GenerateVerifyMac]
+            }
+            KeySpec::MlKem512 | KeySpec::MlKem768 | KeySpec::MlKem1024 => {
+                &[KeyUsage::EncapsulateDecapsulate]
             }
             KeySpec::Sm2 => &[
                 KeyUsage::EncryptDecrypt,
@@ -234,6 +251,7 @@ impl KeyUsage {
             KeyUsage::SignVerify => "SIGN_VERIFY",
             KeyUsage::GenerateVerifyMac => "GENERATE_VERIFY_MAC",
             KeyUsage::KeyAgreement => "KEY_AGREEMENT",
+            KeyUsage::EncapsulateDecapsulate => "ENCAPSULATE_DECAPSULATE",
         }
     }
 
@@ -257,6 +275,7 @@ pub struct Algorithms {
     pub signing: Vec<&'static str>,
     pub mac: Vec<&'static str>,
     pub key_agreement: Vec<&'static str>,
+    pub encapsulation: Vec<&'static str>,
 }
 
 pub fn algorithms(spec: KeySpec, usage: KeyUsage) -> Algorithms {
@@ -266,6 +285,7 @@ pub fn algorithms(spec: KeySpec, usage: KeyUsage) -> Algorithms {
         KeyUsage::SignVerify => out.signing = spec.signing_algorithms().to_vec(),
         KeyUsage::GenerateVerifyMac => out.mac = spec.mac_algorithm().into_iter().collect(),
         KeyUsage::KeyAgreement => out.key_agreement = vec!["ECDH"],
+        KeyUsage::EncapsulateDecapsulate => out.encapsulation = vec!["ML_KEM"],
     }
     out
 }

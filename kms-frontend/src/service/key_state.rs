@@ -94,6 +94,10 @@ pub enum KeyOp {
     DeriveSharedSecret,
     /// GetPublicKey.
     GetPublicKey,
+    /// Encapsulate.
+    Encapsulate,
+    /// Decapsulate.
+    Decapsulate,
     /// GetParametersForImport, ImportKeyMaterial and DeleteImportedKeyMaterial.
     ImportKeyMaterial,
     /// EnableKey.
@@ -167,7 +171,9 @@ pub fn check(
         | KeyOp::GenerateMac
         | KeyOp::VerifyMac
         | KeyOp::DeriveSharedSecret
-        | KeyOp::GetPublicKey => match state {
+        | KeyOp::GetPublicKey
+        | KeyOp::Encapsulate
+        | KeyOp::Decapsulate => match state {
             KeyState::Enabled => Ok(()),
             KeyState::Disabled => Err(disabled(key_arn)),
             // The table allows [2] or [3]; field reports show [3], which the reference
@@ -325,7 +331,7 @@ mod tests {
     /// §3 for a key in a CloudHSM key store, columns in the order of `STATES`:
     /// Enabled, Disabled, PendingDeletion, Unavailable. Written out from the reference, not
     /// from the implementation.
-    const CUSTOM_STORE_TABLE: [(KeyOp, [Expect; 4]); 37] = [
+    const CUSTOM_STORE_TABLE: [(KeyOp, [Expect; 4]); 39] = [
         (KeyOp::Encrypt, [OK, X1, X3, X11]),
         (KeyOp::Decrypt, [OK, X1, X3, X11]),
         (KeyOp::ReEncryptSource, [OK, X1, X3, X11]),
@@ -343,6 +349,8 @@ mod tests {
         (KeyOp::VerifyMac, [OK, X1, X3, X11]),
         (KeyOp::DeriveSharedSecret, [OK, X1, X3, X11]),
         (KeyOp::GetPublicKey, [OK, X1, X3, X11]),
+        (KeyOp::Encapsulate, [OK, X1, X3, X11]),
+        (KeyOp::Decapsulate, [OK, X1, X3, X11]),
         (KeyOp::ImportKeyMaterial, [OK, OK, X3, OK]),
         (KeyOp::EnableKey, [OK, OK, X3, OK]),
         (KeyOp::DisableKey, [OK, OK, X3, OK]),
@@ -395,6 +403,8 @@ mod tests {
             | KeyOp::VerifyMac
             | KeyOp::DeriveSharedSecret
             | KeyOp::GetPublicKey
+            | KeyOp::Encapsulate
+            | KeyOp::Decapsulate
             | KeyOp::ImportKeyMaterial
             | KeyOp::EnableKey
             | KeyOp::DisableKey
@@ -417,7 +427,7 @@ mod tests {
             | KeyOp::ListGrants
             | KeyOp::RetireGrant
             | KeyOp::EnableKeyRotation
-            | KeyOp::ListKeyRotations => 37,
+            | KeyOp::ListKeyRotations => 39,
         }
     }
 

@@ -215,6 +215,8 @@ fn op_name(op: KeyOp) -> &'static str {
         KeyOp::VerifyMac => "VerifyMac",
         KeyOp::DeriveSharedSecret => "DeriveSharedSecret",
         KeyOp::GetPublicKey => "GetPublicKey",
+        KeyOp::Encapsulate => "Encapsulate",
+        KeyOp::Decapsulate => "Decapsulate",
         _ => "this operation",
     }
 }
@@ -254,6 +256,7 @@ pub fn check_usage(record: &KeyRecord, op: KeyOp, arn: &str) -> Result<(), KmsEr
         KeyOp::Sign | KeyOp::Verify => KeyUsage::SignVerify,
         KeyOp::GenerateMac | KeyOp::VerifyMac => KeyUsage::GenerateVerifyMac,
         KeyOp::DeriveSharedSecret => KeyUsage::KeyAgreement,
+        KeyOp::Encapsulate | KeyOp::Decapsulate => KeyUsage::EncapsulateDecapsulate,
         KeyOp::GetPublicKey => {
             if !spec.is_asymmetric() {
                 return Err(KmsError::UnsupportedOperation(format!(

@@ -33,6 +33,7 @@ pub(super) fn handle(fe: &Arc<Frontend>, req: KeyIdRequest) -> Result<Value, Kms
         ("EncryptionAlgorithms", algorithms.encryption),
         ("SigningAlgorithms", algorithms.signing),
         ("KeyAgreementAlgorithms", algorithms.key_agreement),
+        ("EncapsulationAlgorithms", algorithms.encapsulation),
     ] {
         if !list.is_empty() {
             answer[member] = json!(list);

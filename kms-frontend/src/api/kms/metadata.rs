@@ -54,6 +54,7 @@ pub fn metadata(registry: &Registry, record: &KeyRecord) -> KeyMetadata {
         signing_algorithms: some(algorithms.signing),
         mac_algorithms: some(algorithms.mac),
         key_agreement_algorithms: some(algorithms.key_agreement),
+        encapsulation_algorithms: some(algorithms.encapsulation),
         multi_region: false,
         current_key_material_id: (spec == KeySpec::SymmetricDefault && !record.pending_import())
             .then(|| {

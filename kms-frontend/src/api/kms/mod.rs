@@ -18,6 +18,7 @@ mod describe_key;
 mod disable_key;
 mod disconnect_custom_key_store;
 mod enable_key;
+mod encapsulate;
 mod encrypt;
 mod envelope;
 mod generate_data_key;
@@ -103,7 +104,7 @@ const fn without_timeout_error(op: Operation) -> Operation {
 }
 
 /// The KMS operations this emulator serves (what [`dispatch`] knows).
-pub const OPERATIONS: [Operation; 52] = [
+pub const OPERATIONS: [Operation; 54] = [
     changes("CreateKey"),
     reads("DescribeKey"),
     reads("ListKeys"),
@@ -156,6 +157,8 @@ pub const OPERATIONS: [Operation; 52] = [
     reads("GetParametersForImport"),
     changes("ImportKeyMaterial"),
     changes("DeleteImportedKeyMaterial"),
+    reads("Encapsulate"),
+    reads("Decapsulate"),
 ];
 
 /// Where `name` stands in [`OPERATIONS`], if hsmkms serves it.
@@ -379,6 +382,8 @@ async fn dispatch(fe: &Arc<Frontend>, op: &str, body: &[u8]) -> Result<Value, Km
         "GetParametersForImport" => import_key_material::get_parameters(fe, parse(body)?).await,
         "ImportKeyMaterial" => import_key_material::import(fe, parse(body)?).await,
         "DeleteImportedKeyMaterial" => import_key_material::delete(fe, parse(body)?).await,
+        "Encapsulate" => encapsulate::encapsulate(fe, parse(body)?),
+        "Decapsulate" => encapsulate::decapsulate(fe, parse(body)?),
         other => Err(KmsError::UnknownOperation(format!(
             "TrentService.{other} is not an operation hsmkms serves."
         ))),
