@@ -52,7 +52,7 @@ pub(super) async fn generate(fe: &Arc<Frontend>, mut req: MacRequest) -> Result<
 }
 
 pub(super) async fn verify(fe: &Arc<Frontend>, mut req: MacRequest) -> Result<Value, KmsError> {
-    let mac = blob(req.mac.take(), "mac")?;
+    let mac = super::sign::ciphertext_type_blob(req.mac.take(), "mac")?;
     let (key, algorithm, message) = prepare(fe, &mut req, KeyOp::VerifyMac)?;
     dry_run(req.dry_run)?;
     if !asymmetric::verify_mac(key.spec, key.material.expose(), &message, &mac)? {
