@@ -11,9 +11,17 @@ use crate::api::types::*;
 use crate::frontend::Frontend;
 use crate::service::asymmetric;
 use crate::service::error::KmsError;
-use crate::service::key_spec::MAC_ALGORITHMS;
 use crate::service::key_state::KeyOp;
 use crate::service::registry::TypedKey;
+
+/// `MacAlgorithmSpec`'s names in the order AWS lists them in its enum error (recorded:
+/// `[HMAC_SHA_384, HMAC_SHA_256, HMAC_SHA_224, HMAC_SHA_512]`), which is not the model's order.
+const MAC_ALGORITHM_ENUM: [&str; 4] = [
+    "HMAC_SHA_384",
+    "HMAC_SHA_256",
+    "HMAC_SHA_224",
+    "HMAC_SHA_512",
+];
 
 fn prepare(
     fe: &Frontend,
@@ -23,7 +31,7 @@ fn prepare(
     let message = message_blob(req.message.take(), "message")?;
     let key_id = required(req.key_id.take(), "keyId")?;
     let algorithm = required(req.mac_algorithm.take(), "macAlgorithm")?;
-    check_enum(&algorithm, "macAlgorithm", &MAC_ALGORITHMS)?;
+    check_enum(&algorithm, "macAlgorithm", &MAC_ALGORITHM_ENUM)?;
     check_grant_tokens(&req.grant_tokens)?;
     let key = fe.registry().typed_key(&key_id, op)?;
     if key.spec.mac_algorithm() != Some(algorithm.as_str()) {
@@ -44,7 +52,7 @@ pub(super) async fn generate(fe: &Arc<Frontend>, mut req: MacRequest) -> Result<
 }
 
 pub(super) async fn verify(fe: &Arc<Frontend>, mut req: MacRequest) -> Result<Value, KmsError> {
-    let mac = blob(req.mac.take(), "mac")?;
+    let mac = super::sign::ciphertext_type_blob(req.mac.take(), "mac")?;
     let (key, algorithm, message) = prepare(fe, &mut req, KeyOp::VerifyMac)?;
     dry_run(req.dry_run)?;
     if !asymmetric::verify_mac(key.spec, key.material.expose(), &message, &mac)? {

@@ -15,6 +15,27 @@ use crate::service::key_spec::SIGNING_ALGORITHMS;
 use crate::service::key_state::KeyOp;
 use crate::service::registry::TypedKey;
 
+/// Decodes a `Signature` or `Mac` member, KMS's `CiphertextType`: 1 to 6144 bytes. An empty
+/// one is a ValidationException, as for every member of that type, not a signature or MAC
+/// that fails to verify.
+pub(super) fn ciphertext_type_blob(
+    value: Option<String>,
+    member: &str,
+) -> Result<Vec<u8>, KmsError> {
+    let bytes = blob(value, member)?;
+    if bytes.is_empty() || bytes.len() > 6144 {
+        let bound = if bytes.is_empty() {
+            "greater than or equal to 1"
+        } else {
+            "less than or equal to 6144"
+        };
+        return Err(KmsError::Validation(format!(
+            "1 validation error detected: Value at '{member}' failed to satisfy constraint: Member must have length {bound}"
+        )));
+    }
+    Ok(bytes)
+}
+
 /// The checks Sign and Verify share, in AWS's order: the request's members, then the key, then
 /// the algorithm against the key's spec. Returns the key, algorithm, message type and message.
 fn prepare(
@@ -53,7 +74,7 @@ pub(super) async fn sign(fe: &Arc<Frontend>, mut req: SignRequest) -> Result<Val
 }
 
 pub(super) async fn verify(fe: &Arc<Frontend>, mut req: SignRequest) -> Result<Value, KmsError> {
-    let signature = blob(req.signature.take(), "signature")?;
+    let signature = ciphertext_type_blob(req.signature.take(), "signature")?;
     let (key, algorithm, message_type, message) = prepare(fe, &mut req, KeyOp::Verify)?;
     dry_run(req.dry_run)?;
     let valid = asymmetric::verify(
