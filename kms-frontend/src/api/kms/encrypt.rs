@@ -31,13 +31,15 @@ pub(super) async fn handle(fe: &Arc<Frontend>, req: EncryptRequest) -> Result<Va
         )));
     }
     check_grant_tokens(&req.grant_tokens)?;
-    if is_typed(fe, &key_id) {
+    // One lookup serves both paths (this is the hot one): an asymmetric ENCRYPT_DECRYPT key
+    // passes the usage check and takes the RSA path.
+    let key = fe.registry().usable(&key_id, KeyOp::Encrypt)?;
+    if key.record.spec() != KeySpec::SymmetricDefault {
         let has_context = req.encryption_context.is_some_and(|c| !c.is_empty());
         let algorithm = req.encryption_algorithm;
         return encrypt_rsa(fe, &key_id, algorithm, has_context, req.dry_run, &plaintext);
     }
     check_algorithm(req.encryption_algorithm.as_deref())?;
-    let key = fe.registry().usable(&key_id, KeyOp::Encrypt)?;
     dry_run(req.dry_run)?;
     let ctx = req.encryption_context.unwrap_or_default();
     let blob = seal(fe, &key, plaintext.expose(), &ctx).await?;
@@ -46,14 +48,6 @@ pub(super) async fn handle(fe: &Arc<Frontend>, req: EncryptRequest) -> Result<Va
         "KeyId": key.arn,
         "EncryptionAlgorithm": "SYMMETRIC_DEFAULT",
     }))
-}
-
-/// Whether `key_id` names an asymmetric or HMAC key (which take the asymmetric path, whose
-/// first check is the key's usage).
-pub(super) fn is_typed(fe: &Frontend, key_id: &str) -> bool {
-    fe.registry()
-        .resolve(key_id, true)
-        .is_ok_and(|r| r.spec() != KeySpec::SymmetricDefault)
 }
 
 /// The encryption algorithm of an asymmetric Encrypt or Decrypt: required, and one the key's
