@@ -1800,3 +1800,110 @@ async fn asymmetric_and_hmac_keys_survive_kill_9_and_sigterm() {
     let keys = kms.list_keys().send().await.unwrap();
     assert_eq!(keys.keys().len(), 5);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn re_encrypt_moves_data_between_symmetric_and_rsa_keys() {
+    let tmp = tempfile::tempdir().unwrap();
+    let emulator = Emulator::start(tmp.path(), free_port());
+    let kms = emulator.kms_without_retries();
+    let symmetric = kms.create_key().send().await.unwrap();
+    let symmetric = symmetric.key_metadata().unwrap().arn().unwrap().to_string();
+    let rsa = kms
+        .create_key()
+        .key_spec(KeySpec::Rsa3072)
+        .key_usage(KeyUsageType::EncryptDecrypt)
+        .send()
+        .await
+        .unwrap();
+    let rsa = rsa.key_metadata().unwrap().arn().unwrap().to_string();
+
+    // Symmetric to RSA: the result decrypts with the RSA key and the named algorithm.
+    let blob = kms
+        .encrypt()
+        .key_id(&symmetric)
+        .plaintext(Blob::new("moving"))
+        .send()
+        .await
+        .unwrap()
+        .ciphertext_blob()
+        .unwrap()
+        .clone();
+    let moved = kms
+        .re_encrypt()
+        .ciphertext_blob(blob)
+        .destination_key_id(&rsa)
+        .destination_encryption_algorithm(EncryptionAlgorithmSpec::RsaesOaepSha256)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(moved.key_id(), Some(rsa.as_str()));
+    assert_eq!(moved.source_key_id(), Some(symmetric.as_str()));
+    assert_eq!(
+        moved.destination_encryption_algorithm(),
+        Some(&EncryptionAlgorithmSpec::RsaesOaepSha256)
+    );
+    assert!(moved.source_key_material_id().is_some());
+    assert!(moved.destination_key_material_id().is_none());
+    let rsa_blob = moved.ciphertext_blob().unwrap().clone();
+    let plain = kms
+        .decrypt()
+        .key_id(&rsa)
+        .ciphertext_blob(rsa_blob.clone())
+        .encryption_algorithm(EncryptionAlgorithmSpec::RsaesOaepSha256)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.plaintext().unwrap().as_ref(), b"moving");
+
+    // RSA back to symmetric, naming the source key and its algorithm.
+    let back = kms
+        .re_encrypt()
+        .ciphertext_blob(rsa_blob.clone())
+        .source_key_id(&rsa)
+        .source_encryption_algorithm(EncryptionAlgorithmSpec::RsaesOaepSha256)
+        .destination_key_id(&symmetric)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(back.source_key_id(), Some(rsa.as_str()));
+    assert_eq!(
+        back.source_encryption_algorithm(),
+        Some(&EncryptionAlgorithmSpec::RsaesOaepSha256)
+    );
+    let plain = kms
+        .decrypt()
+        .ciphertext_blob(back.ciphertext_blob().unwrap().clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.plaintext().unwrap().as_ref(), b"moving");
+
+    // The wrong source algorithm does not decrypt; none at all is the symmetric one.
+    let err = kms
+        .re_encrypt()
+        .ciphertext_blob(rsa_blob.clone())
+        .source_key_id(&rsa)
+        .source_encryption_algorithm(EncryptionAlgorithmSpec::RsaesOaepSha1)
+        .destination_key_id(&symmetric)
+        .send()
+        .await
+        .unwrap_err();
+    assert_error(
+        err.as_service_error().unwrap(),
+        "InvalidCiphertextException",
+        None,
+    );
+    let err = kms
+        .re_encrypt()
+        .ciphertext_blob(rsa_blob)
+        .source_key_id(&rsa)
+        .destination_key_id(&symmetric)
+        .send()
+        .await
+        .unwrap_err();
+    assert_error(
+        err.as_service_error().unwrap(),
+        "InvalidKeyUsageException",
+        Some("Algorithm SYMMETRIC_DEFAULT is incompatible with key spec RSA_3072."),
+    );
+}

@@ -59,6 +59,28 @@ async fn grants_are_stored_listed_retired_and_revoked_and_survive_a_crash() {
     let first = create_named().await.unwrap();
     let grant_id = first.grant_id().unwrap().to_string();
     let token = first.grant_token().unwrap().to_string();
+    // The token is usable at once; a string that is no grant token is refused.
+    kms.encrypt()
+        .key_id(&key_id)
+        .plaintext(aws_sdk_kms::primitives::Blob::new("x"))
+        .encryption_context("purpose", "test")
+        .grant_tokens(&token)
+        .send()
+        .await
+        .unwrap();
+    let err = kms
+        .encrypt()
+        .key_id(&key_id)
+        .plaintext(aws_sdk_kms::primitives::Blob::new("x"))
+        .grant_tokens("not-a-grant-token")
+        .send()
+        .await
+        .unwrap_err();
+    assert_error(
+        err.as_service_error().unwrap(),
+        "InvalidGrantTokenException",
+        Some("The grant token is not valid."),
+    );
     assert_eq!(grant_id.len(), 64, "{grant_id}");
     // The same name and terms again: the same grant, not a second one.
     let again = create_named().await.unwrap();

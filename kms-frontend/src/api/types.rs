@@ -449,3 +449,21 @@ pub struct ImportKeyMaterialRequest {
     pub key_material_description: Option<String>,
     pub key_material_id: Option<String>,
 }
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ReplicateKeyRequest {
+    pub key_id: Option<String>,
+    pub replica_region: Option<String>,
+    pub policy: Option<String>,
+    pub bypass_policy_lockout_safety_check: Option<bool>,
+    pub description: Option<String>,
+    pub tags: Option<Vec<Tag>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct UpdatePrimaryRegionRequest {
+    pub key_id: Option<String>,
+    pub primary_region: Option<String>,
+}

@@ -28,7 +28,7 @@ use crate::store::{decode, Loaded, StoreError, Table, Write};
 mod grants;
 mod import;
 mod rotation;
-pub use grants::{GrantRequest, GRANT_OPERATIONS, MAX_GRANTS_PER_KEY};
+pub use grants::{check_grant_tokens, GrantRequest, GRANT_OPERATIONS, MAX_GRANTS_PER_KEY};
 pub use import::{
     imported_material_id, ImportToken, IMPORT_PARAMETERS_VALIDITY_MILLIS, MAX_VALID_TO_MILLIS,
 };

@@ -57,7 +57,7 @@ pub(super) fn check_grant_tokens(tokens: &Option<Vec<String>>) -> Result<(), Kms
             "1 validation error detected: Value at 'grantTokens' failed to satisfy constraint: Member must have length less than or equal to 10".into(),
         ));
     }
-    Ok(())
+    crate::service::registry::check_grant_tokens(tokens.as_deref().unwrap_or_default())
 }
 
 pub(super) fn dry_run(flag: Option<bool>) -> Result<(), KmsError> {

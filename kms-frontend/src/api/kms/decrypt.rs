@@ -53,7 +53,7 @@ pub(super) async fn handle(fe: &Arc<Frontend>, req: DecryptRequest) -> Result<Va
 /// A KeyId of a signing, MAC or key agreement key takes the symmetric path, where a ciphertext
 /// of another key is IncorrectKeyException, as AWS answers a symmetric ciphertext with an HMAC
 /// KeyId (recorded), not InvalidKeyUsageException.
-fn names_asymmetric_encryption_key(fe: &Frontend, key_id: &str) -> bool {
+pub(super) fn names_asymmetric_encryption_key(fe: &Frontend, key_id: &str) -> bool {
     fe.registry().resolve(key_id, true).is_ok_and(|r| {
         r.spec() != KeySpec::SymmetricDefault && r.usage() == KeyUsage::EncryptDecrypt
     })

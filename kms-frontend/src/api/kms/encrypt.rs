@@ -15,6 +15,7 @@ use crate::service::asymmetric;
 use crate::service::error::KmsError;
 use crate::service::key_spec::{KeySpec, ENCRYPTION_ALGORITHMS};
 use crate::service::key_state::KeyOp;
+use crate::service::registry::TypedKey;
 
 pub(super) async fn handle(fe: &Arc<Frontend>, req: EncryptRequest) -> Result<Value, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
@@ -70,6 +71,18 @@ pub(super) fn rsa_algorithm(
     Ok(algorithm)
 }
 
+/// AWS's limit on what an RSA key encrypts with an algorithm (texts recorded).
+pub(super) fn check_rsa_size(key: &TypedKey, algorithm: &str, len: usize) -> Result<(), KmsError> {
+    let max = asymmetric::max_rsa_plaintext(key.spec, algorithm);
+    if len > max {
+        return Err(KmsError::Validation(format!(
+            "Algorithm {algorithm} and key spec {} cannot encrypt data larger than {max} bytes.",
+            key.spec.as_str()
+        )));
+    }
+    Ok(())
+}
+
 /// Encrypt with an RSA ENCRYPT_DECRYPT key: RSAES-OAEP under its public key, within AWS's size
 /// limits (texts recorded).
 fn encrypt_rsa(
@@ -82,13 +95,7 @@ fn encrypt_rsa(
 ) -> Result<Value, KmsError> {
     let key = fe.registry().typed_key(key_id, KeyOp::Encrypt)?;
     let algorithm = rsa_algorithm(algorithm, key.spec, has_context)?;
-    let max = asymmetric::max_rsa_plaintext(key.spec, &algorithm);
-    if plaintext.len() > max {
-        return Err(KmsError::Validation(format!(
-            "Algorithm {algorithm} and key spec {} cannot encrypt data larger than {max} bytes.",
-            key.spec.as_str()
-        )));
-    }
+    check_rsa_size(&key, &algorithm, plaintext.len())?;
     dry_run(dry)?;
     let blob = asymmetric::rsa_encrypt(key.material.expose(), &algorithm, plaintext.expose())?;
     Ok(json!({

@@ -38,6 +38,7 @@ mod list_keys;
 mod list_resource_tags;
 mod mac;
 mod metadata;
+mod multi_region;
 mod put_key_policy;
 mod re_encrypt;
 mod retire_grant;
@@ -104,7 +105,7 @@ const fn without_timeout_error(op: Operation) -> Operation {
 }
 
 /// The KMS operations this emulator serves (what [`dispatch`] knows).
-pub const OPERATIONS: [Operation; 54] = [
+pub const OPERATIONS: [Operation; 56] = [
     changes("CreateKey"),
     reads("DescribeKey"),
     reads("ListKeys"),
@@ -159,6 +160,8 @@ pub const OPERATIONS: [Operation; 54] = [
     changes("DeleteImportedKeyMaterial"),
     reads("Encapsulate"),
     reads("Decapsulate"),
+    without_timeout_error(reads("ReplicateKey")),
+    without_timeout_error(reads("UpdatePrimaryRegion")),
 ];
 
 /// Where `name` stands in [`OPERATIONS`], if hsmkms serves it.
@@ -384,6 +387,8 @@ async fn dispatch(fe: &Arc<Frontend>, op: &str, body: &[u8]) -> Result<Value, Km
         "DeleteImportedKeyMaterial" => import_key_material::delete(fe, parse(body)?).await,
         "Encapsulate" => encapsulate::encapsulate(fe, parse(body)?),
         "Decapsulate" => encapsulate::decapsulate(fe, parse(body)?),
+        "ReplicateKey" => multi_region::replicate(fe, parse(body)?),
+        "UpdatePrimaryRegion" => multi_region::update_primary_region(fe, parse(body)?),
         other => Err(KmsError::UnknownOperation(format!(
             "TrentService.{other} is not an operation hsmkms serves."
         ))),

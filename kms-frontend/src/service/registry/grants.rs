@@ -79,6 +79,17 @@ fn parse_token(token: &str) -> Option<(Uuid, String, String)> {
     parts.next().is_none().then_some((key_id, grant_id, nonce))
 }
 
+/// Checks the `GrantTokens` of a request: each must be a token hsmkms made (KMS answers
+/// InvalidGrantTokenException for one that is not a grant token). Grants are not enforced, so
+/// a token of a retired grant, or of another key's grant, still passes.
+pub fn check_grant_tokens(tokens: &[String]) -> Result<(), KmsError> {
+    if tokens.iter().all(|t| parse_token(t).is_some()) {
+        Ok(())
+    } else {
+        Err(invalid_grant_token())
+    }
+}
+
 /// A grant id as KMS makes them: 64 lowercase hex digits.
 fn well_formed_grant_id(id: &str) -> bool {
     id.len() == 64

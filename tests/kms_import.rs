@@ -1,0 +1,505 @@
+//! Imported key material with the Rust SDK against a real emulator, wrapped by OpenSSL as AWS's
+//! guide does it: an EXTERNAL key is PendingImport until ImportKeyMaterial, its material
+//! survives kill -9, DeleteImportedKeyMaterial and expiry on the emulator clock take it away,
+//! only the same material comes back, and import tokens are bound to their key and their 24
+//! hours. An EC private key imported with RSA-AES key wrap signs what OpenSSL verifies.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod kms_common;
+
+use std::path::Path;
+use std::process::Command;
+
+use aws_sdk_kms::primitives::{Blob, DateTime};
+use aws_sdk_kms::types::{
+    AlgorithmSpec, ExpirationModelType, KeySpec, KeyState, KeyUsageType, OriginType,
+    SigningAlgorithmSpec, WrappingKeySpec,
+};
+use kms_common::{assert_error, free_port, Emulator};
+
+const OPENSSL: &str = "/usr/bin/openssl";
+
+fn openssl(dir: &Path, args: &[&str]) -> Vec<u8> {
+    let out = Command::new(OPENSSL)
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// GetParametersForImport: the wrapping public key (DER) and the import token.
+async fn parameters(
+    kms: &aws_sdk_kms::Client,
+    key_id: &str,
+    algorithm: AlgorithmSpec,
+    spec: WrappingKeySpec,
+) -> (Vec<u8>, Blob) {
+    let out = kms
+        .get_parameters_for_import()
+        .key_id(key_id)
+        .wrapping_algorithm(algorithm)
+        .wrapping_key_spec(spec)
+        .send()
+        .await
+        .unwrap();
+    (
+        out.public_key().unwrap().as_ref().to_vec(),
+        out.import_token().unwrap().clone(),
+    )
+}
+
+/// Wraps `material` with RSAES-OAEP-SHA-256 under `public` (DER), as OpenSSL does.
+fn wrap_oaep(dir: &Path, public: &[u8], material: &[u8]) -> Vec<u8> {
+    std::fs::write(dir.join("wrapping.der"), public).unwrap();
+    std::fs::write(dir.join("material.bin"), material).unwrap();
+    openssl(
+        dir,
+        &[
+            "pkeyutl",
+            "-encrypt",
+            "-pubin",
+            "-keyform",
+            "DER",
+            "-inkey",
+            "wrapping.der",
+            "-pkeyopt",
+            "rsa_padding_mode:oaep",
+            "-pkeyopt",
+            "rsa_oaep_md:sha256",
+            "-pkeyopt",
+            "rsa_mgf1_md:sha256",
+            "-in",
+            "material.bin",
+            "-out",
+            "wrapped.bin",
+        ],
+    );
+    std::fs::read(dir.join("wrapped.bin")).unwrap()
+}
+
+async fn import(
+    kms: &aws_sdk_kms::Client,
+    key_id: &str,
+    token: &Blob,
+    wrapped: Vec<u8>,
+) -> Result<
+    (),
+    aws_sdk_kms::error::SdkError<
+        aws_sdk_kms::operation::import_key_material::ImportKeyMaterialError,
+    >,
+> {
+    kms.import_key_material()
+        .key_id(key_id)
+        .import_token(token.clone())
+        .encrypted_key_material(Blob::new(wrapped))
+        .expiration_model(ExpirationModelType::KeyMaterialDoesNotExpire)
+        .send()
+        .await
+        .map(|_| ())
+}
+
+async fn state(kms: &aws_sdk_kms::Client, key_id: &str) -> KeyState {
+    kms.describe_key()
+        .key_id(key_id)
+        .send()
+        .await
+        .unwrap()
+        .key_metadata()
+        .unwrap()
+        .key_state()
+        .unwrap()
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imported_symmetric_material_comes_and_goes_as_on_aws() {
+    let tmp = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let emulator = Emulator::start(tmp.path(), port);
+    let kms = emulator.kms_without_retries();
+
+    let key = kms
+        .create_key()
+        .origin(OriginType::External)
+        .send()
+        .await
+        .unwrap();
+    let meta = key.key_metadata().unwrap();
+    let key_id = meta.key_id().to_string();
+    assert_eq!(meta.key_state(), Some(&KeyState::PendingImport));
+    assert_eq!(meta.origin(), Some(&OriginType::External));
+    assert!(!meta.enabled());
+    let pending = format!("{} is pending import.", meta.arn().unwrap());
+    let err = kms
+        .encrypt()
+        .key_id(&key_id)
+        .plaintext(Blob::new("x"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_error(
+        err.as_service_error().unwrap(),
+        "KMSInvalidStateException",
+        Some(&pending),
+    );
+
+    let (public, token) = parameters(
+        &kms,
+        &key_id,
+        AlgorithmSpec::RsaesOaepSha256,
+        WrappingKeySpec::Rsa2048,
+    )
+    .await;
+    let material: Vec<u8> = (0u8..32).map(|i| i.wrapping_mul(37) ^ 0x5a).collect();
+    // KEY_MATERIAL_EXPIRES (the default) needs ValidTo: AWS's text (recorded).
+    let err = kms
+        .import_key_material()
+        .key_id(&key_id)
+        .import_token(token.clone())
+        .encrypted_key_material(Blob::new(wrap_oaep(files.path(), &public, &material)))
+        .send()
+        .await
+        .unwrap_err();
+    assert_error(
+        err.as_service_error().unwrap(),
+        "ValidationException",
+        Some("A validTo date must be set if the ExpirationModel is KEY_MATERIAL_EXPIRES"),
+    );
+    // 31 bytes is no symmetric key.
+    let err = import(
+        &kms,
+        &key_id,
+        &token,
+        wrap_oaep(files.path(), &public, &material[1..]),
+    )
+    .await
+    .unwrap_err();
+    assert_error(
+        err.as_service_error().unwrap(),
+        "IncorrectKeyMaterialException",
+        None,
+    );
+    // Garbage does not unwrap.
+    let err = import(&kms, &key_id, &token, vec![7u8; 256])
+        .await
+        .unwrap_err();
+    assert_error(
+        err.as_service_error().unwrap(),
+        "InvalidCiphertextException",
+        None,
+    );
+    import(
+        &kms,
+        &key_id,
+        &token,
+        wrap_oaep(files.path(), &public, &material),
+    )
+    .await
+    .unwrap();
+    assert_eq!(state(&kms, &key_id).await, KeyState::Enabled);
+    let described = kms.describe_key().key_id(&key_id).send().await.unwrap();
+    let meta = described.key_metadata().unwrap();
+    assert_eq!(
+        meta.expiration_model(),
+        Some(&ExpirationModelType::KeyMaterialDoesNotExpire)
+    );
+    let material_id = meta.current_key_material_id().unwrap().to_string();
+    let blob = kms
+        .encrypt()
+        .key_id(&key_id)
+        .plaintext(Blob::new("imported"))
+        .send()
+        .await
+        .unwrap()
+        .ciphertext_blob()
+        .unwrap()
+        .clone();
+
+    // kill -9: the material is durable.
+    emulator.crash();
+    let emulator = Emulator::start(tmp.path(), port);
+    let kms = emulator.kms_without_retries();
+    let decrypt = |blob: Blob| {
+        let kms = kms.clone();
+        async move { kms.decrypt().ciphertext_blob(blob).send().await }
+    };
+    let plain = decrypt(blob.clone()).await.unwrap();
+    assert_eq!(plain.plaintext().unwrap().as_ref(), b"imported");
+    assert_eq!(plain.key_material_id(), Some(material_id.as_str()));
+
+    // Deleted: PendingImport, nothing decrypts; other material is refused; the same comes back.
+    kms.delete_imported_key_material()
+        .key_id(&key_id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(state(&kms, &key_id).await, KeyState::PendingImport);
+    let err = decrypt(blob.clone()).await.unwrap_err();
+    assert_error(
+        err.as_service_error().unwrap(),
+        "KMSInvalidStateException",
+        Some(&pending),
+    );
+    let other: Vec<u8> = material.iter().map(|b| b ^ 1).collect();
+    let err = import(
+        &kms,
+        &key_id,
+        &token,
+        wrap_oaep(files.path(), &public, &other),
+    )
+    .await
+    .unwrap_err();
+    assert_error(
+        err.as_service_error().unwrap(),
+        "IncorrectKeyMaterialException",
+        None,
+    );
+    import(
+        &kms,
+        &key_id,
+        &token,
+        wrap_oaep(files.path(), &public, &material),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        decrypt(blob.clone())
+            .await
+            .unwrap()
+            .plaintext()
+            .unwrap()
+            .as_ref(),
+        b"imported"
+    );
+
+    // A token is bound to its key.
+    let second = kms
+        .create_key()
+        .origin(OriginType::External)
+        .send()
+        .await
+        .unwrap();
+    let second_id = second.key_metadata().unwrap().key_id().to_string();
+    let err = import(
+        &kms,
+        &second_id,
+        &token,
+        wrap_oaep(files.path(), &public, &material),
+    )
+    .await
+    .unwrap_err();
+    assert_error(
+        err.as_service_error().unwrap(),
+        "InvalidImportTokenException",
+        None,
+    );
+
+    // ValidTo passes on the emulator clock: the material is deleted.
+    let now = emulator.now_seconds() as i64;
+    kms.import_key_material()
+        .key_id(&key_id)
+        .import_token(token.clone())
+        .encrypted_key_material(Blob::new(wrap_oaep(files.path(), &public, &material)))
+        .valid_to(DateTime::from_secs(now + 3600))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(state(&kms, &key_id).await, KeyState::Enabled);
+    emulator.advance_clock(2 * 3600);
+    assert_eq!(state(&kms, &key_id).await, KeyState::PendingImport);
+    // The token's 24 hours pass too.
+    emulator.advance_clock(24 * 3600);
+    let err = import(
+        &kms,
+        &key_id,
+        &token,
+        wrap_oaep(files.path(), &public, &material),
+    )
+    .await
+    .unwrap_err();
+    assert_error(
+        err.as_service_error().unwrap(),
+        "ExpiredImportTokenException",
+        None,
+    );
+
+    // Other origins take no material (recorded text); rotation refuses EXTERNAL keys (recorded).
+    let aws_kms = kms.create_key().send().await.unwrap();
+    let aws_kms = aws_kms.key_metadata().unwrap();
+    let err = kms
+        .get_parameters_for_import()
+        .key_id(aws_kms.key_id())
+        .wrapping_algorithm(AlgorithmSpec::RsaesOaepSha256)
+        .wrapping_key_spec(WrappingKeySpec::Rsa2048)
+        .send()
+        .await
+        .unwrap_err();
+    assert_error(
+        err.as_service_error().unwrap(),
+        "UnsupportedOperationException",
+        Some(&format!(
+            "{} origin is AWS_KMS which is not valid for this operation.",
+            aws_kms.arn().unwrap()
+        )),
+    );
+    let err = kms
+        .rotate_key_on_demand()
+        .key_id(&second_id)
+        .send()
+        .await
+        .unwrap_err();
+    assert_error(
+        err.as_service_error().unwrap(),
+        "UnsupportedOperationException",
+        Some(&format!(
+            "{} origin is EXTERNAL which is not valid for this operation.",
+            second.key_metadata().unwrap().arn().unwrap()
+        )),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ec_key_imported_with_rsa_aes_key_wrap_signs_what_openssl_verifies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let dir = files.path();
+    let emulator = Emulator::start(tmp.path(), free_port());
+    let kms = emulator.kms_without_retries();
+    let key = kms
+        .create_key()
+        .origin(OriginType::External)
+        .key_spec(KeySpec::EccNistP256)
+        .key_usage(KeyUsageType::SignVerify)
+        .send()
+        .await
+        .unwrap();
+    let key_id = key.key_metadata().unwrap().key_id().to_string();
+    let (public, token) = parameters(
+        &kms,
+        &key_id,
+        AlgorithmSpec::RsaAesKeyWrapSha256,
+        WrappingKeySpec::Rsa4096,
+    )
+    .await;
+    std::fs::write(dir.join("wrapping.der"), &public).unwrap();
+    // AWS's guide: a private key as PKCS#8 DER, an AES-256 key wrapped with OAEP, the private
+    // key wrapped with AES key wrap with padding (RFC 5649) under it.
+    openssl(
+        dir,
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            "ec.pem",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "pkcs8", "-topk8", "-nocrypt", "-in", "ec.pem", "-outform", "DER", "-out", "ec.der",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "pkey",
+            "-in",
+            "ec.pem",
+            "-pubout",
+            "-outform",
+            "DER",
+            "-out",
+            "ec-pub.der",
+        ],
+    );
+    let aes = "5f3d8a1b2c4e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8";
+    std::fs::write(dir.join("aes.bin"), hex_bytes(aes)).unwrap();
+    openssl(
+        dir,
+        &[
+            "pkeyutl",
+            "-encrypt",
+            "-pubin",
+            "-keyform",
+            "DER",
+            "-inkey",
+            "wrapping.der",
+            "-pkeyopt",
+            "rsa_padding_mode:oaep",
+            "-pkeyopt",
+            "rsa_oaep_md:sha256",
+            "-pkeyopt",
+            "rsa_mgf1_md:sha256",
+            "-in",
+            "aes.bin",
+            "-out",
+            "aes-wrapped.bin",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "enc",
+            "-id-aes256-wrap-pad",
+            "-K",
+            aes,
+            "-iv",
+            "A65959A6",
+            "-in",
+            "ec.der",
+            "-out",
+            "ec-wrapped.bin",
+        ],
+    );
+    let mut wrapped = std::fs::read(dir.join("aes-wrapped.bin")).unwrap();
+    wrapped.extend(std::fs::read(dir.join("ec-wrapped.bin")).unwrap());
+    import(&kms, &key_id, &token, wrapped).await.unwrap();
+
+    let signature = kms
+        .sign()
+        .key_id(&key_id)
+        .message(Blob::new("signed by imported material"))
+        .signing_algorithm(SigningAlgorithmSpec::EcdsaSha256)
+        .send()
+        .await
+        .unwrap();
+    std::fs::write(dir.join("sig.bin"), signature.signature().unwrap().as_ref()).unwrap();
+    std::fs::write(dir.join("msg.bin"), "signed by imported material").unwrap();
+    openssl(
+        dir,
+        &[
+            "dgst",
+            "-sha256",
+            "-verify",
+            "ec-pub.der",
+            "-keyform",
+            "DER",
+            "-signature",
+            "sig.bin",
+            "msg.bin",
+        ],
+    );
+    let kms_public = kms.get_public_key().key_id(&key_id).send().await.unwrap();
+    assert_eq!(
+        kms_public.public_key().unwrap().as_ref(),
+        std::fs::read(dir.join("ec-pub.der")).unwrap().as_slice()
+    );
+}
+
+fn hex_bytes(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect()
+}
