@@ -1907,3 +1907,122 @@ async fn re_encrypt_moves_data_between_symmetric_and_rsa_keys() {
         Some("Algorithm SYMMETRIC_DEFAULT is incompatible with key spec RSA_3072."),
     );
 }
+
+/// The raw key inside a DER SubjectPublicKeyInfo, checked to be of `oid`.
+fn spki_key(der: &[u8], oid: &str) -> Vec<u8> {
+    let info = spki::SubjectPublicKeyInfoRef::try_from(der).unwrap();
+    assert_eq!(info.algorithm.oid.to_string(), oid);
+    info.subject_public_key.raw_bytes().to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ml_kem_secrets_agree_with_aws_lc_outside_kms() {
+    use aws_lc_rs::kem::{DecapsulationKey, EncapsulationKey, ML_KEM_768};
+    use aws_sdk_kms::types::EncapsulationAlgorithmSpec;
+    let tmp = tempfile::tempdir().unwrap();
+    let emulator = Emulator::start(tmp.path(), free_port());
+    let kms = emulator.kms_without_retries();
+    let key = kms
+        .create_key()
+        .key_spec(KeySpec::MlKem768)
+        .key_usage(KeyUsageType::EncapsulateDecapsulate)
+        .send()
+        .await
+        .unwrap();
+    let meta = key.key_metadata().unwrap();
+    assert_eq!(
+        meta.encapsulation_algorithms(),
+        [EncapsulationAlgorithmSpec::MlKem]
+    );
+    #[allow(deprecated)] // KMS still reports it, for the specs its enum has.
+    let cmk_spec = meta.customer_master_key_spec();
+    assert!(cmk_spec.is_none());
+    let key_id = meta.key_id().to_string();
+
+    // Encapsulated outside KMS with GetPublicKey's key: KMS decapsulates the same secret.
+    let public = kms.get_public_key().key_id(&key_id).send().await.unwrap();
+    let raw = spki_key(
+        public.public_key().unwrap().as_ref(),
+        "2.16.840.1.101.3.4.4.2",
+    );
+    let (ciphertext, secret) = EncapsulationKey::new(&ML_KEM_768, &raw)
+        .unwrap()
+        .encapsulate()
+        .unwrap();
+    let decapsulated = kms
+        .decapsulate()
+        .key_id(&key_id)
+        .encapsulation_algorithm(EncapsulationAlgorithmSpec::MlKem)
+        .shared_secret_ciphertext_blob(Blob::new(ciphertext.as_ref()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        decapsulated.shared_secret().unwrap().as_ref(),
+        secret.as_ref()
+    );
+    // KMS's own Encapsulate round-trips, and a cut ciphertext is refused.
+    let encapsulated = kms
+        .encapsulate()
+        .key_id(&key_id)
+        .encapsulation_algorithm(EncapsulationAlgorithmSpec::MlKem)
+        .send()
+        .await
+        .unwrap();
+    let blob = encapsulated
+        .shared_secret_ciphertext_blob()
+        .unwrap()
+        .clone();
+    let again = kms
+        .decapsulate()
+        .key_id(&key_id)
+        .encapsulation_algorithm(EncapsulationAlgorithmSpec::MlKem)
+        .shared_secret_ciphertext_blob(blob.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.shared_secret(), encapsulated.shared_secret());
+    let err = kms
+        .decapsulate()
+        .key_id(&key_id)
+        .encapsulation_algorithm(EncapsulationAlgorithmSpec::MlKem)
+        .shared_secret_ciphertext_blob(Blob::new(&blob.as_ref()[1..]))
+        .send()
+        .await
+        .unwrap_err();
+    assert_error(
+        err.as_service_error().unwrap(),
+        "InvalidCiphertextException",
+        None,
+    );
+
+    // An ML-KEM data key pair: PKCS#8 whose key decapsulates what its public key encapsulates.
+    let symmetric = kms.create_key().send().await.unwrap();
+    let pair = kms
+        .generate_data_key_pair()
+        .key_id(symmetric.key_metadata().unwrap().key_id())
+        .key_pair_spec(DataKeyPairSpec::MlKem768)
+        .send()
+        .await
+        .unwrap();
+    let raw_public = spki_key(
+        pair.public_key().unwrap().as_ref(),
+        "2.16.840.1.101.3.4.4.2",
+    );
+    let private =
+        pkcs8::PrivateKeyInfo::try_from(pair.private_key_plaintext().unwrap().as_ref()).unwrap();
+    assert_eq!(private.algorithm.oid.to_string(), "2.16.840.1.101.3.4.4.2");
+    // ML-KEM-PrivateKey's expandedKey choice: an OCTET STRING.
+    let expanded =
+        <spki::der::asn1::OctetStringRef as spki::der::Decode>::from_der(private.private_key)
+            .unwrap();
+    let (ciphertext, secret) = EncapsulationKey::new(&ML_KEM_768, &raw_public)
+        .unwrap()
+        .encapsulate()
+        .unwrap();
+    let local = DecapsulationKey::new(&ML_KEM_768, expanded.as_bytes())
+        .unwrap()
+        .decapsulate(ciphertext.as_ref().into())
+        .unwrap();
+    assert_eq!(local.as_ref(), secret.as_ref());
+}

@@ -490,6 +490,19 @@ async fn an_ec_key_imported_with_rsa_aes_key_wrap_signs_what_openssl_verifies() 
             "msg.bin",
         ],
     );
+    // And the other way: OpenSSL signs with the private key, KMS verifies.
+    std::fs::write(dir.join("local.txt"), "signed outside KMS").unwrap();
+    let local = openssl(dir, &["dgst", "-sha256", "-sign", "ec.pem", "local.txt"]);
+    let verified = kms
+        .verify()
+        .key_id(&key_id)
+        .message(Blob::new("signed outside KMS"))
+        .signature(Blob::new(local))
+        .signing_algorithm(SigningAlgorithmSpec::EcdsaSha256)
+        .send()
+        .await
+        .unwrap();
+    assert!(verified.signature_valid());
     let kms_public = kms.get_public_key().key_id(&key_id).send().await.unwrap();
     assert_eq!(
         kms_public.public_key().unwrap().as_ref(),

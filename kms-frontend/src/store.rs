@@ -129,9 +129,11 @@ from_redb!(
 );
 
 /// redb's page cache. Its default (1 GiB) lets the cache grow to the whole file (70 MB at
-/// 100,000 keys); every record is in the registry's memory anyway, so the cache only needs the
-/// B-trees' upper pages for writes.
-const CACHE_BYTES: usize = 16 * 1024 * 1024;
+/// 100,000 keys); every record is in the registry's memory anyway, and new rows append at the
+/// B-trees' right edge, so the cache only needs their upper pages and that edge for writes.
+/// 8 MiB (was 16): 6 MiB less resident memory after creating 100,000 keys, measured, with the
+/// same CreateKey rate.
+const CACHE_BYTES: usize = 8 * 1024 * 1024;
 
 /// Everything in the store at start, table by table.
 #[derive(Debug, Default)]

@@ -244,6 +244,35 @@ fn ml_kem_spki(oid: &str, raw: &[u8]) -> Result<Vec<u8>, KmsError> {
     info.to_der().map_err(|_| internal("ML-KEM key"))
 }
 
+/// A key pair's private key as PKCS#8 DER, as GenerateDataKeyPair returns it: the material
+/// itself, but for ML-KEM, whose material is the raw expanded decapsulation key, wrapped as
+/// FIPS 203's `expandedKey` choice of ML-KEM-PrivateKey (an OCTET STRING) in a
+/// PrivateKeyInfo with the parameter set's OID.
+pub fn private_key_pkcs8(spec: KeySpec, material: &SecretBytes) -> Result<SecretBytes, KmsError> {
+    let Some(params) = ml_kem(spec) else {
+        return Ok(SecretBytes::new(material.expose().to_vec()));
+    };
+    use spki::der::asn1::OctetStringRef;
+    use spki::der::Encode;
+    let inner = zeroize::Zeroizing::new(
+        OctetStringRef::new(material.expose())
+            .and_then(|o| o.to_der())
+            .map_err(|_| internal("ML-KEM key"))?,
+    );
+    let oid = spki::ObjectIdentifier::new(params.oid).map_err(|_| internal("ML-KEM OID"))?;
+    let info = pkcs8::PrivateKeyInfo {
+        algorithm: spki::AlgorithmIdentifierRef {
+            oid,
+            parameters: None,
+        },
+        private_key: &inner,
+        public_key: None,
+    };
+    info.to_der()
+        .map(SecretBytes::new)
+        .map_err(|_| internal("ML-KEM key"))
+}
+
 /// Encapsulate: a new shared secret and its ciphertext under an ML-KEM key's public key.
 pub fn encapsulate(spec: KeySpec, material: &[u8]) -> Result<(Vec<u8>, SecretBytes), KmsError> {
     let params = ml_kem(spec).ok_or_else(|| internal("not an ML-KEM key"))?;

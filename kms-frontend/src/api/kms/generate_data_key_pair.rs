@@ -17,7 +17,7 @@ use crate::service::key_spec::KeySpec;
 use crate::service::key_state::KeyOp;
 
 /// KMS's `DataKeyPairSpec` enum.
-const PAIR_SPECS: [&str; 9] = [
+const PAIR_SPECS: [&str; 12] = [
     "RSA_2048",
     "RSA_3072",
     "RSA_4096",
@@ -27,6 +27,9 @@ const PAIR_SPECS: [&str; 9] = [
     "ECC_SECG_P256K1",
     "SM2",
     "ECC_NIST_EDWARDS25519",
+    "ML_KEM_512",
+    "ML_KEM_768",
+    "ML_KEM_1024",
 ];
 
 pub(super) async fn generate(
@@ -68,8 +71,9 @@ pub(super) async fn generate(
     // Key pairs are made on a blocking thread (an RSA 4096 key takes up to a second).
     let entropy = fe.entropy.clone();
     let (private, public) = tokio::task::spawn_blocking(move || {
-        let private = asymmetric::generate(spec, entropy.as_ref())?;
-        let public = asymmetric::public_key(spec, private.expose())?;
+        let material = asymmetric::generate(spec, entropy.as_ref())?;
+        let public = asymmetric::public_key(spec, material.expose())?;
+        let private = asymmetric::private_key_pkcs8(spec, &material)?;
         Ok::<_, KmsError>((private, public))
     })
     .await
