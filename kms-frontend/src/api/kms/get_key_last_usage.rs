@@ -26,8 +26,8 @@ pub(super) fn handle(fe: &Arc<Frontend>, req: KeyIdRequest) -> Result<Value, Kms
         answer["KeyLastUsage"] = json!({
             "Operation": usage.operation,
             "Timestamp": epoch_seconds(usage.at_millis),
-            "CloudTrailEventId": usage.event_id,
-            "KmsRequestId": usage.request_id,
+            "CloudTrailEventId": usage.event_id.to_string(),
+            "KmsRequestId": usage.request_id.to_string(),
         });
     }
     Ok(answer)

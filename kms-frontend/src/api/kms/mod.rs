@@ -199,9 +199,12 @@ pub async fn call(
     };
     let additional = additional_event_data(frontend, op, request.as_ref(), result.as_ref().ok());
     let now = frontend.now();
-    let event_id = uuid::Uuid::new_v4().to_string();
+    // Formatted on the stack: no allocation for an id on every request.
+    let event_uuid = uuid::Uuid::new_v4();
+    let mut event_buf = uuid::Uuid::encode_buffer();
+    let event_id: &str = event_uuid.hyphenated().encode_lower(&mut event_buf);
     if let Ok(answer) = &result {
-        record_last_usage(frontend, op, answer, now, &event_id, request_id);
+        record_last_usage(frontend, op, answer, now, event_uuid, request_id);
     }
     frontend.audit.record_call(
         &frontend.metrics,
@@ -209,7 +212,7 @@ pub async fn call(
             event_time: iso8601(now),
             event_name: op,
             request_id,
-            event_id: &event_id,
+            event_id,
             request: request.as_ref(),
             result: recorded,
             additional,
@@ -226,7 +229,7 @@ fn record_last_usage(
     op: &str,
     answer: &Value,
     now: u64,
-    event_id: &str,
+    event_id: uuid::Uuid,
     request_id: &str,
 ) {
     let Some(operation) = crate::frontend::TRACKED_OPERATIONS
