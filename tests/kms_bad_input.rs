@@ -238,3 +238,59 @@ fn malformed_requests_get_aws_shaped_errors_and_change_nothing() {
     assert_eq!(clock["offsetSeconds"], 0);
     emu.stop();
 }
+
+/// Every violated constraint of the model is reported, in one message, as AWS does.
+#[test]
+fn several_violations_are_reported_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let emulator = Emulator::start(dir.path(), free_port());
+    let (status, body) = send(
+        emulator.port,
+        "POST",
+        "/",
+        Some("TrentService.Sign"),
+        br#"{"MessageType": "RAWISH"}"#,
+    );
+    assert_eq!(status, 400);
+    assert_eq!(body["__type"], "ValidationException");
+    assert_eq!(
+        body["message"],
+        "4 validation errors detected: \
+         Value null at 'keyId' failed to satisfy constraint: Member must not be null; \
+         Value null at 'message' failed to satisfy constraint: Member must not be null; \
+         Value null at 'signingAlgorithm' failed to satisfy constraint: Member must not be null; \
+         Value 'RAWISH' at 'messageType' failed to satisfy constraint: Member must satisfy enum value set: [RAW, DIGEST, EXTERNAL_MU]"
+    );
+    let (status, body) = send(
+        emulator.port,
+        "POST",
+        "/",
+        Some("TrentService.CreateKey"),
+        br#"{"KeySpec": "RSA_1024", "KeyUsage": "SIGN", "Origin": "AWS_KMS"}"#,
+    );
+    assert_eq!(status, 400);
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("2 validation errors detected: Value 'RSA_1024' at 'keySpec'"),
+        "{message}"
+    );
+    assert!(
+        message.contains("; Value 'SIGN' at 'keyUsage'"),
+        "{message}"
+    );
+    // A single one keeps the singular form.
+    let (_, body) = send(
+        emulator.port,
+        "POST",
+        "/",
+        Some("TrentService.GenerateMac"),
+        br#"{"KeyId": "alias/x", "Message": "bQ==", "MacAlgorithm": "HMAC_MD5"}"#,
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("1 validation error detected: Value 'HMAC_MD5' at 'macAlgorithm'"),
+        "{body}"
+    );
+}

@@ -183,3 +183,78 @@ pub(super) fn recipient_unsupported() -> KmsError {
         "hsmkms does not support Recipient (Nitro Enclaves attestation documents).".into(),
     )
 }
+
+/// The model's constraint violations of one request, reported together as AWS does: `1
+/// validation error detected: ...`, or `N validation errors detected: ...; ...`. Checks that
+/// fail otherwise (a blob that is not base64: SerializationException) end the request at once.
+#[derive(Debug, Default)]
+pub(super) struct Violations(Vec<String>);
+
+const ONE_VIOLATION: &str = "1 validation error detected: ";
+
+impl Violations {
+    /// Runs one check: its value, or `None` with its violation noted.
+    pub(super) fn check<T>(&mut self, result: Result<T, KmsError>) -> Result<Option<T>, KmsError> {
+        match result {
+            Ok(value) => Ok(Some(value)),
+            Err(KmsError::Validation(message)) if message.starts_with(ONE_VIOLATION) => {
+                self.0.push(message[ONE_VIOLATION.len()..].to_string());
+                Ok(None)
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Every violation noted, in one ValidationException.
+    pub(super) fn finish(self) -> Result<(), KmsError> {
+        match self.0.len() {
+            0 => Ok(()),
+            1 => Err(KmsError::Validation(format!(
+                "{ONE_VIOLATION}{}",
+                self.0[0]
+            ))),
+            n => Err(KmsError::Validation(format!(
+                "{n} validation errors detected: {}",
+                self.0.join("; ")
+            ))),
+        }
+    }
+}
+
+/// A value every check of which passed (after [`Violations::finish`]).
+pub(super) fn checked<T>(value: Option<T>) -> Result<T, KmsError> {
+    value.ok_or_else(|| KmsError::KmsInternal("a checked request member is missing".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn violations_are_reported_together_in_kms_form() {
+        let mut v = Violations::default();
+        assert_eq!(v.check(required(Some(1), "keyId")).unwrap(), Some(1));
+        assert_eq!(v.finish(), Ok(()));
+
+        let mut v = Violations::default();
+        assert_eq!(v.check(required::<u8>(None, "keyId")).unwrap(), None);
+        assert_eq!(
+            v.finish().unwrap_err().message(),
+            "1 validation error detected: Value null at 'keyId' failed to satisfy constraint: Member must not be null"
+        );
+
+        let mut v = Violations::default();
+        v.check(required::<u8>(None, "keyId")).unwrap();
+        v.check(check_enum("X", "signingAlgorithm", &["A", "B"]))
+            .unwrap();
+        assert_eq!(
+            v.finish().unwrap_err().message(),
+            "2 validation errors detected: Value null at 'keyId' failed to satisfy constraint: Member must not be null; Value 'X' at 'signingAlgorithm' failed to satisfy constraint: Member must satisfy enum value set: [A, B]"
+        );
+
+        // Other errors are not collected.
+        let mut v = Violations::default();
+        let err = v.check(blob(Some("***".into()), "message")).unwrap_err();
+        assert_eq!(err.type_name(), "SerializationException");
+    }
+}

@@ -41,15 +41,18 @@ pub(super) async fn handle(fe: &Arc<Frontend>, req: CreateKeyRequest) -> Result<
             } else {
                 "customerMasterKeySpec"
             };
-            KeySpec::parse(name, member)?
+            KeySpec::parse(name, member)
         }
-        None => KeySpec::SymmetricDefault,
+        None => Ok(KeySpec::SymmetricDefault),
     };
-    let usage = req.key_usage.as_deref().map(KeyUsage::parse).transpose()?;
+    // The enums' violations are reported together, as AWS does.
+    let mut v = Violations::default();
+    let spec = v.check(spec)?;
+    let usage = v.check(req.key_usage.as_deref().map(KeyUsage::parse).transpose())?;
     let origin = req.origin.unwrap_or_else(|| "AWS_KMS".into());
-    if !ORIGINS.contains(&origin.as_str()) {
-        return Err(KmsError::not_in_enum("origin", &origin, &ORIGINS));
-    }
+    v.check(check_enum(&origin, "origin", &ORIGINS))?;
+    v.finish()?;
+    let (spec, usage) = (checked(spec)?, checked(usage)?);
     let usage = check_spec_and_usage(spec, usage)?;
     if spec == KeySpec::Sm2 {
         return Err(KmsError::UnsupportedOperation(

@@ -28,11 +28,18 @@ fn prepare(
     req: &mut MacRequest,
     op: KeyOp,
 ) -> Result<(TypedKey, String, Vec<u8>), KmsError> {
-    let message = message_blob(req.message.take(), "message")?;
-    let key_id = required(req.key_id.take(), "keyId")?;
-    let algorithm = required(req.mac_algorithm.take(), "macAlgorithm")?;
-    check_enum(&algorithm, "macAlgorithm", &MAC_ALGORITHM_ENUM)?;
-    check_grant_tokens(&req.grant_tokens)?;
+    let mut v = Violations::default();
+    let message = v.check(message_blob(req.message.take(), "message"))?;
+    let key_id = v.check(required(req.key_id.take(), "keyId"))?;
+    let algorithm = v.check(
+        required(req.mac_algorithm.take(), "macAlgorithm").and_then(|a| {
+            check_enum(&a, "macAlgorithm", &MAC_ALGORITHM_ENUM)?;
+            Ok(a)
+        }),
+    )?;
+    v.check(check_grant_tokens(&req.grant_tokens))?;
+    v.finish()?;
+    let (message, key_id, algorithm) = (checked(message)?, checked(key_id)?, checked(algorithm)?);
     let key = fe.registry().typed_key(&key_id, op)?;
     if key.spec.mac_algorithm() != Some(algorithm.as_str()) {
         return Err(incompatible(&algorithm, key.spec));

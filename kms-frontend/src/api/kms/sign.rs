@@ -43,12 +43,20 @@ fn prepare(
     req: &mut SignRequest,
     op: KeyOp,
 ) -> Result<(TypedKey, String, MessageType, Vec<u8>), KmsError> {
-    let key_id = required(req.key_id.take(), "keyId")?;
-    let message = message_blob(req.message.take(), "message")?;
-    let algorithm = required(req.signing_algorithm.take(), "signingAlgorithm")?;
-    check_enum(&algorithm, "signingAlgorithm", &SIGNING_ALGORITHMS)?;
-    let message_type = MessageType::parse(req.message_type.as_deref())?;
-    check_grant_tokens(&req.grant_tokens)?;
+    let mut v = Violations::default();
+    let key_id = v.check(required(req.key_id.take(), "keyId"))?;
+    let message = v.check(message_blob(req.message.take(), "message"))?;
+    let algorithm = v.check(
+        required(req.signing_algorithm.take(), "signingAlgorithm").and_then(|a| {
+            check_enum(&a, "signingAlgorithm", &SIGNING_ALGORITHMS)?;
+            Ok(a)
+        }),
+    )?;
+    let message_type = v.check(MessageType::parse(req.message_type.as_deref()))?;
+    v.check(check_grant_tokens(&req.grant_tokens))?;
+    v.finish()?;
+    let (key_id, message) = (checked(key_id)?, checked(message)?);
+    let (algorithm, message_type) = (checked(algorithm)?, checked(message_type)?);
     let key = fe.registry().typed_key(&key_id, op)?;
     if !key.spec.signing_algorithms().contains(&algorithm.as_str()) {
         return Err(incompatible(&algorithm, key.spec));
