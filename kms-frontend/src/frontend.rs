@@ -97,6 +97,8 @@ pub struct Frontend {
     pub clusters: Arc<CloudHsm>,
     pub hsm: HsmGateway,
     pub arns: Arns,
+    /// The home scope, shared by every request of it.
+    pub home_scope: Arc<Arns>,
     /// Where ids, key material, passwords and data keys come from (injected, like the clock).
     pub entropy: Arc<dyn Entropy>,
     /// Longest one KMS or CloudHSM request may take before it is answered with a timeout.
@@ -233,6 +235,7 @@ impl Frontend {
             metrics: Metrics::default(),
             hsm: HsmGateway::new(directory),
             clusters,
+            home_scope: Arc::new(arns.clone()),
             arns,
             entropy: options.entropy.clone(),
             request_deadline: options.request_deadline,
@@ -355,15 +358,17 @@ impl Frontend {
     /// The lock a change to the key `key_id` names takes, if it names one well-formed key (a
     /// malformed id takes none: the plan answers its error).
     pub fn key_resource(&self, key_id: &str) -> Option<Resource> {
-        match self.arns.parse(key_id, false) {
-            Ok(KeyRef::Key(id)) => Some(Resource::Key(id)),
+        let scope = crate::service::key_ref::request_scope();
+        match scope.as_deref().unwrap_or(&self.arns).parse(key_id, false) {
+            // A multi-Region key's primary and replicas take one lock, their family's.
+            Ok(KeyRef::Key(id) | KeyRef::MultiRegion(id)) => Some(Resource::Key(id)),
             _ => None,
         }
     }
 
     /// Adds a new key, counted against the quota from the plan until it is installed, so
     /// concurrent creations cannot pass the quota together.
-    pub async fn add_key(&self, record: KeyRecord) -> Result<(), KmsError> {
+    pub async fn add_key(&self, record: KeyRecord, multi_region: bool) -> Result<(), KmsError> {
         use std::sync::atomic::Ordering;
         let in_flight = self.creating_keys.fetch_add(1, Ordering::SeqCst);
         let result = self
@@ -374,7 +379,7 @@ impl Frontend {
                         crate::service::registry::MAX_KEYS
                     )));
                 }
-                Ok((reg.insert_key(record)?, ()))
+                Ok((reg.insert_key(record, multi_region)?, ()))
             })
             .await;
         self.creating_keys.fetch_sub(1, Ordering::SeqCst);

@@ -316,13 +316,13 @@ pub async fn create_key_in_store(
     if !cluster.has_two_zones() {
         return Err(KmsError::cluster_too_small(&cluster_id));
     }
-    let arn = fe.arns.key_arn(&record.key_id);
+    let arn = fe.registry().key_arn(&record.key_id);
     let (generated, uncertain) = fe.hsm.generate_key(store_id, &arn).await;
     let added = match generated {
         Ok(handle) => {
             let record =
                 key_store_record(fe.entropy.as_ref(), record, store_id, &cluster_id, handle);
-            fe.add_key(record.clone()).await.map(|()| record)
+            fe.add_key(record.clone(), false).await.map(|()| record)
         }
         Err(e) => Err(e),
     };

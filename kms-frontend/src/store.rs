@@ -36,6 +36,9 @@ pub enum Table {
     Grants,
     /// Keys' rotation schedules and rotated materials, by key id.
     Rotations,
+    /// Where keys live that are not in the home Region and account, or are multi-Region keys,
+    /// by key id.
+    Places,
 }
 
 impl Table {
@@ -51,10 +54,11 @@ impl Table {
             Table::Deletions => TableDefinition::new("deletions"),
             Table::Grants => TableDefinition::new("grants"),
             Table::Rotations => TableDefinition::new("rotations"),
+            Table::Places => TableDefinition::new("places"),
         }
     }
 
-    const ALL: [Table; 10] = [
+    const ALL: [Table; 11] = [
         Table::Keys,
         Table::Aliases,
         Table::KeyStores,
@@ -65,6 +69,7 @@ impl Table {
         Table::Deletions,
         Table::Grants,
         Table::Rotations,
+        Table::Places,
     ];
 }
 
@@ -147,6 +152,7 @@ pub struct Loaded {
     pub deletions: Vec<(String, Vec<u8>)>,
     pub grants: Vec<(String, Vec<u8>)>,
     pub rotations: Vec<(String, Vec<u8>)>,
+    pub places: Vec<(String, Vec<u8>)>,
 }
 
 /// A handle to the storage thread; cheap to clone.
@@ -220,6 +226,7 @@ fn load(db: &Database) -> Result<Loaded, StoreError> {
             Table::Deletions => &mut loaded.deletions,
             Table::Grants => &mut loaded.grants,
             Table::Rotations => &mut loaded.rotations,
+            Table::Places => &mut loaded.places,
             Table::BackupImages => continue,
         };
         for item in t.iter()? {

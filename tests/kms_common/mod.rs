@@ -217,11 +217,17 @@ impl Emulator {
     /// A KMS client from the official SDK, for this emulator, reading nothing from the
     /// environment.
     pub fn kms(&self) -> aws_sdk_kms::Client {
+        self.kms_as("us-east-1", "test")
+    }
+
+    /// A KMS client signing for `region` with access key id `access_key` (a 12-digit one names
+    /// the account the emulator serves it in).
+    pub fn kms_as(&self, region: &str, access_key: &str) -> aws_sdk_kms::Client {
         let http_client = sdk_http_client();
         let config = aws_sdk_kms::Config::builder()
             .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+            .region(Region::new(region.to_string()))
+            .credentials_provider(Credentials::new(access_key, "test", None, None, "test"))
             .endpoint_url(self.url(""))
             .http_client(http_client)
             .timeout_config(

@@ -21,6 +21,7 @@ use serde_json::Value;
 use crate::frontend::Frontend;
 use crate::service::cloudhsm::error::CloudHsmError;
 use crate::service::error::KmsError;
+use crate::service::key_ref::Arns;
 
 /// Largest request body accepted (a 4 KiB plaintext in base64, a 32 KiB policy, with room).
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -111,13 +112,19 @@ pub fn late_body(request_id: &str) -> HttpResponse {
 
 /// The Region a request was signed for (the SigV4 credential scope), if it says.
 fn signed_region(req: &HttpRequest) -> Option<String> {
+    signed_scope(req)
+        .and_then(|(_, region)| region)
+        .map(str::to_string)
+}
+
+/// The access key id and the Region of a request's SigV4 credential, where it gives them.
+fn signed_scope(req: &HttpRequest) -> Option<(Option<&str>, Option<&str>)> {
     let auth = req.headers().get("authorization")?.to_str().ok()?;
     let credential = auth.split("Credential=").nth(1)?;
-    let scope: Vec<&str> = credential.split([',', ' ']).next()?.split('/').collect();
-    scope
-        .get(2)
-        .map(|r| r.to_string())
-        .filter(|r| !r.is_empty())
+    let mut scope = credential.split([',', ' ']).next()?.split('/');
+    let access_key = scope.next().filter(|a| !a.is_empty());
+    let region = scope.nth(1).filter(|r| !r.is_empty());
+    Some((access_key, region))
 }
 
 /// A CloudHSMv2 error as AWS JSON 1.1.
@@ -155,7 +162,11 @@ async fn aws_json(
     };
     let body = body.freeze();
     let result: Result<Value, KmsError> = match target.split_once('.') {
-        Some(("TrentService", op)) => kms::call(&frontend, op, &body, &request_id).await,
+        Some(("TrentService", op)) => {
+            let (access_key, region) = signed_scope(&req).unwrap_or_default();
+            let scope = Arns::for_request(&frontend.home_scope, region, access_key);
+            kms::call(&frontend, op, &body, &request_id, scope).await
+        }
         Some(("BaldrApiService", op)) => {
             let region = signed_region(&req).unwrap_or_else(|| frontend.arns.region.clone());
             let answer = match parse::<Value>(&body) {

@@ -4,7 +4,7 @@
 
 use uuid::Uuid;
 
-use super::model::{AliasRecord, GrantRecord, KeyRecord, KeyRotations};
+use super::model::{AliasRecord, GrantRecord, KeyPlace, KeyRecord, KeyRotations};
 
 /// One planned change to the registry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,4 +21,6 @@ pub enum Change {
     DeleteGrant { key_id: Uuid, grant_id: String },
     /// A key's rotation schedule and materials, as they now are.
     PutRotations(Uuid, KeyRotations),
+    /// Where a key lives, when not in the home scope or multi-Region (written with the key).
+    PutPlace(Uuid, KeyPlace),
 }

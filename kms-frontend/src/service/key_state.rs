@@ -1,9 +1,10 @@
 //! The KMS key-state table (reference §3) as pure functions: which state a key reports, and
 //! whether an operation may run on a key in that state, with the exact error AWS answers.
 //!
-//! Only the five states a key of this emulator can be in are modelled: it has no multi-Region
-//! keys (so never `Creating`, `Updating`, `PendingReplicaDeletion`). Only EXTERNAL keys are
-//! `PendingImport`, only CloudHSM key store keys `Unavailable`.
+//! The six states a key of this emulator can be in are modelled: multi-Region keys are made
+//! and changed at once (so never `Creating` or `Updating`), and a multi-Region primary key
+//! scheduled for deletion while it has replicas is `PendingReplicaDeletion`. Only EXTERNAL keys
+//! are `PendingImport`, only CloudHSM key store keys `Unavailable`.
 
 use super::error::KmsError;
 
@@ -20,6 +21,9 @@ pub enum KeyState {
     Unavailable,
     /// An EXTERNAL key without key material (never imported, deleted or expired).
     PendingImport,
+    /// A multi-Region primary key scheduled for deletion while replicas of it remain; it is
+    /// treated as PendingDeletion by every operation.
+    PendingReplicaDeletion,
 }
 
 impl KeyState {
@@ -31,6 +35,7 @@ impl KeyState {
             KeyState::PendingDeletion => "PendingDeletion",
             KeyState::Unavailable => "Unavailable",
             KeyState::PendingImport => "PendingImport",
+            KeyState::PendingReplicaDeletion => "PendingReplicaDeletion",
         }
     }
 }
@@ -117,6 +122,10 @@ pub enum KeyOp {
     DeleteAlias,
     /// DescribeKey.
     DescribeKey,
+    /// ReplicateKey, checked against the primary key.
+    ReplicateKey,
+    /// UpdatePrimaryRegion, checked against the current primary key.
+    UpdatePrimaryRegion,
     /// TagResource.
     TagResource,
     /// UntagResource.
@@ -157,6 +166,7 @@ pub fn check(
     key_arn: &str,
     in_custom_key_store: bool,
 ) -> Result<(), KmsError> {
+    // A primary key waiting for its replicas' deletion is pending deletion to every operation.
     match op {
         KeyOp::Encrypt
         | KeyOp::Decrypt
@@ -178,7 +188,9 @@ pub fn check(
             KeyState::Disabled => Err(disabled(key_arn)),
             // The table allows [2] or [3]; field reports show [3], which the reference
             // recommends.
-            KeyState::PendingDeletion => Err(pending_deletion(key_arn)),
+            KeyState::PendingDeletion | KeyState::PendingReplicaDeletion => {
+                Err(pending_deletion(key_arn))
+            }
             KeyState::Unavailable => Err(unavailable(key_arn)),
             KeyState::PendingImport => Err(pending_import(key_arn)),
         },
@@ -187,11 +199,15 @@ pub fn check(
         KeyOp::CreateGrant => match state {
             KeyState::Enabled | KeyState::Unavailable => Ok(()),
             KeyState::Disabled => Err(disabled(key_arn)),
-            KeyState::PendingDeletion => Err(pending_deletion(key_arn)),
+            KeyState::PendingDeletion | KeyState::PendingReplicaDeletion => {
+                Err(pending_deletion(key_arn))
+            }
             KeyState::PendingImport => Err(pending_import(key_arn)),
         },
         KeyOp::EnableKey | KeyOp::DisableKey => match state {
-            KeyState::PendingDeletion => Err(pending_deletion(key_arn)),
+            KeyState::PendingDeletion | KeyState::PendingReplicaDeletion => {
+                Err(pending_deletion(key_arn))
+            }
             KeyState::PendingImport => Err(pending_import(key_arn)),
             KeyState::Enabled | KeyState::Disabled | KeyState::Unavailable => Ok(()),
         },
@@ -201,15 +217,19 @@ pub fn check(
         | KeyOp::TagResource
         | KeyOp::UntagResource
         | KeyOp::UpdateKeyDescription
-        | KeyOp::ImportKeyMaterial => match state {
-            KeyState::PendingDeletion => Err(pending_deletion(key_arn)),
+        | KeyOp::ImportKeyMaterial
+        | KeyOp::ReplicateKey
+        | KeyOp::UpdatePrimaryRegion => match state {
+            KeyState::PendingDeletion | KeyState::PendingReplicaDeletion => {
+                Err(pending_deletion(key_arn))
+            }
             KeyState::Enabled
             | KeyState::Disabled
             | KeyState::Unavailable
             | KeyState::PendingImport => Ok(()),
         },
         KeyOp::CancelKeyDeletion => match state {
-            KeyState::PendingDeletion => Ok(()),
+            KeyState::PendingDeletion | KeyState::PendingReplicaDeletion => Ok(()),
             KeyState::Enabled
             | KeyState::Disabled
             | KeyState::Unavailable
@@ -234,7 +254,9 @@ pub fn check(
                 KeyState::Enabled => Ok(()),
                 KeyState::Disabled => Err(disabled(key_arn)),
                 KeyState::PendingImport => Err(origin_external(key_arn)),
-                KeyState::PendingDeletion | KeyState::Unavailable => Err(pending_deletion(key_arn)),
+                KeyState::PendingDeletion
+                | KeyState::PendingReplicaDeletion
+                | KeyState::Unavailable => Err(pending_deletion(key_arn)),
             }
         }
         // Footnote 7. Only custom key store keys can be Unavailable, so that column is always
@@ -331,7 +353,7 @@ mod tests {
     /// §3 for a key in a CloudHSM key store, columns in the order of `STATES`:
     /// Enabled, Disabled, PendingDeletion, Unavailable. Written out from the reference, not
     /// from the implementation.
-    const CUSTOM_STORE_TABLE: [(KeyOp, [Expect; 4]); 39] = [
+    const CUSTOM_STORE_TABLE: [(KeyOp, [Expect; 4]); 41] = [
         (KeyOp::Encrypt, [OK, X1, X3, X11]),
         (KeyOp::Decrypt, [OK, X1, X3, X11]),
         (KeyOp::ReEncryptSource, [OK, X1, X3, X11]),
@@ -360,6 +382,8 @@ mod tests {
         (KeyOp::UpdateAliasNewTarget, [OK, OK, X3, OK]),
         (KeyOp::DeleteAlias, [OK, OK, OK, OK]),
         (KeyOp::DescribeKey, [OK, OK, OK, OK]),
+        (KeyOp::ReplicateKey, [OK, OK, X3, OK]),
+        (KeyOp::UpdatePrimaryRegion, [OK, OK, X3, OK]),
         (KeyOp::TagResource, [OK, OK, X3, OK]),
         (KeyOp::UntagResource, [OK, OK, X3, OK]),
         (KeyOp::UpdateKeyDescription, [OK, OK, X3, OK]),
@@ -414,6 +438,8 @@ mod tests {
             | KeyOp::UpdateAliasNewTarget
             | KeyOp::DeleteAlias
             | KeyOp::DescribeKey
+            | KeyOp::ReplicateKey
+            | KeyOp::UpdatePrimaryRegion
             | KeyOp::TagResource
             | KeyOp::UntagResource
             | KeyOp::UpdateKeyDescription
@@ -427,7 +453,7 @@ mod tests {
             | KeyOp::ListGrants
             | KeyOp::RetireGrant
             | KeyOp::EnableKeyRotation
-            | KeyOp::ListKeyRotations => 39,
+            | KeyOp::ListKeyRotations => 41,
         }
     }
 
@@ -482,6 +508,24 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A multi-Region primary key waiting for its replicas' deletion answers every operation
+    /// as a key pending deletion does.
+    #[test]
+    fn pending_replica_deletion_is_pending_deletion_to_every_operation() {
+        for (op, row) in CUSTOM_STORE_TABLE {
+            let pending = aws_kms_row(op, row)[2];
+            assert_eq!(
+                outcome(check(op, KeyState::PendingReplicaDeletion, ARN, false)),
+                pending,
+                "{op:?} on a primary key pending replica deletion"
+            );
+        }
+        assert_eq!(
+            KeyState::PendingReplicaDeletion.as_str(),
+            "PendingReplicaDeletion"
+        );
     }
 
     #[test]

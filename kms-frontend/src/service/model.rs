@@ -201,6 +201,21 @@ impl KeyRecord {
     }
 }
 
+/// Where a key lives when that is not the home Region and account, or when it is a
+/// multi-Region key: stored apart from the key's record (the places table, by key id), so
+/// records written before every Region was served keep their layout, and a key without a row
+/// is in the home scope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyPlace {
+    pub region: String,
+    pub account_id: String,
+    /// For a multi-Region key: the 32 hex digits after `mrk-`, shared by the primary key and
+    /// its replicas (each of which has a record, and an internal id, of its own).
+    pub multi_region: Option<Uuid>,
+    /// Whether this multi-Region key is its family's primary key.
+    pub primary: bool,
+}
+
 /// An alias.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AliasRecord {

@@ -16,22 +16,24 @@ use uuid::Uuid;
 use super::change::Change;
 use super::connection_state::ConnectionState;
 use super::error::KmsError;
-use super::key_ref::{Arns, KeyRef};
+use super::key_ref::{key_id_text, request_scope, Arns, KeyRef};
 use super::key_spec::{KeySpec, KeyUsage};
 use super::key_state::{self, KeyOp, KeyState};
 use super::model::{
-    AliasRecord, DeletedBacking, DeletionTask, GrantRecord, KeyOrigin, KeyRecord, KeyRotations,
-    KeyStoreRecord, PendingDeletion,
+    AliasRecord, DeletedBacking, DeletionTask, GrantRecord, KeyOrigin, KeyPlace, KeyRecord,
+    KeyRotations, KeyStoreRecord, PendingDeletion,
 };
 use crate::store::{decode, Loaded, StoreError, Table, Write};
 
 mod grants;
 mod import;
+mod multi_region;
 mod rotation;
 pub use grants::{check_grant_tokens, GrantRequest, GRANT_OPERATIONS, MAX_GRANTS_PER_KEY};
 pub use import::{
     imported_material_id, ImportToken, IMPORT_PARAMETERS_VALIDITY_MILLIS, MAX_VALID_TO_MILLIS,
 };
+pub use multi_region::{MultiRegionView, ReplicaRequest};
 pub use rotation::{DEFAULT_ROTATION_PERIOD_DAYS, MAX_ON_DEMAND_ROTATIONS};
 
 /// Most aliases one key may have.
@@ -153,6 +155,17 @@ pub fn check_alias_name(name: &str) -> Result<(), KmsError> {
         )));
     }
     Ok(())
+}
+
+/// The row (and map key) of alias `name` in `scope`: the name itself in the home scope, and
+/// `<region>/<account>/` before it in any other (alias names begin with `alias/`, so rows of
+/// different scopes never meet).
+fn alias_row<'a>(scope: &Arns, home: &Arns, name: &'a str) -> std::borrow::Cow<'a, str> {
+    if scope == home {
+        std::borrow::Cow::Borrowed(name)
+    } else {
+        std::borrow::Cow::Owned(format!("{}/{}/{name}", scope.region, scope.account_id))
+    }
 }
 
 /// A key as the API layer needs it for crypto: the record, its reported state, and the
@@ -297,9 +310,11 @@ pub struct PlannedDeletion {
     pub task: DeletionTask,
 }
 
-/// Every key, alias and custom key store of the account and Region.
+/// Every key, alias and custom key store, of every Region and account.
 pub struct Registry {
+    /// The home scope: the emulator's Region and account.
     pub arns: Arns,
+    home: Arc<Arns>,
     master: Sealer,
     /// Behind pointers, so the table has little slack at any size and a resize copies 8
     /// bytes an entry, not the whole record (memory with 100,000 keys); shared, so a crypto
@@ -319,6 +334,10 @@ pub struct Registry {
     rotations: HashMap<Uuid, KeyRotations>,
     /// Rotated materials by key and number (1 for the first rotation), unwrapped once.
     rotated: HashMap<(Uuid, u32), KeyMaterial>,
+    /// Where keys live that are not in the home scope or are multi-Region keys.
+    places: HashMap<Uuid, KeyPlace>,
+    /// Multi-Region keys: the keys (primary and replicas) that share each `mrk-` id.
+    families: HashMap<Uuid, Vec<Uuid>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -331,13 +350,13 @@ impl std::fmt::Debug for Registry {
     }
 }
 
-fn material_context(id: &Uuid) -> Vec<u8> {
+pub(super) fn material_context(id: &Uuid) -> Vec<u8> {
     let mut ctx = b"hsmkms/kms-key/v1/".to_vec();
     ctx.extend_from_slice(id.as_bytes());
     ctx
 }
 
-fn typed_material_context(id: &Uuid) -> Vec<u8> {
+pub(super) fn typed_material_context(id: &Uuid) -> Vec<u8> {
     let mut ctx = b"hsmkms/kms-key-typed/v1/".to_vec();
     ctx.extend_from_slice(id.as_bytes());
     ctx
@@ -379,6 +398,7 @@ impl Registry {
         let raw_keys = std::mem::take(&mut loaded.keys);
         let mut registry = Self {
             default_policy: Arc::from(default_policy(&arns.account_id)),
+            home: Arc::new(arns.clone()),
             arns,
             master: Sealer::new(master),
             keys: HashMap::with_capacity(raw_keys.len()),
@@ -389,10 +409,19 @@ impl Registry {
             grants: BTreeMap::new(),
             rotations: HashMap::new(),
             rotated: HashMap::new(),
+            places: HashMap::new(),
+            families: HashMap::new(),
         };
         for (_, v) in raw_keys {
             let record: KeyRecord = decode(&v)?;
             registry.install_key(record)?;
+        }
+        for (row, v) in &loaded.places {
+            let place: KeyPlace = decode(v)?;
+            match Uuid::parse_str(row) {
+                Ok(id) if registry.keys.contains_key(&id) => registry.install_place(id, place),
+                _ => tracing::warn!(%row, "a place record without its key is skipped"),
+            }
         }
         for (_, v) in &loaded.aliases {
             let alias: AliasRecord = decode(v)?;
@@ -494,23 +523,149 @@ impl Registry {
     }
 
     fn resolve_shared(&self, key_id: &str, allow_alias: bool) -> Result<&Arc<KeyRecord>, KmsError> {
-        let id = match self.arns.parse(key_id, allow_alias)? {
-            KeyRef::Key(id) => id,
+        let scope = self.scope();
+        let missing = |text: String| {
+            KmsError::NotFound(format!("Key '{}' does not exist", scope.key_arn_of(&text)))
+        };
+        let id = match scope.parse(key_id, allow_alias)? {
+            KeyRef::Key(id) => {
+                if !self.in_scope(&id, &scope) || self.family_of(&id).is_some() {
+                    return Err(missing(id.to_string()));
+                }
+                id
+            }
+            KeyRef::MultiRegion(mrk) => self
+                .family_member(&mrk, &scope)
+                .ok_or_else(|| missing(key_id_text(&mrk, true)))?,
             KeyRef::Alias(name) => {
                 self.aliases
-                    .get(&name)
+                    .get(&*alias_row(&scope, &self.home, &name))
                     .ok_or_else(|| {
                         KmsError::NotFound(format!(
                             "Alias {} is not found.",
-                            self.arns.alias_arn(&name)
+                            scope.alias_arn(&name)
                         ))
                     })?
                     .target_key_id
             }
         };
-        self.keys.get(&id).ok_or_else(|| {
-            KmsError::NotFound(format!("Key '{}' does not exist", self.arns.key_arn(&id)))
+        self.keys
+            .get(&id)
+            .ok_or_else(|| missing(self.key_id_text(&id)))
+    }
+
+    // ---- Regions and accounts ---------------------------------------------------------
+
+    /// The scope of the request being served: its Region and account (the home scope
+    /// outside a request).
+    pub fn scope(&self) -> Arc<Arns> {
+        request_scope().unwrap_or_else(|| self.home.clone())
+    }
+
+    /// Whether the request being served is in the home Region and account, where custom key
+    /// stores live (a CloudHSM key store stays in the Region of its cluster).
+    pub fn in_home_scope(&self) -> bool {
+        *self.scope() == *self.home
+    }
+
+    /// Whether a key lives in `scope`.
+    pub fn in_scope(&self, id: &Uuid, scope: &Arns) -> bool {
+        match self.places.get(id) {
+            None => scope.region == self.home.region && scope.account_id == self.home.account_id,
+            Some(p) => p.region == scope.region && p.account_id == scope.account_id,
+        }
+    }
+
+    /// The `mrk-` id a multi-Region key shares with its primary and replicas.
+    pub fn family_of(&self, id: &Uuid) -> Option<Uuid> {
+        self.places.get(id).and_then(|p| p.multi_region)
+    }
+
+    /// The keys of a multi-Region family (primary and replicas).
+    pub fn family(&self, mrk: &Uuid) -> &[Uuid] {
+        self.families.get(mrk).map_or(&[], Vec::as_slice)
+    }
+
+    /// The key of a multi-Region family in `scope`'s Region and account.
+    pub fn family_member(&self, mrk: &Uuid, scope: &Arns) -> Option<Uuid> {
+        self.family(mrk)
+            .iter()
+            .copied()
+            .find(|id| self.in_scope(id, scope))
+    }
+
+    /// The Region a key lives in.
+    pub fn region_of(&self, id: &Uuid) -> &str {
+        self.places.get(id).map_or(&self.home.region, |p| &p.region)
+    }
+
+    /// The account a key lives in.
+    pub fn account_of(&self, id: &Uuid) -> &str {
+        self.places
+            .get(id)
+            .map_or(&self.home.account_id, |p| &p.account_id)
+    }
+
+    /// The text of a key's id: its UUID, or `mrk-` and its family's digits.
+    pub fn key_id_text(&self, id: &Uuid) -> String {
+        match self.places.get(id) {
+            Some(KeyPlace {
+                multi_region: Some(mrk),
+                ..
+            }) => key_id_text(mrk, true),
+            _ => id.to_string(),
+        }
+    }
+
+    /// A key's ARN, in the Region and account it lives in.
+    pub fn key_arn(&self, id: &Uuid) -> String {
+        match self.places.get(id) {
+            None => self.home.key_arn(id),
+            Some(p) => format!(
+                "arn:aws:kms:{}:{}:key/{}",
+                p.region,
+                p.account_id,
+                key_id_text(
+                    p.multi_region.as_ref().unwrap_or(id),
+                    p.multi_region.is_some()
+                )
+            ),
+        }
+    }
+
+    /// The place a new key of the request's scope gets (none for a single-Region key of the
+    /// home scope).
+    pub fn place_for_new_key(&self, id: &Uuid, multi_region: bool) -> Option<KeyPlace> {
+        let scope = self.scope();
+        (multi_region || *scope != *self.home).then(|| KeyPlace {
+            region: scope.region.clone(),
+            account_id: scope.account_id.clone(),
+            multi_region: multi_region.then_some(*id),
+            primary: multi_region,
         })
+    }
+
+    fn install_place(&mut self, id: Uuid, place: KeyPlace) {
+        if let Some(mrk) = place.multi_region {
+            let members = self.families.entry(mrk).or_default();
+            if !members.contains(&id) {
+                members.push(id);
+            }
+        }
+        self.places.insert(id, place);
+    }
+
+    fn uninstall_place(&mut self, id: &Uuid) {
+        if let Some(place) = self.places.remove(id) {
+            if let Some(mrk) = place.multi_region {
+                if let Some(members) = self.families.get_mut(&mrk) {
+                    members.retain(|m| m != id);
+                    if members.is_empty() {
+                        self.families.remove(&mrk);
+                    }
+                }
+            }
+        }
     }
 
     /// The reported state of a key (§3): deletion first, then the store's connection.
@@ -521,12 +676,16 @@ impl Registry {
                 Some(ConnectionState::Connected)
             )
         });
-        key_state::reported_state(
+        let state = key_state::reported_state(
             record.enabled,
             record.deletion.is_some(),
             store_connected,
             record.pending_import(),
-        )
+        );
+        if state == KeyState::PendingDeletion && self.has_replicas(&record.key_id) {
+            return KeyState::PendingReplicaDeletion;
+        }
+        state
     }
 
     /// Resolves a key and checks that `op` is allowed in its state.
@@ -537,7 +696,7 @@ impl Registry {
         op: KeyOp,
     ) -> Result<&KeyRecord, KmsError> {
         let record = self.resolve(key_id, allow_alias)?;
-        let arn = self.arns.key_arn(&record.key_id);
+        let arn = self.key_arn(&record.key_id);
         key_state::check(
             op,
             self.state_of(record),
@@ -551,8 +710,21 @@ impl Registry {
     /// A key for a crypto operation, checked for `op`.
     pub fn usable(&self, key_id: &str, op: KeyOp) -> Result<UsableKey, KmsError> {
         let record = self.resolve_shared(key_id, true)?;
+        self.usable_record(record, op)
+    }
+
+    /// A key named by its internal id (as a ciphertext blob names it) for a crypto
+    /// operation, checked for `op`; the caller checked it is in the request's scope.
+    pub fn usable_by_id(&self, id: &Uuid, op: KeyOp) -> Result<UsableKey, KmsError> {
+        let record = self.keys.get(id).ok_or_else(|| {
+            KmsError::NotFound(format!("Key '{}' does not exist", self.key_arn(id)))
+        })?;
+        self.usable_record(record, op)
+    }
+
+    fn usable_record(&self, record: &Arc<KeyRecord>, op: KeyOp) -> Result<UsableKey, KmsError> {
         let id = record.key_id;
-        let arn = self.arns.key_arn(&id);
+        let arn = self.key_arn(&id);
         let state = self.state_of(record);
         key_state::check(op, state, &arn, record.origin.store_id().is_some())?;
         check_usage(record, op, &arn)?;
@@ -570,7 +742,7 @@ impl Registry {
     /// (a copy, wiped when dropped).
     pub fn typed_key(&self, key_id: &str, op: KeyOp) -> Result<TypedKey, KmsError> {
         let record = self.resolve_shared(key_id, true)?;
-        let arn = self.arns.key_arn(&record.key_id);
+        let arn = self.key_arn(&record.key_id);
         key_state::check(
             op,
             self.state_of(record),
@@ -609,7 +781,12 @@ impl Registry {
         marker: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<Uuid>, Option<String>), KmsError> {
-        let mut ids: Vec<&Uuid> = self.keys.keys().collect();
+        let scope = self.scope();
+        let mut ids: Vec<&Uuid> = self
+            .keys
+            .keys()
+            .filter(|id| self.in_scope(id, &scope))
+            .collect();
         ids.sort();
         let start = match marker {
             None => 0,
@@ -635,6 +812,8 @@ impl Registry {
         let mut due: Vec<(u64, Uuid)> = self
             .keys
             .values()
+            // A primary key is deleted only once its replicas are.
+            .filter(|k| !self.has_replicas(&k.key_id))
             .filter_map(|k| {
                 k.deletion
                     .filter(|d| d.deletion_date_millis <= now_millis)
@@ -649,6 +828,7 @@ impl Registry {
     pub fn next_deletion(&self) -> Option<u64> {
         self.keys
             .values()
+            .filter(|k| !self.has_replicas(&k.key_id))
             .filter_map(|k| k.deletion.map(|d| d.deletion_date_millis))
             .min()
     }
@@ -683,12 +863,14 @@ impl Registry {
                 "Member must have length less than or equal to 8192",
             ));
         }
+        let scope = self.scope();
         let policy = match policy {
             Some(policy) => {
                 check_policy(&policy)?;
                 self.interned(Arc::from(policy))
             }
-            None => self.default_policy.clone(),
+            None if scope.account_id == self.home.account_id => self.default_policy.clone(),
+            None => Arc::from(default_policy(&scope.account_id)),
         };
         check_tags(&tags)?;
         if tags.len() > MAX_TAGS_PER_KEY {
@@ -758,9 +940,19 @@ impl Registry {
 
     /// Plans adding a key made by [`Registry::new_key`] (and, for a key store key, its
     /// backing key).
-    pub fn insert_key(&self, record: KeyRecord) -> Result<Vec<Change>, KmsError> {
+    /// A multi-Region key (`multi_region`) gets its `mrk-` id from its record's id; a key of
+    /// another scope than the home one is placed in the request's.
+    pub fn insert_key(
+        &self,
+        record: KeyRecord,
+        multi_region: bool,
+    ) -> Result<Vec<Change>, KmsError> {
         self.check_quota()?;
-        Ok(vec![Change::PutKey(record)])
+        let place = self.place_for_new_key(&record.key_id, multi_region);
+        let id = record.key_id;
+        let mut changes = vec![Change::PutKey(record)];
+        changes.extend(place.map(|p| Change::PutPlace(id, p)));
+        Ok(changes)
     }
 
     /// Plans a change to a key's record: the changed copy; the registry is untouched.
@@ -794,6 +986,9 @@ impl Registry {
                 Change::PutRotations(key_id, rotations) => {
                     Write::put(Table::Rotations, key_id.to_string(), rotations)
                 }
+                Change::PutPlace(key_id, place) => {
+                    Write::put(Table::Places, key_id.to_string(), place)
+                }
             })
             .collect()
     }
@@ -819,6 +1014,7 @@ impl Registry {
                 Change::PutRotations(key_id, rotations) => {
                     self.install_rotations(key_id, rotations)?;
                 }
+                Change::PutPlace(key_id, place) => self.install_place(key_id, place),
             }
         }
         Ok(())
@@ -942,6 +1138,9 @@ impl Registry {
             deleted_at_millis: now,
         };
         let mut writes = vec![Write::delete(Table::Keys, key_row(record))];
+        if self.places.contains_key(id) {
+            writes.push(Write::delete(Table::Places, id.to_string()));
+        }
         if self.rotations.contains_key(id) {
             writes.push(Write::delete(Table::Rotations, id.to_string()));
         }
@@ -966,6 +1165,7 @@ impl Registry {
     /// Removes a key and the aliases planned with it, once their deletion is durable.
     pub fn remove_key(&mut self, id: &Uuid, aliases: &[String]) {
         self.keys.remove(id);
+        self.uninstall_place(id);
         self.materials.remove(id);
         self.typed.remove(id);
         if let Some(rotations) = self.rotations.remove(id) {
@@ -1027,10 +1227,12 @@ impl Registry {
     ) -> Result<Vec<Change>, KmsError> {
         check_alias_name(name)?;
         let id = self.checked(target, false, KeyOp::CreateAlias)?.key_id;
-        if self.aliases.contains_key(name) {
+        let scope = self.scope();
+        let row = alias_row(&scope, &self.home, name);
+        if self.aliases.contains_key(&*row) {
             return Err(KmsError::AlreadyExists(format!(
                 "An alias with the name {} already exists",
-                self.arns.alias_arn(name)
+                scope.alias_arn(name)
             )));
         }
         if self
@@ -1045,7 +1247,7 @@ impl Registry {
             )));
         }
         let alias = AliasRecord {
-            name: name.to_string(),
+            name: row.into_owned(),
             target_key_id: id,
             created_at_millis: now_millis,
             updated_at_millis: now_millis,
@@ -1063,10 +1265,11 @@ impl Registry {
         let id = self
             .checked(target, false, KeyOp::UpdateAliasNewTarget)?
             .key_id;
-        let Some(alias) = self.aliases.get(name) else {
+        let scope = self.scope();
+        let Some(alias) = self.aliases.get(&*alias_row(&scope, &self.home, name)) else {
             return Err(KmsError::NotFound(format!(
                 "Alias {} is not found.",
-                self.arns.alias_arn(name)
+                scope.alias_arn(name)
             )));
         };
         let mut alias = alias.clone();
@@ -1081,18 +1284,22 @@ impl Registry {
                 "Alias must start with the prefix \"alias/\": {name}"
             )));
         }
-        if !self.aliases.contains_key(name) {
+        let scope = self.scope();
+        let row = alias_row(&scope, &self.home, name);
+        if !self.aliases.contains_key(&*row) {
             return Err(KmsError::NotFound(format!(
                 "Alias {} is not found.",
-                self.arns.alias_arn(name)
+                scope.alias_arn(name)
             )));
         }
-        Ok(vec![Change::DeleteAlias(name.to_string())])
+        Ok(vec![Change::DeleteAlias(row.into_owned())])
     }
 
-    /// The key an alias points at, if the alias exists.
+    /// The key an alias of the request's scope points at, if the alias exists.
     pub fn alias_target(&self, name: &str) -> Option<Uuid> {
-        self.aliases.get(name).map(|a| a.target_key_id)
+        self.aliases
+            .get(&*alias_row(&self.scope(), &self.home, name))
+            .map(|a| a.target_key_id)
     }
 
     /// Aliases in name order, optionally only those of one key, after `marker`.
@@ -1106,9 +1313,16 @@ impl Registry {
             Some(k) => Some(self.checked(k, false, KeyOp::ListAliases)?.key_id),
             None => None,
         };
+        let scope = self.scope();
+        let prefix = alias_row(&scope, &self.home, "alias/");
         let mut all = self
             .aliases
-            .values()
+            .range::<str, _>((
+                std::ops::Bound::Included(&*prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(|(row, _)| row.starts_with(&*prefix))
+            .map(|(_, a)| a)
             .filter(|a| target.is_none_or(|t| a.target_key_id == t));
         if let Some(m) = marker {
             if !m.starts_with("alias/") {
@@ -1118,14 +1332,18 @@ impl Registry {
         let mut page = Vec::new();
         let mut more = false;
         for a in all.by_ref() {
-            if marker.is_some_and(|m| a.name.as_str() <= m) {
+            let name = &a.name[prefix.len() - "alias/".len()..];
+            if marker.is_some_and(|m| name <= m) {
                 continue;
             }
             if page.len() == limit {
                 more = true;
                 break;
             }
-            page.push(a.clone());
+            page.push(AliasRecord {
+                name: name.to_string(),
+                ..a.clone()
+            });
         }
         let next = if more {
             page.last().map(|a| a.name.clone())
@@ -1137,18 +1355,24 @@ impl Registry {
 
     // ---- custom key stores ------------------------------------------------------------
 
+    /// The custom key stores of the request's scope: the home scope has them all (their
+    /// clusters are in the home Region), every other scope none.
     pub fn stores(&self) -> impl Iterator<Item = &KeyStoreRecord> {
-        self.stores.values()
+        let home = self.in_home_scope();
+        self.stores.values().filter(move |_| home)
     }
 
     pub fn store(&self, id: &str) -> Result<&KeyStoreRecord, KmsError> {
-        self.stores.get(id).ok_or_else(|| {
-            KmsError::CustomKeyStoreNotFound(format!("Custom key store {id} does not exist."))
-        })
+        self.stores
+            .get(id)
+            .filter(|_| self.in_home_scope())
+            .ok_or_else(|| {
+                KmsError::CustomKeyStoreNotFound(format!("Custom key store {id} does not exist."))
+            })
     }
 
     pub fn store_by_name(&self, name: &str) -> Option<&KeyStoreRecord> {
-        self.stores.values().find(|s| s.name == name)
+        self.stores().find(|s| s.name == name)
     }
 
     /// Keys (in any state) that live in a store.

@@ -18,6 +18,6 @@ pub(super) async fn handle(fe: &Arc<Frontend>, req: KeyIdRequest) -> Result<Valu
         })
         .await?;
     to_json(KeyIdResponse {
-        key_id: fe.arns.key_arn(&id),
+        key_id: fe.registry().key_arn(&id),
     })
 }

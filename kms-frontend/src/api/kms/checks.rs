@@ -112,9 +112,11 @@ pub(super) fn check_cluster(
     cluster_id: &str,
     except_store: Option<&str>,
 ) -> Result<crate::cluster::ClusterView, KmsError> {
+    // Clusters live in the home Region and account; a request of any other sees none.
     let cluster = fe
         .clusters
         .cluster(cluster_id)
+        .filter(|_| fe.registry().in_home_scope())
         .ok_or_else(|| KmsError::cluster_not_found(cluster_id))?;
     if cluster.state != "ACTIVE" {
         return Err(KmsError::CloudHsmClusterNotActive(format!(

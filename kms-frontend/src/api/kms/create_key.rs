@@ -59,9 +59,10 @@ pub(super) async fn handle(fe: &Arc<Frontend>, req: CreateKeyRequest) -> Result<
             "KeySpec SM2 is only available in the China Regions.".into(),
         ));
     }
-    if req.multi_region == Some(true) {
+    let multi_region = req.multi_region == Some(true);
+    if multi_region && req.custom_key_store_id.is_some() {
         return Err(KmsError::UnsupportedOperation(
-            "hsmkms does not support multi-Region keys.".into(),
+            "Multi-Region keys are not supported in a custom key store.".into(),
         ));
     }
     if req.custom_key_store_id.is_some() && spec != KeySpec::SymmetricDefault {
@@ -91,7 +92,7 @@ pub(super) async fn handle(fe: &Arc<Frontend>, req: CreateKeyRequest) -> Result<
                 now,
                 fe.entropy.as_ref(),
             )?;
-            fe.add_key(record.clone()).await?;
+            fe.add_key(record.clone(), multi_region).await?;
             let reg = fe.registry();
             to_json(KeyMetadataResponse {
                 key_metadata: metadata(&reg, &record),
@@ -119,7 +120,7 @@ pub(super) async fn handle(fe: &Arc<Frontend>, req: CreateKeyRequest) -> Result<
                 now,
                 fe.entropy.as_ref(),
             )?;
-            fe.add_key(record.clone()).await?;
+            fe.add_key(record.clone(), multi_region).await?;
             let reg = fe.registry();
             to_json(KeyMetadataResponse {
                 key_metadata: metadata(&reg, &record),

@@ -57,12 +57,17 @@ pub(super) async fn open(
     let (header, sealed) = ciphertext::parse(blob)?;
     let key = {
         let reg = fe.registry();
-        let record = reg.by_id(&header.key_id).ok_or_else(|| {
-            KmsError::NotFound(format!(
-                "Key '{}' does not exist",
-                reg.arns.key_arn(&header.key_id)
-            ))
-        })?;
+        // The blob's key as the request's Region sees it: itself, or for a multi-Region key
+        // the key of its family that lives there.
+        let record = reg
+            .key_for_blob(&header.key_id)
+            .and_then(|id| reg.by_id(&id))
+            .ok_or_else(|| {
+                KmsError::NotFound(format!(
+                    "Key '{}' does not exist",
+                    reg.scope().key_arn(&header.key_id)
+                ))
+            })?;
         if let Some(given) = key_id {
             let named = reg.resolve(&given, true)?;
             if named.key_id != record.key_id {
@@ -71,7 +76,7 @@ pub(super) async fn open(
                 ));
             }
         }
-        let mut key = reg.usable(&record.key_id.to_string(), op)?;
+        let mut key = reg.usable_by_id(&record.key_id, op)?;
         // The material the blob names, which may be an earlier one than the key's current.
         if header.material != key.material {
             key.material = header.material;

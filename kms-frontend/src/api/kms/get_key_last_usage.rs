@@ -18,7 +18,7 @@ pub(super) fn handle(fe: &Arc<Frontend>, req: KeyIdRequest) -> Result<Value, Kms
         (record.key_id, record.created_at_millis)
     };
     let mut answer = json!({
-        "KeyId": fe.arns.key_arn(&id),
+        "KeyId": fe.registry().key_arn(&id),
         "KeyCreationDate": epoch_seconds(created),
         "TrackingStartDate": epoch_seconds(fe.tracking_start_millis),
     });

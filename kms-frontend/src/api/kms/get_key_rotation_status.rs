@@ -17,7 +17,7 @@ pub(super) fn handle(fe: &Arc<Frontend>, req: KeyIdRequest) -> Result<Value, Kms
     let schedule = rotations.and_then(|r| r.schedule);
     let mut answer = json!({
         "KeyRotationEnabled": schedule.is_some(),
-        "KeyId": reg.arns.key_arn(&record.key_id),
+        "KeyId": reg.key_arn(&record.key_id),
     });
     if let Some(s) = schedule {
         answer["RotationPeriodInDays"] = json!(s.period_days);

@@ -43,7 +43,7 @@ pub(super) async fn get_parameters(
     let (id, arn) = {
         let reg = fe.registry();
         let record = reg.external_key(&key_id, KeyOp::ImportKeyMaterial)?;
-        (record.key_id, reg.arns.key_arn(&record.key_id))
+        (record.key_id, reg.key_arn(&record.key_id))
     };
     if algorithm == "RSAES_PKCS1_V1_5" {
         return Err(KmsError::Validation(
@@ -164,7 +164,7 @@ pub(super) async fn import(
             }
         }
         let (changes, material_id) = reg.plan_import(id, &material, valid_to)?;
-        Ok((changes, (reg.arns.key_arn(&id), material_id)))
+        Ok((changes, (reg.key_arn(&id), material_id)))
     })
     .await
     .map(|(arn, material_id)| json!({"KeyId": arn, "KeyMaterialId": material_id}))
@@ -180,7 +180,7 @@ pub(super) async fn delete(fe: &Arc<Frontend>, req: KeyIdRequest) -> Result<Valu
         );
         Ok((
             reg.plan_delete_imported(id),
-            (reg.arns.key_arn(&id), material_id),
+            (reg.key_arn(&id), material_id),
         ))
     })
     .await

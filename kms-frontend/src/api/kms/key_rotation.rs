@@ -47,7 +47,7 @@ pub(super) async fn rotate(fe: &Arc<Frontend>, req: KeyIdRequest) -> Result<Valu
             Ok((changes, id))
         })
         .await?;
-    Ok(json!({"KeyId": fe.arns.key_arn(&id)}))
+    Ok(json!({"KeyId": fe.registry().key_arn(&id)}))
 }
 
 /// ListKeyRotations: the key's rotations, oldest first.
@@ -66,7 +66,7 @@ pub(super) fn list(fe: &Arc<Frontend>, req: ListKeyRotationsRequest) -> Result<V
     let limit = check_limit(req.limit, 1000, 100)?;
     let reg = fe.registry();
     let id = reg.checked(&key_id, false, KeyOp::ListKeyRotations)?.key_id;
-    let arn = reg.arns.key_arn(&id);
+    let arn = reg.key_arn(&id);
     let rotations = reg
         .rotations_of(&id)
         .map(|r| r.rotations.as_slice())

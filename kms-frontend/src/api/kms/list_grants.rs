@@ -9,6 +9,7 @@ use crate::api::types::*;
 use crate::frontend::{epoch_seconds, Frontend};
 use crate::service::error::KmsError;
 use crate::service::model::GrantRecord;
+use crate::service::registry::Registry;
 
 /// ListGrants.
 pub(super) fn handle(fe: &Arc<Frontend>, req: ListGrantsRequest) -> Result<Value, KmsError> {
@@ -20,7 +21,7 @@ pub(super) fn handle(fe: &Arc<Frontend>, req: ListGrantsRequest) -> Result<Value
         req.grant_id.as_deref(),
         req.grantee_principal.as_deref(),
     )?;
-    page(fe, &grants, limit, req.marker.as_deref())
+    page(&reg, &grants, limit, req.marker.as_deref())
 }
 
 /// ListRetirableGrants.
@@ -29,12 +30,12 @@ pub(super) fn retirable(fe: &Arc<Frontend>, req: ListGrantsRequest) -> Result<Va
     let limit = check_limit(req.limit, 100, 50)?;
     let reg = fe.registry();
     let grants = reg.retirable_grants(&principal);
-    page(fe, &grants, limit, req.marker.as_deref())
+    page(&reg, &grants, limit, req.marker.as_deref())
 }
 
 /// One page of `grants`, from the marker's position.
 fn page(
-    fe: &Frontend,
+    reg: &Registry,
     grants: &[&GrantRecord],
     limit: usize,
     marker: Option<&str>,
@@ -51,7 +52,7 @@ fn page(
         .iter()
         .skip(start)
         .take(limit)
-        .map(|g| entry(fe, g))
+        .map(|g| entry(reg, g))
         .collect();
     let end = start + listed.len();
     let mut answer = json!({"Grants": listed, "Truncated": end < grants.len()});
@@ -62,9 +63,9 @@ fn page(
 }
 
 /// A `GrantListEntry`: the key by ARN, as KMS lists it.
-fn entry(fe: &Frontend, g: &GrantRecord) -> Value {
+fn entry(reg: &Registry, g: &GrantRecord) -> Value {
     let mut entry = json!({
-        "KeyId": fe.arns.key_arn(&g.key_id),
+        "KeyId": reg.key_arn(&g.key_id),
         "GrantId": g.grant_id,
         "CreationDate": epoch_seconds(g.created_at_millis),
         "GranteePrincipal": g.grantee_principal,

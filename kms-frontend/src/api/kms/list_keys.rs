@@ -17,8 +17,8 @@ pub(super) fn handle(fe: &Arc<Frontend>, req: ListRequest) -> Result<Value, KmsE
         keys: ids
             .iter()
             .map(|id| KeyListEntry {
-                key_id: id.to_string(),
-                key_arn: reg.arns.key_arn(id),
+                key_id: reg.key_id_text(id),
+                key_arn: reg.key_arn(id),
             })
             .collect(),
         truncated: next.is_some(),

@@ -12,6 +12,7 @@ pub fn metadata(registry: &Registry, record: &KeyRecord) -> KeyMetadata {
     let state = registry.state_of(record);
     let (spec, usage) = (record.spec(), record.usage());
     let algorithms = key_spec::algorithms(spec, usage);
+    let multi_region = registry.multi_region_view(&record.key_id);
     let (store, cluster) = match &record.origin {
         KeyOrigin::CloudHsm {
             custom_key_store_id,
@@ -21,16 +22,18 @@ pub fn metadata(registry: &Registry, record: &KeyRecord) -> KeyMetadata {
         _ => (None, None),
     };
     KeyMetadata {
-        aws_account_id: registry.arns.account_id.clone(),
-        key_id: record.key_id.to_string(),
-        arn: registry.arns.key_arn(&record.key_id),
+        aws_account_id: registry.account_of(&record.key_id).to_string(),
+        key_id: registry.key_id_text(&record.key_id),
+        arn: registry.key_arn(&record.key_id),
         creation_date: epoch_seconds(record.created_at_millis),
         enabled: state == key_state::KeyState::Enabled,
         description: record.description.clone(),
         key_usage: usage.as_str(),
         key_state: state.as_str(),
+        // A primary key waiting for its replicas' deletion has no date yet.
         deletion_date: record
             .deletion
+            .filter(|_| state != key_state::KeyState::PendingReplicaDeletion)
             .map(|d| epoch_seconds(d.deletion_date_millis)),
         pending_deletion_window_in_days: record.deletion.map(|d| d.window_days),
         origin: record.origin.as_str(),
@@ -55,7 +58,19 @@ pub fn metadata(registry: &Registry, record: &KeyRecord) -> KeyMetadata {
         mac_algorithms: some(algorithms.mac),
         key_agreement_algorithms: some(algorithms.key_agreement),
         encapsulation_algorithms: some(algorithms.encapsulation),
-        multi_region: false,
+        multi_region: multi_region.is_some(),
+        multi_region_configuration: multi_region.map(|v| MultiRegionConfiguration {
+            multi_region_key_type: if v.primary { "PRIMARY" } else { "REPLICA" },
+            primary_key: MultiRegionKey {
+                arn: v.primary_key.0,
+                region: v.primary_key.1,
+            },
+            replica_keys: v
+                .replica_keys
+                .into_iter()
+                .map(|(arn, region)| MultiRegionKey { arn, region })
+                .collect(),
+        }),
         current_key_material_id: (spec == KeySpec::SymmetricDefault && !record.pending_import())
             .then(|| {
                 registry.material_id(&record.key_id, registry.current_material(&record.key_id))

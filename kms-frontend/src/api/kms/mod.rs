@@ -63,6 +63,7 @@ use super::parse;
 use crate::audit::{ApiCall, Parameters};
 use crate::frontend::{iso8601, Frontend};
 use crate::service::error::KmsError;
+use crate::service::key_ref::{in_request_scope, request_scope, Arns, KeyRef};
 use crate::service::key_state;
 use crate::service::model::KeyOrigin;
 
@@ -160,8 +161,8 @@ pub const OPERATIONS: [Operation; 56] = [
     changes("DeleteImportedKeyMaterial"),
     reads("Encapsulate"),
     reads("Decapsulate"),
-    without_timeout_error(reads("ReplicateKey")),
-    without_timeout_error(reads("UpdatePrimaryRegion")),
+    without_timeout_error(changes("ReplicateKey")),
+    without_timeout_error(changes("UpdatePrimaryRegion")),
 ];
 
 /// Where `name` stands in [`OPERATIONS`], if hsmkms serves it.
@@ -171,6 +172,17 @@ pub fn operation_index(name: &str) -> Option<usize> {
 
 /// Runs one KMS operation, counts it and audits it.
 pub async fn call(
+    frontend: &Arc<Frontend>,
+    op: &str,
+    body: &Bytes,
+    request_id: &str,
+    scope: Arc<Arns>,
+) -> Result<Value, KmsError> {
+    in_request_scope(scope, call_in_scope(frontend, op, body, request_id)).await
+}
+
+/// [`call`], in the request's scope.
+async fn call_in_scope(
     frontend: &Arc<Frontend>,
     op: &str,
     body: &Bytes,
@@ -242,7 +254,15 @@ fn record_last_usage(
         let Some(arn) = answer.get(member).and_then(Value::as_str) else {
             continue;
         };
-        if let Ok(crate::service::key_ref::KeyRef::Key(id)) = fe.arns.parse(arn, false) {
+        // An answer's key ARN names a key of the request's scope; only a multi-Region key's
+        // id needs the registry to find which key it is.
+        let scope = request_scope().unwrap_or_else(|| fe.home_scope.clone());
+        let id = match scope.parse(arn, false) {
+            Ok(KeyRef::Key(id)) => Some(id),
+            Ok(KeyRef::MultiRegion(_)) => fe.registry().resolve(arn, false).ok().map(|r| r.key_id),
+            _ => None,
+        };
+        if let Some(id) = id {
             fe.note_key_use(id, operation, now, event_id, request_id);
         }
     }
@@ -311,7 +331,11 @@ async fn within_deadline(
     let deadline = fe.request_deadline;
     let answer = if operation.changes {
         let (task_fe, body) = (fe.clone(), body.clone());
-        let work = async move { dispatch(&task_fe, operation.name, &body).await };
+        // The work is a task of its own: it carries the request's scope along.
+        let scope = request_scope().unwrap_or_else(|| fe.home_scope.clone());
+        let work = in_request_scope(scope, async move {
+            dispatch(&task_fe, operation.name, &body).await
+        });
         deadline::detached(deadline, &fe.overdue, work).await
     } else {
         deadline::inline(deadline, dispatch(fe, operation.name, body)).await
@@ -390,8 +414,8 @@ async fn dispatch(fe: &Arc<Frontend>, op: &str, body: &[u8]) -> Result<Value, Km
         "DeleteImportedKeyMaterial" => import_key_material::delete(fe, parse(body)?).await,
         "Encapsulate" => encapsulate::encapsulate(fe, parse(body)?),
         "Decapsulate" => encapsulate::decapsulate(fe, parse(body)?),
-        "ReplicateKey" => multi_region::replicate(fe, parse(body)?),
-        "UpdatePrimaryRegion" => multi_region::update_primary_region(fe, parse(body)?),
+        "ReplicateKey" => multi_region::replicate(fe, parse(body)?).await,
+        "UpdatePrimaryRegion" => multi_region::update_primary_region(fe, parse(body)?).await,
         other => Err(KmsError::UnknownOperation(format!(
             "TrentService.{other} is not an operation hsmkms serves."
         ))),

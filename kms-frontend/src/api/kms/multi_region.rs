@@ -1,29 +1,21 @@
-//! ReplicateKey and UpdatePrimaryRegion. hsmkms has no multi-Region keys yet (CreateKey with
-//! `MultiRegion` is refused), so every key these name is a single-Region key, which AWS
-//! answers with UnsupportedOperationException (recorded for ReplicateKey); the request is
-//! checked as AWS checks it first.
+//! ReplicateKey and UpdatePrimaryRegion: multi-Region keys (see
+//! [`crate::service::registry`]'s multi_region module for what a family shares).
 
 use std::sync::Arc;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
-use crate::api::types::{required, ReplicateKeyRequest, UpdatePrimaryRegionRequest};
+use super::checks::lock_key;
+use super::metadata::metadata;
+use crate::api::types::{required, tag_pairs, ReplicateKeyRequest, UpdatePrimaryRegionRequest};
 use crate::frontend::Frontend;
 use crate::service::error::KmsError;
-use crate::service::key_state::KeyOp;
+use crate::service::key_ref::is_region;
+use crate::service::registry::ReplicaRequest;
 
 /// A Region name as KMS's model constrains it (`^([a-z]+-){2,3}\d+$`, 1 to 32 characters).
 fn check_region(region: &str, member: &str) -> Result<(), KmsError> {
-    let parts: Vec<&str> = region.split('-').collect();
-    let well_formed = region.len() <= 32
-        && (3..=4).contains(&parts.len())
-        && parts[..parts.len() - 1]
-            .iter()
-            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
-        && parts
-            .last()
-            .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
-    if well_formed {
+    if is_region(region) {
         Ok(())
     } else {
         Err(KmsError::Validation(format!(
@@ -32,29 +24,49 @@ fn check_region(region: &str, member: &str) -> Result<(), KmsError> {
     }
 }
 
-pub(super) fn replicate(fe: &Arc<Frontend>, req: ReplicateKeyRequest) -> Result<Value, KmsError> {
+pub(super) async fn replicate(
+    fe: &Arc<Frontend>,
+    req: ReplicateKeyRequest,
+) -> Result<Value, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
     let region = required(req.replica_region, "replicaRegion")?;
     check_region(&region, "replicaRegion")?;
+    let request = ReplicaRequest {
+        description: req.description,
+        policy: req.policy,
+        tags: tag_pairs(req.tags)?,
+    };
+    let now = fe.now();
+    let replica = fe
+        .change(lock_key(fe, &key_id), |reg| {
+            let (record, changes) =
+                reg.plan_replicate(&key_id, &region, request, now, fe.entropy.as_ref())?;
+            Ok((changes, record))
+        })
+        .await?;
     let reg = fe.registry();
-    let record = reg.checked(&key_id, false, KeyOp::DescribeKey)?;
-    Err(KmsError::UnsupportedOperation(format!(
-        "{} is not a multi-region primary key.",
-        reg.arns.key_arn(&record.key_id)
-    )))
+    let tags: Vec<Value> = replica
+        .tags
+        .iter()
+        .map(|(k, v)| json!({"TagKey": k, "TagValue": v}))
+        .collect();
+    Ok(json!({
+        "ReplicaKeyMetadata": metadata(&reg, &replica),
+        "ReplicaPolicy": &*replica.policy,
+        "ReplicaTags": tags,
+    }))
 }
 
-pub(super) fn update_primary_region(
+pub(super) async fn update_primary_region(
     fe: &Arc<Frontend>,
     req: UpdatePrimaryRegionRequest,
 ) -> Result<Value, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
     let region = required(req.primary_region, "primaryRegion")?;
     check_region(&region, "primaryRegion")?;
-    let reg = fe.registry();
-    let record = reg.checked(&key_id, false, KeyOp::DescribeKey)?;
-    Err(KmsError::UnsupportedOperation(format!(
-        "{} is not a multi-region key.",
-        reg.arns.key_arn(&record.key_id)
-    )))
+    fe.change(lock_key(fe, &key_id), |reg| {
+        Ok((reg.plan_update_primary(&key_id, &region)?, ()))
+    })
+    .await?;
+    Ok(json!({}))
 }

@@ -8,6 +8,7 @@ use super::checks::*;
 use crate::api::types::*;
 use crate::frontend::{epoch_seconds, Frontend};
 use crate::service::error::KmsError;
+use crate::service::key_state::KeyState;
 
 pub(super) async fn handle(
     fe: &Arc<Frontend>,
@@ -24,10 +25,13 @@ pub(super) async fn handle(
     let deletion = record
         .deletion
         .ok_or_else(|| KmsError::KmsInternal("deletion not recorded".into()))?;
+    let reg = fe.registry();
+    let state = reg.state_of(&record);
     to_json(ScheduleKeyDeletionResponse {
-        key_id: fe.arns.key_arn(&record.key_id),
-        deletion_date: epoch_seconds(deletion.deletion_date_millis),
-        key_state: "PendingDeletion",
+        key_id: reg.key_arn(&record.key_id),
+        deletion_date: (state == KeyState::PendingDeletion)
+            .then(|| epoch_seconds(deletion.deletion_date_millis)),
+        key_state: state.as_str(),
         pending_window_in_days: deletion.window_days,
     })
 }

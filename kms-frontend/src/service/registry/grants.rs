@@ -145,7 +145,7 @@ impl Registry {
         if self.grants_of(&key_id).count() >= MAX_GRANTS_PER_KEY {
             return Err(KmsError::LimitExceeded(format!(
                 "The request was rejected because the number of grants on KMS key {} exceeds {MAX_GRANTS_PER_KEY}.",
-                self.arns.key_arn(&key_id)
+                self.key_arn(&key_id)
             )));
         }
         let mut id = [0u8; 32];
@@ -158,7 +158,7 @@ impl Registry {
             name: req.name,
             grantee_principal: req.grantee_principal,
             retiring_principal: req.retiring_principal,
-            issuing_account: format!("arn:aws:iam::{}:root", self.arns.account_id),
+            issuing_account: format!("arn:aws:iam::{}:root", self.scope().account_id),
             operations: req.operations,
             constraints: req.constraints,
             created_at_millis: now,
@@ -186,11 +186,14 @@ impl Registry {
             .collect())
     }
 
-    /// ListRetirableGrants: every grant `principal` may retire, by key then grant id.
+    /// ListRetirableGrants: every grant `principal` may retire on the keys of the request's
+    /// Region and account, by key then grant id.
     pub fn retirable_grants(&self, principal: &str) -> Vec<&GrantRecord> {
+        let scope = self.scope();
         self.grants
             .values()
             .filter(|g| g.retiring_principal.as_deref() == Some(principal))
+            .filter(|g| self.in_scope(&g.key_id, &scope))
             .collect()
     }
 

@@ -71,7 +71,7 @@ impl Registry {
         if !matches!(record.origin, KeyOrigin::External { .. }) {
             return Err(KmsError::UnsupportedOperation(format!(
                 "{} origin is {} which is not valid for this operation.",
-                self.arns.key_arn(&record.key_id),
+                self.key_arn(&record.key_id),
                 record.origin.as_str()
             )));
         }
@@ -101,7 +101,7 @@ impl Registry {
         valid_to_millis: Option<u64>,
     ) -> Result<(Vec<Change>, String), KmsError> {
         let record = self.by_id(&id).ok_or_else(|| {
-            KmsError::NotFound(format!("Key '{}' does not exist", self.arns.key_arn(&id)))
+            KmsError::NotFound(format!("Key '{}' does not exist", self.key_arn(&id)))
         })?;
         let KeyOrigin::External { spec, usage, .. } = &record.origin else {
             return Err(KmsError::KmsInternal("not an EXTERNAL key".into()));

@@ -26,7 +26,7 @@ pub const MAX_ON_DEMAND_ROTATIONS: usize = 10;
 const DAY_MILLIS: u64 = 24 * 3600 * 1000;
 
 /// What a rotated material is wrapped with, apart from every other material of every key.
-fn rotated_context(id: &Uuid, material: u32) -> Vec<u8> {
+pub(super) fn rotated_context(id: &Uuid, material: u32) -> Vec<u8> {
     let mut ctx = b"hsmkms/kms-key-rotation/v1/".to_vec();
     ctx.extend_from_slice(id.as_bytes());
     ctx.extend_from_slice(&material.to_be_bytes());
@@ -74,9 +74,11 @@ impl Registry {
         if let Some(imported) = self.keys.get(id).and_then(|k| k.imported_material_id()) {
             return imported.to_string();
         }
+        // A multi-Region family shares its material, so its id too.
+        let base = self.family_of(id).unwrap_or(*id);
         let digest = Sha256::new()
             .chain_update(b"hsmkms/key-material-id/v1/")
-            .chain_update(id.as_bytes())
+            .chain_update(base.as_bytes())
             .finalize();
         hex::encode(digest)
     }
@@ -130,6 +132,7 @@ impl Registry {
         let id = self
             .checked(key_id, false, KeyOp::EnableKeyRotation)?
             .key_id;
+        self.check_not_replica(&id)?;
         let mut rotations = self.rotations.get(&id).cloned().unwrap_or_default();
         match rotations.schedule {
             Some(s) if s.period_days == period => return Ok(vec![]),
@@ -140,7 +143,7 @@ impl Registry {
                 })
             }
         }
-        Ok(vec![Change::PutRotations(id, rotations)])
+        self.with_siblings(id, rotations)
     }
 
     /// DisableKeyRotation: no more automatic rotations; earlier materials stay.
@@ -148,11 +151,12 @@ impl Registry {
         let id = self
             .checked(key_id, false, KeyOp::EnableKeyRotation)?
             .key_id;
+        self.check_not_replica(&id)?;
         match self.rotations.get(&id) {
             Some(r) if r.schedule.is_some() => {
                 let mut rotations = r.clone();
                 rotations.schedule = None;
-                Ok(vec![Change::PutRotations(id, rotations)])
+                self.with_siblings(id, rotations)
             }
             _ => Ok(vec![]),
         }
@@ -169,15 +173,16 @@ impl Registry {
         let id = self
             .checked(key_id, false, KeyOp::EnableKeyRotation)?
             .key_id;
+        self.check_not_replica(&id)?;
         let mut rotations = self.rotations.get(&id).cloned().unwrap_or_default();
         if rotations.on_demand() >= MAX_ON_DEMAND_ROTATIONS {
             return Err(KmsError::LimitExceeded(format!(
                 "The on-demand rotations limit has been reached for the given keyId. No more on-demand rotations can be performed for this key: {}",
-                self.arns.key_arn(&id)
+                self.key_arn(&id)
             )));
         }
         self.add_material(&id, &mut rotations, now, true, entropy);
-        Ok((vec![Change::PutRotations(id, rotations)], id))
+        Ok((self.with_siblings(id, rotations)?, id))
     }
 
     /// Keys whose automatic rotation is due at `now`, soonest first.
@@ -185,6 +190,8 @@ impl Registry {
         let mut due: Vec<(u64, Uuid)> = self
             .rotations
             .iter()
+            // A replica rotates with its primary.
+            .filter(|(id, _)| !self.is_replica(id))
             .filter_map(|(id, r)| {
                 r.schedule
                     .filter(|s| s.next_rotation_millis <= now)
@@ -226,7 +233,25 @@ impl Registry {
                 .saturating_add(u64::from(schedule.period_days) * DAY_MILLIS),
             ..schedule
         });
-        Some(vec![Change::PutRotations(*id, rotations)])
+        self.with_siblings(*id, rotations).ok()
+    }
+
+    /// A change of key `id`'s rotations, and the same for its multi-Region siblings.
+    fn with_siblings(&self, id: Uuid, rotations: KeyRotations) -> Result<Vec<Change>, KmsError> {
+        let mut changes = self.sync_rotations(&id, &rotations)?;
+        changes.insert(0, Change::PutRotations(id, rotations));
+        Ok(changes)
+    }
+
+    /// Rotation is a shared property of multi-Region keys, managed on the primary key.
+    fn check_not_replica(&self, id: &Uuid) -> Result<(), KmsError> {
+        if self.is_replica(id) {
+            return Err(KmsError::UnsupportedOperation(format!(
+                "{} is not a multi-region primary key.",
+                self.key_arn(id)
+            )));
+        }
+        Ok(())
     }
 
     /// Appends a new material to `rotations`, wrapped under the master key.

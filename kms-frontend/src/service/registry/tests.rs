@@ -26,7 +26,7 @@ fn add_key(r: &mut Registry) -> Uuid {
             &OsEntropy,
         )
         .unwrap();
-    let changes = r.insert_key(record).unwrap();
+    let changes = r.insert_key(record, false).unwrap();
     apply(r, changes);
     id
 }
@@ -66,7 +66,7 @@ fn add_store_key(r: &mut Registry, connected: bool) -> Uuid {
             backing_key_id: "b".into(),
         },
     };
-    let changes = r.insert_key(record).unwrap();
+    let changes = r.insert_key(record, false).unwrap();
     apply(r, changes);
     id
 }
@@ -291,7 +291,7 @@ fn aws_kms_material_survives_a_reload_and_passwords_unwrap() {
     let (id, record, _) = r
         .new_key(NewKeyMaterial::Symmetric, None, None, vec![], 0, &OsEntropy)
         .unwrap();
-    let changes = r.insert_key(record).unwrap();
+    let changes = r.insert_key(record, false).unwrap();
     let writes = r.writes(&changes);
     apply(&mut r, changes);
     let sealed = r.sealer(&id).unwrap().seal(b"data", b"aad");
@@ -414,7 +414,7 @@ fn default_policies_are_stored_empty_and_load_whole() {
                 &OsEntropy,
             )
             .unwrap();
-        let changes = r.insert_key(record).unwrap();
+        let changes = r.insert_key(record, false).unwrap();
         for w in r.writes(&changes) {
             if let Write::Put { key, value, .. } = w {
                 loaded.keys.push((key, value));
@@ -470,7 +470,7 @@ fn rotations_add_current_material_and_reload_whole() {
         }
         apply(r, changes);
     };
-    let changes = r.insert_key(record).unwrap();
+    let changes = r.insert_key(record, false).unwrap();
     keep(&mut r, changes, &mut loaded);
     let sealed0 = r.sealer_at(&id, 0).unwrap().seal(b"zero", b"");
     assert_eq!(r.current_material(&id), 0);
