@@ -33,7 +33,7 @@ use crate::service::cloudhsm::{
     BackupRecord, BackupState, ClusterRecord, ClusterState, Quotas, Unfinished, Use,
     DEFAULT_RETENTION_DAYS, MAX_RETENTION_DAYS, MIN_RETENTION_DAYS,
 };
-use crate::store::{decode, Loaded, Store, Table, Write};
+use crate::store::{Loaded, Store, Table, Write};
 use hsmkms_common::entropy::{Entropy, EntropyRng};
 
 /// Key of a restored cluster's starting image in the image table, until it has backups.
@@ -144,7 +144,9 @@ impl CloudHsm {
                 .insert(id.clone(), stored::decode_cluster(bytes)?);
         }
         for (id, bytes) in &loaded.backups {
-            state.backups.insert(id.clone(), decode(bytes)?);
+            state
+                .backups
+                .insert(id.clone(), stored::decode_backup(bytes)?);
         }
         let mut writes = Vec::new();
         for provisioned in provisioner.clusters() {
@@ -1078,6 +1080,7 @@ impl CloudHsm {
             copied_at_millis: None,
             tags: BTreeMap::new(),
             keys: snapshot.keys,
+            resource_policy: None,
         };
         self.add_backup(&backup, snapshot.image).await?;
         tracing::info!(%cluster_id, backup_id = %backup.backup_id, keys = backup.keys.len(), "backup taken");
@@ -1160,6 +1163,7 @@ impl CloudHsm {
     }
 
     /// CopyBackupToRegion: a copy in another Region, linked to no cluster, without retention.
+    /// A resource policy is not copied: it shares one backup, not its copies.
     pub async fn copy_backup(
         &self,
         backup_id: &str,
@@ -1198,9 +1202,51 @@ impl CloudHsm {
             copied_at_millis: Some(now),
             tags,
             keys: source.keys.clone(),
+            resource_policy: None,
         };
         self.add_backup(&copy, image).await?;
         Ok(copy)
+    }
+
+    // ---- resource policies ------------------------------------------------------------
+
+    /// GetResourcePolicy: a backup's policy, if it has one (in any state).
+    pub fn resource_policy(
+        &self,
+        backup_id: &str,
+        region: &str,
+    ) -> Result<Option<String>, CloudHsmError> {
+        Ok(self.backup(backup_id, region)?.resource_policy)
+    }
+
+    /// PutResourcePolicy: a READY backup's policy is `policy` (checked by the caller) from
+    /// now, durably.
+    pub async fn put_resource_policy(
+        &self,
+        backup_id: &str,
+        region: &str,
+        policy: String,
+    ) -> Result<BackupRecord, CloudHsmError> {
+        let now = self.now();
+        self.update_backup(backup_id, region, BackupOp::PutPolicy(policy), now)
+            .await
+    }
+
+    /// DeleteResourcePolicy: the backup has no policy from now; answers the one it had. A
+    /// backup without one is left as it is, unwritten.
+    pub async fn delete_resource_policy(
+        &self,
+        backup_id: &str,
+        region: &str,
+    ) -> Result<Option<String>, CloudHsmError> {
+        let _turn = self.records.lock().await;
+        let backup = self.backup(backup_id, region)?;
+        let Some(previous) = backup.resource_policy.clone() else {
+            return Ok(None);
+        };
+        self.put_backup(backup.apply(BackupOp::DeletePolicy, self.now())?)
+            .await?;
+        Ok(Some(previous))
     }
 
     // ---- tags -------------------------------------------------------------------------
