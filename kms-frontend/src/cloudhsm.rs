@@ -1163,16 +1163,22 @@ impl CloudHsm {
     }
 
     /// CopyBackupToRegion: a copy in another Region, linked to no cluster, without retention.
-    /// A resource policy is not copied: it shares one backup, not its copies.
+    /// `tags` given are the copy's only tags; without them it takes the source's, as AWS
+    /// documents ("If you do not specify tags, the service copies tags from the source
+    /// backup"). Its CreateTimestamp is the source's ("CreateTimestamp of the destination
+    /// backup will be the same as that of the source backup"); CopyTimestamp says when it was
+    /// copied. A resource policy is not copied: it shares one backup, not its copies.
     pub async fn copy_backup(
         &self,
         backup_id: &str,
         region: &str,
         destination: &str,
-        tags: BTreeMap<String, String>,
+        tags: Option<BTreeMap<String, String>>,
     ) -> Result<BackupRecord, CloudHsmError> {
         let source = self.backup(backup_id, region)?;
-        check_tags(&tags)?;
+        if let Some(tags) = &tags {
+            check_tags(tags)?;
+        }
         if destination == region {
             return Err(CloudHsmError::InvalidRequest(format!(
                 "The destination Region must differ from the backup's Region {region}."
@@ -1192,7 +1198,7 @@ impl CloudHsm {
             cluster_id: None,
             lineage: source.lineage.clone(),
             state: BackupState::Ready,
-            created_at_millis: now,
+            created_at_millis: source.created_at_millis,
             delete_at_millis: None,
             never_expires: false,
             hsm_type: source.hsm_type.clone(),
@@ -1200,7 +1206,7 @@ impl CloudHsm {
             source_backup: Some(source.backup_id.clone()),
             source_cluster: source.cluster_id.clone(),
             copied_at_millis: Some(now),
-            tags,
+            tags: tags.unwrap_or_else(|| source.tags.clone()),
             keys: source.keys.clone(),
             resource_policy: None,
         };

@@ -654,9 +654,9 @@ pub async fn call(
             let req: CopyBackupToRegion = parse(body)?;
             let destination = required(req.destination_region, "destinationRegion")?;
             let id = backup_id(req.backup_id)?;
-            let copy = svc
-                .copy_backup(&id, region, &destination, tag_map(req.tag_list))
-                .await?;
+            // Without a TagList the copy takes the source's tags (AWS documents it).
+            let tags = req.tag_list.map(|list| tag_map(Some(list)));
+            let copy = svc.copy_backup(&id, region, &destination, tags).await?;
             Ok(json!({"DestinationBackup": {
                 "CreateTimestamp": epoch_seconds(copy.created_at_millis),
                 "SourceRegion": copy.source_region,
