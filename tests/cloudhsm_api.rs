@@ -1,6 +1,7 @@
 //! The CloudHSMv2 API against the real `hsmkms` process, with the official SDK: HSMs that come
-//! (and catch up under load) and go (and KMS notices), the backup retention policy, and the
-//! same answers over AWS JSON 1.1 and Smithy RPCv2 CBOR.
+//! (and catch up under load) and go (and KMS notices), the backup retention policy, copies to
+//! other Regions (with the source's tags unless told otherwise), and the same answers over AWS
+//! JSON 1.1 and Smithy RPCv2 CBOR.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -610,7 +611,9 @@ async fn a_backup_copied_to_another_region_lives_there_and_counts_as_a_copy() {
     assert_eq!(tags.tag_list().len(), 1);
     assert_eq!(tags.tag_list()[0].key(), "retain");
 
-    // The copy lives in eu-west-1, linked to no cluster, and says where it came from.
+    // The copy lives in eu-west-1, linked to no cluster, and says where it came from. It is
+    // made an hour after the backup.
+    emulator.advance_clock(3600);
     let copied = hsm
         .copy_backup_to_region()
         .backup_id(&source)
@@ -631,6 +634,24 @@ async fn a_backup_copied_to_another_region_lives_there_and_counts_as_a_copy() {
         .backup_arn()
         .unwrap()
         .starts_with("arn:aws:cloudhsm:eu-west-1:"));
+    // Copied without a TagList, it has the source's tags; its CreateTimestamp is the source's
+    // (AWS documents both), and CopyTimestamp says when it was copied.
+    let original = backups(&hsm)
+        .await
+        .into_iter()
+        .find(|b| b.backup_id() == source)
+        .unwrap();
+    let tags: Vec<(&str, &str)> = copy
+        .tag_list()
+        .iter()
+        .map(|t| (t.key(), t.value()))
+        .collect();
+    assert_eq!(tags, [("retain", "audit")]);
+    assert_eq!(copy.create_timestamp(), original.create_timestamp());
+    assert_eq!(destination.create_timestamp(), original.create_timestamp());
+    let copied_after =
+        copy.copy_timestamp().unwrap().secs() - original.create_timestamp().unwrap().secs();
+    assert!((3600..3700).contains(&copied_after), "{copied_after}");
     assert!(!backups(&hsm)
         .await
         .iter()
@@ -657,5 +678,32 @@ async fn a_backup_copied_to_another_region_lives_there_and_counts_as_a_copy() {
         .send()
         .await
         .unwrap();
+
+    // With a TagList, the copy has those tags only; a reserved key copies nothing.
+    let err = hsm
+        .copy_backup_to_region()
+        .backup_id(&source)
+        .destination_region("eu-central-1")
+        .tag_list(tag("aws:reserved", "x"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_error(&err, "CloudHsmTagException", None);
+    let frankfurt = emulator.cloudhsm_in("eu-central-1");
+    assert!(backups(&frankfurt).await.is_empty());
+    hsm.copy_backup_to_region()
+        .backup_id(&source)
+        .destination_region("eu-central-1")
+        .tag_list(tag("copy", "dr"))
+        .send()
+        .await
+        .unwrap();
+    let in_frankfurt = backups(&frankfurt).await;
+    let tags: Vec<(&str, &str)> = in_frankfurt[0]
+        .tag_list()
+        .iter()
+        .map(|t| (t.key(), t.value()))
+        .collect();
+    assert_eq!(tags, [("copy", "dr")]);
     emulator.stop();
 }

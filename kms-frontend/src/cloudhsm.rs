@@ -33,7 +33,7 @@ use crate::service::cloudhsm::{
     BackupRecord, BackupState, ClusterRecord, ClusterState, Quotas, Unfinished, Use,
     DEFAULT_RETENTION_DAYS, MAX_RETENTION_DAYS, MIN_RETENTION_DAYS,
 };
-use crate::store::{decode, Loaded, Store, Table, Write};
+use crate::store::{Loaded, Store, Table, Write};
 use hsmkms_common::entropy::{Entropy, EntropyRng};
 
 /// Key of a restored cluster's starting image in the image table, until it has backups.
@@ -144,7 +144,9 @@ impl CloudHsm {
                 .insert(id.clone(), stored::decode_cluster(bytes)?);
         }
         for (id, bytes) in &loaded.backups {
-            state.backups.insert(id.clone(), decode(bytes)?);
+            state
+                .backups
+                .insert(id.clone(), stored::decode_backup(bytes)?);
         }
         let mut writes = Vec::new();
         for provisioned in provisioner.clusters() {
@@ -1078,6 +1080,7 @@ impl CloudHsm {
             copied_at_millis: None,
             tags: BTreeMap::new(),
             keys: snapshot.keys,
+            resource_policy: None,
         };
         self.add_backup(&backup, snapshot.image).await?;
         tracing::info!(%cluster_id, backup_id = %backup.backup_id, keys = backup.keys.len(), "backup taken");
@@ -1160,15 +1163,22 @@ impl CloudHsm {
     }
 
     /// CopyBackupToRegion: a copy in another Region, linked to no cluster, without retention.
+    /// `tags` given are the copy's only tags; without them it takes the source's, as AWS
+    /// documents ("If you do not specify tags, the service copies tags from the source
+    /// backup"). Its CreateTimestamp is the source's ("CreateTimestamp of the destination
+    /// backup will be the same as that of the source backup"); CopyTimestamp says when it was
+    /// copied. A resource policy is not copied: it shares one backup, not its copies.
     pub async fn copy_backup(
         &self,
         backup_id: &str,
         region: &str,
         destination: &str,
-        tags: BTreeMap<String, String>,
+        tags: Option<BTreeMap<String, String>>,
     ) -> Result<BackupRecord, CloudHsmError> {
         let source = self.backup(backup_id, region)?;
-        check_tags(&tags)?;
+        if let Some(tags) = &tags {
+            check_tags(tags)?;
+        }
         if destination == region {
             return Err(CloudHsmError::InvalidRequest(format!(
                 "The destination Region must differ from the backup's Region {region}."
@@ -1188,7 +1198,7 @@ impl CloudHsm {
             cluster_id: None,
             lineage: source.lineage.clone(),
             state: BackupState::Ready,
-            created_at_millis: now,
+            created_at_millis: source.created_at_millis,
             delete_at_millis: None,
             never_expires: false,
             hsm_type: source.hsm_type.clone(),
@@ -1196,11 +1206,53 @@ impl CloudHsm {
             source_backup: Some(source.backup_id.clone()),
             source_cluster: source.cluster_id.clone(),
             copied_at_millis: Some(now),
-            tags,
+            tags: tags.unwrap_or_else(|| source.tags.clone()),
             keys: source.keys.clone(),
+            resource_policy: None,
         };
         self.add_backup(&copy, image).await?;
         Ok(copy)
+    }
+
+    // ---- resource policies ------------------------------------------------------------
+
+    /// GetResourcePolicy: a backup's policy, if it has one (in any state).
+    pub fn resource_policy(
+        &self,
+        backup_id: &str,
+        region: &str,
+    ) -> Result<Option<String>, CloudHsmError> {
+        Ok(self.backup(backup_id, region)?.resource_policy)
+    }
+
+    /// PutResourcePolicy: a READY backup's policy is `policy` (checked by the caller) from
+    /// now, durably.
+    pub async fn put_resource_policy(
+        &self,
+        backup_id: &str,
+        region: &str,
+        policy: String,
+    ) -> Result<BackupRecord, CloudHsmError> {
+        let now = self.now();
+        self.update_backup(backup_id, region, BackupOp::PutPolicy(policy), now)
+            .await
+    }
+
+    /// DeleteResourcePolicy: the backup has no policy from now; answers the one it had. A
+    /// backup without one is left as it is, unwritten.
+    pub async fn delete_resource_policy(
+        &self,
+        backup_id: &str,
+        region: &str,
+    ) -> Result<Option<String>, CloudHsmError> {
+        let _turn = self.records.lock().await;
+        let backup = self.backup(backup_id, region)?;
+        let Some(previous) = backup.resource_policy.clone() else {
+            return Ok(None);
+        };
+        self.put_backup(backup.apply(BackupOp::DeletePolicy, self.now())?)
+            .await?;
+        Ok(Some(previous))
     }
 
     // ---- tags -------------------------------------------------------------------------

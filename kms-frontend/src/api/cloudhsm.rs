@@ -12,6 +12,7 @@ use serde_json::{json, Map, Value};
 use crate::cloudhsm::{eni_of, HsmInfo};
 use crate::frontend::{epoch_seconds, Frontend};
 use crate::service::cloudhsm::error::CloudHsmError;
+use crate::service::cloudhsm::resource_policy::{check_policy, ResourceArn, ResourceKind};
 use crate::service::cloudhsm::{BackupRecord, ClusterRecord};
 
 /// Parses a request into its shape; anything malformed is CloudHsmInvalidRequestException.
@@ -124,16 +125,17 @@ fn cluster_json(c: &ClusterRecord, hsms: &[HsmInfo]) -> Value {
     obj
 }
 
+fn backup_arn(b: &BackupRecord, account_id: &str) -> String {
+    format!(
+        "arn:aws:cloudhsm:{}:{account_id}:backup/{}",
+        b.region, b.backup_id
+    )
+}
+
 fn backup_json(b: &BackupRecord, account_id: &str) -> Value {
     let mut obj = Map::new();
     obj.insert("BackupId".into(), json!(b.backup_id));
-    obj.insert(
-        "BackupArn".into(),
-        json!(format!(
-            "arn:aws:cloudhsm:{}:{account_id}:backup/{}",
-            b.region, b.backup_id
-        )),
-    );
+    obj.insert("BackupArn".into(), json!(backup_arn(b, account_id)));
     obj.insert("BackupState".into(), json!(b.state.as_str()));
     put(
         &mut obj,
@@ -327,6 +329,19 @@ struct CopyBackupToRegion {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
+struct ResourceArnOnly {
+    resource_arn: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct PutResourcePolicy {
+    resource_arn: Option<String>,
+    policy: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 struct InitializeCluster {
     cluster_id: Option<String>,
     signed_cert: Option<String>,
@@ -377,6 +392,42 @@ fn resource_id(value: Option<String>) -> Result<String, CloudHsmError> {
         )));
     }
     Ok(id)
+}
+
+/// The backup a resource policy request names, from its `ResourceArn`: well formed (the
+/// model's pattern), a backup's (AWS: only backups take resource policies), this account's
+/// (the operations have no cross-account use) and in the Region the request was sent to.
+/// Answers the backup's id.
+fn policy_backup(
+    value: Option<String>,
+    region: &str,
+    account_id: &str,
+) -> Result<String, CloudHsmError> {
+    let text = required(value, "resourceArn")?;
+    let arn = ResourceArn::parse(&text)?;
+    let what = match arn.kind {
+        ResourceKind::Backup => None,
+        ResourceKind::Cluster => Some("a cluster"),
+        ResourceKind::Hsm => Some("an HSM"),
+    };
+    if let Some(what) = what {
+        return Err(CloudHsmError::InvalidRequest(format!(
+            "{text} names {what}; only backups take resource policies."
+        )));
+    }
+    if arn.account_id != account_id {
+        return Err(CloudHsmError::AccessDenied(format!(
+            "{text} belongs to account {}; resource policies can be read and changed only in the resource's own account ({account_id} here).",
+            arn.account_id
+        )));
+    }
+    if arn.partition != "aws" || arn.region != region {
+        return Err(CloudHsmError::ResourceNotFound(format!(
+            "Backup {} not found: {text} is not a backup of {region}, the Region this request was sent to.",
+            arn.id
+        )));
+    }
+    Ok(arn.id)
 }
 
 /// Runs one CloudHSMv2 operation. `region` is the Region the request was signed for: backups
@@ -603,15 +654,51 @@ pub async fn call(
             let req: CopyBackupToRegion = parse(body)?;
             let destination = required(req.destination_region, "destinationRegion")?;
             let id = backup_id(req.backup_id)?;
-            let copy = svc
-                .copy_backup(&id, region, &destination, tag_map(req.tag_list))
-                .await?;
+            // Without a TagList the copy takes the source's tags (AWS documents it).
+            let tags = req.tag_list.map(|list| tag_map(Some(list)));
+            let copy = svc.copy_backup(&id, region, &destination, tags).await?;
             Ok(json!({"DestinationBackup": {
                 "CreateTimestamp": epoch_seconds(copy.created_at_millis),
                 "SourceRegion": copy.source_region,
                 "SourceBackup": copy.source_backup,
                 "SourceCluster": copy.source_cluster,
             }}))
+        }
+        "GetResourcePolicy" => {
+            let req: ResourceArnOnly = parse(body)?;
+            let id = policy_backup(req.resource_arn, region, account)?;
+            // A backup without a policy answers no Policy member.
+            let mut answer = Map::new();
+            put(
+                &mut answer,
+                "Policy",
+                svc.resource_policy(&id, region)?.map(Value::String),
+            );
+            Ok(Value::Object(answer))
+        }
+        "PutResourcePolicy" => {
+            let req: PutResourcePolicy = parse(body)?;
+            let arn = required(req.resource_arn, "resourceArn")?;
+            let policy = required(req.policy, "policy")?;
+            let id = policy_backup(Some(arn), region, account)?;
+            check_policy(&policy)?;
+            let backup = svc.put_resource_policy(&id, region, policy).await?;
+            Ok(json!({
+                "ResourceArn": backup_arn(&backup, account),
+                "Policy": backup.resource_policy,
+            }))
+        }
+        "DeleteResourcePolicy" => {
+            let req: ResourceArnOnly = parse(body)?;
+            let id = policy_backup(req.resource_arn, region, account)?;
+            let previous = svc.delete_resource_policy(&id, region).await?;
+            let mut answer = Map::new();
+            answer.insert(
+                "ResourceArn".into(),
+                json!(format!("arn:aws:cloudhsm:{region}:{account}:backup/{id}")),
+            );
+            put(&mut answer, "Policy", previous.map(Value::String));
+            Ok(Value::Object(answer))
         }
         "TagResource" => {
             let req: TagResource = parse(body)?;

@@ -10,8 +10,9 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::cluster::KeyObject;
 use crate::service::cloudhsm::hsm::{HsmChange, HsmChangeKind, HsmState};
-use crate::service::cloudhsm::{ClusterRecord, ClusterState};
+use crate::service::cloudhsm::{BackupRecord, BackupState, ClusterRecord, ClusterState};
 use crate::store::{decode, StoreError};
 
 /// A cluster record as stores wrote it before `hsm_changes` and `deleted_at_millis`.
@@ -116,6 +117,62 @@ pub fn decode_cluster(bytes: &[u8]) -> Result<ClusterRecord, StoreError> {
         decode::<ClusterRecordV2>(bytes)
             .map(ClusterRecord::from)
             .or_else(|_| decode::<ClusterRecordV1>(bytes).map(ClusterRecord::from))
+            .map_err(|_| current)
+    })
+}
+
+/// A backup record as stores wrote it before `resource_policy`.
+#[derive(Deserialize)]
+struct BackupRecordV1 {
+    backup_id: String,
+    region: String,
+    cluster_id: Option<String>,
+    lineage: String,
+    state: BackupState,
+    created_at_millis: u64,
+    delete_at_millis: Option<u64>,
+    never_expires: bool,
+    hsm_type: String,
+    source_region: Option<String>,
+    source_backup: Option<String>,
+    source_cluster: Option<String>,
+    copied_at_millis: Option<u64>,
+    tags: BTreeMap<String, String>,
+    keys: Vec<KeyObject>,
+}
+
+impl From<BackupRecordV1> for BackupRecord {
+    fn from(old: BackupRecordV1) -> Self {
+        BackupRecord {
+            backup_id: old.backup_id,
+            region: old.region,
+            cluster_id: old.cluster_id,
+            lineage: old.lineage,
+            state: old.state,
+            created_at_millis: old.created_at_millis,
+            delete_at_millis: old.delete_at_millis,
+            never_expires: old.never_expires,
+            hsm_type: old.hsm_type,
+            source_region: old.source_region,
+            source_backup: old.source_backup,
+            source_cluster: old.source_cluster,
+            copied_at_millis: old.copied_at_millis,
+            tags: old.tags,
+            keys: old.keys,
+            // Resource policies did not exist then.
+            resource_policy: None,
+        }
+    }
+}
+
+/// Reads a stored backup record, in the current layout or the one before resource policies.
+/// A V1 record ends where the current layout's `resource_policy` would start, so it never
+/// reads as a current one; a current record would read as V1 (its policy dropped), which is
+/// why the current layout is tried first. If neither fits, the error is the current layout's.
+pub fn decode_backup(bytes: &[u8]) -> Result<BackupRecord, StoreError> {
+    decode::<BackupRecord>(bytes).or_else(|current| {
+        decode::<BackupRecordV1>(bytes)
+            .map(BackupRecord::from)
             .map_err(|_| current)
     })
 }
@@ -289,5 +346,82 @@ mod tests {
         let bytes = postcard::to_stdvec(&current).unwrap();
         assert_eq!(decode_cluster(&bytes).unwrap(), current);
         assert!(decode_cluster(&[0xff, 0xff, 0xff]).is_err());
+    }
+
+    fn backup() -> BackupRecord {
+        BackupRecord {
+            backup_id: "backup-aaaaaaaaaaa".into(),
+            region: "us-east-1".into(),
+            cluster_id: Some("cluster-aaaaaaaaaaa".into()),
+            lineage: "cluster-aaaaaaaaaaa".into(),
+            state: BackupState::PendingDeletion,
+            created_at_millis: 5,
+            delete_at_millis: Some(6),
+            never_expires: true,
+            hsm_type: "hsm1.medium".into(),
+            source_region: None,
+            source_backup: None,
+            source_cluster: None,
+            copied_at_millis: None,
+            tags: BTreeMap::from([("k".into(), "v".into())]),
+            keys: vec![],
+            resource_policy: None,
+        }
+    }
+
+    #[test]
+    fn a_backup_record_from_before_resource_policies_still_reads() {
+        // The layout stores wrote before the record kept a resource policy.
+        #[derive(serde::Serialize)]
+        struct V1<'a> {
+            backup_id: &'a str,
+            region: &'a str,
+            cluster_id: Option<&'a str>,
+            lineage: &'a str,
+            state: BackupState,
+            created_at_millis: u64,
+            delete_at_millis: Option<u64>,
+            never_expires: bool,
+            hsm_type: &'a str,
+            source_region: Option<&'a str>,
+            source_backup: Option<&'a str>,
+            source_cluster: Option<&'a str>,
+            copied_at_millis: Option<u64>,
+            tags: BTreeMap<String, String>,
+            keys: Vec<KeyObject>,
+        }
+        let expected = backup();
+        let old = postcard::to_stdvec(&V1 {
+            backup_id: &expected.backup_id,
+            region: &expected.region,
+            cluster_id: expected.cluster_id.as_deref(),
+            lineage: &expected.lineage,
+            state: expected.state,
+            created_at_millis: 5,
+            delete_at_millis: Some(6),
+            never_expires: true,
+            hsm_type: &expected.hsm_type,
+            source_region: None,
+            source_backup: None,
+            source_cluster: None,
+            copied_at_millis: None,
+            tags: expected.tags.clone(),
+            keys: vec![],
+        })
+        .unwrap();
+        assert!(
+            decode::<BackupRecord>(&old).is_err(),
+            "not a current record"
+        );
+        assert_eq!(decode_backup(&old).unwrap(), expected);
+    }
+
+    #[test]
+    fn a_backup_record_keeps_its_policy_and_garbage_is_an_error() {
+        let mut current = backup();
+        current.resource_policy = Some(r#"{"Statement":[]}"#.into());
+        let bytes = postcard::to_stdvec(&current).unwrap();
+        assert_eq!(decode_backup(&bytes).unwrap(), current);
+        assert!(decode_backup(&[0xff, 0xff, 0xff]).is_err());
     }
 }

@@ -6,12 +6,16 @@
 //!   ^                                        |
 //!   +-------------RestoreBackup (within 7 days)
 //! ```
+//!
+//! A resource policy can be put on a READY backup only (AWS: "to share a backup, it must be in
+//! the READY state"); it stays through PENDING_DELETION and a restore, and goes at DELETED
+//! with the data. Removing it works in every state.
 
 use super::error::CloudHsmError;
 use super::{deletion_expired, restorable, BackupRecord, BackupState};
 
 /// What happens to a backup.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BackupOp {
     /// DeleteBackup: a READY backup is PENDING_DELETION from now.
     Delete,
@@ -27,6 +31,10 @@ pub enum BackupOp {
     SetNeverExpires(bool),
     /// CopyBackupToRegion or CreateCluster from it: only a READY backup; it is unchanged.
     Use(Use),
+    /// PutResourcePolicy (a checked document): only a READY backup; replaces any policy.
+    PutPolicy(String),
+    /// DeleteResourcePolicy: any backup; it has no policy after.
+    DeletePolicy,
 }
 
 /// What a backup is used for (for the error's text).
@@ -71,6 +79,7 @@ impl BackupRecord {
                 if deletion_expired(self, now) {
                     next.state = BackupState::Deleted;
                     next.keys.clear();
+                    next.resource_policy = None;
                 }
             }
             BackupOp::SetNeverExpires(never) => {
@@ -93,6 +102,15 @@ impl BackupRecord {
                     }));
                 }
             }
+            BackupOp::PutPolicy(policy) => {
+                if self.state != BackupState::Ready {
+                    return Err(CloudHsmError::InvalidRequest(format!(
+                        "Backup {id} is {state}; a resource policy can only be put on a READY backup."
+                    )));
+                }
+                next.resource_policy = Some(policy);
+            }
+            BackupOp::DeletePolicy => next.resource_policy = None,
         }
         Ok(next)
     }

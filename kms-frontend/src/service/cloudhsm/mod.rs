@@ -9,6 +9,7 @@
 //! - [`hsm`]: an HSM's state machine and the record of an HSM being created or deleted.
 //! - [`backup`]: a backup's state machine (`BackupRecord::apply`).
 //! - [`quota`]: the account quotas and the backup cap, checked on the records.
+//! - [`resource_policy`]: the ARN and policy document of the resource policy operations.
 //! - here: backups, their retention and the pruning of deleted resources.
 
 pub mod backup;
@@ -16,6 +17,7 @@ pub mod cluster;
 pub mod error;
 pub mod hsm;
 pub mod quota;
+pub mod resource_policy;
 
 use std::collections::BTreeMap;
 
@@ -83,6 +85,11 @@ pub struct BackupRecord {
     pub tags: BTreeMap<String, String>,
     /// The key objects in it (labels, owners, handles), for the backup report.
     pub keys: Vec<KeyObject>,
+    /// Its resource policy (PutResourcePolicy), as the caller sent it. It stays while the
+    /// backup is pending deletion (a RestoreBackup gives back the backup as it was) and goes
+    /// with the backup's data. Stored last: older records end before it (see
+    /// `crate::cloudhsm::stored`).
+    pub resource_policy: Option<String>,
 }
 
 impl BackupRecord {

@@ -17,6 +17,7 @@ fn backup(id: &str, created_day: u64, state: BackupState, never_expires: bool) -
         copied_at_millis: None,
         tags: BTreeMap::new(),
         keys: vec![],
+        resource_policy: None,
     }
 }
 
@@ -454,4 +455,36 @@ fn retirement_spares_never_expires_and_backups_no_longer_ready() {
     assert!(retired
         .apply(BackupOp::SetNeverExpires(true), DAY_MILLIS)
         .is_ok());
+}
+
+#[test]
+fn a_policy_goes_on_a_ready_backup_survives_a_restore_and_goes_with_the_data() {
+    let day = |d: u64| d * DAY_MILLIS;
+    let policy = r#"{"Statement":{"Effect":"Allow","Principal":"*","Action":"*"}}"#.to_string();
+    let ready = backup("backup-shared", 0, BackupState::Ready, false);
+    let shared = ready
+        .apply(BackupOp::PutPolicy(policy.clone()), day(1))
+        .unwrap();
+    assert_eq!(shared.resource_policy.as_deref(), Some(policy.as_str()));
+    // Pending deletion: no new policy, but the old one stays, and a restore keeps it.
+    let pending = shared.apply(BackupOp::Delete, day(1)).unwrap();
+    assert!(matches!(
+        pending.apply(BackupOp::PutPolicy("{}".into()), day(2)),
+        Err(error::CloudHsmError::InvalidRequest(m)) if m.contains("PENDING_DELETION")
+    ));
+    assert_eq!(pending.resource_policy, shared.resource_policy);
+    let back = pending.apply(BackupOp::Restore, day(2)).unwrap();
+    assert_eq!(back.resource_policy, shared.resource_policy);
+    // Removing it works in any state; at DELETED it goes with the data.
+    assert_eq!(
+        pending
+            .apply(BackupOp::DeletePolicy, day(2))
+            .unwrap()
+            .resource_policy,
+        None
+    );
+    let gone = pending.apply(BackupOp::Expire, day(8)).unwrap();
+    assert_eq!(gone.state, BackupState::Deleted);
+    assert_eq!(gone.resource_policy, None);
+    assert!(gone.apply(BackupOp::PutPolicy(policy), day(8)).is_err());
 }
