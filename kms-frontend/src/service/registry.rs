@@ -29,9 +29,7 @@ mod grants;
 mod import;
 mod rotation;
 pub use grants::{check_grant_tokens, GrantRequest, GRANT_OPERATIONS, MAX_GRANTS_PER_KEY};
-pub use import::{
-    imported_material_id, ImportToken, IMPORT_PARAMETERS_VALIDITY_MILLIS, MAX_VALID_TO_MILLIS,
-};
+pub use import::{ImportToken, IMPORT_PARAMETERS_VALIDITY_MILLIS, MAX_VALID_TO_MILLIS};
 pub use rotation::{DEFAULT_ROTATION_PERIOD_DAYS, MAX_ON_DEMAND_ROTATIONS};
 
 /// Most aliases one key may have.
@@ -319,6 +317,9 @@ pub struct Registry {
     rotations: HashMap<Uuid, KeyRotations>,
     /// Rotated materials by key and number (1 for the first rotation), unwrapped once.
     rotated: HashMap<(Uuid, u32), KeyMaterial>,
+    /// The HMAC key of imported materials' ids, derived from the master key, so an id tells
+    /// nothing of the material to whoever lacks it.
+    material_id_key: aws_lc_rs::hmac::Key,
 }
 
 impl std::fmt::Debug for Registry {
@@ -389,6 +390,7 @@ impl Registry {
             grants: BTreeMap::new(),
             rotations: HashMap::new(),
             rotated: HashMap::new(),
+            material_id_key: import::material_id_key(master),
         };
         for (_, v) in raw_keys {
             let record: KeyRecord = decode(&v)?;
