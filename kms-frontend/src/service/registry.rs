@@ -267,12 +267,15 @@ pub fn check_usage(record: &KeyRecord, op: KeyOp, arn: &str) -> Result<(), KmsEr
         // Rotation is for symmetric encryption keys only; AWS answers other keys with an
         // UnsupportedOperationException without a message (recorded), and EXTERNAL keys with
         // footnote 7's (recorded).
-        KeyOp::EnableKeyRotation | KeyOp::GetKeyRotationStatus | KeyOp::ListKeyRotations
+        KeyOp::EnableKeyRotation
+        | KeyOp::RotateKeyOnDemand
+        | KeyOp::GetKeyRotationStatus
+        | KeyOp::ListKeyRotations
             if matches!(record.origin, KeyOrigin::External { .. }) =>
         {
             return Err(key_state::origin_external(arn));
         }
-        KeyOp::EnableKeyRotation => {
+        KeyOp::EnableKeyRotation | KeyOp::RotateKeyOnDemand => {
             if spec != KeySpec::SymmetricDefault {
                 return Err(KmsError::UnsupportedOperation(String::new()));
             }

@@ -167,7 +167,7 @@ impl Registry {
         entropy: &dyn Entropy,
     ) -> Result<(Vec<Change>, Uuid), KmsError> {
         let id = self
-            .checked(key_id, false, KeyOp::EnableKeyRotation)?
+            .checked(key_id, false, KeyOp::RotateKeyOnDemand)?
             .key_id;
         let mut rotations = self.rotations.get(&id).cloned().unwrap_or_default();
         if rotations.on_demand() >= MAX_ON_DEMAND_ROTATIONS {
