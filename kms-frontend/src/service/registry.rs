@@ -126,6 +126,30 @@ pub fn check_tags(tags: &[(String, String)]) -> Result<(), KmsError> {
     Ok(())
 }
 
+/// Checks what a new key is given besides its material (description, policy, tags), so
+/// CreateKey can refuse them before it spends time making key material.
+pub fn check_key_inputs(
+    description: Option<&str>,
+    policy: Option<&str>,
+    tags: &[(String, String)],
+) -> Result<(), KmsError> {
+    if description.is_some_and(|d| d.chars().count() > 8192) {
+        return Err(validation(
+            "description",
+            "...",
+            "Member must have length less than or equal to 8192",
+        ));
+    }
+    if let Some(policy) = policy {
+        check_policy(policy)?;
+    }
+    check_tags(tags)?;
+    if tags.len() > MAX_TAGS_PER_KEY {
+        return Err(KmsError::too_many_tags());
+    }
+    Ok(())
+}
+
 /// Checks an alias name for CreateAlias and UpdateAlias.
 pub fn check_alias_name(name: &str) -> Result<(), KmsError> {
     let well_formed = (1..=256).contains(&name.len())
@@ -680,25 +704,12 @@ impl Registry {
         entropy: &dyn Entropy,
     ) -> Result<(Uuid, KeyRecord, Option<KeyMaterial>), KmsError> {
         self.check_quota()?;
+        check_key_inputs(description.as_deref(), policy.as_deref(), &tags)?;
         let description = description.unwrap_or_default();
-        if description.chars().count() > 8192 {
-            return Err(validation(
-                "description",
-                "...",
-                "Member must have length less than or equal to 8192",
-            ));
-        }
         let policy = match policy {
-            Some(policy) => {
-                check_policy(&policy)?;
-                self.interned(Arc::from(policy))
-            }
+            Some(policy) => self.interned(Arc::from(policy)),
             None => self.default_policy.clone(),
         };
-        check_tags(&tags)?;
-        if tags.len() > MAX_TAGS_PER_KEY {
-            return Err(KmsError::too_many_tags());
-        }
         let mut id = [0u8; 16];
         entropy.fill(&mut id);
         let key_id = uuid::Builder::from_random_bytes(id).into_uuid();
