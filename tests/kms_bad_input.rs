@@ -294,3 +294,101 @@ fn several_violations_are_reported_together() {
         "{body}"
     );
 }
+
+/// The model's constraints are checked before the key is looked up, and a request that breaks
+/// them (or the digest rule) is a ValidationException even with DryRun, as on AWS.
+#[test]
+fn model_checks_come_before_the_key_and_dry_run() {
+    use serde_json::json;
+    let dir = tempfile::tempdir().unwrap();
+    let emulator = Emulator::start(dir.path(), free_port());
+    let kms = |op: &str, body: Value| emulator.kms_json(op, &body);
+    let missing = "00000000-0000-0000-0000-000000000000";
+    let expect = |(status, body): (u16, Value), message: &str| {
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["__type"], "ValidationException", "{body}");
+        assert_eq!(body["message"], message, "{body}");
+    };
+    let algorithms = "[SYMMETRIC_DEFAULT, RSAES_OAEP_SHA_1, RSAES_OAEP_SHA_256, SM2PKE]";
+
+    // An EncryptionAlgorithm outside the enum, with a key that does not exist: the enum's
+    // error, not NotFoundException.
+    expect(
+        kms(
+            "Encrypt",
+            json!({"KeyId": missing, "Plaintext": "eA==", "EncryptionAlgorithm": "RSA"}),
+        ),
+        &format!("1 validation error detected: Value 'RSA' at 'encryptionAlgorithm' failed to satisfy constraint: Member must satisfy enum value set: {algorithms}"),
+    );
+    expect(
+        kms(
+            "ReEncrypt",
+            json!({"CiphertextBlob": "eA==", "DestinationKeyId": missing, "DestinationEncryptionAlgorithm": "RSA"}),
+        ),
+        &format!("1 validation error detected: Value 'RSA' at 'destinationEncryptionAlgorithm' failed to satisfy constraint: Member must satisfy enum value set: {algorithms}"),
+    );
+    // Decapsulate's ciphertext is KMS's CiphertextType: 1 to 6144 bytes.
+    expect(
+        kms(
+            "Decapsulate",
+            json!({"KeyId": missing, "EncapsulationAlgorithm": "ML_KEM", "SharedSecretCiphertextBlob": ""}),
+        ),
+        "1 validation error detected: Value at 'sharedSecretCiphertextBlob' failed to satisfy constraint: Member must have length greater than or equal to 1",
+    );
+    // Verify's Signature and VerifyMac's Mac are reported with the other violations.
+    expect(
+        kms(
+            "Verify",
+            json!({"Message": "bQ==", "SigningAlgorithm": "ECDSA_SHA_256", "Signature": ""}),
+        ),
+        "2 validation errors detected: Value null at 'keyId' failed to satisfy constraint: Member must not be null; Value at 'signature' failed to satisfy constraint: Member must have length greater than or equal to 1",
+    );
+    expect(
+        kms(
+            "VerifyMac",
+            json!({"Message": "bQ==", "MacAlgorithm": "HMAC_SHA_256", "Mac": ""}),
+        ),
+        "2 validation errors detected: Value null at 'keyId' failed to satisfy constraint: Member must not be null; Value at 'mac' failed to satisfy constraint: Member must have length greater than or equal to 1",
+    );
+    // CreateKey's enums list their names in the order AWS recorded.
+    let (_, body) = kms("CreateKey", json!({"KeySpec": "HMAC_random"}));
+    assert!(
+        body["message"].as_str().unwrap().starts_with(
+            "1 validation error detected: Value 'HMAC_random' at 'keySpec' failed to satisfy constraint: Member must satisfy enum value set: [RSA_2048, ECC_NIST_P384, ECC_NIST_P256, ECC_NIST_P521, HMAC_384, RSA_3072, ECC_SECG_P256K1, RSA_4096, SYMMETRIC_DEFAULT, HMAC_256, HMAC_224, HMAC_512"
+        ),
+        "{body}"
+    );
+    let (_, body) = kms(
+        "CreateKey",
+        json!({"KeySpec": "HMAC_256", "KeyUsage": "RANDOM"}),
+    );
+    assert!(
+        body["message"].as_str().unwrap().starts_with(
+            "1 validation error detected: Value 'RANDOM' at 'keyUsage' failed to satisfy constraint: Member must satisfy enum value set: [ENCRYPT_DECRYPT, SIGN_VERIFY, GENERATE_VERIFY_MAC"
+        ),
+        "{body}"
+    );
+
+    // A digest of the wrong length is refused before DryRun is answered (recorded text).
+    let (status, key) = kms(
+        "CreateKey",
+        json!({"KeySpec": "ECC_NIST_P256", "KeyUsage": "SIGN_VERIFY"}),
+    );
+    assert_eq!(status, 200, "{key}");
+    let key_id = key["KeyMetadata"]["KeyId"].as_str().unwrap();
+    let sign = |message: &str| {
+        kms(
+            "Sign",
+            json!({"KeyId": key_id, "Message": message, "MessageType": "DIGEST", "SigningAlgorithm": "ECDSA_SHA_256", "DryRun": true}),
+        )
+    };
+    expect(
+        sign("AAECAwQ="),
+        "Digest is invalid length for algorithm ECDSA_SHA_256.",
+    );
+    // A well-formed one gets DryRun's answer.
+    let (status, body) = sign("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=");
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["__type"], "DryRunOperationException", "{body}");
+    emulator.stop();
+}

@@ -331,7 +331,8 @@ async fn imported_symmetric_material_comes_and_goes_as_on_aws() {
         None,
     );
 
-    // Other origins take no material (recorded text); rotation refuses EXTERNAL keys (recorded).
+    // Other origins take no material (recorded text); rotating an EXTERNAL key that never had
+    // material is refused for its state, pending import (recorded).
     let aws_kms = kms.create_key().send().await.unwrap();
     let aws_kms = aws_kms.key_metadata().unwrap();
     let err = kms
@@ -358,12 +359,209 @@ async fn imported_symmetric_material_comes_and_goes_as_on_aws() {
         .unwrap_err();
     assert_error(
         err.as_service_error().unwrap(),
-        "UnsupportedOperationException",
+        "KMSInvalidStateException",
         Some(&format!(
-            "{} origin is EXTERNAL which is not valid for this operation.",
+            "{} is pending import.",
             second.key_metadata().unwrap().arn().unwrap()
         )),
     );
+}
+
+/// What ImportKeyMaterial, DeleteImportedKeyMaterial and GetParametersForImport refuse, and
+/// what they answer for a key that never had material.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_refusals_follow_aws() {
+    use aws_sdk_kms::types::ImportType;
+    use serde_json::json;
+    let tmp = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let emulator = Emulator::start(tmp.path(), free_port());
+    let kms = emulator.kms_without_retries();
+    let key = kms
+        .create_key()
+        .origin(OriginType::External)
+        .send()
+        .await
+        .unwrap();
+    let meta = key.key_metadata().unwrap();
+    let (key_id, arn) = (meta.key_id().to_string(), meta.arn().unwrap().to_string());
+
+    // DeleteImportedKeyMaterial of a key that never had material: no KeyMaterialId member,
+    // rather than a null one.
+    let (status, answer) =
+        emulator.kms_json("DeleteImportedKeyMaterial", &json!({"KeyId": key_id}));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer, json!({"KeyId": arn}));
+
+    // EXISTING_KEY_MATERIAL into a key that never had material names nothing.
+    let (public, token) = parameters(
+        &kms,
+        &key_id,
+        AlgorithmSpec::RsaesOaepSha256,
+        WrappingKeySpec::Rsa2048,
+    )
+    .await;
+    let material = [0x42u8; 32];
+    let err = kms
+        .import_key_material()
+        .key_id(&key_id)
+        .import_token(token.clone())
+        .encrypted_key_material(Blob::new(wrap_oaep(files.path(), &public, &material)))
+        .expiration_model(ExpirationModelType::KeyMaterialDoesNotExpire)
+        .import_type(ImportType::ExistingKeyMaterial)
+        .send()
+        .await
+        .unwrap_err();
+    assert_error(
+        err.as_service_error().unwrap(),
+        "IncorrectKeyMaterialException",
+        None,
+    );
+    assert_eq!(state(&kms, &key_id).await, KeyState::PendingImport);
+    // NEW_KEY_MATERIAL takes it; afterwards the key's id comes back from a delete.
+    let imported = kms
+        .import_key_material()
+        .key_id(&key_id)
+        .import_token(token.clone())
+        .encrypted_key_material(Blob::new(wrap_oaep(files.path(), &public, &material)))
+        .expiration_model(ExpirationModelType::KeyMaterialDoesNotExpire)
+        .import_type(ImportType::NewKeyMaterial)
+        .send()
+        .await
+        .unwrap();
+    let material_id = imported.key_material_id().unwrap().to_string();
+    let (_, answer) = emulator.kms_json("DeleteImportedKeyMaterial", &json!({"KeyId": key_id}));
+    assert_eq!(answer, json!({"KeyId": arn, "KeyMaterialId": material_id}));
+
+    // An RSA private key is wrapped with RSA_AES only (Developer Guide): refused after the
+    // key's lookup, since it depends on the key; a key that does not exist is NotFound first,
+    // even with the deprecated PKCS#1 algorithm.
+    let rsa = kms
+        .create_key()
+        .origin(OriginType::External)
+        .key_spec(KeySpec::Rsa2048)
+        .key_usage(KeyUsageType::SignVerify)
+        .send()
+        .await
+        .unwrap();
+    let rsa_id = rsa.key_metadata().unwrap().key_id().to_string();
+    let err = kms
+        .get_parameters_for_import()
+        .key_id(&rsa_id)
+        .wrapping_algorithm(AlgorithmSpec::RsaesOaepSha256)
+        .wrapping_key_spec(WrappingKeySpec::Rsa4096)
+        .send()
+        .await
+        .unwrap_err();
+    assert_error(err.as_service_error().unwrap(), "ValidationException", None);
+    let missing = "00000000-0000-0000-0000-000000000000";
+    for algorithm in [AlgorithmSpec::RsaesPkcs1V15, AlgorithmSpec::RsaesOaepSha256] {
+        let err = kms
+            .get_parameters_for_import()
+            .key_id(missing)
+            .wrapping_algorithm(algorithm)
+            .wrapping_key_spec(WrappingKeySpec::Rsa2048)
+            .send()
+            .await
+            .unwrap_err();
+        assert_error(err.as_service_error().unwrap(), "NotFoundException", None);
+    }
+
+    // RSA material must have the key spec's modulus: a 3072-bit key is no RSA_2048 material.
+    let (public, token) = parameters(
+        &kms,
+        &rsa_id,
+        AlgorithmSpec::RsaAesKeyWrapSha256,
+        WrappingKeySpec::Rsa4096,
+    )
+    .await;
+    let dir = files.path();
+    std::fs::write(dir.join("wrapping.der"), &public).unwrap();
+    let wrap_rsa_aes = |private_pem: &str| {
+        openssl(
+            dir,
+            &[
+                "pkcs8",
+                "-topk8",
+                "-nocrypt",
+                "-in",
+                private_pem,
+                "-outform",
+                "DER",
+                "-out",
+                "rsa.der",
+            ],
+        );
+        let aes = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+        std::fs::write(dir.join("aes.bin"), hex_bytes(aes)).unwrap();
+        openssl(
+            dir,
+            &[
+                "pkeyutl",
+                "-encrypt",
+                "-pubin",
+                "-keyform",
+                "DER",
+                "-inkey",
+                "wrapping.der",
+                "-pkeyopt",
+                "rsa_padding_mode:oaep",
+                "-pkeyopt",
+                "rsa_oaep_md:sha256",
+                "-pkeyopt",
+                "rsa_mgf1_md:sha256",
+                "-in",
+                "aes.bin",
+                "-out",
+                "aes-wrapped.bin",
+            ],
+        );
+        openssl(
+            dir,
+            &[
+                "enc",
+                "-id-aes256-wrap-pad",
+                "-K",
+                aes,
+                "-iv",
+                "A65959A6",
+                "-in",
+                "rsa.der",
+                "-out",
+                "rsa-wrapped.bin",
+            ],
+        );
+        let mut wrapped = std::fs::read(dir.join("aes-wrapped.bin")).unwrap();
+        wrapped.extend(std::fs::read(dir.join("rsa-wrapped.bin")).unwrap());
+        wrapped
+    };
+    for (bits, name) in [("3072", "rsa3072.pem"), ("2048", "rsa2048.pem")] {
+        openssl(
+            dir,
+            &[
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                &format!("rsa_keygen_bits:{bits}"),
+                "-out",
+                name,
+            ],
+        );
+    }
+    let err = import(&kms, &rsa_id, &token, wrap_rsa_aes("rsa3072.pem"))
+        .await
+        .unwrap_err();
+    assert_error(
+        err.as_service_error().unwrap(),
+        "IncorrectKeyMaterialException",
+        None,
+    );
+    assert_eq!(state(&kms, &rsa_id).await, KeyState::PendingImport);
+    import(&kms, &rsa_id, &token, wrap_rsa_aes("rsa2048.pem"))
+        .await
+        .unwrap();
+    assert_eq!(state(&kms, &rsa_id).await, KeyState::Enabled);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use std::borrow::Cow;
 
-use serde::ser::{SerializeMap, SerializeSeq, Serializer};
+use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
@@ -66,17 +66,15 @@ const QUERY_WAIT: Duration = Duration::from_secs(1);
 /// Most records one query returns.
 pub const MAX_QUERY_RECORDS: usize = 10_000;
 
-/// Removes secret members (at any depth) from request or response elements.
+/// Removes secret members from request or response elements. Only top-level members: KMS's
+/// secrets are all members of a request or response itself, while deeper names are the
+/// caller's (an `EncryptionContext` key named `Message` or `Mac` is not a secret, and its
+/// CloudTrail record keeps it).
 pub fn scrub(value: &mut Value) {
-    match value {
-        Value::Object(map) => {
-            for member in SECRET_MEMBERS {
-                map.remove(member);
-            }
-            map.values_mut().for_each(scrub);
+    if let Value::Object(map) = value {
+        for member in SECRET_MEMBERS {
+            map.remove(member);
         }
-        Value::Array(items) => items.iter_mut().for_each(scrub),
-        _ => {}
     }
 }
 
@@ -138,7 +136,9 @@ impl Serialize for Parameters<'_> {
         for (name, parameter) in &self.members {
             match parameter {
                 Parameter::Raw(raw) => map.serialize_entry(name, raw)?,
-                Parameter::Structure(value) => map.serialize_entry(name, &Scrubbed(value))?,
+                // A member's structure is the caller's (an encryption context, tags): kept
+                // whole; secrets were left out by their member names above.
+                Parameter::Structure(value) => map.serialize_entry(name, value)?,
                 Parameter::Note(note) => map.serialize_entry(name, note)?,
             }
         }
@@ -146,7 +146,8 @@ impl Serialize for Parameters<'_> {
     }
 }
 
-/// A JSON value written without its secret members, at any depth, without copying it.
+/// A response written without its secret (top-level) members, as [`scrub`] removes them,
+/// without copying it.
 #[derive(Debug)]
 pub struct Scrubbed<'a>(pub &'a Value);
 
@@ -157,17 +158,10 @@ impl Serialize for Scrubbed<'_> {
                 let mut map = serializer.serialize_map(None)?;
                 for (name, value) in members {
                     if !SECRET_MEMBERS.contains(&name.as_str()) {
-                        map.serialize_entry(name, &Scrubbed(value))?;
+                        map.serialize_entry(name, value)?;
                     }
                 }
                 map.end()
-            }
-            Value::Array(items) => {
-                let mut seq = serializer.serialize_seq(Some(items.len()))?;
-                for item in items {
-                    seq.serialize_element(&Scrubbed(item))?;
-                }
-                seq.end()
             }
             other => other.serialize(serializer),
         }
@@ -581,10 +575,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn secrets_are_scrubbed_at_any_depth() {
-        let mut v = json!({"KeyId": "k", "Plaintext": "c2VjcmV0", "Nested": [{"KeyStorePassword": "pw", "Ok": 1}]});
+    fn secrets_are_scrubbed_at_the_top_level_only() {
+        // An encryption context's keys are the caller's names, not KMS's secret members.
+        let mut v = json!({"KeyId": "k", "Plaintext": "c2VjcmV0", "EncryptionContext": {"Message": "m", "Mac": "x"}});
         scrub(&mut v);
-        assert_eq!(v, json!({"KeyId": "k", "Nested": [{"Ok": 1}]}));
+        assert_eq!(
+            v,
+            json!({"KeyId": "k", "EncryptionContext": {"Message": "m", "Mac": "x"}})
+        );
+        let response =
+            json!({"KeyId": "k", "Plaintext": "c2VjcmV0", "Tags": [{"TagKey": "Plaintext"}]});
+        assert_eq!(
+            serde_json::to_value(Scrubbed(&response)).unwrap(),
+            json!({"KeyId": "k", "Tags": [{"TagKey": "Plaintext"}]})
+        );
     }
 
     #[test]
@@ -623,9 +627,13 @@ mod tests {
         assert_eq!(p["KeyId"], "k");
         assert!(p.get("Plaintext").is_none());
         assert_eq!(p["Policy"], "(10002 bytes, not recorded)");
-        let nested = json!({"Deep": {"Plaintext": "c2VjcmV0", "Kept": [{"CiphertextBlob": "x", "n": 1}]}, "Esc": "a\"b"});
+        // Secrets are members of the request itself; what a member holds is the caller's.
+        let nested = json!({"EncryptionContext": {"Message": "m", "CiphertextBlob": "n"}, "Message": "c2VjcmV0", "Esc": "a\"b"});
         let p = recorded(nested.to_string().as_bytes());
-        assert_eq!(p, json!({"Deep": {"Kept": [{"n": 1}]}, "Esc": "a\"b"}));
+        assert_eq!(
+            p,
+            json!({"EncryptionContext": {"Message": "m", "CiphertextBlob": "n"}, "Esc": "a\"b"})
+        );
         assert_eq!(
             Parameters::of(nested.to_string().as_bytes())
                 .and_then(|p| p.str("Esc"))

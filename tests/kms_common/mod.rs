@@ -362,6 +362,23 @@ impl Emulator {
         assert_eq!(status, 200);
     }
 
+    /// One raw KMS call over AWS JSON 1.1 (the emulator takes unsigned requests): (status,
+    /// answer). For what the SDK would not send, or members it would not show.
+    pub fn kms_json(&self, op: &str, body: &Value) -> (u16, Value) {
+        let response = Self::agent()
+            .post(&self.url("/"))
+            .header("content-type", "application/x-amz-json-1.1")
+            .header("x-amz-target", &format!("TrentService.{op}"))
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .send(body.to_string());
+        let mut response = response.unwrap();
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap();
+        (status, serde_json::from_str(&text).unwrap())
+    }
+
     /// One raw CloudHSMv2 call over AWS JSON 1.1: (status, answer).
     pub fn baldr_json(&self, op: &str, body: &Value) -> (u16, Value) {
         let response = Self::agent()

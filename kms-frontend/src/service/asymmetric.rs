@@ -130,6 +130,31 @@ impl MlKem {
         kem::EncapsulationKey::new(self.alg, &material[dk_pke..dk_pke + ek])
             .map_err(|_| internal("ML-KEM key"))
     }
+
+    /// Whether an expanded decapsulation key holds together (imported material): its `H(ek)`
+    /// slot is SHA3-256 of its `ek` (FIPS 203's decapsulation key check), and what `ek`
+    /// encapsulates `dk_PKE` decapsulates to the same secret, so `dk_PKE` belongs to `ek`
+    /// (a wrong one would answer implicit rejection's pseudorandom secret).
+    fn consistent(&self, material: &[u8]) -> bool {
+        let Ok(public) = self.public(material) else {
+            return false;
+        };
+        let (dk_pke, ek) = (384 * self.k, 384 * self.k + 32);
+        let h = &material[dk_pke + ek..dk_pke + ek + 32];
+        let hashed = digest::digest(&digest::SHA3_256, &material[dk_pke..dk_pke + ek]);
+        if hashed.as_ref() != h {
+            return false;
+        }
+        let Ok(private) = kem::DecapsulationKey::new(self.alg, material) else {
+            return false;
+        };
+        let Ok((ciphertext, secret)) = public.encapsulate() else {
+            return false;
+        };
+        private
+            .decapsulate(ciphertext.as_ref().into())
+            .is_ok_and(|back| back.as_ref() == secret.as_ref())
+    }
 }
 
 fn rsa_size(spec: KeySpec) -> Option<rsa::KeySize> {
@@ -413,6 +438,18 @@ fn signed<'a>(
     }
 }
 
+/// Checks a Sign or Verify message against the algorithm and message type (AWS's texts where
+/// recorded: `Digest is invalid length for algorithm <alg>.`), so the caller can answer a bad
+/// request before DryRun, as AWS does.
+pub fn check_message(
+    spec: KeySpec,
+    algorithm: &str,
+    message_type: MessageType,
+    message: &[u8],
+) -> Result<(), KmsError> {
+    signed(spec, algorithm, message_type, message).map(|_| ())
+}
+
 /// Sign: `algorithm` is one the key's spec allows (the caller checked).
 pub fn sign(
     spec: KeySpec,
@@ -524,14 +561,20 @@ fn oaep(algorithm: &str) -> Option<&'static rsa::OaepAlgorithm> {
     }
 }
 
+/// The modulus of an RSA key of `spec`, in bytes.
+fn rsa_modulus_bytes(spec: KeySpec) -> Option<usize> {
+    Some(match spec {
+        KeySpec::Rsa2048 => 256,
+        KeySpec::Rsa3072 => 384,
+        KeySpec::Rsa4096 => 512,
+        _ => return None,
+    })
+}
+
 /// The largest plaintext an RSA key of `spec` encrypts with `algorithm` (OAEP's bound: the
 /// modulus less twice the hash and two bytes; AWS's figures, recorded).
 pub fn max_rsa_plaintext(spec: KeySpec, algorithm: &str) -> usize {
-    let modulus = match spec {
-        KeySpec::Rsa2048 => 256,
-        KeySpec::Rsa3072 => 384,
-        _ => 512,
-    };
+    let modulus = rsa_modulus_bytes(spec).unwrap_or(512);
     let hash = if algorithm == "RSAES_OAEP_SHA_1" {
         20
     } else {
@@ -570,13 +613,12 @@ pub fn rsa_decrypt(
     let private =
         rsa::PrivateDecryptingKey::from_pkcs8(material).map_err(|_| internal("RSA key"))?;
     let private = rsa::OaepPrivateDecryptingKey::new(private).map_err(|_| internal("RSA key"))?;
-    let mut out = vec![0u8; private.min_output_size()];
-    let plaintext = match private.decrypt(alg, ciphertext, &mut out, None) {
-        Ok(p) => SecretBytes::new(p.to_vec()),
-        Err(_) => return Ok(None),
-    };
-    zeroize::Zeroize::zeroize(&mut out);
-    Ok(Some(plaintext))
+    // Wiped when dropped, on every path: a failed decryption may have left bytes in it.
+    let mut out = zeroize::Zeroizing::new(vec![0u8; private.min_output_size()]);
+    Ok(private
+        .decrypt(alg, ciphertext, &mut out, None)
+        .ok()
+        .map(|p| SecretBytes::new(p.to_vec())))
 }
 
 /// Unwraps key material encrypted for ImportKeyMaterial under the wrapping key `wrapping`
@@ -612,18 +654,18 @@ pub fn unwrap_import(
     let Ok(kek) = KeyEncryptionKey::new(&AES_256, aes_key.expose()) else {
         return Ok(None);
     };
-    let mut out = vec![0u8; wrapped_material.len()];
-    let material = match kek.unwrap_with_padding(wrapped_material, &mut out) {
-        Ok(m) => SecretBytes::new(m.to_vec()),
-        Err(_) => return Ok(None),
-    };
-    zeroize::Zeroize::zeroize(&mut out);
-    Ok(Some(material))
+    // Wiped when dropped, on every path: a failed unwrap may have left bytes in it.
+    let mut out = zeroize::Zeroizing::new(vec![0u8; wrapped_material.len()]);
+    Ok(kek
+        .unwrap_with_padding(wrapped_material, &mut out)
+        .ok()
+        .map(|m| SecretBytes::new(m.to_vec())))
 }
 
 /// Whether `material` is key material a key of `spec` can take (ImportKeyMaterial): 32 bytes
-/// for a symmetric key, an HMAC key of the lengths KMS accepts, or a PKCS#8 private key of
-/// the spec.
+/// for a symmetric key, an HMAC key of the lengths KMS accepts, a PKCS#8 private key of the
+/// spec (an RSA key of the spec's modulus: RSA_2048 is not a 3072-bit key), or an ML-KEM
+/// expanded decapsulation key that holds together.
 pub fn valid_material(spec: KeySpec, material: &[u8]) -> bool {
     match spec {
         KeySpec::SymmetricDefault => material.len() == 32,
@@ -631,7 +673,12 @@ pub fn valid_material(spec: KeySpec, material: &[u8]) -> bool {
         KeySpec::Hmac256 => (32..=64).contains(&material.len()),
         KeySpec::Hmac384 => (48..=128).contains(&material.len()),
         KeySpec::Hmac512 => (64..=128).contains(&material.len()),
-        other => check_private_key(other, material),
+        rsa if rsa.is_rsa() => rsa::KeyPair::from_pkcs8(material)
+            .is_ok_and(|pair| Some(pair.public_modulus_len()) == rsa_modulus_bytes(rsa)),
+        other => match ml_kem(other) {
+            Some(params) => params.consistent(material),
+            None => check_private_key(other, material),
+        },
     }
 }
 
@@ -834,6 +881,47 @@ mod tests {
             assert!(decapsulate(spec, material.expose(), &ct[1..])
                 .unwrap()
                 .is_none());
+        }
+    }
+
+    #[test]
+    fn imported_rsa_material_must_have_the_modulus_of_the_key_spec() {
+        let entropy = SeededEntropy::new(8);
+        let rsa_3072 = generate(KeySpec::Rsa3072, &entropy).unwrap();
+        assert!(valid_material(KeySpec::Rsa3072, rsa_3072.expose()));
+        // A well-formed RSA key of another size is not material of this spec.
+        assert!(!valid_material(KeySpec::Rsa2048, rsa_3072.expose()));
+        assert!(!valid_material(KeySpec::Rsa4096, rsa_3072.expose()));
+        let rsa_2048 = generate(KeySpec::Rsa2048, &entropy).unwrap();
+        assert!(valid_material(KeySpec::Rsa2048, rsa_2048.expose()));
+        assert!(!valid_material(KeySpec::Rsa3072, rsa_2048.expose()));
+    }
+
+    #[test]
+    fn imported_ml_kem_material_must_hold_together() {
+        let entropy = SeededEntropy::new(9);
+        for (spec, k) in [
+            (KeySpec::MlKem512, 2),
+            (KeySpec::MlKem768, 3),
+            (KeySpec::MlKem1024, 4),
+        ] {
+            let material = generate(spec, &entropy).unwrap();
+            assert!(valid_material(spec, material.expose()), "{spec:?}");
+            let (dk_pke, ek) = (384 * k, 384 * k + 32);
+            // H(ek) that is not SHA3-256 of ek.
+            let mut bad_hash = material.expose().to_vec();
+            bad_hash[dk_pke + ek] ^= 1;
+            assert!(!valid_material(spec, &bad_hash), "{spec:?}");
+            // A dk_PKE that is not ek's: ek and H(ek) still agree, decapsulation does not.
+            let mut bad_private = material.expose().to_vec();
+            bad_private[5] ^= 0x10;
+            assert!(!valid_material(spec, &bad_private), "{spec:?}");
+            // Another key's ek and H(ek) under this dk_PKE.
+            let other = generate(spec, &entropy).unwrap();
+            let mut mixed = material.expose().to_vec();
+            mixed[dk_pke..dk_pke + ek + 32]
+                .copy_from_slice(&other.expose()[dk_pke..dk_pke + ek + 32]);
+            assert!(!valid_material(spec, &mixed), "{spec:?}");
         }
     }
 

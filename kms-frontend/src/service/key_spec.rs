@@ -66,6 +66,42 @@ pub const KEY_SPECS: [KeySpec; 20] = [
     KeySpec::MlKem1024,
 ];
 
+/// `KeySpec`'s names in the order AWS lists them in its enum error: the twelve AWS listed when
+/// its answer was recorded (`[RSA_2048, ECC_NIST_P384, ..., HMAC_512]`, not the model's
+/// order), then the specs added since, in the model's order.
+const KEY_SPEC_ENUM: [&str; 20] = [
+    "RSA_2048",
+    "ECC_NIST_P384",
+    "ECC_NIST_P256",
+    "ECC_NIST_P521",
+    "HMAC_384",
+    "RSA_3072",
+    "ECC_SECG_P256K1",
+    "RSA_4096",
+    "SYMMETRIC_DEFAULT",
+    "HMAC_256",
+    "HMAC_224",
+    "HMAC_512",
+    "SM2",
+    "ML_DSA_44",
+    "ML_DSA_65",
+    "ML_DSA_87",
+    "ECC_NIST_EDWARDS25519",
+    "ML_KEM_512",
+    "ML_KEM_768",
+    "ML_KEM_1024",
+];
+
+/// `KeyUsageType`'s names in the order AWS lists them in its enum error: the three recorded
+/// (`[ENCRYPT_DECRYPT, SIGN_VERIFY, GENERATE_VERIFY_MAC]`), then those added since.
+const KEY_USAGE_ENUM: [&str; 5] = [
+    "ENCRYPT_DECRYPT",
+    "SIGN_VERIFY",
+    "GENERATE_VERIFY_MAC",
+    "KEY_AGREEMENT",
+    "ENCAPSULATE_DECAPSULATE",
+];
+
 /// Every key usage, in the order of KMS's model.
 pub const KEY_USAGES: [KeyUsage; 5] = [
     KeyUsage::SignVerify,
@@ -140,10 +176,7 @@ impl KeySpec {
             .iter()
             .copied()
             .find(|s| s.as_str() == name)
-            .ok_or_else(|| {
-                let names: Vec<&str> = KEY_SPECS.iter().map(|s| s.as_str()).collect();
-                KmsError::not_in_enum(member, name, &names)
-            })
+            .ok_or_else(|| KmsError::not_in_enum(member, name, &KEY_SPEC_ENUM))
     }
 
     /// The deprecated `CustomerMasterKeySpec` KMS still reports: the same name, for the specs
@@ -261,10 +294,7 @@ impl KeyUsage {
             .iter()
             .copied()
             .find(|u| u.as_str() == name)
-            .ok_or_else(|| {
-                let names: Vec<&str> = KEY_USAGES.iter().map(|u| u.as_str()).collect();
-                KmsError::not_in_enum("keyUsage", name, &names)
-            })
+            .ok_or_else(|| KmsError::not_in_enum("keyUsage", name, &KEY_USAGE_ENUM))
     }
 }
 
@@ -328,6 +358,34 @@ mod tests {
         assert!(err.message().starts_with(
             "1 validation error detected: Value 'HMAC_random' at 'keySpec' failed to satisfy constraint: Member must satisfy enum value set: ["
         ));
+    }
+
+    #[test]
+    fn enum_errors_list_names_in_the_order_aws_recorded() {
+        // Recorded: AWS's order, then the names added since.
+        let err = KeySpec::parse("HMAC_random", "keySpec").unwrap_err();
+        assert!(
+            err.message().contains(
+                "[RSA_2048, ECC_NIST_P384, ECC_NIST_P256, ECC_NIST_P521, HMAC_384, RSA_3072, ECC_SECG_P256K1, RSA_4096, SYMMETRIC_DEFAULT, HMAC_256, HMAC_224, HMAC_512, "
+            ),
+            "{}",
+            err.message()
+        );
+        assert_eq!(
+            KeyUsage::parse("RANDOM").unwrap_err().message(),
+            "1 validation error detected: Value 'RANDOM' at 'keyUsage' failed to satisfy constraint: Member must satisfy enum value set: [ENCRYPT_DECRYPT, SIGN_VERIFY, GENERATE_VERIFY_MAC, KEY_AGREEMENT, ENCAPSULATE_DECAPSULATE]"
+        );
+        // Every spec and usage is listed once.
+        let mut specs: Vec<&str> = KEY_SPECS.iter().map(|s| s.as_str()).collect();
+        let mut listed = KEY_SPEC_ENUM.to_vec();
+        specs.sort();
+        listed.sort();
+        assert_eq!(specs, listed);
+        let mut usages: Vec<&str> = KEY_USAGES.iter().map(|u| u.as_str()).collect();
+        let mut listed = KEY_USAGE_ENUM.to_vec();
+        usages.sort();
+        listed.sort();
+        assert_eq!(usages, listed);
     }
 
     #[test]

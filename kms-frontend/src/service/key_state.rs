@@ -150,8 +150,11 @@ pub enum KeyOp {
     ListGrants,
     /// RetireGrant and RevokeGrant.
     RetireGrant,
-    /// EnableKeyRotation, DisableKeyRotation and RotateKeyOnDemand.
+    /// EnableKeyRotation and DisableKeyRotation.
     EnableKeyRotation,
+    /// RotateKeyOnDemand: as EnableKeyRotation, but a key pending import is refused as
+    /// pending import (recorded), not for its origin.
+    RotateKeyOnDemand,
     /// ListKeyRotations.
     ListKeyRotations,
 }
@@ -246,13 +249,19 @@ pub fn check(
         | KeyOp::RetireGrant => Ok(()),
         // Footnote 7 first, then the key's state: [1] for a disabled key, [3] for one
         // pending deletion.
-        KeyOp::EnableKeyRotation => {
+        KeyOp::EnableKeyRotation | KeyOp::RotateKeyOnDemand => {
             if in_custom_key_store || state == KeyState::Unavailable {
                 return Err(rotation_unsupported(key_arn));
             }
             match state {
                 KeyState::Enabled => Ok(()),
                 KeyState::Disabled => Err(disabled(key_arn)),
+                // AWS's answers to RotateKeyOnDemand on an EXTERNAL key without material, of
+                // SYMMETRIC_DEFAULT and of RSA_4096 (recorded): its state, before its origin
+                // or spec.
+                KeyState::PendingImport if op == KeyOp::RotateKeyOnDemand => {
+                    Err(pending_import(key_arn))
+                }
                 KeyState::PendingImport => Err(origin_external(key_arn)),
                 KeyState::PendingDeletion
                 | KeyState::PendingReplicaDeletion
@@ -353,7 +362,7 @@ mod tests {
     /// §3 for a key in a CloudHSM key store, columns in the order of `STATES`:
     /// Enabled, Disabled, PendingDeletion, Unavailable. Written out from the reference, not
     /// from the implementation.
-    const CUSTOM_STORE_TABLE: [(KeyOp, [Expect; 4]); 41] = [
+    const CUSTOM_STORE_TABLE: [(KeyOp, [Expect; 4]); 42] = [
         (KeyOp::Encrypt, [OK, X1, X3, X11]),
         (KeyOp::Decrypt, [OK, X1, X3, X11]),
         (KeyOp::ReEncryptSource, [OK, X1, X3, X11]),
@@ -397,6 +406,7 @@ mod tests {
         (KeyOp::ListGrants, [OK, OK, OK, OK]),
         (KeyOp::RetireGrant, [OK, OK, OK, OK]),
         (KeyOp::EnableKeyRotation, [X7, X7, X7, X7]),
+        (KeyOp::RotateKeyOnDemand, [X7, X7, X7, X7]),
         (KeyOp::ListKeyRotations, [X7, X7, X7, X7]),
     ];
 
@@ -405,7 +415,7 @@ mod tests {
     fn aws_kms_row(op: KeyOp, custom_store_row: [Expect; 4]) -> [Expect; 4] {
         match op {
             KeyOp::GetKeyRotationStatus | KeyOp::ListKeyRotations => [OK, OK, OK, X7],
-            KeyOp::EnableKeyRotation => [OK, X1, X3, X7],
+            KeyOp::EnableKeyRotation | KeyOp::RotateKeyOnDemand => [OK, X1, X3, X7],
             _ => custom_store_row,
         }
     }
@@ -453,7 +463,8 @@ mod tests {
             | KeyOp::ListGrants
             | KeyOp::RetireGrant
             | KeyOp::EnableKeyRotation
-            | KeyOp::ListKeyRotations => 41,
+            | KeyOp::RotateKeyOnDemand
+            | KeyOp::ListKeyRotations => 42,
         }
     }
 
@@ -633,6 +644,8 @@ mod tests {
             (KeyOp::EnableKey, Some(&import)),
             (KeyOp::DisableKey, Some(&import)),
             (KeyOp::EnableKeyRotation, Some(&external)),
+            // Recorded: RotateKeyOnDemand on an EXTERNAL key without material.
+            (KeyOp::RotateKeyOnDemand, Some(&import)),
             (KeyOp::GetKeyRotationStatus, Some(&external)),
             (KeyOp::CreateAlias, None),
             (KeyOp::ScheduleKeyDeletion, None),

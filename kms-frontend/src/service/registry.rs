@@ -30,9 +30,7 @@ mod import;
 mod multi_region;
 mod rotation;
 pub use grants::{check_grant_tokens, GrantRequest, GRANT_OPERATIONS, MAX_GRANTS_PER_KEY};
-pub use import::{
-    imported_material_id, ImportToken, IMPORT_PARAMETERS_VALIDITY_MILLIS, MAX_VALID_TO_MILLIS,
-};
+pub use import::{ImportToken, IMPORT_PARAMETERS_VALIDITY_MILLIS, MAX_VALID_TO_MILLIS};
 pub use multi_region::{MultiRegionView, ReplicaRequest};
 pub use rotation::{DEFAULT_ROTATION_PERIOD_DAYS, MAX_ON_DEMAND_ROTATIONS};
 
@@ -126,6 +124,30 @@ pub fn check_tags(tags: &[(String, String)]) -> Result<(), KmsError> {
         if tags[..i].iter().any(|(seen, _)| seen == k) {
             return Err(KmsError::Tag("Duplicate tag keys".into()));
         }
+    }
+    Ok(())
+}
+
+/// Checks what a new key is given besides its material (description, policy, tags), so
+/// CreateKey can refuse them before it spends time making key material.
+pub fn check_key_inputs(
+    description: Option<&str>,
+    policy: Option<&str>,
+    tags: &[(String, String)],
+) -> Result<(), KmsError> {
+    if description.is_some_and(|d| d.chars().count() > 8192) {
+        return Err(validation(
+            "description",
+            "...",
+            "Member must have length less than or equal to 8192",
+        ));
+    }
+    if let Some(policy) = policy {
+        check_policy(policy)?;
+    }
+    check_tags(tags)?;
+    if tags.len() > MAX_TAGS_PER_KEY {
+        return Err(KmsError::too_many_tags());
     }
     Ok(())
 }
@@ -282,12 +304,15 @@ pub fn check_usage(record: &KeyRecord, op: KeyOp, arn: &str) -> Result<(), KmsEr
         // Rotation is for symmetric encryption keys only; AWS answers other keys with an
         // UnsupportedOperationException without a message (recorded), and EXTERNAL keys with
         // footnote 7's (recorded).
-        KeyOp::EnableKeyRotation | KeyOp::GetKeyRotationStatus | KeyOp::ListKeyRotations
+        KeyOp::EnableKeyRotation
+        | KeyOp::RotateKeyOnDemand
+        | KeyOp::GetKeyRotationStatus
+        | KeyOp::ListKeyRotations
             if matches!(record.origin, KeyOrigin::External { .. }) =>
         {
             return Err(key_state::origin_external(arn));
         }
-        KeyOp::EnableKeyRotation => {
+        KeyOp::EnableKeyRotation | KeyOp::RotateKeyOnDemand => {
             if spec != KeySpec::SymmetricDefault {
                 return Err(KmsError::UnsupportedOperation(String::new()));
             }
@@ -338,6 +363,9 @@ pub struct Registry {
     places: HashMap<Uuid, KeyPlace>,
     /// Multi-Region keys: the keys (primary and replicas) that share each `mrk-` id.
     families: HashMap<Uuid, Vec<Uuid>>,
+    /// The HMAC key of imported materials' ids, derived from the master key, so an id tells
+    /// nothing of the material to whoever lacks it.
+    material_id_key: aws_lc_rs::hmac::Key,
 }
 
 impl std::fmt::Debug for Registry {
@@ -411,6 +439,7 @@ impl Registry {
             rotated: HashMap::new(),
             places: HashMap::new(),
             families: HashMap::new(),
+            material_id_key: import::material_id_key(master),
         };
         for (_, v) in raw_keys {
             let record: KeyRecord = decode(&v)?;
@@ -855,27 +884,14 @@ impl Registry {
         entropy: &dyn Entropy,
     ) -> Result<(Uuid, KeyRecord, Option<KeyMaterial>), KmsError> {
         self.check_quota()?;
+        check_key_inputs(description.as_deref(), policy.as_deref(), &tags)?;
         let description = description.unwrap_or_default();
-        if description.chars().count() > 8192 {
-            return Err(validation(
-                "description",
-                "...",
-                "Member must have length less than or equal to 8192",
-            ));
-        }
         let scope = self.scope();
         let policy = match policy {
-            Some(policy) => {
-                check_policy(&policy)?;
-                self.interned(Arc::from(policy))
-            }
+            Some(policy) => self.interned(Arc::from(policy)),
             None if scope.account_id == self.home.account_id => self.default_policy.clone(),
             None => Arc::from(default_policy(&scope.account_id)),
         };
-        check_tags(&tags)?;
-        if tags.len() > MAX_TAGS_PER_KEY {
-            return Err(KmsError::too_many_tags());
-        }
         let mut id = [0u8; 16];
         entropy.fill(&mut id);
         let key_id = uuid::Builder::from_random_bytes(id).into_uuid();

@@ -13,7 +13,7 @@ use crate::key_stores::{self};
 use crate::service::asymmetric;
 use crate::service::error::KmsError;
 use crate::service::key_spec::{check_spec_and_usage, KeySpec, KeyUsage};
-use crate::service::registry::NewKeyMaterial;
+use crate::service::registry::{check_key_inputs, NewKeyMaterial};
 use hsmkms_common::secret::SecretBytes;
 
 /// New material for an asymmetric or HMAC key. Key pairs are made on a blocking thread: an
@@ -74,6 +74,8 @@ pub(super) async fn handle(fe: &Arc<Frontend>, req: CreateKeyRequest) -> Result<
     let tags = tag_pairs(req.tags)?;
     match (origin.as_str(), req.custom_key_store_id) {
         ("AWS_KMS", None) => {
+            // Refused before the material is made: an RSA key takes up to a second.
+            check_key_inputs(req.description.as_deref(), req.policy.as_deref(), &tags)?;
             let material = if spec == KeySpec::SymmetricDefault {
                 NewKeyMaterial::Symmetric
             } else {

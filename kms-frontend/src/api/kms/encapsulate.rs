@@ -31,7 +31,8 @@ pub(super) fn encapsulate(fe: &Arc<Frontend>, req: EncapsulateRequest) -> Result
 
 pub(super) fn decapsulate(fe: &Arc<Frontend>, req: EncapsulateRequest) -> Result<Value, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
-    let ciphertext = blob(
+    // KMS's CiphertextType: 1 to 6144 bytes, a ValidationException otherwise.
+    let ciphertext = super::sign::ciphertext_type_blob(
         req.shared_secret_ciphertext_blob,
         "sharedSecretCiphertextBlob",
     )?;

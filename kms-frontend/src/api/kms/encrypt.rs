@@ -32,6 +32,8 @@ pub(super) async fn handle(fe: &Arc<Frontend>, req: EncryptRequest) -> Result<Va
         )));
     }
     check_grant_tokens(&req.grant_tokens)?;
+    // The model's enum first: AWS checks it before it looks the key up.
+    check_algorithm_enum(req.encryption_algorithm.as_deref(), "encryptionAlgorithm")?;
     // One lookup serves both paths (this is the hot one): an asymmetric ENCRYPT_DECRYPT key
     // passes the usage check and takes the RSA path.
     let key = fe.registry().usable(&key_id, KeyOp::Encrypt)?;

@@ -5,10 +5,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use hsmkms_common::secret::SecretBytes;
+use uuid::Uuid;
 
 use crate::frontend::Frontend;
 use crate::service::ciphertext::{self, Header};
 use crate::service::error::KmsError;
+use crate::service::key_spec::{KeySpec, KeyUsage};
 use crate::service::key_state::KeyOp;
 use crate::service::model::KeyOrigin;
 use crate::service::registry::UsableKey;
@@ -45,12 +47,34 @@ pub(super) async fn seal(
     Ok(ciphertext::assemble(&header, &sealed))
 }
 
-/// Opens a ciphertext blob: finds its key (checking a given KeyId matches), checks the key's
-/// state for `op`, and decrypts. Returns the plaintext and the key.
+/// What a Decrypt or ReEncrypt `KeyId` names, from the one lookup that decides the path.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct NamedKey {
+    pub id: Uuid,
+    /// An asymmetric ENCRYPT_DECRYPT key, whose ciphertexts are RSAES-OAEP, not this
+    /// frontend's blobs. A KeyId of a signing, MAC or key agreement key takes the symmetric
+    /// path, where a ciphertext of another key is IncorrectKeyException, as AWS answers a
+    /// symmetric ciphertext with an HMAC KeyId (recorded), not InvalidKeyUsageException.
+    pub asymmetric_encryption: bool,
+}
+
+/// Looks a `KeyId` up once. Its error is kept for the symmetric path to answer after the
+/// blob's own checks, in the order it always had.
+pub(super) fn named_key(fe: &Frontend, key_id: &str) -> Result<NamedKey, KmsError> {
+    fe.registry().resolve(key_id, true).map(|r| NamedKey {
+        id: r.key_id,
+        asymmetric_encryption: r.spec() != KeySpec::SymmetricDefault
+            && r.usage() == KeyUsage::EncryptDecrypt,
+    })
+}
+
+/// Opens a ciphertext blob: finds its key (checking that the key a KeyId named, looked up by
+/// [`named_key`], is it), checks the key's state for `op`, and decrypts. Returns the plaintext
+/// and the key.
 pub(super) async fn open(
     fe: &Arc<Frontend>,
     blob: &[u8],
-    key_id: Option<String>,
+    named: Option<Result<NamedKey, KmsError>>,
     ctx: &BTreeMap<String, String>,
     op: KeyOp,
 ) -> Result<(SecretBytes, UsableKey), KmsError> {
@@ -68,9 +92,8 @@ pub(super) async fn open(
                     reg.scope().key_arn(&header.key_id)
                 ))
             })?;
-        if let Some(given) = key_id {
-            let named = reg.resolve(&given, true)?;
-            if named.key_id != record.key_id {
+        if let Some(named) = named {
+            if named?.id != record.key_id {
                 return Err(KmsError::IncorrectKey(
                     "The key ID in the request does not identify a CMK that can perform this operation.".into(),
                 ));

@@ -15,6 +15,7 @@ use crate::service::asymmetric;
 use crate::service::error::KmsError;
 use crate::service::key_spec::KeySpec;
 use crate::service::key_state::KeyOp;
+use crate::service::model::KeyRecord;
 use crate::service::registry::{
     ImportToken, IMPORT_PARAMETERS_VALIDITY_MILLIS, MAX_VALID_TO_MILLIS,
 };
@@ -40,10 +41,12 @@ pub(super) async fn get_parameters(
     check_enum(&algorithm, "wrappingAlgorithm", &WRAPPING_ALGORITHMS)?;
     let key_spec = required(req.wrapping_key_spec, "wrappingKeySpec")?;
     check_enum(&key_spec, "wrappingKeySpec", &WRAPPING_KEY_SPECS)?;
-    let (id, arn) = {
+    // Past the model's checks, KMS finds the key first (it authorizes the call against the
+    // key's policy), then refuses what the service does not take.
+    let (id, arn, material_spec) = {
         let reg = fe.registry();
         let record = reg.external_key(&key_id, KeyOp::ImportKeyMaterial)?;
-        (record.key_id, reg.key_arn(&record.key_id))
+        (record.key_id, reg.key_arn(&record.key_id), record.spec())
     };
     if algorithm == "RSAES_PKCS1_V1_5" {
         return Err(KmsError::Validation(
@@ -56,6 +59,7 @@ pub(super) async fn get_parameters(
             "SM2 wrapping keys are only available in the China Regions.".into(),
         ));
     }
+    check_wrapping_for(material_spec, &algorithm, &key_spec)?;
     let spec = KeySpec::parse(&key_spec, "wrappingKeySpec")?;
     // An RSA key takes up to a second to make: not on this worker's thread.
     let entropy = fe.entropy.clone();
@@ -67,7 +71,7 @@ pub(super) async fn get_parameters(
     .await
     .map_err(|_| KmsError::KmsInternal("Key generation did not complete.".into()))?;
     let (private, public) = wrapping?;
-    let valid_to = fe.now() + IMPORT_PARAMETERS_VALIDITY_MILLIS;
+    let valid_to = fe.now().saturating_add(IMPORT_PARAMETERS_VALIDITY_MILLIS);
     let token = fe.registry().seal_import_token(&ImportToken {
         key_id: id,
         wrapping_algorithm: algorithm,
@@ -80,6 +84,49 @@ pub(super) async fn get_parameters(
         "PublicKey": B64.encode(public),
         "ParametersValidTo": epoch_seconds(valid_to),
     }))
+}
+
+/// The Developer Guide's rules for what wraps the material of a key of `spec`: an RSA private
+/// key only with an RSA_AES algorithm (it is larger than RSAES-OAEP can carry), and ECC_NIST_P521
+/// material not with RSAES-OAEP under an RSA_2048 wrapping key (too large for it). They depend on
+/// the key, so they come after its lookup.
+fn check_wrapping_for(
+    spec: KeySpec,
+    algorithm: &str,
+    wrapping_key_spec: &str,
+) -> Result<(), KmsError> {
+    let oaep = algorithm.starts_with("RSAES_OAEP_");
+    if spec.is_rsa() && oaep {
+        return Err(KmsError::Validation(format!(
+            "The {algorithm} wrapping algorithm cannot wrap {} key material; to import an RSA private key, use an RSA_AES wrapping algorithm.",
+            spec.as_str()
+        )));
+    }
+    if spec == KeySpec::EccNistP521 && oaep && wrapping_key_spec == "RSA_2048" {
+        return Err(KmsError::Validation(format!(
+            "The {algorithm} wrapping algorithm with the RSA_2048 wrapping key spec cannot wrap ECC_NIST_P521 key material."
+        )));
+    }
+    Ok(())
+}
+
+/// ImportType against what the key had: NEW_KEY_MATERIAL into a key that had material would be
+/// a rotation of imported material, which hsmkms does not do; EXISTING_KEY_MATERIAL into a key
+/// that never had any names material that does not exist.
+fn check_import_type(
+    record: &KeyRecord,
+    import_type: Option<&str>,
+    arn: &str,
+) -> Result<(), KmsError> {
+    match (import_type, record.imported_material_id()) {
+        (Some("NEW_KEY_MATERIAL"), Some(_)) => Err(KmsError::UnsupportedOperation(
+            "hsmkms does not support importing new key material into a key that already had key material (rotation of imported material); reimport the same material.".into(),
+        )),
+        (Some("EXISTING_KEY_MATERIAL"), None) => Err(KmsError::IncorrectKeyMaterial(format!(
+            "No key material was ever imported into {arn}, so there is no existing key material to reimport. Use ImportType NEW_KEY_MATERIAL."
+        ))),
+        _ => Ok(()),
+    }
 }
 
 pub(super) async fn import(
@@ -130,32 +177,53 @@ pub(super) async fn import(
         )),
         (_, None) => None,
     };
-    fe.change(lock_key(fe, &key_id), |reg| {
+    let import_type = req.import_type.as_deref();
+    // What the request can be refused for without the material: the key, its token, the
+    // ImportType. Under the registry's read lock only for these lookups.
+    let (id, spec, token) = {
+        let reg = fe.registry();
         let record = reg.external_key(&key_id, KeyOp::ImportKeyMaterial)?;
-        let (id, spec) = (record.key_id, record.spec());
-        let token = reg.open_import_token(&token).filter(|t| t.key_id == id).ok_or_else(|| {
-            KmsError::InvalidImportToken(
-                "The import token is not valid for this KMS key.".into(),
-            )
-        })?;
+        let token = reg
+            .open_import_token(&token)
+            .filter(|t| t.key_id == record.key_id)
+            .ok_or_else(|| {
+                KmsError::InvalidImportToken(
+                    "The import token is not valid for this KMS key.".into(),
+                )
+            })?;
         if token.valid_to_millis <= now {
             return Err(KmsError::ExpiredImportToken(
                 "The import token has expired. Call GetParametersForImport for a new one.".into(),
             ));
         }
-        if req.import_type.as_deref() == Some("NEW_KEY_MATERIAL") && record.imported_material_id().is_some() {
-            return Err(KmsError::UnsupportedOperation(
-                "hsmkms does not support importing new key material into a key that already had key material (rotation of imported material); reimport the same material.".into(),
-            ));
-        }
-        let material = asymmetric::unwrap_import(&token.wrapping_key, &token.wrapping_algorithm, &encrypted)?
-            .ok_or_else(KmsError::invalid_ciphertext)?;
+        check_import_type(record, import_type, &reg.key_arn(&record.key_id))?;
+        (record.key_id, record.spec(), token)
+    };
+    // RSA decryption, AES key unwrap and the material's checks (an ML-KEM round trip, an RSA
+    // key's parse) take milliseconds: on a blocking thread, holding no lock.
+    let material = tokio::task::spawn_blocking(move || {
+        let material =
+            asymmetric::unwrap_import(&token.wrapping_key, &token.wrapping_algorithm, &encrypted)?
+                .ok_or_else(KmsError::invalid_ciphertext)?;
         if !asymmetric::valid_material(spec, material.expose()) {
             return Err(KmsError::IncorrectKeyMaterial(format!(
                 "The key material is not valid for a KMS key with KeySpec {}.",
                 spec.as_str()
             )));
         }
+        Ok(material)
+    })
+    .await
+    .map_err(|_| KmsError::KmsInternal("The key material could not be unwrapped.".into()))??;
+    // Installed under the key's lock; what may have changed meanwhile is checked again.
+    fe.change(lock_key(fe, &key_id), |reg| {
+        let record = reg.external_key(&key_id, KeyOp::ImportKeyMaterial)?;
+        if record.key_id != id {
+            return Err(KmsError::InvalidImportToken(
+                "The import token is not valid for this KMS key.".into(),
+            ));
+        }
+        check_import_type(record, import_type, &reg.key_arn(&id))?;
         if let Some(asked) = req.key_material_id.as_deref() {
             if Some(asked) != record.imported_material_id() {
                 return Err(KmsError::IncorrectKeyMaterial(format!(
@@ -184,5 +252,12 @@ pub(super) async fn delete(fe: &Arc<Frontend>, req: KeyIdRequest) -> Result<Valu
         ))
     })
     .await
-    .map(|(arn, material_id)| json!({"KeyId": arn, "KeyMaterialId": material_id}))
+    .map(|(arn, material_id)| {
+        // A key that never had material has no id to report: the member is left out, not null.
+        let mut answer = json!({"KeyId": arn});
+        if let Some(id) = material_id {
+            answer["KeyMaterialId"] = json!(id);
+        }
+        answer
+    })
 }

@@ -23,11 +23,15 @@ const MAC_ALGORITHM_ENUM: [&str; 4] = [
     "HMAC_SHA_512",
 ];
 
+/// The checks GenerateMac and VerifyMac share: the request's members (VerifyMac's `Mac`
+/// among them, so its violation is reported with the others), then the key, then the
+/// algorithm against the key's spec. Returns the key, algorithm, message and (VerifyMac) MAC.
+#[allow(clippy::type_complexity)]
 fn prepare(
     fe: &Frontend,
     req: &mut MacRequest,
     op: KeyOp,
-) -> Result<(TypedKey, String, Vec<u8>), KmsError> {
+) -> Result<(TypedKey, String, Vec<u8>, Option<Vec<u8>>), KmsError> {
     let mut v = Violations::default();
     let message = v.check(message_blob(req.message.take(), "message"))?;
     let key_id = v.check(required(req.key_id.take(), "keyId"))?;
@@ -37,18 +41,25 @@ fn prepare(
             Ok(a)
         }),
     )?;
+    let mac = match op {
+        KeyOp::VerifyMac => v
+            .check(super::sign::ciphertext_type_blob(req.mac.take(), "mac"))?
+            .map(Some),
+        _ => Some(None),
+    };
     v.check(check_grant_tokens(&req.grant_tokens))?;
     v.finish()?;
     let (message, key_id, algorithm) = (checked(message)?, checked(key_id)?, checked(algorithm)?);
+    let mac = checked(mac)?;
     let key = fe.registry().typed_key(&key_id, op)?;
     if key.spec.mac_algorithm() != Some(algorithm.as_str()) {
         return Err(incompatible(&algorithm, key.spec));
     }
-    Ok((key, algorithm, message))
+    Ok((key, algorithm, message, mac))
 }
 
 pub(super) async fn generate(fe: &Arc<Frontend>, mut req: MacRequest) -> Result<Value, KmsError> {
-    let (key, algorithm, message) = prepare(fe, &mut req, KeyOp::GenerateMac)?;
+    let (key, algorithm, message, _) = prepare(fe, &mut req, KeyOp::GenerateMac)?;
     dry_run(req.dry_run)?;
     let mac = asymmetric::mac(key.spec, key.material.expose(), &message)?;
     Ok(json!({
@@ -59,8 +70,8 @@ pub(super) async fn generate(fe: &Arc<Frontend>, mut req: MacRequest) -> Result<
 }
 
 pub(super) async fn verify(fe: &Arc<Frontend>, mut req: MacRequest) -> Result<Value, KmsError> {
-    let mac = super::sign::ciphertext_type_blob(req.mac.take(), "mac")?;
-    let (key, algorithm, message) = prepare(fe, &mut req, KeyOp::VerifyMac)?;
+    let (key, algorithm, message, mac) = prepare(fe, &mut req, KeyOp::VerifyMac)?;
+    let mac = checked(mac)?;
     dry_run(req.dry_run)?;
     if !asymmetric::verify_mac(key.spec, key.material.expose(), &message, &mac)? {
         // AWS answers a MAC that does not verify with this error and no message (recorded).

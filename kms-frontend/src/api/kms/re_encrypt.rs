@@ -8,25 +8,35 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 
 use super::checks::*;
-use super::decrypt::names_asymmetric_encryption_key;
 use super::encrypt::{check_rsa_size, rsa_algorithm};
-use super::envelope::{open, seal};
+use super::envelope::{named_key, open, seal};
 use crate::api::types::*;
 use crate::frontend::Frontend;
 use crate::service::asymmetric;
 use crate::service::error::KmsError;
+use crate::service::key_spec::KeySpec;
 use crate::service::key_state::KeyOp;
 
 pub(super) async fn handle(fe: &Arc<Frontend>, req: ReEncryptRequest) -> Result<Value, KmsError> {
     let blob = blob(req.ciphertext_blob, "ciphertextBlob")?;
     let destination = required(req.destination_key_id, "destinationKeyId")?;
     check_grant_tokens(&req.grant_tokens)?;
+    // The model's enums first: AWS checks them before it looks a key up.
+    check_algorithm_enum(
+        req.source_encryption_algorithm.as_deref(),
+        "sourceEncryptionAlgorithm",
+    )?;
+    check_algorithm_enum(
+        req.destination_encryption_algorithm.as_deref(),
+        "destinationEncryptionAlgorithm",
+    )?;
     let source_ctx = req.source_encryption_context.unwrap_or_default();
-    let asymmetric_source = req
-        .source_key_id
-        .as_deref()
-        .filter(|id| names_asymmetric_encryption_key(fe, id))
-        .map(str::to_string);
+    // One lookup of the SourceKeyId decides the path.
+    let named = req.source_key_id.as_deref().map(|id| named_key(fe, id));
+    let asymmetric_source = match (&req.source_key_id, &named) {
+        (Some(id), Some(Ok(n))) if n.asymmetric_encryption => Some(id.clone()),
+        _ => None,
+    };
     // The plaintext, and the source's ARN, algorithm and (symmetric keys) material id.
     let (plaintext, source_arn, source_algorithm, source_material) = match asymmetric_source {
         Some(id) => {
@@ -42,14 +52,8 @@ pub(super) async fn handle(fe: &Arc<Frontend>, req: ReEncryptRequest) -> Result<
         }
         None => {
             check_algorithm(req.source_encryption_algorithm.as_deref())?;
-            let (plaintext, source) = open(
-                fe,
-                &blob,
-                req.source_key_id,
-                &source_ctx,
-                KeyOp::ReEncryptSource,
-            )
-            .await?;
+            let (plaintext, source) =
+                open(fe, &blob, named, &source_ctx, KeyOp::ReEncryptSource).await?;
             let material = fe
                 .registry()
                 .material_id(&source.record.key_id, source.material);
@@ -63,7 +67,12 @@ pub(super) async fn handle(fe: &Arc<Frontend>, req: ReEncryptRequest) -> Result<
         }
     };
     let dest_ctx = req.destination_encryption_context.unwrap_or_default();
-    let mut answer = if names_asymmetric_encryption_key(fe, &destination) {
+    // One lookup serves both paths, as in Encrypt: an asymmetric ENCRYPT_DECRYPT key passes
+    // the usage check and takes the RSA path.
+    let dest = fe
+        .registry()
+        .usable(&destination, KeyOp::ReEncryptDestination)?;
+    let mut answer = if dest.record.spec() != KeySpec::SymmetricDefault {
         let key = fe
             .registry()
             .typed_key(&destination, KeyOp::ReEncryptDestination)?;
@@ -83,9 +92,6 @@ pub(super) async fn handle(fe: &Arc<Frontend>, req: ReEncryptRequest) -> Result<
         })
     } else {
         check_algorithm(req.destination_encryption_algorithm.as_deref())?;
-        let dest = fe
-            .registry()
-            .usable(&destination, KeyOp::ReEncryptDestination)?;
         dry_run(req.dry_run)?;
         let sealed = seal(fe, &dest, plaintext.expose(), &dest_ctx).await?;
         let material = fe

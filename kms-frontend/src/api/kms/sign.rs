@@ -36,13 +36,17 @@ pub(super) fn ciphertext_type_blob(
     Ok(bytes)
 }
 
-/// The checks Sign and Verify share, in AWS's order: the request's members, then the key, then
-/// the algorithm against the key's spec. Returns the key, algorithm, message type and message.
+/// The checks Sign and Verify share, in AWS's order: the request's members (Verify's
+/// `Signature` among them, so its violation is reported with the others), then the key, then
+/// the algorithm against the key's spec, then the message against the algorithm (a digest of
+/// the wrong length), all before DryRun is answered. Returns the key, algorithm, message type,
+/// message and (Verify) signature.
+#[allow(clippy::type_complexity)]
 fn prepare(
     fe: &Frontend,
     req: &mut SignRequest,
     op: KeyOp,
-) -> Result<(TypedKey, String, MessageType, Vec<u8>), KmsError> {
+) -> Result<(TypedKey, String, MessageType, Vec<u8>, Option<Vec<u8>>), KmsError> {
     let mut v = Violations::default();
     let key_id = v.check(required(req.key_id.take(), "keyId"))?;
     let message = v.check(message_blob(req.message.take(), "message"))?;
@@ -53,19 +57,27 @@ fn prepare(
         }),
     )?;
     let message_type = v.check(MessageType::parse(req.message_type.as_deref()))?;
+    let signature = match op {
+        KeyOp::Verify => v
+            .check(ciphertext_type_blob(req.signature.take(), "signature"))?
+            .map(Some),
+        _ => Some(None),
+    };
     v.check(check_grant_tokens(&req.grant_tokens))?;
     v.finish()?;
     let (key_id, message) = (checked(key_id)?, checked(message)?);
     let (algorithm, message_type) = (checked(algorithm)?, checked(message_type)?);
+    let signature = checked(signature)?;
     let key = fe.registry().typed_key(&key_id, op)?;
     if !key.spec.signing_algorithms().contains(&algorithm.as_str()) {
         return Err(incompatible(&algorithm, key.spec));
     }
-    Ok((key, algorithm, message_type, message))
+    asymmetric::check_message(key.spec, &algorithm, message_type, &message)?;
+    Ok((key, algorithm, message_type, message, signature))
 }
 
 pub(super) async fn sign(fe: &Arc<Frontend>, mut req: SignRequest) -> Result<Value, KmsError> {
-    let (key, algorithm, message_type, message) = prepare(fe, &mut req, KeyOp::Sign)?;
+    let (key, algorithm, message_type, message, _) = prepare(fe, &mut req, KeyOp::Sign)?;
     dry_run(req.dry_run)?;
     let signature = asymmetric::sign(
         key.spec,
@@ -82,8 +94,8 @@ pub(super) async fn sign(fe: &Arc<Frontend>, mut req: SignRequest) -> Result<Val
 }
 
 pub(super) async fn verify(fe: &Arc<Frontend>, mut req: SignRequest) -> Result<Value, KmsError> {
-    let signature = ciphertext_type_blob(req.signature.take(), "signature")?;
-    let (key, algorithm, message_type, message) = prepare(fe, &mut req, KeyOp::Verify)?;
+    let (key, algorithm, message_type, message, signature) = prepare(fe, &mut req, KeyOp::Verify)?;
+    let signature = checked(signature)?;
     dry_run(req.dry_run)?;
     let valid = asymmetric::verify(
         key.spec,

@@ -6,7 +6,8 @@
 //! key's private half and its expiry, sealed under the frontend's master key. So tokens survive
 //! restarts and need no table, and a token cannot be forged or moved to another key.
 
-use hsmkms_common::secret::SecretBytes;
+use aws_lc_rs::hmac;
+use hsmkms_common::secret::{KeyMaterial, SecretBytes};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use zeroize::Zeroizing;
@@ -52,8 +53,21 @@ pub(super) fn imported_context(id: &Uuid) -> Vec<u8> {
     ctx
 }
 
-/// The `KeyMaterialId` of material imported into a key: the same material gets the same id.
-pub fn imported_material_id(id: &Uuid, material: &[u8]) -> String {
+/// The HMAC-SHA-256 key of imported materials' ids: HMAC of a label under the master key (one
+/// block of HKDF-Expand), so it is the master key's alone and never one of its other uses.
+pub(super) fn material_id_key(master: &KeyMaterial) -> hmac::Key {
+    let master = hmac::Key::new(hmac::HMAC_SHA256, master.expose());
+    let derived = Zeroizing::new(
+        hmac::sign(&master, b"hsmkms/imported-material-id-key/v1\x01")
+            .as_ref()
+            .to_vec(),
+    );
+    hmac::Key::new(hmac::HMAC_SHA256, &derived)
+}
+
+/// The id earlier versions gave imported material (unkeyed SHA-256), still recognised so that
+/// material imported before ids were keyed can be imported again.
+pub(super) fn legacy_material_id(id: &Uuid, material: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     let digest = Sha256::new()
         .chain_update(b"hsmkms/imported-material-id/v1/")
@@ -64,6 +78,19 @@ pub fn imported_material_id(id: &Uuid, material: &[u8]) -> String {
 }
 
 impl Registry {
+    /// The `KeyMaterialId` of material imported into a key: the same material gets the same
+    /// id. Keyed (HMAC under a key derived from the master key): an unkeyed hash of material
+    /// would let anyone who sees the id test guesses of the material against it.
+    pub fn imported_material_id(&self, id: &Uuid, material: &[u8]) -> String {
+        // A multi-Region family's keys take the same material under the same id.
+        let base = self.family_of(id).unwrap_or(*id);
+        let mut ctx = hmac::Context::with_key(&self.material_id_key);
+        ctx.update(b"hsmkms/imported-material-id/v2/");
+        ctx.update(base.as_bytes());
+        ctx.update(material);
+        hex::encode(ctx.sign().as_ref())
+    }
+
     /// The EXTERNAL key `key_id` names (a key id or ARN, no alias), or AWS's error for another
     /// origin (recorded text).
     pub fn external_key(&self, key_id: &str, op: KeyOp) -> Result<&KeyRecord, KmsError> {
@@ -106,9 +133,12 @@ impl Registry {
         let KeyOrigin::External { spec, usage, .. } = &record.origin else {
             return Err(KmsError::KmsInternal("not an EXTERNAL key".into()));
         };
-        let material_id = imported_material_id(&id, material.expose());
+        let mut material_id = self.imported_material_id(&id, material.expose());
         if let Some(previous) = record.imported_material_id() {
-            if previous != material_id {
+            if previous == legacy_material_id(&id, material.expose()) {
+                // Imported before ids were keyed: the same material keeps the id it has.
+                material_id = previous.to_string();
+            } else if previous != material_id {
                 return Err(KmsError::IncorrectKeyMaterial(
                     "The key material in the request is not the same key material that was previously imported into this KMS key.".into(),
                 ));
@@ -153,6 +183,15 @@ impl Registry {
             .collect();
         due.sort();
         due
+    }
+
+    /// Whether the material of `id` has expired at `now` (one key's check, where
+    /// [`Registry::due_expirations`] looks at every key).
+    pub fn expired(&self, id: &Uuid, now_millis: u64) -> bool {
+        self.by_id(id)
+            .and_then(KeyRecord::imported)
+            .and_then(|m| m.valid_to_millis)
+            .is_some_and(|t| t <= now_millis)
     }
 
     /// The earliest expiry of imported material, if any.

@@ -13,10 +13,7 @@ use hsmkms_common::entropy::Entropy;
 use uuid::Uuid;
 
 use super::rotation::rotated_context;
-use super::{
-    check_policy, check_tags, default_policy, material_context, typed_material_context, validation,
-    Registry, MAX_TAGS_PER_KEY,
-};
+use super::{check_key_inputs, default_policy, material_context, typed_material_context, Registry};
 use crate::service::change::Change;
 use crate::service::error::KmsError;
 use crate::service::key_ref::key_id_text;
@@ -140,26 +137,17 @@ impl Registry {
             )));
         }
         self.check_quota()?;
+        check_key_inputs(
+            request.description.as_deref(),
+            request.policy.as_deref(),
+            &request.tags,
+        )?;
         let description = request.description.unwrap_or_default();
-        if description.chars().count() > 8192 {
-            return Err(validation(
-                "description",
-                "...",
-                "Member must have length less than or equal to 8192",
-            ));
-        }
         let policy = match request.policy {
-            Some(policy) => {
-                check_policy(&policy)?;
-                self.interned(policy.into())
-            }
+            Some(policy) => self.interned(policy.into()),
             None if account == self.home.account_id => self.default_policy.clone(),
             None => default_policy(&account).into(),
         };
-        check_tags(&request.tags)?;
-        if request.tags.len() > MAX_TAGS_PER_KEY {
-            return Err(KmsError::too_many_tags());
-        }
         let mut bytes = [0u8; 16];
         entropy.fill(&mut bytes);
         let replica_id = uuid::Builder::from_random_bytes(bytes).into_uuid();

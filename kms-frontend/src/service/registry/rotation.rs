@@ -171,7 +171,7 @@ impl Registry {
         entropy: &dyn Entropy,
     ) -> Result<(Vec<Change>, Uuid), KmsError> {
         let id = self
-            .checked(key_id, false, KeyOp::EnableKeyRotation)?
+            .checked(key_id, false, KeyOp::RotateKeyOnDemand)?
             .key_id;
         self.check_not_replica(&id)?;
         let mut rotations = self.rotations.get(&id).cloned().unwrap_or_default();

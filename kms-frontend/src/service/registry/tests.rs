@@ -512,3 +512,95 @@ fn rotations_add_current_material_and_reload_whole() {
     assert_eq!(open(3, &sealed3).unwrap(), b"three");
     assert!(open(2, &sealed3).is_err(), "materials are distinct");
 }
+
+#[test]
+fn imported_material_ids_are_keyed_by_the_master_key() {
+    // The same material in the same key has one id under one master key...
+    let (a, b) = (registry(), registry());
+    let id = Uuid::from_u128(7);
+    let material = [5u8; 32];
+    let first = a.imported_material_id(&id, &material);
+    assert_eq!(first, a.imported_material_id(&id, &material));
+    assert_eq!(first.len(), 64);
+    // ...but is no function of the material alone: an unkeyed hash would let whoever sees
+    // the id test guesses of the material.
+    assert_ne!(first, b.imported_material_id(&id, &material));
+    use sha2::{Digest, Sha256};
+    let unkeyed = Sha256::new()
+        .chain_update(b"hsmkms/imported-material-id/v1/")
+        .chain_update(id.as_bytes())
+        .chain_update(material)
+        .finalize();
+    assert_ne!(first, hex::encode(unkeyed));
+    assert_ne!(
+        first,
+        a.imported_material_id(&Uuid::from_u128(8), &material)
+    );
+}
+
+#[test]
+fn an_expiry_is_checked_for_one_key() {
+    let mut r = registry();
+    let (id, record, _) = r
+        .new_key(
+            NewKeyMaterial::External {
+                spec: KeySpec::SymmetricDefault,
+                usage: KeyUsage::EncryptDecrypt,
+            },
+            None,
+            None,
+            vec![],
+            1_000,
+            &OsEntropy,
+        )
+        .unwrap();
+    let changes = r.insert_key(record, false).unwrap();
+    apply(&mut r, changes);
+    assert!(!r.expired(&id, u64::MAX), "no material, nothing expires");
+    let material = SecretBytes::new(vec![1u8; 32]);
+    let (changes, _) = r.plan_import(id, &material, Some(5_000)).unwrap();
+    apply(&mut r, changes);
+    assert!(!r.expired(&id, 4_999));
+    assert!(r.expired(&id, 5_000));
+    assert_eq!(r.due_expirations(5_000), vec![id]);
+    assert!(!r.expired(&Uuid::from_u128(1), u64::MAX));
+}
+
+#[test]
+fn material_imported_under_an_unkeyed_id_can_be_imported_again() {
+    use crate::service::model::ImportedMaterial;
+    let mut r = registry();
+    let (id, mut record, _) = r
+        .new_key(
+            NewKeyMaterial::External {
+                spec: KeySpec::SymmetricDefault,
+                usage: KeyUsage::EncryptDecrypt,
+            },
+            None,
+            None,
+            vec![],
+            1_000,
+            &OsEntropy,
+        )
+        .unwrap();
+    // A key as an earlier version left it: material imported, then deleted, under the
+    // unkeyed id.
+    let material = SecretBytes::new(vec![3u8; 32]);
+    let legacy = super::import::legacy_material_id(&id, material.expose());
+    record.origin = KeyOrigin::External {
+        spec: KeySpec::SymmetricDefault,
+        usage: KeyUsage::EncryptDecrypt,
+        material_id: Some(legacy.clone()),
+        imported: None::<ImportedMaterial>,
+    };
+    let changes = r.insert_key(record, false).unwrap();
+    apply(&mut r, changes);
+    let (changes, material_id) = r.plan_import(id, &material, None).unwrap();
+    assert_eq!(material_id, legacy, "the id the key had is kept");
+    apply(&mut r, changes);
+    let other = SecretBytes::new(vec![4u8; 32]);
+    assert_eq!(
+        r.plan_import(id, &other, None).unwrap_err().type_name(),
+        "IncorrectKeyMaterialException"
+    );
+}
