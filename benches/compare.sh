@@ -3,7 +3,8 @@
 # handlers of `hsmkms-load echo` (parse and answer; + base64 and AES-256-GCM inline; + the
 # sealing in an actor on another arbiter: the least the same work costs) and moto's server, all
 # loaded by `wrk` (light, so the server keeps most of the machine), with `hsmkms-load bench` (which
-# signs and checks every request) beside it; then a 60-second timeline of per-second p99, memory
+# signs and checks every request) beside it, with Sign, Verify and GenerateMac measured beside
+# Encrypt at 64 connections; then a 60-second timeline of per-second p99, memory
 # and start-up time with 100,000 keys, the previous commit's binary beside this one
 # (`--baseline`), criterion figures and a profile; then BENCHMARKS.md and its charts, written by
 # `hsmkms-load report`.
@@ -55,7 +56,7 @@ if [ -z "$ROUNDS" ]; then
   [ "$QUICK" = 1 ] && ROUNDS=1
 fi
 # The length of each run taken in rounds: 6 s rather than 10 when repeated, so that three
-# rounds (69 wrk runs, 18 more with --baseline) take about 9 minutes rather than 14, and the
+# rounds (78 wrk runs, 18 more with --baseline) take about 10 minutes rather than 15, and the
 # whole run stays near half an hour.
 ROUND_DURATION=$DURATION
 if [ "$ROUNDS" -gt 1 ] && [ "$DURATION" -gt 6 ]; then
@@ -317,7 +318,9 @@ fi
 # with: at each connection count parse, inline, hsmkms with an AWS_KMS key (against inline),
 # actor, hsmkms with a key store key (against actor); at 64 connections each hsmkms Encrypt is
 # followed by the Decrypt and GenerateDataKey of the same key kind (compared with it), so the
-# 64-connection Encrypt runs serve both comparisons; then 4 KiB, inline beside hsmkms. Even
+# 64-connection Encrypt runs serve both comparisons, and the AWS_KMS key's by Sign, Verify and
+# GenerateMac (each with an AWS_KMS key of its own: ECC_NIST_P256, HMAC_256; a key store holds
+# none), three runs more a round; then 4 KiB, inline beside hsmkms. Even
 # rounds run each group backwards. Then CreateKey in a key store, on a fresh emulator each
 # round: a run at ~5,000 keys/s adds 35,000 keys in 1 + 6 s (55,000 in 1 + 10 s with one
 # round), and a second run on the same emulator could meet KMS's quota of 100,000 keys. wrk
@@ -330,7 +333,8 @@ for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
       "inline ${REF_PORT[inline]} $ANCHOR $c --op encrypt"
       "$H $c --op encrypt")
     if [ "$c" = 64 ]; then
-      group+=("$H 64 --op decrypt" "$H 64 --op generate-data-key")
+      group+=("$H 64 --op decrypt" "$H 64 --op generate-data-key"
+        "$H 64 --op sign" "$H 64 --op verify" "$H 64 --op generate-mac")
     fi
     group+=("actor ${REF_PORT[actor]} $ANCHOR $c --op encrypt" "$H $c --op encrypt --key-store")
     if [ "$c" = 64 ]; then
@@ -350,12 +354,16 @@ for ((ROUND = 1; ROUND <= ROUNDS; ROUND++)); do
 done
 ROUND=0
 
-# The project's own tool beside wrk (every answer checked), and moto, which closes each
+# The project's own tool beside wrk (every answer checked: for Sign a DER signature, for
+# Verify a valid verdict, for GenerateMac the MAC made at set-up), and moto, which closes each
 # connection after answering (wrk would count each close as an error; the tool reconnects).
 if [ -n "$WRK" ]; then
   load parse "${REF_PORT[parse]}" "$ANCHOR" --op encrypt --connections 64
   load hsmkms "$HSMKMS_PORT" "$ANCHOR" --op encrypt --connections 64
   load hsmkms "$HSMKMS_PORT" "$ANCHOR" --op encrypt --key-store --connections 64
+  for op in sign verify generate-mac; do
+    load hsmkms "$HSMKMS_PORT" "$ANCHOR" --op "$op" --connections 64
+  done
 fi
 if [ -n "$MOTO" ]; then
   for c in "${CONNECTIONS[@]}"; do

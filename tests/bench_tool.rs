@@ -1,7 +1,8 @@
 //! `hsmkms-load bench`, `echo` and `report` as a user runs them: against a real emulator
 //! it reports figures with no errors and leaves the keys it made where the SDK sees them; it
 //! refuses a server that answers 200 with something that is not KMS; its bounds are enforced;
-//! and the report turns its results into BENCHMARKS.md and a chart.
+//! and the report turns its results into BENCHMARKS.md and a chart. Sign, Verify and the MACs
+//! run the same way, with keys of their own, and the report sets them beside Encrypt.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -13,7 +14,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use aws_sdk_kms::types::{ConnectionStateType, OriginType};
+use aws_sdk_kms::types::{ConnectionStateType, KeySpec, KeyUsageType, OriginType};
 use kms_common::{free_port, hsmkms_exe, Emulator};
 
 /// The load tool's binary, built beside `hsmkms` by `cargo test --workspace` (its own crate,
@@ -351,5 +352,144 @@ async fn the_load_tool_measures_a_real_emulator_and_refuses_wrong_answers() {
     assert!(text.contains("| Resident memory with 100,000 keys | < 150 MB (143.1 MiB) | **150 MiB** (test) | **missed** |"), "{text}");
     let svg = std::fs::read_to_string(&chart).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("hsmkms encrypt, AWS_KMS key, 32 B"));
+    emulator.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_tool_signs_verifies_and_macs_against_a_real_emulator() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data");
+    let emulator = Emulator::start(&data_dir, free_port());
+    let endpoint = format!("http://127.0.0.1:{}", emulator.port);
+    let common = ["--endpoint", &endpoint, "--warmup", "0", "--duration", "1"];
+
+    // Each operation at 64 connections, as compare.sh runs it beside Encrypt: figures, the
+    // algorithm named, and not one error (every signature DER, every verdict valid, every
+    // MAC the one made at set-up).
+    let encrypt = bench_json(&[&common[..], &["--connections", "64"]].concat());
+    check_figures(&encrypt);
+    let mut runs = vec![encrypt];
+    for (op, algorithm) in [
+        ("sign", "ECDSA_SHA_256"),
+        ("verify", "ECDSA_SHA_256"),
+        ("generate-mac", "HMAC_SHA_256"),
+        ("verify-mac", "HMAC_SHA_256"),
+    ] {
+        let run = bench_json(&[&common[..], &["--op", op, "--connections", "64"]].concat());
+        assert_eq!(run["op"], op);
+        assert_eq!(run["algorithm"], algorithm, "{run}");
+        assert_eq!(run["keyStore"], false);
+        check_figures(&run);
+        runs.push(run);
+    }
+
+    // Each run made the key it needed, as the SDK sees it: two ECC_NIST_P256 signing keys,
+    // two HMAC_256 keys, besides Encrypt's.
+    let kms = emulator.kms();
+    let keys = kms.list_keys().limit(1000).send().await.unwrap();
+    let mut kinds = Vec::new();
+    for key in keys.keys() {
+        let meta = kms
+            .describe_key()
+            .key_id(key.key_id().unwrap())
+            .send()
+            .await
+            .unwrap();
+        let meta = meta.key_metadata().unwrap();
+        if meta.key_usage() != Some(&KeyUsageType::EncryptDecrypt) {
+            kinds.push((meta.key_spec().cloned(), meta.key_usage().cloned()));
+        }
+    }
+    kinds.sort_by_key(|k| format!("{k:?}"));
+    assert_eq!(
+        kinds,
+        [
+            (Some(KeySpec::EccNistP256), Some(KeyUsageType::SignVerify)),
+            (Some(KeySpec::EccNistP256), Some(KeyUsageType::SignVerify)),
+            (
+                Some(KeySpec::Hmac256),
+                Some(KeyUsageType::GenerateVerifyMac)
+            ),
+            (
+                Some(KeySpec::Hmac256),
+                Some(KeyUsageType::GenerateVerifyMac)
+            ),
+        ]
+    );
+
+    // An existing key: the run names the first algorithm the key lists.
+    let p384 = kms
+        .create_key()
+        .key_spec(KeySpec::EccNistP384)
+        .key_usage(KeyUsageType::SignVerify)
+        .send()
+        .await
+        .unwrap();
+    let p384 = p384.key_metadata().unwrap().key_id().to_string();
+    let run = bench_json(
+        &[
+            &common[..],
+            &["--op", "verify", "--key-id", &p384, "--connections", "2"],
+        ]
+        .concat(),
+    );
+    assert_eq!(run["algorithm"], "ECDSA_SHA_384", "{run}");
+    check_figures(&run);
+
+    // A wrk script sends the Verify made at set-up and names the algorithm in its line.
+    let script = tmp.path().join("verify.lua");
+    let out = Command::new(load_exe())
+        .args(["wrk-script", "--op", "verify", "--connections", "64"])
+        .args(["--endpoint", &endpoint, "--out"])
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lua = std::fs::read_to_string(&script).unwrap();
+    assert!(lua.contains("TrentService.Verify"), "{lua}");
+    assert!(
+        lua.contains(r#""MessageType":"RAW""#) && lua.contains(r#""Signature":""#),
+        "{lua}"
+    );
+    assert!(lua.contains(r#""algorithm":"ECDSA_SHA_256","#), "{lua}");
+
+    // The report sets Sign, Verify and GenerateMac beside Encrypt.
+    let results = tmp.path().join("results.jsonl");
+    let lines: Vec<String> = runs.iter().map(|r| format!("{r}\n")).collect();
+    std::fs::write(&results, lines.concat()).unwrap();
+    let report = tmp.path().join("BENCHMARKS.md");
+    let out = Command::new(load_exe())
+        .arg("report")
+        .arg("--results")
+        .arg(&results)
+        .arg("--out")
+        .arg(&report)
+        .arg("--chart")
+        .arg(tmp.path().join("encrypt.svg"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&report).unwrap();
+    assert!(
+        text.contains("## Sign, Verify and GenerateMac beside Encrypt"),
+        "{text}"
+    );
+    for row in [
+        "| Encrypt, 32 B plaintext | — |",
+        "| Sign, 32 B message | ECDSA_SHA_256 |",
+        "| Verify, 32 B message | ECDSA_SHA_256 |",
+        "| GenerateMac, 32 B message | HMAC_SHA_256 |",
+        "| VerifyMac, 32 B message | HMAC_SHA_256 |",
+    ] {
+        assert!(text.contains(row), "{row} missing from {text}");
+    }
     emulator.stop();
 }

@@ -30,7 +30,8 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value_t = Op::Encrypt)]
     pub op: Op,
     /// Use a key in a CloudHSM key store (crypto runs on an HSM) instead of an AWS_KMS key; with
-    /// `create-key`, create keys in the store. A connected store named `--key-store-name` is
+    /// `create-key`, create keys in the store. Not with sign, verify and the MACs: a store holds
+    /// only symmetric encryption keys. A connected store named `--key-store-name` is
     /// used, or created from the first ACTIVE cluster and connected.
     #[arg(long)]
     pub key_store: bool,
@@ -46,10 +47,13 @@ pub struct BenchArgs {
     /// kmsuser password for a key store the tool creates.
     #[arg(long, default_value = "kmsPassword1", hide_default_value = true)]
     pub kmsuser_password: String,
-    /// Use this existing key instead of creating one.
+    /// Use this existing key instead of creating one (sign, verify and the MACs then name the
+    /// first algorithm its metadata lists; without it they make an ECC_NIST_P256 key for
+    /// ECDSA_SHA_256, or an HMAC_256 key for HMAC_SHA_256).
     #[arg(long)]
     pub key_id: Option<String>,
-    /// Plaintext size of encrypt and decrypt requests (1 to 4096).
+    /// Plaintext size of encrypt and decrypt requests, and message size of sign, verify,
+    /// generate-mac and verify-mac (RAW messages), 1 to 4096.
     #[arg(long, default_value_t = 32)]
     pub plaintext_bytes: usize,
     /// Connections, each sending one request after another.
@@ -132,6 +136,9 @@ pub struct RunResult {
     pub errors: u64,
     pub requests_per_second: f64,
     pub latency_ms: Latency,
+    /// The signing or MAC algorithm of sign, verify and the MACs (absent for other operations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<String>,
     pub error_samples: Vec<String>,
     /// Each whole second of the measured window, in order (`--timeline`; empty otherwise).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -225,8 +232,11 @@ fn print_table(r: &RunResult) {
             } else {
                 "AWS_KMS key"
             };
-            match op {
-                "generate-data-key" => key.to_string(),
+            match (op, &r.algorithm) {
+                ("generate-data-key", _) => key.to_string(),
+                (_, Some(algorithm)) => {
+                    format!("{key}, {algorithm}, {} B message", r.plaintext_bytes)
+                }
                 _ => format!("{key}, {} B plaintext", r.plaintext_bytes),
             }
         }
@@ -269,11 +279,18 @@ pub async fn prepare(args: &BenchArgs) -> Result<(Endpoint, Plan)> {
     if args.connections == 0 || args.connections > MAX_CONNECTIONS {
         bail!("--connections must be 1 to {MAX_CONNECTIONS}");
     }
-    let needs_plaintext = matches!(args.op, Op::Encrypt | Op::Decrypt);
+    let needs_plaintext = matches!(args.op, Op::Encrypt | Op::Decrypt) || args.op.takes_message();
     if args.plaintext_bytes > 4096 || (needs_plaintext && args.plaintext_bytes == 0) {
         bail!(
             "--plaintext-bytes must be 1 to 4096 (KMS's limit), not {}",
             args.plaintext_bytes
+        );
+    }
+    if args.op.takes_message() && (args.key_store || args.key_store_id.is_some()) {
+        bail!(
+            "--op {} needs an AWS_KMS key: a custom key store holds only symmetric encryption \
+             keys",
+            args.op.name()
         );
     }
     let access = std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_else(|_| "test".into());
@@ -419,6 +436,7 @@ pub async fn run(args: &BenchArgs) -> Result<RunResult> {
             max: ms(histogram.max()),
             mean: histogram.mean() / 1000.0,
         },
+        algorithm: plan.algorithm.clone(),
         error_samples: samples,
         timeline: if args.timeline {
             timeline(&answers, elapsed)

@@ -1,6 +1,7 @@
 //! What the load tool sends and how it checks each answer: a 200 that is not a proper KMS answer
 //! counts as an error, so a server cannot look fast by answering garbage. Also the set-up before
-//! a run: the key (and, with `--key-store`, a connected custom key store) the requests use.
+//! a run: the key (and, with `--key-store`, a connected custom key store) the requests use, and
+//! for Verify, GenerateMac and VerifyMac the signature or MAC made once to check against.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -21,6 +22,10 @@ pub enum Op {
     Decrypt,
     GenerateDataKey,
     CreateKey,
+    Sign,
+    Verify,
+    GenerateMac,
+    VerifyMac,
 }
 
 impl Op {
@@ -30,6 +35,10 @@ impl Op {
             Op::Decrypt => "decrypt",
             Op::GenerateDataKey => "generate-data-key",
             Op::CreateKey => "create-key",
+            Op::Sign => "sign",
+            Op::Verify => "verify",
+            Op::GenerateMac => "generate-mac",
+            Op::VerifyMac => "verify-mac",
         }
     }
 
@@ -40,7 +49,29 @@ impl Op {
             Op::Decrypt => "TrentService.Decrypt",
             Op::GenerateDataKey => "TrentService.GenerateDataKey",
             Op::CreateKey => "TrentService.CreateKey",
+            Op::Sign => "TrentService.Sign",
+            Op::Verify => "TrentService.Verify",
+            Op::GenerateMac => "TrentService.GenerateMac",
+            Op::VerifyMac => "TrentService.VerifyMac",
         }
+    }
+
+    /// The key a run of this operation makes when it is given none: its `KeySpec`, its
+    /// `KeyUsage` and the algorithm every request names. `None` for the symmetric encryption
+    /// key of Encrypt, Decrypt and GenerateDataKey (CreateKey's default).
+    pub fn key_kind(self) -> Option<(&'static str, &'static str, &'static str)> {
+        match self {
+            Op::Sign | Op::Verify => Some(("ECC_NIST_P256", "SIGN_VERIFY", "ECDSA_SHA_256")),
+            Op::GenerateMac | Op::VerifyMac => {
+                Some(("HMAC_256", "GENERATE_VERIFY_MAC", "HMAC_SHA_256"))
+            }
+            Op::Encrypt | Op::Decrypt | Op::GenerateDataKey | Op::CreateKey => None,
+        }
+    }
+
+    /// Whether the operation signs or MACs a message (`--plaintext-bytes` is its size).
+    pub fn takes_message(self) -> bool {
+        self.key_kind().is_some()
     }
 }
 
@@ -69,7 +100,13 @@ pub struct Plan {
     pub key_arn: String,
     /// The store new keys go to (`create-key --key-store`).
     pub key_store: Option<String>,
+    /// The plaintext of Encrypt and Decrypt; the message of Sign, Verify and the MACs.
     pub plaintext: Vec<u8>,
+    /// The signing or MAC algorithm every request names, which answers must name too.
+    pub algorithm: Option<String>,
+    /// The MAC GenerateMac made at set-up: HMAC is deterministic, so every GenerateMac answer
+    /// must be this one (empty for other operations).
+    pub mac: Vec<u8>,
     /// The body every request sends (`create-key` sends the same body each time).
     pub body: Vec<u8>,
     /// `X-Amz-Target` of every request.
@@ -100,6 +137,12 @@ struct CryptoAnswer<'a> {
     key_id: Option<&'a str>,
     ciphertext_blob: Option<&'a str>,
     plaintext: Option<&'a str>,
+    signature: Option<&'a str>,
+    signing_algorithm: Option<&'a str>,
+    signature_valid: Option<bool>,
+    mac: Option<&'a str>,
+    mac_algorithm: Option<&'a str>,
+    mac_valid: Option<bool>,
 }
 
 /// Finds a connected store, or creates and connects one (on hsmkms, from its first ACTIVE
@@ -195,6 +238,58 @@ fn create_key_body(key_store: Option<&str>) -> Value {
     }
 }
 
+/// The CreateKey body of the key a run of `op` uses (a symmetric encryption key unless the
+/// operation needs another kind).
+fn run_key_body(op: Op, key_store: Option<&str>) -> Value {
+    let mut body = create_key_body(key_store);
+    if let Some((spec, usage, _)) = op.key_kind() {
+        body["KeySpec"] = spec.into();
+        body["KeyUsage"] = usage.into();
+    }
+    body
+}
+
+/// The length of an HMAC with this algorithm, in bytes.
+fn mac_len(algorithm: &str) -> Option<usize> {
+    match algorithm {
+        "HMAC_SHA_224" => Some(28),
+        "HMAC_SHA_256" => Some(32),
+        "HMAC_SHA_384" => Some(48),
+        "HMAC_SHA_512" => Some(64),
+        _ => None,
+    }
+}
+
+/// Whether `sig` can be a signature made with `algorithm`: ECDSA and SM2 signatures are DER
+/// SEQUENCEs whose length is the rest of the signature; an RSA signature is as long as the
+/// modulus (2048 bits at least). The load tool has no verifier of its own: Verify runs do that.
+fn plausible_signature(algorithm: &str, sig: &[u8]) -> bool {
+    if algorithm.starts_with("ECDSA_") || algorithm == "SM2DSA" {
+        return match sig {
+            [0x30, n, rest @ ..] if *n < 0x80 => rest.len() == usize::from(*n),
+            [0x30, 0x81, n, rest @ ..] => *n >= 0x80 && rest.len() == usize::from(*n),
+            _ => false,
+        };
+    }
+    if algorithm.starts_with("RSASSA_") {
+        return sig.len() >= 256;
+    }
+    !sig.is_empty()
+}
+
+/// The algorithm a run with an existing key (`--key-id`) names: the first its metadata lists
+/// for the operation.
+fn algorithm_of(meta: &Value, op: Op) -> Result<String> {
+    let list = match op {
+        Op::Sign | Op::Verify => "SigningAlgorithms",
+        _ => "MacAlgorithms",
+    };
+    meta[list][0]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("the key lists no {list}: it cannot serve {}", op.name()))
+}
+
 /// Sets up a run: the key store and key it uses, the body it sends.
 pub async fn plan(
     conn: &mut Connection,
@@ -203,6 +298,7 @@ pub async fn plan(
     store: Option<&KeyStoreChoice>,
     plaintext_bytes: usize,
 ) -> Result<Plan> {
+    let mut algorithm = op.key_kind().map(|(_, _, a)| a.to_string());
     let mut key_store = match store {
         Some(choice) => Some(key_store(conn, choice).await?),
         None => None,
@@ -219,11 +315,14 @@ pub async fn plan(
             key_store = described["KeyMetadata"]["CustomKeyStoreId"]
                 .as_str()
                 .map(str::to_string);
+            if op.takes_message() {
+                algorithm = Some(algorithm_of(&described["KeyMetadata"], op)?);
+            }
             (id.clone(), arn.to_string())
         }
         (_, None) => {
             let created = conn
-                .kms("CreateKey", create_key_body(key_store.as_deref()))
+                .kms("CreateKey", run_key_body(op, key_store.as_deref()))
                 .await?;
             let meta = &created["KeyMetadata"];
             let id = meta["KeyId"].as_str().unwrap_or_default().to_string();
@@ -250,12 +349,58 @@ pub async fn plan(
         }
         Op::GenerateDataKey => json!({"KeyId": key_id, "KeySpec": "AES_256"}),
         Op::CreateKey => create_key_body(key_store.as_deref()),
+        Op::Sign | Op::Verify => json!({
+            "KeyId": key_id,
+            "Message": B64.encode(&plaintext),
+            "MessageType": "RAW",
+            "SigningAlgorithm": algorithm,
+        }),
+        Op::GenerateMac | Op::VerifyMac => json!({
+            "KeyId": key_id,
+            "Message": B64.encode(&plaintext),
+            "MacAlgorithm": algorithm,
+        }),
+    };
+    // Verify checks a signature, and VerifyMac a MAC, made once here; GenerateMac's answers
+    // must all be the MAC made here.
+    let mut mac = Vec::new();
+    let body = match op {
+        Op::Verify => {
+            let signed = conn.kms("Sign", body.clone()).await?;
+            let signature = signed["Signature"]
+                .as_str()
+                .ok_or_else(|| anyhow!("Sign answered no Signature"))?;
+            let mut body = body;
+            body["Signature"] = signature.into();
+            body
+        }
+        Op::GenerateMac | Op::VerifyMac => {
+            let made = conn.kms("GenerateMac", body.clone()).await?;
+            let text = made["Mac"]
+                .as_str()
+                .ok_or_else(|| anyhow!("GenerateMac answered no Mac"))?;
+            mac = B64
+                .decode(text)
+                .map_err(|_| anyhow!("GenerateMac's Mac is not base64"))?;
+            let algorithm = algorithm.as_deref().unwrap_or_default();
+            if mac_len(algorithm).is_some_and(|n| n != mac.len()) {
+                bail!("GenerateMac answered a {}-byte {algorithm}", mac.len());
+            }
+            let mut body = body;
+            if op == Op::VerifyMac {
+                body["Mac"] = text.into();
+            }
+            body
+        }
+        _ => body,
     };
     Ok(Plan {
         op,
         key_arn,
         key_store,
         plaintext,
+        algorithm,
+        mac,
         body: serde_json::to_vec(&body)?,
         target: op.target(),
     })
@@ -302,7 +447,7 @@ impl Plan {
                     None => {}
                 }
             }
-            Op::Encrypt | Op::Decrypt | Op::GenerateDataKey => {
+            _ => {
                 let got: CryptoAnswer = serde_json::from_slice(&answer.body).map_err(bad)?;
                 if got.key_id != Some(self.key_arn.as_str()) {
                     return Err(format!(
@@ -324,7 +469,7 @@ impl Plan {
                             return Err("Plaintext is not what was encrypted".into());
                         }
                     }
-                    _ => {
+                    Op::GenerateDataKey => {
                         let key = decode(got.plaintext, "Plaintext")?;
                         if key.len() != 32 {
                             return Err("data key is not 32 bytes".into());
@@ -334,6 +479,45 @@ impl Plan {
                             return Err("CiphertextBlob cannot hold a sealed data key".into());
                         }
                     }
+                    Op::Sign | Op::Verify => {
+                        let algorithm = self.algorithm.as_deref();
+                        if got.signing_algorithm != algorithm {
+                            return Err(format!(
+                                "SigningAlgorithm is {:?}, not {algorithm:?}",
+                                got.signing_algorithm
+                            ));
+                        }
+                        if self.op == Op::Verify {
+                            if got.signature_valid != Some(true) {
+                                return Err("SignatureValid is not true".into());
+                            }
+                        } else {
+                            let signature = decode(got.signature, "Signature")?;
+                            if !plausible_signature(algorithm.unwrap_or_default(), &signature) {
+                                return Err(format!(
+                                    "Signature cannot be a {} signature",
+                                    algorithm.unwrap_or_default()
+                                ));
+                            }
+                        }
+                    }
+                    Op::GenerateMac | Op::VerifyMac => {
+                        let algorithm = self.algorithm.as_deref();
+                        if got.mac_algorithm != algorithm {
+                            return Err(format!(
+                                "MacAlgorithm is {:?}, not {algorithm:?}",
+                                got.mac_algorithm
+                            ));
+                        }
+                        if self.op == Op::VerifyMac {
+                            if got.mac_valid != Some(true) {
+                                return Err("MacValid is not true".into());
+                            }
+                        } else if decode(got.mac, "Mac")? != self.mac {
+                            return Err("Mac is not the message's MAC made at set-up".into());
+                        }
+                    }
+                    Op::CreateKey => {}
                 }
             }
         }
@@ -353,6 +537,8 @@ mod tests {
             key_arn: ARN.into(),
             key_store: None,
             plaintext: b"attack at dawn".to_vec(),
+            algorithm: op.key_kind().map(|(_, _, a)| a.to_string()),
+            mac: Vec::new(),
             body: Vec::new(),
             target: op.target(),
         }
@@ -456,5 +642,94 @@ mod tests {
         assert_eq!(gdk.check(&answer(200, ok)), Ok(()));
         assert!(gdk.check(&answer(200, short)).is_err());
         assert!(gdk.check(&answer(200, same)).is_err());
+    }
+
+    /// A DER ECDSA P-256 signature: SEQUENCE { INTEGER r, INTEGER s }, 70 bytes.
+    fn ecdsa_signature() -> Vec<u8> {
+        let mut sig = vec![0x30, 68, 0x02, 32];
+        sig.extend([1u8; 32]);
+        sig.extend([0x02, 32]);
+        sig.extend([2u8; 32]);
+        sig
+    }
+
+    #[test]
+    fn a_signature_must_name_the_algorithm_and_be_one() {
+        let sign = plan(Op::Sign);
+        let sig = B64.encode(ecdsa_signature());
+        let ok = json!({"KeyId": ARN, "Signature": sig, "SigningAlgorithm": "ECDSA_SHA_256"});
+        assert_eq!(sign.check(&answer(200, ok)), Ok(()));
+        // Another algorithm, no signature, one that is not DER, another key.
+        let truncated = B64.encode(&ecdsa_signature()[..40]);
+        for bad in [
+            json!({"KeyId": ARN, "Signature": sig, "SigningAlgorithm": "ECDSA_SHA_384"}),
+            json!({"KeyId": ARN, "SigningAlgorithm": "ECDSA_SHA_256"}),
+            json!({"KeyId": ARN, "Signature": B64.encode(b"attack at dawn"), "SigningAlgorithm": "ECDSA_SHA_256"}),
+            json!({"KeyId": ARN, "Signature": truncated, "SigningAlgorithm": "ECDSA_SHA_256"}),
+            json!({"KeyId": "arn:aws:kms:us-east-1:111122223333:key/other", "Signature": sig, "SigningAlgorithm": "ECDSA_SHA_256"}),
+        ] {
+            assert!(sign.check(&answer(200, bad.clone())).is_err(), "{bad}");
+        }
+        // DER's long form (P-521's signatures pass 127 bytes); RSA's length.
+        let mut long = vec![0x30, 0x81, 135];
+        long.extend([0u8; 135]);
+        assert!(plausible_signature("ECDSA_SHA_512", &long));
+        assert!(!plausible_signature("ECDSA_SHA_512", &long[..100]));
+        assert!(plausible_signature("RSASSA_PSS_SHA_256", &[5u8; 256]));
+        assert!(!plausible_signature("RSASSA_PSS_SHA_256", &[5u8; 70]));
+    }
+
+    #[test]
+    fn a_verification_must_say_valid() {
+        let verify = plan(Op::Verify);
+        let ok = json!({"KeyId": ARN, "SignatureValid": true, "SigningAlgorithm": "ECDSA_SHA_256"});
+        assert_eq!(verify.check(&answer(200, ok)), Ok(()));
+        for bad in [
+            json!({"KeyId": ARN, "SignatureValid": false, "SigningAlgorithm": "ECDSA_SHA_256"}),
+            json!({"KeyId": ARN, "SigningAlgorithm": "ECDSA_SHA_256"}),
+            json!({"KeyId": ARN, "SignatureValid": true}),
+        ] {
+            assert!(verify.check(&answer(200, bad.clone())).is_err(), "{bad}");
+        }
+        // KMS answers a signature that does not verify with an error, not SignatureValid false.
+        let invalid = answer(400, json!({"__type": "KMSInvalidSignatureException"}));
+        assert!(verify.check(&invalid).is_err());
+    }
+
+    #[test]
+    fn every_mac_must_be_the_one_made_at_set_up() {
+        let mut generate = plan(Op::GenerateMac);
+        generate.mac = vec![9u8; 32];
+        let ok =
+            json!({"KeyId": ARN, "Mac": B64.encode([9u8; 32]), "MacAlgorithm": "HMAC_SHA_256"});
+        assert_eq!(generate.check(&answer(200, ok)), Ok(()));
+        for bad in [
+            json!({"KeyId": ARN, "Mac": B64.encode([8u8; 32]), "MacAlgorithm": "HMAC_SHA_256"}),
+            json!({"KeyId": ARN, "Mac": B64.encode([9u8; 32]), "MacAlgorithm": "HMAC_SHA_512"}),
+            json!({"KeyId": ARN, "MacAlgorithm": "HMAC_SHA_256"}),
+        ] {
+            assert!(generate.check(&answer(200, bad.clone())).is_err(), "{bad}");
+        }
+        let verify = plan(Op::VerifyMac);
+        let ok = json!({"KeyId": ARN, "MacValid": true, "MacAlgorithm": "HMAC_SHA_256"});
+        let bad = json!({"KeyId": ARN, "MacValid": false, "MacAlgorithm": "HMAC_SHA_256"});
+        assert_eq!(verify.check(&answer(200, ok)), Ok(()));
+        assert!(verify.check(&answer(200, bad)).is_err());
+    }
+
+    #[test]
+    fn signing_and_mac_runs_make_the_key_they_need() {
+        let sign = run_key_body(Op::Verify, None);
+        assert_eq!(
+            (&sign["KeySpec"], &sign["KeyUsage"]),
+            (&json!("ECC_NIST_P256"), &json!("SIGN_VERIFY"))
+        );
+        let mac = run_key_body(Op::GenerateMac, None);
+        assert_eq!(
+            (&mac["KeySpec"], &mac["KeyUsage"]),
+            (&json!("HMAC_256"), &json!("GENERATE_VERIFY_MAC"))
+        );
+        // Encrypt's key is CreateKey's default: no spec or usage named.
+        assert!(run_key_body(Op::Encrypt, None).get("KeySpec").is_none());
     }
 }

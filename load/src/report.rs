@@ -2,8 +2,8 @@
 //! `benches/compare.sh`) into `BENCHMARKS.md`, an SVG chart of requests/s and p99 latency
 //! against connection count, and an SVG chart of the per-second p99 timeline. Every ratio in it
 //! is between figures of the same run: hsmkms against the reference handlers of
-//! `hsmkms-load echo` (the least the same work costs), Decrypt against Encrypt, and the binary
-//! of `--baseline` against the one measured.
+//! `hsmkms-load echo` (the least the same work costs), Decrypt, GenerateDataKey, Sign, Verify
+//! and GenerateMac against Encrypt, and the binary of `--baseline` against the one measured.
 //!
 //! A figure measured in several rounds (`compare.sh --rounds`, each line with its `round`) is
 //! reported as the median of its runs, and a ratio as the median of the per-round ratios with
@@ -108,6 +108,15 @@ const OWN: &str = "hsmkms-load";
 const BEFORE: &str = "before";
 const AFTER: &str = "after";
 
+/// Whether an operation's runs differ by `plaintextBytes`: its plaintext (Encrypt, Decrypt) or
+/// its message (Sign, Verify and the MACs) is that long.
+fn sized(op: &str) -> bool {
+    matches!(
+        op,
+        "encrypt" | "decrypt" | "sign" | "verify" | "generate-mac" | "verify-mac"
+    )
+}
+
 /// The series of the chart and the tables: one target, one operation, one kind of key, one
 /// load generator.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -140,7 +149,7 @@ impl Series {
             (true, _, false) => ", AWS_KMS key",
             _ => "",
         };
-        let size = if self.op == "encrypt" || self.op == "decrypt" {
+        let size = if sized(&self.op) {
             format!(", {} B", self.plaintext_bytes)
         } else {
             String::new()
@@ -318,7 +327,7 @@ impl Results {
                         && r.op == op
                         && r.key_store == key_store
                         && r.connections == conns
-                        && (r.plaintext_bytes == bytes || (op != "encrypt" && op != "decrypt"))
+                        && (r.plaintext_bytes == bytes || !sized(op))
                         && r.timeline.is_empty()
                 })
                 .collect(),
@@ -905,6 +914,7 @@ fn render(results: &Results, inputs: &Inputs) -> String {
     let _ = writeln!(out);
 
     ladder(&mut out, results, primary);
+    beside_encrypt(&mut out, results, primary);
     latency(&mut out, results, inputs, primary);
     timeline_section(&mut out, results, inputs);
     beside(&mut out, results, primary);
@@ -992,6 +1002,97 @@ fn ladder(out: &mut String, results: &Results, primary: &str) {
             vs(&before)
         );
         before = Some(m);
+    }
+    let _ = writeln!(out);
+}
+
+/// The operations measured beside Encrypt with an AWS_KMS key at 64 connections, with their
+/// titles; VerifyMac is shown only when a run measured it (`compare.sh` does not).
+const BESIDE_ENCRYPT: [(&str, &str); 4] = [
+    ("sign", "Sign"),
+    ("verify", "Verify"),
+    ("generate-mac", "GenerateMac"),
+    ("verify-mac", "VerifyMac"),
+];
+
+/// Sign, Verify and GenerateMac (AWS_KMS keys, 64 connections) beside the Encrypt of the same
+/// rounds: requests/s, latency, and the ratio to Encrypt.
+fn beside_encrypt(out: &mut String, results: &Results, primary: &str) {
+    let _ = writeln!(
+        out,
+        "## Sign, Verify and GenerateMac beside Encrypt
+"
+    );
+    let measured: Vec<(&str, Option<Measured>)> = BESIDE_ENCRYPT
+        .iter()
+        .map(|&(op, title)| (title, results.find("hsmkms", op, false, 64, 32)))
+        .filter(|(title, m)| m.is_some() || *title != "VerifyMac")
+        .collect();
+    if measured.iter().all(|(_, m)| m.is_none()) {
+        let _ = writeln!(
+            out,
+            "Not measured in this run: `benches/compare.sh` measures them at 64 connections \
+             beside Encrypt.\n"
+        );
+        return;
+    }
+    let encrypt = results.find("hsmkms", "encrypt", false, 64, 32);
+    let _ = writeln!(
+        out,
+        "hsmkms with AWS_KMS keys, 64 connections, loaded by {primary}, in the same rounds as \
+         Encrypt with an AWS_KMS key: each run follows that Encrypt and its Decrypt and \
+         GenerateDataKey (precedes them in reversed rounds), and × Encrypt is the median of the \
+         per-round ratios, with their range. Each request carries a 32-byte RAW message: Sign \
+         and Verify use an ECC_NIST_P256 key (Verify checks one signature made at set-up), the \
+         MACs an HMAC_256 key.{}\n",
+        if primary == WRK {
+            " wrk checks only the status of each answer; `hsmkms-load bench`'s runs of the same \
+             operations, which check every signature, verdict and MAC, are in the section \
+             \"wrk beside `hsmkms-load bench`\"."
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(
+        out,
+        "| operation | algorithm | requests/s | p50 ms | p99 ms | errors | runs | × Encrypt |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+    let row = |out: &mut String, what: &str, m: &Measured, vs: String| {
+        let l = m.latency();
+        let _ = writeln!(
+            out,
+            "| {what} | {} | {} | {:.2} | {:.2} | {} | {} | {vs} |",
+            m.first().algorithm.as_deref().unwrap_or("—"),
+            thousands(m.rps()),
+            l.p50,
+            l.p99,
+            m.errors(),
+            m.runs.len()
+        );
+    };
+    match &encrypt {
+        // Encrypt against itself is 1 in every round: no range to show.
+        Some(e) => row(out, "Encrypt, 32 B plaintext", e, ratio(1.0)),
+        None => {
+            let _ = writeln!(
+                out,
+                "| Encrypt, 32 B plaintext | | not measured | | | | | |"
+            );
+        }
+    }
+    for (title, m) in measured {
+        match m {
+            Some(m) => {
+                let vs = encrypt
+                    .as_ref()
+                    .map_or("—".to_string(), |e| Ratio::of(&m, e).show());
+                row(out, &format!("{title}, 32 B message"), &m, vs);
+            }
+            None => {
+                let _ = writeln!(out, "| {title}, 32 B message | | not measured | | | | | |");
+            }
+        }
     }
     let _ = writeln!(out);
 }
@@ -1754,5 +1855,87 @@ mod tests {
         let once = results.find("hsmkms", "encrypt", false, 64, 32).unwrap();
         let rounds = results.find("parse", "encrypt", false, 64, 32).unwrap();
         assert_eq!(Ratio::of(&once, &rounds).show(), "0.70×");
+    }
+
+    #[test]
+    fn sign_verify_and_mac_stand_beside_the_encrypt_of_their_rounds() {
+        // AWS_KMS keys at 64 connections in two rounds, the second reversed and on a slower
+        // machine. Against Encrypt, per round: Sign 0.50 and 0.60, Verify 0.40 and 0.50,
+        // GenerateMac 0.90 and 0.80.
+        let with = |line: String, algorithm: &str| {
+            let mut run: Value = serde_json::from_str(&line).unwrap();
+            run["algorithm"] = algorithm.into();
+            format!("{run}\n")
+        };
+        let mut text = String::new();
+        text += &line("hsmkms", "encrypt", false, 30_000.0, 5.0, Some(1));
+        text += &with(
+            line("hsmkms", "sign", false, 15_000.0, 6.0, Some(1)),
+            "ECDSA_SHA_256",
+        );
+        text += &with(
+            line("hsmkms", "verify", false, 12_000.0, 7.0, Some(1)),
+            "ECDSA_SHA_256",
+        );
+        text += &with(
+            line("hsmkms", "generate-mac", false, 27_000.0, 5.0, Some(1)),
+            "HMAC_SHA_256",
+        );
+        text += &with(
+            line("hsmkms", "generate-mac", false, 16_000.0, 7.0, Some(2)),
+            "HMAC_SHA_256",
+        );
+        text += &with(
+            line("hsmkms", "verify", false, 10_000.0, 9.0, Some(2)),
+            "ECDSA_SHA_256",
+        );
+        text += &with(
+            line("hsmkms", "sign", false, 12_000.0, 8.0, Some(2)),
+            "ECDSA_SHA_256",
+        );
+        text += &line("hsmkms", "encrypt", false, 20_000.0, 5.0, Some(2));
+        let results = parse(&text, "test").unwrap();
+        let mut out = String::new();
+        beside_encrypt(&mut out, &results, WRK);
+        for row in [
+            "| Encrypt, 32 B plaintext | — | 25,000 | 1.00 | 5.00 | 0 | 2 | 1.00× |",
+            "| Sign, 32 B message | ECDSA_SHA_256 | 13,500 | 1.00 | 7.00 | 0 | 2 | 0.55× (0.50–0.60, 2 rounds) |",
+            "| Verify, 32 B message | ECDSA_SHA_256 | 11,000 | 1.00 | 8.00 | 0 | 2 | 0.45× (0.40–0.50, 2 rounds) |",
+            "| GenerateMac, 32 B message | HMAC_SHA_256 | 21,500 | 1.00 | 6.00 | 0 | 2 | 0.85× (0.80–0.90, 2 rounds) |",
+        ] {
+            assert!(out.contains(row), "{row} missing from:\n{out}");
+        }
+        // VerifyMac is not measured by compare.sh: no row for it.
+        assert!(!out.contains("VerifyMac"), "{out}");
+
+        // In the whole report, the new runs appear in that section and in the list of every
+        // run, and leave the Encrypt sections (targets, latency table) as they were.
+        let report = render(&results, &Inputs::default());
+        assert!(report.contains("| hsmkms sign, AWS_KMS key, 32 B | wrk | 64 | 1 | 15000 |"));
+        let latency = report
+            .split("## Latency against connections")
+            .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
+            .unwrap();
+        assert!(
+            !latency.contains("sign") && !latency.contains("mac"),
+            "{latency}"
+        );
+        assert_eq!(targets(&results).len(), 13);
+        let order: Vec<usize> = [
+            "## Encrypt, 32 B, 64 connections, step by step",
+            "## Sign, Verify and GenerateMac beside Encrypt",
+            "## Latency against connections",
+        ]
+        .iter()
+        .map(|h| report.find(h).unwrap())
+        .collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
+
+        // Results without them say so.
+        let encrypt_only = parse(&line("hsmkms", "encrypt", false, 1.0, 1.0, None), "t").unwrap();
+        let mut out = String::new();
+        beside_encrypt(&mut out, &encrypt_only, WRK);
+        assert!(out.contains("Not measured in this run"), "{out}");
     }
 }

@@ -68,6 +68,13 @@ pub async fn script(args: &BenchArgs) -> Result<String> {
         )?;
     }
     let key_store = plan.key_store.is_some();
+    // Sign, verify and the MACs name their algorithm, as `bench`'s results do (a name KMS
+    // spells, of capitals, digits and underscores: nothing to escape in Lua or JSON).
+    let algorithm = plan
+        .algorithm
+        .as_ref()
+        .filter(|a| a.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+        .map_or(String::new(), |a| format!(r#""algorithm":"{a}","#));
     write!(
         lua,
         r#"
@@ -83,7 +90,7 @@ done = function(summary, latency, requests)
     '{{"label":"{label}","loader":"wrk","op":"{op}","keyStore":{key_store},"connections":%d,' ..
     '"plaintextBytes":{bytes},"durationSeconds":%.3f,"requests":%d,"errors":%d,' ..
     '"requestsPerSecond":%.1f,"latencyMs":{{"p50":%.3f,"p90":%.3f,"p99":%.3f,"p999":%.3f,' ..
-    '"max":%.3f,"mean":%.3f}},"errorSamples":[]}}\n',
+    '"max":%.3f,"mean":%.3f}},{algorithm}"errorSamples":[]}}\n',
     tonumber(os.getenv("WRK_CONNECTIONS") or "{connections}"), seconds, ok, errors, ok / seconds,
     ms(latency:percentile(50)), ms(latency:percentile(90)), ms(latency:percentile(99)),
     ms(latency:percentile(99.9)), ms(latency.max), ms(latency.mean)))

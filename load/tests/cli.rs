@@ -44,6 +44,20 @@ fn runs_past_their_bounds_are_refused_before_anything_is_sent() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
+    // A key store holds only symmetric encryption keys: no signing or MAC run in one.
+    for op in ["sign", "verify", "generate-mac", "verify-mac"] {
+        let out = load(&[
+            "bench",
+            "--op",
+            op,
+            "--key-store",
+            "--endpoint",
+            "http://127.0.0.1:9",
+        ]);
+        assert!(!out.status.success(), "{op} --key-store is refused");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("needs an AWS_KMS key"), "{op}: {stderr}");
+    }
 }
 
 #[test]
