@@ -714,3 +714,270 @@ fn hex_bytes(hex: &str) -> Vec<u8> {
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
         .collect()
 }
+
+/// Rotation of imported material: new material imported for the next rotation
+/// (PENDING_ROTATION), RotateKeyOnDemand making it current, the material it replaced staying the
+/// key's (a ciphertext made under it still decrypts; deleting it leaves the key PendingImport
+/// until it comes back), all through kill -9 and expiry on the emulator clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imported_material_rotates_on_demand() {
+    use aws_sdk_kms::types::{ImportState, ImportType, IncludeKeyMaterial, KeyMaterialState};
+
+    let dir = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let emulator = Emulator::start(dir.path(), free_port());
+    let kms = emulator.kms();
+    let created = kms
+        .create_key()
+        .origin(OriginType::External)
+        .send()
+        .await
+        .unwrap();
+    let key_id = created.key_metadata().unwrap().key_id().to_string();
+    let arn = created.key_metadata().unwrap().arn().unwrap().to_string();
+
+    let import_as = |material: [u8; 32], import_type: Option<ImportType>, asked: Option<String>| {
+        let (kms, key_id, files) = (kms.clone(), key_id.clone(), files.path().to_path_buf());
+        async move {
+            let (public, token) = parameters(
+                &kms,
+                &key_id,
+                AlgorithmSpec::RsaesOaepSha256,
+                WrappingKeySpec::Rsa2048,
+            )
+            .await;
+            kms.import_key_material()
+                .key_id(&key_id)
+                .import_token(token)
+                .encrypted_key_material(Blob::new(wrap_oaep(&files, &public, &material)))
+                .expiration_model(ExpirationModelType::KeyMaterialDoesNotExpire)
+                .set_import_type(import_type)
+                .set_key_material_id(asked)
+                .send()
+                .await
+        }
+    };
+    let current = |kms: aws_sdk_kms::Client| {
+        let key_id = key_id.clone();
+        async move {
+            kms.describe_key()
+                .key_id(&key_id)
+                .send()
+                .await
+                .unwrap()
+                .key_metadata()
+                .unwrap()
+                .current_key_material_id()
+                .map(str::to_string)
+        }
+    };
+    let materials = |kms: aws_sdk_kms::Client, include: IncludeKeyMaterial| {
+        let key_id = key_id.clone();
+        async move {
+            kms.list_key_rotations()
+                .key_id(&key_id)
+                .include_key_material(include)
+                .send()
+                .await
+                .unwrap()
+                .rotations()
+                .iter()
+                .map(|r| {
+                    (
+                        r.key_material_id().unwrap().to_string(),
+                        r.key_material_state().unwrap().clone(),
+                        r.import_state().unwrap().clone(),
+                        r.rotation_date().is_some(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+
+    let (a, b) = ([0xa1u8; 32], [0xb2u8; 32]);
+    let id_a = import_as(a, None, None)
+        .await
+        .unwrap()
+        .key_material_id()
+        .unwrap()
+        .to_string();
+    assert_eq!(current(kms.clone()).await.as_deref(), Some(id_a.as_str()));
+    let before = kms
+        .encrypt()
+        .key_id(&key_id)
+        .plaintext(Blob::new("under A"))
+        .send()
+        .await
+        .unwrap()
+        .ciphertext_blob()
+        .unwrap()
+        .clone();
+
+    // Nothing to rotate to yet (recorded).
+    let err = kms
+        .rotate_key_on_demand()
+        .key_id(&key_id)
+        .send()
+        .await
+        .unwrap_err();
+    assert_error(
+        err.as_service_error().unwrap(),
+        "KMSInvalidStateException",
+        Some(&format!(
+            "No available key material pending rotation for the key: {arn}."
+        )),
+    );
+
+    // New material waits for the rotation; A stays current.
+    let id_b = import_as(b, Some(ImportType::NewKeyMaterial), None)
+        .await
+        .unwrap()
+        .key_material_id()
+        .unwrap()
+        .to_string();
+    assert_ne!(id_a, id_b);
+    assert_eq!(current(kms.clone()).await.as_deref(), Some(id_a.as_str()));
+    assert_eq!(
+        materials(kms.clone(), IncludeKeyMaterial::AllKeyMaterial).await,
+        vec![
+            (
+                id_a.clone(),
+                KeyMaterialState::Current,
+                ImportState::Imported,
+                false
+            ),
+            (
+                id_b.clone(),
+                KeyMaterialState::PendingRotation,
+                ImportState::Imported,
+                false
+            ),
+        ]
+    );
+    assert!(materials(kms.clone(), IncludeKeyMaterial::RotationsOnly)
+        .await
+        .is_empty());
+    // A is already the key's; a second new material waits for B's rotation.
+    let err = import_as(a, Some(ImportType::NewKeyMaterial), None)
+        .await
+        .unwrap_err();
+    assert_error(
+        err.as_service_error().unwrap(),
+        "IncorrectKeyMaterialException",
+        None,
+    );
+    let err = import_as([0xc3; 32], Some(ImportType::NewKeyMaterial), None)
+        .await
+        .unwrap_err();
+    assert_error(
+        err.as_service_error().unwrap(),
+        "KMSInvalidStateException",
+        None,
+    );
+
+    // The rotation: B current, A still decrypting what it encrypted.
+    kms.rotate_key_on_demand()
+        .key_id(&key_id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(current(kms.clone()).await.as_deref(), Some(id_b.as_str()));
+    let after = kms
+        .encrypt()
+        .key_id(&key_id)
+        .plaintext(Blob::new("under B"))
+        .send()
+        .await
+        .unwrap()
+        .ciphertext_blob()
+        .unwrap()
+        .clone();
+    let decrypt = |blob: Blob| {
+        let kms = kms.clone();
+        async move {
+            kms.decrypt()
+                .ciphertext_blob(blob)
+                .send()
+                .await
+                .map(|o| o.plaintext().unwrap().as_ref().to_vec())
+        }
+    };
+    assert_eq!(decrypt(before.clone()).await.unwrap(), b"under A");
+    assert_eq!(decrypt(after.clone()).await.unwrap(), b"under B");
+    assert_eq!(
+        materials(kms.clone(), IncludeKeyMaterial::RotationsOnly).await,
+        vec![(
+            id_b.clone(),
+            KeyMaterialState::Current,
+            ImportState::Imported,
+            true
+        )]
+    );
+
+    // A, deleted by its id, leaves the key PendingImport: the key is usable only with every
+    // material it is bound to.
+    let deleted = kms
+        .delete_imported_key_material()
+        .key_id(&key_id)
+        .key_material_id(&id_a)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.key_material_id(), Some(id_a.as_str()));
+    assert_eq!(state(&kms, &key_id).await, KeyState::PendingImport);
+    let err = decrypt(before.clone()).await.unwrap_err();
+    assert_error(
+        err.as_service_error().unwrap(),
+        "KMSInvalidStateException",
+        Some(&format!("{arn} is pending import.")),
+    );
+    assert_eq!(
+        materials(kms.clone(), IncludeKeyMaterial::AllKeyMaterial).await[0],
+        (
+            id_a.clone(),
+            KeyMaterialState::NonCurrent,
+            ImportState::PendingImport,
+            false
+        )
+    );
+    // Only A's own material goes back under A's id.
+    let err = import_as(
+        [0xc3; 32],
+        Some(ImportType::ExistingKeyMaterial),
+        Some(id_a.clone()),
+    )
+    .await
+    .unwrap_err();
+    assert_error(
+        err.as_service_error().unwrap(),
+        "IncorrectKeyMaterialException",
+        None,
+    );
+    import_as(a, Some(ImportType::ExistingKeyMaterial), Some(id_a.clone()))
+        .await
+        .unwrap();
+    assert_eq!(state(&kms, &key_id).await, KeyState::Enabled);
+    assert_eq!(decrypt(before.clone()).await.unwrap(), b"under A");
+
+    // kill -9: both materials, their order and states come back.
+    emulator.crash();
+    let emulator = Emulator::start(dir.path(), free_port());
+    let kms = emulator.kms();
+    for (blob, text) in [(&before, "under A"), (&after, "under B")] {
+        let out = kms
+            .decrypt()
+            .ciphertext_blob(blob.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(out.plaintext().unwrap().as_ref(), text.as_bytes());
+    }
+    assert_eq!(current(kms.clone()).await.as_deref(), Some(id_b.as_str()));
+    assert_eq!(
+        materials(kms.clone(), IncludeKeyMaterial::AllKeyMaterial)
+            .await
+            .len(),
+        2
+    );
+    emulator.stop();
+}

@@ -229,8 +229,8 @@ async fn rotation_errors_are_aws_errors() {
         .unwrap_err();
     assert_error(err.as_service_error().unwrap(), "ValidationException", None);
 
-    // Ten on-demand rotations, then KMS's quota.
-    for _ in 0..10 {
+    // 25 on-demand rotations, then KMS's quota.
+    for _ in 0..25 {
         kms.rotate_key_on_demand()
             .key_id(key_id)
             .send()

@@ -546,10 +546,10 @@ impl Frontend {
                 .change(vec![Resource::Key(id)], |reg| {
                     // Reimported meanwhile with a later ValidTo, or deleted: nothing to do.
                     // One key's check: a scan of every key for each due one was O(n·m).
-                    if !reg.expired(&id, self.now()) {
-                        return Ok((vec![], false));
+                    match reg.plan_expire(&id, self.now()) {
+                        Some(changes) => Ok((changes, true)),
+                        None => Ok((vec![], false)),
                     }
-                    Ok((reg.plan_delete_imported(id), true))
                 })
                 .await;
             match result {

@@ -39,6 +39,8 @@ pub enum Table {
     /// Where keys live that are not in the home Region and account, or are multi-Region keys,
     /// by key id.
     Places,
+    /// The imported materials of symmetric EXTERNAL keys besides their current one, by key id.
+    Imports,
 }
 
 impl Table {
@@ -55,10 +57,11 @@ impl Table {
             Table::Grants => TableDefinition::new("grants"),
             Table::Rotations => TableDefinition::new("rotations"),
             Table::Places => TableDefinition::new("places"),
+            Table::Imports => TableDefinition::new("imports"),
         }
     }
 
-    const ALL: [Table; 11] = [
+    const ALL: [Table; 12] = [
         Table::Keys,
         Table::Aliases,
         Table::KeyStores,
@@ -70,6 +73,7 @@ impl Table {
         Table::Grants,
         Table::Rotations,
         Table::Places,
+        Table::Imports,
     ];
 }
 
@@ -153,6 +157,7 @@ pub struct Loaded {
     pub grants: Vec<(String, Vec<u8>)>,
     pub rotations: Vec<(String, Vec<u8>)>,
     pub places: Vec<(String, Vec<u8>)>,
+    pub imports: Vec<(String, Vec<u8>)>,
 }
 
 /// A handle to the storage thread; cheap to clone.
@@ -227,6 +232,7 @@ fn load(db: &Database) -> Result<Loaded, StoreError> {
             Table::Grants => &mut loaded.grants,
             Table::Rotations => &mut loaded.rotations,
             Table::Places => &mut loaded.places,
+            Table::Imports => &mut loaded.imports,
             Table::BackupImages => continue,
         };
         for item in t.iter()? {

@@ -127,6 +127,13 @@ pub struct KeyMetadataResponse {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
+pub struct DeleteImportedKeyMaterialRequest {
+    pub key_id: Option<String>,
+    pub key_material_id: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct KeyIdRequest {
     pub key_id: Option<String>,
     pub grant_tokens: Option<Vec<String>>,

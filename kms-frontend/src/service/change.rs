@@ -4,7 +4,9 @@
 
 use uuid::Uuid;
 
-use super::model::{AliasRecord, GrantRecord, KeyPlace, KeyRecord, KeyRotations};
+use super::model::{
+    AliasRecord, GrantRecord, ImportedMaterials, KeyPlace, KeyRecord, KeyRotations,
+};
 
 /// One planned change to the registry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,4 +25,6 @@ pub enum Change {
     PutRotations(Uuid, KeyRotations),
     /// Where a key lives, when not in the home scope or multi-Region (written with the key).
     PutPlace(Uuid, KeyPlace),
+    /// A symmetric EXTERNAL key's other imported materials, as they now are.
+    PutImports(Uuid, ImportedMaterials),
 }

@@ -216,6 +216,43 @@ pub struct KeyPlace {
     pub primary: bool,
 }
 
+/// The materials of a symmetric EXTERNAL key besides its current one (whose bytes and ValidTo
+/// are in the key's record): every material it rotated from, and the one imported for its next
+/// on-demand rotation. Stored apart from the record (the imports table), so records keep their
+/// layout; a key without a row has only its current material, number 0.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportedMaterials {
+    /// The number ciphertexts give the current material.
+    pub current: u32,
+    /// The current material's KeyMaterialDescription.
+    pub current_description: Option<String>,
+    /// When the current material became current by a rotation (none for the first).
+    pub current_rotated_at_millis: Option<u64>,
+    /// The materials the key rotated from, by number: permanently associated with the key, so
+    /// one that is not imported (deleted or expired) leaves the key PendingImport.
+    pub others: BTreeMap<u32, ImportedRotation>,
+    /// Material imported (ImportType NEW_KEY_MATERIAL) and waiting for RotateKeyOnDemand.
+    pub pending: Option<ImportedRotation>,
+}
+
+impl ImportedMaterials {
+    /// Whether a material the key rotated from is missing.
+    pub fn other_missing(&self) -> bool {
+        self.others.values().any(|o| o.imported.is_none())
+    }
+}
+
+/// One imported material of a symmetric EXTERNAL key that is not its current one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportedRotation {
+    pub material_id: String,
+    pub description: Option<String>,
+    /// The material and its expiry; none once deleted or expired.
+    pub imported: Option<ImportedMaterial>,
+    /// When it became current (none for the first material, and while pending rotation).
+    pub rotated_at_millis: Option<u64>,
+}
+
 /// An alias.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AliasRecord {

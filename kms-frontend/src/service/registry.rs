@@ -20,17 +20,19 @@ use super::key_ref::{key_id_text, request_scope, Arns, KeyRef};
 use super::key_spec::{KeySpec, KeyUsage};
 use super::key_state::{self, KeyOp, KeyState};
 use super::model::{
-    AliasRecord, DeletedBacking, DeletionTask, GrantRecord, KeyOrigin, KeyPlace, KeyRecord,
-    KeyRotations, KeyStoreRecord, PendingDeletion,
+    AliasRecord, DeletedBacking, DeletionTask, GrantRecord, ImportedMaterials, KeyOrigin, KeyPlace,
+    KeyRecord, KeyRotations, KeyStoreRecord, PendingDeletion,
 };
 use crate::store::{decode, Loaded, StoreError, Table, Write};
 
 mod grants;
 mod import;
+mod import_rotation;
 mod multi_region;
 mod rotation;
 pub use grants::{check_grant_tokens, GrantRequest, GRANT_OPERATIONS, MAX_GRANTS_PER_KEY};
 pub use import::{ImportToken, IMPORT_PARAMETERS_VALIDITY_MILLIS, MAX_VALID_TO_MILLIS};
+pub use import_rotation::{ImportAsk, ImportedEntry, Which};
 pub use multi_region::{MultiRegionView, ReplicaRequest};
 pub use rotation::{DEFAULT_ROTATION_PERIOD_DAYS, MAX_ON_DEMAND_ROTATIONS};
 
@@ -303,7 +305,14 @@ pub fn check_usage(record: &KeyRecord, op: KeyOp, arn: &str) -> Result<(), KmsEr
         }
         // Rotation is for symmetric encryption keys only; AWS answers other keys with an
         // UnsupportedOperationException without a message (recorded), and EXTERNAL keys with
-        // footnote 7's (recorded).
+        // footnote 7's (recorded), but for the on-demand rotation of a symmetric one's
+        // imported material (and the listing of its materials).
+        KeyOp::RotateKeyOnDemand | KeyOp::GetKeyRotationStatus | KeyOp::ListKeyRotations
+            if matches!(record.origin, KeyOrigin::External { .. })
+                && spec == KeySpec::SymmetricDefault =>
+        {
+            return Ok(());
+        }
         KeyOp::EnableKeyRotation
         | KeyOp::RotateKeyOnDemand
         | KeyOp::GetKeyRotationStatus
@@ -363,6 +372,8 @@ pub struct Registry {
     places: HashMap<Uuid, KeyPlace>,
     /// Multi-Region keys: the keys (primary and replicas) that share each `mrk-` id.
     families: HashMap<Uuid, Vec<Uuid>>,
+    /// The other imported materials of symmetric EXTERNAL keys that have more than one.
+    imports: HashMap<Uuid, ImportedMaterials>,
     /// The HMAC key of imported materials' ids, derived from the master key, so an id tells
     /// nothing of the material to whoever lacks it.
     material_id_key: aws_lc_rs::hmac::Key,
@@ -439,6 +450,7 @@ impl Registry {
             rotated: HashMap::new(),
             places: HashMap::new(),
             families: HashMap::new(),
+            imports: HashMap::new(),
             material_id_key: import::material_id_key(master),
         };
         for (_, v) in raw_keys {
@@ -450,6 +462,15 @@ impl Registry {
             match Uuid::parse_str(row) {
                 Ok(id) if registry.keys.contains_key(&id) => registry.install_place(id, place),
                 _ => tracing::warn!(%row, "a place record without its key is skipped"),
+            }
+        }
+        for (row, v) in &loaded.imports {
+            let imports: ImportedMaterials = decode(v)?;
+            match Uuid::parse_str(row) {
+                Ok(id) if registry.keys.contains_key(&id) => {
+                    registry.install_imports(id, imports)?
+                }
+                _ => tracing::warn!(%row, "an imports record without its key is skipped"),
             }
         }
         for (_, v) in &loaded.aliases {
@@ -705,11 +726,18 @@ impl Registry {
                 Some(ConnectionState::Connected)
             )
         });
+        // Every material an EXTERNAL key rotated from must be imported for it to be usable.
+        let pending_import = record.pending_import()
+            || (matches!(record.origin, KeyOrigin::External { .. })
+                && self
+                    .imports
+                    .get(&record.key_id)
+                    .is_some_and(ImportedMaterials::other_missing));
         let state = key_state::reported_state(
             record.enabled,
             record.deletion.is_some(),
             store_connected,
-            record.pending_import(),
+            pending_import,
         );
         if state == KeyState::PendingDeletion && self.has_replicas(&record.key_id) {
             return KeyState::PendingReplicaDeletion;
@@ -1005,6 +1033,9 @@ impl Registry {
                 Change::PutPlace(key_id, place) => {
                     Write::put(Table::Places, key_id.to_string(), place)
                 }
+                Change::PutImports(key_id, imports) => {
+                    Write::put(Table::Imports, key_id.to_string(), imports)
+                }
             })
             .collect()
     }
@@ -1031,6 +1062,7 @@ impl Registry {
                     self.install_rotations(key_id, rotations)?;
                 }
                 Change::PutPlace(key_id, place) => self.install_place(key_id, place),
+                Change::PutImports(key_id, imports) => self.install_imports(key_id, imports)?,
             }
         }
         Ok(())
@@ -1157,6 +1189,9 @@ impl Registry {
         if self.places.contains_key(id) {
             writes.push(Write::delete(Table::Places, id.to_string()));
         }
+        if self.imports.contains_key(id) {
+            writes.push(Write::delete(Table::Imports, id.to_string()));
+        }
         if self.rotations.contains_key(id) {
             writes.push(Write::delete(Table::Rotations, id.to_string()));
         }
@@ -1182,6 +1217,11 @@ impl Registry {
     pub fn remove_key(&mut self, id: &Uuid, aliases: &[String]) {
         self.keys.remove(id);
         self.uninstall_place(id);
+        if let Some(imports) = self.imports.remove(id) {
+            for n in imports.others.keys() {
+                self.rotated.remove(&(*id, *n));
+            }
+        }
         self.materials.remove(id);
         self.typed.remove(id);
         if let Some(rotations) = self.rotations.remove(id) {

@@ -17,7 +17,7 @@ use crate::service::key_spec::KeySpec;
 use crate::service::key_state::KeyOp;
 use crate::service::model::KeyRecord;
 use crate::service::registry::{
-    ImportToken, IMPORT_PARAMETERS_VALIDITY_MILLIS, MAX_VALID_TO_MILLIS,
+    ImportAsk, ImportToken, IMPORT_PARAMETERS_VALIDITY_MILLIS, MAX_VALID_TO_MILLIS,
 };
 
 /// KMS's `AlgorithmSpec` enum.
@@ -110,23 +110,55 @@ fn check_wrapping_for(
     Ok(())
 }
 
-/// ImportType against what the key had: NEW_KEY_MATERIAL into a key that had material would be
-/// a rotation of imported material, which hsmkms does not do; EXISTING_KEY_MATERIAL into a key
-/// that never had any names material that does not exist.
+/// ImportType EXISTING_KEY_MATERIAL into a key that never had material names material that
+/// does not exist (refused before the material is unwrapped; the rest of ImportType's rules
+/// need the material and are the registry's).
 fn check_import_type(
     record: &KeyRecord,
     import_type: Option<&str>,
     arn: &str,
 ) -> Result<(), KmsError> {
     match (import_type, record.imported_material_id()) {
-        (Some("NEW_KEY_MATERIAL"), Some(_)) => Err(KmsError::UnsupportedOperation(
-            "hsmkms does not support importing new key material into a key that already had key material (rotation of imported material); reimport the same material.".into(),
-        )),
         (Some("EXISTING_KEY_MATERIAL"), None) => Err(KmsError::IncorrectKeyMaterial(format!(
             "No key material was ever imported into {arn}, so there is no existing key material to reimport. Use ImportType NEW_KEY_MATERIAL."
         ))),
         _ => Ok(()),
     }
+}
+
+/// A `KeyMaterialId` as the model constrains it (`BackingKeyIdType`: 64 lowercase hex digits).
+fn check_material_id(id: &str) -> Result<(), KmsError> {
+    if id.len() != 64 {
+        return Err(KmsError::Validation(format!(
+            "1 validation error detected: Value '{id}' at 'keyMaterialId' failed to satisfy constraint: Member must have length equal to 64"
+        )));
+    }
+    if !id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(KmsError::Validation(format!(
+            "1 validation error detected: Value '{id}' at 'keyMaterialId' failed to satisfy constraint: Member must satisfy regular expression pattern: ^[a-f0-9]+$"
+        )));
+    }
+    Ok(())
+}
+
+/// A `KeyMaterialDescription` as the model constrains it (0 to 256 characters of
+/// `^[a-zA-Z0-9:/_\s.-]+$`).
+fn check_material_description(d: &str) -> Result<(), KmsError> {
+    if d.chars().count() > 256 {
+        return Err(KmsError::Validation(format!(
+            "1 validation error detected: Value '{d}' at 'keyMaterialDescription' failed to satisfy constraint: Member must have length less than or equal to 256"
+        )));
+    }
+    if !d.is_empty()
+        && !d
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c.is_whitespace() || ":/_.-".contains(c))
+    {
+        return Err(KmsError::Validation(format!(
+            "1 validation error detected: Value '{d}' at 'keyMaterialDescription' failed to satisfy constraint: Member must satisfy regular expression pattern: ^[a-zA-Z0-9:/_\\s.-]+$"
+        )));
+    }
+    Ok(())
 }
 
 pub(super) async fn import(
@@ -177,6 +209,12 @@ pub(super) async fn import(
         )),
         (_, None) => None,
     };
+    if let Some(id) = req.key_material_id.as_deref() {
+        check_material_id(id)?;
+    }
+    if let Some(d) = req.key_material_description.as_deref() {
+        check_material_description(d)?;
+    }
     let import_type = req.import_type.as_deref();
     // What the request can be refused for without the material: the key, its token, the
     // ImportType. Under the registry's read lock only for these lookups.
@@ -224,32 +262,35 @@ pub(super) async fn import(
             ));
         }
         check_import_type(record, import_type, &reg.key_arn(&id))?;
-        if let Some(asked) = req.key_material_id.as_deref() {
-            if Some(asked) != record.imported_material_id() {
-                return Err(KmsError::IncorrectKeyMaterial(format!(
-                    "The key material id {asked} is not associated with this KMS key."
-                )));
-            }
-        }
-        let (changes, material_id) = reg.plan_import(id, &material, valid_to)?;
+        let (changes, material_id) = reg.plan_import(
+            id,
+            &material,
+            ImportAsk {
+                import_type,
+                material_id: req.key_material_id.as_deref(),
+                description: req.key_material_description.as_deref(),
+                valid_to_millis: valid_to,
+            },
+        )?;
         Ok((changes, (reg.key_arn(&id), material_id)))
     })
     .await
     .map(|(arn, material_id)| json!({"KeyId": arn, "KeyMaterialId": material_id}))
 }
 
-pub(super) async fn delete(fe: &Arc<Frontend>, req: KeyIdRequest) -> Result<Value, KmsError> {
+pub(super) async fn delete(
+    fe: &Arc<Frontend>,
+    req: DeleteImportedKeyMaterialRequest,
+) -> Result<Value, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
+    if let Some(id) = req.key_material_id.as_deref() {
+        check_material_id(id)?;
+    }
     fe.change(lock_key(fe, &key_id), |reg| {
-        let record = reg.external_key(&key_id, KeyOp::ImportKeyMaterial)?;
-        let (id, material_id) = (
-            record.key_id,
-            record.imported_material_id().map(str::to_string),
-        );
-        Ok((
-            reg.plan_delete_imported(id),
-            (reg.key_arn(&id), material_id),
-        ))
+        let id = reg.external_key(&key_id, KeyOp::ImportKeyMaterial)?.key_id;
+        let (changes, material_id) =
+            reg.plan_delete_imported(id, req.key_material_id.as_deref())?;
+        Ok((changes, (reg.key_arn(&id), material_id)))
     })
     .await
     .map(|(arn, material_id)| {

@@ -13,7 +13,6 @@ use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use super::{Registry, DAY_MILLIS};
-use crate::service::change::Change;
 use crate::service::error::KmsError;
 use crate::service::key_spec::KeySpec;
 use crate::service::key_state::KeyOp;
@@ -119,87 +118,21 @@ impl Registry {
         postcard::from_bytes(bytes.expose()).ok()
     }
 
-    /// Plans ImportKeyMaterial: `material` (already checked against the key's spec) becomes
-    /// the key's. A key that had material before takes only the same material again.
-    pub fn plan_import(
-        &self,
-        id: Uuid,
-        material: &SecretBytes,
-        valid_to_millis: Option<u64>,
-    ) -> Result<(Vec<Change>, String), KmsError> {
-        let record = self.by_id(&id).ok_or_else(|| {
-            KmsError::NotFound(format!("Key '{}' does not exist", self.key_arn(&id)))
-        })?;
-        let KeyOrigin::External { spec, usage, .. } = &record.origin else {
-            return Err(KmsError::KmsInternal("not an EXTERNAL key".into()));
-        };
-        let mut material_id = self.imported_material_id(&id, material.expose());
-        if let Some(previous) = record.imported_material_id() {
-            if previous == legacy_material_id(&id, material.expose()) {
-                // Imported before ids were keyed: the same material keeps the id it has.
-                material_id = previous.to_string();
-            } else if previous != material_id {
-                return Err(KmsError::IncorrectKeyMaterial(
-                    "The key material in the request is not the same key material that was previously imported into this KMS key.".into(),
-                ));
-            }
-        }
-        let origin = KeyOrigin::External {
-            spec: *spec,
-            usage: *usage,
-            material_id: Some(material_id.clone()),
-            imported: Some(ImportedMaterial {
-                wrapped_material: self.master.seal(material.expose(), &imported_context(&id)),
-                valid_to_millis,
-            }),
-        };
-        let changes = self.update_key(id, |k| {
-            k.origin = origin;
-        });
-        Ok((changes, material_id))
-    }
-
-    /// Plans DeleteImportedKeyMaterial (and the expiry of material): the key keeps the id of
-    /// the material it had, so only that material can be imported again.
-    pub fn plan_delete_imported(&self, id: Uuid) -> Vec<Change> {
-        self.update_key(id, |k| {
-            if let KeyOrigin::External { imported, .. } = &mut k.origin {
-                *imported = None;
-            }
-        })
-    }
-
-    /// EXTERNAL keys whose material expired at `now`.
+    /// EXTERNAL keys with material whose ValidTo passed at `now`.
     pub fn due_expirations(&self, now_millis: u64) -> Vec<Uuid> {
         let mut due: Vec<Uuid> = self
-            .keys
-            .values()
-            .filter(|k| {
-                k.imported()
-                    .and_then(|m| m.valid_to_millis)
-                    .is_some_and(|t| t <= now_millis)
-            })
-            .map(|k| k.key_id)
+            .expiries()
+            .filter(|(_, t)| *t <= now_millis)
+            .map(|(id, _)| id)
             .collect();
         due.sort();
+        due.dedup();
         due
-    }
-
-    /// Whether the material of `id` has expired at `now` (one key's check, where
-    /// [`Registry::due_expirations`] looks at every key).
-    pub fn expired(&self, id: &Uuid, now_millis: u64) -> bool {
-        self.by_id(id)
-            .and_then(KeyRecord::imported)
-            .and_then(|m| m.valid_to_millis)
-            .is_some_and(|t| t <= now_millis)
     }
 
     /// The earliest expiry of imported material, if any.
     pub fn next_expiration(&self) -> Option<u64> {
-        self.keys
-            .values()
-            .filter_map(|k| k.imported().and_then(|m| m.valid_to_millis))
-            .min()
+        self.expiries().map(|(_, t)| t).min()
     }
 
     /// Takes in the material of an EXTERNAL key as it now is.

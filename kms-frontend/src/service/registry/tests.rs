@@ -556,14 +556,79 @@ fn an_expiry_is_checked_for_one_key() {
         .unwrap();
     let changes = r.insert_key(record, false).unwrap();
     apply(&mut r, changes);
-    assert!(!r.expired(&id, u64::MAX), "no material, nothing expires");
+    assert!(
+        r.plan_expire(&id, u64::MAX).is_none(),
+        "no material, nothing expires"
+    );
     let material = SecretBytes::new(vec![1u8; 32]);
-    let (changes, _) = r.plan_import(id, &material, Some(5_000)).unwrap();
+    let (changes, _) = r.plan_import(id, &material, ask(Some(5_000))).unwrap();
     apply(&mut r, changes);
-    assert!(!r.expired(&id, 4_999));
-    assert!(r.expired(&id, 5_000));
+    assert!(r.plan_expire(&id, 4_999).is_none());
+    assert!(r.plan_expire(&id, 5_000).is_some());
     assert_eq!(r.due_expirations(5_000), vec![id]);
-    assert!(!r.expired(&Uuid::from_u128(1), u64::MAX));
+    assert!(r.plan_expire(&Uuid::from_u128(1), u64::MAX).is_none());
+}
+
+/// ImportKeyMaterial's options, as a plain first or repeated import gives them.
+fn ask(valid_to_millis: Option<u64>) -> super::ImportAsk<'static> {
+    super::ImportAsk {
+        import_type: None,
+        material_id: None,
+        description: None,
+        valid_to_millis,
+    }
+}
+
+/// A material the key rotated from expires on its own ValidTo: the key turns PendingImport
+/// (every material it is bound to must be imported), and its current material stays.
+#[test]
+fn a_non_current_imported_material_expires_and_leaves_the_key_pending_import() {
+    let mut r = registry();
+    let (id, record, _) = r
+        .new_key(
+            NewKeyMaterial::External {
+                spec: KeySpec::SymmetricDefault,
+                usage: KeyUsage::EncryptDecrypt,
+            },
+            None,
+            None,
+            vec![],
+            1_000,
+            &OsEntropy,
+        )
+        .unwrap();
+    let changes = r.insert_key(record, false).unwrap();
+    apply(&mut r, changes);
+    let first = SecretBytes::new(vec![1u8; 32]);
+    let (changes, first_id) = r.plan_import(id, &first, ask(Some(9_000))).unwrap();
+    apply(&mut r, changes);
+    let second = SecretBytes::new(vec![2u8; 32]);
+    let new = super::ImportAsk {
+        import_type: Some("NEW_KEY_MATERIAL"),
+        ..ask(None)
+    };
+    let (changes, second_id) = r.plan_import(id, &second, new).unwrap();
+    apply(&mut r, changes);
+    let (changes, _) = r
+        .rotate_on_demand(&id.to_string(), 2_000, &OsEntropy)
+        .unwrap();
+    apply(&mut r, changes);
+    assert_eq!(r.current_material(&id), 1);
+    assert_eq!(r.material_id(&id, 1), second_id);
+    assert_eq!(r.material_id(&id, 0), first_id);
+    assert!(r.sealer_at(&id, 0).is_some() && r.sealer_at(&id, 1).is_some());
+    assert_eq!(r.next_expiration(), Some(9_000));
+    assert_eq!(r.due_expirations(9_000), vec![id]);
+    let changes = r.plan_expire(&id, 9_000).unwrap();
+    apply(&mut r, changes);
+    let record = r.by_id(&id).unwrap().clone();
+    assert_eq!(r.state_of(&record), KeyState::PendingImport);
+    assert!(
+        r.sealer_at(&id, 0).is_none(),
+        "the expired material is gone"
+    );
+    assert!(r.sealer_at(&id, 1).is_some(), "the current one stays");
+    assert!(r.plan_expire(&id, u64::MAX).is_none());
 }
 
 #[test]
@@ -595,12 +660,14 @@ fn material_imported_under_an_unkeyed_id_can_be_imported_again() {
     };
     let changes = r.insert_key(record, false).unwrap();
     apply(&mut r, changes);
-    let (changes, material_id) = r.plan_import(id, &material, None).unwrap();
+    let (changes, material_id) = r.plan_import(id, &material, ask(None)).unwrap();
     assert_eq!(material_id, legacy, "the id the key had is kept");
     apply(&mut r, changes);
     let other = SecretBytes::new(vec![4u8; 32]);
     assert_eq!(
-        r.plan_import(id, &other, None).unwrap_err().type_name(),
+        r.plan_import(id, &other, ask(None))
+            .unwrap_err()
+            .type_name(),
         "IncorrectKeyMaterialException"
     );
 }
