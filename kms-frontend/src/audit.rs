@@ -78,6 +78,18 @@ pub fn scrub(value: &mut Value) {
     }
 }
 
+/// CreateKey's `_custom_key_material_` tag (LocalStack's convention) carries key material: its
+/// value is never recorded.
+fn scrub_material_tag(tags: &mut Value) {
+    if let Value::Array(tags) = tags {
+        for tag in tags.iter_mut() {
+            if tag.get("TagKey").and_then(Value::as_str) == Some("_custom_key_material_") {
+                tag["TagValue"] = Value::String("(not recorded)".into());
+            }
+        }
+    }
+}
+
 /// One recorded request parameter: its JSON text as the client sent it (strings, numbers and
 /// the like), a structure to be written without its secret members, or a note of its size.
 #[derive(Debug)]
@@ -109,7 +121,11 @@ impl<'a> Parameters<'a> {
                 let parameter = if text.len() > MAX_PARAMETER_BYTES {
                     Parameter::Note(format!("({} bytes, not recorded)", text.len()))
                 } else if text.starts_with(['{', '[']) {
-                    Parameter::Structure(serde_json::from_str(text).unwrap_or(Value::Null))
+                    let mut value = serde_json::from_str(text).unwrap_or(Value::Null);
+                    if name == "Tags" {
+                        scrub_material_tag(&mut value);
+                    }
+                    Parameter::Structure(value)
                 } else {
                     Parameter::Raw(raw)
                 };

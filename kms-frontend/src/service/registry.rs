@@ -222,6 +222,9 @@ pub struct TypedKey {
 pub enum NewKeyMaterial {
     /// A SYMMETRIC_DEFAULT key of origin AWS_KMS: generated here.
     Symmetric,
+    /// A SYMMETRIC_DEFAULT key of origin AWS_KMS with material the caller gives (LocalStack's
+    /// `_custom_key_material_` tag).
+    SymmetricGiven(KeyMaterial),
     /// An asymmetric or HMAC key of origin AWS_KMS, with material the caller generated
     /// (away from the registry's lock: an RSA 4096 key takes a second).
     Typed {
@@ -911,6 +914,30 @@ impl Registry {
         now_millis: u64,
         entropy: &dyn Entropy,
     ) -> Result<(Uuid, KeyRecord, Option<KeyMaterial>), KmsError> {
+        self.new_key_with_id(
+            None,
+            new_material,
+            description,
+            policy,
+            tags,
+            now_millis,
+            entropy,
+        )
+    }
+
+    /// [`Registry::new_key`] with the id the caller chose, if any (LocalStack's `_custom_id_`
+    /// tag): a random one otherwise.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new_key_with_id(
+        &self,
+        custom_id: Option<Uuid>,
+        new_material: NewKeyMaterial,
+        description: Option<String>,
+        policy: Option<String>,
+        tags: Vec<(String, String)>,
+        now_millis: u64,
+        entropy: &dyn Entropy,
+    ) -> Result<(Uuid, KeyRecord, Option<KeyMaterial>), KmsError> {
         self.check_quota()?;
         check_key_inputs(description.as_deref(), policy.as_deref(), &tags)?;
         let description = description.unwrap_or_default();
@@ -920,12 +947,17 @@ impl Registry {
             None if scope.account_id == self.home.account_id => self.default_policy.clone(),
             None => Arc::from(default_policy(&scope.account_id)),
         };
-        let mut id = [0u8; 16];
-        entropy.fill(&mut id);
-        let key_id = uuid::Builder::from_random_bytes(id).into_uuid();
+        let key_id = custom_id.unwrap_or_else(|| {
+            let mut id = [0u8; 16];
+            entropy.fill(&mut id);
+            uuid::Builder::from_random_bytes(id).into_uuid()
+        });
         let (origin, material) = match new_material {
-            NewKeyMaterial::Symmetric => {
-                let material = KeyMaterial::generate_from(entropy);
+            NewKeyMaterial::Symmetric | NewKeyMaterial::SymmetricGiven(_) => {
+                let material = match new_material {
+                    NewKeyMaterial::SymmetricGiven(given) => given,
+                    _ => KeyMaterial::generate_from(entropy),
+                };
                 (
                     KeyOrigin::AwsKms {
                         wrapped_material: self.master.wrap(&material, &material_context(&key_id)),
@@ -992,6 +1024,13 @@ impl Registry {
         multi_region: bool,
     ) -> Result<Vec<Change>, KmsError> {
         self.check_quota()?;
+        // A key id chosen by the caller (LocalStack's `_custom_id_`) may be taken.
+        if self.keys.contains_key(&record.key_id) {
+            return Err(KmsError::AlreadyExists(format!(
+                "A KMS key with id {} already exists.",
+                record.key_id
+            )));
+        }
         let place = self.place_for_new_key(&record.key_id, multi_region);
         let id = record.key_id;
         let mut changes = vec![Change::PutKey(record)];

@@ -14,7 +14,11 @@ use crate::service::asymmetric;
 use crate::service::error::KmsError;
 use crate::service::key_spec::{check_spec_and_usage, KeySpec, KeyUsage};
 use crate::service::registry::{check_key_inputs, NewKeyMaterial};
-use hsmkms_common::secret::SecretBytes;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use hsmkms_common::secret::{KeyMaterial, SecretBytes};
+use uuid::Uuid;
+use zeroize::Zeroize;
 
 /// New material for an asymmetric or HMAC key. Key pairs are made on a blocking thread: an
 /// RSA 4096 key takes up to a second, which would stall every request on this worker.
@@ -26,6 +30,75 @@ async fn generate_material(fe: &Frontend, spec: KeySpec) -> Result<SecretBytes, 
     tokio::task::spawn_blocking(move || asymmetric::generate(spec, entropy.as_ref()))
         .await
         .map_err(|_| KmsError::KmsInternal("Key generation did not complete.".into()))?
+}
+
+/// LocalStack's CreateKey tag that sets the key's id.
+const CUSTOM_ID: &str = "_custom_id_";
+/// LocalStack's CreateKey tag that sets the key's material (base64).
+const CUSTOM_MATERIAL: &str = "_custom_key_material_";
+
+/// What LocalStack's tags ask of a new key.
+struct Custom {
+    id: Option<Uuid>,
+    material: Option<SecretBytes>,
+}
+
+/// Takes LocalStack's `_custom_id_` and `_custom_key_material_` out of `tags` (they set the
+/// key's id and material, and are not stored), checking them: the id a key id (a UUID, or
+/// `mrk-` and 32 hex digits for a multi-Region key), the material base64 of what the key's spec
+/// takes (32 bytes for SYMMETRIC_DEFAULT, an HMAC key of its spec's length, or a PKCS#8 DER
+/// private key of its spec).
+fn take_custom(
+    tags: &mut Vec<(String, String)>,
+    spec: KeySpec,
+    multi_region: bool,
+) -> Result<Custom, KmsError> {
+    let mut take = |name: &str| {
+        let at = tags.iter().position(|(k, _)| k == name)?;
+        Some(tags.remove(at).1)
+    };
+    let (id, material) = (take(CUSTOM_ID), take(CUSTOM_MATERIAL));
+    let id = match id {
+        None => None,
+        Some(text) => {
+            let parsed = if multi_region {
+                text.strip_prefix("mrk-")
+                    .filter(|d| d.len() == 32)
+                    .and_then(|d| Uuid::try_parse(d).ok())
+            } else {
+                Some(text.as_str())
+                    .filter(|t| t.len() == 36)
+                    .and_then(|t| Uuid::try_parse(t).ok())
+            };
+            Some(parsed.ok_or_else(|| {
+                KmsError::Validation(format!(
+                    "The {CUSTOM_ID} tag must be a key id ({}), not '{text}'.",
+                    if multi_region {
+                        "mrk- and 32 hex digits, for a multi-Region key"
+                    } else {
+                        "a UUID"
+                    }
+                ))
+            })?)
+        }
+    };
+    let material = match material {
+        None => None,
+        Some(text) => {
+            let bytes = B64
+                .decode(text.trim())
+                .ok()
+                .map(SecretBytes::new)
+                .filter(|b| asymmetric::valid_material(spec, b.expose()));
+            Some(bytes.ok_or_else(|| {
+                KmsError::Validation(format!(
+                    "The {CUSTOM_MATERIAL} tag must be base64 of key material for KeySpec {}.",
+                    spec.as_str()
+                ))
+            })?)
+        }
+    };
+    Ok(Custom { id, material })
 }
 
 pub(super) async fn handle(fe: &Arc<Frontend>, req: CreateKeyRequest) -> Result<Value, KmsError> {
@@ -71,22 +144,42 @@ pub(super) async fn handle(fe: &Arc<Frontend>, req: CreateKeyRequest) -> Result<
             spec.as_str()
         )));
     }
-    let tags = tag_pairs(req.tags)?;
+    let mut tags = tag_pairs(req.tags)?;
+    let custom = take_custom(&mut tags, spec, multi_region)?;
+    if (custom.id.is_some() && origin == "AWS_CLOUDHSM")
+        || (custom.material.is_some() && origin != "AWS_KMS")
+    {
+        return Err(KmsError::Validation(format!(
+            "The {CUSTOM_ID} and {CUSTOM_MATERIAL} tags do not apply to a key of Origin {origin}{}.",
+            if origin == "EXTERNAL" { " (import its material)" } else { "" }
+        )));
+    }
     match (origin.as_str(), req.custom_key_store_id) {
         ("AWS_KMS", None) => {
             // Refused before the material is made: an RSA key takes up to a second.
             check_key_inputs(req.description.as_deref(), req.policy.as_deref(), &tags)?;
-            let material = if spec == KeySpec::SymmetricDefault {
-                NewKeyMaterial::Symmetric
-            } else {
-                NewKeyMaterial::Typed {
+            let material = match (spec, custom.material) {
+                (KeySpec::SymmetricDefault, Some(given)) => {
+                    let mut bytes = given.expose().to_vec();
+                    let material = KeyMaterial::from_slice(&mut bytes);
+                    bytes.zeroize();
+                    NewKeyMaterial::SymmetricGiven(material.ok_or_else(|| {
+                        KmsError::KmsInternal("checked material is not 32 bytes".into())
+                    })?)
+                }
+                (KeySpec::SymmetricDefault, None) => NewKeyMaterial::Symmetric,
+                (_, given) => NewKeyMaterial::Typed {
                     spec,
                     usage,
-                    material: generate_material(fe, spec).await?,
-                }
+                    material: match given {
+                        Some(given) => given,
+                        None => generate_material(fe, spec).await?,
+                    },
+                },
             };
             let now = fe.now();
-            let (_, record, _material) = fe.registry().new_key(
+            let (_, record, _material) = fe.registry().new_key_with_id(
+                custom.id,
                 material,
                 req.description,
                 req.policy,
@@ -114,7 +207,8 @@ pub(super) async fn handle(fe: &Arc<Frontend>, req: CreateKeyRequest) -> Result<
         }
         ("EXTERNAL", None) => {
             let now = fe.now();
-            let (_, record, _) = fe.registry().new_key(
+            let (_, record, _) = fe.registry().new_key_with_id(
+                custom.id,
                 NewKeyMaterial::External { spec, usage },
                 req.description,
                 req.policy,
