@@ -238,6 +238,23 @@ impl Metrics {
         self.pending_deletion_errors.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Every counter back to zero (the reset of the control API).
+    pub fn reset(&self) {
+        for n in self.requests.iter() {
+            n.store(0, Ordering::Relaxed);
+        }
+        if let Ok(mut m) = self.errors.lock() {
+            m.clear();
+        }
+        for n in [
+            &self.pending_deletion_errors,
+            &self.deletions,
+            &self.audit_dropped,
+        ] {
+            n.store(0, Ordering::Relaxed);
+        }
+    }
+
     pub fn pending_deletion_errors(&self) -> u64 {
         self.pending_deletion_errors.load(Ordering::Relaxed)
     }
@@ -390,6 +407,17 @@ impl Audit {
 
     /// Waits (at most [`QUERY_WAIT`]) until the records queued before this call are written,
     /// so a query sees every call answered before it.
+    /// Empties the trail (every file), after the records queued before; returns once that is
+    /// done (or after [`QUERY_WAIT`]). The reset of the control API calls it.
+    pub fn clear(&self) {
+        // An empty line is never a record (records end with a newline): the writer's sign to
+        // clear. Sent with a wait, never dropped.
+        if self.tx.send(Vec::new()).is_ok() {
+            self.sent.fetch_add(1, Ordering::SeqCst);
+        }
+        self.settle();
+    }
+
     fn settle(&self) {
         let sent = self.sent.load(Ordering::SeqCst);
         let deadline = Instant::now() + QUERY_WAIT;
@@ -459,8 +487,14 @@ impl Writer {
                 Some(since) => rx.recv_timeout(SYNC_INTERVAL.saturating_sub(since.elapsed())),
             };
             match next {
+                Ok(first) if first.is_empty() => {
+                    self.clear();
+                    unsynced = None;
+                }
                 Ok(first) => {
-                    self.append(first, &rx);
+                    if self.append(first, &rx) {
+                        self.clear();
+                    }
                     unsynced.get_or_insert_with(Instant::now);
                     std::thread::sleep(BATCH_PAUSE);
                 }
@@ -484,9 +518,11 @@ impl Writer {
         }
     }
 
-    /// Writes `first` and whatever else is queued, as one batch.
-    fn append(&mut self, first: Vec<u8>, rx: &mpsc::Receiver<Vec<u8>>) {
+    /// Writes `first` and whatever else is queued, as one batch; true if a sign to clear the
+    /// trail ended the batch (the caller clears it, after this batch).
+    fn append(&mut self, first: Vec<u8>, rx: &mpsc::Receiver<Vec<u8>>) -> bool {
         let mut buf = first;
+        let mut clear = false;
         let mut records = 1;
         // A batch fills at most the room left in the current file (and 1 MiB), so a file
         // passes its share of the cap by one record at most.
@@ -496,6 +532,10 @@ impl Writer {
             .min(1024 * 1024) as usize;
         while buf.len() < room {
             match rx.try_recv() {
+                Ok(next) if next.is_empty() => {
+                    clear = true;
+                    break;
+                }
                 Ok(next) => {
                     buf.extend_from_slice(&next);
                     records += 1;
@@ -509,6 +549,26 @@ impl Writer {
         }
         self.written += buf.len() as u64;
         self.records.fetch_add(records, Ordering::SeqCst);
+        clear
+    }
+
+    /// Empties every file of the trail; counts the sign to clear as written.
+    fn clear(&mut self) {
+        let result = (|| -> std::io::Result<()> {
+            for n in 1..SEGMENTS {
+                let path = segment(&self.path, n);
+                if path.exists() {
+                    std::fs::remove_file(path)?;
+                }
+            }
+            self.file.set_len(0)?;
+            self.file.sync_all()
+        })();
+        if let Err(e) = result {
+            tracing::error!(error = %e, path = %self.path.display(), "cannot clear the audit trail");
+        }
+        self.written = 0;
+        self.records.fetch_add(1, Ordering::SeqCst);
     }
 
     fn sync(&mut self) {

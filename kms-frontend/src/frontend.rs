@@ -120,6 +120,8 @@ pub struct Frontend {
     creating_keys: std::sync::atomic::AtomicUsize,
     /// Clock advances take turns, so none is lost.
     clock_advances: tokio::sync::Mutex<()>,
+    /// Changes hold it shared; the reset holds it alone, so no change straddles a reset.
+    reset_gate: tokio::sync::RwLock<()>,
     /// Fault injection: the process dies right after the next key deletion is committed,
     /// before its effects run (the crash the deletion task exists for).
     pub crash_after_deletion_commit: std::sync::atomic::AtomicBool,
@@ -248,6 +250,7 @@ impl Frontend {
             locks: Locks::default(),
             creating_keys: std::sync::atomic::AtomicUsize::new(0),
             clock_advances: tokio::sync::Mutex::new(()),
+            reset_gate: tokio::sync::RwLock::new(()),
             crash_after_deletion_commit: std::sync::atomic::AtomicBool::new(false),
         });
         Ok((frontend, thread))
@@ -341,6 +344,7 @@ impl Frontend {
         resources: Vec<Resource>,
         plan: impl FnOnce(&Registry) -> Result<(Vec<Change>, T), KmsError>,
     ) -> Result<T, KmsError> {
+        let _gate = self.reset_gate.read().await;
         let _held = self.locks.acquire(resources).await;
         let (changes, answer, writes) = {
             let registry = self.registry();
@@ -384,6 +388,64 @@ impl Frontend {
             .await;
         self.creating_keys.fetch_sub(1, Ordering::SeqCst);
         result
+    }
+
+    /// Puts KMS's state back to a fresh start: no keys, aliases, grants, custom key stores or
+    /// pending deletions, the clock's offset zero, an empty audit trail, metrics at zero. No
+    /// change runs meanwhile (they wait for the reset, or the reset for them), connected stores'
+    /// sessions close first, and the state is gone from the store in one commit before it is
+    /// from memory: a request sees the old state or the new, and a kill -9 at any point leaves
+    /// one of them. The cluster is left as it is (the backing keys of deleted store keys become
+    /// orphaned material, as after any deletion with a disconnected store).
+    pub async fn reset(&self) -> Result<(), KmsError> {
+        let _gate = self.reset_gate.write().await;
+        let _deletions = self.deletions.lock().await;
+        let _rotations = self.rotations.lock().await;
+        let _clock = self.clock_advances.lock().await;
+        let _names = self.store_names.lock().await;
+        // Every store's owner, so no connection is in flight; then their sessions close.
+        let store_ids = self.registry().all_store_ids();
+        let mut owners = Vec::with_capacity(store_ids.len());
+        for id in &store_ids {
+            if let Ok(owner) = self.store_owner(id).await {
+                owners.push((id.clone(), owner));
+            }
+        }
+        for (id, owner) in owners.iter_mut() {
+            owner.generation += 1;
+            self.hsm.close(id, owner.generation).await;
+        }
+        let mut writes = Vec::new();
+        for table in [
+            Table::Keys,
+            Table::Aliases,
+            Table::KeyStores,
+            Table::Deletions,
+            Table::Grants,
+            Table::Rotations,
+            Table::Places,
+            Table::Imports,
+        ] {
+            let rows = self.store.list(table).map_err(KmsError::not_stored)?;
+            writes.extend(rows.into_iter().map(|(row, _)| Write::delete(table, row)));
+        }
+        writes.push(self.clock.reset_write());
+        self.commit(writes).await?;
+        self.registry_mut().clear();
+        self.clock.reset_offset();
+        drop(owners);
+        for id in &store_ids {
+            self.forget_store(id);
+        }
+        self.last_usage
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.audit.clear();
+        self.events.clear();
+        self.metrics.reset();
+        tracing::info!(stores = store_ids.len(), "KMS state reset");
+        Ok(())
     }
 
     /// Moves the emulator's clock forward by `by_millis`: the new offset is durable before

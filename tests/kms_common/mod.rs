@@ -498,6 +498,17 @@ impl Emulator {
     }
 
     /// The value of one Prometheus counter at `/_hsmkms/metrics`.
+    /// GETs a control API page as text (the metrics).
+    pub fn get_text(&self, path: &str) -> String {
+        Self::agent()
+            .get(&self.url(path))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap()
+    }
+
     pub fn metric(&self, name: &str) -> u64 {
         let text = Self::agent()
             .get(&self.url("/_hsmkms/metrics"))

@@ -357,6 +357,42 @@ async fn backups(fe: web::Data<Arc<Frontend>>, query: web::Query<BackupQuery>) -
     HttpResponse::Ok().json(json!({"backups": listed}))
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Reset {
+    cluster: Option<bool>,
+}
+
+/// `POST /_hsmkms/reset`: KMS's state back to a fresh start (see [`Frontend::reset`]),
+/// answered once that is durable, with how long it took.
+async fn reset(fe: web::Data<Arc<Frontend>>, payload: web::Payload) -> HttpResponse {
+    let body = match body_of(payload).await {
+        Ok(b) => b,
+        Err(answer) => return answer,
+    };
+    let asked: Reset = if body.iter().all(u8::is_ascii_whitespace) {
+        Reset::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => return bad(format!("Expected {{}} or {{\"cluster\": false}}: {e}")),
+        }
+    };
+    if asked.cluster == Some(true) {
+        return bad(
+            "A reset of the CloudHSM side ({\"cluster\": true}) is not supported yet: only KMS's state is reset.".into(),
+        );
+    }
+    let started = std::time::Instant::now();
+    if let Err(e) = fe.reset().await {
+        return error_response(&e, &uuid::Uuid::new_v4().to_string());
+    }
+    HttpResponse::Ok().json(json!({
+        "reset": "kms",
+        "millis": started.elapsed().as_secs_f64() * 1000.0,
+    }))
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/health", web::get().to(health))
         .route("/clock", web::get().to(get_clock))
@@ -365,6 +401,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(metrics))
         .route("/events", web::get().to(events))
         .route("/faults", web::post().to(fault))
+        .route("/reset", web::post().to(reset))
         .route("/orphans", web::get().to(orphans))
         .route("/backups", web::get().to(backups));
 }

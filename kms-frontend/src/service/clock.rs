@@ -38,6 +38,17 @@ impl EmulatorClock {
         (new, Write::put(Table::Meta, OFFSET_KEY, &new))
     }
 
+    /// The write that puts the offset back to zero (the reset of the control API); the clock
+    /// moves back once it is durable ([`EmulatorClock::reset_offset`]).
+    pub fn reset_write(&self) -> Write {
+        Write::put(Table::Meta, OFFSET_KEY, &0u64)
+    }
+
+    /// Puts the offset back to zero: only the reset does, with every key gone.
+    pub fn reset_offset(&self) {
+        self.offset_millis.store(0, Ordering::SeqCst);
+    }
+
     /// Sets the offset (never backwards).
     pub fn set_offset(&self, offset_millis: u64) {
         self.offset_millis

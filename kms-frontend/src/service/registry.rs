@@ -607,6 +607,27 @@ impl Registry {
             .ok_or_else(|| missing(self.key_id_text(&id)))
     }
 
+    /// Forgets every key, alias, grant and custom key store (the reset of the control API, once
+    /// their rows are deleted).
+    pub fn clear(&mut self) {
+        self.keys.clear();
+        self.materials.clear();
+        self.typed.clear();
+        self.aliases.clear();
+        self.stores.clear();
+        self.grants.clear();
+        self.rotations.clear();
+        self.rotated.clear();
+        self.places.clear();
+        self.families.clear();
+        self.imports.clear();
+    }
+
+    /// Every custom key store's id, whatever the request's scope.
+    pub fn all_store_ids(&self) -> Vec<String> {
+        self.stores.keys().cloned().collect()
+    }
+
     // ---- Regions and accounts ---------------------------------------------------------
 
     /// The scope of the request being served: its Region and account (the home scope
