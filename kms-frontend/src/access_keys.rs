@@ -106,12 +106,16 @@ impl AccessKeys {
                     added += 1;
                 }
                 (None, None) => {}
-                (Some(_), None) => return Err(format!(
+                (Some(_), None) => {
+                    return Err(format!(
                     "{source}: profile [{name}] has aws_access_key_id but no aws_secret_access_key"
-                )),
-                (None, Some(_)) => return Err(format!(
+                ))
+                }
+                (None, Some(_)) => {
+                    return Err(format!(
                     "{source}: profile [{name}] has aws_secret_access_key but no aws_access_key_id"
-                )),
+                ))
+                }
             }
         }
         if added == 0 {
