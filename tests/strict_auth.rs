@@ -1,5 +1,6 @@
 //! `--auth strict`: the emulator checks SigV4 signatures as AWS does. The Rust SDK's and
-//! boto3's signed requests pass (KMS, and CloudHSMv2 over AWS JSON 1.1 and RPCv2 CBOR); a wrong
+//! boto3's signed requests pass (KMS, and CloudHSMv2 over AWS JSON 1.1, and over RPCv2 CBOR
+//! signed by aws-sigv4 and by botocore's signer); a wrong
 //! secret, an unknown access key, a stale date, a missing or incomplete Authorization header
 //! each get AWS's error and message; the control API needs the control token. The default mode
 //! still accepts any credentials, and strict mode without a control token does not start.
@@ -371,12 +372,15 @@ async fn strict_mode_checks_signatures_as_aws_does() {
     assert_eq!(status, 200, "{answer}");
     assert!(answer["epochSeconds"].is_number(), "{answer}");
 
-    // boto3 signs its own way (botocore's signer, CBOR for cloudhsmv2): it passes too, and
-    // sees the same errors.
+    // boto3 signs its own way (botocore's signer): it passes too, and sees the same errors.
+    // botocore 1.44 picks AWS JSON 1.1 for cloudhsmv2 (of the model's two protocols), so its
+    // signer is also run by hand on the CBOR route.
     let boto = boto3_calls(port);
     assert_eq!(boto["kms_ok"], true, "{boto}");
     assert_eq!(boto["cloudhsm_ok"], true, "{boto}");
-    assert_eq!(boto["cloudhsm_protocol"], "smithy-rpc-v2-cbor", "{boto}");
+    assert_eq!(boto["cloudhsm_protocol"], "json", "{boto}");
+    assert_eq!(boto["cbor_signed_by_botocore"], 200, "{boto}");
+    assert_eq!(boto["cbor_wrong_secret"], 400, "{boto}");
     assert_eq!(
         boto["wrong_secret"]["code"], "InvalidSignatureException",
         "{boto}"
@@ -441,6 +445,27 @@ out["cloudhsm_ok"] = isinstance(hsm.describe_clusters()["Clusters"], list)
 out["wrong_secret"] = error(lambda: client("kms", akid, "wrong").list_keys())
 out["unknown_key"] = error(lambda: client("kms", "AKIDUNKNOWN", secret).list_keys())
 out["cloudhsm_wrong_secret"] = error(lambda: client("cloudhsmv2", akid, "wrong").describe_clusters())
+
+# The RPCv2 CBOR route, signed by botocore's SigV4 signer: the status.
+import urllib.error, urllib.request
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+def cbor_call(sec):
+    url = f"http://127.0.0.1:{port}/service/BaldrApiService/operation/DescribeClusters"
+    headers = {"Content-Type": "application/cbor", "Accept": "application/cbor", "smithy-protocol": "rpc-v2-cbor"}
+    request = AWSRequest(method="POST", url=url, data=b"\xa0", headers=headers)
+    SigV4Auth(Credentials(akid, sec), "cloudhsm", "us-east-1").add_auth(request)
+    signed = dict(request.prepare().headers)
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=b"\xa0", headers=signed, method="POST")) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+out["cbor_signed_by_botocore"] = cbor_call(secret)
+out["cbor_wrong_secret"] = cbor_call("wrong")
 print(json.dumps(out))
 "#;
     let out = Command::new(python)
