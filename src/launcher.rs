@@ -16,6 +16,8 @@ use hsmkms_common::client::NodeClient;
 use hsmkms_common::clock::{Clock, SystemClock};
 use hsmkms_common::secret::SecretString;
 use hsmkms_common::wire::{Request, Response};
+use kms_frontend::access_keys::AccessKeys;
+use kms_frontend::api::auth::{Auth, Strict};
 
 use crate::cluster::{ClusterDir, ClusterSpec};
 use crate::provisioner::{LauncherProvisioner, Runner};
@@ -94,6 +96,76 @@ pub struct RunArgs {
     /// included: CloudHSM's adjustable quota, 6 per account and Region by default.
     #[arg(long, env = "HSMKMS_MAX_HSMS", default_value_t = kms_frontend::service::cloudhsm::DEFAULT_MAX_HSMS)]
     pub max_hsms: usize,
+    /// How KMS and CloudHSMv2 requests are authenticated: `any` accepts any credentials (no
+    /// signature is checked); `strict` checks every SigV4 signature against the access keys of
+    /// --credentials-file and HSMKMS_ACCESS_KEYS, and the control API needs --control-token.
+    #[arg(long, env = "HSMKMS_AUTH", value_enum, default_value_t = AuthMode::Any)]
+    pub auth: AuthMode,
+    /// An AWS shared credentials file (INI, like ~/.aws/credentials): every profile's
+    /// aws_access_key_id / aws_secret_access_key pair is accepted in strict mode.
+    #[arg(long, env = "HSMKMS_CREDENTIALS_FILE")]
+    pub credentials_file: Option<PathBuf>,
+    /// Access keys accepted in strict mode, as `AKID:SECRET,AKID2:SECRET2` (with
+    /// --credentials-file, both sets are accepted). Prefer the environment variable: options
+    /// show in the process list.
+    #[arg(long, env = "HSMKMS_ACCESS_KEYS", hide_env_values = true)]
+    pub access_keys: Option<PasswordArg>,
+    /// The control API's token in strict mode, sent as `Authorization: Bearer <token>`; strict
+    /// mode refuses to start without one.
+    #[arg(long, env = "HSMKMS_CONTROL_TOKEN", hide_env_values = true)]
+    pub control_token: Option<PasswordArg>,
+}
+
+/// `--auth`: whether signatures are checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuthMode {
+    /// Any credentials are accepted (the default, as before strict mode existed).
+    Any,
+    /// SigV4 signatures are checked; the control API needs the control token.
+    Strict,
+}
+
+/// The authentication the options ask for; strict mode without access keys or a control
+/// token is refused before anything starts.
+pub fn auth_from(args: &RunArgs, clock: Arc<dyn Clock>) -> Result<Auth> {
+    if args.auth == AuthMode::Any {
+        if args.credentials_file.is_some()
+            || args.access_keys.is_some()
+            || args.control_token.is_some()
+        {
+            tracing::warn!(
+                "access keys and a control token are used only with --auth strict; any credentials are accepted"
+            );
+        }
+        return Ok(Auth::Any);
+    }
+    let mut keys = AccessKeys::default();
+    if let Some(path) = &args.credentials_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the credentials file {}", path.display()))?;
+        keys.add_credentials_file(&text, &path.display().to_string())
+            .map_err(anyhow::Error::msg)?;
+    }
+    if let Some(list) = &args.access_keys {
+        keys.add_list(list.0.expose(), "HSMKMS_ACCESS_KEYS (--access-keys)")
+            .map_err(anyhow::Error::msg)?;
+    }
+    if keys.is_empty() {
+        bail!(
+            "--auth strict needs access keys: --credentials-file FILE (profiles with aws_access_key_id and aws_secret_access_key) or HSMKMS_ACCESS_KEYS=AKID:SECRET[,AKID2:SECRET2...]"
+        );
+    }
+    let token = match &args.control_token {
+        Some(token) if !token.0.expose().trim().is_empty() => token.0.duplicate(),
+        _ => bail!(
+            "--auth strict needs a control token for the control API (/_hsmkms/...): set HSMKMS_CONTROL_TOKEN (or --control-token); clients send it as 'Authorization: Bearer <token>'"
+        ),
+    };
+    tracing::info!(
+        access_keys = keys.len(),
+        "strict authentication: SigV4 signatures are checked"
+    );
+    Ok(Auth::Strict(Arc::new(Strict::new(keys, token, clock))))
 }
 
 /// Runs the emulator until a termination signal.
@@ -101,6 +173,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
     hsm_node::cli::init_logging(args.log_format);
     raise_open_file_limit();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    // Checked first: a strict emulator missing its keys must not start at all.
+    let auth = auth_from(&args, clock.clone())?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let spec = ClusterSpec {
@@ -161,7 +235,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     }
 
     // The KMS frontend, in front of the clusters.
-    let started = start_frontend(&args, provisioner.clone(), clock.clone()).await;
+    let started = start_frontend(&args, provisioner.clone(), clock.clone(), auth).await;
     let (frontend, server, store_thread) = match started {
         Ok(s) => s,
         Err(e) => {
@@ -212,6 +286,7 @@ async fn start_frontend(
     args: &RunArgs,
     provisioner: Arc<LauncherProvisioner>,
     clock: Arc<dyn Clock>,
+    auth: Auth,
 ) -> Result<StartedFrontend> {
     let (frontend, store_thread) = kms_frontend::Frontend::open(kms_frontend::FrontendOptions {
         dir: args.data_dir.join("kms"),
@@ -229,7 +304,7 @@ async fn start_frontend(
     })?;
     frontend.recover().await;
     let bind = std::net::SocketAddr::from(([127, 0, 0, 1], args.port));
-    let server = kms_frontend::serve(frontend.clone(), bind, 2)
+    let server = kms_frontend::serve(frontend.clone(), bind, 2, auth)
         .with_context(|| format!("binding the KMS endpoint on {bind}"))?;
     let handle = server.handle();
     actix_rt::spawn(server);

@@ -4,7 +4,9 @@
 //!
 //! # Layout
 //!
-//! - [`api`]: actix-web routes, AWS's JSON shapes, one dispatcher per service, `/_hsmkms/`.
+//! - [`api`]: actix-web routes, AWS's JSON shapes, one dispatcher per service, `/_hsmkms/`,
+//!   and the SigV4 check of `--auth strict` (`api::auth`).
+//! - [`access_keys`]: the access keys strict mode accepts, from a credentials file or a list.
 //! - [`service`]: the domain: key states, key store connection states, the ciphertext format,
 //!   the registry of keys, aliases and key stores, the emulator clock, errors.
 //! - [`frontend`]: the shared state of the handlers and the deletion flow.
@@ -18,6 +20,7 @@
 //! - [`locks`]: locks on keys and aliases, so changes to one resource take turns.
 //! - [`audit`]: the CloudTrail-like audit trail, metrics and events.
 
+pub mod access_keys;
 pub mod actors;
 pub mod api;
 pub mod audit;
@@ -32,23 +35,33 @@ pub mod store;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use actix_web::middleware::{from_fn, Condition};
 use actix_web::{web, App, HttpServer};
 
 pub use frontend::{Frontend, FrontendOptions};
 
-/// Starts the HTTP server on `bind`. Run it on an actix system; it stops when dropped or
-/// stopped through its handle.
+/// Starts the HTTP server on `bind`, authenticating requests as `auth` says. Run it on an
+/// actix system; it stops when dropped or stopped through its handle.
 pub fn serve(
     frontend: Arc<Frontend>,
     bind: SocketAddr,
     workers: usize,
+    auth: api::auth::Auth,
 ) -> std::io::Result<actix_web::dev::Server> {
     let data = web::Data::new(frontend);
-    Ok(
-        HttpServer::new(move || App::new().app_data(data.clone()).configure(api::configure))
-            .workers(workers)
-            .disable_signals()
-            .bind(bind)?
-            .run(),
-    )
+    // The one place requests are authenticated. In `--auth any` the middleware is never
+    // instantiated: `Condition` passes each request straight on, one branch.
+    let strict = auth.is_strict();
+    let auth = web::Data::new(auth);
+    Ok(HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(auth.clone())
+            .wrap(Condition::new(strict, from_fn(api::auth::gate)))
+            .configure(api::configure)
+    })
+    .workers(workers)
+    .disable_signals()
+    .bind(bind)?
+    .run())
 }

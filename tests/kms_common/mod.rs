@@ -47,6 +47,44 @@ fn sdk_http_client() -> aws_sdk_kms::config::SharedHttpClient {
         .build_https()
 }
 
+/// The botocore the Python tests use (its models are checked by `kms_model`): the newest at
+/// the time of writing (KMS: 56 operations, CloudHSMv2: 18); boto3 of the same version.
+pub const BOTOCORE: &str = "1.44.8";
+
+/// The tests' Python: a venv in `target/model-venv`, made on first use, with `packages`
+/// (pip requirement specifiers) installed once each (a marker file per specifier). Returns
+/// its `python3`.
+pub fn python_venv(packages: &[&str]) -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let venv = root.join("target/model-venv");
+    let python = venv.join("bin/python3");
+    if !python.exists() {
+        let made = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .unwrap();
+        assert!(made.success(), "python3 -m venv failed");
+    }
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|p| !venv.join(format!("installed-{p}")).exists())
+        .collect();
+    if !missing.is_empty() {
+        let installed = Command::new(&python)
+            .args(["-m", "pip", "install", "-q"])
+            .args(&missing)
+            .status()
+            .unwrap();
+        assert!(installed.success(), "pip install {missing:?} failed");
+        for p in missing {
+            std::fs::write(venv.join(format!("installed-{p}")), b"").unwrap();
+        }
+    }
+    python
+}
+
 /// A free port on 127.0.0.1 for one emulator, below the ephemeral range (as the launcher
 /// picks HSM ports), so a restart on the same port never finds it taken by a connection's
 /// source port.
@@ -223,11 +261,21 @@ impl Emulator {
     /// A KMS client signing for `region` with access key id `access_key` (a 12-digit one names
     /// the account the emulator serves it in).
     pub fn kms_as(&self, region: &str, access_key: &str) -> aws_sdk_kms::Client {
+        self.kms_signed(region, access_key, "test")
+    }
+
+    /// A KMS client signing for `region` with the access key `access_key` / `secret_key`.
+    pub fn kms_signed(
+        &self,
+        region: &str,
+        access_key: &str,
+        secret_key: &str,
+    ) -> aws_sdk_kms::Client {
         let http_client = sdk_http_client();
         let config = aws_sdk_kms::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(region.to_string()))
-            .credentials_provider(Credentials::new(access_key, "test", None, None, "test"))
+            .credentials_provider(Credentials::new(access_key, secret_key, None, None, "test"))
             .endpoint_url(self.url(""))
             .http_client(http_client)
             .timeout_config(
@@ -241,12 +289,22 @@ impl Emulator {
 
     /// A CloudHSMv2 client from the official SDK (AWS JSON 1.1), for `region`.
     pub fn cloudhsm_in(&self, region: &str) -> aws_sdk_cloudhsmv2::Client {
+        self.cloudhsm_signed(region, "test", "test")
+    }
+
+    /// A CloudHSMv2 client signing for `region` with `access_key` / `secret_key`.
+    pub fn cloudhsm_signed(
+        &self,
+        region: &str,
+        access_key: &str,
+        secret_key: &str,
+    ) -> aws_sdk_cloudhsmv2::Client {
         let http_client = sdk_http_client();
         let config = aws_sdk_cloudhsmv2::Config::builder()
             .behavior_version(aws_sdk_cloudhsmv2::config::BehaviorVersion::latest())
             .region(aws_sdk_cloudhsmv2::config::Region::new(region.to_string()))
             .credentials_provider(aws_sdk_cloudhsmv2::config::Credentials::new(
-                "test", "test", None, None, "test",
+                access_key, secret_key, None, None, "test",
             ))
             .endpoint_url(self.url(""))
             .http_client(http_client)

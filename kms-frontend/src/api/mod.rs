@@ -4,6 +4,7 @@
 //! `/_hsmkms/`. Every failure is an AWS-shaped JSON error; nothing a client sends can panic a
 //! handler or get an HTML page back.
 
+pub mod auth;
 pub mod cbor;
 pub mod cloudhsm;
 pub mod control;
@@ -75,8 +76,12 @@ pub enum BodyError {
     Late,
 }
 
-/// Reads a request body, up to [`MAX_BODY`], within [`BODY_DEADLINE`].
-pub async fn read_body(mut payload: web::Payload) -> Result<web::BytesMut, BodyError> {
+/// Reads a request body, up to [`MAX_BODY`], within [`BODY_DEADLINE`] (a handler's
+/// `web::Payload`, or the raw payload the strict-auth middleware reads).
+pub async fn read_body<S>(mut payload: S) -> Result<web::BytesMut, BodyError>
+where
+    S: futures::Stream<Item = Result<web::Bytes, actix_web::error::PayloadError>> + Unpin,
+{
     let read = async {
         let mut body = web::BytesMut::new();
         while let Some(chunk) = futures::StreamExt::next(&mut payload).await {
