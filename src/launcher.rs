@@ -114,6 +114,11 @@ pub struct RunArgs {
     /// mode refuses to start without one.
     #[arg(long, env = "HSMKMS_CONTROL_TOKEN", hide_env_values = true)]
     pub control_token: Option<PasswordArg>,
+    /// Seeded keys (YAML or JSON): fixed ids, specs, aliases, tags, policies, rotation and
+    /// material, made at start where missing and again by `POST /_hsmkms/reset` (see the
+    /// README's "Seeded keys").
+    #[arg(long, env = "HSMKMS_SEED_FILE")]
+    pub seed_file: Option<PathBuf>,
 }
 
 /// `--auth`: whether signatures are checked.
@@ -280,6 +285,20 @@ type StartedFrontend = (
     std::thread::JoinHandle<()>,
 );
 
+/// The seed file's keys, checked; a file that cannot be read or has a bad key stops the start.
+fn read_seed(
+    path: Option<&std::path::Path>,
+) -> Result<Option<std::sync::Arc<kms_frontend::service::seed::Seed>>> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the seed file {}", path.display()))?;
+    let seed = kms_frontend::service::seed::Seed::parse(&text)
+        .map_err(|why| anyhow::anyhow!("the seed file {}: {why}", path.display()))?;
+    Ok(Some(std::sync::Arc::new(seed)))
+}
+
 /// Opens the frontend's state, rebuilds what must be running (connected key stores log in
 /// again, interrupted deletions finish), then serves.
 async fn start_frontend(
@@ -301,8 +320,16 @@ async fn start_frontend(
             clusters: args.max_clusters,
             hsms: args.max_hsms,
         },
+        seed: read_seed(args.seed_file.as_deref())?,
     })?;
     frontend.recover().await;
+    let seeded = frontend
+        .apply_seed()
+        .await
+        .map_err(|e| anyhow::anyhow!("applying the seed file: {e}"))?;
+    if seeded > 0 {
+        tracing::info!(seeded, "seeded keys made");
+    }
     let bind = std::net::SocketAddr::from(([127, 0, 0, 1], args.port));
     let server = kms_frontend::serve(frontend.clone(), bind, 2, auth)
         .with_context(|| format!("binding the KMS endpoint on {bind}"))?;

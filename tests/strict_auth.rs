@@ -10,8 +10,8 @@
 mod kms_common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::process::Command;
+use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
 use aws_sdk_kms::error::ProvideErrorMetadata;
@@ -506,38 +506,6 @@ async fn default_mode_still_accepts_any_credentials() {
     // The control API needs no token.
     assert_eq!(control_get(port, "/_hsmkms/clock", None).0, 200);
     emulator.stop();
-}
-
-/// Runs `hsmkms` with `options` and no token in the environment; it must exit by itself,
-/// unsuccessfully: its stderr.
-fn refused_start(dir: &Path, options: &[&str]) -> String {
-    let mut child = Command::new(hsmkms_exe())
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["--port", &free_port().to_string()])
-        .args(options)
-        .env_remove("HSMKMS_CONTROL_TOKEN")
-        .env_remove("HSMKMS_ACCESS_KEYS")
-        .env_remove("HSMKMS_CREDENTIALS_FILE")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > Duration::from_secs(30) {
-            child.kill().unwrap();
-            panic!("hsmkms {options:?} started instead of refusing");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(!status.success());
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    stderr
 }
 
 #[test]

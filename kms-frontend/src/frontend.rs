@@ -53,6 +53,8 @@ pub struct FrontendOptions {
     pub request_deadline: std::time::Duration,
     /// The CloudHSM account quotas (clusters, HSMs) per Region.
     pub cloudhsm_quotas: crate::service::cloudhsm::Quotas,
+    /// Seeded keys (`--seed-file`), made at start if missing and again by a reset.
+    pub seed: Option<Arc<crate::service::seed::Seed>>,
 }
 
 /// The operations GetKeyLastUsage tracks (the model's `KeyLastUsageTrackingOperation`).
@@ -122,6 +124,8 @@ pub struct Frontend {
     clock_advances: tokio::sync::Mutex<()>,
     /// Changes hold it shared; the reset holds it alone, so no change straddles a reset.
     reset_gate: tokio::sync::RwLock<()>,
+    /// Seeded keys (`--seed-file`).
+    seed: Option<Arc<crate::service::seed::Seed>>,
     /// Fault injection: the process dies right after the next key deletion is committed,
     /// before its effects run (the crash the deletion task exists for).
     pub crash_after_deletion_commit: std::sync::atomic::AtomicBool,
@@ -251,6 +255,7 @@ impl Frontend {
             creating_keys: std::sync::atomic::AtomicUsize::new(0),
             clock_advances: tokio::sync::Mutex::new(()),
             reset_gate: tokio::sync::RwLock::new(()),
+            seed: options.seed.clone(),
             crash_after_deletion_commit: std::sync::atomic::AtomicBool::new(false),
         });
         Ok((frontend, thread))
@@ -345,6 +350,15 @@ impl Frontend {
         plan: impl FnOnce(&Registry) -> Result<(Vec<Change>, T), KmsError>,
     ) -> Result<T, KmsError> {
         let _gate = self.reset_gate.read().await;
+        self.change_ungated(resources, plan).await
+    }
+
+    /// [`Frontend::change`] for whoever already holds the reset gate, or runs before serving.
+    async fn change_ungated<T>(
+        &self,
+        resources: Vec<Resource>,
+        plan: impl FnOnce(&Registry) -> Result<(Vec<Change>, T), KmsError>,
+    ) -> Result<T, KmsError> {
         let _held = self.locks.acquire(resources).await;
         let (changes, answer, writes) = {
             let registry = self.registry();
@@ -444,8 +458,103 @@ impl Frontend {
         self.audit.clear();
         self.events.clear();
         self.metrics.reset();
-        tracing::info!(stores = store_ids.len(), "KMS state reset");
+        let seeded = self.apply_seed_ungated().await?;
+        tracing::info!(stores = store_ids.len(), seeded, "KMS state reset");
         Ok(())
+    }
+
+    /// Makes the seeded keys that do not exist (by id), with their aliases, rotation and state;
+    /// run before the frontend serves, and by a reset. Keys that exist are left as they are, so
+    /// applying the seed again changes nothing. Returns how many keys it made.
+    pub async fn apply_seed(&self) -> Result<usize, KmsError> {
+        let _gate = self.reset_gate.write().await;
+        self.apply_seed_ungated().await
+    }
+
+    async fn apply_seed_ungated(&self) -> Result<usize, KmsError> {
+        let Some(seed) = self.seed.clone() else {
+            return Ok(0);
+        };
+        let mut made = 0;
+        for key in &seed.keys {
+            let scope = Arc::new(Arns {
+                region: key
+                    .region
+                    .clone()
+                    .unwrap_or_else(|| self.arns.region.clone()),
+                account_id: key
+                    .account
+                    .clone()
+                    .unwrap_or_else(|| self.arns.account_id.clone()),
+            });
+            if crate::service::key_ref::in_request_scope(scope, self.apply_seed_key(key)).await? {
+                made += 1;
+            }
+        }
+        Ok(made)
+    }
+
+    /// One seeded key, in its scope; false if it exists already.
+    async fn apply_seed_key(&self, key: &crate::service::seed::SeedKey) -> Result<bool, KmsError> {
+        use crate::service::key_spec::KeySpec;
+        use crate::service::registry::NewKeyMaterial;
+        if self.registry().by_id(&key.id).is_some() {
+            return Ok(false);
+        }
+        let material = if key.spec == KeySpec::SymmetricDefault {
+            let mut bytes = key.material.expose().to_vec();
+            let material = KeyMaterial::from_slice(&mut bytes);
+            zeroize::Zeroize::zeroize(&mut bytes);
+            NewKeyMaterial::SymmetricGiven(
+                material.ok_or_else(|| {
+                    KmsError::KmsInternal("seeded material is not 32 bytes".into())
+                })?,
+            )
+        } else {
+            NewKeyMaterial::Typed {
+                spec: key.spec,
+                usage: key.usage,
+                material: hsmkms_common::secret::SecretBytes::new(key.material.expose().to_vec()),
+            }
+        };
+        let now = self.now();
+        let (_, record, _) = self.registry().new_key_with_id(
+            Some(key.id),
+            material,
+            key.description.clone(),
+            key.policy.clone(),
+            key.tags.clone(),
+            now,
+            self.entropy.as_ref(),
+        )?;
+        self.change_ungated(vec![Resource::Key(key.id)], |reg| {
+            Ok((reg.insert_key(record, false)?, ()))
+        })
+        .await?;
+        let id = key.id.to_string();
+        for alias in &key.aliases {
+            let result = self
+                .change_ungated(vec![Resource::Alias(alias.clone())], |reg| {
+                    Ok((reg.create_alias(alias, &id, now)?, ()))
+                })
+                .await;
+            if let Err(e) = result {
+                tracing::warn!(key_id = %id, %alias, error = %e, "a seeded alias was not made");
+            }
+        }
+        if let Some(rotation) = key.rotation.filter(|r| r.enabled) {
+            self.change_ungated(vec![Resource::Key(key.id)], |reg| {
+                Ok((reg.enable_rotation(&id, rotation.period_days, now)?, ()))
+            })
+            .await?;
+        }
+        if !key.enabled {
+            self.change_ungated(vec![Resource::Key(key.id)], |reg| {
+                Ok((reg.set_enabled(&id, false)?, ()))
+            })
+            .await?;
+        }
+        Ok(true)
     }
 
     /// Moves the emulator's clock forward by `by_millis`: the new offset is durable before

@@ -13,3 +13,4 @@ pub mod key_spec;
 pub mod key_state;
 pub mod model;
 pub mod registry;
+pub mod seed;
