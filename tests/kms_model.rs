@@ -8,46 +8,15 @@
 
 mod kms_common;
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use kms_common::*;
 use serde_json::Value;
 
-/// The botocore whose models are checked: the newest at the time of writing (KMS: 56
-/// operations, CloudHSMv2: 18).
-const BOTOCORE: &str = "1.44.8";
-
 /// The operation names of botocore's model of `service` (`kms`, `cloudhsmv2`), from a venv
 /// with the pinned botocore (made on first use).
 fn model_operations(service: &str) -> Vec<String> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let venv = root.join("target/model-venv");
-    let python = venv.join("bin/python3");
-    let marker = venv.join(format!("botocore-{BOTOCORE}"));
-    if !marker.exists() {
-        let made = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .unwrap();
-        assert!(made.success(), "python3 -m venv failed");
-        let installed = Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "-q",
-                &format!("botocore=={BOTOCORE}"),
-            ])
-            .status()
-            .unwrap();
-        assert!(
-            installed.success(),
-            "pip install botocore=={BOTOCORE} failed"
-        );
-        std::fs::write(&marker, b"").unwrap();
-    }
+    let python = model_python();
     let out = Command::new(&python)
         .args([
             "-c",

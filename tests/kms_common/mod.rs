@@ -944,3 +944,39 @@ pub fn backing_key_deletion_statuses(record: &Value) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// The botocore whose models the model-driven tests read: the newest at the time of writing
+/// (KMS: 56 operations, CloudHSMv2: 18).
+pub const BOTOCORE: &str = "1.44.8";
+
+/// The Python of a venv with the pinned botocore, `target/model-venv` (made on first use).
+pub fn model_python() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let venv = root.join("target/model-venv");
+    let python = venv.join("bin/python3");
+    let marker = venv.join(format!("botocore-{BOTOCORE}"));
+    if !marker.exists() {
+        let made = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .unwrap();
+        assert!(made.success(), "python3 -m venv failed");
+        let installed = Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                &format!("botocore=={BOTOCORE}"),
+            ])
+            .status()
+            .unwrap();
+        assert!(
+            installed.success(),
+            "pip install botocore=={BOTOCORE} failed"
+        );
+        std::fs::write(&marker, b"").unwrap();
+    }
+    python
+}
