@@ -600,7 +600,7 @@ async fn digests_sign_as_their_messages_and_a_disabled_key_signs_nothing() {
     assert_error(
         &err,
         "ValidationException",
-        Some("1 validation error detected: Value at 'signature' failed to satisfy constraint: Member must have length greater than or equal to 1"),
+        Some("1 validation error detected: Value 'java.nio.HeapByteBuffer[pos=0 lim=0 cap=0]' at 'signature' failed to satisfy constraint: Member must have length greater than or equal to 1"),
     );
     // DryRun (recorded text): checked after everything else, so a bad request says why.
     let dry_run = "The request would have succeeded, but the DryRun option is set.";
@@ -1004,7 +1004,7 @@ async fn hmac_keys_generate_and_verify_macs_with_aws_errors() {
     assert_error(
         &err,
         "ValidationException",
-        Some("1 validation error detected: Value at 'mac' failed to satisfy constraint: Member must have length greater than or equal to 1"),
+        Some("1 validation error detected: Value 'java.nio.HeapByteBuffer[pos=0 lim=0 cap=0]' at 'mac' failed to satisfy constraint: Member must have length greater than or equal to 1"),
     );
     // DryRun (recorded text).
     let dry_run = "The request would have succeeded, but the DryRun option is set.";

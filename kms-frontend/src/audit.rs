@@ -608,7 +608,8 @@ pub struct ApiCall<'a> {
     /// The answer, or the error's type and message.
     pub result: Result<&'a Value, (&'static str, String)>,
     pub additional: Option<Value>,
-    /// Written as `{"truncated": true}` in place of parameters, elements and additional data.
+    /// Written as `{"truncated": true}` in place of parameters, elements and additional data,
+    /// with the error message cut to 4 KiB.
     pub truncated: bool,
 }
 
@@ -635,7 +636,16 @@ impl Serialize for ApiCall<'_> {
         }
         if let Err((code, message)) = &self.result {
             map.serialize_entry("errorCode", code)?;
-            map.serialize_entry("errorMessage", message)?;
+            // A message can quote a member as sent (a validation error): a truncated record
+            // keeps its first 4 KiB.
+            let mut end = message.len();
+            if self.truncated && end > MAX_PARAMETER_BYTES {
+                end = MAX_PARAMETER_BYTES;
+                while !message.is_char_boundary(end) {
+                    end -= 1;
+                }
+            }
+            map.serialize_entry("errorMessage", &message[..end])?;
         }
         match (&self.additional, self.truncated) {
             (Some(_), true) => map.serialize_entry("additionalEventData", &truncated)?,

@@ -1045,3 +1045,8 @@ pub fn refused_start(dir: &Path, options: &[&str]) -> String {
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     stderr
 }
+
+/// The Python of the tests' venv with the pinned botocore (made on first use).
+pub fn model_python() -> PathBuf {
+    python_venv(&[&format!("botocore=={BOTOCORE}")])
+}

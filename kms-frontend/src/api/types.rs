@@ -145,6 +145,8 @@ pub struct ListRequest {
     pub key_id: Option<String>,
     pub limit: Option<i64>,
     pub marker: Option<String>,
+    /// ListKeys's filter: checked as the model says.
+    pub resource_owners: Option<Vec<String>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -305,6 +307,12 @@ pub struct CreateCustomKeyStoreRequest {
     pub trust_anchor_certificate: Option<String>,
     pub key_store_password: Option<SecretString>,
     pub custom_key_store_type: Option<String>,
+    /// Members of external key stores: hsmkms has none, but checks them as the model says.
+    pub xks_proxy_uri_endpoint: Option<String>,
+    pub xks_proxy_uri_path: Option<String>,
+    pub xks_proxy_vpc_endpoint_service_name: Option<String>,
+    pub xks_proxy_vpc_endpoint_service_owner: Option<String>,
+    pub xks_proxy_connectivity: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -329,6 +337,12 @@ pub struct UpdateCustomKeyStoreRequest {
     pub new_custom_key_store_name: Option<String>,
     pub key_store_password: Option<SecretString>,
     pub cloud_hsm_cluster_id: Option<String>,
+    /// Members of external key stores: hsmkms has none, but checks them as the model says.
+    pub xks_proxy_uri_endpoint: Option<String>,
+    pub xks_proxy_uri_path: Option<String>,
+    pub xks_proxy_vpc_endpoint_service_name: Option<String>,
+    pub xks_proxy_vpc_endpoint_service_owner: Option<String>,
+    pub xks_proxy_connectivity: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -362,6 +376,8 @@ pub struct CreateGrantRequest {
     pub constraints: Option<GrantConstraintsMembers>,
     pub grant_tokens: Option<Vec<String>>,
     pub name: Option<String>,
+    pub grantee_service_principal: Option<String>,
+    pub retiring_service_principal: Option<String>,
     pub dry_run: Option<bool>,
 }
 
@@ -374,6 +390,8 @@ pub struct ListGrantsRequest {
     pub grant_id: Option<String>,
     pub grantee_principal: Option<String>,
     pub retiring_principal: Option<String>,
+    pub grantee_service_principal: Option<String>,
+    pub retiring_service_principal: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

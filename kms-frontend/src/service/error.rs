@@ -263,6 +263,27 @@ impl KmsError {
     }
 
     /// A value of an enumerated member outside its set.
+    /// A length or value outside `min..=max`, in AWS's words: one message for the bound
+    /// broken (`Member must have length greater than or equal to 1`). `shown` is the value as
+    /// the message quotes it (` 'x'`), or empty for a member AWS does not show.
+    pub fn out_of_bounds(
+        member: &str,
+        shown: &str,
+        what: &str,
+        n: i64,
+        min: i64,
+        max: i64,
+    ) -> Self {
+        let bound = if n < min {
+            format!("greater than or equal to {min}")
+        } else {
+            format!("less than or equal to {max}")
+        };
+        KmsError::Validation(format!(
+            "1 validation error detected: Value{shown} at '{member}' failed to satisfy constraint: Member must have {what} {bound}"
+        ))
+    }
+
     pub fn not_in_enum(member: &str, value: &str, allowed: &[&str]) -> Self {
         KmsError::Validation(format!(
             "1 validation error detected: Value '{value}' at '{member}' failed to satisfy constraint: Member must satisfy enum value set: [{}]",

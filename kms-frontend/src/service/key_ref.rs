@@ -105,9 +105,11 @@ impl Arns {
     /// or key ARN.
     pub fn parse(&self, key_id: &str, allow_alias: bool) -> Result<KeyRef, KmsError> {
         if key_id.is_empty() || key_id.len() > 2048 {
-            return Err(KmsError::Validation(format!(
-                "1 validation error detected: Value '{key_id}' at 'keyId' failed to satisfy constraint: Member must have length between 1 and 2048"
-            )));
+            let n = i64::try_from(key_id.len()).unwrap_or(i64::MAX);
+            let shown = format!(" '{key_id}'");
+            return Err(KmsError::out_of_bounds(
+                "keyId", &shown, "length", n, 1, 2048,
+            ));
         }
         if let Some(rest) = key_id.strip_prefix("arn:") {
             let mut parts = rest.splitn(5, ':');

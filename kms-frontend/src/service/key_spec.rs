@@ -69,7 +69,7 @@ pub const KEY_SPECS: [KeySpec; 20] = [
 /// `KeySpec`'s names in the order AWS lists them in its enum error: the twelve AWS listed when
 /// its answer was recorded (`[RSA_2048, ECC_NIST_P384, ..., HMAC_512]`, not the model's
 /// order), then the specs added since, in the model's order.
-const KEY_SPEC_ENUM: [&str; 20] = [
+pub(crate) const KEY_SPEC_ENUM: [&str; 20] = [
     "RSA_2048",
     "ECC_NIST_P384",
     "ECC_NIST_P256",
@@ -94,7 +94,7 @@ const KEY_SPEC_ENUM: [&str; 20] = [
 
 /// `KeyUsageType`'s names in the order AWS lists them in its enum error: the three recorded
 /// (`[ENCRYPT_DECRYPT, SIGN_VERIFY, GENERATE_VERIFY_MAC]`), then those added since.
-const KEY_USAGE_ENUM: [&str; 5] = [
+pub(crate) const KEY_USAGE_ENUM: [&str; 5] = [
     "ENCRYPT_DECRYPT",
     "SIGN_VERIFY",
     "GENERATE_VERIFY_MAC",

@@ -1316,13 +1316,12 @@ impl Registry {
     }
 
     pub fn untag(&self, key_id: &str, keys: Vec<String>) -> Result<Vec<Change>, KmsError> {
-        for k in &keys {
-            if k.is_empty() || k.chars().count() > 128 {
-                return Err(validation(
-                    "tagKeys",
-                    k,
-                    "Member must have length between 1 and 128",
-                ));
+        for (i, k) in keys.iter().enumerate() {
+            let n = i64::try_from(k.chars().count()).unwrap_or(i64::MAX);
+            if !(1..=128).contains(&n) {
+                let path = format!("tagKeys.{}.member", i + 1);
+                let shown = format!(" '{k}'");
+                return Err(KmsError::out_of_bounds(&path, &shown, "length", n, 1, 128));
             }
         }
         let id = self.checked(key_id, false, KeyOp::UntagResource)?.key_id;

@@ -29,9 +29,10 @@ pub(super) fn blob(value: Option<String>, member: &str) -> Result<Vec<u8>, KmsEr
 pub(super) fn check_limit(limit: Option<i64>, max: i64, default: i64) -> Result<usize, KmsError> {
     let limit = limit.unwrap_or(default);
     if !(1..=max).contains(&limit) {
-        return Err(KmsError::Validation(format!(
-            "1 validation error detected: Value '{limit}' at 'limit' failed to satisfy constraint: Member must have value between 1 and {max}"
-        )));
+        let shown = format!(" '{limit}'");
+        return Err(KmsError::out_of_bounds(
+            "limit", &shown, "value", limit, 1, max,
+        ));
     }
     Ok(limit as usize)
 }
@@ -85,19 +86,32 @@ pub(super) fn lock_key(fe: &Frontend, key_id: &str) -> Vec<Resource> {
 }
 
 pub(super) fn check_password(password: &str) -> Result<(), KmsError> {
-    if !(7..=32).contains(&password.len()) {
-        return Err(KmsError::Validation(
-            "1 validation error detected: Value at 'keyStorePassword' failed to satisfy constraint: Member must have length between 7 and 32".into(),
+    let n = i64::try_from(password.len()).unwrap_or(i64::MAX);
+    if !(7..=32).contains(&n) {
+        return Err(KmsError::out_of_bounds(
+            "keyStorePassword",
+            "",
+            "length",
+            n,
+            7,
+            32,
         ));
     }
     Ok(())
 }
 
 pub(super) fn check_name(name: &str) -> Result<(), KmsError> {
-    if name.is_empty() || name.chars().count() > 256 {
-        return Err(KmsError::Validation(format!(
-            "1 validation error detected: Value '{name}' at 'customKeyStoreName' failed to satisfy constraint: Member must have length between 1 and 256"
-        )));
+    let n = i64::try_from(name.chars().count()).unwrap_or(i64::MAX);
+    if !(1..=256).contains(&n) {
+        let shown = format!(" '{name}'");
+        return Err(KmsError::out_of_bounds(
+            "customKeyStoreName",
+            &shown,
+            "length",
+            n,
+            1,
+            256,
+        ));
     }
     Ok(())
 }
@@ -215,6 +229,11 @@ impl Violations {
             }
             Err(other) => Err(other),
         }
+    }
+
+    /// Notes one violation, worded as after `1 validation error detected: `.
+    pub(super) fn note(&mut self, message: String) {
+        self.0.push(message);
     }
 
     /// Every violation noted, in one ValidationException.

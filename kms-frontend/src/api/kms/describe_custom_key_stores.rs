@@ -16,9 +16,10 @@ pub(super) fn handle(
 ) -> Result<Value, KmsError> {
     let limit = req.limit.unwrap_or(1000);
     if !(1..=1000).contains(&limit) {
-        return Err(KmsError::Validation(format!(
-            "1 validation error detected: Value '{limit}' at 'limit' failed to satisfy constraint: Member must have value between 1 and 1000"
-        )));
+        let shown = format!(" '{limit}'");
+        return Err(KmsError::out_of_bounds(
+            "limit", &shown, "value", limit, 1, 1000,
+        ));
     }
     let reg = fe.registry();
     let selected: Vec<&KeyStoreRecord> =

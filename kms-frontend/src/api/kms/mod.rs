@@ -38,6 +38,8 @@ mod list_keys;
 mod list_resource_tags;
 mod mac;
 mod metadata;
+mod model_checks;
+mod model_rules;
 mod multi_region;
 mod put_key_policy;
 mod re_encrypt;
@@ -59,13 +61,14 @@ pub use checks::MAX_PLAINTEXT;
 pub use metadata::metadata;
 
 use super::deadline::{self, Late};
-use super::parse;
 use crate::audit::{ApiCall, Parameters};
 use crate::frontend::{iso8601, Frontend};
 use crate::service::error::KmsError;
 use crate::service::key_ref::{in_request_scope, request_scope, Arns, KeyRef};
 use crate::service::key_state;
 use crate::service::model::KeyOrigin;
+use model_checks::valid;
+use model_rules as rules;
 
 /// How hsmkms runs one operation it serves.
 #[derive(Debug, Clone, Copy)]
@@ -353,69 +356,136 @@ async fn within_deadline(
     })
 }
 
-/// The operation's handler, given the request parsed into its shape.
+/// The operation's handler, given the request parsed into its shape and checked against the
+/// model's constraints on its members.
 async fn dispatch(fe: &Arc<Frontend>, op: &str, body: &[u8]) -> Result<Value, KmsError> {
     match op {
-        "CreateKey" => create_key::handle(fe, parse(body)?).await,
-        "DescribeKey" => describe_key::handle(fe, parse(body)?),
-        "ListKeys" => list_keys::handle(fe, parse(body)?),
-        "EnableKey" => enable_key::handle(fe, parse(body)?).await,
-        "DisableKey" => disable_key::handle(fe, parse(body)?).await,
-        "UpdateKeyDescription" => update_key_description::handle(fe, parse(body)?).await,
-        "ScheduleKeyDeletion" => schedule_key_deletion::handle(fe, parse(body)?).await,
-        "CancelKeyDeletion" => cancel_key_deletion::handle(fe, parse(body)?).await,
-        "GetKeyPolicy" => get_key_policy::handle(fe, parse(body)?),
-        "PutKeyPolicy" => put_key_policy::handle(fe, parse(body)?).await,
-        "ListKeyPolicies" => list_key_policies::handle(fe, parse(body)?),
-        "GetKeyRotationStatus" => get_key_rotation_status::handle(fe, parse(body)?),
-        "Encrypt" => encrypt::handle(fe, parse(body)?).await,
-        "Decrypt" => decrypt::handle(fe, parse(body)?).await,
-        "ReEncrypt" => re_encrypt::handle(fe, parse(body)?).await,
-        "GenerateDataKey" => generate_data_key::handle(fe, parse(body)?).await,
+        "CreateKey" => create_key::handle(fe, valid(body, &rules::CREATE_KEY)?).await,
+        "DescribeKey" => describe_key::handle(fe, valid(body, &rules::DESCRIBE_KEY)?),
+        "ListKeys" => list_keys::handle(fe, valid(body, &rules::LIST_KEYS)?),
+        "EnableKey" => enable_key::handle(fe, valid(body, &rules::ENABLE_KEY)?).await,
+        "DisableKey" => disable_key::handle(fe, valid(body, &rules::DISABLE_KEY)?).await,
+        "UpdateKeyDescription" => {
+            update_key_description::handle(fe, valid(body, &rules::UPDATE_KEY_DESCRIPTION)?).await
+        }
+        "ScheduleKeyDeletion" => {
+            schedule_key_deletion::handle(fe, valid(body, &rules::SCHEDULE_KEY_DELETION)?).await
+        }
+        "CancelKeyDeletion" => {
+            cancel_key_deletion::handle(fe, valid(body, &rules::CANCEL_KEY_DELETION)?).await
+        }
+        "GetKeyPolicy" => get_key_policy::handle(fe, valid(body, &rules::GET_KEY_POLICY)?),
+        "PutKeyPolicy" => put_key_policy::handle(fe, valid(body, &rules::PUT_KEY_POLICY)?).await,
+        "ListKeyPolicies" => list_key_policies::handle(fe, valid(body, &rules::LIST_KEY_POLICIES)?),
+        "GetKeyRotationStatus" => {
+            get_key_rotation_status::handle(fe, valid(body, &rules::GET_KEY_ROTATION_STATUS)?)
+        }
+        "Encrypt" => encrypt::handle(fe, valid(body, &rules::ENCRYPT)?).await,
+        "Decrypt" => decrypt::handle(fe, valid(body, &rules::DECRYPT)?).await,
+        "ReEncrypt" => re_encrypt::handle(fe, valid(body, &rules::RE_ENCRYPT)?).await,
+        "GenerateDataKey" => {
+            generate_data_key::handle(fe, valid(body, &rules::GENERATE_DATA_KEY)?).await
+        }
         "GenerateDataKeyWithoutPlaintext" => {
-            generate_data_key_without_plaintext::handle(fe, parse(body)?).await
+            generate_data_key_without_plaintext::handle(
+                fe,
+                valid(body, &rules::GENERATE_DATA_KEY_WITHOUT_PLAINTEXT)?,
+            )
+            .await
         }
-        "GenerateRandom" => generate_random::handle(fe, parse(body)?).await,
-        "CreateAlias" => create_alias::handle(fe, parse(body)?).await,
-        "UpdateAlias" => update_alias::handle(fe, parse(body)?).await,
-        "DeleteAlias" => delete_alias::handle(fe, parse(body)?).await,
-        "ListAliases" => list_aliases::handle(fe, parse(body)?),
-        "TagResource" => tag_resource::handle(fe, parse(body)?).await,
-        "UntagResource" => untag_resource::handle(fe, parse(body)?).await,
-        "ListResourceTags" => list_resource_tags::handle(fe, parse(body)?),
-        "CreateCustomKeyStore" => create_custom_key_store::handle(fe, parse(body)?).await,
-        "DescribeCustomKeyStores" => describe_custom_key_stores::handle(fe, parse(body)?),
-        "ConnectCustomKeyStore" => connect_custom_key_store::handle(fe, parse(body)?).await,
-        "DisconnectCustomKeyStore" => disconnect_custom_key_store::handle(fe, parse(body)?).await,
-        "UpdateCustomKeyStore" => update_custom_key_store::handle(fe, parse(body)?).await,
-        "DeleteCustomKeyStore" => delete_custom_key_store::handle(fe, parse(body)?).await,
-        "CreateGrant" => create_grant::handle(fe, parse(body)?).await,
-        "ListGrants" => list_grants::handle(fe, parse(body)?),
-        "ListRetirableGrants" => list_grants::retirable(fe, parse(body)?),
-        "RetireGrant" => retire_grant::handle(fe, parse(body)?).await,
-        "RevokeGrant" => retire_grant::revoke(fe, parse(body)?).await,
-        "EnableKeyRotation" => key_rotation::enable(fe, parse(body)?).await,
-        "DisableKeyRotation" => key_rotation::disable(fe, parse(body)?).await,
-        "RotateKeyOnDemand" => key_rotation::rotate(fe, parse(body)?).await,
-        "ListKeyRotations" => key_rotation::list(fe, parse(body)?),
-        "GetKeyLastUsage" => get_key_last_usage::handle(fe, parse(body)?),
-        "Sign" => sign::sign(fe, parse(body)?).await,
-        "Verify" => sign::verify(fe, parse(body)?).await,
-        "GetPublicKey" => get_public_key::handle(fe, parse(body)?),
-        "GenerateMac" => mac::generate(fe, parse(body)?).await,
-        "VerifyMac" => mac::verify(fe, parse(body)?).await,
-        "GenerateDataKeyPair" => generate_data_key_pair::generate(fe, parse(body)?, true).await,
+        "GenerateRandom" => {
+            generate_random::handle(fe, valid(body, &rules::GENERATE_RANDOM)?).await
+        }
+        "CreateAlias" => create_alias::handle(fe, valid(body, &rules::CREATE_ALIAS)?).await,
+        "UpdateAlias" => update_alias::handle(fe, valid(body, &rules::UPDATE_ALIAS)?).await,
+        "DeleteAlias" => delete_alias::handle(fe, valid(body, &rules::DELETE_ALIAS)?).await,
+        "ListAliases" => list_aliases::handle(fe, valid(body, &rules::LIST_ALIASES)?),
+        "TagResource" => tag_resource::handle(fe, valid(body, &rules::TAG_RESOURCE)?).await,
+        "UntagResource" => untag_resource::handle(fe, valid(body, &rules::UNTAG_RESOURCE)?).await,
+        "ListResourceTags" => {
+            list_resource_tags::handle(fe, valid(body, &rules::LIST_RESOURCE_TAGS)?)
+        }
+        "CreateCustomKeyStore" => {
+            create_custom_key_store::handle(fe, valid(body, &rules::CREATE_CUSTOM_KEY_STORE)?).await
+        }
+        "DescribeCustomKeyStores" => {
+            describe_custom_key_stores::handle(fe, valid(body, &rules::DESCRIBE_CUSTOM_KEY_STORES)?)
+        }
+        "ConnectCustomKeyStore" => {
+            connect_custom_key_store::handle(fe, valid(body, &rules::CONNECT_CUSTOM_KEY_STORE)?)
+                .await
+        }
+        "DisconnectCustomKeyStore" => {
+            disconnect_custom_key_store::handle(
+                fe,
+                valid(body, &rules::DISCONNECT_CUSTOM_KEY_STORE)?,
+            )
+            .await
+        }
+        "UpdateCustomKeyStore" => {
+            update_custom_key_store::handle(fe, valid(body, &rules::UPDATE_CUSTOM_KEY_STORE)?).await
+        }
+        "DeleteCustomKeyStore" => {
+            delete_custom_key_store::handle(fe, valid(body, &rules::DELETE_CUSTOM_KEY_STORE)?).await
+        }
+        "CreateGrant" => create_grant::handle(fe, valid(body, &rules::CREATE_GRANT)?).await,
+        "ListGrants" => list_grants::handle(fe, valid(body, &rules::LIST_GRANTS)?),
+        "ListRetirableGrants" => {
+            list_grants::retirable(fe, valid(body, &rules::LIST_RETIRABLE_GRANTS)?)
+        }
+        "RetireGrant" => retire_grant::handle(fe, valid(body, &rules::RETIRE_GRANT)?).await,
+        "RevokeGrant" => retire_grant::revoke(fe, valid(body, &rules::REVOKE_GRANT)?).await,
+        "EnableKeyRotation" => {
+            key_rotation::enable(fe, valid(body, &rules::ENABLE_KEY_ROTATION)?).await
+        }
+        "DisableKeyRotation" => {
+            key_rotation::disable(fe, valid(body, &rules::DISABLE_KEY_ROTATION)?).await
+        }
+        "RotateKeyOnDemand" => {
+            key_rotation::rotate(fe, valid(body, &rules::ROTATE_KEY_ON_DEMAND)?).await
+        }
+        "ListKeyRotations" => key_rotation::list(fe, valid(body, &rules::LIST_KEY_ROTATIONS)?),
+        "GetKeyLastUsage" => {
+            get_key_last_usage::handle(fe, valid(body, &rules::GET_KEY_LAST_USAGE)?)
+        }
+        "Sign" => sign::sign(fe, valid(body, &rules::SIGN)?).await,
+        "Verify" => sign::verify(fe, valid(body, &rules::VERIFY)?).await,
+        "GetPublicKey" => get_public_key::handle(fe, valid(body, &rules::GET_PUBLIC_KEY)?),
+        "GenerateMac" => mac::generate(fe, valid(body, &rules::GENERATE_MAC)?).await,
+        "VerifyMac" => mac::verify(fe, valid(body, &rules::VERIFY_MAC)?).await,
+        "GenerateDataKeyPair" => {
+            generate_data_key_pair::generate(fe, valid(body, &rules::GENERATE_DATA_KEY_PAIR)?, true)
+                .await
+        }
         "GenerateDataKeyPairWithoutPlaintext" => {
-            generate_data_key_pair::generate(fe, parse(body)?, false).await
+            generate_data_key_pair::generate(
+                fe,
+                valid(body, &rules::GENERATE_DATA_KEY_PAIR_WITHOUT_PLAINTEXT)?,
+                false,
+            )
+            .await
         }
-        "DeriveSharedSecret" => derive_shared_secret::handle(fe, parse(body)?).await,
-        "GetParametersForImport" => import_key_material::get_parameters(fe, parse(body)?).await,
-        "ImportKeyMaterial" => import_key_material::import(fe, parse(body)?).await,
-        "DeleteImportedKeyMaterial" => import_key_material::delete(fe, parse(body)?).await,
-        "Encapsulate" => encapsulate::encapsulate(fe, parse(body)?),
-        "Decapsulate" => encapsulate::decapsulate(fe, parse(body)?),
-        "ReplicateKey" => multi_region::replicate(fe, parse(body)?).await,
-        "UpdatePrimaryRegion" => multi_region::update_primary_region(fe, parse(body)?).await,
+        "DeriveSharedSecret" => {
+            derive_shared_secret::handle(fe, valid(body, &rules::DERIVE_SHARED_SECRET)?).await
+        }
+        "GetParametersForImport" => {
+            import_key_material::get_parameters(fe, valid(body, &rules::GET_PARAMETERS_FOR_IMPORT)?)
+                .await
+        }
+        "ImportKeyMaterial" => {
+            import_key_material::import(fe, valid(body, &rules::IMPORT_KEY_MATERIAL)?).await
+        }
+        "DeleteImportedKeyMaterial" => {
+            import_key_material::delete(fe, valid(body, &rules::DELETE_IMPORTED_KEY_MATERIAL)?)
+                .await
+        }
+        "Encapsulate" => encapsulate::encapsulate(fe, valid(body, &rules::ENCAPSULATE)?),
+        "Decapsulate" => encapsulate::decapsulate(fe, valid(body, &rules::DECAPSULATE)?),
+        "ReplicateKey" => multi_region::replicate(fe, valid(body, &rules::REPLICATE_KEY)?).await,
+        "UpdatePrimaryRegion" => {
+            multi_region::update_primary_region(fe, valid(body, &rules::UPDATE_PRIMARY_REGION)?)
+                .await
+        }
         other => Err(KmsError::UnknownOperation(format!(
             "TrentService.{other} is not an operation hsmkms serves."
         ))),
