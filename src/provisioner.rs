@@ -687,36 +687,60 @@ impl Provisioner for LauncherProvisioner {
     }
 
     fn set_hsm_running(&self, hsm_id: &str, running: bool) -> Result<(), String> {
-        let Runner::InProcess(nodes) = &self.runner else {
-            return Err(
-                "fault injection needs in-process HSMs (run without --hsm-processes)".into(),
-            );
-        };
-        let mut nodes = lock(nodes);
-        let Some((dir, handle)) = nodes.get_mut(hsm_id) else {
-            return Err(format!("no HSM {hsm_id} runs in this emulator"));
-        };
-        match (running, handle.is_some()) {
-            (false, true) => {
-                if let Some(h) = handle.take() {
-                    h.shutdown();
+        match &self.runner {
+            Runner::InProcess(nodes) => {
+                let mut nodes = lock(nodes);
+                let Some((dir, handle)) = nodes.get_mut(hsm_id) else {
+                    return Err(format!("no HSM {hsm_id} runs in this emulator"));
+                };
+                match (running, handle.is_some()) {
+                    (false, true) => {
+                        if let Some(h) = handle.take() {
+                            h.shutdown();
+                        }
+                    }
+                    (true, false) => {
+                        let started =
+                            NodeHandle::start(dir, NodeOptions::default(), self.clock.clone())
+                                .map_err(|e| format!("cannot restart {hsm_id}: {e:#}"))?;
+                        *handle = Some(started);
+                    }
+                    _ => {}
                 }
+                Ok(())
             }
-            (true, false) => {
-                let started = NodeHandle::start(dir, NodeOptions::default(), self.clock.clone())
-                    .map_err(|e| format!("cannot restart {hsm_id}: {e:#}"))?;
-                *handle = Some(started);
+            Runner::Processes(supervisor) => {
+                // The HSM's node directory, if the emulator runs it (not one being deleted).
+                let dir = lock(&self.clusters)
+                    .values()
+                    .filter(|k| !k.deleted())
+                    .find_map(|k| {
+                        k.dir
+                            .info
+                            .hsms
+                            .iter()
+                            .find(|h| h.hsm_id == hsm_id && !h.external && !h.leaving)
+                            .map(|h| k.dir.node_dir(h))
+                    })
+                    .ok_or_else(|| format!("no HSM {hsm_id} runs in this emulator"))?;
+                match (running, supervisor.contains(hsm_id)) {
+                    // The process gets SIGTERM and is not restarted until `start`.
+                    (false, true) => supervisor.remove_blocking(hsm_id),
+                    (true, false) => supervisor.add(NodeProcess {
+                        hsm_id: hsm_id.into(),
+                        node_dir: dir,
+                    }),
+                    _ => {}
+                }
+                Ok(())
             }
-            _ => {}
         }
-        Ok(())
     }
 
     fn set_hsm_stalled(&self, hsm_id: &str, stalled: bool) -> Result<(), String> {
-        let Runner::InProcess(nodes) = &self.runner else {
-            return Err(
-                "stall needs in-process HSMs (run without --hsm-processes, or send the HSM process SIGSTOP)".into(),
-            );
+        let nodes = match &self.runner {
+            Runner::InProcess(nodes) => nodes,
+            Runner::Processes(supervisor) => return supervisor.set_stalled(hsm_id, stalled),
         };
         let nodes = lock(nodes);
         match nodes.get(hsm_id) {

@@ -4,7 +4,8 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hsm_node::cli::LogFormat;
@@ -44,6 +45,8 @@ pub struct Supervisor {
 struct Supervised {
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
+    /// The running process's pid (0 between processes), for stalling it.
+    pid: Arc<AtomicI32>,
 }
 
 impl Supervisor {
@@ -65,10 +68,34 @@ impl Supervisor {
     pub fn add(&self, node: NodeProcess) {
         let (stop, stopping) = watch::channel(false);
         let hsm_id = node.hsm_id.clone();
-        let task = self
-            .runtime
-            .spawn(supervise(self.exe.clone(), node, self.log_format, stopping));
-        self.nodes().insert(hsm_id, Supervised { stop, task });
+        let pid = Arc::new(AtomicI32::new(0));
+        let task = self.runtime.spawn(supervise(
+            self.exe.clone(),
+            node,
+            self.log_format,
+            stopping,
+            pid.clone(),
+        ));
+        self.nodes().insert(hsm_id, Supervised { stop, task, pid });
+    }
+
+    /// Fault injection: stalls the node's process (SIGSTOP: its sockets stay open, it answers
+    /// nothing) or lets it run again (SIGCONT).
+    pub fn set_stalled(&self, hsm_id: &str, stalled: bool) -> Result<(), String> {
+        let nodes = self.nodes();
+        let node = nodes
+            .get(hsm_id)
+            .ok_or_else(|| format!("HSM {hsm_id} is not running; start it first"))?;
+        let pid = node.pid.load(Ordering::SeqCst);
+        if pid <= 0 {
+            return Err(format!("HSM {hsm_id} is restarting; try again"));
+        }
+        let signal = if stalled {
+            Signal::SIGSTOP
+        } else {
+            Signal::SIGCONT
+        };
+        kill(Pid::from_raw(pid), signal).map_err(|e| format!("cannot signal {hsm_id}: {e}"))
     }
 
     /// Whether the node is supervised (started and not removed).
@@ -117,6 +144,7 @@ async fn supervise(
     node: NodeProcess,
     log_format: LogFormat,
     mut stopping: watch::Receiver<bool>,
+    pid: Arc<AtomicI32>,
 ) {
     let mut backoff = MIN_BACKOFF;
     loop {
@@ -124,11 +152,18 @@ async fn supervise(
         match spawn(&exe, &node, log_format) {
             Ok(mut child) => {
                 tracing::info!(hsm_id = %node.hsm_id, pid = child.id(), "HSM process started");
-                tokio::select! {
-                    status = child.wait() => {
+                let running = child.id().and_then(|p| i32::try_from(p).ok());
+                pid.store(running.unwrap_or(0), Ordering::SeqCst);
+                let outcome = tokio::select! {
+                    status = child.wait() => Some(status),
+                    _ = stopping.changed() => None,
+                };
+                pid.store(0, Ordering::SeqCst);
+                match outcome {
+                    Some(status) => {
                         tracing::warn!(hsm_id = %node.hsm_id, ?status, "HSM process exited; restarting it");
                     }
-                    _ = stopping.changed() => {
+                    None => {
                         terminate(&node, &mut child).await;
                         return;
                     }
@@ -152,6 +187,8 @@ async fn supervise(
 
 async fn terminate(node: &NodeProcess, child: &mut Child) {
     if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+        // A stalled (SIGSTOPped) node must run again to hear the SIGTERM.
+        let _ = kill(Pid::from_raw(pid), Signal::SIGCONT);
         let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
     }
     if tokio::time::timeout(STOP_DEADLINE, child.wait())

@@ -98,6 +98,8 @@ pub struct Frontend {
     /// The CloudHSM service, which is also the cluster directory KMS uses.
     pub clusters: Arc<CloudHsm>,
     pub hsm: HsmGateway,
+    /// The faults in force and the emulated network they act on (the control API).
+    pub faults: Arc<crate::faults::Faults>,
     pub arns: Arns,
     /// The home scope, shared by every request of it.
     pub home_scope: Arc<Arns>,
@@ -231,6 +233,7 @@ impl Frontend {
         let clusters = Arc::new(cloudhsm);
         let directory: Arc<dyn ClusterDirectory> = clusters.clone();
         let tracking_start_millis = clock.now_millis();
+        let faults = Arc::new(crate::faults::Faults::default());
         let frontend = Arc::new(Self {
             registry: RwLock::new(registry),
             last_usage: Mutex::new(HashMap::new()),
@@ -239,7 +242,8 @@ impl Frontend {
             clock,
             audit: Audit::open(&options.dir.join(AUDIT_FILE), options.audit_max_bytes)?,
             metrics: Metrics::default(),
-            hsm: HsmGateway::new(directory),
+            hsm: HsmGateway::new(directory, faults.clone()),
+            faults,
             clusters,
             home_scope: Arc::new(arns.clone()),
             arns,

@@ -182,6 +182,12 @@ pub async fn set_passwords(
         // Overtaken: the record keeps the pending password, which a later connect tries.
         return Err(ConnectionErrorCode::InternalError);
     }
+    if fe.faults.connects_fail() {
+        // Fault injection (`fail-connects`): KMS's own side fails, as a store that refuses the
+        // write would; the connect protocol ends it as INTERNAL_ERROR.
+        tracing::warn!(%store_id, "fault injection: the store's passwords are not saved");
+        return Err(ConnectionErrorCode::InternalError);
+    }
     let mut record = fe
         .registry()
         .store(store_id)

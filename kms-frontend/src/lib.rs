@@ -17,6 +17,8 @@
 //! - [`cluster`]: what KMS sees of clusters, and the provisioner trait the launcher implements.
 //! - [`cloudhsm`]: the CloudHSM service: clusters, HSMs, backups, on the provisioner.
 //! - [`store`]: the redb store with group commit.
+//! - [`faults`]: the faults in force (`/_hsmkms/faults`) and the emulated network they act
+//!   on: subnets, KMS's reach to each HSM.
 //! - [`locks`]: locks on keys and aliases, so changes to one resource take turns.
 //! - [`audit`]: the CloudTrail-like audit trail, metrics and events.
 
@@ -26,6 +28,7 @@ pub mod api;
 pub mod audit;
 pub mod cloudhsm;
 pub mod cluster;
+pub mod faults;
 pub mod frontend;
 pub mod key_stores;
 pub mod locks;

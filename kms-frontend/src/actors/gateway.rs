@@ -10,6 +10,7 @@ use hsmkms_common::wire::{Request, Response};
 
 use super::key_store::*;
 use crate::cluster::ClusterDirectory;
+use crate::faults::Faults;
 use crate::service::connection_state::ConnectionErrorCode;
 use crate::service::error::KmsError;
 
@@ -17,6 +18,7 @@ use crate::service::error::KmsError;
 #[derive(Debug)]
 pub struct HsmGateway {
     clusters: Arc<dyn ClusterDirectory>,
+    faults: Arc<Faults>,
     actors: Mutex<HashMap<String, Addr<KeyStoreActor>>>,
 }
 
@@ -31,9 +33,10 @@ fn mailbox(e: MailboxError) -> KmsError {
 }
 
 impl HsmGateway {
-    pub fn new(clusters: Arc<dyn ClusterDirectory>) -> Self {
+    pub fn new(clusters: Arc<dyn ClusterDirectory>, faults: Arc<Faults>) -> Self {
         Self {
             clusters,
+            faults,
             actors: Mutex::new(HashMap::new()),
         }
     }
@@ -44,7 +47,9 @@ impl HsmGateway {
         let mut actors = self.actors.lock().unwrap_or_else(|e| e.into_inner());
         actors
             .entry(store_id.to_string())
-            .or_insert_with(|| KeyStoreActor::new(self.clusters.clone()).start())
+            .or_insert_with(|| {
+                KeyStoreActor::new(self.clusters.clone(), self.faults.clone()).start()
+            })
             .clone()
     }
 

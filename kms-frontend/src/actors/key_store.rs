@@ -12,6 +12,7 @@ use hsmkms_common::secret::SecretString;
 use hsmkms_common::wire::{ErrorCode, Request, Response, Role};
 
 use crate::cluster::ClusterDirectory;
+use crate::faults::{EniError, Faults};
 use crate::service::connection_state::ConnectionErrorCode;
 use crate::service::error::KmsError;
 
@@ -33,6 +34,41 @@ pub const KMSUSER: &str = "kmsuser";
 struct Session {
     hsm_id: String,
     client: Arc<NodeClient>,
+}
+
+impl Session {
+    /// One call on the session; on a network path that is cut (fault injection) the
+    /// connection is gone, as a dropped link leaves it.
+    async fn call(
+        &self,
+        faults: &Faults,
+        request: Request,
+        deadline: Duration,
+    ) -> Result<Response, ClientError> {
+        if faults.is_cut(&self.hsm_id) {
+            return Err(ClientError::Closed {
+                addr: self.client.addr().to_string(),
+            });
+        }
+        self.client.call(request, deadline).await
+    }
+}
+
+/// Connects to an HSM, unless the frontend's network path to it is cut (fault injection):
+/// then the connection is refused, as by a firewall between KMS and the cluster's subnets.
+async fn connect_to(
+    faults: &Faults,
+    hsm_id: &str,
+    address: &str,
+    tls: Arc<rustls::ClientConfig>,
+) -> Result<NodeClient, ClientError> {
+    if faults.is_cut(hsm_id) {
+        return Err(ClientError::Connect {
+            addr: address.to_string(),
+            reason: "the network path to the HSM is cut".into(),
+        });
+    }
+    NodeClient::connect(address, tls, HSM_DEADLINE).await
 }
 
 fn hsm_error(e: ClientError) -> KmsError {
@@ -127,6 +163,8 @@ pub const RELOGIN_INTERVAL: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub struct KeyStoreActor {
     clusters: Arc<dyn ClusterDirectory>,
+    /// The emulated network between KMS and the clusters (and its faults).
+    faults: Arc<Faults>,
     sessions: Vec<Session>,
     next: usize,
     /// The newest generation an [`Open`] or [`Close`] carried.
@@ -142,9 +180,10 @@ pub struct KeyStoreActor {
 
 impl KeyStoreActor {
     /// A store's actor before its first connect: no sessions.
-    pub fn new(clusters: Arc<dyn ClusterDirectory>) -> Self {
+    pub fn new(clusters: Arc<dyn ClusterDirectory>, faults: Arc<Faults>) -> Self {
         Self {
             clusters,
+            faults,
             sessions: Vec::new(),
             next: 0,
             generation: 0,
@@ -171,7 +210,10 @@ impl KeyStoreActor {
     /// Logs in, in the background, on active HSMs that have no live session. Sessions whose
     /// connection closed are dropped first.
     fn relogin_missing(&mut self, ctx: &mut Context<Self>) {
-        self.sessions.retain(|s| !s.client.is_closed());
+        // A session whose network path is cut is dropped (its connection closes with it).
+        let faults = self.faults.clone();
+        self.sessions
+            .retain(|s| !s.client.is_closed() && !faults.is_cut(&s.hsm_id));
         if self.relogging {
             return;
         }
@@ -214,6 +256,7 @@ impl KeyStoreActor {
             missing,
             tls: self.clusters.client_tls(cluster_id)?,
             password: password.duplicate(),
+            faults: self.faults.clone(),
         })
     }
 
@@ -239,6 +282,7 @@ struct Relogin {
     missing: Vec<(String, String)>,
     tls: Arc<rustls::ClientConfig>,
     password: SecretString,
+    faults: Arc<Faults>,
 }
 
 /// Connects and logs in as kmsuser on each HSM of `plan`; returns the sessions that worked.
@@ -246,7 +290,7 @@ async fn log_in_again(plan: Relogin) -> Vec<Session> {
     let mut fresh = Vec::new();
     for (hsm_id, address) in plan.missing {
         let one = async {
-            let client = NodeClient::connect(&address, plan.tls.clone(), HSM_DEADLINE).await?;
+            let client = connect_to(&plan.faults, &hsm_id, &address, plan.tls.clone()).await?;
             login(&client, &plan.password).await?;
             Ok::<_, ClientError>(client)
         };
@@ -289,6 +333,7 @@ fn connection_error(e: &ClientError) -> ConnectionErrorCode {
 
 async fn open_sessions(
     clusters: Arc<dyn ClusterDirectory>,
+    faults: Arc<Faults>,
     msg: Open,
 ) -> Result<(Vec<Session>, SecretString), ConnectionErrorCode> {
     let cluster = clusters
@@ -301,10 +346,22 @@ async fn open_sessions(
     if active.is_empty() {
         return Err(ConnectionErrorCode::InsufficientCloudHsmHsms);
     }
+    // KMS reaches the HSMs through a network interface of its own in each of the cluster's
+    // subnets: no subnet, or no free address in one, and there is no interface.
+    faults
+        .create_enis(cluster.subnet_mapping.iter().map(|(_, s)| s.as_str()))
+        .map_err(|e| {
+            tracing::warn!(cluster_id = %msg.cluster_id, error = ?e, "cannot create KMS's network interface");
+            match e {
+                EniError::SubnetNotFound(_) => ConnectionErrorCode::SubnetNotFound,
+                EniError::NoFreeAddress(_) => ConnectionErrorCode::InsufficientFreeAddressesInSubnet,
+            }
+        })?;
     let connects = active.iter().map(|hsm| {
         let tls = tls.clone();
+        let faults = faults.clone();
         async move {
-            NodeClient::connect(&hsm.address, tls, HSM_DEADLINE)
+            connect_to(&faults, &hsm.hsm_id, &hsm.address, tls)
                 .await
                 .ok()
                 .map(|c| (hsm.hsm_id.clone(), Arc::new(c)))
@@ -398,10 +455,11 @@ impl Handler<Open> for KeyStoreActor {
         self.suspect.clear();
         let cluster_id = msg.cluster_id.clone();
         let clusters = self.clusters.clone();
+        let faults = self.faults.clone();
         AtomicResponse::new(Box::pin(
             async move {
                 logout_all(old).await;
-                open_sessions(clusters, msg).await
+                open_sessions(clusters, faults, msg).await
             }
             .into_actor(self)
             .map(|r, act, _| {
@@ -425,12 +483,13 @@ impl Handler<Rotate> for KeyStoreActor {
             .cloned()
             .filter(|_| msg.generation == self.generation && self.login.is_some());
         let new_password = msg.password.duplicate();
+        let faults = self.faults.clone();
         AtomicResponse::new(Box::pin(
             async move {
                 let session = first.ok_or_else(KmsError::cluster_unreachable)?;
                 session
-                    .client
                     .call(
+                        &faults,
                         Request::ChangePassword {
                             username: KMSUSER.into(),
                             role: Role::CryptoUser,
@@ -504,12 +563,12 @@ struct Round {
 }
 
 /// Tries a request on each session in turn; the first answer wins, a refusal ends the round.
-async fn try_sessions(order: &[Session], make: &MakeRequest) -> Round {
+async fn try_sessions(faults: &Faults, order: &[Session], make: &MakeRequest) -> Round {
     let mut last = None;
     let mut timed_out = Vec::new();
     let mut uncertain = false;
     for session in order {
-        match session.client.call(make(), HSM_DEADLINE).await {
+        match session.call(faults, make(), HSM_DEADLINE).await {
             Ok(r) => {
                 return Round {
                     answer: Ok((session.hsm_id.clone(), r)),
@@ -559,8 +618,10 @@ impl Handler<Run> for KeyStoreActor {
         // again at once and try once more; HSMs that timed out are left to the background.
         let make = std::rc::Rc::new(msg.0);
         let again = make.clone();
+        let faults = self.faults.clone();
+        let faults_again = faults.clone();
         Box::pin(
-            async move { try_sessions(&order, &make).await }
+            async move { try_sessions(&faults, &order, &make).await }
                 .into_actor(self)
                 .then(move |first, act, _| -> RunRound {
                     act.set_aside(&first.timed_out);
@@ -578,7 +639,7 @@ impl Handler<Run> for KeyStoreActor {
                     Box::pin(
                         async move {
                             let fresh = log_in_again(plan).await;
-                            let mut second = try_sessions(&fresh, &again).await;
+                            let mut second = try_sessions(&faults_again, &fresh, &again).await;
                             second.uncertain |= first.uncertain;
                             (second, fresh)
                         }

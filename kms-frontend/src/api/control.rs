@@ -1,5 +1,6 @@
 //! The emulator's control API under `/_hsmkms/`: health, the clock (read it, move it forward;
-//! deletions that fall due run before the answer), the audit trail, metrics and events.
+//! deletions that fall due run before the answer), the audit trail, metrics and events, and
+//! the faults (inject, list, clear).
 
 use std::sync::Arc;
 
@@ -181,31 +182,139 @@ async fn events(fe: web::Data<Arc<Frontend>>) -> HttpResponse {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Fault {
-    /// The HSM of `stop` and `start`.
+    /// The HSM of `stop`, `start`, `stall`, `resume`, `cut-network` and `restore-network`.
     hsm_id: Option<String>,
-    /// `stop` (the HSM fails: DEGRADED, unreachable), `start` (it comes back), `stall` (it
-    /// stays ACTIVE and connected but answers nothing, as under SIGSTOP), `resume` (it runs
-    /// again and answers what it held, refusing what is past its deadline), or
-    /// `fail-commits` (the frontend's next `count` commits fail, as on a disk that refuses
-    /// writes), `stall-commits` (they hang for `seconds`), or `crash-after-deletion-commit`
-    /// (the process dies right after the next key deletion is durable, before the HSMs hear of
-    /// it), or `crash-during-hsm-create` (the process dies once the next new HSM serves, before
-    /// it is recorded ACTIVE), or `crash-during-hsm-delete` (the process dies once the next
-    /// deleted HSM's peers have forgotten it, before its removal is recorded).
+    /// The subnet of `delete-subnet`, `restore-subnet`, `exhaust-subnet` and `free-subnet`.
+    subnet_id: Option<String>,
+    /// What to do; the README's "Faults" section lists every action, what it produces and
+    /// what reverts it. `clear` reverts every fault in force.
     action: String,
     count: Option<u32>,
     /// `fail-commits` only: how many commits succeed before the failures start (default 0).
     after: Option<u32>,
     /// `stall-commits`: how long the frontend's commits hang, as on a disk that stops
-    /// answering.
+    /// answering. `stall`: how long the HSM stalls before it answers again (for good
+    /// without).
     seconds: Option<u64>,
 }
 
 /// Longest one `stall-commits` may hang the store.
 const MAX_COMMIT_STALL_SECONDS: u64 = 600;
 
+/// Longest one timed `stall` of an HSM may last.
+const MAX_HSM_STALL_SECONDS: u64 = 600;
+
 /// Most commits one `fail-commits` may fail.
 const MAX_INJECTED_COMMIT_FAILURES: u32 = 1_000;
+
+const ACTIONS: &str = "stop, start, stall, resume, cut-network, restore-network, delete-subnet, restore-subnet, exhaust-subnet, free-subnet, fail-connects, heal-connects, clear, fail-commits, stall-commits, crash-after-deletion-commit, crash-during-hsm-create or crash-during-hsm-delete";
+
+fn too_many(_: crate::faults::TooMany) -> HttpResponse {
+    bad(format!(
+        "At most {} faults of one kind may be in force.",
+        crate::faults::MAX_FAULTS
+    ))
+}
+
+/// The HSMs of every cluster and the faults in force: what every fault action answers.
+fn fault_answer(fe: &Frontend) -> HttpResponse {
+    let hsms: Vec<_> = fe
+        .clusters
+        .clusters()
+        .iter()
+        .flat_map(|c| c.hsms.clone())
+        .map(|h| json!({"hsmId": h.hsm_id, "state": h.state.as_str()}))
+        .collect();
+    HttpResponse::Ok().json(json!({"hsms": hsms, "faults": fe.faults.list()}))
+}
+
+/// `GET /_hsmkms/faults`: the faults in force.
+async fn list_faults(fe: web::Data<Arc<Frontend>>) -> HttpResponse {
+    HttpResponse::Ok().json(json!({"faults": fe.faults.list()}))
+}
+
+/// Whether some cluster has this HSM.
+fn hsm_exists(fe: &Frontend, hsm_id: &str) -> bool {
+    fe.clusters
+        .clusters()
+        .iter()
+        .any(|c| c.hsms.iter().any(|h| h.hsm_id == hsm_id))
+}
+
+/// Whether some cluster's subnet mapping names this subnet.
+fn subnet_exists(fe: &Frontend, subnet_id: &str) -> bool {
+    fe.clusters
+        .clusters()
+        .iter()
+        .any(|c| c.subnet_mapping.iter().any(|(_, s)| s == subnet_id))
+}
+
+/// Stalls an HSM; with `seconds`, it answers again once they have passed (unless a later
+/// stall or a resume took over).
+async fn stall_hsm(fe: &Arc<Frontend>, hsm_id: &str, seconds: Option<u64>) -> HttpResponse {
+    if let Some(s) = seconds {
+        if s == 0 || s > MAX_HSM_STALL_SECONDS {
+            return bad(format!(
+                "stall takes seconds from 1 to {MAX_HSM_STALL_SECONDS} (or none: until resume)."
+            ));
+        }
+    }
+    if let Err(message) = fe.clusters.set_hsm_stalled(hsm_id, true).await {
+        return bad(message);
+    }
+    let duration = seconds.map(std::time::Duration::from_secs);
+    let until = duration.map(|d| std::time::Instant::now() + d);
+    let token = match fe.faults.stall(hsm_id, until) {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = fe.clusters.set_hsm_stalled(hsm_id, false).await;
+            return too_many(e);
+        }
+    };
+    if let Some(d) = duration {
+        let fe = fe.clone();
+        let hsm_id = hsm_id.to_string();
+        actix_web::rt::spawn(async move {
+            tokio::time::sleep(d).await;
+            if fe.faults.resume(&hsm_id, Some(token)) {
+                if let Err(e) = fe.clusters.set_hsm_stalled(&hsm_id, false).await {
+                    tracing::warn!(%hsm_id, error = %e, "cannot end the HSM's timed stall");
+                }
+            }
+        });
+    }
+    fault_answer(fe)
+}
+
+/// Reverts every fault in force: stopped HSMs start, stalled ones run, the network and the
+/// subnets are whole again, connects and commits work.
+async fn clear_faults(fe: &Arc<Frontend>) -> HttpResponse {
+    let (stopped, stalled) = fe.faults.clear();
+    let mut errors = Vec::new();
+    for hsm_id in stalled {
+        if let Err(e) = fe.clusters.set_hsm_stalled(&hsm_id, false).await {
+            errors.push(e);
+        }
+    }
+    for hsm_id in stopped {
+        if let Err(e) = fe.clusters.set_hsm_running(&hsm_id, true).await {
+            errors.push(e);
+        }
+    }
+    fe.store.stall_commits(std::time::Duration::ZERO);
+    fe.store.fail_next_commits(0, 0);
+    if errors.is_empty() {
+        fault_answer(fe)
+    } else {
+        error_response(
+            &KmsError::KmsInternal(format!(
+                "Some faults could not be cleared: {}",
+                errors.join("; ")
+            )),
+            &uuid::Uuid::new_v4().to_string(),
+        )
+    }
+}
 
 async fn fault(fe: web::Data<Arc<Frontend>>, payload: web::Payload) -> HttpResponse {
     let body = match body_of(payload).await {
@@ -216,19 +325,13 @@ async fn fault(fe: web::Data<Arc<Frontend>>, payload: web::Payload) -> HttpRespo
         Ok(f) => f,
         Err(e) => {
             return bad(format!(
-                "Expected {{\"hsmId\": \"hsm-...\", \"action\": \"stop\"|\"start\"|\"stall\"|\"resume\"}} or {{\"action\": \"fail-commits\", \"count\": N}}: {e}"
+                "Expected {{\"action\": \"...\"}} with hsmId, subnetId, seconds, count or after as the action needs: {e}"
             ))
         }
     };
-    enum HsmFault {
-        Running(bool),
-        Stalled(bool),
-    }
-    let change = match fault.action.as_str() {
-        "stop" => HsmFault::Running(false),
-        "start" => HsmFault::Running(true),
-        "stall" => HsmFault::Stalled(true),
-        "resume" => HsmFault::Stalled(false),
+    let fe = fe.get_ref();
+    let action = fault.action.as_str();
+    match action {
         "crash-after-deletion-commit" => {
             fe.crash_after_deletion_commit
                 .store(true, std::sync::atomic::Ordering::SeqCst);
@@ -269,30 +372,70 @@ async fn fault(fe: web::Data<Arc<Frontend>>, payload: web::Payload) -> HttpRespo
             return HttpResponse::Ok()
                 .json(json!({"failingCommits": count, "failingAfter": after}));
         }
-        other => {
-            return bad(format!(
-                "Unknown action {other:?}: use stop, start, stall, resume, fail-commits, stall-commits, crash-after-deletion-commit, crash-during-hsm-create or crash-during-hsm-delete."
-            ))
+        "fail-connects" | "heal-connects" => {
+            fe.faults.set_connects_fail(action == "fail-connects");
+            return fault_answer(fe);
         }
-    };
+        "clear" => return clear_faults(fe).await,
+        "delete-subnet" | "restore-subnet" | "exhaust-subnet" | "free-subnet" => {
+            let Some(subnet_id) = fault.subnet_id else {
+                return bad(format!("{action} needs a subnetId."));
+            };
+            let faulting = matches!(action, "delete-subnet" | "exhaust-subnet");
+            if faulting && !subnet_exists(fe, &subnet_id) {
+                return bad(format!("No cluster has a subnet {subnet_id}."));
+            }
+            let done = if matches!(action, "delete-subnet" | "restore-subnet") {
+                fe.faults.set_subnet_deleted(&subnet_id, faulting)
+            } else {
+                fe.faults.set_subnet_full(&subnet_id, faulting)
+            };
+            return match done {
+                Ok(()) => fault_answer(fe),
+                Err(e) => too_many(e),
+            };
+        }
+        "stop" | "start" | "stall" | "resume" | "cut-network" | "restore-network" => {}
+        other => return bad(format!("Unknown action {other:?}: use {ACTIONS}.")),
+    }
     let Some(hsm_id) = fault.hsm_id else {
-        return bad(format!("{} needs an hsmId.", fault.action));
+        return bad(format!("{action} needs an hsmId."));
     };
-    let applied = match change {
-        HsmFault::Running(running) => fe.clusters.set_hsm_running(&hsm_id, running).await,
-        HsmFault::Stalled(stalled) => fe.clusters.set_hsm_stalled(&hsm_id, stalled).await,
+    let applied = match action {
+        "stop" | "start" => {
+            let running = action == "start";
+            match fe.clusters.set_hsm_running(&hsm_id, running).await {
+                Ok(()) => fe.faults.set_stopped(&hsm_id, !running).map_err(|_| {
+                    format!(
+                        "At most {} faults of one kind may be in force.",
+                        crate::faults::MAX_FAULTS
+                    )
+                }),
+                Err(e) => Err(e),
+            }
+        }
+        "stall" => return stall_hsm(fe, &hsm_id, fault.seconds).await,
+        "resume" => {
+            let resumed = fe.clusters.set_hsm_stalled(&hsm_id, false).await;
+            fe.faults.resume(&hsm_id, None);
+            resumed
+        }
+        _ => {
+            let cut = action == "cut-network";
+            if cut && !hsm_exists(fe, &hsm_id) {
+                Err(format!("No cluster has an HSM {hsm_id}."))
+            } else {
+                fe.faults.set_cut(&hsm_id, cut).map_err(|_| {
+                    format!(
+                        "At most {} faults of one kind may be in force.",
+                        crate::faults::MAX_FAULTS
+                    )
+                })
+            }
+        }
     };
     match applied {
-        Ok(()) => {
-            let hsms: Vec<_> = fe
-                .clusters
-                .clusters()
-                .iter()
-                .flat_map(|c| c.hsms.clone())
-                .map(|h| json!({"hsmId": h.hsm_id, "state": h.state.as_str()}))
-                .collect();
-            HttpResponse::Ok().json(json!({"hsms": hsms}))
-        }
+        Ok(()) => fault_answer(fe),
         Err(message) => bad(message),
     }
 }
@@ -400,6 +543,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/audit", web::get().to(audit))
         .route("/metrics", web::get().to(metrics))
         .route("/events", web::get().to(events))
+        .route("/faults", web::get().to(list_faults))
         .route("/faults", web::post().to(fault))
         .route("/reset", web::post().to(reset))
         .route("/orphans", web::get().to(orphans))
