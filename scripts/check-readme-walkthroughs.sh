@@ -5,9 +5,10 @@
 # It takes the fenced blocks marked for checking:
 #   ```sh walkthrough        every line, as is
 #   ```console walkthrough   the `$ ` commands (with their `\` continuations); `hsm-cli > `
-#                            lines after a command are its standard input; other lines are
-#                            example output and are not run. `$ cargo run --release` is the
-#                            emulator this script starts.
+#                            lines after a command are its standard input; the other lines
+#                            are its output, which must match what it prints (hsm-, cluster-
+#                            ids and ports aside). `$ cargo run --release` is the emulator
+#                            this script starts.
 # and runs them, in README order, in one `bash` with `set -euo pipefail`, in a fresh directory
 # (so `./hsmkms-data` is new, and `./target` links to this worktree's), bounded in time.
 #
@@ -76,7 +77,24 @@ python3 - "$repo/README.md" "$port" > "$work/walkthroughs.sh" <<'PY'
 import re, sys
 readme, port = sys.argv[1], sys.argv[2]
 lines = open(readme, encoding="utf-8").read().split("\n")
-out = ["set -euo pipefail", "shopt -s expand_aliases", "PS4='+ '"]
+out = [
+    "set -euo pipefail",
+    "shopt -s expand_aliases",
+    "PS4='+ '",
+    # The trace goes to the first stderr, never into an output that is compared.
+    "exec 9>&2",
+    "BASH_XTRACEFD=9",
+    # What differs from run to run: ids and ports.
+    "normalise() { sed -E 's/hsm-[a-z0-9]{11}/hsm-ID/g; s/cluster-[a-z0-9]{11}/cluster-ID/g; s/127[.]0[.]0[.]1:[0-9]+/127.0.0.1:PORT/g'; }",
+    "compare_output() {",
+    "  { set +x; } 9>/dev/null",
+    "  cat .actual",
+    "  if ! diff -u <(normalise < .expected) <(normalise < .actual) >&2; then",
+    "    echo 'this output differs from README.md (-: README.md, +: this run)' >&2; exit 1",
+    "  fi",
+    "  set -x",
+    "}",
+]
 i, blocks = 0, 0
 while i < len(lines):
     m = re.match(r"^```(sh|console) walkthrough\s*$", lines[i])
@@ -102,20 +120,31 @@ while i < len(lines):
             cmd = [line[2:]]
             while cmd[-1].endswith("\\") and j < len(body):
                 cmd.append(body[j]); j += 1
-            # Its `hsm-cli > ` lines, up to the next command, are its input; the lines
-            # between them are its output.
-            stdin = []
+            # Its `hsm-cli > ` lines, up to the next command, are its input; the other
+            # lines are its output, which must match (ids and ports aside).
+            stdin, expected = [], []
             while j < len(body) and not body[j].startswith("$ "):
                 if body[j].startswith("hsm-cli > "):
                     stdin.append(body[j][len("hsm-cli > "):])
+                else:
+                    expected.append(body[j])
                 j += 1
             if cmd == ["cargo run --release"]:
                 continue  # the emulator this script started
             if stdin:
                 cmd[-1] += " <<'HSM_CLI_INPUT'"
                 cmd += stdin + ["HSM_CLI_INPUT"]
+            while expected and not expected[-1].strip():
+                expected.pop()
+            if not expected:
+                out.extend(cmd)
+                continue
+            out.append("cat > .expected <<'HSMKMS_EXPECTED'")
+            out.extend(expected + ["HSMKMS_EXPECTED", "{"])
             out.extend(cmd)
-    out.append("{ set +x; } 2>/dev/null")
+            out.append("} > .actual 2>&1 || { cat .actual; exit 1; }")
+            out.append("compare_output")
+    out.append("{ set +x; } 9>/dev/null")
 if blocks == 0:
     sys.exit("no ```sh walkthrough or ```console walkthrough block in README.md")
 text = "\n".join(out) + "\necho '== every walkthrough ran'\n"
