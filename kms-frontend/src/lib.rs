@@ -4,7 +4,8 @@
 //!
 //! # Layout
 //!
-//! - [`api`]: actix-web routes, AWS's JSON shapes, one dispatcher per service, `/_hsmkms/`.
+//! - [`api`]: actix-web routes, AWS's JSON shapes, one dispatcher per service, `/_hsmkms/`
+//!   and its dashboard (`/_hsmkms/ui`, askama templates in `templates/`).
 //! - [`service`]: the domain: key states, key store connection states, the ciphertext format,
 //!   the registry of keys, aliases and key stores, the emulator clock, errors.
 //! - [`frontend`]: the shared state of the handlers and the deletion flow.
