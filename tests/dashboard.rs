@@ -217,6 +217,19 @@ async fn the_dashboard_shows_the_cluster_and_stops_an_hsm_from_the_page() {
         Some("true")
     );
 
+    // Move the clock a day forward with its button: the countdown follows the emulator clock.
+    let day_css = "button[data-advance='86400']";
+    wait_for("a clock button that takes the click", || async {
+        let button = client.find(Locator::Css(day_css)).await.ok()?;
+        button.click().await.ok()
+    })
+    .await;
+    wait_for("the countdown a day shorter", || async {
+        let left = text(&client, &countdown_css).await?;
+        left.starts_with("5d 23h").then_some(())
+    })
+    .await;
+
     // What a person sees, kept for the README.
     let png = client.screenshot().await.unwrap();
     std::fs::create_dir_all(root().join("target")).unwrap();
