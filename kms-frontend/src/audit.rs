@@ -464,6 +464,41 @@ impl Audit {
     }
 }
 
+impl Audit {
+    /// The newest `limit` records, oldest first, from the end of the newest file only (its
+    /// last [`TAIL_BYTES`]): a cheap read for a page that polls, where [`Audit::read`] would
+    /// read every file each time. Right after the trail moves on to a new file, it may show
+    /// fewer. A blocking read: call it off the HTTP workers.
+    pub fn tail(&self, limit: usize) -> Vec<Value> {
+        use std::io::{Read, Seek, SeekFrom};
+        let Ok(mut file) = File::open(segment(&self.path, 0)) else {
+            return Vec::new();
+        };
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let start = len.saturating_sub(TAIL_BYTES);
+        let mut text = Vec::new();
+        if file.seek(SeekFrom::Start(start)).is_err()
+            || file.take(TAIL_BYTES).read_to_end(&mut text).is_err()
+        {
+            return Vec::new();
+        }
+        let text = String::from_utf8_lossy(&text);
+        let mut lines: Vec<&str> = text.lines().collect();
+        if start > 0 && !lines.is_empty() {
+            // The first line was cut by the seek.
+            lines.remove(0);
+        }
+        let from = lines.len().saturating_sub(limit.min(MAX_QUERY_RECORDS));
+        lines[from..]
+            .iter()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+}
+
+/// How much of the newest audit file [`Audit::tail`] reads.
+pub const TAIL_BYTES: u64 = 256 * 1024;
+
 /// The writer thread's state.
 struct Writer {
     path: PathBuf,

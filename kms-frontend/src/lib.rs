@@ -4,8 +4,9 @@
 //!
 //! # Layout
 //!
-//! - [`api`]: actix-web routes, AWS's JSON shapes, one dispatcher per service, `/_hsmkms/`,
-//!   and the SigV4 check of `--auth strict` (`api::auth`).
+//! - [`api`]: actix-web routes, AWS's JSON shapes, one dispatcher per service, `/_hsmkms/`
+//!   and its dashboard (`/_hsmkms/ui`, askama templates in `templates/`), and the SigV4 check
+//!   of `--auth strict` (`api::auth`).
 //! - [`access_keys`]: the access keys strict mode accepts, from a credentials file or a list.
 //! - [`service`]: the domain: key states, key store connection states, the ciphertext format,
 //!   the registry of keys, aliases and key stores, the emulator clock, errors.

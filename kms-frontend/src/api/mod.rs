@@ -1,13 +1,15 @@
 //! The HTTP surface: AWS JSON 1.1 on `POST /` (KMS as `TrentService.*`, CloudHSMv2 as
 //! `BaldrApiService.*`, told apart by `X-Amz-Target`), CloudHSMv2 over Smithy RPCv2 CBOR on
 //! `POST /service/BaldrApiService/operation/<Op>`, and the emulator's control API under
-//! `/_hsmkms/`. Every failure is an AWS-shaped JSON error; nothing a client sends can panic a
-//! handler or get an HTML page back.
+//! `/_hsmkms/`, with the dashboard at `/_hsmkms/ui`. Every failure is an AWS-shaped JSON error;
+//! nothing a client sends can panic a handler or get an HTML page back (the dashboard's pages
+//! are the only HTML served, and only to a GET of them).
 
 pub mod auth;
 pub mod cbor;
 pub mod cloudhsm;
 pub mod control;
+pub mod dashboard;
 pub mod deadline;
 pub mod kms;
 pub mod types;
@@ -290,11 +292,15 @@ async fn not_found(req: HttpRequest) -> HttpResponse {
 
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::scope("/_hsmkms").configure(control::configure))
-        .route("/", web::post().to(aws_json))
-        .route(
-            "/service/BaldrApiService/operation/{op}",
-            web::post().to(rpc_v2_cbor),
-        )
-        .default_service(web::to(not_found));
+    cfg.service(
+        web::scope("/_hsmkms")
+            .configure(control::configure)
+            .configure(dashboard::configure),
+    )
+    .route("/", web::post().to(aws_json))
+    .route(
+        "/service/BaldrApiService/operation/{op}",
+        web::post().to(rpc_v2_cbor),
+    )
+    .default_service(web::to(not_found));
 }
