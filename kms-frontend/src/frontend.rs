@@ -506,14 +506,7 @@ impl Frontend {
             return Ok(false);
         }
         let material = if key.spec == KeySpec::SymmetricDefault {
-            let mut bytes = key.material.expose().to_vec();
-            let material = KeyMaterial::from_slice(&mut bytes);
-            zeroize::Zeroize::zeroize(&mut bytes);
-            NewKeyMaterial::SymmetricGiven(
-                material.ok_or_else(|| {
-                    KmsError::KmsInternal("seeded material is not 32 bytes".into())
-                })?,
-            )
+            NewKeyMaterial::symmetric_given(&key.material)?
         } else {
             NewKeyMaterial::Typed {
                 spec: key.spec,

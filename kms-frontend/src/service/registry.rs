@@ -217,6 +217,17 @@ pub struct TypedKey {
     pub material: SecretBytes,
 }
 
+impl NewKeyMaterial {
+    /// A SYMMETRIC_DEFAULT key of 32 given bytes (a seed file's, LocalStack's tag's), checked
+    /// by the caller; the copy made here is wiped by [`KeyMaterial::from_slice`].
+    pub fn symmetric_given(material: &SecretBytes) -> Result<Self, KmsError> {
+        let mut bytes = material.expose().to_vec();
+        KeyMaterial::from_slice(&mut bytes)
+            .map(NewKeyMaterial::SymmetricGiven)
+            .ok_or_else(|| KmsError::KmsInternal("symmetric material is not 32 bytes".into()))
+    }
+}
+
 /// What a new key's material is, for [`Registry::new_key`].
 #[derive(Debug)]
 pub enum NewKeyMaterial {

@@ -16,9 +16,8 @@ use crate::service::key_spec::{check_spec_and_usage, KeySpec, KeyUsage};
 use crate::service::registry::{check_key_inputs, NewKeyMaterial};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use hsmkms_common::secret::{KeyMaterial, SecretBytes};
+use hsmkms_common::secret::SecretBytes;
 use uuid::Uuid;
-use zeroize::Zeroize;
 
 /// New material for an asymmetric or HMAC key. Key pairs are made on a blocking thread: an
 /// RSA 4096 key takes up to a second, which would stall every request on this worker.
@@ -160,12 +159,7 @@ pub(super) async fn handle(fe: &Arc<Frontend>, req: CreateKeyRequest) -> Result<
             check_key_inputs(req.description.as_deref(), req.policy.as_deref(), &tags)?;
             let material = match (spec, custom.material) {
                 (KeySpec::SymmetricDefault, Some(given)) => {
-                    let mut bytes = given.expose().to_vec();
-                    let material = KeyMaterial::from_slice(&mut bytes);
-                    bytes.zeroize();
-                    NewKeyMaterial::SymmetricGiven(material.ok_or_else(|| {
-                        KmsError::KmsInternal("checked material is not 32 bytes".into())
-                    })?)
+                    NewKeyMaterial::symmetric_given(&given)?
                 }
                 (KeySpec::SymmetricDefault, None) => NewKeyMaterial::Symmetric,
                 (_, given) => NewKeyMaterial::Typed {

@@ -172,7 +172,7 @@ impl Registry {
         let mut key = KeyRecord::clone(record);
         if new && !ever {
             // The first material: current, permanently the key's.
-            set_current(&mut key, Some(material_id.clone()), None);
+            set_current(&mut key, material_id.clone());
             self.seal_current(&mut key, material, sealed);
             if ask.description.is_some() {
                 imports.current_description = ask.description.map(str::to_string);
@@ -412,7 +412,7 @@ impl Registry {
         imports.current_description = pending.description;
         imports.current_rotated_at_millis = Some(now_millis);
         let mut key = KeyRecord::clone(record);
-        set_current(&mut key, Some(pending.material_id), None);
+        set_current(&mut key, pending.material_id);
         self.seal_current(
             &mut key,
             &material,
@@ -534,15 +534,15 @@ impl Registry {
     }
 }
 
-/// Sets the id of a key's current material (and clears its bytes: the caller seals them).
-fn set_current(key: &mut KeyRecord, id: Option<String>, imported_now: Option<ImportedMaterial>) {
+/// Sets the id of a key's current material and clears its bytes (the caller seals them).
+fn set_current(key: &mut KeyRecord, id: String) {
     if let KeyOrigin::External {
         material_id,
         imported,
         ..
     } = &mut key.origin
     {
-        *material_id = id;
-        *imported = imported_now;
+        *material_id = Some(id);
+        *imported = None;
     }
 }
