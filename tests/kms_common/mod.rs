@@ -52,12 +52,18 @@ fn sdk_http_client() -> aws_sdk_kms::config::SharedHttpClient {
 pub const BOTOCORE: &str = "1.44.8";
 
 /// The tests' Python: a venv in `target/model-venv`, made on first use, with `packages`
-/// (pip requirement specifiers) installed once each (a marker file per specifier). Returns
-/// its `python3`.
+/// (pip requirement specifiers) installed once each (a marker file per specifier), safe to
+/// call from tests that run at once. Returns its `python3`.
 pub fn python_venv(packages: &[&str]) -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let venv = root.join("target/model-venv");
     let python = venv.join("bin/python3");
+    // Tests of one binary run on several threads and binaries may run at once: an exclusive
+    // lock on a file beside the venv (an flock, released when `lock` drops) makes one of them
+    // create it and install into it while the others wait, rather than racing on its mkdir.
+    std::fs::create_dir_all(root.join("target")).unwrap();
+    let lock = std::fs::File::create(root.join("target/model-venv.lock")).unwrap();
+    lock.lock().unwrap();
     if !python.exists() {
         let made = Command::new("python3")
             .args(["-m", "venv"])
