@@ -126,9 +126,28 @@ fn signed_region(req: &HttpRequest) -> Option<String> {
 
 /// The access key id and the Region of a request's SigV4 credential, where it gives them.
 fn signed_scope(req: &HttpRequest) -> Option<(Option<&str>, Option<&str>)> {
-    let auth = req.headers().get("authorization")?.to_str().ok()?;
-    let credential = auth.split("Credential=").nth(1)?;
-    let mut scope = credential.split([',', ' ']).next()?.split('/');
+    // Bytes, not `to_str()`: that checks every byte of a 200-byte header on every request,
+    // while only the credential's scope is read.
+    let auth = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)?
+        .as_bytes();
+    // The SDKs put the credential first; a header that does not is searched.
+    const FIRST: &[u8] = b"AWS4-HMAC-SHA256 Credential=";
+    let credential = match auth.strip_prefix(FIRST) {
+        Some(rest) => rest,
+        None => {
+            let at = auth
+                .windows(b"Credential=".len())
+                .position(|w| w == b"Credential=")?;
+            &auth[at + b"Credential=".len()..]
+        }
+    };
+    let end = credential
+        .iter()
+        .position(|&b| b == b',' || b == b' ')
+        .unwrap_or(credential.len());
+    let mut scope = std::str::from_utf8(&credential[..end]).ok()?.split('/');
     let access_key = scope.next().filter(|a| !a.is_empty());
     let region = scope.nth(1).filter(|r| !r.is_empty());
     Some((access_key, region))
@@ -303,4 +322,46 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::post().to(rpc_v2_cbor),
     )
     .default_service(web::to(not_found));
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::test::TestRequest;
+
+    use super::signed_scope;
+
+    #[test]
+    fn the_signed_scope_is_read_wherever_the_credential_stands() {
+        let sdk = TestRequest::default()
+            .insert_header((
+                "Authorization",
+                "AWS4-HMAC-SHA256 Credential=111122223333/20261204/eu-west-1/kms/aws4_request, SignedHeaders=host;x-amz-date, Signature=00",
+            ))
+            .to_http_request();
+        assert_eq!(
+            signed_scope(&sdk),
+            Some((Some("111122223333"), Some("eu-west-1")))
+        );
+        let reordered = TestRequest::default()
+            .insert_header((
+                "Authorization",
+                "AWS4-HMAC-SHA256 SignedHeaders=host, Signature=00, Credential=AKID/20261204/us-west-2/kms/aws4_request",
+            ))
+            .to_http_request();
+        assert_eq!(
+            signed_scope(&reordered),
+            Some((Some("AKID"), Some("us-west-2")))
+        );
+        let empty = TestRequest::default()
+            .insert_header((
+                "Authorization",
+                "AWS4-HMAC-SHA256 Credential=/20261204//kms",
+            ))
+            .to_http_request();
+        assert_eq!(signed_scope(&empty), Some((None, None)));
+        assert_eq!(
+            signed_scope(&TestRequest::default().to_http_request()),
+            None
+        );
+    }
 }

@@ -31,9 +31,14 @@ pub fn request_scope() -> Option<Arc<Arns>> {
     REQUEST_SCOPE.try_with(Arc::clone).ok()
 }
 
-/// Runs `work` as a request of `scope`.
-pub async fn in_request_scope<F: Future>(scope: Arc<Arns>, work: F) -> F::Output {
-    REQUEST_SCOPE.scope(scope, work).await
+/// Runs `work` as a request of `scope`. A plain function rather than an `async fn`: an async
+/// wrapper would hold `work` twice (as its argument and as the future it awaits), doubling the
+/// size of every future that carries a request.
+pub fn in_request_scope<F: Future>(
+    scope: Arc<Arns>,
+    work: F,
+) -> tokio::task::futures::TaskLocalFuture<Arc<Arns>, F> {
+    REQUEST_SCOPE.scope(scope, work)
 }
 
 /// A Region name as KMS's model constrains it (`^([a-z]+-){2,3}\d+$`, 1 to 32 characters).

@@ -332,16 +332,20 @@ async fn within_deadline(
     body: &Bytes,
 ) -> Result<Value, KmsError> {
     let deadline = fe.request_deadline;
+    // The operation's future is boxed: `dispatch`'s future is as large as the largest
+    // operation's (kilobytes), and every future around it (the deadline, the request's scope,
+    // the HTTP handler, which actix boxes and moves) would otherwise carry and copy all of it.
     let answer = if operation.changes {
         let (task_fe, body) = (fe.clone(), body.clone());
         // The work is a task of its own: it carries the request's scope along.
         let scope = request_scope().unwrap_or_else(|| fe.home_scope.clone());
-        let work = in_request_scope(scope, async move {
-            dispatch(&task_fe, operation.name, &body).await
-        });
+        let work = in_request_scope(
+            scope,
+            Box::pin(async move { dispatch(&task_fe, operation.name, &body).await }),
+        );
         deadline::detached(deadline, &fe.overdue, work).await
     } else {
-        deadline::inline(deadline, dispatch(fe, operation.name, body)).await
+        deadline::inline(deadline, Box::pin(dispatch(fe, operation.name, body))).await
     };
     answer.unwrap_or_else(|late| {
         Err(match late {
