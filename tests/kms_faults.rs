@@ -1,7 +1,8 @@
 //! Every fault of `POST /_hsmkms/faults` on demand: each puts the cluster (or KMS) into a
 //! condition, a connect then fails with the ConnectionErrorCode the reference gives for it,
 //! `GET /_hsmkms/faults` lists it, and once it is reverted (its own action, `clear`, or the
-//! AWS guide's fix) a connect succeeds. In-process HSMs and `--hsm-processes` alike.
+//! AWS guide's fix) a connect succeeds. In-process HSMs and `--hsm-processes` alike. The subnet
+//! faults also refuse CloudHSM's CreateHsm in their zone, and the refusal changes nothing.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -375,4 +376,114 @@ async fn reconnect_within(kms: &aws_sdk_kms::Client, store: &str, limit: Duratio
         assert!(started.elapsed() < limit, "{store} never connected");
         disconnect(kms, store).await;
     }
+}
+
+/// CreateHsm in `zone` of the cluster.
+async fn create_hsm_in(
+    hsm: &aws_sdk_cloudhsmv2::Client,
+    cluster: &str,
+    zone: &str,
+) -> Result<
+    aws_sdk_cloudhsmv2::operation::create_hsm::CreateHsmOutput,
+    aws_sdk_cloudhsmv2::error::SdkError<aws_sdk_cloudhsmv2::operation::create_hsm::CreateHsmError>,
+> {
+    hsm.create_hsm()
+        .cluster_id(cluster)
+        .availability_zone(zone)
+        .send()
+        .await
+}
+
+/// The cluster's HSMs as `(hsmId, state)`, in id order.
+async fn hsm_states(hsm: &aws_sdk_cloudhsmv2::Client, cluster: &str) -> Vec<(String, String)> {
+    let mut hsms: Vec<(String, String)> = describe_cluster(hsm, cluster)
+        .await
+        .hsms()
+        .iter()
+        .map(|h| {
+            (
+                h.hsm_id().to_string(),
+                h.state()
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_default(),
+            )
+        })
+        .collect();
+    hsms.sort();
+    hsms
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_hsm_needs_its_zones_subnet_with_a_free_address_and_a_refusal_changes_nothing() {
+    // An account quota of 3 HSMs: the launcher's cluster has 2, so exactly one more fits. A
+    // refused CreateHsm that still counted against the quota would leave no room for the one
+    // that works at the end.
+    let tmp = tempfile::tempdir().unwrap();
+    let emu = Emulator::start_with(&tmp.path().join("data"), free_port(), &["--max-hsms", "3"]);
+    let hsm = emu.cloudhsm();
+    let cluster = emu.cluster_id();
+    let described = describe_cluster(&hsm, &cluster).await;
+    let used: Vec<&str> = described
+        .hsms()
+        .iter()
+        .filter_map(|h| h.availability_zone())
+        .collect();
+    let (zone, subnet) = described
+        .subnet_mapping()
+        .unwrap()
+        .iter()
+        .find(|(z, _)| !used.contains(&z.as_str()))
+        .map(|(z, s)| (z.clone(), s.clone()))
+        .expect("a zone of the cluster without an HSM");
+    let before = hsm_states(&hsm, &cluster).await;
+    assert_eq!(before.len(), 2);
+
+    // The zone's subnet is deleted: CreateHsm there is refused at once, in EC2's words, and
+    // the cluster is as it was (no HSM CREATE_IN_PROGRESS, none added).
+    fault(&emu, json!({"action": "delete-subnet", "subnetId": subnet}));
+    let err = create_hsm_in(&hsm, &cluster, &zone).await.unwrap_err();
+    assert!(
+        err.as_service_error()
+            .is_some_and(|e| e.is_cloud_hsm_invalid_request_exception()),
+        "{err:?}"
+    );
+    assert_error(
+        &err,
+        "CloudHsmInvalidRequestException",
+        Some(&format!("The subnet ID '{subnet}' does not exist")),
+    );
+    assert_eq!(hsm_states(&hsm, &cluster).await, before);
+
+    // Restored, the subnet has no free address left: refused again, for that reason.
+    fault(
+        &emu,
+        json!({"action": "restore-subnet", "subnetId": subnet}),
+    );
+    fault(
+        &emu,
+        json!({"action": "exhaust-subnet", "subnetId": subnet}),
+    );
+    let err = create_hsm_in(&hsm, &cluster, &zone).await.unwrap_err();
+    assert_error(
+        &err,
+        "CloudHsmInvalidRequestException",
+        Some("The specified subnet does not have enough free addresses to satisfy the request."),
+    );
+    assert_eq!(hsm_states(&hsm, &cluster).await, before);
+    assert_eq!(faults(&emu), vec![listed("exhaust-subnet", &subnet)]);
+
+    // Addresses freed, CreateHsm works: the new HSM is in that zone's subnet and turns ACTIVE,
+    // in the quota's last place, which no refusal took.
+    fault(&emu, json!({"action": "free-subnet", "subnetId": subnet}));
+    assert!(faults(&emu).is_empty());
+    let created = create_hsm_in(&hsm, &cluster, &zone).await.unwrap();
+    let new = created.hsm().unwrap();
+    assert_eq!(new.availability_zone(), Some(zone.as_str()));
+    assert_eq!(new.subnet_id(), Some(subnet.as_str()));
+    wait_for_active_hsms(&hsm, &cluster, 3).await;
+
+    // The quota is full now: the next CreateHsm is refused for that, not for a subnet.
+    let err = create_hsm_in(&hsm, &cluster, used[0]).await.unwrap_err();
+    assert_error(&err, "CloudHsmServiceException", None);
+    emu.stop();
 }

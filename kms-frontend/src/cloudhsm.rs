@@ -24,9 +24,10 @@ use hsmkms_common::ids;
 use sha2::{Digest, Sha256};
 
 use crate::cluster::{ClusterDirectory, ClusterView, HsmView, KeyObject, Provisioner};
+use crate::faults::Faults;
 use crate::service::cloudhsm::cluster::busy;
 use crate::service::cloudhsm::error::CloudHsmError;
-use crate::service::cloudhsm::hsm::{HsmChange, HsmState};
+use crate::service::cloudhsm::hsm::{eni_refused, HsmChange, HsmState};
 use crate::service::cloudhsm::quota::admit_backup;
 use crate::service::cloudhsm::{
     backup_due, backup_prunable, cluster_prunable, deletion_expired, retention_purges, BackupOp,
@@ -103,6 +104,9 @@ pub struct CloudHsm {
     /// deleted, a cluster without HSMs) and the change it allows are one step.
     records: tokio::sync::Mutex<()>,
     quotas: Quotas,
+    /// The emulated network of the clusters' VPCs (and its faults): a new HSM's network
+    /// interface needs its zone's subnet, with a free address.
+    network: Arc<Faults>,
     /// Fault injection: the process dies once the next new HSM serves, before the service
     /// records it ACTIVE (the crash the start-up recovery of HSM changes exists for).
     pub crash_during_hsm_create: AtomicBool,
@@ -127,7 +131,9 @@ async fn blocking<T: Send + 'static>(
 impl CloudHsm {
     /// Loads the service's records. The launcher's first cluster, if the records lack it, is
     /// adopted as ACTIVE; any other cluster the provisioner has without a record (a
-    /// CreateCluster that never finished) is set aside, never served.
+    /// CreateCluster that never finished) is set aside, never served. `network` is the
+    /// emulated network KMS's connects meet too.
+    #[allow(clippy::too_many_arguments)]
     pub fn open(
         provisioner: Arc<dyn Provisioner>,
         store: Store,
@@ -136,6 +142,7 @@ impl CloudHsm {
         entropy: Arc<dyn Entropy>,
         region: &str,
         quotas: Quotas,
+        network: Arc<Faults>,
     ) -> anyhow::Result<(Self, Vec<Write>)> {
         let mut state = State::default();
         for (id, bytes) in &loaded.clusters {
@@ -201,6 +208,7 @@ impl CloudHsm {
                 jobs: tokio::sync::Mutex::new(()),
                 records: tokio::sync::Mutex::new(()),
                 quotas,
+                network,
                 crash_during_hsm_create: AtomicBool::new(false),
             },
             writes,
@@ -737,8 +745,9 @@ impl CloudHsm {
     /// CreateHsm: answers at once with the HSM CREATE_IN_PROGRESS, durable in the cluster's
     /// record; the node is provisioned from the latest backup, starts, catches up with its
     /// peers, and turns ACTIVE. The checks (one HSM while UNINITIALIZED, 28 per cluster, the
-    /// account quota) and the record of the new HSM are one turn, so concurrent calls cannot
-    /// pass them together.
+    /// account quota, the HSM's network interface in its zone's subnet) and the record of the
+    /// new HSM are one turn, so concurrent calls cannot pass them together; a refusal changes
+    /// nothing.
     pub async fn create_hsm(
         self: &Arc<Self>,
         cluster_id: &str,
@@ -752,6 +761,11 @@ impl CloudHsm {
         let counts = self.hsm_counts();
         self.quotas
             .admit_hsm(counts.iter().map(|(r, n)| (r, *n)), &self.region)?;
+        // The HSM's network interface goes in the zone's subnet before anything is recorded,
+        // as CloudHSM makes it: a subnet deleted or without a free address refuses the call.
+        self.network
+            .create_enis([subnet_id.as_str()])
+            .map_err(|e| eni_refused(&e))?;
         // This call owns the change from before it is durable, so the periodic settling never
         // runs it a second time alongside.
         self.state().working.insert(hsm_id.clone());

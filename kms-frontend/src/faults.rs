@@ -3,7 +3,8 @@
 //! frontend can reach, and whether KMS's own side of a connect works. KMS's connect path asks
 //! this network what a real KMS would find (a subnet that is gone, no address for its network
 //! interface, an HSM it cannot reach), so each fault produces its ConnectionErrorCode through
-//! the path that decides it, never as a canned answer.
+//! the path that decides it, never as a canned answer. CloudHSM's CreateHsm asks it too: a new
+//! HSM's network interface needs its zone's subnet and a free address in it.
 //!
 //! Stopping and stalling an HSM act on the HSM itself (through the provisioner); this module
 //! only remembers them, so they can be listed and cleared. Nothing here is persisted: a restart
@@ -88,6 +89,16 @@ impl Faults {
             return Err(EniError::NoFreeAddress(s.to_string()));
         }
         Ok(())
+    }
+
+    /// Whether the subnet is deleted (`delete-subnet`).
+    pub fn subnet_deleted(&self, subnet_id: &str) -> bool {
+        self.state().deleted_subnets.contains(subnet_id)
+    }
+
+    /// Whether the subnet has no free address (`exhaust-subnet`).
+    pub fn subnet_full(&self, subnet_id: &str) -> bool {
+        self.state().full_subnets.contains(subnet_id)
     }
 
     /// Whether the frontend's network path to the HSM is cut.
@@ -206,10 +217,10 @@ impl Faults {
             out.push(json!({"action": "cut-network", "hsmId": h, "produces": "NETWORK_ERRORS once no HSM is reachable", "clearedBy": "restore-network"}));
         }
         for s in &state.deleted_subnets {
-            out.push(json!({"action": "delete-subnet", "subnetId": s, "produces": "SUBNET_NOT_FOUND", "clearedBy": "restore-subnet"}));
+            out.push(json!({"action": "delete-subnet", "subnetId": s, "produces": "SUBNET_NOT_FOUND; CreateHsm in its zone fails", "clearedBy": "restore-subnet"}));
         }
         for s in &state.full_subnets {
-            out.push(json!({"action": "exhaust-subnet", "subnetId": s, "produces": "INSUFFICIENT_FREE_ADDRESSES_IN_SUBNET", "clearedBy": "free-subnet"}));
+            out.push(json!({"action": "exhaust-subnet", "subnetId": s, "produces": "INSUFFICIENT_FREE_ADDRESSES_IN_SUBNET; CreateHsm in its zone fails", "clearedBy": "free-subnet"}));
         }
         if state.fail_connects {
             out.push(json!({"action": "fail-connects", "produces": "INTERNAL_ERROR", "clearedBy": "heal-connects"}));
@@ -228,6 +239,8 @@ mod tests {
         assert_eq!(f.create_enis(["subnet-a", "subnet-b"]), Ok(()));
         f.set_subnet_full("subnet-a", true).unwrap();
         f.set_subnet_deleted("subnet-b", true).unwrap();
+        assert!(f.subnet_full("subnet-a") && !f.subnet_deleted("subnet-a"));
+        assert!(f.subnet_deleted("subnet-b") && !f.subnet_full("subnet-b"));
         assert_eq!(
             f.create_enis(["subnet-a", "subnet-b"]),
             Err(EniError::SubnetNotFound("subnet-b".into()))

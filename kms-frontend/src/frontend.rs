@@ -214,6 +214,7 @@ impl Frontend {
             .transpose()?
             .unwrap_or(0);
         let clock = Arc::new(EmulatorClock::new(options.base_clock.clone(), offset));
+        let faults = Arc::new(crate::faults::Faults::default());
         let (cloudhsm, adopted) = CloudHsm::open(
             options.provisioner.clone(),
             store.clone(),
@@ -222,6 +223,7 @@ impl Frontend {
             options.entropy.clone(),
             &options.region,
             options.cloudhsm_quotas,
+            faults.clone(),
         )?;
         // Clusters the launcher made before the service knew them; recorded before serving.
         futures::executor::block_on(store.commit(adopted))
@@ -233,7 +235,6 @@ impl Frontend {
         let clusters = Arc::new(cloudhsm);
         let directory: Arc<dyn ClusterDirectory> = clusters.clone();
         let tracking_start_millis = clock.now_millis();
-        let faults = Arc::new(crate::faults::Faults::default());
         let frontend = Arc::new(Self {
             registry: RwLock::new(registry),
             last_usage: Mutex::new(HashMap::new()),

@@ -1,8 +1,12 @@
 //! The dashboard at `/_hsmkms/ui`: one HTML page, rendered on the server, showing the cluster
-//! (HSMs by Availability Zone, reachable or not, their object counts and whether they agree
-//! with their peers), the key stores, the keys and their deletion countdowns, orphaned material
-//! and the backups that hold it, and the audit trail's tail, with controls that call the
-//! control API (`POST /_hsmkms/clock`, `POST /_hsmkms/faults`).
+//! (HSMs and subnets by Availability Zone, reachable or not, their object counts and whether
+//! they agree with their peers), the faults in force, the key stores, the keys of every Region
+//! and account and their deletion countdowns, orphaned material and the backups that hold it,
+//! and the audit trail's tail, with controls that call the control API (`POST /_hsmkms/clock`,
+//! `POST /_hsmkms/faults`).
+//!
+//! The keys of one Region and account are chosen with `?keys=<region>/<account>` (links on the
+//! page, with each one's count); without it every key is listed, Region and account first.
 //!
 //! Templates are askama's: compiled and type-checked with the crate (a template that names a
 //! field the view lacks does not build), HTML-escaped by default, no template files to ship
@@ -22,7 +26,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 use hsmkms_common::client::NodeClient;
 use hsmkms_common::wire::{NodeStatus, Request, Response};
@@ -38,8 +42,11 @@ pub const STATUS_DEADLINE: Duration = Duration::from_secs(1);
 /// How long the orphan report (which reads the cluster's key objects) may take before the page
 /// says it could not be read this time.
 pub const ORPHANS_DEADLINE: Duration = Duration::from_secs(3);
-/// Most keys listed; the page says how many more there are.
+/// Most keys listed (of the Region and account chosen, or of all); the page says how many more
+/// there are.
 pub const MAX_KEYS_SHOWN: usize = 200;
+/// Most Region and account links above the keys; the rest are counted.
+pub const MAX_SCOPES_SHOWN: usize = 50;
 /// Most backups listed.
 pub const MAX_BACKUPS_SHOWN: usize = 100;
 /// Audit records in the tail.
@@ -50,6 +57,8 @@ pub const AUDIT_TAIL: usize = 15;
 pub enum Target {
     /// A button on each HSM's row; the request carries its `hsmId`.
     Hsm,
+    /// A button on each Availability Zone's subnet; the request carries its `subnetId`.
+    Subnet,
     /// A button in the frontend's fault panel.
     Frontend,
 }
@@ -119,6 +128,38 @@ pub const FAULT_ACTIONS: &[FaultAction] = &[
         target: Target::Hsm,
         param: None,
         help: "KMS reaches the HSM again.",
+        confirm: false,
+    },
+    FaultAction {
+        action: "delete-subnet",
+        label: "delete subnet",
+        target: Target::Subnet,
+        param: None,
+        help: "The subnet is deleted: a connect gets SUBNET_NOT_FOUND, CreateHsm in this zone is refused.",
+        confirm: false,
+    },
+    FaultAction {
+        action: "restore-subnet",
+        label: "restore subnet",
+        target: Target::Subnet,
+        param: None,
+        help: "The deleted subnet exists again.",
+        confirm: false,
+    },
+    FaultAction {
+        action: "exhaust-subnet",
+        label: "exhaust subnet",
+        target: Target::Subnet,
+        param: None,
+        help: "The subnet has no free address: a connect gets INSUFFICIENT_FREE_ADDRESSES_IN_SUBNET, CreateHsm in this zone is refused.",
+        confirm: false,
+    },
+    FaultAction {
+        action: "free-subnet",
+        label: "free subnet",
+        target: Target::Subnet,
+        param: None,
+        help: "The subnet has free addresses again.",
         confirm: false,
     },
     FaultAction {
@@ -201,9 +242,20 @@ pub struct View {
     pub now: String,
     pub offset: String,
     pub clusters: Vec<ClusterRow>,
+    /// The faults in force, as `GET /_hsmkms/faults` lists them.
+    pub faults: Vec<FaultRow>,
     pub stores: Vec<StoreRow>,
+    /// Every Region and account that has keys, with their counts, and whether it is chosen.
+    pub key_scopes: Vec<ScopeRow>,
+    /// Regions and accounts with keys not linked past [`MAX_SCOPES_SHOWN`].
+    pub key_scopes_more: usize,
+    /// The Region and account chosen (`<region>/<account>`), or empty for every key.
+    pub keys_scope: String,
+    /// Keys in every Region and account.
+    pub keys_total: usize,
+    /// The keys listed: of the chosen Region and account, or all.
     pub keys: Vec<KeyRow>,
-    /// Keys not listed past [`MAX_KEYS_SHOWN`].
+    /// Keys of the choice not listed past [`MAX_KEYS_SHOWN`].
     pub keys_more: usize,
     pub orphans: Vec<OrphanCluster>,
     pub backups: Vec<BackupRow>,
@@ -221,7 +273,36 @@ pub struct ClusterRow {
 #[derive(Debug, Serialize)]
 pub struct ZoneRow {
     pub zone: String,
+    /// The cluster's subnet in the zone, or empty (an HSM in a zone the mapping lacks).
+    pub subnet_id: String,
+    /// The subnet faults in force on it.
+    pub subnet_deleted: bool,
+    pub subnet_full: bool,
     pub hsms: Vec<HsmRow>,
+}
+
+/// One fault in force, with the action that reverts it.
+#[derive(Debug, Serialize)]
+pub struct FaultRow {
+    pub action: String,
+    /// The HSM or subnet it acts on, or empty (a fault of the frontend).
+    pub hsm_id: String,
+    pub subnet_id: String,
+    pub produces: String,
+    pub cleared_by: String,
+    /// What is left of a timed stall, or empty.
+    pub remaining: String,
+}
+
+/// A Region and account that has keys, as the page links it.
+#[derive(Debug, Serialize)]
+pub struct ScopeRow {
+    /// `<region>/<account>`, as `?keys=` takes it.
+    pub scope: String,
+    /// The link's query, percent-encoded.
+    pub query: String,
+    pub keys: usize,
+    pub chosen: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -252,7 +333,10 @@ pub struct StoreRow {
 
 #[derive(Debug, Serialize)]
 pub struct KeyRow {
+    /// As KMS shows it (`mrk-...` for a multi-Region key).
     pub key_id: String,
+    pub region: String,
+    pub account_id: String,
     pub state: &'static str,
     pub origin: &'static str,
     pub store_id: String,
@@ -368,6 +452,11 @@ async fn cluster_rows(fe: &Frontend) -> Vec<ClusterRow> {
             .iter()
             .map(|(zone, _)| (zone.clone(), Vec::new()))
             .collect();
+        let subnets: BTreeMap<&str, &str> = c
+            .subnet_mapping
+            .iter()
+            .map(|(zone, subnet)| (zone.as_str(), subnet.as_str()))
+            .collect();
         for (h, status) in c.hsms.iter().zip(statuses.iter()) {
             let row = match status {
                 Ok(s) => {
@@ -427,13 +516,23 @@ async fn cluster_rows(fe: &Frontend) -> Vec<ClusterRow> {
                 .or_default()
                 .push(row);
         }
+        let zones = zones
+            .into_iter()
+            .map(|(zone, hsms)| {
+                let subnet_id = subnets.get(zone.as_str()).copied().unwrap_or_default();
+                ZoneRow {
+                    subnet_deleted: fe.faults.subnet_deleted(subnet_id),
+                    subnet_full: fe.faults.subnet_full(subnet_id),
+                    subnet_id: subnet_id.to_string(),
+                    zone,
+                    hsms,
+                }
+            })
+            .collect();
         rows.push(ClusterRow {
-            cluster_id: c.cluster_id,
-            state: c.state,
-            zones: zones
-                .into_iter()
-                .map(|(zone, hsms)| ZoneRow { zone, hsms })
-                .collect(),
+            cluster_id: c.cluster_id.clone(),
+            state: c.state.clone(),
+            zones,
         });
     }
     rows
@@ -447,8 +546,49 @@ fn text(v: &Value, pointer: &str) -> String {
         .to_string()
 }
 
+/// The query text of `?keys=` for a scope: unreserved characters and `/` as they are, the
+/// rest percent-encoded (Region and account names come from clients' signatures).
+fn query_value(scope: &str) -> String {
+    scope
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The faults in force, each with what reverts it.
+fn fault_rows(fe: &Frontend) -> Vec<FaultRow> {
+    fe.faults
+        .list()
+        .iter()
+        .map(|f| FaultRow {
+            action: text(f, "/action"),
+            hsm_id: text(f, "/hsmId"),
+            subnet_id: text(f, "/subnetId"),
+            produces: text(f, "/produces"),
+            cleared_by: text(f, "/clearedBy"),
+            remaining: f
+                .get("remainingSeconds")
+                .and_then(Value::as_u64)
+                .map(|s| countdown(s * 1000))
+                .unwrap_or_default(),
+        })
+        .collect()
+}
+
+/// What the page asks for: `?keys=<region>/<account>` chooses the keys of one Region and
+/// account.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct Choice {
+    pub keys: Option<String>,
+}
+
 /// Builds the whole view. Never fails: what cannot be read says so in its place.
-pub async fn view(fe: &Arc<Frontend>) -> View {
+pub async fn view(fe: &Arc<Frontend>, choice: &Choice) -> View {
     let now = fe.now();
     let clusters = cluster_rows(fe).await;
 
@@ -466,7 +606,8 @@ pub async fn view(fe: &Arc<Frontend>) -> View {
             .collect()
     };
 
-    let (stores, keys, keys_more) = {
+    let chosen = choice.keys.clone().unwrap_or_default();
+    let (stores, keys, keys_more, key_scopes, keys_total) = {
         let reg = fe.registry();
         let stores: Vec<StoreRow> = reg
             .stores()
@@ -478,17 +619,49 @@ pub async fn view(fe: &Arc<Frontend>) -> View {
                 error_code: s.state.error_code().map(|c| c.as_str()).unwrap_or(""),
             })
             .collect();
-        let (ids, _) = reg
-            .list_keys(None, usize::MAX)
-            .unwrap_or((Vec::new(), None));
-        let keys: Vec<KeyRow> = ids
+        // Every key, whatever its Region and account (the page runs in no request's scope),
+        // counted per Region and account; those of the choice listed in that order.
+        let mut counts: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+        let mut listed: Vec<(&str, &str, &crate::service::model::KeyRecord)> = Vec::new();
+        let mut total = 0;
+        for (k, region, account) in reg.keys_everywhere() {
+            total += 1;
+            *counts.entry((region, account)).or_default() += 1;
+            let in_choice = chosen.is_empty()
+                || chosen
+                    .split_once('/')
+                    .is_some_and(|(r, a)| r == region && a == account);
+            if in_choice {
+                listed.push((region, account, k));
+            }
+        }
+        let shown = MAX_KEYS_SHOWN.min(listed.len());
+        if shown > 0 && shown < listed.len() {
+            listed.select_nth_unstable_by_key(shown - 1, |(r, a, k)| (*r, *a, k.key_id));
+        }
+        let more = listed.len() - shown;
+        listed.truncate(shown);
+        listed.sort_unstable_by_key(|(r, a, k)| (*r, *a, k.key_id));
+        let scopes: Vec<ScopeRow> = counts
             .iter()
-            .take(MAX_KEYS_SHOWN)
-            .filter_map(|id| reg.by_id(id))
-            .map(|k| {
+            .map(|((region, account), n)| {
+                let scope = format!("{region}/{account}");
+                ScopeRow {
+                    query: format!("?keys={}", query_value(&scope)),
+                    chosen: scope == chosen,
+                    scope,
+                    keys: *n,
+                }
+            })
+            .collect();
+        let keys: Vec<KeyRow> = listed
+            .into_iter()
+            .map(|(region, account, k)| {
                 let deletion = k.deletion.as_ref();
                 KeyRow {
-                    key_id: k.key_id.to_string(),
+                    key_id: reg.key_id_text(&k.key_id),
+                    region: region.to_string(),
+                    account_id: account.to_string(),
                     state: reg.state_of(k).as_str(),
                     origin: k.origin.as_str(),
                     store_id: k.origin.store_id().unwrap_or_default().to_string(),
@@ -506,8 +679,16 @@ pub async fn view(fe: &Arc<Frontend>) -> View {
                 }
             })
             .collect();
-        (stores, keys, ids.len().saturating_sub(MAX_KEYS_SHOWN))
+        (stores, keys, more, scopes, total)
     };
+    let key_scopes_more = key_scopes.len().saturating_sub(MAX_SCOPES_SHOWN);
+    // The chosen one stays linked even past the bound.
+    let key_scopes: Vec<ScopeRow> = key_scopes
+        .into_iter()
+        .enumerate()
+        .filter(|(i, s)| *i < MAX_SCOPES_SHOWN || s.chosen)
+        .map(|(_, s)| s)
+        .collect();
 
     let fe2 = fe.clone();
     let is_kms_key = move |label: &str| {
@@ -587,7 +768,12 @@ pub async fn view(fe: &Arc<Frontend>) -> View {
         now: iso8601(now),
         offset: countdown(fe.clock.offset_millis()),
         clusters,
+        faults: fault_rows(fe),
         stores,
+        key_scopes,
+        key_scopes_more,
+        keys_scope: chosen,
+        keys_total,
         keys,
         keys_more,
         orphans,
@@ -603,6 +789,7 @@ pub async fn view(fe: &Arc<Frontend>) -> View {
 struct Page<'a> {
     v: &'a View,
     hsm_actions: Vec<FaultAction>,
+    subnet_actions: Vec<FaultAction>,
     frontend_actions: Vec<FaultAction>,
     clock_steps: &'static [(&'static str, u64)],
 }
@@ -613,6 +800,7 @@ struct Page<'a> {
 struct Live<'a> {
     v: &'a View,
     hsm_actions: Vec<FaultAction>,
+    subnet_actions: Vec<FaultAction>,
 }
 
 fn actions(target: Target) -> Vec<FaultAction> {
@@ -635,13 +823,21 @@ fn html(rendered: Result<String, askama::Error>) -> HttpResponse {
     }
 }
 
+/// The page's choice from the query; one it cannot read chooses nothing (every key).
+fn choice_of(req: &HttpRequest) -> Choice {
+    web::Query::<Choice>::from_query(req.query_string())
+        .map(web::Query::into_inner)
+        .unwrap_or_default()
+}
+
 /// `GET /_hsmkms/ui`.
-async fn page(fe: web::Data<Arc<Frontend>>) -> HttpResponse {
-    let v = view(&fe).await;
+async fn page(fe: web::Data<Arc<Frontend>>, req: HttpRequest) -> HttpResponse {
+    let v = view(&fe, &choice_of(&req)).await;
     html(
         Page {
             v: &v,
             hsm_actions: actions(Target::Hsm),
+            subnet_actions: actions(Target::Subnet),
             frontend_actions: actions(Target::Frontend),
             clock_steps: CLOCK_STEPS,
         }
@@ -650,20 +846,21 @@ async fn page(fe: web::Data<Arc<Frontend>>) -> HttpResponse {
 }
 
 /// `GET /_hsmkms/ui/live`: the live part alone, for the page's polling.
-async fn live(fe: web::Data<Arc<Frontend>>) -> HttpResponse {
-    let v = view(&fe).await;
+async fn live(fe: web::Data<Arc<Frontend>>, req: HttpRequest) -> HttpResponse {
+    let v = view(&fe, &choice_of(&req)).await;
     html(
         Live {
             v: &v,
             hsm_actions: actions(Target::Hsm),
+            subnet_actions: actions(Target::Subnet),
         }
         .render(),
     )
 }
 
 /// `GET /_hsmkms/ui/state`: the same view as JSON.
-async fn state(fe: web::Data<Arc<Frontend>>) -> HttpResponse {
-    let v = view(&fe).await;
+async fn state(fe: web::Data<Arc<Frontend>>, req: HttpRequest) -> HttpResponse {
+    let v = view(&fe, &choice_of(&req)).await;
     HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
         .json(serde_json::json!({"view": v, "faultActions": FAULT_ACTIONS}))
@@ -684,6 +881,15 @@ mod tests {
         assert_eq!(countdown(0), "0h 0m 0s");
         assert_eq!(countdown(61_000), "0h 1m 1s");
         assert_eq!(countdown((7 * 86_400 - 2) * 1000), "6d 23h 59m 58s");
+    }
+
+    #[test]
+    fn a_scope_query_keeps_names_and_encodes_the_rest() {
+        assert_eq!(
+            query_value("eu-west-1/111122223333"),
+            "eu-west-1/111122223333"
+        );
+        assert_eq!(query_value("a&b c/1"), "a%26b%20c/1");
     }
 
     #[test]

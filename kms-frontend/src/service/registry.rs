@@ -899,6 +899,14 @@ impl Registry {
         self.keys.len()
     }
 
+    /// Every key with the Region and account it lives in, whatever the request's scope (the
+    /// dashboard shows them all), in no particular order.
+    pub fn keys_everywhere(&self) -> impl Iterator<Item = (&KeyRecord, &str, &str)> {
+        self.keys
+            .values()
+            .map(|k| (&**k, self.region_of(&k.key_id), self.account_of(&k.key_id)))
+    }
+
     /// Keys whose waiting period has ended at `now`.
     pub fn due_for_deletion(&self, now_millis: u64) -> Vec<Uuid> {
         let mut due: Vec<(u64, Uuid)> = self

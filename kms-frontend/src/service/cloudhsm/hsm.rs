@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::error::CloudHsmError;
+use crate::faults::EniError;
 
 /// CloudHSM's `HsmState`. Cluster records of the layout before [`HsmChangeKind`] stored it by
 /// variant index (the runtime still reads them): new variants go at the end.
@@ -131,6 +132,23 @@ impl HsmChange {
     }
 }
 
+/// CreateHsm's refusal when the new HSM's network interface cannot be made in its zone's
+/// subnet: the subnet is gone, or has no free address. CloudHSM makes the interface in the
+/// customer's subnet (EC2's CreateNetworkInterface) and documents no error of its own for
+/// either case; the nearest shape its model lists for CreateHsm is
+/// CloudHsmInvalidRequestException (the customer's VPC must change, a retry alone does not
+/// help), with EC2's own text for the condition (`InvalidSubnetID.NotFound`,
+/// `InsufficientFreeAddressesInSubnet`).
+pub fn eni_refused(error: &EniError) -> CloudHsmError {
+    CloudHsmError::InvalidRequest(match error {
+        EniError::SubnetNotFound(subnet) => format!("The subnet ID '{subnet}' does not exist"),
+        EniError::NoFreeAddress(_) => {
+            "The specified subnet does not have enough free addresses to satisfy the request."
+                .into()
+        }
+    })
+}
+
 /// DeleteHsm while a create or delete of the HSM is under way.
 fn busy(hsm_id: &str, state: HsmState) -> CloudHsmError {
     CloudHsmError::InvalidRequest(match state {
@@ -191,6 +209,19 @@ mod tests {
         assert_eq!(delete.kind, HsmChangeKind::Delete);
         assert_eq!(delete.state(), DeleteInProgress);
         assert!(HsmChange::delete("hsm-abcdefghijk", CreateInProgress, "us-east-1b").is_err());
+    }
+
+    #[test]
+    fn a_missing_or_full_subnet_refuses_as_ec2_words_it() {
+        let gone = eni_refused(&EniError::SubnetNotFound("subnet-0123456789abcdef0".into()));
+        assert_eq!(gone.type_name(), "CloudHsmInvalidRequestException");
+        assert_eq!(
+            gone.message(),
+            "The subnet ID 'subnet-0123456789abcdef0' does not exist"
+        );
+        let full = eni_refused(&EniError::NoFreeAddress("subnet-0123456789abcdef0".into()));
+        assert_eq!(full.type_name(), "CloudHsmInvalidRequestException");
+        assert_eq!(full.status(), 400);
     }
 
     #[test]
