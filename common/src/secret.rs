@@ -110,8 +110,22 @@ impl<'de> Deserialize<'de> for SecretString {
 
 /// Bytes that are secret (decrypted plaintext, random bytes handed to a caller): zeroized on
 /// drop and redacted in `Debug`.
-#[derive(Default, Serialize, Deserialize)]
+#[derive(Default)]
 pub struct SecretBytes(Zeroizing<Vec<u8>>);
+
+/// As a byte string (one slice in postcard, not byte by byte; the same encoding).
+impl Serialize for SecretBytes {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretBytes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // The buffer is moved into the wiping wrapper, never copied.
+        serde_bytes::ByteBuf::deserialize(d).map(|b| Self::new(b.into_vec()))
+    }
+}
 
 impl SecretBytes {
     pub fn new(v: Vec<u8>) -> Self {

@@ -11,6 +11,7 @@
 //! clears every fault.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -53,6 +54,9 @@ struct State {
 #[derive(Debug, Default)]
 pub struct Faults {
     state: Mutex<State>,
+    /// Whether any HSM's network path is cut: every call to an HSM asks, and without this
+    /// every call would take the lock to learn that none is. Written under the lock.
+    any_cut: AtomicBool,
 }
 
 /// A fault could not be recorded: too many of its kind.
@@ -103,7 +107,7 @@ impl Faults {
 
     /// Whether the frontend's network path to the HSM is cut.
     pub fn is_cut(&self, hsm_id: &str) -> bool {
-        self.state().cut.contains(hsm_id)
+        self.any_cut.load(Ordering::Acquire) && self.state().cut.contains(hsm_id)
     }
 
     /// Whether KMS's own side of a connect fails (its record of the store cannot be saved).
@@ -153,12 +157,14 @@ impl Faults {
 
     pub fn set_cut(&self, hsm_id: &str, cut: bool) -> Result<(), TooMany> {
         let mut state = self.state();
-        if cut {
+        let done = if cut {
             insert(&mut state.cut, hsm_id)
         } else {
             state.cut.remove(hsm_id);
             Ok(())
-        }
+        };
+        self.any_cut.store(!state.cut.is_empty(), Ordering::Release);
+        done
     }
 
     pub fn set_subnet_deleted(&self, subnet_id: &str, deleted: bool) -> Result<(), TooMany> {
@@ -192,6 +198,7 @@ impl Faults {
         let stopped = std::mem::take(&mut state.stopped).into_iter().collect();
         let stalled = std::mem::take(&mut state.stalled).into_keys().collect();
         state.cut.clear();
+        self.any_cut.store(false, Ordering::Release);
         state.deleted_subnets.clear();
         state.full_subnets.clear();
         state.fail_connects = false;
