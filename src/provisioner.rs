@@ -31,6 +31,9 @@ pub const UNACTIVATED_ADMIN_PASSWORD: &str = "password";
 const CALL_DEADLINE: Duration = Duration::from_secs(10);
 /// How long a new HSM may take to catch up with its peers before CreateHsm fails.
 const CATCH_UP_DEADLINE: Duration = Duration::from_secs(120);
+/// How long an HSM that starts again waits for a running peer to say what it holds: a peer
+/// that does not answer by then (stalled) has nothing to catch it up with anyway.
+const BASELINE_DEADLINE: Duration = Duration::from_secs(2);
 
 /// How HSMs run: on threads of this process, or as child processes.
 pub enum Runner {
@@ -229,6 +232,41 @@ impl LauncherProvisioner {
             Runner::InProcess(nodes) => matches!(lock(nodes).get(hsm_id), Some((_, Some(_)))),
             Runner::Processes(supervisor) => supervisor.contains(hsm_id),
         }
+    }
+
+    /// For an HSM about to start again: what it must hold before it answers (see [`Rejoin`]).
+    /// `None` if no cluster has the HSM.
+    fn rejoin_baseline(&self, hsm_id: &str) -> Option<Rejoin> {
+        let (cluster_id, address) = lock(&self.clusters).values().find_map(|k| {
+            let h = k.dir.info.hsms.iter().find(|h| h.hsm_id == hsm_id)?;
+            Some((k.dir.info.cluster_id.clone(), h.address.clone()))
+        })?;
+        let (peers, tls) = self.reachable(&cluster_id).ok()?;
+        let peers: Vec<String> = peers
+            .into_iter()
+            .filter(|(id, _)| id != hsm_id)
+            .map(|(_, a)| a)
+            .collect();
+        let asked = tls.clone();
+        let baseline = block_on(async move {
+            for address in peers {
+                let entries = async {
+                    let client =
+                        NodeClient::connect(&address, asked.clone(), BASELINE_DEADLINE).await?;
+                    Ok::<_, anyhow::Error>(backup::entries(&client, BASELINE_DEADLINE).await?)
+                };
+                if let Ok(entries) = entries.await {
+                    return entries;
+                }
+            }
+            vec![]
+        })
+        .unwrap_or_default();
+        Some(Rejoin {
+            address,
+            tls,
+            baseline,
+        })
     }
 
     /// Stops every HSM (at shutdown).
@@ -449,6 +487,15 @@ impl LauncherProvisioner {
         }
         Some(kept)
     }
+}
+
+/// An HSM starting again: its address, the service's TLS configuration, and the entries a
+/// running peer held as it started (none if no peer answered within [`BASELINE_DEADLINE`]: a
+/// stalled or stopped peer has nothing to give it).
+struct Rejoin {
+    address: String,
+    tls: Arc<rustls::ClientConfig>,
+    baseline: Vec<(ObjectId, Version)>,
 }
 
 /// Waits until the node at `address` holds every object of `baseline` at least at its version.
@@ -687,7 +734,15 @@ impl Provisioner for LauncherProvisioner {
     }
 
     fn set_hsm_running(&self, hsm_id: &str, running: bool) -> Result<(), String> {
-        match &self.runner {
+        // A stopped HSM that starts answers (as an HSM CloudHSM reports ACTIVE does) once it
+        // serves and holds what a running peer held as it started: a change made while it
+        // was down (kmsuser's password, say) is there before KMS logs in on it.
+        let rejoin = if running && !self.running(hsm_id) {
+            self.rejoin_baseline(hsm_id)
+        } else {
+            None
+        };
+        let changed: Result<(), String> = match &self.runner {
             Runner::InProcess(nodes) => {
                 let mut nodes = lock(nodes);
                 let Some((dir, handle)) = nodes.get_mut(hsm_id) else {
@@ -734,6 +789,11 @@ impl Provisioner for LauncherProvisioner {
                 }
                 Ok(())
             }
+        };
+        changed?;
+        match rejoin {
+            Some(r) => wait_caught_up(&r.address, &r.tls, &r.baseline).map_err(message),
+            None => Ok(()),
         }
     }
 

@@ -566,3 +566,50 @@ async fn multi_region_hmac_and_bad_requests() {
     assert!(key_ids(&emu.kms_as("sa-east-1", "test")).await.is_empty());
     emu.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_deleted_in_another_region_and_account_is_recorded_under_its_own_arn() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(dir.path(), free_port());
+    let there = emu.kms_as("eu-west-1", "222233334444");
+
+    // A single-Region key and a multi-Region one, both in eu-west-1 of account 222233334444.
+    let single = create_kms_key(&there).await;
+    let multi = there
+        .create_key()
+        .multi_region(true)
+        .send()
+        .await
+        .unwrap()
+        .key_metadata()
+        .unwrap()
+        .clone();
+    for key in [&single, &multi] {
+        assert!(key
+            .arn()
+            .unwrap()
+            .starts_with("arn:aws:kms:eu-west-1:222233334444:key/"));
+        there
+            .schedule_key_deletion()
+            .key_id(key.key_id())
+            .pending_window_in_days(7)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    // Their waiting periods end: the DeleteKey records and the KMS CMK Deletion events name
+    // each key by its own ARN, Region and account, not the home scope's.
+    emu.advance_clock(8 * DAY);
+    for key in [&single, &multi] {
+        let (arn, key_id) = (key.arn().unwrap(), key.key_id());
+        let record = emu.wait_for_delete_key_record(key_id);
+        assert_eq!(record["resources"][0]["ARN"], arn, "{record}");
+        assert_eq!(record["responseElements"]["keyId"], arn, "{record}");
+        assert_eq!(record["userIdentity"]["accountId"], "222233334444");
+        let event = emu.wait_for_deletion_event(arn, key_id);
+        assert_eq!(event["region"], "eu-west-1", "{event}");
+        assert_eq!(event["account"], "222233334444", "{event}");
+    }
+    emu.stop();
+}

@@ -100,8 +100,8 @@ async fn a_failed_commit_changes_nothing_and_the_next_commit_works() {
     let port = free_port();
     let emulator = Emulator::start(&data_dir, port);
     let kms = emulator.kms_without_retries();
-    // The cluster's first backup is taken (and committed) in the background right after the
-    // start; wait for it, so the failures injected below meet the calls under test.
+    // The cluster's first backup is taken (and committed) before Ready.; make sure of it, so
+    // the failures injected below meet the calls under test.
     kms_common::wait_until(
         "the cluster's first backup is taken",
         Duration::from_secs(30),
@@ -306,7 +306,7 @@ async fn a_connect_or_disconnect_whose_last_commit_fails_still_completes() {
     let data_dir = tmp.path().join("data");
     let emulator = Emulator::start(&data_dir, free_port());
     let kms = emulator.kms_without_retries();
-    // The first backup commits in the background after the start; out of the way first.
+    // The first backup (committed before Ready.) is out of the way first.
     kms_common::wait_until(
         "the cluster's first backup",
         Duration::from_secs(30),

@@ -30,8 +30,8 @@ use crate::service::cloudhsm::error::CloudHsmError;
 use crate::service::cloudhsm::hsm::{eni_refused, HsmChange, HsmState};
 use crate::service::cloudhsm::quota::admit_backup;
 use crate::service::cloudhsm::{
-    backup_due, backup_prunable, cluster_prunable, deletion_expired, retention_purges, BackupOp,
-    BackupRecord, BackupState, ClusterRecord, ClusterState, Quotas, Unfinished, Use,
+    backup_prunable, cluster_prunable, daily_backup_due, deletion_expired, retention_purges,
+    BackupOp, BackupRecord, BackupState, ClusterRecord, ClusterState, Quotas, Unfinished, Use,
     DEFAULT_RETENTION_DAYS, MAX_RETENTION_DAYS, MIN_RETENTION_DAYS,
 };
 use crate::store::{Loaded, Store, Table, Write};
@@ -77,6 +77,28 @@ struct State {
     working: BTreeSet<String>,
     /// When the periodic settling may try a change again after an attempt that failed.
     retry_at: BTreeMap<String, tokio::time::Instant>,
+    /// Clusters an HSM was just added to, with how many of those additions' backups are still
+    /// to be taken: the daily backup gives way to them ([`daily_backup_due`]).
+    hsm_backups_owed: BTreeMap<String, u32>,
+}
+
+/// The backup after adding an HSM to a cluster, still to be taken (counted in
+/// `State::hsm_backups_owed`); dropping it says it is over (taken, failed, or not needed).
+struct OwedBackup {
+    service: Arc<CloudHsm>,
+    cluster_id: String,
+}
+
+impl Drop for OwedBackup {
+    fn drop(&mut self) {
+        let mut state = self.service.state();
+        if let Some(n) = state.hsm_backups_owed.get_mut(&self.cluster_id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                state.hsm_backups_owed.remove(&self.cluster_id);
+            }
+        }
+    }
 }
 
 /// One HSM as DescribeClusters shows it.
@@ -220,6 +242,36 @@ impl CloudHsm {
     /// finish, and clusters whose creation was never acknowledged are removed.
     pub async fn recover(self: &Arc<Self>) {
         self.settle_changes(true).await;
+        self.first_backups().await;
+    }
+
+    /// Takes, before the emulator serves, the first backup of every ACTIVE cluster that has
+    /// never had one (the launcher's cluster on a first start: its activation's backup). The
+    /// clock's first tick would otherwise take it a moment after the start, racing whatever a
+    /// client does first (a DeleteHsm's own backup, say); taken here, it is there before any
+    /// call, and the next one is a day away.
+    async fn first_backups(&self) {
+        let now = self.now();
+        let never: Vec<String> = {
+            let state = self.state();
+            state
+                .clusters
+                .values()
+                .filter(|c| {
+                    !state
+                        .backups
+                        .values()
+                        .any(|b| b.cluster_id.as_deref() == Some(c.cluster_id.as_str()))
+                })
+                .filter(|c| Self::daily_due(&state, &c.cluster_id, now))
+                .map(|c| c.cluster_id.clone())
+                .collect()
+        };
+        for cluster_id in never.into_iter().filter(|c| self.has_active_hsm(c)) {
+            if let Err(e) = self.take_daily_backup(&cluster_id).await {
+                tracing::warn!(%cluster_id, error = %e, "the cluster's first backup failed; the clock takes it later");
+            }
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -819,6 +871,9 @@ impl CloudHsm {
             tracing::error!(%cluster_id, %hsm_id, "fault injection: the process dies before the new HSM is recorded");
             std::process::abort();
         }
+        // The backup after adding an HSM is owed from before the change is recorded done, so
+        // the daily backup never slips in between and makes the day's second.
+        let owed = created.is_ok().then(|| self.owe_hsm_backup(&cluster_id));
         let settled = match &created {
             Ok(()) => {
                 self.settle(&cluster_id, &hsm_id, |record| {
@@ -853,6 +908,21 @@ impl CloudHsm {
             if let Err(e) = self.take_backup(&cluster_id).await {
                 tracing::warn!(%cluster_id, error = %e, "no backup after adding an HSM");
             }
+        }
+        drop(owed);
+    }
+
+    /// Records that the backup after adding an HSM to `cluster_id` is to come, until the
+    /// answer is dropped.
+    fn owe_hsm_backup(self: &Arc<Self>, cluster_id: &str) -> OwedBackup {
+        *self
+            .state()
+            .hsm_backups_owed
+            .entry(cluster_id.to_string())
+            .or_default() += 1;
+        OwedBackup {
+            service: self.clone(),
+            cluster_id: cluster_id.to_string(),
         }
     }
 
@@ -1072,6 +1142,57 @@ impl CloudHsm {
 
     /// Takes a backup of the cluster now.
     pub async fn take_backup(&self, cluster_id: &str) -> Result<BackupRecord, CloudHsmError> {
+        let (backup, image) = self.snapshot_backup(cluster_id).await?;
+        self.add_backup(&backup, image, false).await?;
+        tracing::info!(%cluster_id, backup_id = %backup.backup_id, keys = backup.keys.len(), "backup taken");
+        Ok(backup)
+    }
+
+    /// Takes the cluster's daily backup, unless, by the time it is recorded, it is no longer
+    /// due ([`daily_backup_due`]): an HSM change started meanwhile, or its backup landed.
+    /// Answers the backup, or `None` if it gave way.
+    async fn take_daily_backup(
+        &self,
+        cluster_id: &str,
+    ) -> Result<Option<BackupRecord>, CloudHsmError> {
+        let (backup, image) = self.snapshot_backup(cluster_id).await?;
+        if !self.add_backup(&backup, image, true).await? {
+            tracing::info!(%cluster_id, "the daily backup gives way to an HSM change's");
+            return Ok(None);
+        }
+        tracing::info!(%cluster_id, backup_id = %backup.backup_id, keys = backup.keys.len(), "daily backup taken");
+        Ok(Some(backup))
+    }
+
+    /// Whether the daily clockwork backs `cluster_id` up now, on the records as they are.
+    fn daily_due(state: &State, cluster_id: &str, now: u64) -> bool {
+        let Some(cluster) = state.clusters.get(cluster_id) else {
+            return false;
+        };
+        let newest = state
+            .backups
+            .values()
+            .filter(|b| b.cluster_id.as_deref() == Some(cluster_id))
+            .map(|b| b.created_at_millis)
+            .max();
+        let owed = state
+            .hsm_backups_owed
+            .get(cluster_id)
+            .is_some_and(|n| *n > 0);
+        daily_backup_due(cluster, newest, owed, now)
+    }
+
+    /// Whether an HSM of the cluster is ACTIVE (a backup reads one).
+    fn has_active_hsm(&self, cluster_id: &str) -> bool {
+        self.describe(cluster_id)
+            .is_some_and(|(_, hsms)| hsms.iter().any(|h| h.view.state == HsmState::Active))
+    }
+
+    /// A new backup of the cluster (not yet recorded) and its image.
+    async fn snapshot_backup(
+        &self,
+        cluster_id: &str,
+    ) -> Result<(BackupRecord, Vec<u8>), CloudHsmError> {
         let record = self.live_cluster(cluster_id)?;
         let provisioner = self.provisioner.clone();
         let id = cluster_id.to_string();
@@ -1096,15 +1217,26 @@ impl CloudHsm {
             keys: snapshot.keys,
             resource_policy: None,
         };
-        self.add_backup(&backup, snapshot.image).await?;
-        tracing::info!(%cluster_id, backup_id = %backup.backup_id, keys = backup.keys.len(), "backup taken");
-        Ok(backup)
+        Ok((backup, snapshot.image))
     }
 
     /// Records a new backup and its image, within [`MAX_BACKUPS`]: the count and the insert
-    /// are one turn, so concurrent backups cannot pass the bound together.
-    async fn add_backup(&self, backup: &BackupRecord, image: Vec<u8>) -> Result<(), CloudHsmError> {
+    /// are one turn, so concurrent backups cannot pass the bound together. A `daily` backup is
+    /// recorded only if it is still due in that turn (answers `false` otherwise), so it never
+    /// lands beside an HSM change's.
+    async fn add_backup(
+        &self,
+        backup: &BackupRecord,
+        image: Vec<u8>,
+        daily: bool,
+    ) -> Result<bool, CloudHsmError> {
         let _turn = self.records.lock().await;
+        if daily {
+            let cluster_id = backup.cluster_id.as_deref().unwrap_or_default();
+            if !Self::daily_due(&self.state(), cluster_id, self.now()) {
+                return Ok(false);
+            }
+        }
         admit_backup(self.state().backups.values())?;
         self.commit(vec![
             Write::put(Table::Backups, backup.backup_id.clone(), backup),
@@ -1118,7 +1250,7 @@ impl CloudHsm {
         self.state()
             .backups
             .insert(backup.backup_id.clone(), backup.clone());
-        Ok(())
+        Ok(true)
     }
 
     async fn put_backup(&self, backup: BackupRecord) -> Result<BackupRecord, CloudHsmError> {
@@ -1224,7 +1356,7 @@ impl CloudHsm {
             keys: source.keys.clone(),
             resource_policy: None,
         };
-        self.add_backup(&copy, image).await?;
+        self.add_backup(&copy, image, false).await?;
         Ok(copy)
     }
 
@@ -1377,11 +1509,8 @@ impl CloudHsm {
                     .values()
                     .filter(|b| b.cluster_id.as_deref() == Some(c.cluster_id.as_str()))
                     .collect();
-                if c.state == ClusterState::Active {
-                    let newest = mine.iter().map(|b| b.created_at_millis).max();
-                    if backup_due(newest, now) {
-                        due.push(c.cluster_id.clone());
-                    }
+                if Self::daily_due(&state, &c.cluster_id, now) {
+                    due.push(c.cluster_id.clone());
                 }
                 purges.extend(retention_purges(&mine, c.retention_days, now));
             }
@@ -1394,11 +1523,8 @@ impl CloudHsm {
             (due, purges, expired)
         };
         for cluster_id in due {
-            let has_running = self
-                .describe(&cluster_id)
-                .is_some_and(|(_, hsms)| hsms.iter().any(|h| h.view.state == HsmState::Active));
-            if has_running {
-                if let Err(e) = self.take_backup(&cluster_id).await {
+            if self.has_active_hsm(&cluster_id) {
+                if let Err(e) = self.take_daily_backup(&cluster_id).await {
                     tracing::warn!(%cluster_id, error = %e, "the daily backup failed");
                 }
             }

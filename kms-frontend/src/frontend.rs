@@ -748,7 +748,7 @@ impl Frontend {
         match self.store.list(Table::Deletions) {
             Ok(rows) => rows
                 .iter()
-                .filter_map(|(key, value)| match decode::<DeletionTask>(value) {
+                .filter_map(|(key, value)| match decode_task(value) {
                     Ok(task) => Some(task),
                     Err(e) => {
                         tracing::error!(%key, error = %e, "an unreadable deletion task is skipped");
@@ -773,10 +773,17 @@ impl Frontend {
         self.finish_deletions(tasks).await;
     }
 
-    /// The effects of one deletion, then the task's removal from the store.
+    /// The effects of one deletion, then the task's removal from the store. The record and
+    /// the event name the key as it was: its own ARN, Region and account (the key's place is
+    /// gone from the registry with it, so they come from the task).
     async fn finish_deletion(&self, task: DeletionTask) {
         let id = task.key_id;
-        let arn = self.arns.key_arn(&id);
+        let place = task.place.as_ref();
+        let arn = registry::key_arn_at(&self.arns, &id, place);
+        let (region, account_id) = place.map_or(
+            (self.arns.region.as_str(), self.arns.account_id.as_str()),
+            |p| (p.region.as_str(), p.account_id.as_str()),
+        );
         let mut additional = json!({});
         if let Some(b) = &task.backing {
             let statuses = self
@@ -815,7 +822,7 @@ impl Frontend {
                 "eventType": "AwsServiceEvent",
                 "eventName": "DeleteKey",
                 "eventTime": now,
-                "userIdentity": {"accountId": self.arns.account_id, "invokedBy": "AWS Internal"},
+                "userIdentity": {"accountId": account_id, "invokedBy": "AWS Internal"},
                 "requestParameters": null,
                 "responseElements": {"keyId": arn},
                 "resources": [{"ARN": arn, "type": "AWS::KMS::Key"}],
@@ -830,11 +837,11 @@ impl Frontend {
                 "id": uuid::Uuid::new_v4().to_string(),
                 "detail-type": "KMS CMK Deletion",
                 "source": "aws.kms",
-                "account": self.arns.account_id,
+                "account": account_id,
                 "time": now,
-                "region": self.arns.region,
+                "region": region,
                 "resources": [arn],
-                "detail": {"key-id": id.to_string()},
+                "detail": {"key-id": registry::key_id_text_at(&id, place)},
             }),
         );
         if let Err(e) = self
@@ -844,5 +851,76 @@ impl Frontend {
             // The next start runs it again: a second delete of the backing key finds nothing.
             tracing::warn!(key_id = %id, error = %e, "cannot remove a finished deletion task");
         }
+    }
+}
+
+/// A deletion task as stores wrote it before it kept the key's place.
+#[derive(serde::Deserialize)]
+struct DeletionTaskV1 {
+    key_id: uuid::Uuid,
+    backing: Option<crate::service::model::DeletedBacking>,
+    deleted_aliases: Vec<String>,
+    deleted_at_millis: u64,
+}
+
+/// Reads a deletion task, in its current layout or the one before `place`. postcard writes no
+/// field names, so the current layout is tried first: an older task ends before `place` and
+/// fails it, while a current one would read as the older layout with its place dropped.
+fn decode_task(bytes: &[u8]) -> Result<DeletionTask, crate::store::StoreError> {
+    decode::<DeletionTask>(bytes).or_else(|e| match decode::<DeletionTaskV1>(bytes) {
+        Ok(old) => Ok(DeletionTask {
+            key_id: old.key_id,
+            backing: old.backing,
+            deleted_aliases: old.deleted_aliases,
+            deleted_at_millis: old.deleted_at_millis,
+            // Keys of other scopes were named by the home scope then, too.
+            place: None,
+        }),
+        Err(_) => Err(e),
+    })
+}
+
+#[cfg(test)]
+mod deletion_task_tests {
+    use super::*;
+    use crate::service::model::KeyPlace;
+
+    #[test]
+    fn a_task_written_before_it_kept_the_place_still_reads() {
+        #[derive(serde::Serialize)]
+        struct Old {
+            key_id: uuid::Uuid,
+            backing: Option<crate::service::model::DeletedBacking>,
+            deleted_aliases: Vec<String>,
+            deleted_at_millis: u64,
+        }
+        let id = uuid::Uuid::new_v4();
+        let old = postcard::to_stdvec(&Old {
+            key_id: id,
+            backing: None,
+            deleted_aliases: vec!["alias/a".into()],
+            deleted_at_millis: 7,
+        })
+        .unwrap();
+        let task = decode_task(&old).unwrap();
+        assert_eq!(task.key_id, id);
+        assert_eq!(task.deleted_aliases, vec!["alias/a".to_string()]);
+        assert_eq!(task.deleted_at_millis, 7);
+        assert_eq!(task.place, None);
+
+        // A current one keeps its place.
+        let place = KeyPlace {
+            region: "eu-west-1".into(),
+            account_id: "222233334444".into(),
+            multi_region: None,
+            primary: false,
+        };
+        let new = DeletionTask {
+            place: Some(place.clone()),
+            ..task
+        };
+        let read = decode_task(&postcard::to_stdvec(&new).unwrap()).unwrap();
+        assert_eq!(read.place, Some(place));
+        assert!(decode_task(b"").is_err());
     }
 }

@@ -232,7 +232,7 @@ pub async fn connect_to_cluster(
                     .open(store_id, generation, &cluster_id, current, pending)
                     .await
                 {
-                    Ok(working) => Event::Opened(working),
+                    Ok(opened) => Event::Opened(opened),
                     Err(code) => Event::OpenFailed(code),
                 }
             }

@@ -73,6 +73,15 @@ pub const NOT_CONNECTED: &str = "not connected";
 #[rtype(result = "Result<(), String>")]
 pub struct Push(pub Vec<Object>);
 
+/// The peer has just linked to this node (it said Hello): connect to it now if this link is
+/// down, rather than at the next retry, and pull from it now, rather than at the next
+/// anti-entropy round. It may hold changes whose pushes here failed while its link was down
+/// (it restarted, say), which a client may already rely on, and pushes from here to it work
+/// again only once this link is up.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct PullNow;
+
 /// Stop the link (the peer left the cluster).
 #[derive(Debug, Message)]
 #[rtype(result = "()")]

@@ -37,7 +37,7 @@ pub use crate::actors::messages::MaterialForTest;
 pub use crate::actors::messages::{
     ApplyPulled, Call, CaughtUp, ConnClosed, LinkState, LocalDigest, Wanted,
 };
-use crate::actors::messages::{NodeSide, Push, Stop, NOT_CONNECTED};
+use crate::actors::messages::{NodeSide, PullNow, Push, Stop, NOT_CONNECTED};
 use crate::options::{retry_backoff, RETRIED_COMMIT_ATTEMPTS};
 pub use crate::options::{NodeOptions, MAILBOX_CAPACITY};
 
@@ -888,6 +888,13 @@ impl NodeActor {
                     && self.seeds.hello(&member.hsm_id, &member.address)
                 {
                     self.sync_links(ctx);
+                }
+                // A peer says Hello as its link to this node comes up: changes it made while
+                // that link was down (a password change right after it restarted, say) could
+                // not be pushed here, so our link to it reconnects and pulls now rather than
+                // at its next retry and round. Best effort: a full mailbox leaves it to those.
+                if let Some(link) = self.links.get(&member.address) {
+                    let _ = link.try_send(PullNow);
                 }
                 reply(Ok(Response::Hello {
                     member: me,

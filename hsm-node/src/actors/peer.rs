@@ -11,7 +11,8 @@ use hsmkms_common::wire::{MemberRecord, Request, Response, DIGEST_BUCKETS, MAX_O
 use rustls::ClientConfig;
 
 use crate::actors::messages::{
-    ApplyPulled, CaughtUp, LinkState, LocalDigest, NodeSide, Push, Stop, Wanted, NOT_CONNECTED,
+    ApplyPulled, CaughtUp, LinkState, LocalDigest, NodeSide, PullNow, Push, Stop, Wanted,
+    NOT_CONNECTED,
 };
 use crate::actors::stall::{after_stall, freeze_while_stalled};
 use crate::options::{NodeOptions, MAILBOX_CAPACITY};
@@ -284,6 +285,16 @@ impl Handler<Push> for PeerLink {
                 Err(e) => Err(e.to_string()),
             }
         })
+    }
+}
+
+impl Handler<PullNow> for PeerLink {
+    type Result = ();
+
+    fn handle(&mut self, _: PullNow, ctx: &mut Context<Self>) {
+        // Not connected yet: connecting pulls at once anyway.
+        self.ensure_connected(ctx);
+        self.sync(ctx);
     }
 }
 

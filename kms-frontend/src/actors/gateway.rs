@@ -11,6 +11,7 @@ use hsmkms_common::wire::{Request, Response};
 use super::key_store::*;
 use crate::cluster::ClusterDirectory;
 use crate::faults::Faults;
+use crate::service::connect::Opened;
 use crate::service::connection_state::ConnectionErrorCode;
 use crate::service::error::KmsError;
 
@@ -79,7 +80,7 @@ impl HsmGateway {
     }
 
     /// Logs kmsuser in on every active HSM (generation `generation` of the store's
-    /// connection). Returns the password that worked.
+    /// connection). Answers the password that worked, and whether every HSM took it.
     pub async fn open(
         &self,
         store_id: &str,
@@ -87,7 +88,7 @@ impl HsmGateway {
         cluster_id: &str,
         password: SecretString,
         pending: Option<SecretString>,
-    ) -> Result<SecretString, ConnectionErrorCode> {
+    ) -> Result<Opened, ConnectionErrorCode> {
         self.actor_to_connect(store_id)
             .send(Open {
                 generation,
@@ -140,6 +141,19 @@ impl HsmGateway {
                 .send(Close { generation })
                 .timeout(OPEN_DEADLINE)
                 .await;
+        }
+    }
+
+    /// The HSMs the store has a kmsuser session on now (none if it has no actor), for the
+    /// backing-key report and tests.
+    pub async fn session_hsms(&self, store_id: &str) -> Vec<String> {
+        match self.actor(store_id) {
+            Some(actor) => actor
+                .send(SessionHsms)
+                .timeout(ACTOR_MARGIN)
+                .await
+                .unwrap_or_default(),
+            None => Vec::new(),
         }
     }
 
@@ -285,14 +299,7 @@ impl HsmGateway {
             .cluster(cluster_id)
             .map(|c| c.hsms.iter().map(|h| h.hsm_id.clone()).collect())
             .unwrap_or_default();
-        let connected = match self.actor(store_id) {
-            Some(actor) => actor
-                .send(SessionHsms)
-                .timeout(ACTOR_MARGIN)
-                .await
-                .unwrap_or_default(),
-            None => Vec::new(),
-        };
+        let connected = self.session_hsms(store_id).await;
         if connected.is_empty() {
             return all_hsms.into_iter().map(|h| (h, false)).collect();
         }

@@ -13,6 +13,7 @@ use hsmkms_common::wire::{ErrorCode, Request, Response, Role};
 
 use crate::cluster::ClusterDirectory;
 use crate::faults::{EniError, Faults};
+use crate::service::connect::{decide_logins, LoginAnswer, Opened};
 use crate::service::connection_state::ConnectionErrorCode;
 use crate::service::error::KmsError;
 
@@ -101,7 +102,7 @@ fn retryable(e: &ClientError) -> bool {
 /// `generation` orders it against [`Close`]: an open older than the last close is refused, so a
 /// slow connect can never reopen sessions after a disconnect overtook it.
 #[derive(Debug, Message)]
-#[rtype(result = "Result<SecretString, ConnectionErrorCode>")]
+#[rtype(result = "Result<Opened, ConnectionErrorCode>")]
 pub(super) struct Open {
     pub(super) generation: u64,
     pub(super) cluster_id: String,
@@ -331,11 +332,13 @@ fn connection_error(e: &ClientError) -> ConnectionErrorCode {
     }
 }
 
+/// Connects to every active HSM and logs in as kmsuser where the password works (see
+/// [`decide_logins`]); HSMs left out are logged in later by the background re-login.
 async fn open_sessions(
     clusters: Arc<dyn ClusterDirectory>,
     faults: Arc<Faults>,
     msg: Open,
-) -> Result<(Vec<Session>, SecretString), ConnectionErrorCode> {
+) -> Result<(Vec<Session>, Opened), ConnectionErrorCode> {
     let cluster = clusters
         .cluster(&msg.cluster_id)
         .ok_or(ConnectionErrorCode::ClusterNotFound)?;
@@ -383,32 +386,49 @@ async fn open_sessions(
             _ => serving.push((hsm_id, client)),
         }
     }
-    let clients = serving;
-    let Some((_, first)) = clients.first() else {
+    if serving.is_empty() {
         return Err(ConnectionErrorCode::NetworkErrors);
-    };
-    // The password KMS holds, or the one a rotation was about to set when it was interrupted.
-    let mut password = msg.password;
-    if let Err(e) = login(first, &password).await {
-        let retry_pending = matches!(
-            connection_error(&e),
-            ConnectionErrorCode::InvalidCredentials
-        );
-        match (retry_pending, msg.pending) {
-            (true, Some(pending)) => {
-                login(first, &pending)
-                    .await
-                    .map_err(|e| connection_error(&e))?;
-                password = pending;
+    }
+    // Every HSM at once (each checks the password on its own): with the password KMS holds,
+    // or, if it refuses that as wrong, the one a rotation was about to set when it was
+    // interrupted.
+    let answers = futures::future::join_all(
+        serving
+            .iter()
+            .map(|(_, client)| log_in_with_either(client, &msg.password, msg.pending.as_ref())),
+    )
+    .await;
+    let logins = decide_logins(&answers)?;
+    let mut clients = Vec::new();
+    let mut others = Vec::new();
+    for (i, ((hsm_id, client), answer)) in serving.into_iter().zip(&answers).enumerate() {
+        if logins.keep.contains(&i) {
+            clients.push((hsm_id, client));
+            continue;
+        }
+        // Behind on a password change (it refused the password another HSM took, or took
+        // the older one), or not answering: connected without it for now; the background
+        // re-login logs in there once it has caught up.
+        match answer {
+            LoginAnswer::Unreachable => {
+                tracing::info!(%hsm_id, "HSM did not answer the login; connecting without it for now")
             }
-            _ => return Err(connection_error(&e)),
+            LoginAnswer::Refused(code) => tracing::warn!(
+                %hsm_id,
+                code = code.as_str(),
+                "HSM refused the kmsuser password another HSM took (behind on a password change?); connecting without it for now"
+            ),
+            LoginAnswer::Current | LoginAnswer::Pending => {
+                tracing::warn!(%hsm_id, "HSM still holds kmsuser's older password; connecting without it for now");
+                others.push(client);
+            }
         }
     }
-    for (_, c) in clients.iter().skip(1) {
-        login(c, &password)
-            .await
-            .map_err(|e| connection_error(&e))?;
-    }
+    futures::future::join_all(others.iter().map(|c| c.call(Request::Logout, HSM_DEADLINE))).await;
+    let password = match (logins.pending, msg.pending) {
+        (true, Some(pending)) => pending,
+        _ => msg.password,
+    };
     // kmsuser logged in anywhere else stops KMS from connecting (USER_LOGGED_IN).
     for (_, c) in &clients {
         if let Ok(Response::Users(users)) = c.call(Request::ListUsers, HSM_DEADLINE).await {
@@ -427,7 +447,39 @@ async fn open_sessions(
         .into_iter()
         .map(|(hsm_id, client)| Session { hsm_id, client })
         .collect();
-    Ok((sessions, password))
+    Ok((
+        sessions,
+        Opened {
+            password,
+            pending: logins.pending,
+            in_step: logins.in_step,
+        },
+    ))
+}
+
+/// Logs in as kmsuser with `password`, or, if the HSM refuses it as wrong, with `pending`;
+/// answers which worked, or why neither did.
+async fn log_in_with_either(
+    client: &NodeClient,
+    password: &SecretString,
+    pending: Option<&SecretString>,
+) -> LoginAnswer {
+    let refused = |e: &ClientError| match e {
+        ClientError::Remote(_) => LoginAnswer::Refused(connection_error(e)),
+        _ => LoginAnswer::Unreachable,
+    };
+    match login(client, password).await {
+        Ok(()) => LoginAnswer::Current,
+        Err(e) => match (connection_error(&e), pending) {
+            (ConnectionErrorCode::InvalidCredentials, Some(pending)) => {
+                match login(client, pending).await {
+                    Ok(()) => LoginAnswer::Pending,
+                    Err(e) => refused(&e),
+                }
+            }
+            _ => refused(&e),
+        },
+    }
 }
 
 async fn logout_all(sessions: Vec<Session>) {
@@ -440,7 +492,7 @@ async fn logout_all(sessions: Vec<Session>) {
 }
 
 impl Handler<Open> for KeyStoreActor {
-    type Result = AtomicResponse<Self, Result<SecretString, ConnectionErrorCode>>;
+    type Result = AtomicResponse<Self, Result<Opened, ConnectionErrorCode>>;
 
     fn handle(&mut self, msg: Open, _: &mut Context<Self>) -> Self::Result {
         if msg.generation < self.generation {
@@ -463,10 +515,10 @@ impl Handler<Open> for KeyStoreActor {
             }
             .into_actor(self)
             .map(|r, act, _| {
-                r.map(|(sessions, password)| {
+                r.map(|(sessions, opened)| {
                     act.sessions = sessions;
-                    act.login = Some((cluster_id, password.duplicate()));
-                    password
+                    act.login = Some((cluster_id, opened.password.duplicate()));
+                    opened
                 })
             }),
         ))

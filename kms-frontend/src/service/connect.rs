@@ -5,13 +5,22 @@
 //! store's current password or as the pending one a rotation was about to set.
 //!
 //! ```text
-//! start -> Open{current, pending} --Opened(working)--> Save{working, pending: new}
-//!            \--OpenFailed(code)--> Finish(code)        --Saved--> Rotate(new)
-//!                                                                   --Rotated--> Save{new, none}
-//!                                                                   --RotateFailed--> Finish(INTERNAL_ERROR)
-//!                                                        --Saved--> Finish(ok)
+//! start -> Open{current, pending} --Opened(working, in step)--> Save{working, pending: new}
+//!            |                                                    --Saved--> Rotate(new)
+//!            |                                                    --Rotated--> Save{new, none}
+//!            |                                                    --RotateFailed--> Finish(INTERNAL_ERROR)
+//!            |                                                    --Saved--> Finish(ok)
+//!            |--Opened(pending, out of step)--> Save{pending, none} --Saved--> Finish(ok)
+//!            |--Opened(current, out of step)--> Finish(ok)
+//!            \--OpenFailed(code)--> Finish(code)
 //! any save --SaveFailed--> Finish(INTERNAL_ERROR)
 //! ```
+//!
+//! The logins themselves are decided by [`decide_logins`]: the store connects if an HSM takes
+//! one of its passwords; an HSM that refuses the password another HSM took is behind on a
+//! password change (replication brings it), and is left out and logged in later in the
+//! background, like one that does not answer. While the HSMs do not agree, the password is not
+//! rotated (see [`Opened::in_step`]).
 //!
 //! The shell (`crate::key_stores`) runs each step's I/O and feeds back what came of it.
 
@@ -30,6 +39,8 @@ enum Phase {
     Rotating,
     /// The new password, as current, is being saved.
     SavingRotated,
+    /// The pending password that worked, without rotating it, is being saved as current.
+    SavingAdopted,
     /// Over.
     Done,
 }
@@ -54,11 +65,87 @@ pub enum Step {
     Finish(Result<(), ConnectionErrorCode>),
 }
 
+/// How one HSM answered kmsuser's login at a connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginAnswer {
+    /// It took the store's current password.
+    Current,
+    /// It refused the current password as wrong and took the pending one.
+    Pending,
+    /// It answered, and refused the login: why, as a connection error code.
+    Refused(ConnectionErrorCode),
+    /// It did not answer (in time).
+    Unreachable,
+}
+
+/// What the logins of a connect come to (see [`decide_logins`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Logins {
+    /// The password that works is the pending one.
+    pub pending: bool,
+    /// The HSMs (indexes into the answers) whose sessions the store keeps: those that took it.
+    pub keep: Vec<usize>,
+    /// Every HSM that answered took it (see [`Opened::in_step`]).
+    pub in_step: bool,
+}
+
+/// Decides, from how each HSM answered kmsuser's login, which password the store works with
+/// and which sessions it keeps. The pending password wins if any HSM took it: it is the newer
+/// one (a rotation decides it on an HSM that holds the current one), so an HSM that still takes
+/// the current one is behind. HSMs that took the other password, refused, or did not answer
+/// are left out; the store's background re-login tries them again once they have caught up.
+/// Only if no HSM took either password does the connect fail: with the code of the first HSM
+/// that refused, or NETWORK_ERRORS if none answered.
+pub fn decide_logins(answers: &[LoginAnswer]) -> Result<Logins, ConnectionErrorCode> {
+    let took = |wanted: LoginAnswer| -> Vec<usize> {
+        (0..answers.len())
+            .filter(|&i| answers[i] == wanted)
+            .collect()
+    };
+    let (pending, keep) = match (took(LoginAnswer::Pending), took(LoginAnswer::Current)) {
+        (pending, _) if !pending.is_empty() => (true, pending),
+        (_, current) if !current.is_empty() => (false, current),
+        _ => {
+            return Err(answers
+                .iter()
+                .find_map(|a| match a {
+                    LoginAnswer::Refused(code) => Some(*code),
+                    _ => None,
+                })
+                .unwrap_or(ConnectionErrorCode::NetworkErrors))
+        }
+    };
+    let in_step = answers
+        .iter()
+        .enumerate()
+        .all(|(i, a)| keep.contains(&i) || *a == LoginAnswer::Unreachable);
+    Ok(Logins {
+        pending,
+        keep,
+        in_step,
+    })
+}
+
+/// A connect's logins, as the shell reports them.
+#[derive(Debug)]
+pub struct Opened {
+    /// The password that worked.
+    pub password: SecretString,
+    /// It is the pending one.
+    pub pending: bool,
+    /// Every HSM that answered took it. Only then is the password rotated: an HSM that is
+    /// behind on a password change decides a change of its own at a version that may lose to
+    /// the one it has not seen yet, and the cluster would end with a password KMS no longer
+    /// has. Out of step, the store connects with the password that works and rotates at a
+    /// later connect.
+    pub in_step: bool,
+}
+
 /// What came of a step.
 #[derive(Debug)]
 pub enum Event {
-    /// Logged in; with this password.
-    Opened(SecretString),
+    /// Logged in (see [`Opened`]).
+    Opened(Opened),
     OpenFailed(ConnectionErrorCode),
     Saved,
     /// The save failed, or a later call overtook the attempt.
@@ -95,13 +182,24 @@ impl ConnectAttempt {
     pub fn next(&mut self, event: Event) -> Step {
         let phase = std::mem::replace(&mut self.phase, Phase::Done);
         let (phase, step) = match (phase, event) {
-            (Phase::Opening, Event::Opened(working)) => (
+            (Phase::Opening, Event::Opened(opened)) if opened.in_step => (
                 Phase::SavingPending,
                 Step::Save {
-                    current: working,
+                    current: opened.password,
                     pending: Some(self.new.duplicate()),
                 },
             ),
+            // Some HSM is behind on a password change: no rotation this time. A pending
+            // password that worked becomes current (the one before it can no longer win); the
+            // current one that worked leaves the store's passwords as they are.
+            (Phase::Opening, Event::Opened(opened)) if opened.pending => (
+                Phase::SavingAdopted,
+                Step::Save {
+                    current: opened.password,
+                    pending: None,
+                },
+            ),
+            (Phase::Opening, Event::Opened(_)) => (Phase::Done, Step::Finish(Ok(()))),
             (Phase::Opening, Event::OpenFailed(code)) => (Phase::Done, Step::Finish(Err(code))),
             (Phase::SavingPending, Event::Saved) => {
                 (Phase::Rotating, Step::Rotate(self.new.duplicate()))
@@ -116,7 +214,9 @@ impl ConnectAttempt {
                     pending: None,
                 },
             ),
-            (Phase::SavingRotated, Event::Saved) => (Phase::Done, Step::Finish(Ok(()))),
+            (Phase::SavingRotated | Phase::SavingAdopted, Event::Saved) => {
+                (Phase::Done, Step::Finish(Ok(())))
+            }
             _ => (Phase::Done, internal()),
         };
         self.phase = phase;
@@ -174,12 +274,20 @@ mod tests {
                     if fault == Fault::Open {
                         Event::OpenFailed(ConnectionErrorCode::InvalidCredentials)
                     } else if current.expose() == world.cluster {
-                        Event::Opened(current)
+                        Event::Opened(Opened {
+                            password: current,
+                            pending: false,
+                            in_step: true,
+                        })
                     } else if pending
                         .as_ref()
                         .is_some_and(|p| p.expose() == world.cluster)
                     {
-                        Event::Opened(pending.unwrap())
+                        Event::Opened(Opened {
+                            password: pending.unwrap(),
+                            pending: true,
+                            in_step: true,
+                        })
                     } else {
                         Event::OpenFailed(ConnectionErrorCode::InvalidCredentials)
                     }
@@ -288,5 +396,134 @@ mod tests {
             attempt.next(Event::Saved),
             Step::Finish(Err(ConnectionErrorCode::InternalError))
         ));
+    }
+
+    /// How a cluster's HSMs answer a login with `current` (then `pending`): each holds the
+    /// password given, or is `None` if it does not answer.
+    fn answers(current: &str, pending: Option<&str>, hsms: &[Option<&str>]) -> Vec<LoginAnswer> {
+        hsms.iter()
+            .map(|hsm| match hsm {
+                None => LoginAnswer::Unreachable,
+                Some(p) if *p == current => LoginAnswer::Current,
+                Some(p) if Some(*p) == pending => LoginAnswer::Pending,
+                Some(_) => LoginAnswer::Refused(ConnectionErrorCode::InvalidCredentials),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_hsm_behind_on_a_password_change_is_left_out_not_a_reason_to_fail() {
+        // The rotation reached HSM 0 but not yet HSM 1: the store connects on HSM 0.
+        let logins = decide_logins(&answers("new", None, &[Some("new"), Some("old")])).unwrap();
+        assert_eq!(
+            logins,
+            Logins {
+                pending: false,
+                keep: vec![0],
+                in_step: false
+            }
+        );
+        // Whichever HSM comes first.
+        let logins = decide_logins(&answers("new", None, &[Some("old"), Some("new")])).unwrap();
+        assert_eq!(logins.keep, vec![1]);
+        assert!(!logins.in_step);
+    }
+
+    #[test]
+    fn the_pending_password_wins_over_the_current_one_an_hsm_behind_still_takes() {
+        // An interrupted rotation reached HSM 1 only: HSM 0 still takes the current password,
+        // but the pending one is newer, and it is what the cluster converges on.
+        let logins = decide_logins(&answers("p1", Some("p2"), &[Some("p1"), Some("p2")])).unwrap();
+        assert_eq!(
+            logins,
+            Logins {
+                pending: true,
+                keep: vec![1],
+                in_step: false
+            }
+        );
+        let logins = decide_logins(&answers("p1", Some("p2"), &[Some("p2"), Some("p2")])).unwrap();
+        assert_eq!(
+            logins,
+            Logins {
+                pending: true,
+                keep: vec![0, 1],
+                in_step: true
+            }
+        );
+    }
+
+    #[test]
+    fn an_hsm_that_does_not_answer_leaves_the_cluster_in_step() {
+        let logins = decide_logins(&answers("p", None, &[None, Some("p")])).unwrap();
+        assert_eq!(
+            logins,
+            Logins {
+                pending: false,
+                keep: vec![1],
+                in_step: true
+            }
+        );
+    }
+
+    #[test]
+    fn a_connect_fails_only_if_no_hsm_takes_a_password() {
+        assert_eq!(
+            decide_logins(&answers("wrong", None, &[Some("right"), Some("right")])),
+            Err(ConnectionErrorCode::InvalidCredentials)
+        );
+        // The cluster's refusal says more than an HSM that did not answer.
+        assert_eq!(
+            decide_logins(&answers("wrong", None, &[None, Some("right")])),
+            Err(ConnectionErrorCode::InvalidCredentials)
+        );
+        assert_eq!(
+            decide_logins(&[
+                LoginAnswer::Refused(ConnectionErrorCode::UserLockedOut),
+                LoginAnswer::Refused(ConnectionErrorCode::InvalidCredentials),
+            ]),
+            Err(ConnectionErrorCode::UserLockedOut)
+        );
+        assert_eq!(
+            decide_logins(&answers("p", None, &[None, None])),
+            Err(ConnectionErrorCode::NetworkErrors)
+        );
+        assert_eq!(decide_logins(&[]), Err(ConnectionErrorCode::NetworkErrors));
+    }
+
+    #[test]
+    fn out_of_step_a_connect_does_not_rotate_and_keeps_a_password_the_cluster_has() {
+        // The current password worked, an HSM is behind: nothing to save, nothing rotated.
+        let (mut attempt, _) = ConnectAttempt::start(
+            SecretString::new("current"),
+            Some(SecretString::new("pending")),
+            SecretString::new("new"),
+        );
+        let step = attempt.next(Event::Opened(Opened {
+            password: SecretString::new("current"),
+            pending: false,
+            in_step: false,
+        }));
+        assert!(matches!(step, Step::Finish(Ok(()))), "{step:?}");
+
+        // The pending password worked: it becomes current, and nothing is rotated.
+        let (mut attempt, _) = ConnectAttempt::start(
+            SecretString::new("current"),
+            Some(SecretString::new("pending")),
+            SecretString::new("new"),
+        );
+        let step = attempt.next(Event::Opened(Opened {
+            password: SecretString::new("pending"),
+            pending: true,
+            in_step: false,
+        }));
+        match step {
+            Step::Save { current, pending } => {
+                assert_eq!(current.expose(), "pending");
+                assert!(pending.is_none());
+            }
+            other => panic!("expected a save, got {other:?}"),
+        }
+        assert!(matches!(attempt.next(Event::Saved), Step::Finish(Ok(()))));
     }
 }

@@ -300,6 +300,11 @@ pub struct DeletionTask {
     pub deleted_aliases: Vec<String>,
     /// When the key was removed, on the emulator clock.
     pub deleted_at_millis: u64,
+    /// Where the key lived (its place record; `None` for a single-Region key of the home
+    /// scope): the record and the event name it by its own ARN, Region and account, though
+    /// its place leaves the registry with it. Stored last: tasks written before it end before
+    /// it (see `crate::frontend`'s `decode_task`).
+    pub place: Option<KeyPlace>,
 }
 
 /// The backing key of a deleted key store key, to be deleted from its cluster.

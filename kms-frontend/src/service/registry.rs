@@ -421,6 +421,33 @@ fn password_context(store_id: &str) -> Vec<u8> {
     ctx
 }
 
+/// The text of key `id`'s id given its place record (`None` for a single-Region key of the
+/// home scope): its UUID, or `mrk-` and its family's digits. Also for a key whose place is
+/// gone from the registry (a finished deletion names the key as it was).
+pub fn key_id_text_at(id: &Uuid, place: Option<&KeyPlace>) -> String {
+    match place {
+        Some(KeyPlace {
+            multi_region: Some(mrk),
+            ..
+        }) => key_id_text(mrk, true),
+        _ => id.to_string(),
+    }
+}
+
+/// Key `id`'s ARN, in the Region and account of its place record (the home scope's without
+/// one), as [`key_id_text_at`] names it.
+pub fn key_arn_at(home: &Arns, id: &Uuid, place: Option<&KeyPlace>) -> String {
+    match place {
+        None => home.key_arn(id),
+        Some(p) => format!(
+            "arn:aws:kms:{}:{}:key/{}",
+            p.region,
+            p.account_id,
+            key_id_text_at(id, place)
+        ),
+    }
+}
+
 /// A key's row in the keys table: its creation time (16 hex digits) before its id, so new keys
 /// land at the end of the table's B-tree and a commit rewrites a few pages on its right edge,
 /// not a leaf anywhere in it (key ids are random). Rows also load in creation order.
@@ -693,29 +720,17 @@ impl Registry {
 
     /// The text of a key's id: its UUID, or `mrk-` and its family's digits.
     pub fn key_id_text(&self, id: &Uuid) -> String {
-        match self.places.get(id) {
-            Some(KeyPlace {
-                multi_region: Some(mrk),
-                ..
-            }) => key_id_text(mrk, true),
-            _ => id.to_string(),
-        }
+        key_id_text_at(id, self.places.get(id))
     }
 
     /// A key's ARN, in the Region and account it lives in.
     pub fn key_arn(&self, id: &Uuid) -> String {
-        match self.places.get(id) {
-            None => self.home.key_arn(id),
-            Some(p) => format!(
-                "arn:aws:kms:{}:{}:key/{}",
-                p.region,
-                p.account_id,
-                key_id_text(
-                    p.multi_region.as_ref().unwrap_or(id),
-                    p.multi_region.is_some()
-                )
-            ),
-        }
+        key_arn_at(&self.home, id, self.places.get(id))
+    }
+
+    /// A key's place record (none for a single-Region key of the home scope).
+    pub fn place_of(&self, id: &Uuid) -> Option<&KeyPlace> {
+        self.places.get(id)
     }
 
     /// The place a new key of the request's scope gets (none for a single-Region key of the
@@ -1263,6 +1278,7 @@ impl Registry {
             },
             deleted_aliases: aliases.clone(),
             deleted_at_millis: now,
+            place: self.places.get(id).cloned(),
         };
         let mut writes = vec![Write::delete(Table::Keys, key_row(record))];
         if self.places.contains_key(id) {

@@ -107,6 +107,26 @@ pub fn backup_due(newest: Option<u64>, now: u64) -> bool {
     newest.is_none_or(|t| now.saturating_sub(t) >= BACKUP_INTERVAL_MILLIS)
 }
 
+/// Whether the daily clockwork takes a backup of `cluster` now, given when its newest backup
+/// was taken and whether the backup of an HSM change of it is still to come (`hsm_backup_owed`:
+/// an HSM was added and its backup is being taken). As on CloudHSM, a backup is taken when an
+/// HSM is added or removed and at least once a day: the clockwork backs up only an ACTIVE
+/// cluster with no HSM being added or removed and no such backup owed (that change takes one
+/// of its own, which counts as the day's), and none taken for a day. The shell asks twice: to
+/// plan a backup, and again as it records it, so a change that started or a backup that
+/// landed meanwhile makes it skip the day's rather than add a second.
+pub fn daily_backup_due(
+    cluster: &ClusterRecord,
+    newest: Option<u64>,
+    hsm_backup_owed: bool,
+    now: u64,
+) -> bool {
+    cluster.state == ClusterState::Active
+        && cluster.hsm_changes.is_empty()
+        && !hsm_backup_owed
+        && backup_due(newest, now)
+}
+
 /// The backups of one cluster that its retention policy moves to PENDING_DELETION now: READY,
 /// not NeverExpires, older than the policy, and never the cluster's newest backup.
 pub fn retention_purges(backups: &[&BackupRecord], retention_days: u32, now: u64) -> Vec<String> {

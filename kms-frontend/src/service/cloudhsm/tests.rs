@@ -29,6 +29,47 @@ fn a_backup_is_due_once_a_day() {
 }
 
 #[test]
+fn the_daily_backup_gives_way_to_an_hsm_changes_backup_so_a_day_gets_one_not_two() {
+    let day = BACKUP_INTERVAL_MILLIS;
+    let active = cluster("cluster-aaaaaaaaaaa", ClusterState::Active);
+    // A fresh or restored cluster with no backup: due at once.
+    assert!(daily_backup_due(&active, None, false, 0));
+    // An activation's or an HSM change's backup counts as the day's.
+    assert!(!daily_backup_due(&active, Some(5), false, 5 + day - 1));
+    assert!(daily_backup_due(&active, Some(5), false, 5 + day));
+    // An HSM being removed (its backup is taken while it is still there) or added (its backup
+    // follows): the change's backup is the day's, so the clockwork takes none.
+    let mut removing = active.clone();
+    removing.hsm_changes.insert(
+        "hsm-aaaaaaaaaaa".into(),
+        hsm::HsmChange::delete("hsm-aaaaaaaaaaa", hsm::HsmState::Active, "us-east-1a").unwrap(),
+    );
+    assert!(!daily_backup_due(&removing, None, false, day * 10));
+    let mut adding = active.clone();
+    adding.hsm_changes.insert(
+        "hsm-bbbbbbbbbbb".into(),
+        hsm::HsmChange::create("us-east-1b", 1),
+    );
+    assert!(!daily_backup_due(&adding, None, false, day * 10));
+    // The added HSM is recorded (the change is gone) and its backup is being taken.
+    assert!(!daily_backup_due(&active, None, true, day * 10));
+    // Only an ACTIVE cluster is backed up by the clock.
+    for state in [
+        ClusterState::Uninitialized,
+        ClusterState::Initialized,
+        ClusterState::Degraded,
+        ClusterState::Deleted,
+    ] {
+        assert!(!daily_backup_due(
+            &cluster("cluster-bbbbbbbbbbb", state),
+            None,
+            false,
+            day
+        ));
+    }
+}
+
+#[test]
 fn retention_purges_old_backups_but_never_the_newest_nor_never_expires() {
     let old = backup("backup-old", 0, BackupState::Ready, false);
     let kept = backup("backup-kept", 1, BackupState::Ready, true);
