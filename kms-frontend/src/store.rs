@@ -89,6 +89,10 @@ pub enum Write {
         table: Table,
         key: String,
     },
+    /// Every row of the table goes (a reset), in the transaction of the writes beside it.
+    Clear {
+        table: Table,
+    },
 }
 
 impl Write {
@@ -354,6 +358,9 @@ fn write_batch(db: &Database, batch: &[Vec<Write>]) -> Result<(), StoreError> {
             }
             Write::Delete { table, key } => {
                 txn.open_table(table.definition())?.remove(key.as_str())?;
+            }
+            Write::Clear { table } => {
+                txn.open_table(table.definition())?.retain(|_, _| false)?;
             }
         }
     }
