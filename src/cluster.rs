@@ -80,6 +80,20 @@ pub struct ClusterSpec {
     pub host: String,
 }
 
+impl ClusterSpec {
+    /// The same spec, its passwords copied (a reset makes the cluster again from it).
+    pub fn duplicate(&self) -> Self {
+        Self {
+            region: self.region.clone(),
+            account_id: self.account_id.clone(),
+            hsms: self.hsms,
+            admin_password: self.admin_password.duplicate(),
+            kmsuser_password: self.kmsuser_password.duplicate(),
+            host: self.host.clone(),
+        }
+    }
+}
+
 /// An opened cluster directory.
 #[derive(Debug)]
 pub struct ClusterDir {
@@ -168,6 +182,18 @@ impl ClusterDir {
     /// Creates an initialized, ACTIVE cluster: CA, sync key, client identity, users `admin`
     /// and `kmsuser`, and `spec.hsms` node directories.
     pub async fn create(root: &Path, spec: &ClusterSpec, clock: &dyn Clock) -> Result<Self> {
+        let cluster_id = ids::new_cluster_id(&mut rand::thread_rng());
+        Self::create_as(root, &cluster_id, spec, clock).await
+    }
+
+    /// [`ClusterDir::create`] with a given cluster id (a reset keeps the launcher's).
+    pub async fn create_as(
+        root: &Path,
+        cluster_id: &str,
+        spec: &ClusterSpec,
+        clock: &dyn Clock,
+    ) -> Result<Self> {
+        let cluster_id = cluster_id.to_string();
         check_password("admin", &spec.admin_password, false)?;
         check_password("kmsuser", &spec.kmsuser_password, true)?;
         if spec.hsms == 0 || spec.hsms > 28 {
@@ -185,7 +211,6 @@ impl ClusterDir {
         fs::create_dir_all(root.join("cluster"))
             .with_context(|| format!("creating {}", root.display()))?;
         let mut rng = rand::thread_rng();
-        let cluster_id = ids::new_cluster_id(&mut rng);
         let ca = ClusterCa::generate(&cluster_id)?;
         let sync_key = KeyMaterial::generate();
         write_secrets(root, &ca, &sync_key)?;

@@ -190,6 +190,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
         kmsuser_password: args.kmsuser_password.0.duplicate(),
         host: "127.0.0.1".into(),
     };
+    // A cluster reset a stop interrupted is finished (or, if undecided, undone) first.
+    if crate::reset::finish_at_start(&args.data_dir)? {
+        tracing::info!("the interrupted cluster reset is finished");
+    }
     let cluster = ClusterDir::open_or_create(&args.data_dir, &spec, clock.as_ref()).await?;
     let local: Vec<_> = cluster
         .info
@@ -218,12 +222,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
         Runner::InProcess(std::sync::Mutex::new(Default::default()))
     };
     let data_dir = args.data_dir.clone();
-    let provisioner = Arc::new(LauncherProvisioner::start(
-        &data_dir,
-        "127.0.0.1",
-        clock.clone(),
-        runner,
-    )?);
+    let provisioner = Arc::new(
+        LauncherProvisioner::start(&data_dir, "127.0.0.1", clock.clone(), runner)?
+            .with_reset_spec(spec.duplicate()),
+    );
 
     for dir in provisioner.cluster_dirs() {
         if let Err(e) = wait_until_serving(&dir).await {

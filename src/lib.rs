@@ -7,6 +7,8 @@
 //! - [`provisioner`]: the CloudHSM service's HSMs: created, started, removed, backed up.
 //! - [`launcher`]: `hsmkms` itself: start the HSMs, wait until they serve, print `Ready.`.
 //! - [`supervisor`]: `--hsm-processes`: HSMs as supervised `hsm-node` processes.
+//! - [`reset`]: a cluster reset's files: the new cluster beside the old, the decision, the
+//!   switch, and its finish at start.
 //! - [`hsm_cli`]: `hsmkms hsm-cli`, the counterpart of the CloudHSM CLI.
 //!
 //! The load tool (`hsmkms-load`) is a workspace member of its own, `load/`.
@@ -15,4 +17,5 @@ pub mod cluster;
 pub mod hsm_cli;
 pub mod launcher;
 pub mod provisioner;
+pub mod reset;
 pub mod supervisor;

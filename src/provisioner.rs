@@ -21,7 +21,7 @@ use hsmkms_common::tls::{self, CertKind};
 use hsmkms_common::wire::{ObjectBody, ObjectId, Request, Role, UserRecord, Version};
 use kms_frontend::cluster::{KeyObject, ProvisionedCluster, ProvisionedHsm, Provisioner, Snapshot};
 
-use crate::cluster::{ClusterDir, CLUSTERS_DIR};
+use crate::cluster::{ClusterDir, ClusterSpec, CLUSTERS_DIR};
 use crate::supervisor::{NodeProcess, Supervisor};
 
 /// The admin password of a new cluster until `cluster activate` sets one, as CloudHSM's
@@ -92,6 +92,8 @@ pub struct LauncherProvisioner {
     changes: Mutex<()>,
     /// Fault injection: the process dies in the next HSM deletion once the peers forgot it.
     crash_during_hsm_delete: AtomicBool,
+    /// What the launcher's cluster is made from, for a reset to make it again.
+    reset_spec: Option<ClusterSpec>,
 }
 
 /// Where clusters without a record are set aside (see [`Provisioner::discard_cluster`]).
@@ -142,34 +144,82 @@ impl LauncherProvisioner {
             clusters: Mutex::new(BTreeMap::new()),
             changes: Mutex::new(()),
             crash_during_hsm_delete: AtomicBool::new(false),
+            reset_spec: None,
         };
         for dir in ClusterDir::discover(data_dir)? {
-            let kept = Kept::open(dir)?;
-            // An HSM whose DeleteHsm a stop interrupted never serves again; the service
-            // finishes its delete.
-            for hsm in kept
+            provisioner.start_cluster(dir)?;
+        }
+        Ok(provisioner)
+    }
+
+    /// Lets a reset make the launcher's cluster again from `spec` (without one, a reset of the
+    /// clusters is refused).
+    pub fn with_reset_spec(mut self, spec: ClusterSpec) -> Self {
+        self.reset_spec = Some(spec);
+        self
+    }
+
+    /// Starts a cluster's HSMs and keeps it.
+    fn start_cluster(&self, dir: ClusterDir) -> Result<()> {
+        let kept = Kept::open(dir)?;
+        // An HSM whose DeleteHsm a stop interrupted never serves again; the service
+        // finishes its delete.
+        for hsm in kept
+            .dir
+            .info
+            .hsms
+            .iter()
+            .filter(|h| !h.external && !h.leaving)
+        {
+            // Each HSM knows its peers' addresses outside its store too, so one whose
+            // store is unreadable can rebuild from them.
+            let peers: Vec<String> = kept
                 .dir
                 .info
                 .hsms
                 .iter()
-                .filter(|h| !h.external && !h.leaving)
-            {
-                // Each HSM knows its peers' addresses outside its store too, so one whose
-                // store is unreadable can rebuild from them.
-                let peers: Vec<String> = kept
-                    .dir
-                    .info
-                    .hsms
-                    .iter()
-                    .filter(|h| h.hsm_id != hsm.hsm_id && !h.leaving)
-                    .map(|h| h.address.clone())
-                    .collect();
-                hsm_node::config::add_join(&kept.dir.node_dir(hsm), &peers)?;
-                provisioner.start_node(&hsm.hsm_id, &kept.dir.node_dir(hsm))?;
-            }
-            lock(&provisioner.clusters).insert(kept.dir.info.cluster_id.clone(), kept);
+                .filter(|h| h.hsm_id != hsm.hsm_id && !h.leaving)
+                .map(|h| h.address.clone())
+                .collect();
+            hsm_node::config::add_join(&kept.dir.node_dir(hsm), &peers)?;
+            self.start_node(&hsm.hsm_id, &kept.dir.node_dir(hsm))?;
         }
-        Ok(provisioner)
+        lock(&self.clusters).insert(kept.dir.info.cluster_id.clone(), kept);
+        Ok(())
+    }
+
+    /// Stops every HSM this launcher runs, stalled ones included (a reset).
+    fn stop_all(&self) {
+        match &self.runner {
+            Runner::InProcess(nodes) => {
+                let all = std::mem::take(&mut *lock(nodes));
+                for (_, handle) in all.into_values() {
+                    if let Some(handle) = handle {
+                        handle.set_stalled(false);
+                        handle.shutdown();
+                    }
+                }
+            }
+            Runner::Processes(supervisor) => supervisor.remove_all_blocking(),
+        }
+    }
+
+    /// The rest of a reset once the service's records are durable (see
+    /// [`Provisioner::finish_reset`]).
+    fn finish_reset_inner(&self) -> Result<()> {
+        self.crash_during_hsm_delete.store(false, Ordering::SeqCst);
+        self.stop_all();
+        lock(&self.clusters).clear();
+        crate::reset::switch(&self.data_dir)?;
+        // In place: a stop from here on starts the new cluster as it is.
+        crate::reset::forget(&self.data_dir)?;
+        let dir = ClusterDir::open(&self.data_dir)?;
+        self.start_cluster(ClusterDir {
+            root: dir.root.clone(),
+            info: dir.info.clone(),
+        })?;
+        block_on(crate::launcher::wait_until_serving(&dir))??;
+        self.refresh_addresses()
     }
 
     /// Takes the addresses the HSMs now listen on from their node directories (see
@@ -666,6 +716,62 @@ impl Provisioner for LauncherProvisioner {
         };
         self.take_out(cluster_id);
         std::fs::remove_dir_all(&root).map_err(|e| format!("removing {}: {e}", root.display()))
+    }
+
+    fn prepare_reset(&self) -> Result<ProvisionedCluster, String> {
+        let _one_at_a_time = lock(&self.changes);
+        let spec = self
+            .reset_spec
+            .as_ref()
+            .ok_or("this launcher was started without what a reset makes its cluster from")?;
+        let cluster_id = lock(&self.clusters)
+            .values()
+            .find(|k| k.dir.root == self.data_dir)
+            .map(|k| k.dir.info.cluster_id.clone())
+            .ok_or("the launcher's cluster is not here")?;
+        let made = block_on(crate::reset::prepare(
+            &self.data_dir,
+            &cluster_id,
+            spec,
+            self.clock.as_ref(),
+        ))
+        .and_then(|r| r)
+        .map_err(|e| message(e.context("making the cluster anew")))?;
+        let certificate = std::fs::read_to_string(
+            self.data_dir
+                .join(crate::reset::STAGING_DIR)
+                .join(crate::cluster::TRUST_ANCHOR_FILE),
+        )
+        .map_err(|e| format!("reading the new trust anchor: {e}"))?;
+        tracing::info!(%cluster_id, "cluster reset decided");
+        Ok(ProvisionedCluster {
+            cluster_id,
+            certificate,
+            created_at_millis: made.info.created_at_millis,
+            hsms: made
+                .info
+                .hsms
+                .iter()
+                .map(|h| ProvisionedHsm {
+                    hsm_id: h.hsm_id.clone(),
+                    availability_zone: h.availability_zone.clone(),
+                    address: h.address.clone(),
+                    running: false,
+                })
+                .collect(),
+            launcher_made: true,
+        })
+    }
+
+    fn finish_reset(&self) -> Result<(), String> {
+        let _one_at_a_time = lock(&self.changes);
+        self.finish_reset_inner()
+            .map_err(|e| message(e.context("putting the new cluster in place")))
+    }
+
+    fn abandon_reset(&self) -> Result<(), String> {
+        let _one_at_a_time = lock(&self.changes);
+        crate::reset::abandon(&self.data_dir).map_err(message)
     }
 
     fn crash_during_next_hsm_delete(&self) -> Result<(), String> {

@@ -112,6 +112,18 @@ impl Supervisor {
         }
     }
 
+    /// Stops every node for good; blocks until their processes have exited. Not from an async
+    /// task.
+    pub fn remove_all_blocking(&self) {
+        let nodes: Vec<Supervised> = std::mem::take(&mut *self.nodes()).into_values().collect();
+        for node in &nodes {
+            let _ = node.stop.send(true);
+        }
+        for node in nodes {
+            let _ = futures::executor::block_on(node.task);
+        }
+    }
+
     /// Stops every node and waits for them.
     pub async fn shutdown(&self) {
         let nodes: Vec<Supervised> = std::mem::take(&mut *self.nodes()).into_values().collect();

@@ -322,6 +322,11 @@ pub struct Audit {
     written: Arc<AtomicU64>,
 }
 
+/// Every file the trail at `path` may have: itself and its older segments.
+pub fn segments(path: &Path) -> Vec<PathBuf> {
+    (0..SEGMENTS).map(|n| segment(path, n)).collect()
+}
+
 /// The `n`-th older file of the trail at `path` (`audit.jsonl` -> `audit.1.jsonl`).
 fn segment(path: &Path, n: u64) -> PathBuf {
     if n == 0 {

@@ -12,6 +12,7 @@
 //! blocking thread; the service's own lock is never held across one. `stored` reads the
 //! records a data directory holds, in older layouts too.
 
+mod gate;
 mod stored;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,6 +24,7 @@ use hsmkms_common::clock::Clock;
 use hsmkms_common::ids;
 use sha2::{Digest, Sha256};
 
+use crate::cluster::ProvisionedCluster;
 use crate::cluster::{ClusterDirectory, ClusterView, HsmView, KeyObject, Provisioner};
 use crate::faults::Faults;
 use crate::service::cloudhsm::cluster::busy;
@@ -35,6 +37,7 @@ use crate::service::cloudhsm::{
     DEFAULT_RETENTION_DAYS, MAX_RETENTION_DAYS, MIN_RETENTION_DAYS,
 };
 use crate::store::{Loaded, Store, Table, Write};
+pub use gate::{Closed, Pass};
 use hsmkms_common::entropy::{Entropy, EntropyRng};
 
 /// Key of a restored cluster's starting image in the image table, until it has backups.
@@ -101,6 +104,16 @@ impl Drop for OwedBackup {
     }
 }
 
+/// A reset of the CloudHSM side between its two steps (see [`CloudHsm::prepare_reset`]): the
+/// gate stays closed while it exists.
+#[derive(Debug)]
+pub struct PreparedReset {
+    _closed: Closed,
+    record: ClusterRecord,
+    /// What puts the records in the new state, to commit with the caller's own writes.
+    pub writes: Vec<Write>,
+}
+
 /// One HSM as DescribeClusters shows it.
 #[derive(Debug, Clone)]
 pub struct HsmInfo {
@@ -132,6 +145,9 @@ pub struct CloudHsm {
     /// Fault injection: the process dies once the next new HSM serves, before the service
     /// records it ACTIVE (the crash the start-up recovery of HSM changes exists for).
     pub crash_during_hsm_create: AtomicBool,
+    /// Held by every call, periodic run and task they leave running; a reset closes it (see
+    /// [`gate`]).
+    gate: Arc<gate::Gate>,
 }
 
 fn not_found(what: &str, id: &str) -> CloudHsmError {
@@ -190,32 +206,7 @@ impl CloudHsm {
                     .map_err(|e| anyhow::anyhow!("setting aside cluster {id}: {e}"))?;
                 continue;
             }
-            let mut subnet_zones: BTreeSet<String> = zones(region).into_iter().take(3).collect();
-            subnet_zones.extend(provisioned.hsms.iter().map(|h| h.availability_zone.clone()));
-            let record = ClusterRecord {
-                cluster_id: id.clone(),
-                state: ClusterState::Active,
-                state_message: String::new(),
-                hsm_type: "hsm1.medium".into(),
-                created_at_millis: provisioned.created_at_millis,
-                vpc_id: synthetic("vpc", &id, 17),
-                security_group: synthetic("sg", &format!("{id}/sg"), 17),
-                subnet_mapping: subnet_zones
-                    .into_iter()
-                    .map(|z| {
-                        let subnet = synthetic("subnet", &format!("{id}/{z}"), 17);
-                        (z, subnet)
-                    })
-                    .collect(),
-                retention_days: DEFAULT_RETENTION_DAYS,
-                source_backup_id: None,
-                cluster_certificate: Some(provisioned.certificate.clone()),
-                trust_anchor: Some(provisioned.certificate.clone()),
-                cluster_csr: None,
-                tags: BTreeMap::new(),
-                hsm_changes: BTreeMap::new(),
-                deleted_at_millis: None,
-            };
+            let record = adopted(&provisioned, region);
             writes.push(Write::put(Table::Clusters, id.clone(), &record));
             state.clusters.insert(id, record);
         }
@@ -232,6 +223,7 @@ impl CloudHsm {
                 quotas,
                 network,
                 crash_during_hsm_create: AtomicBool::new(false),
+                gate: Arc::default(),
             },
             writes,
         ))
@@ -241,7 +233,8 @@ impl CloudHsm {
     /// created finish (or, if they cannot, are removed), HSMs and clusters being deleted
     /// finish, and clusters whose creation was never acknowledged are removed.
     pub async fn recover(self: &Arc<Self>) {
-        self.settle_changes(true).await;
+        let pass = self.enter().await;
+        self.settle_changes(&pass, true).await;
         self.first_backups().await;
     }
 
@@ -272,6 +265,12 @@ impl CloudHsm {
                 tracing::warn!(%cluster_id, error = %e, "the cluster's first backup failed; the clock takes it later");
             }
         }
+    }
+
+    /// A pass to act on the service's state: every CloudHSMv2 call and periodic run holds one
+    /// (see [`gate`]); it waits while a reset runs.
+    pub async fn enter(&self) -> Pass {
+        self.gate.enter().await
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -802,6 +801,7 @@ impl CloudHsm {
     /// nothing.
     pub async fn create_hsm(
         self: &Arc<Self>,
+        pass: &Pass,
         cluster_id: &str,
         availability_zone: &str,
     ) -> Result<HsmInfo, CloudHsmError> {
@@ -832,7 +832,11 @@ impl CloudHsm {
             hsm_id.clone(),
             availability_zone.to_string(),
         );
-        tokio::spawn(async move { service.finish_create_hsm(cluster, hsm, zone).await });
+        let pass = pass.clone();
+        tokio::spawn(async move {
+            service.finish_create_hsm(cluster, hsm, zone).await;
+            drop(pass);
+        });
         Ok(HsmInfo {
             subnet_id,
             view: HsmView {
@@ -988,6 +992,7 @@ impl CloudHsm {
     /// backup, taken while the HSM is still there; then its node is removed in the background.
     pub async fn delete_hsm(
         self: &Arc<Self>,
+        pass: &Pass,
         cluster_id: &str,
         hsm_id: Option<&str>,
         eni_id: Option<&str>,
@@ -1026,7 +1031,11 @@ impl CloudHsm {
         }
         let service = self.clone();
         let (c, h) = (cluster_id.to_string(), hsm_id.clone());
-        tokio::spawn(async move { service.finish_delete_hsm(c, h).await });
+        let pass = pass.clone();
+        tokio::spawn(async move {
+            service.finish_delete_hsm(c, h).await;
+            drop(pass);
+        });
         Ok(hsm_id)
     }
 
@@ -1061,7 +1070,7 @@ impl CloudHsm {
     /// deleted, clusters being deleted, and clusters whose CreateCluster was never
     /// acknowledged. On start (`wait`) it runs them to the end before the emulator serves;
     /// from the periodic work it starts them in the background.
-    pub async fn settle_changes(self: &Arc<Self>, wait: bool) {
+    pub async fn settle_changes(self: &Arc<Self>, pass: &Pass, wait: bool) {
         let now = tokio::time::Instant::now();
         let work: Vec<(String, Unfinished)> = {
             let mut state = self.state();
@@ -1087,6 +1096,7 @@ impl CloudHsm {
         };
         for (c, item) in work {
             let service = self.clone();
+            let pass = pass.clone();
             let run = async move {
                 match item {
                     Unfinished::CreateHsm {
@@ -1110,6 +1120,7 @@ impl CloudHsm {
                         service.state().working.remove(&c);
                     }
                 }
+                drop(pass);
             };
             if wait {
                 run.await;
@@ -1117,6 +1128,72 @@ impl CloudHsm {
                 tokio::spawn(run);
             }
         }
+    }
+
+    // ---- reset ------------------------------------------------------------------------
+
+    /// A reset of the CloudHSM side, step one: closes the gate (every call, periodic run and
+    /// task of the old state has ended; new ones wait), has the provisioner make the
+    /// launcher's cluster anew beside the old one (decided durably from here: a restart
+    /// finishes the reset), and returns the writes that put the records in the new state
+    /// (every cluster, backup and image gone, the new cluster adopted as on a first start),
+    /// for the caller to commit with its own. Then [`Self::finish_reset`], or, if the commit
+    /// fails, [`Self::abandon_reset`].
+    pub async fn prepare_reset(&self) -> Result<PreparedReset, String> {
+        let closed = self.gate.close().await;
+        let provisioner = self.provisioner.clone();
+        let cluster = blocking(move || provisioner.prepare_reset()).await?;
+        let record = adopted(&cluster, &self.region);
+        let writes = vec![
+            Write::Clear {
+                table: Table::Clusters,
+            },
+            Write::Clear {
+                table: Table::Backups,
+            },
+            Write::Clear {
+                table: Table::BackupImages,
+            },
+            Write::put(Table::Clusters, record.cluster_id.clone(), &record),
+        ];
+        Ok(PreparedReset {
+            _closed: closed,
+            record,
+            writes,
+        })
+    }
+
+    /// Step two, once the prepared writes are durable: the records are the new ones, the
+    /// provisioner puts the new cluster in place of every cluster and starts its HSMs, its
+    /// first backup is taken (as on a first start), and the gate opens when this returns. An
+    /// error here leaves the decision on disk: the next start finishes the reset.
+    pub async fn finish_reset(&self, prepared: PreparedReset) -> Result<(), String> {
+        {
+            let mut state = self.state();
+            *state = State::default();
+            state
+                .clusters
+                .insert(prepared.record.cluster_id.clone(), prepared.record.clone());
+        }
+        self.crash_during_hsm_create.store(false, Ordering::SeqCst);
+        let provisioner = self.provisioner.clone();
+        let done = blocking(move || provisioner.finish_reset()).await;
+        if done.is_ok() {
+            // As on a first start: the new cluster's first backup before anyone calls.
+            self.first_backups().await;
+        }
+        drop(prepared);
+        done
+    }
+
+    /// A prepared reset whose writes could not be stored: the provisioner undoes it, the
+    /// clusters serve on as they were, and the gate opens.
+    pub async fn abandon_reset(&self, prepared: PreparedReset) {
+        let provisioner = self.provisioner.clone();
+        if let Err(e) = blocking(move || provisioner.abandon_reset()).await {
+            tracing::error!(error = %e, "cannot undo a cluster reset; the next start finishes it");
+        }
+        drop(prepared);
     }
 
     /// Fault injection on an HSM (the control API).
@@ -1495,8 +1572,9 @@ impl CloudHsm {
     /// The service's clockwork, run every tick and after the clock moves: daily backups,
     /// the retention policy, and backups whose 7 days of pending deletion are over.
     pub async fn run_due(self: &Arc<Self>) {
+        let pass = self.enter().await;
         let _one_at_a_time = self.jobs.lock().await;
-        self.settle_changes(false).await;
+        self.settle_changes(&pass, false).await;
         self.check_activations().await;
         let now = self.now();
         let (due, purges, expired) = {
@@ -1676,6 +1754,39 @@ impl CloudHsm {
             out.push((cluster_id, orphans));
         }
         out
+    }
+}
+
+/// The record of a cluster the launcher made (on first start, or anew by a reset), which the
+/// service adopts as ACTIVE: subnets in the Region's first three zones and its HSMs' zones,
+/// a network derived from its id (so the same id always shows the same subnets).
+fn adopted(provisioned: &ProvisionedCluster, region: &str) -> ClusterRecord {
+    let id = provisioned.cluster_id.clone();
+    let mut subnet_zones: BTreeSet<String> = zones(region).into_iter().take(3).collect();
+    subnet_zones.extend(provisioned.hsms.iter().map(|h| h.availability_zone.clone()));
+    ClusterRecord {
+        cluster_id: id.clone(),
+        state: ClusterState::Active,
+        state_message: String::new(),
+        hsm_type: "hsm1.medium".into(),
+        created_at_millis: provisioned.created_at_millis,
+        vpc_id: synthetic("vpc", &id, 17),
+        security_group: synthetic("sg", &format!("{id}/sg"), 17),
+        subnet_mapping: subnet_zones
+            .into_iter()
+            .map(|z| {
+                let subnet = synthetic("subnet", &format!("{id}/{z}"), 17);
+                (z, subnet)
+            })
+            .collect(),
+        retention_days: DEFAULT_RETENTION_DAYS,
+        source_backup_id: None,
+        cluster_certificate: Some(provisioned.certificate.clone()),
+        trust_anchor: Some(provisioned.certificate.clone()),
+        cluster_csr: None,
+        tags: BTreeMap::new(),
+        hsm_changes: BTreeMap::new(),
+        deleted_at_millis: None,
     }
 }
 

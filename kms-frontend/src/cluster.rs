@@ -165,6 +165,30 @@ pub trait Provisioner: Send + Sync + std::fmt::Debug {
     /// The client TLS configuration for the cluster's HSMs.
     fn client_tls(&self, cluster_id: &str) -> Option<Arc<rustls::ClientConfig>>;
 
+    /// A reset of the CloudHSM side (`POST /_hsmkms/reset {"cluster": true}`), step one: makes
+    /// the launcher's cluster anew beside the old one, as a first start makes it (its HSMs,
+    /// only the users a first start has, with their initial passwords, no keys; its id kept),
+    /// and records the decision durably: from here on a restart finishes the reset rather than
+    /// serving a mix. Returns the new cluster (its HSMs not running yet). Nothing that serves
+    /// changes yet.
+    fn prepare_reset(&self) -> Result<ProvisionedCluster, String> {
+        Err("this emulator cannot reset its clusters".into())
+    }
+
+    /// Step two, once the service's records of the reset are durable: stops every HSM of every
+    /// cluster, puts the new cluster's files in place of all the clusters' files (other
+    /// clusters, backups' leftovers and orphaned material go with them), starts the new HSMs,
+    /// waits until they serve, and forgets the decision.
+    fn finish_reset(&self) -> Result<(), String> {
+        Err("this emulator cannot reset its clusters".into())
+    }
+
+    /// Undoes a prepared reset whose records could not be stored: the new files go, and the
+    /// clusters serve on as they were.
+    fn abandon_reset(&self) -> Result<(), String> {
+        Ok(())
+    }
+
     /// Fault injection: stops (`running = false`) or restarts an HSM. A stopped HSM is
     /// DEGRADED and unreachable, as a failed HSM is.
     fn set_hsm_running(&self, hsm_id: &str, running: bool) -> Result<(), String> {

@@ -184,6 +184,27 @@ pub fn epoch_seconds(millis: u64) -> f64 {
     millis as f64 / 1000.0
 }
 
+/// Removes what a reset empties from the frontend's directory `dir` (its store, the audit
+/// trail's and the events' files; the master key stays), for a launcher that finishes, before
+/// the frontend opens, a cluster reset a stop interrupted. The next open starts empty.
+pub fn remove_state_files(dir: &Path) -> std::io::Result<()> {
+    let mut files = vec![dir.join(STORE_FILE)];
+    for trail in [AUDIT_FILE, EVENTS_FILE] {
+        files.extend(crate::audit::segments(&dir.join(trail)));
+    }
+    for file in files {
+        match std::fs::remove_file(&file) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if dir.is_dir() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 fn master_key(dir: &Path) -> Result<KeyMaterial> {
     let path = dir.join(MASTER_KEY_FILE);
     if !path.exists() {
@@ -414,14 +435,32 @@ impl Frontend {
     /// change runs meanwhile (they wait for the reset, or the reset for them), connected stores'
     /// sessions close first, and the state is gone from the store in one commit before it is
     /// from memory: a request sees the old state or the new, and a kill -9 at any point leaves
-    /// one of them. The cluster is left as it is (the backing keys of deleted store keys become
-    /// orphaned material, as after any deletion with a disconnected store).
-    pub async fn reset(&self) -> Result<(), KmsError> {
+    /// one of them.
+    ///
+    /// Without `cluster`, the cluster is left as it is (the backing keys of deleted store keys
+    /// become orphaned material, as after any deletion with a disconnected store). With it, the
+    /// CloudHSM side goes back too (see [`CloudHsm::prepare_reset`]): its records are cleared
+    /// in the same commit as KMS's, after the provisioner has made the launcher's cluster anew
+    /// and recorded the decision (a kill -9 from there on is finished by the next start), and
+    /// every fault is cleared.
+    pub async fn reset(&self, cluster: bool) -> Result<(), KmsError> {
         let _gate = self.reset_gate.write().await;
         let _deletions = self.deletions.lock().await;
         let _rotations = self.rotations.lock().await;
         let _clock = self.clock_advances.lock().await;
         let _names = self.store_names.lock().await;
+        // The new cluster is made before anything of the old state is touched: if that fails,
+        // the reset is refused and everything serves on.
+        let mut prepared = if cluster {
+            // The store's own injected faults first, so they cannot fail the reset's commit.
+            self.store.stall_commits(std::time::Duration::ZERO);
+            self.store.fail_next_commits(0, 0);
+            Some(self.clusters.prepare_reset().await.map_err(|e| {
+                KmsError::KmsInternal(format!("The clusters could not be reset: {e}"))
+            })?)
+        } else {
+            None
+        };
         // Every store's owner, so no connection is in flight; then their sessions close.
         let store_ids = self.registry().all_store_ids();
         let mut owners = Vec::with_capacity(store_ids.len());
@@ -434,8 +473,7 @@ impl Frontend {
             owner.generation += 1;
             self.hsm.close(id, owner.generation).await;
         }
-        let mut writes = Vec::new();
-        for table in [
+        let mut writes: Vec<Write> = [
             Table::Keys,
             Table::Aliases,
             Table::KeyStores,
@@ -444,12 +482,20 @@ impl Frontend {
             Table::Rotations,
             Table::Places,
             Table::Imports,
-        ] {
-            let rows = self.store.list(table).map_err(KmsError::not_stored)?;
-            writes.extend(rows.into_iter().map(|(row, _)| Write::delete(table, row)));
-        }
+        ]
+        .into_iter()
+        .map(|table| Write::Clear { table })
+        .collect();
         writes.push(self.clock.reset_write());
-        self.commit(writes).await?;
+        if let Some(prepared) = prepared.as_mut() {
+            writes.append(&mut prepared.writes);
+        }
+        if let Err(e) = self.commit(writes).await {
+            if let Some(prepared) = prepared {
+                self.clusters.abandon_reset(prepared).await;
+            }
+            return Err(e);
+        }
         self.registry_mut().clear();
         self.clock.reset_offset();
         drop(owners);
@@ -463,8 +509,19 @@ impl Frontend {
         self.audit.clear();
         self.events.clear();
         self.metrics.reset();
+        if let Some(prepared) = prepared {
+            // Stopped and stalled HSMs go with the old cluster; nothing is left to revert.
+            self.faults.clear();
+            self.crash_after_deletion_commit
+                .store(false, std::sync::atomic::Ordering::SeqCst);
+            self.clusters.finish_reset(prepared).await.map_err(|e| {
+                KmsError::KmsInternal(format!(
+                    "KMS is reset, but the clusters could not be put in place ({e}); the next start finishes the reset"
+                ))
+            })?;
+        }
         let seeded = self.apply_seed_ungated().await?;
-        tracing::info!(stores = store_ids.len(), seeded, "KMS state reset");
+        tracing::info!(stores = store_ids.len(), seeded, cluster, "state reset");
         Ok(())
     }
 

@@ -439,6 +439,9 @@ pub async fn call(
     region: &str,
 ) -> Result<Value, CloudHsmError> {
     let svc = &fe.clusters;
+    // Held to the answer (and by the tasks the call leaves running): a reset waits for it,
+    // and the call for a reset, so it sees the clusters and backups before or after one.
+    let pass = svc.enter().await;
     let home = region == svc.region;
     let account = fe.arns.account_id.as_str();
     let not_here =
@@ -551,7 +554,7 @@ pub async fn call(
                     )));
                 }
             }
-            let hsm = svc.create_hsm(&id, &zone).await?;
+            let hsm = svc.create_hsm(&pass, &id, &zone).await?;
             let hsm_type = svc
                 .describe(&id)
                 .map(|(c, _)| c.hsm_type)
@@ -574,6 +577,7 @@ pub async fn call(
             }
             let hsm_id = svc
                 .delete_hsm(
+                    &pass,
                     &id,
                     req.hsm_id.as_deref(),
                     req.eni_id.as_deref(),

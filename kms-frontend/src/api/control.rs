@@ -330,6 +330,9 @@ async fn fault(fe: web::Data<Arc<Frontend>>, payload: web::Payload) -> HttpRespo
         }
     };
     let fe = fe.get_ref();
+    // A reset of the clusters waits for the fault, or the fault for the reset: never one
+    // recorded against HSMs the reset removed.
+    let _pass = fe.clusters.enter().await;
     let action = fault.action.as_str();
     match action {
         "crash-after-deletion-commit" => {
@@ -446,7 +449,10 @@ async fn orphans(fe: web::Data<Arc<Frontend>>) -> HttpResponse {
     let is_kms_key = move |label: &str| {
         label.starts_with("arn:") && fe2.registry().resolve(label, false).is_ok()
     };
-    let report = fe.clusters.orphans(is_kms_key).await;
+    let report = {
+        let _pass = fe.clusters.enter().await;
+        fe.clusters.orphans(is_kms_key).await
+    };
     let clusters: Vec<_> = report
         .into_iter()
         .map(|(cluster_id, result)| match result {
@@ -506,8 +512,9 @@ struct Reset {
     cluster: Option<bool>,
 }
 
-/// `POST /_hsmkms/reset`: KMS's state back to a fresh start (see [`Frontend::reset`]),
-/// answered once that is durable, with how long it took.
+/// `POST /_hsmkms/reset`: KMS's state back to a fresh start, and with `{"cluster": true}` the
+/// CloudHSM side too (see [`Frontend::reset`]), answered once that is durable, with how long
+/// it took.
 async fn reset(fe: web::Data<Arc<Frontend>>, payload: web::Payload) -> HttpResponse {
     let body = match body_of(payload).await {
         Ok(b) => b,
@@ -518,21 +525,32 @@ async fn reset(fe: web::Data<Arc<Frontend>>, payload: web::Payload) -> HttpRespo
     } else {
         match serde_json::from_slice(&body) {
             Ok(r) => r,
-            Err(e) => return bad(format!("Expected {{}} or {{\"cluster\": false}}: {e}")),
+            Err(e) => {
+                return bad(format!(
+                    "Expected {{}}, {{\"cluster\": false}} or {{\"cluster\": true}}: {e}"
+                ))
+            }
         }
     };
-    if asked.cluster == Some(true) {
-        return bad(
-            "A reset of the CloudHSM side ({\"cluster\": true}) is not supported yet: only KMS's state is reset.".into(),
-        );
-    }
+    let cluster = asked.cluster == Some(true);
     let started = std::time::Instant::now();
-    if let Err(e) = fe.reset().await {
+    if let Err(e) = fe.reset(cluster).await {
         return error_response(&e, &uuid::Uuid::new_v4().to_string());
     }
+    let millis = started.elapsed().as_secs_f64() * 1000.0;
+    if !cluster {
+        return HttpResponse::Ok().json(json!({"reset": "kms", "millis": millis}));
+    }
+    let clusters: Vec<String> = fe
+        .clusters
+        .clusters()
+        .into_iter()
+        .map(|c| c.cluster_id)
+        .collect();
     HttpResponse::Ok().json(json!({
-        "reset": "kms",
-        "millis": started.elapsed().as_secs_f64() * 1000.0,
+        "reset": "cluster",
+        "millis": millis,
+        "clusterIds": clusters,
     }))
 }
 
