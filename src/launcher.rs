@@ -114,9 +114,10 @@ pub struct RunArgs {
     /// mode refuses to start without one.
     #[arg(long, env = "HSMKMS_CONTROL_TOKEN", hide_env_values = true)]
     pub control_token: Option<PasswordArg>,
-    /// Seeded keys (YAML or JSON): fixed ids, specs, aliases, tags, policies, rotation and
-    /// material, made at start where missing and again by `POST /_hsmkms/reset` (see the
-    /// README's "Seeded keys").
+    /// Seeded keys and custom key stores (YAML or JSON): fixed ids, specs, aliases, tags,
+    /// policies, rotation and material; stores' names, clusters and whether they connect; made
+    /// at start where missing and again by `POST /_hsmkms/reset` (see the README's "Seeded
+    /// keys").
     #[arg(long, env = "HSMKMS_SEED_FILE")]
     pub seed_file: Option<PathBuf>,
 }
@@ -287,9 +288,11 @@ type StartedFrontend = (
     std::thread::JoinHandle<()>,
 );
 
-/// The seed file's keys, checked; a file that cannot be read or has a bad key stops the start.
+/// The seed file's keys and stores, checked; a file that cannot be read or has a bad key or
+/// store stops the start. A store that names no kmsuser password gets the cluster's first one.
 fn read_seed(
     path: Option<&std::path::Path>,
+    kmsuser_password: &SecretString,
 ) -> Result<Option<std::sync::Arc<kms_frontend::service::seed::Seed>>> {
     let Some(path) = path else {
         return Ok(None);
@@ -297,7 +300,8 @@ fn read_seed(
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the seed file {}", path.display()))?;
     let seed = kms_frontend::service::seed::Seed::parse(&text)
-        .map_err(|why| anyhow::anyhow!("the seed file {}: {why}", path.display()))?;
+        .map_err(|why| anyhow::anyhow!("the seed file {}: {why}", path.display()))?
+        .with_default_kmsuser_password(kmsuser_password);
     Ok(Some(std::sync::Arc::new(seed)))
 }
 
@@ -322,7 +326,7 @@ async fn start_frontend(
             clusters: args.max_clusters,
             hsms: args.max_hsms,
         },
-        seed: read_seed(args.seed_file.as_deref())?,
+        seed: read_seed(args.seed_file.as_deref(), &args.kmsuser_password.0)?,
     })?;
     frontend.recover().await;
     let seeded = frontend
@@ -330,7 +334,7 @@ async fn start_frontend(
         .await
         .map_err(|e| anyhow::anyhow!("applying the seed file: {e}"))?;
     if seeded > 0 {
-        tracing::info!(seeded, "seeded keys made");
+        tracing::info!(seeded, "seeded keys and custom key stores made");
     }
     let bind = std::net::SocketAddr::from(([127, 0, 0, 1], args.port));
     let server = kms_frontend::serve(frontend.clone(), bind, 2, auth)

@@ -1,7 +1,9 @@
 //! Seeded keys (`--seed-file`): two emulators on fresh data directories given the same file
 //! have the same keys (ids, aliases, tags, rotation, state) with the same material, so what one
 //! encrypts, MACs or signs the other decrypts and verifies; a restart does not make them twice;
-//! a reset puts them back; a bad file stops the start with a message naming the key.
+//! a reset puts them back; a bad file stops the start with a message naming the key. A seeded
+//! custom key store is CONNECTED once the emulator is Ready, and again after a KMS reset, a
+//! cluster reset and restarts; a bad one stops the start naming it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -11,7 +13,9 @@ use std::path::Path;
 use std::process::Command;
 
 use aws_sdk_kms::primitives::Blob;
-use aws_sdk_kms::types::{KeyState, MacAlgorithmSpec, MessageType, SigningAlgorithmSpec};
+use aws_sdk_kms::types::{
+    ConnectionStateType, KeyState, MacAlgorithmSpec, MessageType, SigningAlgorithmSpec,
+};
 use kms_common::{free_port, refused_start, Emulator};
 use serde_json::json;
 
@@ -254,4 +258,131 @@ async fn a_seed_file_gives_the_same_keys_everywhere() {
         &["--seed-file", bad.to_str().unwrap()],
     );
     assert!(stderr.contains("keys[0] (nope): id"), "{stderr}");
+}
+
+const STORE: &str = "cks-5eed00000000000a1";
+
+/// A store of the seed file's, as DescribeCustomKeyStores shows it: its state and cluster.
+async fn seeded_store(kms: &aws_sdk_kms::Client) -> (ConnectionStateType, String, String) {
+    let stores = kms
+        .describe_custom_key_stores()
+        .custom_key_store_id(STORE)
+        .send()
+        .await
+        .unwrap();
+    let store = &stores.custom_key_stores()[0];
+    assert_eq!(store.custom_key_store_name(), Some("payments-store"));
+    (
+        store.connection_state().unwrap().clone(),
+        store.cloud_hsm_cluster_id().unwrap().to_string(),
+        store.trust_anchor_certificate().unwrap().to_string(),
+    )
+}
+
+/// A key made in the store encrypts and decrypts.
+async fn store_key_works(kms: &aws_sdk_kms::Client) -> String {
+    let key = kms_common::create_store_key(kms, STORE).await;
+    let blob = kms
+        .encrypt()
+        .key_id(key.key_id())
+        .plaintext(Blob::new("in the seeded store"))
+        .send()
+        .await
+        .unwrap();
+    let plain = kms
+        .decrypt()
+        .ciphertext_blob(blob.ciphertext_blob().unwrap().clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.plaintext().unwrap().as_ref(), b"in the seeded store");
+    key.key_id().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seeded_store_is_connected_at_start_and_after_every_reset() {
+    let files = tempfile::tempdir().unwrap();
+    let seed = files.path().join("stores.yaml");
+    std::fs::write(
+        &seed,
+        format!(
+            "customKeyStores:\n  - id: {STORE}\n    name: payments-store\n    connected: true\nkeys:\n  - id: {SYMMETRIC}\n    seed: s\n"
+        ),
+    )
+    .unwrap();
+    let seed = seed.to_str().unwrap();
+    let data = files.path().join("data");
+    let emu = Emulator::start_with(&data, free_port(), &["--seed-file", seed]);
+    let kms = emu.kms();
+
+    // CONNECTED once the emulator is Ready, on the launcher's cluster with its trust anchor
+    // and its first kmsuser password (the defaults).
+    let (state, cluster, anchor) = seeded_store(&kms).await;
+    assert_eq!(state, ConnectionStateType::Connected);
+    assert_eq!(cluster, emu.cluster_id());
+    assert_eq!(anchor, emu.trust_anchor());
+    let key = store_key_works(&kms).await;
+
+    // A KMS reset makes it again, connected (KMS rotated kmsuser's password when it
+    // connected; the store keeps the one KMS set), without the key.
+    let answer = emu.post_json("/_hsmkms/reset", &json!({}));
+    assert_eq!(answer["reset"], "kms");
+    assert_eq!(seeded_store(&kms).await.0, ConnectionStateType::Connected);
+    assert!(kms.describe_key().key_id(&key).send().await.is_err());
+    assert!(kms.describe_key().key_id(SYMMETRIC).send().await.is_ok());
+    store_key_works(&kms).await;
+
+    // So does a cluster reset, on the cluster made anew (its new trust anchor, kmsuser's
+    // first password again).
+    let answer = emu.post_json("/_hsmkms/reset", &json!({"cluster": true}));
+    assert_eq!(answer["reset"], "cluster");
+    let (state, cluster, new_anchor) = seeded_store(&kms).await;
+    assert_eq!(state, ConnectionStateType::Connected);
+    assert_eq!(cluster, emu.cluster_id());
+    assert_ne!(new_anchor, anchor);
+    assert_eq!(new_anchor, emu.trust_anchor());
+    let key = store_key_works(&kms).await;
+
+    // A restart leaves the store as it is (connected again, its key there), SIGTERM or kill -9.
+    emu.stop();
+    let emu = Emulator::start_with(&data, free_port(), &["--seed-file", seed]);
+    let kms = emu.kms();
+    assert_eq!(seeded_store(&kms).await.0, ConnectionStateType::Connected);
+    assert!(kms.describe_key().key_id(&key).send().await.is_ok());
+    emu.crash();
+    let emu = Emulator::start_with(&data, free_port(), &["--seed-file", seed]);
+    let kms = emu.kms();
+    assert_eq!(seeded_store(&kms).await.0, ConnectionStateType::Connected);
+    store_key_works(&kms).await;
+    emu.stop();
+
+    // A bad store stops the start, naming it and the member: in the file, or in what it
+    // asks of the cluster.
+    let bad = files.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "customKeyStores:\n  - id: cks-5eed00000000000a1\n    name: s\n    kmsuserPassword: short\n",
+    )
+    .unwrap();
+    let err = refused_start(
+        &files.path().join("other"),
+        &["--seed-file", bad.to_str().unwrap()],
+    );
+    assert!(
+        err.contains("customKeyStores[0] (cks-5eed00000000000a1): kmsuserPassword"),
+        "{err}"
+    );
+    std::fs::write(
+        &bad,
+        "customKeyStores:\n  - id: cks-5eed00000000000a1\n    name: s\n    clusterId: cluster-abcdefghij2\n",
+    )
+    .unwrap();
+    let err = refused_start(
+        &files.path().join("other"),
+        &["--seed-file", bad.to_str().unwrap()],
+    );
+    assert!(
+        err.contains("customKeyStores (cks-5eed00000000000a1): clusterId"),
+        "{err}"
+    );
 }

@@ -267,6 +267,15 @@ impl CloudHsm {
         }
     }
 
+    /// The launcher's own cluster (made on its first start, or anew by a reset).
+    pub fn launcher_cluster_id(&self) -> Option<String> {
+        self.provisioner
+            .clusters()
+            .into_iter()
+            .find(|c| c.launcher_made)
+            .map(|c| c.cluster_id)
+    }
+
     /// A pass to act on the service's state: every CloudHSMv2 call and periodic run holds one
     /// (see [`gate`]); it waits while a reset runs.
     pub async fn enter(&self) -> Pass {

@@ -22,7 +22,7 @@ use crate::service::change::Change;
 use crate::service::clock::{EmulatorClock, OFFSET_KEY};
 use crate::service::error::KmsError;
 use crate::service::key_ref::{Arns, KeyRef};
-use crate::service::model::{DeletionTask, KeyRecord};
+use crate::service::model::{DeletionTask, KeyRecord, KeyStoreRecord};
 use crate::service::registry::{self, Registry};
 use crate::store::{decode, Store, Table, Write};
 
@@ -72,6 +72,14 @@ pub const TRACKED_OPERATIONS: [&str; 12] = [
     "Verify",
     "VerifyMac",
 ];
+
+/// The kmsuser passwords of a seeded store, wrapped, carried across a KMS-only reset.
+#[derive(Debug)]
+struct CarriedPasswords {
+    cluster_id: String,
+    wrapped: Vec<u8>,
+    wrapped_pending: Option<Vec<u8>>,
+}
 
 /// A key's last successful cryptographic operation (GetKeyLastUsage).
 #[derive(Debug, Clone)]
@@ -443,7 +451,7 @@ impl Frontend {
     /// in the same commit as KMS's, after the provisioner has made the launcher's cluster anew
     /// and recorded the decision (a kill -9 from there on is finished by the next start), and
     /// every fault is cleared.
-    pub async fn reset(&self, cluster: bool) -> Result<(), KmsError> {
+    pub async fn reset(self: &Arc<Self>, cluster: bool) -> Result<(), KmsError> {
         let _gate = self.reset_gate.write().await;
         let _deletions = self.deletions.lock().await;
         let _rotations = self.rotations.lock().await;
@@ -473,6 +481,26 @@ impl Frontend {
             owner.generation += 1;
             self.hsm.close(id, owner.generation).await;
         }
+        // Seeded stores are made again below; without a cluster reset, with the kmsuser
+        // passwords KMS last set (it rotates them on every connect), so they connect again.
+        let carried: HashMap<String, CarriedPasswords> = if cluster {
+            HashMap::new()
+        } else {
+            let reg = self.registry();
+            self.seed
+                .iter()
+                .flat_map(|seed| seed.stores.iter())
+                .filter_map(|s| reg.store(&s.id).ok())
+                .map(|r| {
+                    let carried = CarriedPasswords {
+                        cluster_id: r.cluster_id.clone(),
+                        wrapped: r.wrapped_password.clone(),
+                        wrapped_pending: r.wrapped_pending_password.clone(),
+                    };
+                    (r.id.clone(), carried)
+                })
+                .collect()
+        };
         let mut writes: Vec<Write> = [
             Table::Keys,
             Table::Aliases,
@@ -520,24 +548,33 @@ impl Frontend {
                 ))
             })?;
         }
-        let seeded = self.apply_seed_ungated().await?;
+        let seeded = self.apply_seed_ungated(&carried).await?;
         tracing::info!(stores = store_ids.len(), seeded, cluster, "state reset");
         Ok(())
     }
 
-    /// Makes the seeded keys that do not exist (by id), with their aliases, rotation and state;
-    /// run before the frontend serves, and by a reset. Keys that exist are left as they are, so
-    /// applying the seed again changes nothing. Returns how many keys it made.
-    pub async fn apply_seed(&self) -> Result<usize, KmsError> {
+    /// Makes the seeded custom key stores (connecting those the file says) and then the seeded
+    /// keys that do not exist (by id), keys with their aliases, rotation and state; run before
+    /// the frontend serves, and by a reset. Stores and keys that exist are left as they are, so
+    /// applying the seed again changes nothing. Returns how many stores and keys it made.
+    pub async fn apply_seed(self: &Arc<Self>) -> Result<usize, KmsError> {
         let _gate = self.reset_gate.write().await;
-        self.apply_seed_ungated().await
+        self.apply_seed_ungated(&HashMap::new()).await
     }
 
-    async fn apply_seed_ungated(&self) -> Result<usize, KmsError> {
+    async fn apply_seed_ungated(
+        self: &Arc<Self>,
+        carried: &HashMap<String, CarriedPasswords>,
+    ) -> Result<usize, KmsError> {
         let Some(seed) = self.seed.clone() else {
             return Ok(0);
         };
         let mut made = 0;
+        for store in &seed.stores {
+            if self.apply_seed_store(store, carried.get(&store.id)).await? {
+                made += 1;
+            }
+        }
         for key in &seed.keys {
             let scope = Arc::new(Arns {
                 region: key
@@ -554,6 +591,81 @@ impl Frontend {
             }
         }
         Ok(made)
+    }
+
+    /// One seeded custom key store; false if it exists already. Made DISCONNECTED with the
+    /// checks of CreateCustomKeyStore (the cluster ACTIVE with HSMs in two zones, backing no
+    /// other store, the trust anchor its own), then connected, to the end, if the file says so.
+    async fn apply_seed_store(
+        self: &Arc<Self>,
+        store: &crate::service::seed::SeedStore,
+        carried: Option<&CarriedPasswords>,
+    ) -> Result<bool, KmsError> {
+        use crate::api::kms::checks::{check_cluster, same_certificate};
+        use crate::service::connection_state::ConnectionState;
+        if self.registry().store(&store.id).is_ok() {
+            return Ok(false);
+        }
+        let at = |member: &str, why: String| {
+            KmsError::KmsInternal(format!(
+                "the seed file's customKeyStores ({}): {member}: {why}",
+                store.id
+            ))
+        };
+        let cluster_id = match &store.cluster_id {
+            Some(id) => id.clone(),
+            None => self
+                .clusters
+                .launcher_cluster_id()
+                .ok_or_else(|| at("clusterId", "the launcher has no cluster".into()))?,
+        };
+        if self.registry().store_by_name(&store.name).is_some() {
+            return Err(at("name", format!("a store named '{}' exists", store.name)));
+        }
+        self.registry()
+            .check_store_quota()
+            .map_err(|e| at("id", e.message()))?;
+        let cluster =
+            check_cluster(self, &cluster_id, None).map_err(|e| at("clusterId", e.message()))?;
+        let trust_anchor = store
+            .trust_anchor
+            .clone()
+            .unwrap_or_else(|| cluster.trust_anchor.clone());
+        if !same_certificate(&cluster.trust_anchor, &trust_anchor) {
+            return Err(at(
+                "trustAnchor",
+                format!("not the trust anchor of cluster {cluster_id}"),
+            ));
+        }
+        let password = store
+            .kmsuser_password
+            .as_ref()
+            .ok_or_else(|| at("kmsuserPassword", "none given".into()))?;
+        let (wrapped_password, wrapped_pending_password) =
+            match carried.filter(|c| c.cluster_id == cluster_id) {
+                Some(c) => (c.wrapped.clone(), c.wrapped_pending.clone()),
+                None => (self.registry().wrap_password(&store.id, password), None),
+            };
+        let record = KeyStoreRecord {
+            id: store.id.clone(),
+            name: store.name.clone(),
+            cluster_id,
+            trust_anchor,
+            wrapped_password,
+            wrapped_pending_password,
+            state: ConnectionState::Disconnected,
+            created_at_millis: self.now(),
+        };
+        crate::key_stores::persist(self, record).await?;
+        if store.connected {
+            let state = crate::key_stores::connect_and_wait(self, &store.id).await?;
+            if state == ConnectionState::Connected {
+                tracing::info!(store_id = %store.id, "seeded custom key store CONNECTED");
+            } else {
+                tracing::warn!(store_id = %store.id, state = ?state, "a seeded custom key store did not connect");
+            }
+        }
+        Ok(true)
     }
 
     /// One seeded key, in its scope; false if it exists already.

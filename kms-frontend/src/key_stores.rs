@@ -104,6 +104,21 @@ pub fn start_connect(fe: &Arc<Frontend>, owner: &mut StoreOwner, store_id: &str)
     actix::spawn(async move { finish_connect(&fe, &store_id, generation).await });
 }
 
+/// Connects a DISCONNECTED store and waits for the outcome: the state it ends in, CONNECTED
+/// or FAILED (a seeded store, before the emulator serves or a reset answers).
+pub async fn connect_and_wait(
+    fe: &Arc<Frontend>,
+    store_id: &str,
+) -> Result<ConnectionState, KmsError> {
+    let generation = {
+        let mut owner = fe.store_owner(store_id).await?;
+        transition(fe, &owner, store_id, ConnectionOp::Connect).await?;
+        begin_attempt(&mut owner)
+    };
+    finish_connect(fe, store_id, generation).await;
+    Ok(fe.registry().store(store_id)?.state)
+}
+
 /// Completes a disconnection whose DISCONNECTING state is durable: the sessions close, then
 /// the store is DISCONNECTED. If that last commit fails, the store stays DISCONNECTING and
 /// `settle` completes it later.

@@ -125,13 +125,14 @@ pub(super) fn new_store_id(entropy: &dyn hsmkms_common::entropy::Entropy) -> Str
 }
 
 /// The trust anchor matches when the certificates are equal, PEM whitespace aside.
-pub(super) fn same_certificate(a: &str, b: &str) -> bool {
+pub(crate) fn same_certificate(a: &str, b: &str) -> bool {
     let norm = |s: &str| s.split_whitespace().collect::<String>();
     norm(a) == norm(b)
 }
 
-/// Checks the cluster a store is to use (CreateCustomKeyStore, UpdateCustomKeyStore).
-pub(super) fn check_cluster(
+/// Checks the cluster a store is to use (CreateCustomKeyStore, UpdateCustomKeyStore, a
+/// seeded store).
+pub(crate) fn check_cluster(
     fe: &Frontend,
     cluster_id: &str,
     except_store: Option<&str>,

@@ -3,7 +3,7 @@
 //! operation is audited and counted here.
 
 mod cancel_key_deletion;
-mod checks;
+pub(crate) mod checks;
 mod connect_custom_key_store;
 mod create_alias;
 mod create_custom_key_store;
