@@ -8,7 +8,7 @@
 use std::fmt;
 use std::sync::Mutex;
 
-use rand::rngs::{OsRng, StdRng};
+use rand::rngs::StdRng;
 use rand::{CryptoRng, RngCore, SeedableRng};
 
 /// A source of random bytes.
@@ -17,13 +17,16 @@ pub trait Entropy: Send + Sync + fmt::Debug {
     fn fill(&self, dest: &mut [u8]);
 }
 
-/// The operating system's CSPRNG: what the emulator runs on.
+/// What the emulator runs on: rand's thread-local CSPRNG (ChaCha12, seeded from the operating
+/// system's and reseeded from it every 64 KiB of output), as the AEAD nonces are. Not
+/// `OsRng` directly: that is a `getrandom` system call for every data key and id, a cost a
+/// GenerateDataKey felt beside an Encrypt.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct OsEntropy;
 
 impl Entropy for OsEntropy {
     fn fill(&self, dest: &mut [u8]) {
-        OsRng.fill_bytes(dest);
+        rand::thread_rng().fill_bytes(dest);
     }
 }
 
