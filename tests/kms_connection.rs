@@ -37,38 +37,6 @@ const AS_ADMIN: [&str; 6] = [
     ADMIN_PASSWORD,
 ];
 
-/// Connects and waits until the store is FAILED with `code`.
-async fn connect_fails_with(kms: &aws_sdk_kms::Client, store: &str, code: ConnectionErrorCodeType) {
-    kms.connect_custom_key_store()
-        .custom_key_store_id(store)
-        .send()
-        .await
-        .unwrap();
-    wait_for_connection_state(kms, store, ConnectionStateType::Failed).await;
-    assert_eq!(
-        describe_store(kms, store).await.connection_error_code(),
-        Some(&code)
-    );
-}
-
-async fn disconnect(kms: &aws_sdk_kms::Client, store: &str) {
-    kms.disconnect_custom_key_store()
-        .custom_key_store_id(store)
-        .send()
-        .await
-        .unwrap();
-    wait_for_connection_state(kms, store, ConnectionStateType::Disconnected).await;
-}
-
-async fn reconnect(kms: &aws_sdk_kms::Client, store: &str) {
-    kms.connect_custom_key_store()
-        .custom_key_store_id(store)
-        .send()
-        .await
-        .unwrap();
-    wait_for_connection_state(kms, store, ConnectionStateType::Connected).await;
-}
-
 async fn set_store_password(kms: &aws_sdk_kms::Client, store: &str, password: &str) {
     kms.update_custom_key_store()
         .custom_key_store_id(store)

@@ -18,38 +18,6 @@ use serde_json::{json, Value};
 /// Longest a fault-related wait in these tests may take.
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// Connects and waits until the store is FAILED with `code`.
-async fn connect_fails_with(kms: &aws_sdk_kms::Client, store: &str, code: ConnectionErrorCodeType) {
-    kms.connect_custom_key_store()
-        .custom_key_store_id(store)
-        .send()
-        .await
-        .unwrap();
-    wait_for_connection_state(kms, store, ConnectionStateType::Failed).await;
-    assert_eq!(
-        describe_store(kms, store).await.connection_error_code(),
-        Some(&code)
-    );
-}
-
-async fn disconnect(kms: &aws_sdk_kms::Client, store: &str) {
-    kms.disconnect_custom_key_store()
-        .custom_key_store_id(store)
-        .send()
-        .await
-        .unwrap();
-    wait_for_connection_state(kms, store, ConnectionStateType::Disconnected).await;
-}
-
-async fn reconnect(kms: &aws_sdk_kms::Client, store: &str) {
-    kms.connect_custom_key_store()
-        .custom_key_store_id(store)
-        .send()
-        .await
-        .unwrap();
-    wait_for_connection_state(kms, store, ConnectionStateType::Connected).await;
-}
-
 fn fault(emu: &Emulator, body: Value) -> Value {
     emu.post_json("/_hsmkms/faults", &body)
 }

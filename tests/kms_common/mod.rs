@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use aws_sdk_kms::config::timeout::TimeoutConfig;
 use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_kms::error::ProvideErrorMetadata;
-use aws_sdk_kms::types::{ConnectionStateType, CustomKeyStoresListEntry, KeyMetadata, OriginType};
+use aws_sdk_kms::types::{
+    ConnectionErrorCodeType, ConnectionStateType, CustomKeyStoresListEntry, KeyMetadata, OriginType,
+};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -775,6 +777,44 @@ pub async fn wait_for_connection_state(
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Connects and waits until the store is FAILED with `code`.
+pub async fn connect_fails_with(
+    kms: &aws_sdk_kms::Client,
+    store: &str,
+    code: ConnectionErrorCodeType,
+) {
+    kms.connect_custom_key_store()
+        .custom_key_store_id(store)
+        .send()
+        .await
+        .unwrap();
+    wait_for_connection_state(kms, store, ConnectionStateType::Failed).await;
+    assert_eq!(
+        describe_store(kms, store).await.connection_error_code(),
+        Some(&code)
+    );
+}
+
+/// Disconnects the store and waits until it is DISCONNECTED.
+pub async fn disconnect(kms: &aws_sdk_kms::Client, store: &str) {
+    kms.disconnect_custom_key_store()
+        .custom_key_store_id(store)
+        .send()
+        .await
+        .unwrap();
+    wait_for_connection_state(kms, store, ConnectionStateType::Disconnected).await;
+}
+
+/// Connects the store and waits until it is CONNECTED.
+pub async fn reconnect(kms: &aws_sdk_kms::Client, store: &str) {
+    kms.connect_custom_key_store()
+        .custom_key_store_id(store)
+        .send()
+        .await
+        .unwrap();
+    wait_for_connection_state(kms, store, ConnectionStateType::Connected).await;
 }
 
 /// Creates a KMS key whose key material is a backing key in the store's cluster.

@@ -671,7 +671,6 @@ impl Handler<Run> for KeyStoreActor {
         let make = std::rc::Rc::new(msg.0);
         let again = make.clone();
         let faults = self.faults.clone();
-        let faults_again = faults.clone();
         Box::pin(
             async move { try_sessions(&faults, &order, &make).await }
                 .into_actor(self)
@@ -688,6 +687,7 @@ impl Handler<Run> for KeyStoreActor {
                         return Box::pin(fut::ready(first));
                     };
                     let generation = act.generation;
+                    let faults_again = act.faults.clone();
                     Box::pin(
                         async move {
                             let fresh = log_in_again(plan).await;
